@@ -1,0 +1,47 @@
+# The two commands of the README: `make demo` and `make test`. Both work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# A CPU build of torch, pinned here (pyproject.toml keeps a range for users): a looser
+# requirement pulls several GB of CUDA packages.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: demo test install-demo install-test lint typecheck bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml | $(PY)
+	$(PIP) install --quiet "$(TORCH_PIN)"
+	$(PIP) install --quiet -e ".[torch]"
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(PY)
+	$(PIP) install --quiet "$(TORCH_PIN)"
+	$(PIP) install --quiet -e ".[torch,dev]"
+	touch $@
+
+install-demo: $(VENV)/.demo-installed
+install-test: $(VENV)/.test-installed
+
+## Run the embedded example end to end (writes ./gha-mlops-demo).
+demo: install-demo
+	$(VENV)/bin/gha-mlops demo
+
+lint: install-test
+	$(VENV)/bin/ruff check src tests benchmarks
+
+typecheck: install-test
+	$(VENV)/bin/mypy
+
+## Install everything the tests need and run the whole suite.
+test: install-test lint typecheck
+	$(PY) -m pytest
+
+bench: install-test
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) gha-mlops-demo .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -1,0 +1,106 @@
+"""The ``gha-mlops`` command line: thin commands over the services, one error boundary.
+
+Subcommands are imported only when invoked, so ``gha-mlops --version`` and ``--help`` start
+fast and never import pydantic, torch or the SDKs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import click
+
+from gha_mlops import __version__
+from gha_mlops.errors import GhaMlopsError
+
+_COMMANDS = {
+    "run": ("gha_mlops.cli.run", "run", "Run the pipeline; stages whose inputs are unchanged come from the cache."),
+    "runs": ("gha_mlops.cli.runs", "runs", "List and show run records."),
+    "reproduce": ("gha_mlops.cli.reproduce", "reproduce", "Re-run a recorded run in a scratch workspace and prove its outputs are bit-identical."),
+    "demo": ("gha_mlops.cli.demo", "demo", "Write the embedded example project into DIR and run it."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = _COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        module = importlib.import_module(spec[0])
+        command: click.Command = getattr(module, spec[1])
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help without importing every command module.
+        rows = [(name, spec[2]) for name, spec in _COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="gha-mlops",
+                      message="%(prog)s %(version)s")
+def cli() -> None:
+    """gha-mlops: reproducible ML pipelines with GitHub Actions as the control plane.
+
+    \b
+    Start with the embedded example:
+      gha-mlops demo            write ./gha-mlops-demo and run it
+      gha-mlops runs list       the runs recorded there
+      gha-mlops reproduce latest
+    """
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and turn errors into exit codes."""
+    # CI cancels with SIGTERM: treat it like Ctrl-C so stages are rolled back cleanly.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        rc: Any = cli.main(args=list(argv) if argv is not None else None,
+                           prog_name="gha-mlops", standalone_mode=False)
+    except GhaMlopsError as err:
+        rc = report_error(err)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        rc = 130
+    except click.ClickException as err:
+        err.show()
+        rc = err.exit_code
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        rc = 130
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def report_error(err: GhaMlopsError) -> int:
+    """The one place a user error becomes output and an exit code (and, in Actions, an
+    annotation on the offending file and line plus a note in the step summary)."""
+    from gha_mlops.gha import Actions
+
+    loc = err.location()
+    lines = [click.style("error: ", fg="red", bold=True) + (f"{loc}: " if loc else "") + err.message]
+    lines += [f"  {note}" for note in err.notes]
+    if err.hint:
+        lines.append(click.style("hint: ", fg="cyan", bold=True) + err.hint)
+    click.echo("\n".join(lines), err=True)
+    actions = Actions(os.environ)
+    if actions.active:
+        text = err.message + (f"\n{err.hint}" if err.hint else "")
+        actions.annotate("error", text, file=err.file, line=err.line, col=err.column,
+                         title="gha-mlops")
+        actions.summary(f"> [!CAUTION]\n> **gha-mlops:** {(loc + ': ') if loc else ''}"
+                        f"{err.message}" + (f"\n>\n> {err.hint}" if err.hint else ""))
+    return err.exit_code

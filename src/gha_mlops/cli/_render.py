@@ -1,0 +1,75 @@
+"""Terminal rendering shared by the commands (pure formatting plus a stage reporter)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+_MARK = {"ran": ("✓", "green"), "cached": ("=", "blue"), "restored": ("↺", "blue"),
+         "failed": ("✗", "red"), "interrupted": ("!", "yellow"), "skipped": ("-", "yellow")}
+
+
+class TerminalReporter:
+    """Prints stage progress; output of parallel stages is prefixed with the stage name."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self._lock = threading.Lock()
+
+    def stage_started(self, stage: str, cmd: str) -> None:
+        if not self.quiet:
+            with self._lock:
+                click.echo(click.style(f"▶ {stage}", bold=True) + click.style(f"  {cmd}", dim=True))
+
+    def stage_finished(self, stage: str, status: str, seconds: float, detail: str | None) -> None:
+        mark, color = _MARK.get(status, ("?", "white"))
+        text = f"{mark} {stage} {status}"
+        if status == "ran":
+            text += f" ({seconds:.1f} s)"
+        if detail and status not in ("ran", "cached", "restored"):
+            text += f": {detail}"
+        with self._lock:
+            click.echo(click.style(text, fg=color), err=status in ("failed", "interrupted"))
+
+    def stage_line(self, stage: str, line: str) -> None:
+        with self._lock:
+            click.echo(click.style(f"[{stage}] ", dim=True) + line)
+
+
+def short(digest: str | None, n: int = 12) -> str:
+    return digest[:n] if digest else "-"
+
+
+def format_metric(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def headline_metrics(metrics: Mapping[str, Mapping[str, Any]], limit: int = 8) -> list[str]:
+    rows = []
+    for file, values in metrics.items():
+        for key, value in values.items():
+            rows.append(f"{key} = {format_metric(value)}  ({file})")
+    return rows[:limit]
+
+
+def run_summary(record: Mapping[str, Any]) -> str:
+    stages = record.get("stages", [])
+    counts: dict[str, int] = {}
+    for s in stages:
+        counts[s["status"]] = counts.get(s["status"], 0) + 1
+    parts = [f"{n} {status}" for status, n in counts.items()]
+    lines = [f"run {record['id']}: {record['status']} ({', '.join(parts) or 'no stages'}) "
+             f"in {record.get('duration_s', 0):.1f} s"]
+    if counts and set(counts) <= {"cached"}:
+        lines.append("everything was up to date: all stages came from the cache")
+    model = record.get("model")
+    if model:
+        lines.append(f"model {model['path']} sha256 {model['sha256']}")
+    for m in headline_metrics(record.get("metrics", {})):
+        lines.append(f"  {m}")
+    return "\n".join(lines)

@@ -1,0 +1,9 @@
+"""The pipeline as code: ``mlops.yaml`` parsed into frozen, typed objects."""
+
+from __future__ import annotations
+
+from gha_mlops.config.loader import DEFAULT_CONFIG, STATE_DIR, load_pipeline
+from gha_mlops.config.model import Output, Pipeline, Stage, param_value
+
+__all__ = ["DEFAULT_CONFIG", "STATE_DIR", "Output", "Pipeline", "Stage", "load_pipeline",
+           "param_value"]

@@ -1,0 +1,94 @@
+"""The pipeline as frozen, typed domain objects.
+
+These are plain dataclasses, free of pydantic, so that a no-op ``gha-mlops run`` can rebuild
+them from the validated-config cache without importing the validator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+OutputKind = Literal["out", "metric", "plot"]
+
+
+@dataclass(frozen=True)
+class Output:
+    """A path a stage writes: a model or data (``out``), a metrics file, or a plot."""
+
+    path: str
+    kind: OutputKind
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline. Paths are POSIX and relative to the workspace root."""
+
+    name: str
+    cmd: str
+    deps: tuple[str, ...]
+    params: tuple[str, ...]
+    outs: tuple[Output, ...]
+    upstream: tuple[str, ...]
+    desc: str | None = None
+
+    @property
+    def out_paths(self) -> tuple[str, ...]:
+        return tuple(o.path for o in self.outs)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated ``mlops.yaml`` with its params, stages in a runnable (topological) order."""
+
+    root: Path
+    config_file: Path
+    config_sha256: str
+    seed: int
+    params_file: str
+    params: Mapping[str, Any]
+    env_lock: str | None
+    stages: Mapping[str, Stage] = field(default_factory=dict)
+    model: str | None = None
+
+    def stage(self, name: str) -> Stage:
+        return self.stages[name]
+
+    def producer_of(self, path: str) -> str | None:
+        """The stage whose output is ``path`` or contains it, if any."""
+        for stage in self.stages.values():
+            for out in stage.out_paths:
+                if path == out or path.startswith(out + "/"):
+                    return stage.name
+        return None
+
+    def downstream(self, names: set[str]) -> set[str]:
+        """``names`` and every stage that depends on them, transitively."""
+        result = set(names)
+        for stage in self.stages.values():  # topological order: one pass suffices
+            if any(u in result for u in stage.upstream):
+                result.add(stage.name)
+        return result
+
+    def upstream_closure(self, names: set[str]) -> set[str]:
+        """``names`` and every stage they depend on, transitively."""
+        result = set(names)
+        for stage in reversed(list(self.stages.values())):
+            if stage.name in result:
+                result.update(stage.upstream)
+        return result
+
+
+def param_value(params: Mapping[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` in ``params``; raises ``KeyError(key)`` when absent."""
+    node: Any = params
+    for part in key.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise KeyError(key)
+    return node

@@ -1,0 +1,61 @@
+"""The pydantic schema of ``mlops.yaml``. Imported only when a config must be (re)validated."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+STAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def _as_list(value: Any) -> Any:
+    """Accept a single string where a list of strings is expected."""
+    return [value] if isinstance(value, str) else value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class EnvSchema(_Strict):
+    lock: str | None = Field(default=None, min_length=1)
+
+
+class StageSchema(_Strict):
+    cmd: str | list[str]
+    desc: str | None = None
+    deps: list[str] = Field(default_factory=list)
+    params: list[str] = Field(default_factory=list)
+    outs: list[str] = Field(default_factory=list)
+    metrics: list[str] = Field(default_factory=list)
+    plots: list[str] = Field(default_factory=list)
+
+    _coerce_lists = field_validator("deps", "params", "outs", "metrics", "plots", mode="before")(
+        _as_list
+    )
+
+    @field_validator("cmd")
+    @classmethod
+    def _cmd_not_empty(cls, value: str | list[str]) -> str | list[str]:
+        parts = [value] if isinstance(value, str) else value
+        if not parts or any(not p.strip() for p in parts):
+            raise ValueError("a command must not be empty")
+        return value
+
+
+class ConfigSchema(_Strict):
+    version: int = 1
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    params: str = Field(default="params.yaml", min_length=1)
+    env: EnvSchema = Field(default_factory=EnvSchema)
+    model: str | None = Field(default=None, min_length=1)
+    stages: dict[str, StageSchema] = Field(min_length=1)
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError("only version 1 is known to this gha-mlops")
+        return value

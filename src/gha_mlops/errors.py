@@ -1,0 +1,101 @@
+"""One error root for everything a user can get wrong, and the exit codes it maps to.
+
+Every error carries a message (what is wrong), a hint (what to do next) and optionally the
+file and line it concerns, so the CLI boundary can print it, and in GitHub Actions annotate it,
+without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GhaMlopsError(Exception):
+    """Root of every error that is the user's to fix (bad input, a busy workspace, ...)."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        file: str | Path | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        notes: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.column = column
+        self.notes = list(notes or [])
+
+    def location(self) -> str:
+        """``file:line:column`` as far as known, or ``""``."""
+        if self.file is None:
+            return ""
+        loc = self.file
+        if self.line is not None:
+            loc += f":{self.line}"
+            if self.column is not None:
+                loc += f":{self.column}"
+        return loc
+
+
+class ConfigError(GhaMlopsError):
+    """``mlops.yaml`` or the params file is malformed or inconsistent."""
+
+    exit_code = 2
+
+
+class UsageError(GhaMlopsError):
+    """The command line asks for something that does not exist (an unknown stage or run)."""
+
+    exit_code = 2
+
+
+class WorkspaceBusyError(GhaMlopsError):
+    """Another gha-mlops process holds the workspace lock."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class StageFailedError(GhaMlopsError):
+    """A stage's command exited non-zero; its dependants did not run."""
+
+    exit_code = 1
+
+
+class InterruptedRunError(GhaMlopsError):
+    """The run was interrupted (Ctrl-C or SIGTERM); partial outputs were rolled back."""
+
+    exit_code = 130
+
+
+class MissingExtraError(GhaMlopsError):
+    """An optional dependency is not installed; the hint names the pip command."""
+
+    exit_code = 3
+
+
+class ReproductionError(GhaMlopsError):
+    """A reproduction could not be started, or its results differ from the record."""
+
+    exit_code = 4
+
+
+class EnvironmentDriftError(ReproductionError):
+    """The current environment differs from the recorded one."""
+
+    exit_code = 5
+
+
+def missing_extra(module: str, extra: str) -> MissingExtraError:
+    """The error to raise when an optional import fails."""
+    return MissingExtraError(
+        f"this needs the Python package {module!r}, which is not installed",
+        hint=f"pip install 'gha-mlops[{extra}]'",
+    )

@@ -1,0 +1,1 @@
+"""The pipeline engine: hashing, the content-addressed cache, stage execution, run records."""

@@ -1,0 +1,515 @@
+"""Run a pipeline: decide per stage whether to run, restore or skip, execute, cache, record.
+
+A stage is *cached* when the run cache knows its signature and the workspace already holds
+those outputs, *restored* when the cache knows it and the outputs are put back from the cache,
+and *ran* otherwise. A stage that fails, or is interrupted, leaves no partial outputs: what it
+wrote is removed and the outputs it replaced are put back from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from gha_mlops import __version__
+from gha_mlops._fs import atomic_write_json
+from gha_mlops.config import STATE_DIR, Pipeline, Stage, param_value
+from gha_mlops.errors import InterruptedRunError, StageFailedError, UsageError
+from gha_mlops.pipeline.cache import CacheMiss, ContentCache, remove_path
+from gha_mlops.pipeline.environment import (
+    git_info,
+    installed_packages,
+    recorded_variables,
+    system_info,
+)
+from gha_mlops.pipeline.hashing import Hasher, StatCache, is_tree, sha256_file
+from gha_mlops.pipeline.lock import WorkspaceLock
+from gha_mlops.pipeline.records import RECORD_SCHEMA, RunStore, new_run_id
+from gha_mlops.pipeline.secrets import scrub, secret_values
+from gha_mlops.pipeline.signature import stage_signature
+
+OK_STATUSES = ("ran", "cached", "restored")
+TERM_GRACE_S = 10.0
+
+
+class Reporter(Protocol):
+    """Where the engine tells a user what happens. Called from worker threads."""
+
+    def stage_started(self, stage: str, cmd: str) -> None:
+        """A stage's command is about to run."""
+
+    def stage_finished(self, stage: str, status: str, seconds: float, detail: str | None) -> None:
+        """A stage ended as ran, cached, restored, failed, interrupted or skipped."""
+
+    def stage_line(self, stage: str, line: str) -> None:
+        """One line of a stage's output when stages run in parallel (-j > 1)."""
+
+
+class SilentReporter:
+    def stage_started(self, stage: str, cmd: str) -> None:
+        pass
+
+    def stage_finished(self, stage: str, status: str, seconds: float, detail: str | None) -> None:
+        pass
+
+    def stage_line(self, stage: str, line: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run. ``environ`` is the environment stage commands inherit (the CLI passes
+    ``os.environ``); ``kind`` is ``run`` or ``reproduction``."""
+
+    environ: Mapping[str, str]
+    force: bool = False
+    targets: tuple[str, ...] = ()
+    jobs: int = 1
+    wait: float = 0.0
+    kind: str = "run"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str
+    signature: str | None = None
+    deps: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    outs: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)
+    produced_by: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "name": self.name, "status": self.status, "signature": self.signature,
+            "deps": self.deps, "params": self.params, "outs": self.outs,
+            "duration_s": round(self.seconds, 3),
+        }
+        if self.produced_by:
+            doc["produced_by_run"] = self.produced_by
+        if self.runtime:
+            doc["runtime"] = self.runtime
+        if self.error:
+            doc["error"] = self.error
+        return doc
+
+
+@dataclass(frozen=True)
+class RunResult:
+    record: dict[str, Any]
+    record_path: Path
+
+    @property
+    def run_id(self) -> str:
+        return str(self.record["id"])
+
+
+class _StageFailure(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def run_pipeline(pipeline: Pipeline, options: RunOptions,
+                 reporter: Reporter | None = None) -> RunResult:
+    """Run ``pipeline`` under the workspace lock and write its run record.
+
+    Raises :class:`StageFailedError` or :class:`InterruptedRunError` after the record of the
+    failed run is written; the error names the record.
+    """
+    return _Engine(pipeline, options, reporter or SilentReporter()).run()
+
+
+class _Engine:
+    def __init__(self, pipeline: Pipeline, options: RunOptions, reporter: Reporter) -> None:
+        unknown = [t for t in options.targets if t not in pipeline.stages]
+        if unknown:
+            raise UsageError(
+                f"no stage named {unknown[0]!r} in {pipeline.config_file.name}",
+                hint="stages are: " + ", ".join(pipeline.stages),
+            )
+        self.p = pipeline
+        self.o = options
+        self.reporter = reporter
+        self.root = pipeline.root
+        self.state = self.root / STATE_DIR
+        self.cache = ContentCache(self.state / "cache")
+        self.stat_cache = StatCache(self.state / "tmp" / "stat.db")
+        self.hasher = Hasher(self.root, self.stat_cache)
+        self.store = RunStore(self.state / "runs")
+        self.run_id = new_run_id()
+        self.tmp = self.state / "tmp" / "runs" / self.run_id
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._procs_lock = threading.Lock()
+        self._interrupted = threading.Event()
+        self._output_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ orchestration
+
+    def run(self) -> RunResult:
+        self.state.mkdir(exist_ok=True)
+        _ignore_state_dir(self.state)
+        with WorkspaceLock(self.state, wait=self.o.wait, what=self.o.kind):
+            started = time.time()
+            results: dict[str, StageResult] = {}
+            try:
+                self._schedule(results)
+            finally:
+                self.stat_cache.flush()
+                record = self._record(results, started, time.time())
+                path = self.store.write(record)
+                remove_path(self.tmp)
+        result = RunResult(record, path)
+        if record["status"] == "interrupted":
+            raise InterruptedRunError(
+                "the run was interrupted; stages that were running were rolled back",
+                hint=f"the partial run is recorded as {record['id']}; run again to continue "
+                "(finished stages are cached)")
+        if record["status"] == "failed":
+            failed = [s for s in record["stages"] if s["status"] == "failed"]
+            first = failed[0] if failed else {"name": "?", "error": "failed"}
+            err = StageFailedError(
+                f"stage {first['name']!r} failed: {first.get('error')}",
+                hint=f"fix it and run again; stages that succeeded are cached "
+                f"(run record {record['id']})")
+            err.result = result  # type: ignore[attr-defined]
+            raise err
+        return result
+
+    def _selected(self) -> list[str]:
+        if not self.o.targets:
+            return list(self.p.stages)
+        keep = self.p.upstream_closure(set(self.o.targets))
+        return [n for n in self.p.stages if n in keep]
+
+    def _schedule(self, results: dict[str, StageResult]) -> None:
+        pending = self._selected()
+        running: dict[Future[StageResult], str] = {}
+        jobs = max(1, self.o.jobs)
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            while pending or running:
+                try:
+                    self._submit_ready(pool, pending, running, results, jobs)
+                    if not running:
+                        if pending:  # cannot happen in a DAG; never spin
+                            raise AssertionError(f"no runnable stage among {pending}")
+                        continue
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        name = running.pop(fut)
+                        results[name] = fut.result()
+                except KeyboardInterrupt:
+                    self._interrupt(pending, results)
+
+    def _submit_ready(self, pool: ThreadPoolExecutor, pending: list[str],
+                      running: dict[Future[StageResult], str],
+                      results: dict[str, StageResult], jobs: int) -> None:
+        for name in list(pending):
+            stage = self.p.stages[name]
+            ups = [u for u in stage.upstream if u in results or u in pending or
+                   u in running.values()]
+            bad = [u for u in ups if u in results and results[u].status not in OK_STATUSES]
+            if bad:
+                pending.remove(name)
+                results[name] = StageResult(name, "skipped",
+                                            error=f"not run: upstream stage {bad[0]!r} "
+                                            f"{results[bad[0]].status}")
+                self.reporter.stage_finished(name, "skipped", 0.0, results[name].error)
+                continue
+            if all(u in results for u in ups) and len(running) < jobs:
+                pending.remove(name)
+                running[pool.submit(self._stage, stage)] = name
+
+    def _interrupt(self, pending: list[str], results: dict[str, StageResult]) -> None:
+        first = not self._interrupted.is_set()
+        self._interrupted.set()
+        for name in pending:
+            results[name] = StageResult(name, "skipped", error="not run: the run was interrupted")
+        pending.clear()
+        with self._procs_lock:
+            procs = list(self._procs.values())
+        for proc in procs:
+            _signal_group(proc, signal.SIGINT if first else signal.SIGKILL)
+        if first:
+            threading.Thread(target=self._escalate, args=(procs,), daemon=True).start()
+
+    def _escalate(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        deadline = time.monotonic() + TERM_GRACE_S
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+
+    # ------------------------------------------------------------------ one stage
+
+    def _stage(self, stage: Stage) -> StageResult:
+        started = time.monotonic()
+        res = StageResult(stage.name, "failed")
+        try:
+            self._decide_and_execute(stage, res)
+        except _StageFailure as err:
+            res.status = "interrupted" if self._interrupted.is_set() else "failed"
+            res.error = "interrupted" if self._interrupted.is_set() else err.message
+        except CacheMiss as err:
+            res.status, res.error = "failed", f"cache object {err} vanished during the run"
+        except OSError as err:
+            res.status, res.error = "failed", f"{type(err).__name__}: {err}"
+        res.seconds = time.monotonic() - started
+        self.reporter.stage_finished(stage.name, res.status, res.seconds, res.error)
+        return res
+
+    def _decide_and_execute(self, stage: Stage, res: StageResult) -> None:
+        for dep in stage.deps:
+            digest = self.hasher.hash_path(dep)
+            if digest is None:
+                raise _StageFailure(f"dependency {dep!r} does not exist")
+            res.deps[dep] = digest
+        for key in stage.params:
+            res.params[key] = param_value(self.p.params, key)
+        env_lock = self.hasher.hash_path(self.p.env_lock) if self.p.env_lock else None
+        res.signature = stage_signature(
+            cmd=stage.cmd, deps=res.deps, params=res.params, env_lock=env_lock,
+            seed=self.p.seed, outs=[(o.path, o.kind) for o in stage.outs])
+
+        if not self.o.force:
+            entry = self.cache.lookup_run(res.signature)
+            if entry is not None:
+                res.outs = dict(entry["outs"])
+                res.metrics = entry.get("metrics") or {}
+                res.runtime = entry.get("runtime") or {}
+                res.produced_by = entry.get("run_id")
+                res.status = "cached"
+                for path, digest in entry["outs"].items():
+                    if self.hasher.hash_path(path) != digest:
+                        self.cache.checkout(digest, self.root / path)
+                        res.status = "restored"
+                return
+
+        backups: dict[str, str] = {}
+        for path in stage.out_paths:
+            digest = self.hasher.hash_path(path)
+            if digest is not None:
+                self.cache.store(self.hasher, path, digest)
+                backups[path] = digest
+                remove_path(self.root / path)
+        try:
+            self._execute(stage, res)
+            for out in stage.outs:
+                digest = self.hasher.hash_path(out.path)
+                if digest is None:
+                    raise _StageFailure(
+                        f"the command succeeded but did not write the declared {out.kind} "
+                        f"{out.path!r}")
+                self.cache.store(self.hasher, out.path, digest)
+                res.outs[out.path] = digest
+                if out.kind == "metric":
+                    res.metrics[out.path] = self._read_metrics(out.path)
+        except BaseException:
+            self._rollback(stage, backups)
+            raise
+        res.status = "ran"
+        self.cache.save_run(res.signature, res.outs, {
+            "stage": stage.name, "run_id": self.run_id, "metrics": res.metrics,
+            "runtime": res.runtime})
+
+    def _rollback(self, stage: Stage, backups: Mapping[str, str]) -> None:
+        for path in stage.out_paths:
+            remove_path(self.root / path)
+            if path in backups:
+                self.cache.checkout(backups[path], self.root / path)
+
+    def _read_metrics(self, path: str) -> dict[str, Any]:
+        full = self.root / path
+        if full.is_dir():
+            raise _StageFailure(f"metrics {path!r} must be a JSON file, not a directory")
+        try:
+            data = json.loads(full.read_bytes())
+        except ValueError as err:
+            raise _StageFailure(f"metrics file {path!r} is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise _StageFailure(f"metrics file {path!r} must hold a JSON object")
+        return flatten_metrics(data)
+
+    def _execute(self, stage: Stage, res: StageResult) -> None:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        report = self.tmp / f"{stage.name}.report.json"
+        lineage = self.tmp / f"{stage.name}.lineage.json"
+        atomic_write_json(lineage, {
+            "stage": stage.name, "signature": res.signature, "seed": self.p.seed,
+            "params": res.params, "deps": res.deps,
+            "env_lock": ({"path": self.p.env_lock,
+                          "sha256": self.hasher.hash_path(self.p.env_lock)}
+                         if self.p.env_lock else None),
+        })
+        env = dict(self.o.environ)
+        env.update({
+            "GHA_MLOPS_SEED": str(self.p.seed),
+            "GHA_MLOPS_PARAMS": str(self.root / self.p.params_file),
+            "GHA_MLOPS_STAGE": stage.name,
+            "GHA_MLOPS_RUN_ID": self.run_id,
+            "GHA_MLOPS_WORKSPACE": str(self.root),
+            "GHA_MLOPS_STAGE_REPORT": str(report),
+            "GHA_MLOPS_LINEAGE": str(lineage),
+        })
+        env.setdefault("PYTHONHASHSEED", str(self.p.seed))
+        bindir = os.path.dirname(sys.executable)
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", os.defpath)
+        self.reporter.stage_started(stage.name, stage.cmd)
+        parallel = self.o.jobs > 1
+        if self._interrupted.is_set():
+            raise _StageFailure("interrupted")
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", stage.cmd], cwd=self.root, env=env, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if parallel else None,
+            stderr=subprocess.STDOUT if parallel else None,
+        )
+        with self._procs_lock:
+            self._procs[stage.name] = proc
+        try:
+            if parallel and proc.stdout is not None:
+                for raw in proc.stdout:
+                    self.reporter.stage_line(stage.name, raw.decode("utf-8", "replace").rstrip())
+            rc = proc.wait()
+        finally:
+            with self._procs_lock:
+                self._procs.pop(stage.name, None)
+        if report.exists():
+            try:
+                res.runtime = json.loads(report.read_bytes())
+            except ValueError:
+                res.runtime = {"error": "the stage's runtime report was not valid JSON"}
+        if self._interrupted.is_set():
+            raise _StageFailure("interrupted")
+        if rc != 0:
+            why = (f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}")
+            raise _StageFailure(f"`{stage.cmd}` failed ({why})")
+
+    # ------------------------------------------------------------------ the record
+
+    def _record(self, results: Mapping[str, StageResult], started: float,
+                finished: float) -> dict[str, Any]:
+        stages = [results[n] for n in self._selected() if n in results]
+        statuses = {s.status for s in stages}
+        if "interrupted" in statuses or self._interrupted.is_set():
+            status = "interrupted"
+        elif statuses - set(OK_STATUSES):
+            status = "failed"
+        else:
+            status = "succeeded"
+        data = {d: h for s in stages for d, h in s.deps.items() if self.p.producer_of(d) is None}
+        outputs: dict[str, Any] = {}
+        metrics: dict[str, dict[str, Any]] = {}
+        for s in stages:
+            kinds = {o.path: o.kind for o in self.p.stages[s.name].outs}
+            for path, digest in s.outs.items():
+                entry: dict[str, Any] = {"sha256": digest, "kind": kinds.get(path, "out"),
+                                         "stage": s.name}
+                if is_tree(digest):
+                    entry["files"] = self.cache.tree_files(digest)
+                outputs[path] = entry
+            metrics.update(s.metrics)
+        params_path = self.root / self.p.params_file
+        env_lock = None
+        if self.p.env_lock:
+            env_lock = {"path": self.p.env_lock,
+                        "sha256": self.hasher.hash_path(self.p.env_lock)}
+        runtime: dict[str, Any] = {}
+        for s in stages:
+            runtime.update(s.runtime)
+        record: dict[str, Any] = {
+            "schema": RECORD_SCHEMA,
+            "id": self.run_id,
+            "kind": self.o.kind,
+            "status": status,
+            "started_at": _iso(started),
+            "finished_at": _iso(finished),
+            "duration_s": round(finished - started, 3),
+            "gha_mlops_version": __version__,
+            "workspace": str(self.root),
+            "config": {"path": self.p.config_file.name, "sha256": self.p.config_sha256},
+            "options": {"force": self.o.force, "targets": list(self.o.targets),
+                        "jobs": self.o.jobs, **self.o.extra},
+            "git": git_info(self.root),
+            "seed": self.p.seed,
+            "params": {
+                "file": self.p.params_file,
+                "sha256": sha256_file(params_path) if params_path.is_file() else None,
+                "values": {k: v for s in stages for k, v in s.params.items()},
+            },
+            "env": {
+                "lock": env_lock,
+                **system_info(),
+                "packages": installed_packages(self.state / "tmp"),
+                "variables": recorded_variables(self.o.environ),
+            },
+            "runtime": runtime,
+            "data": data,
+            "deps": {d: h for s in stages for d, h in s.deps.items()},
+            "stages": [s.to_json() for s in stages],
+            "outputs": outputs,
+            "metrics": metrics,
+        }
+        if self.p.model:
+            record["model"] = self._model_entry(outputs)
+        return dict(scrub(record, secret_values(self.o.environ)))
+
+    def _model_entry(self, outputs: Mapping[str, Any]) -> dict[str, Any] | None:
+        model = self.p.model
+        assert model is not None
+        for path, entry in outputs.items():
+            if path == model and not is_tree(entry["sha256"]):
+                return {"path": model, "sha256": entry["sha256"]}
+            if model.startswith(path + "/") and "files" in entry:
+                digest = entry["files"].get(model[len(path) + 1:])
+                if digest:
+                    return {"path": model, "sha256": digest}
+        return None
+
+
+def flatten_metrics(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Scalar metrics with nested keys joined by dots; lists and strings are left out."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_metrics(value, name + "."))
+        elif isinstance(value, bool) or (isinstance(value, (int, float)) and
+                                         math.isfinite(value)):
+            out[name] = value
+    return out
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+def _ignore_state_dir(state: Path) -> None:
+    """Keep the state directory out of git without touching the user's .gitignore."""
+    ignore = state / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# Created by gha-mlops: caches and run records stay local.\n*\n")

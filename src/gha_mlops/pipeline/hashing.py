@@ -1,0 +1,171 @@
+"""Content hashes of files and directory trees, with a stat cache so unchanged files are not re-read.
+
+A file's hash is the hex sha256 of its bytes. A directory's hash is the sha256 of its manifest
+(canonical JSON of ``[{"path", "sha256", "size"}]`` sorted by path) followed by ``.dir``, so a
+tree hash is recognisable and its manifest can be stored in the cache as an ordinary object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from gha_mlops._fs import canonical_json_bytes
+
+CHUNK = 1 << 20
+TREE_SUFFIX = ".dir"
+# A file modified within this window of its hashing could change again inside the same mtime
+# tick without its stat changing ("racy" entries, as git calls them): such hashes are not kept.
+RACY_WINDOW_NS = 1_000_000_000
+
+
+def is_tree(digest: str) -> bool:
+    return digest.endswith(TREE_SUFFIX)
+
+
+def sha256_file(path: Path | str) -> str:
+    """Stream ``path`` through sha256 in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_manifest_bytes(entries: list[dict[str, Any]]) -> bytes:
+    return canonical_json_bytes(sorted(entries, key=lambda e: e["path"]))
+
+
+def tree_digest(manifest: bytes) -> str:
+    return hashlib.sha256(manifest).hexdigest() + TREE_SUFFIX
+
+
+def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Regular files below ``root`` as (POSIX relative path, stat), skipping temp files."""
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        with os.scandir(d) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file():
+                    rel = os.path.relpath(entry.path, root).replace(os.sep, "/")
+                    yield rel, entry.stat()
+
+
+class StatCache:
+    """(path, inode, mtime, size) -> sha256, kept in SQLite under the workspace state dir.
+
+    Loaded into memory once; new entries are written back by :meth:`flush`. Thread-safe.
+    """
+
+    def __init__(self, db_path: Path | None) -> None:
+        self._db_path = db_path
+        self._lock = threading.Lock()
+        self._rows: dict[str, tuple[int, int, int, str]] = {}
+        self._dirty: dict[str, tuple[int, int, int, str]] = {}
+        if db_path is not None and db_path.exists():
+            try:
+                with sqlite3.connect(db_path) as conn:
+                    for path, ino, mtime, size, digest in conn.execute(
+                        "SELECT path, ino, mtime_ns, size, sha256 FROM stat"
+                    ):
+                        self._rows[path] = (ino, mtime, size, digest)
+            except sqlite3.DatabaseError:
+                self._rows = {}  # a damaged cache only costs a re-hash
+
+    def get(self, path: str, st: os.stat_result) -> str | None:
+        row = self._rows.get(path)
+        if row is not None and row[:3] == (st.st_ino, st.st_mtime_ns, st.st_size):
+            return row[3]
+        return None
+
+    def put(self, path: str, st: os.stat_result, digest: str) -> None:
+        if st.st_mtime_ns > time.time_ns() - RACY_WINDOW_NS:
+            return
+        row = (st.st_ino, st.st_mtime_ns, st.st_size, digest)
+        with self._lock:
+            if self._rows.get(path) != row:
+                self._rows[path] = row
+                self._dirty[path] = row
+
+    def flush(self) -> None:
+        """Persist new entries (one transaction). Safe to call from one thread at a time."""
+        if self._db_path is None:
+            return
+        with self._lock:
+            dirty, self._dirty = self._dirty, {}
+        if not dirty:
+            return
+        self._db_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._db_path, timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, ino INTEGER, "
+                "mtime_ns INTEGER, size INTEGER, sha256 TEXT)"
+            )
+            with conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?)",
+                    [(p, *row) for p, row in dirty.items()],
+                )
+        finally:
+            conn.close()
+
+
+class Hasher:
+    """Hashes workspace paths (files or trees) through a :class:`StatCache`."""
+
+    def __init__(self, root: Path, stat_cache: StatCache, *, jobs: int | None = None) -> None:
+        self.root = root
+        self.stat_cache = stat_cache
+        self.jobs = jobs or min(8, os.cpu_count() or 1)
+        # Tree manifests computed this session, so the cache can store them without re-walking.
+        self.manifests: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def _file(self, rel: str, st: os.stat_result) -> str:
+        digest = self.stat_cache.get(rel, st)
+        if digest is None:
+            digest = sha256_file(self.root / rel)
+            self.stat_cache.put(rel, st, digest)
+        return digest
+
+    def hash_path(self, rel: str) -> str | None:
+        """The hash of workspace path ``rel``, or None when it does not exist."""
+        full = self.root / rel
+        try:
+            st = full.stat()
+        except FileNotFoundError:
+            return None
+        if not full.is_dir():
+            return self._file(rel, st)
+        return self.hash_tree(rel)[0]
+
+    def hash_tree(self, rel: str) -> tuple[str, bytes]:
+        """(tree hash, manifest bytes) of directory ``rel``; files hashed in parallel."""
+        files = list(walk_files(self.root / rel))
+
+        def one(item: tuple[str, os.stat_result]) -> dict[str, Any]:
+            sub, st = item
+            return {"path": sub, "sha256": self._file(f"{rel}/{sub}", st), "size": st.st_size}
+
+        if len(files) > 16 and self.jobs > 1:
+            with ThreadPoolExecutor(self.jobs) as pool:
+                entries = list(pool.map(one, files))
+        else:
+            entries = [one(f) for f in files]
+        manifest = tree_manifest_bytes(entries)
+        digest = tree_digest(manifest)
+        with self._lock:
+            self.manifests[digest] = manifest
+        return digest, manifest
