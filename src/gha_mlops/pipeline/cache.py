@@ -47,6 +47,12 @@ class ContentCache:
             return all(self.object_path(e["sha256"]).exists() for e in self.manifest(digest))
         return True
 
+    def manifest_if_known(self, digest: str) -> list[dict[str, Any]] | None:
+        try:
+            return self.manifest(digest)
+        except (OSError, ValueError):
+            return None
+
     def manifest(self, digest: str) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = json.loads(self.object_path(digest).read_bytes())
         return data
@@ -74,6 +80,10 @@ class ContentCache:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def store_manifest(self, digest: str, manifest: bytes) -> None:
+        """Keep a tree's manifest (not its files): enough to say later which files changed."""
+        self._put_bytes(manifest, digest)
 
     def _put_bytes(self, data: bytes, digest: str) -> None:
         dest = self.object_path(digest)

@@ -85,6 +85,7 @@ class RunOptions:
 class StageResult:
     name: str
     status: str
+    cmd: str = ""
     signature: str | None = None
     deps: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
@@ -97,7 +98,8 @@ class StageResult:
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "name": self.name, "status": self.status, "signature": self.signature,
+            "name": self.name, "status": self.status, "cmd": self.cmd,
+            "signature": self.signature,
             "deps": self.deps, "params": self.params, "outs": self.outs,
             "duration_s": round(self.seconds, 3),
         }
@@ -261,7 +263,7 @@ class _Engine:
 
     def _stage(self, stage: Stage) -> StageResult:
         started = time.monotonic()
-        res = StageResult(stage.name, "failed")
+        res = StageResult(stage.name, "failed", cmd=stage.cmd)
         try:
             self._decide_and_execute(stage, res)
         except _StageFailure as err:
@@ -280,6 +282,8 @@ class _Engine:
             digest = self.hasher.hash_path(dep)
             if digest is None:
                 raise _StageFailure(f"dependency {dep!r} does not exist")
+            if is_tree(digest) and digest in self.hasher.manifests:
+                self.cache.store_manifest(digest, self.hasher.manifests[digest])
             res.deps[dep] = digest
         for key in stage.params:
             res.params[key] = param_value(self.p.params, key)
@@ -389,6 +393,8 @@ class _Engine:
                     self.reporter.stage_line(stage.name, raw.decode("utf-8", "replace").rstrip())
             rc = proc.wait()
         finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
             with self._procs_lock:
                 self._procs.pop(stage.name, None)
         if report.exists():

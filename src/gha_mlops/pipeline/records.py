@@ -60,7 +60,7 @@ class RunStore:
         atomic_write_json(path, record)
         index = [e for e in self._index() if e.get("id") != record["id"]]
         index.append(summarize(record))
-        index.sort(key=lambda e: e["id"])
+        index.sort(key=lambda e: (e.get("started_at") or "", e["id"]))
         atomic_write_json(self.index_path, index)
         return path
 
@@ -83,6 +83,7 @@ class RunStore:
                 out.append(summarize(json.loads(p.read_bytes())))
             except (ValueError, KeyError):
                 continue
+        out.sort(key=lambda e: (e.get("started_at") or "", e["id"]))
         return out
 
     def list(self) -> list[dict[str, Any]]:

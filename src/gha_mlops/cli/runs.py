@@ -1,0 +1,94 @@
+"""``gha-mlops runs list`` and ``gha-mlops runs show``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gha_mlops.cli._render import format_metric, run_summary, short
+from gha_mlops.config import STATE_DIR
+from gha_mlops.pipeline.records import RunStore
+
+_dir_option = click.option(
+    "--dir", "-C", "workspace", default=".", show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The workspace (the directory of mlops.yaml).")
+
+
+def _store(workspace: Path) -> RunStore:
+    return RunStore(workspace / STATE_DIR / "runs")
+
+
+@click.group()
+def runs() -> None:
+    """List and show run records (.gha-mlops/runs)."""
+
+
+@runs.command("list")
+@_dir_option
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of run summaries.")
+@click.option("--all", "show_all", is_flag=True, help="Include reproduction records.")
+def list_runs(workspace: Path, as_json: bool, show_all: bool) -> None:
+    """List recorded runs, oldest first."""
+    entries = [e for e in _store(workspace).list()
+               if show_all or e.get("kind", "run") == "run"]
+    if as_json:
+        click.echo(json.dumps(entries, indent=2, sort_keys=True))
+        return
+    if not entries:
+        click.echo("no runs recorded yet: run `gha-mlops run`")
+        return
+    click.echo(f"{'RUN':<24} {'STATUS':<11} {'RAN':>3} {'CACHED':>6}  {'MODEL':<12}  METRICS")
+    for e in entries:
+        metrics = ", ".join(f"{k}={format_metric(v)}" for k, v in list(e["metrics"].items())[:3])
+        kind = "" if e.get("kind", "run") == "run" else f" [{e['kind']}]"
+        click.echo(f"{e['id']:<24} {str(e['status']):<11} {e['stages_ran']:>3} "
+                   f"{e['stages_cached']:>6}  {short(e.get('model_sha256')):<12}  {metrics}{kind}")
+
+
+@runs.command("show")
+@click.argument("run", default="latest")
+@_dir_option
+@click.option("--json", "as_json", is_flag=True, help="The whole run record as JSON.")
+def show_run(run: str, workspace: Path, as_json: bool) -> None:
+    """Show one run: RUN is an id, a unique prefix of one, `latest` or `latest~N`."""
+    record = _store(workspace).load(run)
+    if as_json:
+        click.echo(json.dumps(record, indent=2, sort_keys=True))
+        return
+    click.echo(_describe(record))
+
+
+def _describe(record: dict[str, Any]) -> str:
+    git = record.get("git") or {}
+    env = record.get("env") or {}
+    lines = [run_summary(record), ""]
+    lines.append(f"started   {record.get('started_at')}   finished {record.get('finished_at')}")
+    if git:
+        lines.append(f"git       {short(git.get('commit'))} on {git.get('branch') or '-'}"
+                     + ("  (dirty)" if git.get("dirty") else ""))
+    lines.append(f"seed      {record.get('seed')}    params {record['params']['file']} "
+                 f"{short(record['params'].get('sha256'))}")
+    py = env.get("python", {})
+    lines.append(f"python    {py.get('version')}   {env.get('os', {}).get('platform')}")
+    if env.get("lock"):
+        lines.append(f"env lock  {env['lock']['path']} {short(env['lock']['sha256'])}")
+    runtime = record.get("runtime") or {}
+    if runtime.get("torch"):
+        lines.append(f"torch     {runtime.get('torch')}  cuda {runtime.get('cuda') or '-'}  "
+                     f"gpus {', '.join(runtime.get('gpus') or []) or '-'}")
+    lines.append("")
+    lines.append("stages:")
+    for s in record.get("stages", []):
+        lines.append(f"  {s['name']:<16} {s['status']:<11} {short(s.get('signature'))}"
+                     + (f"  {s['error']}" if s.get("error") else ""))
+    lines.append("data:")
+    for path, digest in (record.get("data") or {}).items():
+        lines.append(f"  {path:<40} {short(digest)}")
+    lines.append("outputs:")
+    for path, entry in (record.get("outputs") or {}).items():
+        lines.append(f"  {path:<40} {short(entry['sha256'])}  ({entry['kind']}, {entry['stage']})")
+    return "\n".join(lines)
