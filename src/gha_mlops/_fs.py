@@ -13,19 +13,22 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None,
+                       durable: bool = False) -> None:
     """Write ``data`` to ``path`` through a temp file in the same directory and a rename.
 
     A crash leaves either the old file or the new one, never a mix; the temp file is removed
-    on any failure.
+    on any failure. ``durable`` also fsyncs the data before the rename, for files that are
+    the only copy of something (run records); derived files (indexes, caches) skip it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.chmod(tmp, mode if mode is not None else 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
@@ -36,9 +39,9 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> N
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, *, durable: bool = False) -> None:
     """Atomically write UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
 def dumps_json(obj: Any) -> str:
@@ -46,9 +49,9 @@ def dumps_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
+def atomic_write_json(path: Path, obj: Any, *, durable: bool = False) -> None:
     """Atomically write ``obj`` as canonical JSON."""
-    atomic_write_text(path, dumps_json(obj))
+    atomic_write_text(path, dumps_json(obj), durable=durable)
 
 
 def canonical_json_bytes(obj: Any) -> bytes:

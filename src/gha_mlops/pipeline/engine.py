@@ -462,7 +462,7 @@ class _Engine:
             },
             "env": {
                 "lock": env_lock,
-                **system_info(),
+                **system_info(self.state / "tmp"),
                 "packages": installed_packages(self.state / "tmp"),
                 "variables": recorded_variables(self.o.environ),
             },

@@ -35,14 +35,28 @@ def recorded_variables(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def installed_packages(cache_dir: Path | None) -> dict[str, str]:
+    """``{normalized name: version}`` of the running interpreter's distributions (cached)."""
+    packages: dict[str, str] = _interpreter_facts(cache_dir)["packages"]
+    return packages
+
+
+def system_info(cache_dir: Path | None = None) -> dict[str, Any]:
+    """Python, OS and CPU facts (cached: ``platform`` reads the interpreter binary)."""
+    info: dict[str, Any] = _interpreter_facts(cache_dir)["system"]
+    return info
+
+
+def _interpreter_facts(cache_dir: Path | None) -> dict[str, Any]:
     """``{normalized name: version}`` of the running interpreter's distributions.
 
     Listing distributions costs tens of milliseconds; the result is cached, keyed by the
-    interpreter and the modification times of the directories on ``sys.path`` (installing or
-    removing a package changes them).
+    interpreter and the modification times of its site-packages directories (installing,
+    upgrading or removing a package adds or removes a ``*.dist-info`` entry there).
     """
-    key_src = [sys.executable, sys.version]
+    key_src = [sys.executable, sys.version, *os.uname()]
     for entry in sys.path:
+        if not entry.endswith(("site-packages", "dist-packages")):
+            continue
         try:
             key_src.append(f"{entry}:{os.stat(entry or '.').st_mtime_ns}")
         except OSError:
@@ -52,24 +66,23 @@ def installed_packages(cache_dir: Path | None) -> dict[str, str]:
     if cache_file is not None:
         try:
             data = json.loads(cache_file.read_bytes())
-            if data.get("key") == key:
-                packages: dict[str, str] = data["packages"]
-                return packages
+            if data.get("key") == key and "system" in data:
+                return data  # type: ignore[no-any-return]
         except (OSError, ValueError, KeyError):
             pass
     from importlib import metadata
 
-    packages = {}
+    packages: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata.get("Name")
         if name:
             packages[_normalize(name)] = dist.version
-    packages = dict(sorted(packages.items()))
+    facts = {"key": key, "packages": dict(sorted(packages.items())), "system": _system()}
     if cache_file is not None:
         for old in cache_file.parent.glob("packages-*.json"):
             old.unlink(missing_ok=True)
-        atomic_write_json(cache_file, {"key": key, "packages": packages})
-    return packages
+        atomic_write_json(cache_file, facts)
+    return facts
 
 
 def _normalize(name: str) -> str:
@@ -87,7 +100,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def system_info() -> dict[str, Any]:
+def _system() -> dict[str, Any]:
     libc = platform.libc_ver()
     return {
         "python": {

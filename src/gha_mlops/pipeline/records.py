@@ -57,7 +57,7 @@ class RunStore:
     def write(self, record: dict[str, Any]) -> Path:
         """Write the record, then add or replace its line in the index (caller holds the lock)."""
         path = self.path(record["id"])
-        atomic_write_json(path, record)
+        atomic_write_json(path, record, durable=True)
         index = [e for e in self._index() if e.get("id") != record["id"]]
         index.append(summarize(record))
         index.sort(key=lambda e: (e.get("started_at") or "", e["id"]))
@@ -91,9 +91,10 @@ class RunStore:
         return self._index()
 
     def resolve(self, ref: str) -> str:
-        """A run id from ``latest``, ``latest~N``, a full id or a unique prefix."""
-        ids = [e["id"] for e in self.list() if e.get("kind", "run") == "run"]
-        if not ids:
+        """A run id from ``latest``, ``latest~N`` (runs only), a full id or a unique prefix."""
+        entries = self.list()
+        ids = [e["id"] for e in entries if e.get("kind", "run") == "run"]
+        if not entries:
             raise UsageError(f"no runs recorded in {self.dir.parent.parent}",
                              hint="run the pipeline first: gha-mlops run")
         if ref == "latest" or ref.startswith("latest~"):
@@ -101,9 +102,10 @@ class RunStore:
             if back >= len(ids):
                 raise UsageError(f"{ref}: only {len(ids)} runs are recorded")
             return ids[-1 - back]
-        if ref in ids:
+        every = [e["id"] for e in entries]  # reproductions too, when named explicitly
+        if ref in every:
             return ref
-        matches = [i for i in ids if i.startswith(ref)]
+        matches = [i for i in every if i.startswith(ref)]
         if len(matches) == 1:
             return matches[0]
         if matches:

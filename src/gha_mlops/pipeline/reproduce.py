@@ -91,8 +91,8 @@ def reproduce_run(record: Mapping[str, Any], workspace: Path, *, environ: Mappin
             f"run {record['id']} did not succeed ({record.get('status')}): "
             "there are no complete results to reproduce",
             hint="pick a successful run from `gha-mlops runs list`")
-    drift = environment_drift(record, installed_packages(workspace / STATE_DIR / "tmp"),
-                              system_info())
+    facts_cache = workspace / STATE_DIR / "tmp"
+    drift = environment_drift(record, installed_packages(facts_cache), system_info(facts_cache))
     if drift and not allow_env_drift:
         raise EnvironmentDriftError(
             f"the environment differs from the one run {record['id']} used, so bit-identical "
