@@ -142,7 +142,7 @@ def test_independent_stage_still_runs_when_another_fails(workspace: Workspace) -
 
 def test_missing_declared_output_fails_the_stage(workspace: Workspace) -> None:
     workspace.write("mlops.yaml", "stages:\n  s:\n    cmd: 'true'\n    outs: [never.txt]\n")
-    with pytest.raises(StageFailedError, match="did not write the declared out 'never.txt'"):
+    with pytest.raises(StageFailedError, match=r"did not write the declared out 'never\.txt'"):
         workspace.run()
 
 

@@ -45,7 +45,7 @@ def list_runs(workspace: Path, as_json: bool, show_all: bool) -> None:
     for e in entries:
         metrics = ", ".join(f"{k}={format_metric(v)}" for k, v in list(e["metrics"].items())[:3])
         kind = "" if e.get("kind", "run") == "run" else f" [{e['kind']}]"
-        click.echo(f"{e['id']:<24} {str(e['status']):<11} {e['stages_ran']:>3} "
+        click.echo(f"{e['id']:<24} {e['status']!s:<11} {e['stages_ran']:>3} "
                    f"{e['stages_cached']:>6}  {short(e.get('model_sha256')):<12}  {metrics}{kind}")
 
 

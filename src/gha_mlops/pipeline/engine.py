@@ -8,6 +8,7 @@ wrote is removed and the outputs it replaced are put back from the cache.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -504,10 +505,8 @@ def flatten_metrics(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _iso(ts: float) -> str:

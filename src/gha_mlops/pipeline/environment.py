@@ -74,7 +74,7 @@ def _interpreter_facts(cache_dir: Path | None) -> dict[str, Any]:
 
     packages: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        name = dist.metadata["Name"]
         if name:
             packages[_normalize(name)] = dist.version
     facts = {"key": key, "packages": dict(sorted(packages.items())), "system": _system()}

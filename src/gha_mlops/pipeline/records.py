@@ -93,7 +93,7 @@ class RunStore:
     def resolve(self, ref: str) -> str:
         """A run id from ``latest``, ``latest~N`` (runs only), a full id or a unique prefix."""
         entries = self.list()
-        ids = [e["id"] for e in entries if e.get("kind", "run") == "run"]
+        ids: list[str] = [e["id"] for e in entries if e.get("kind", "run") == "run"]
         if not entries:
             raise UsageError(f"no runs recorded in {self.dir.parent.parent}",
                              hint="run the pipeline first: gha-mlops run")
@@ -102,7 +102,7 @@ class RunStore:
             if back >= len(ids):
                 raise UsageError(f"{ref}: only {len(ids)} runs are recorded")
             return ids[-1 - back]
-        every = [e["id"] for e in entries]  # reproductions too, when named explicitly
+        every: list[str] = [e["id"] for e in entries]  # reproductions too, when named explicitly
         if ref in every:
             return ref
         matches = [i for i in every if i.startswith(ref)]
