@@ -25,6 +25,8 @@ class TerminalReporter:
                 click.echo(click.style(f"▶ {stage}", bold=True) + click.style(f"  {cmd}", dim=True))
 
     def stage_finished(self, stage: str, status: str, seconds: float, detail: str | None) -> None:
+        if self.quiet and status in ("ran", "cached", "restored"):
+            return
         mark, color = _MARK.get(status, ("?", "white"))
         text = f"{mark} {stage} {status}"
         if status == "ran":
@@ -49,12 +51,15 @@ def format_metric(value: Any) -> str:
     return str(value)
 
 
-def headline_metrics(metrics: Mapping[str, Mapping[str, Any]], limit: int = 8) -> list[str]:
-    rows = []
-    for file, values in metrics.items():
-        for key, value in values.items():
-            rows.append(f"{key} = {format_metric(value)}  ({file})")
-    return rows[:limit]
+def headline_metrics(metrics: Mapping[str, Mapping[str, Any]], limit: int = 6) -> list[str]:
+    """Top-level metrics first (``accuracy`` before ``per_class.3.f1``), at most ``limit``."""
+    rows = [(key.count("."), file, key, value)
+            for file, values in metrics.items() for key, value in values.items()]
+    rows.sort(key=lambda r: r[0])  # stable: file order is kept within a depth
+    shown = [f"{key} = {format_metric(value)}  ({file})" for _, file, key, value in rows[:limit]]
+    if len(rows) > limit:
+        shown.append(f"... and {len(rows) - limit} more: gha-mlops runs show --json")
+    return shown
 
 
 def run_summary(record: Mapping[str, Any]) -> str:

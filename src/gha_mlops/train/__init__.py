@@ -1,0 +1,57 @@
+"""Helpers for the scripts that ``gha-mlops run`` runs as pipeline stages.
+
+A stage script reads its parameters and seed from what the engine passes it, makes its torch
+work repeatable, and writes outputs whose bytes depend only on their content, so that a cached
+or reproduced run can be checked by hash::
+
+    from gha_mlops.train import deterministic, params, write_metrics
+
+    report = deterministic(threads=params("compute.threads"))
+    cfg = params("train")
+    ...
+    write_metrics("metrics/train.json", {"val_accuracy": acc})
+
+Every helper also works when the script is run by hand, outside the engine: the seed falls back
+to 0, the params file to ``params.yaml`` in the current directory, and the report and lineage
+files are skipped. torch, numpy and matplotlib are imported only by the helpers that need them,
+so importing this module is cheap and works without them.
+
+Environment set by the engine for each stage: ``GHA_MLOPS_SEED``, ``GHA_MLOPS_PARAMS``,
+``GHA_MLOPS_STAGE_REPORT`` and ``GHA_MLOPS_LINEAGE`` (read here), plus ``GHA_MLOPS_STAGE``,
+``GHA_MLOPS_RUN_ID``, ``GHA_MLOPS_WORKSPACE`` and ``PYTHONHASHSEED``.
+"""
+
+from __future__ import annotations
+
+from gha_mlops.train._atomic import atomic_write_bytes, atomic_write_text
+from gha_mlops.train._outputs import save_figure, save_torch, save_torchscript, write_metrics
+from gha_mlops.train._params import ParamsKeyError, lineage, params, params_path
+from gha_mlops.train._progress import progress
+from gha_mlops.train._seeding import (
+    dataloader_kwargs,
+    deterministic,
+    resolve_seed,
+    seed_everything,
+    seed_worker,
+    write_stage_report,
+)
+
+__all__ = [
+    "ParamsKeyError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "dataloader_kwargs",
+    "deterministic",
+    "lineage",
+    "params",
+    "params_path",
+    "progress",
+    "resolve_seed",
+    "save_figure",
+    "save_torch",
+    "save_torchscript",
+    "seed_everything",
+    "seed_worker",
+    "write_metrics",
+    "write_stage_report",
+]
