@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from gha_mlops.pipeline.lock import WorkspaceLock
 from tests.conftest import CLI, Workspace
 
@@ -36,14 +38,15 @@ def _start(ws: Workspace, *args: str, pipes: bool = True) -> subprocess.Popen[st
                             text=True)
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
 def test_ctrl_c_rolls_back_the_running_stage_and_records_the_interruption(
-        workspace: Workspace) -> None:
+        workspace: Workspace, jobs: str) -> None:
     workspace.write("mlops.yaml", SLOW_STAGE.replace("sleep 30 && ", ""))
     workspace.cli("run", check=True)
     good = workspace.read("out/model.bin")
     workspace.write("mlops.yaml", SLOW_STAGE)  # new signature: it must run again
     (workspace.root / "started").unlink()
-    proc = _start(workspace, "run")
+    proc = _start(workspace, "run", "-j", jobs)
     _wait_for(workspace.root / "started")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)

@@ -14,12 +14,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gha_mlops._fs import atomic_write_json
+from gha_mlops._fs import atomic_write_json, temp_dir, temp_file
 from gha_mlops.pipeline.hashing import CHUNK, Hasher, is_tree, walk_files
 
 
@@ -60,7 +59,7 @@ class ContentCache:
     def _put_stream(self, src: Path) -> str:
         """Copy ``src`` into the cache, hashing on the way; returns its sha256."""
         self.tmp.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.tmp, suffix=".part")
+        fd, tmp = temp_file(self.tmp, "", ".part")
         try:
             h = hashlib.sha256()
             with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
@@ -89,7 +88,7 @@ class ContentCache:
         dest = self.object_path(digest)
         if not dest.exists():
             self.tmp.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.tmp, suffix=".part")
+            fd, tmp = temp_file(self.tmp, "", ".part")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +136,7 @@ class ContentCache:
             os.chmod(tmp, 0o644)
             _replace(tmp, dest)
             return
-        tmpdir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+        tmpdir = temp_dir(dest.parent, f".{dest.name}.")
         try:
             for entry in self.manifest(digest):
                 target = tmpdir / entry["path"]
@@ -173,7 +172,7 @@ class ContentCache:
 
 
 def _temp_sibling(dest: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    fd, tmp = temp_file(dest.parent, f".{dest.name}.")
     os.close(fd)
     return Path(tmp)
 

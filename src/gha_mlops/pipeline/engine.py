@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -202,48 +201,75 @@ class _Engine:
         return [n for n in self.p.stages if n in keep]
 
     def _schedule(self, results: dict[str, StageResult]) -> None:
+        if self.o.jobs <= 1:
+            self._schedule_serial(results)
+        else:
+            self._schedule_parallel(results)
+
+    def _skip_reason(self, stage: Stage, results: Mapping[str, StageResult]) -> str | None:
+        bad = [u for u in stage.upstream if u in results and results[u].status not in OK_STATUSES]
+        if bad:
+            return f"not run: upstream stage {bad[0]!r} {results[bad[0]].status}"
+        return None
+
+    def _skip(self, name: str, reason: str, results: dict[str, StageResult]) -> None:
+        results[name] = StageResult(name, "skipped", cmd=self.p.stages[name].cmd, error=reason)
+        self.reporter.stage_finished(name, "skipped", 0.0, reason)
+
+    def _schedule_serial(self, results: dict[str, StageResult]) -> None:
+        """One stage at a time, in the main thread (no thread pool to start: -j 1 is the
+        common case and a no-op run should cost as little as possible)."""
+        for name in self._selected():
+            if self._interrupted.is_set():
+                self._skip(name, "not run: the run was interrupted", results)
+                continue
+            reason = self._skip_reason(self.p.stages[name], results)
+            if reason:
+                self._skip(name, reason, results)
+                continue
+            try:
+                results[name] = self._stage(self.p.stages[name])
+            except KeyboardInterrupt:
+                # Outside a command's lifetime (hashing, caching): the stage rolled back.
+                self._interrupted.set()
+                results[name] = StageResult(name, "interrupted", cmd=self.p.stages[name].cmd,
+                                            error="interrupted")
+                self.reporter.stage_finished(name, "interrupted", 0.0, "interrupted")
+
+    def _schedule_parallel(self, results: dict[str, StageResult]) -> None:
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
         pending = self._selected()
         running: dict[Future[StageResult], str] = {}
-        jobs = max(1, self.o.jobs)
+        jobs = self.o.jobs
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             while pending or running:
                 try:
-                    self._submit_ready(pool, pending, running, results, jobs)
+                    for name in list(pending):
+                        stage = self.p.stages[name]
+                        reason = self._skip_reason(stage, results)
+                        if reason:
+                            pending.remove(name)
+                            self._skip(name, reason, results)
+                        elif (all(u in results for u in stage.upstream if u in self._selected())
+                              and len(running) < jobs):
+                            pending.remove(name)
+                            running[pool.submit(self._stage, stage)] = name
                     if not running:
                         if pending:  # cannot happen in a DAG; never spin
                             raise AssertionError(f"no runnable stage among {pending}")
                         continue
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for fut in done:
-                        name = running.pop(fut)
-                        results[name] = fut.result()
+                        results[running.pop(fut)] = fut.result()
                 except KeyboardInterrupt:
                     self._interrupt(pending, results)
-
-    def _submit_ready(self, pool: ThreadPoolExecutor, pending: list[str],
-                      running: dict[Future[StageResult], str],
-                      results: dict[str, StageResult], jobs: int) -> None:
-        for name in list(pending):
-            stage = self.p.stages[name]
-            ups = [u for u in stage.upstream if u in results or u in pending or
-                   u in running.values()]
-            bad = [u for u in ups if u in results and results[u].status not in OK_STATUSES]
-            if bad:
-                pending.remove(name)
-                results[name] = StageResult(name, "skipped",
-                                            error=f"not run: upstream stage {bad[0]!r} "
-                                            f"{results[bad[0]].status}")
-                self.reporter.stage_finished(name, "skipped", 0.0, results[name].error)
-                continue
-            if all(u in results for u in ups) and len(running) < jobs:
-                pending.remove(name)
-                running[pool.submit(self._stage, stage)] = name
 
     def _interrupt(self, pending: list[str], results: dict[str, StageResult]) -> None:
         first = not self._interrupted.is_set()
         self._interrupted.set()
         for name in pending:
-            results[name] = StageResult(name, "skipped", error="not run: the run was interrupted")
+            self._skip(name, "not run: the run was interrupted", results)
         pending.clear()
         with self._procs_lock:
             procs = list(self._procs.values())
@@ -393,6 +419,12 @@ class _Engine:
                 for raw in proc.stdout:
                     self.reporter.stage_line(stage.name, raw.decode("utf-8", "replace").rstrip())
             rc = proc.wait()
+        except KeyboardInterrupt:
+            # Serial runs get Ctrl-C here, in the main thread: stop the command before its
+            # outputs are rolled back, so nothing writes behind the rollback.
+            self._interrupted.set()
+            _stop(proc)
+            raise _StageFailure("interrupted") from None
         finally:
             if proc.stdout is not None:
                 proc.stdout.close()
@@ -502,6 +534,17 @@ def flatten_metrics(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]
                                          math.isfinite(value)):
             out[name] = value
     return out
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT the command's process group, then SIGKILL it after a grace period (at once on
+    a second Ctrl-C)."""
+    _signal_group(proc, signal.SIGINT)
+    try:
+        proc.wait(TERM_GRACE_S)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -118,6 +118,16 @@ def _system() -> dict[str, Any]:
     }
 
 
+def _git_toplevel(workspace: Path) -> Path | None:
+    """The nearest directory holding ``.git`` (a directory, or a file for worktrees and
+    submodules): what ``git rev-parse --show-toplevel`` says, without another process."""
+    here = workspace.resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
 def git_info(workspace: Path) -> dict[str, Any] | None:
     """Commit, branch, dirty flag and repository root of ``workspace``; None outside git.
 
@@ -144,14 +154,13 @@ def git_info(workspace: Path) -> dict[str, Any] | None:
             branch = None if head == "(detached)" else head
         elif line and not line.startswith("#"):
             changed.append(line.rsplit(" ", 1)[-1] if line[0] in "12" else line[2:])
-    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=workspace,
-                         capture_output=True, text=True, check=False).stdout.strip()
-    subdir = os.path.relpath(workspace.resolve(), Path(top).resolve()) if top else "."
+    top = _git_toplevel(workspace)
+    subdir = os.path.relpath(workspace.resolve(), top) if top else "."
     return {
         "commit": commit,
         "branch": branch,
         "dirty": bool(changed) or commit is None,
         "changed": changed[:50],
-        "root": top or None,
+        "root": str(top) if top else None,
         "subdir": subdir.replace(os.sep, "/"),
     }

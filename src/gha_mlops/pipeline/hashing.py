@@ -13,7 +13,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -153,17 +152,27 @@ class Hasher:
 
     def hash_tree(self, rel: str) -> tuple[str, bytes]:
         """(tree hash, manifest bytes) of directory ``rel``; files hashed in parallel."""
-        files = list(walk_files(self.root / rel))
+        entries: list[dict[str, Any]] = []
+        stale: list[tuple[str, os.stat_result]] = []
+        for sub, st in walk_files(self.root / rel):
+            digest = self.stat_cache.get(f"{rel}/{sub}", st)
+            if digest is None:
+                stale.append((sub, st))
+            else:
+                entries.append({"path": sub, "sha256": digest, "size": st.st_size})
 
         def one(item: tuple[str, os.stat_result]) -> dict[str, Any]:
             sub, st = item
             return {"path": sub, "sha256": self._file(f"{rel}/{sub}", st), "size": st.st_size}
 
-        if len(files) > 16 and self.jobs > 1:
+        # Only files the stat cache cannot vouch for are read, in parallel when many.
+        if len(stale) > 16 and self.jobs > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(self.jobs) as pool:
-                entries = list(pool.map(one, files))
+                entries.extend(pool.map(one, stale))
         else:
-            entries = [one(f) for f in files]
+            entries.extend(one(f) for f in stale)
         manifest = tree_manifest_bytes(entries)
         digest = tree_digest(manifest)
         with self._lock:
