@@ -30,14 +30,16 @@ def demo(directory: Path, reset: bool, no_run: bool, jobs: int) -> None:
     shows the pipeline fully cached. The project is made a git repository (unless it is inside
     one already), so its runs record a commit and `gha-mlops reproduce` checks it out.
     """
-    from gha_mlops.demo import write_project
+    from gha_mlops.demo import project_files, write_project
 
     if not no_run and importlib.util.find_spec("torch") is None:
         raise missing_extra("torch", "torch")
     written = write_project(directory, overwrite=reset)
     shown = _display(directory)
+    kept = len(project_files()) - len(written)
     click.echo(f"example project in {shown}/ ({len(written)} files written"
-               + (", existing files kept" if not written or not reset else "") + ")")
+               + (f", {kept} already there kept as they are" if kept and not reset else "")
+               + (f", {kept} already up to date" if kept and reset else "") + ")")
     _git_init(directory)
     if no_run:
         click.echo(f"run it with: cd {shlex.quote(shown)} && gha-mlops run")
