@@ -8,6 +8,7 @@ without a traceback.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class GhaMlopsError(Exception):
@@ -64,9 +65,13 @@ class WorkspaceBusyError(GhaMlopsError):
 
 
 class StageFailedError(GhaMlopsError):
-    """A stage's command exited non-zero; its dependants did not run."""
+    """A stage's command exited non-zero; its dependants did not run.
+
+    ``result`` holds the engine's result (with the run record) of the failed run.
+    """
 
     exit_code = 1
+    result: Any = None
 
 
 class InterruptedRunError(GhaMlopsError):

@@ -102,7 +102,7 @@ def test_failing_stage_stops_dependants_and_rolls_back_its_outputs(
     workspace.write("mlops.yaml", config)
     with pytest.raises(StageFailedError, match="stage 'train' failed") as info:
         workspace.run()
-    record = info.value.result.record  # type: ignore[attr-defined]
+    record = info.value.result.record
     assert record["status"] == "failed"
     assert {s["name"]: s["status"] for s in record["stages"]} == {
         "prepare": "cached", "train": "failed", "report": "skipped"}
@@ -136,7 +136,7 @@ def test_independent_stage_still_runs_when_another_fails(workspace: Workspace) -
         """)
     with pytest.raises(StageFailedError) as info:
         workspace.run()
-    statuses = {s["name"]: s["status"] for s in info.value.result.record["stages"]}  # type: ignore[attr-defined]
+    statuses = {s["name"]: s["status"] for s in info.value.result.record["stages"]}
     assert statuses == {"broken": "failed", "fine": "ran", "after": "skipped"}
 
 

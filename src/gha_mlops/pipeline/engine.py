@@ -160,7 +160,6 @@ class _Engine:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._procs_lock = threading.Lock()
         self._interrupted = threading.Event()
-        self._output_lock = threading.Lock()
 
     # ------------------------------------------------------------------ orchestration
 
@@ -190,7 +189,7 @@ class _Engine:
                 f"stage {first['name']!r} failed: {first.get('error')}",
                 hint=f"fix it and run again; stages that succeeded are cached "
                 f"(run record {record['id']})")
-            err.result = result  # type: ignore[attr-defined]
+            err.result = result
             raise err
         return result
 
@@ -266,6 +265,8 @@ class _Engine:
                     self._interrupt(pending, results)
 
     def _interrupt(self, pending: list[str], results: dict[str, StageResult]) -> None:
+        """Ctrl-C in a parallel run: skip what has not started, stop every running command
+        (each worker then rolls its stage back); a second Ctrl-C kills them at once."""
         first = not self._interrupted.is_set()
         self._interrupted.set()
         for name in pending:
@@ -274,16 +275,9 @@ class _Engine:
         with self._procs_lock:
             procs = list(self._procs.values())
         for proc in procs:
-            _signal_group(proc, signal.SIGINT if first else signal.SIGKILL)
-        if first:
-            threading.Thread(target=self._escalate, args=(procs,), daemon=True).start()
-
-    def _escalate(self, procs: list[subprocess.Popen[bytes]]) -> None:
-        deadline = time.monotonic() + TERM_GRACE_S
-        for proc in procs:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if first:
+                threading.Thread(target=_stop, args=(proc,), daemon=True).start()
+            else:
                 _signal_group(proc, signal.SIGKILL)
 
     # ------------------------------------------------------------------ one stage
