@@ -29,6 +29,7 @@ install-test: $(VENV)/.test-installed
 ## Run the embedded example end to end (writes ./gha-mlops-demo).
 demo: install-demo
 	$(VENV)/bin/gha-mlops demo
+	@echo "(gha-mlops is installed in $(VENV): run 'source $(VENV)/bin/activate' to use the commands above)"
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests benchmarks

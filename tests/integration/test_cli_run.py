@@ -157,3 +157,18 @@ def test_version_and_help(workspace: Workspace) -> None:
     helptext = workspace.cli("--help", check=True).stdout
     for command in ("run", "runs", "reproduce", "demo"):
         assert command in helptext
+
+
+def test_demo_gets_its_own_repository_inside_a_repository_that_ignores_it(
+        tmp_path: Path) -> None:
+    from tests.conftest import git
+
+    git(tmp_path, "init", "-q")
+    (tmp_path / ".gitignore").write_text("/gha-mlops-demo/\n")
+    proc = subprocess.run([*CLI, "demo", "--no-run"], cwd=tmp_path, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    demo = tmp_path / "gha-mlops-demo"
+    assert (demo / ".git").is_dir()
+    assert git(demo, "status", "--porcelain") == ""  # everything committed
+    assert "mlops.yaml" in git(demo, "ls-files")

@@ -104,3 +104,18 @@ def test_keep_leaves_the_scratch_workspace(workspace: Workspace) -> None:
     import shutil
 
     shutil.rmtree(kept.parent)
+
+
+def test_workspace_ignored_by_an_enclosing_repository(workspace: Workspace) -> None:
+    # Like `make demo` inside a clone that ignores the demo directory: its files are in no
+    # commit, so the run must not claim one, and reproduce must copy the workspace.
+    outer = workspace.root.parent
+    git(outer, "init", "-q")
+    (outer / ".gitignore").write_text("/ws/\n")
+    git(outer, "add", ".gitignore")
+    git(outer, "commit", "-q", "-m", "outer")
+    workspace.cli("run", check=True)
+    assert _record(workspace)["git"] is None
+    proc = workspace.cli("reproduce")
+    assert proc.returncode == 0, proc.stderr
+    assert "bit-identical" in proc.stdout

@@ -80,10 +80,15 @@ def _display(path: Path) -> str:
 
 
 def _git_init(directory: Path) -> None:
-    """Make the example a git repository with one commit, unless it is inside one already."""
+    """Make the example a git repository with one commit, unless a repository around it
+    already versions it (one that ignores the directory does not count)."""
+    if not _has_git():
+        return
     inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=directory,
                             capture_output=True, text=True, check=False)
-    if inside.returncode == 0 or not _has_git():
+    ignored = subprocess.run(["git", "check-ignore", "-q", "."], cwd=directory,
+                             capture_output=True, check=False)
+    if inside.returncode == 0 and ignored.returncode != 0:
         return
     has_ident = subprocess.run(["git", "config", "user.email"], cwd=directory,
                                capture_output=True, check=False).returncode == 0

@@ -43,7 +43,8 @@ def list_runs(workspace: Path, as_json: bool, show_all: bool) -> None:
         return
     click.echo(f"{'RUN':<24} {'STATUS':<11} {'RAN':>3} {'CACHED':>6}  {'MODEL':<12}  METRICS")
     for e in entries:
-        metrics = ", ".join(f"{k}={format_metric(v)}" for k, v in list(e["metrics"].items())[:3])
+        top = sorted(e["metrics"].items(), key=lambda kv: kv[0].count("."))[:3]
+        metrics = ", ".join(f"{k}={format_metric(v)}" for k, v in top)
         kind = "" if e.get("kind", "run") == "run" else f" [{e['kind']}]"
         click.echo(f"{e['id']:<24} {e['status']!s:<11} {e['stages_ran']:>3} "
                    f"{e['stages_cached']:>6}  {short(e.get('model_sha256')):<12}  {metrics}{kind}")

@@ -128,6 +128,13 @@ def _git_toplevel(workspace: Path) -> Path | None:
     return None
 
 
+def ignored_by_git(workspace: Path) -> bool:
+    """True when ``workspace`` lies in a git repository that ignores it."""
+    proc = subprocess.run(["git", "check-ignore", "-q", "."], cwd=workspace,
+                          capture_output=True, check=False)
+    return proc.returncode == 0
+
+
 def git_info(workspace: Path) -> dict[str, Any] | None:
     """Commit, branch, dirty flag and repository root of ``workspace``; None outside git.
 
@@ -141,7 +148,9 @@ def git_info(workspace: Path) -> dict[str, Any] | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if proc.returncode != 0:
+    if proc.returncode != 0 or ignored_by_git(workspace):
+        # Outside git, or in a repository that ignores this directory (its files are then
+        # in no commit, so naming one would mislead `reproduce`).
         return None
     commit = branch = None
     changed: list[str] = []

@@ -23,7 +23,7 @@ from gha_mlops.config import STATE_DIR, load_pipeline
 from gha_mlops.errors import EnvironmentDriftError, ReproductionError
 from gha_mlops.pipeline.cache import ContentCache
 from gha_mlops.pipeline.engine import Reporter, RunOptions, RunResult, run_pipeline
-from gha_mlops.pipeline.environment import installed_packages, system_info
+from gha_mlops.pipeline.environment import ignored_by_git, installed_packages, system_info
 from gha_mlops.pipeline.hashing import Hasher, StatCache, is_tree
 
 # Packages whose version cannot change a model: tooling around the run, not in it.
@@ -152,7 +152,7 @@ def _listed_files(workspace: Path) -> list[str]:
     """Files git would consider part of the project (tracked + untracked, not ignored)."""
     proc = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                           cwd=workspace, capture_output=True, check=False)
-    if proc.returncode == 0:
+    if proc.returncode == 0 and not ignored_by_git(workspace):
         return [p for p in proc.stdout.decode().split("\0") if p]
     out = []
     for dirpath, dirnames, filenames in os.walk(workspace):
@@ -177,8 +177,13 @@ def _copy_workspace(workspace: Path, dest: Path, record: Mapping[str, Any]) -> P
 
 
 def _bring_missing_inputs(workspace: Path, scratch: Path, record: Mapping[str, Any]) -> None:
-    """Copy recorded inputs that the checkout lacks (data kept out of git) from the workspace."""
-    for rel in (record.get("data") or {}):
+    """Copy recorded inputs that the checkout lacks (data kept out of git) from the workspace.
+
+    Whatever is copied is checked against the record's hashes afterwards."""
+    named = [(record.get("config") or {}).get("path", "mlops.yaml"),
+             (record.get("params") or {}).get("file"),
+             ((record.get("env") or {}).get("lock") or {}).get("path")]
+    for rel in [*filter(None, named), *(record.get("data") or {})]:
         if not (scratch / rel).exists() and (workspace / rel).exists():
             src = workspace / rel
             if src.is_dir():
