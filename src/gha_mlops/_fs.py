@@ -13,13 +13,14 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def temp_file(directory: Path, prefix: str, suffix: str = ".tmp") -> tuple[int, str]:
+def temp_file(directory: Path, prefix: str, suffix: str = ".tmp",
+              mode: int = 0o600) -> tuple[int, str]:
     """Create a new private file in ``directory``: ``(fd, path)``, like ``tempfile.mkstemp``
     (which costs a few milliseconds of imports on every start; this is on the hot path)."""
     for _ in range(100):
         path = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}{suffix}")
         try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), path
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode), path
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name in {directory}")

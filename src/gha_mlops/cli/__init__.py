@@ -23,6 +23,7 @@ _COMMANDS = {
     "run": ("gha_mlops.cli.run", "run", "Run the pipeline; stages whose inputs are unchanged come from the cache."),
     "runs": ("gha_mlops.cli.runs", "runs", "List and show run records."),
     "reproduce": ("gha_mlops.cli.reproduce", "reproduce", "Re-run a recorded run in a scratch workspace and prove its outputs are bit-identical."),
+    "data": ("gha_mlops.cli.data", "data", "Versioned datasets: add, status, push, pull, verify, gc."),
     "demo": ("gha_mlops.cli.demo", "demo", "Write the embedded example project into DIR and run it."),
 }
 

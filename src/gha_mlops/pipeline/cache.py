@@ -10,6 +10,7 @@ its bytes were hashed on the way in, so a reader never sees a partial or mislabe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,11 +20,24 @@ from pathlib import Path
 from typing import Any
 
 from gha_mlops._fs import atomic_write_json, temp_dir, temp_file
-from gha_mlops.pipeline.hashing import CHUNK, Hasher, is_tree, walk_files
+from gha_mlops.pipeline.hashing import CHUNK, TREE_SUFFIX, Hasher, is_tree, walk_files
+
+# Files below this size are read whole into memory when cached.
+SMALL_OBJECT = 1 << 20
 
 
 class CacheMiss(Exception):
     """An object the caller expected is not in the cache (internal; callers decide to re-run)."""
+
+
+class ObjectMismatch(Exception):
+    """Bytes offered to the cache under a hash do not have that hash (internal: callers turn
+    it into a user error naming the object and its source)."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"expected sha256 {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
 
 
 class ContentCache:
@@ -32,6 +46,8 @@ class ContentCache:
         self.objects = root / "objects"
         self.runs = root / "runs"
         self.tmp = root / "tmp"
+        self._dirs: set[Path | str] = set()
+        self._objects = str(self.objects)
 
     # ----------------------------------------------------------------- objects
 
@@ -57,9 +73,55 @@ class ContentCache:
         return data
 
     def _put_stream(self, src: Path) -> str:
-        """Copy ``src`` into the cache, hashing on the way; returns its sha256."""
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        fd, tmp = temp_file(self.tmp, "", ".part")
+        return self.put_file(src)
+
+    def put_file(self, src: Path | str, expected: str | None = None) -> str:
+        """Copy file ``src`` into the cache, hashing on the way; return its sha256.
+
+        With ``expected`` (a plain sha256), bytes that hash differently never enter the cache:
+        :class:`ObjectMismatch` is raised and the temp file removed.
+        """
+        return self.add_file(src, expected)[0]
+
+    def add_file(self, src: Path | str, expected: str | None = None) -> tuple[str, bool]:
+        """:meth:`put_file`, also saying whether the object was new to the cache."""
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            head = os.read(fd, SMALL_OBJECT)
+        finally:
+            os.close(fd)
+        if len(head) < SMALL_OBJECT:
+            # Small file (the many-small-files case): hashed in memory, written only when
+            # the cache lacks it, straight into its fan-out directory; plain os calls,
+            # because per-file Python overhead is what limits adding 10,000s of files.
+            digest = hashlib.sha256(head).hexdigest()
+            if expected is not None and digest != expected:
+                raise ObjectMismatch(expected, digest)
+            subdir = f"{self._objects}/{digest[:2]}"
+            dest = f"{subdir}/{digest[2:]}"
+            if os.path.exists(dest):
+                return digest, False
+            if subdir not in self._dirs:
+                os.makedirs(subdir, exist_ok=True)
+                self._dirs.add(subdir)
+            tmp = f"{subdir}/.{os.urandom(6).hex()}.part"
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            try:
+                view = memoryview(head)
+                while view:
+                    view = view[os.write(out, view):]
+                os.close(out)
+                os.replace(tmp, dest)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(out)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            return digest, True
+        self._ensure_dir(self.tmp)
+        # Created read-only: objects are never modified, and no chmod is needed later.
+        fd, tmp = temp_file(self.tmp, "", ".part", mode=0o444)
         try:
             h = hashlib.sha256()
             with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
@@ -67,18 +129,38 @@ class ContentCache:
                     h.update(chunk)
                     fout.write(chunk)
             digest = h.hexdigest()
-            dest = self.object_path(digest)
-            if dest.exists():
-                os.unlink(tmp)
-            else:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(tmp, 0o444)
-                os.replace(tmp, dest)
-            return digest
+            if expected is not None and digest != expected:
+                raise ObjectMismatch(expected, digest)
+            return digest, self._install(tmp, digest, chmod=False)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def put_verified_bytes(self, data: bytes, expected: str) -> None:
+        """Put ``data`` in the cache under ``expected`` after checking it hashes to it
+        (for a tree manifest, ``expected`` ends in ``.dir`` and the hash is of the manifest)."""
+        got = hashlib.sha256(data).hexdigest()
+        if got != expected.removesuffix(TREE_SUFFIX):
+            raise ObjectMismatch(expected, got)
+        self._put_bytes(data, expected)
+
+    def _ensure_dir(self, path: Path) -> None:
+        # Tens of thousands of objects go into 256 fan-out directories: remember which exist.
+        if path not in self._dirs:
+            path.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path)
+
+    def _install(self, tmp: str, digest: str, *, chmod: bool = True) -> bool:
+        dest = self.object_path(digest)
+        if dest.exists():
+            os.unlink(tmp)
+            return False
+        self._ensure_dir(dest.parent)
+        if chmod:
+            os.chmod(tmp, 0o444)
+        os.replace(tmp, dest)
+        return True
 
     def store_manifest(self, digest: str, manifest: bytes) -> None:
         """Keep a tree's manifest (not its files): enough to say later which files changed."""

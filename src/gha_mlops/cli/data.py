@@ -1,0 +1,149 @@
+"""``gha-mlops data ...``: versioned datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from gha_mlops.cli._render import short
+from gha_mlops.config import STATE_DIR
+from gha_mlops.errors import GhaMlopsError
+
+_dir_option = click.option(
+    "--dir", "-C", "workspace", default=".", show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The workspace (the directory of mlops.yaml).")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@click.group()
+def data() -> None:
+    """Versioned datasets: pointers in git, contents in the cache and in remotes."""
+
+
+@data.command("add")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", "-n", help="Dataset name (default: the file or directory name).")
+@_dir_option
+def add_cmd(path: Path, name: str | None, workspace: Path) -> None:
+    """Hash PATH (a file or directory), cache it and write PATH.lock.yaml to commit."""
+    from gha_mlops.data.service import Workspace, add
+    from gha_mlops.pipeline.lock import WorkspaceLock
+
+    ws = Workspace(workspace)
+    with WorkspaceLock(ws.state, wait=60, what="data add"):
+        result = add(ws, path, name=name)
+    ds = result.dataset
+    verb = "added" if result.changed else "unchanged"
+    click.echo(f"{verb} dataset {ds.name}: {ds.path} ({ds.files} files, {_human(ds.size)}) "
+               f"version {short(ds.version, 16)} in {result.seconds:.2f} s, "
+               f"{result.new_objects} new objects cached")
+    click.echo(f"commit the pointer: git add {ds.pointer} "
+               f"{str(Path(ds.path).parent / '.gitignore').removeprefix('./')}")
+
+
+@data.command("ls")
+@_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def ls_cmd(workspace: Path, as_json: bool) -> None:
+    """List the datasets of the workspace."""
+    from gha_mlops.data.service import Workspace
+
+    datasets = Workspace(workspace).datasets()
+    if as_json:
+        click.echo(json.dumps([ds.__dict__ for ds in datasets.values()], indent=2))
+        return
+    if not datasets:
+        click.echo("no datasets: add one with `gha-mlops data add PATH`")
+        return
+    click.echo(f"{'NAME':<20} {'VERSION':<18} {'FILES':>7} {'SIZE':>10}  PATH")
+    for ds in datasets.values():
+        click.echo(f"{ds.name:<20} {short(ds.version, 16):<18} {ds.files:>7} "
+                   f"{_human(ds.size):>10}  {ds.path}")
+
+
+@data.command("status")
+@click.argument("names", nargs=-1)
+@_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def status_cmd(names: tuple[str, ...], workspace: Path, as_json: bool) -> None:
+    """Which datasets are missing or modified in the workspace, or missing from the cache."""
+    from gha_mlops.data.service import Workspace, status
+
+    ws = Workspace(workspace)
+    rows = status(ws, ws.select(names))
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        return
+    for r in rows:
+        cache = "cached" if r.cache_missing == 0 else f"{r.cache_missing} objects not cached"
+        line = f"{r.dataset.name:<20} workspace: {r.workspace:<9} cache: {cache}"
+        click.echo(line)
+        for f in r.modified_files:
+            click.echo(f"    changed: {r.dataset.path}/{f}")
+    if any(r.workspace != "ok" or r.cache_missing for r in rows):
+        click.echo("hint: `gha-mlops data pull NAME` restores the pinned version; "
+                   "`gha-mlops data add PATH` pins the current one")
+
+
+@data.command("verify")
+@click.argument("names", nargs=-1)
+@_dir_option
+def verify_cmd(names: tuple[str, ...], workspace: Path) -> None:
+    """Re-hash cached objects and workspace files and compare them with the pointers."""
+    from gha_mlops.data.service import Workspace, verify
+
+    ws = Workspace(workspace)
+    datasets = ws.select(names)
+    problems = verify(ws, datasets)
+    if not problems:
+        click.echo(f"verified {len(datasets)} datasets: every byte matches its version")
+        return
+    raise GhaMlopsError(
+        f"{len(problems)} problems found",
+        hint="a corrupted cache object can be deleted and fetched again (`gha-mlops data "
+        "pull`); a modified workspace file is restored by `gha-mlops data pull` or pinned "
+        "anew by `gha-mlops data add`",
+        notes=[f"{p.dataset}: {p.where} {p.item}: expected {p.expected[:16]}, got "
+               f"{(p.actual or 'missing')[:16]}" for p in problems])
+
+
+@data.command("checkout")
+@click.argument("names", nargs=-1)
+@_dir_option
+@click.option("--to", type=click.Path(file_okay=False, path_type=Path),
+              help="Put the data under this directory instead of its own path.")
+def checkout_cmd(names: tuple[str, ...], workspace: Path, to: Path | None) -> None:
+    """Put the pinned version of datasets in place from the local cache."""
+    from gha_mlops.data.service import Workspace, checkout
+
+    ws = Workspace(workspace)
+    for ds in ws.select(names):
+        dest = checkout(ws, ds, to=to)
+        click.echo(f"{ds.name}: {dest}")
+
+
+@data.command("gc")
+@_dir_option
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--keep-days", default=30.0, show_default=True,
+              help="Keep what run records of this many recent days name.")
+def gc_cmd(workspace: Path, dry_run: bool, keep_days: float) -> None:
+    """Remove cache objects no dataset pointer, run-cache entry or recent run names."""
+    from gha_mlops.data.service import Workspace, gc
+    from gha_mlops.pipeline.lock import WorkspaceLock
+
+    ws = Workspace(workspace)
+    with WorkspaceLock(workspace / STATE_DIR, wait=60, what="data gc"):
+        result = gc(ws, dry_run=dry_run, keep_days=keep_days)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {result.removed} objects ({_human(result.freed)}), kept {result.kept}")

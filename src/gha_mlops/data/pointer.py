@@ -1,0 +1,154 @@
+"""Dataset pointers: small YAML files committed to git beside the data they pin.
+
+``data/images`` is pinned by ``data/images.lock.yaml``::
+
+    # gha-mlops dataset pointer: commit this file; the data stays out of git.
+    name: images
+    path: images            # relative to this file
+    version: 1f0c...e9.dir  # sha256 of the file, or of the directory's manifest + ".dir"
+    files: 10000
+    size: 102400000
+    source: https://example.org/images.tar   # optional, read-only origin pinned by version
+
+The version is the dataset's identity: the same bytes give the same version on any machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from gha_mlops._fs import atomic_write_text
+from gha_mlops.errors import ConfigError
+
+POINTER_SUFFIX = ".lock.yaml"
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_VERSION = re.compile(r"^[0-9a-f]{64}(\.dir)?$")
+_SKIP_DIRS = {".git", ".gha-mlops", "__pycache__", ".venv", "node_modules"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A pinned dataset. ``path`` and ``pointer`` are POSIX, relative to the workspace."""
+
+    name: str
+    path: str
+    pointer: str
+    version: str
+    files: int
+    size: int
+    source: str | None = None
+
+    @property
+    def is_tree(self) -> bool:
+        return self.version.endswith(".dir")
+
+
+def pointer_for(data_rel: str) -> str:
+    return data_rel + POINTER_SUFFIX
+
+
+def read_pointer(root: Path, pointer_rel: str) -> Dataset:
+    """Parse one pointer file; every problem names the file and the key."""
+    import yaml
+
+    path = root / pointer_rel
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"dataset pointer {pointer_rel} does not exist",
+                          file=pointer_rel) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise ConfigError(
+            f"the dataset pointer is not valid YAML: {getattr(err, 'problem', err)}",
+            hint="restore it with `git checkout -- " + pointer_rel + "` or re-create it with "
+            "`gha-mlops data add`", file=pointer_rel,
+            line=mark.line + 1 if mark else None) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("a dataset pointer must be a mapping (name, path, version, ...)",
+                          hint="re-create it with `gha-mlops data add PATH`", file=pointer_rel)
+
+    def need(key: str, kind: type, check: Any = None, form: str = "") -> Any:
+        value = raw.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (check and not check(value)):
+            raise ConfigError(
+                f"key {key!r} must be {form or kind.__name__}, got {value!r}",
+                hint="the pointer was edited by hand: restore it from git, or re-create it "
+                "with `gha-mlops data add PATH`", file=pointer_rel)
+        return value
+
+    unknown = set(raw) - {"name", "path", "version", "files", "size", "source"}
+    if unknown:
+        raise ConfigError(f"unknown key {sorted(unknown)[0]!r} in a dataset pointer",
+                          hint="allowed: name, path, version, files, size, source",
+                          file=pointer_rel)
+    name = need("name", str, NAME.match, "a dataset name (letters, digits, _ . -)")
+    rel = need("path", str, lambda v: v and not v.startswith("/") and ".." not in
+               PurePosixPath(v).parts, "a path relative to the pointer, inside the workspace")
+    version = need("version", str, _VERSION.match, "a sha256 (64 hex digits, + .dir for a "
+                   "directory)")
+    files = need("files", int, lambda v: v >= 0, "a whole number")
+    size = need("size", int, lambda v: v >= 0, "a whole number")
+    source = raw.get("source")
+    if source is not None and not (isinstance(source, str) and
+                                   source.startswith(("https://", "http://"))):
+        raise ConfigError(f"key 'source' must be an https:// URL, got {source!r}",
+                          file=pointer_rel)
+    parent = PurePosixPath(pointer_rel).parent
+    return Dataset(name=name, path=str(parent / rel) if str(parent) != "." else rel,
+                   pointer=pointer_rel, version=version, files=files, size=size, source=source)
+
+
+def write_pointer(root: Path, ds: Dataset) -> None:
+    """Write ``ds``'s pointer atomically (keys in a fixed order, so diffs stay small)."""
+    rel = PurePosixPath(ds.path).name
+    lines = [
+        "# gha-mlops dataset pointer: commit this file; the data stays out of git.",
+        f"# Get the data with: gha-mlops data pull {ds.name}",
+        f"name: {ds.name}",
+        f"path: {rel}",
+        f"version: {ds.version}",
+        f"files: {ds.files}",
+        f"size: {ds.size}",
+    ]
+    if ds.source:
+        lines.append(f"source: {ds.source}")
+    atomic_write_text(root / ds.pointer, "\n".join(lines) + "\n")
+
+
+def _pointer_paths(root: Path) -> Iterator[str]:
+    proc = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
+         f"*{POINTER_SUFFIX}"], cwd=root, capture_output=True, check=False)
+    if proc.returncode == 0:
+        yield from (p for p in proc.stdout.decode().split("\0")
+                    if p and not p.startswith(".gha-mlops/"))
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        pointed = {f[: -len(POINTER_SUFFIX)] for f in filenames if f.endswith(POINTER_SUFFIX)}
+        # Never descend into the datasets themselves: they can hold many files.
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS and d not in pointed]
+        for f in sorted(filenames):
+            if f.endswith(POINTER_SUFFIX):
+                yield os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/")
+
+
+def find_datasets(root: Path) -> dict[str, Dataset]:
+    """Every dataset of the workspace by name; two pointers with one name is an error."""
+    found: dict[str, Dataset] = {}
+    for rel in sorted(_pointer_paths(root)):
+        if not (root / rel).is_file():
+            continue
+        ds = read_pointer(root, rel)
+        if ds.name in found:
+            raise ConfigError(f"two datasets are named {ds.name!r}: {found[ds.name].pointer} "
+                              f"and {rel}", hint="rename one with `gha-mlops data add PATH "
+                              "--name NEW`", file=rel)
+        found[ds.name] = ds
+    return found

@@ -1,0 +1,317 @@
+"""Dataset operations on a workspace: add, list, status, verify, checkout, gc.
+
+Datasets live in the same content-addressed cache as pipeline outputs
+(``.gha-mlops/cache/objects``), so a dataset that is also a stage output is stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gha_mlops.config import STATE_DIR
+from gha_mlops.data.pointer import NAME, Dataset, find_datasets, pointer_for, write_pointer
+from gha_mlops.errors import GhaMlopsError, UsageError
+from gha_mlops.pipeline.cache import ContentCache, remove_path
+from gha_mlops.pipeline.hashing import (
+    Hasher,
+    StatCache,
+    is_tree,
+    tree_digest,
+    tree_manifest_bytes,
+    walk_files,
+)
+
+
+class Workspace:
+    """The data side of a workspace: its cache, stat cache and dataset pointers."""
+
+    def __init__(self, root: Path, *, jobs: int | None = None) -> None:
+        self.root = root.absolute()
+        self.state = self.root / STATE_DIR
+        self.cache = ContentCache(self.state / "cache")
+        self.stat_cache = StatCache(self.state / "tmp" / "stat.db")
+        # Hashing and copying are CPU-bound here (the GIL for small files): more threads than
+        # cores only add contention.
+        self.jobs = jobs or (os.cpu_count() or 1)
+        self.hasher = Hasher(self.root, self.stat_cache, jobs=self.jobs)
+
+    def rel(self, path: Path) -> str:
+        full = (Path.cwd() / path).resolve() if not path.is_absolute() else path.resolve()
+        try:
+            rel = full.relative_to(self.root.resolve())
+        except ValueError:
+            raise UsageError(f"{path} is outside the workspace {self.root}",
+                             hint="datasets must live inside the directory of mlops.yaml") from None
+        if str(rel) == "." or rel.parts[0] == STATE_DIR:
+            raise UsageError(f"{path} cannot be a dataset", hint="name a file or directory "
+                             "inside the workspace")
+        return rel.as_posix()
+
+    def datasets(self) -> dict[str, Dataset]:
+        return find_datasets(self.root)
+
+    def select(self, names: Iterable[str]) -> list[Dataset]:
+        all_ = self.datasets()
+        names = list(names)
+        if not names:
+            return list(all_.values())
+        unknown = [n for n in names if n not in all_]
+        if unknown:
+            raise UsageError(f"no dataset named {unknown[0]!r}",
+                             hint=("datasets here: " + ", ".join(all_)) if all_ else
+                             "add one with `gha-mlops data add PATH`")
+        return [all_[n] for n in names]
+
+
+@dataclass
+class AddResult:
+    dataset: Dataset
+    new_objects: int
+    seconds: float
+    changed: bool
+
+
+def add(ws: Workspace, path: Path, *, name: str | None = None) -> AddResult:
+    """Hash ``path`` (a file or a tree), put its contents in the cache and write its pointer.
+
+    Files are read once: a file the cache lacks is hashed while it is copied in; a file the
+    stat cache vouches for and the cache holds is not read at all. Runs on all cores.
+    """
+    started = time.monotonic()
+    rel = ws.rel(path)
+    full = ws.root / rel
+    if not full.exists():
+        raise UsageError(f"{rel} does not exist", hint="give the path of a data file or directory")
+    name = name or Path(rel).name.split(".")[0] or Path(rel).name
+    if not NAME.match(name):
+        raise UsageError(f"{name!r} is not a valid dataset name",
+                         hint="use --name with letters, digits, '_', '-' and '.'")
+    existing = ws.datasets()
+    other = existing.get(name)
+    if other is not None and other.path != rel:
+        raise UsageError(f"a dataset named {name!r} already exists at {other.path}",
+                         hint="choose another name with --name")
+    new_objects = 0
+    if full.is_dir():
+        entries, new_objects = _store_tree(ws, rel)
+        manifest = tree_manifest_bytes(entries)
+        version = tree_digest(manifest)
+        ws.cache.store_manifest(version, manifest)
+        files, size = len(entries), sum(e["size"] for e in entries)
+    else:
+        st = full.stat()
+        version = ws.stat_cache.get(rel, st) or ""
+        if not version or not ws.cache.object_path(version).exists():
+            version, created = ws.cache.add_file(full)
+            ws.stat_cache.put(rel, st, version)
+            new_objects = int(created)
+        files, size = 1, st.st_size
+    ws.stat_cache.flush()
+    ds = Dataset(name=name, path=rel, pointer=pointer_for(rel), version=version, files=files,
+                 size=size, source=other.source if other and other.version == version else None)
+    changed = other is None or other.version != version
+    write_pointer(ws.root, ds)
+    _git_ignore(ws.root, rel)
+    return AddResult(ds, new_objects, time.monotonic() - started, changed)
+
+
+def _store_tree(ws: Workspace, rel: str) -> tuple[list[dict[str, Any]], int]:
+    base = ws.root / rel
+    items = list(walk_files(base))
+
+    prefix = f"{base}/"
+
+    def batch(chunk: list[tuple[str, os.stat_result]]) -> tuple[list[dict[str, Any]], int]:
+        entries, new_count = [], 0
+        for sub, st in chunk:
+            key = f"{rel}/{sub}"
+            digest = ws.stat_cache.get(key, st)
+            if digest is None or not ws.cache.object_path(digest).exists():
+                digest, new = ws.cache.add_file(prefix + sub)
+                new_count += new
+                ws.stat_cache.put(key, st, digest)
+            entries.append({"path": sub, "sha256": digest, "size": st.st_size})
+        return entries, new_count
+
+    # A few large batches, not a task per file: with 10,000s of small files the per-task
+    # hand-off between threads costs more than the work.
+    size = max(256, len(items) // (ws.jobs * 4) + 1)
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    with ThreadPoolExecutor(ws.jobs) as pool:
+        results = list(pool.map(batch, chunks))
+    return [e for entries, _ in results for e in entries], sum(n for _, n in results)
+
+
+def _git_ignore(root: Path, rel: str) -> None:
+    """Keep the data itself out of git: ``/name`` in the .gitignore beside it."""
+    parent = (root / rel).parent
+    line = "/" + Path(rel).name
+    ignore = parent / ".gitignore"
+    text = ignore.read_text() if ignore.exists() else ""
+    if line not in text.splitlines():
+        with ignore.open("a", encoding="utf-8") as fh:
+            fh.write(("" if not text or text.endswith("\n") else "\n") + line + "\n")
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+@dataclass
+class DatasetStatus:
+    dataset: Dataset
+    workspace: str  # "ok", "missing", "modified"
+    cache_missing: int  # objects the local cache lacks
+    remote_missing: int | None = None  # objects the remote lacks (None: not asked)
+    modified_files: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.dataset.name, "path": self.dataset.path,
+                "version": self.dataset.version, "workspace": self.workspace,
+                "cache_missing": self.cache_missing, "remote_missing": self.remote_missing,
+                "modified_files": self.modified_files}
+
+
+def objects_of(ws: Workspace, ds: Dataset) -> list[str] | None:
+    """Every object digest the dataset needs (manifest included), or None when the manifest
+    itself is not in the cache (fetch it first)."""
+    if not ds.is_tree:
+        return [ds.version]
+    manifest = ws.cache.manifest_if_known(ds.version)
+    if manifest is None:
+        return None
+    return [ds.version, *sorted({e["sha256"] for e in manifest})]
+
+
+def status(ws: Workspace, datasets: Iterable[Dataset]) -> list[DatasetStatus]:
+    out = []
+    for ds in datasets:
+        digest = ws.hasher.hash_path(ds.path)
+        state = "ok" if digest == ds.version else ("missing" if digest is None else "modified")
+        modified: list[str] = []
+        if state == "modified" and ds.is_tree and digest and is_tree(digest):
+            old = {e["path"]: e["sha256"] for e in (ws.cache.manifest_if_known(ds.version) or [])}
+            new = {e["path"]: e["sha256"] for e in json.loads(ws.hasher.manifests[digest])}
+            modified = [p for p in sorted(set(old) | set(new)) if old.get(p) != new.get(p)]
+        objects = objects_of(ws, ds)
+        missing = (sum(1 for d in objects if not ws.cache.object_path(d).exists())
+                   if objects is not None else ds.files + 1)
+        out.append(DatasetStatus(ds, state, missing, modified_files=modified[:20]))
+    ws.stat_cache.flush()
+    return out
+
+
+@dataclass
+class VerifyProblem:
+    dataset: str
+    where: str  # "cache" or "workspace"
+    item: str
+    expected: str
+    actual: str | None
+
+
+def verify(ws: Workspace, datasets: Iterable[Dataset]) -> list[VerifyProblem]:
+    """Re-hash (no stat cache) every cached object and workspace file of the datasets."""
+    from gha_mlops.pipeline.hashing import sha256_file
+
+    problems: list[VerifyProblem] = []
+    for ds in datasets:
+        objects = objects_of(ws, ds) or [ds.version]
+
+        def check(digest: str, ds: Dataset = ds) -> VerifyProblem | None:
+            path = ws.cache.object_path(digest)
+            if not path.exists():
+                return None  # missing is status's business, not corruption
+            got = sha256_file(path)
+            if got != digest.removesuffix(".dir"):
+                return VerifyProblem(ds.name, "cache", str(path), digest, got)
+            return None
+
+        with ThreadPoolExecutor(ws.jobs) as pool:
+            problems.extend(p for p in pool.map(check, objects) if p)
+        fresh = Hasher(ws.root, StatCache(None), jobs=ws.jobs).hash_path(ds.path)
+        if fresh is not None and fresh != ds.version:
+            problems.append(VerifyProblem(ds.name, "workspace", ds.path, ds.version, fresh))
+    return problems
+
+
+def checkout(ws: Workspace, ds: Dataset, *, to: Path | None = None) -> Path:
+    """Materialize ``ds`` from the cache at its path (or under ``to``), atomically."""
+    from gha_mlops.pipeline.cache import CacheMiss
+
+    dest = (to / Path(ds.path).name) if to is not None else ws.root / ds.path
+    if to is None and ws.hasher.hash_path(ds.path) == ds.version:
+        return dest
+    try:
+        ws.cache.checkout(ds.version, dest)
+    except CacheMiss:
+        raise GhaMlopsError(
+            f"dataset {ds.name} ({ds.version[:12]}) is not in the local cache",
+            hint=f"fetch it first: gha-mlops data pull {ds.name}") from None
+    return dest
+
+
+def referenced_objects(ws: Workspace, *, keep_days: float = 30.0) -> set[str]:
+    """Objects that gc must keep: every dataset pointer's, every run-cache entry's outputs,
+    and everything a run record of the last ``keep_days`` names."""
+    keep: set[str] = set()
+
+    def add_digest(digest: str) -> None:
+        keep.add(digest)
+        if is_tree(digest):
+            keep.update(e["sha256"] for e in ws.cache.manifest_if_known(digest) or [])
+
+    for ds in ws.datasets().values():
+        add_digest(ds.version)
+    for entry in ws.cache.runs.glob("*/*.json"):
+        try:
+            outs: Mapping[str, str] = json.loads(entry.read_bytes()).get("outs", {})
+        except (OSError, ValueError):
+            continue
+        for digest in outs.values():
+            add_digest(digest)
+    horizon = time.time() - keep_days * 86400
+    for record_path in (ws.state / "runs").glob("*.json"):
+        if record_path.name == "index.json" or record_path.stat().st_mtime < horizon:
+            continue
+        try:
+            record = json.loads(record_path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        for digest in (record.get("deps") or {}).values():
+            add_digest(digest)
+        for entry in (record.get("outputs") or {}).values():
+            add_digest(entry["sha256"])
+    return keep
+
+
+@dataclass
+class GcResult:
+    removed: int
+    freed: int
+    kept: int
+
+
+def gc(ws: Workspace, *, dry_run: bool = False, keep_days: float = 30.0) -> GcResult:
+    """Remove cache objects nothing references (see :func:`referenced_objects`)."""
+    keep = referenced_objects(ws, keep_days=keep_days)
+    removed = freed = kept = 0
+    if not ws.cache.objects.exists():
+        return GcResult(0, 0, 0)
+    for sub in ws.cache.objects.iterdir():
+        for obj in sub.iterdir():
+            digest = sub.name + obj.name
+            if digest in keep:
+                kept += 1
+                continue
+            removed += 1
+            freed += obj.stat().st_size
+            if not dry_run:
+                remove_path(obj)
+    return GcResult(removed, freed, kept)
