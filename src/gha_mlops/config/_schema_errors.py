@@ -162,12 +162,14 @@ def _dig(raw: Any, loc: Loc) -> Any:
 
 
 def _allowed_keys(parent: Loc) -> list[str]:
-    from gha_mlops.config.schema import ConfigSchema, EnvSchema, StageSchema
+    from gha_mlops.config.schema import ConfigSchema, EnvSchema, RemoteSchema, StageSchema
 
     if not parent:
         model: Any = ConfigSchema
     elif parent == ("env",):
         model = EnvSchema
+    elif parent[:1] == ("remotes",):
+        model = RemoteSchema
     else:
         model = StageSchema
     return list(model.model_fields)

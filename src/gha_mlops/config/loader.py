@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,14 @@ from gha_mlops.config._graph import link_stages, overlaps
 from gha_mlops.config._params import check_params, load_params, read_optional, set_dotted
 from gha_mlops.config._schema_errors import form_hint, schema_problems
 from gha_mlops.config._yaml import Loc, Problems, display, parse_yaml, type_name
-from gha_mlops.config.model import Output, OutputKind, Pipeline, Stage
+from gha_mlops.config.model import Output, OutputKind, Pipeline, Remote, Stage
 from gha_mlops.errors import ConfigError
 
 DEFAULT_CONFIG = "mlops.yaml"
+DATA_PREFIX = "data:"
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 STATE_DIR = ".gha-mlops"
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 
 
 def load_pipeline(config_path: Path, *, overrides: Mapping[str, Any] | None = None) -> Pipeline:
@@ -137,6 +140,8 @@ def _build(root: Path, config_path: Path, sha: str, n: Mapping[str, Any]) -> Pip
         env_lock=n["env_lock"],
         stages=stages,
         model=n.get("model"),
+        remotes={k: Remote(name=k, **v) for k, v in (n.get("remotes") or {}).items()},
+        default_remote=n.get("default_remote"),
     )
 
 
@@ -198,8 +203,19 @@ def _validate(
                      "name a file that a stage declares in `outs:` (or a file inside one); "
                      + ("declared outs: " + ", ".join(declared) if declared
                         else "no stage declares `outs:` yet"))
+    remotes = {name: r.model_dump() for name, r in cfg.remotes.items()}
+    for name in cfg.remotes:
+        if not _DATASET_NAME.match(name):
+            problems.add(("remotes", name), f"remote name {name!r} is not allowed",
+                         "use letters, digits, '_', '-' and '.'", key=True)
+    if cfg.default_remote is not None and cfg.default_remote not in cfg.remotes:
+        problems.add(("default_remote",), f"no remote named {cfg.default_remote!r}",
+                     ("remotes: " + ", ".join(cfg.remotes)) if cfg.remotes
+                     else "declare it under `remotes:` first")
     problems.raise_if_any()
     return {
+        "remotes": remotes,
+        "default_remote": cfg.default_remote,
         "model": model,
         "seed": cfg.seed,
         "params_file": params_file,
@@ -215,6 +231,13 @@ def _norm_path(problems: Problems, loc: Loc, value: str | None) -> str | None:
     if value is None:
         return None
     config_name = problems.path.name
+    if value.startswith(DATA_PREFIX) and len(loc) >= 3 and loc[-2] == "deps":
+        name = value[len(DATA_PREFIX):]
+        if not _DATASET_NAME.match(name):
+            problems.add(loc, f"{value!r} does not name a dataset",
+                         "write `data:NAME` with the name from the dataset's .lock.yaml")
+            return None
+        return value
     if value.startswith(("/", "\\")) or (len(value) >= 2 and value[0].isalpha()
                                          and value[1] == ":"
                                          and (len(value) == 2 or value[2] in "/\\")):
@@ -288,8 +311,20 @@ def _check_deps_exist(pipeline: Pipeline, config_path: Path, config_bytes: bytes
     must exist or overlap a stage output, and the environment lock must exist."""
     problems = Problems(config_path, config_bytes)
     outputs = [out for stage in pipeline.stages.values() for out in stage.out_paths]
+    datasets: set[str] | None = None
     for stage in pipeline.stages.values():
         for i, dep in enumerate(stage.deps):
+            if dep.startswith(DATA_PREFIX):
+                if datasets is None:
+                    from gha_mlops.data.pointer import find_datasets
+
+                    datasets = set(find_datasets(pipeline.root))
+                if dep[len(DATA_PREFIX):] not in datasets:
+                    problems.add(("stages", stage.name, "deps", i),
+                                 f"no dataset named {dep[len(DATA_PREFIX):]!r}",
+                                 ("datasets here: " + ", ".join(sorted(datasets))) if datasets
+                                 else "pin one with `gha-mlops data add PATH --name NAME`")
+                continue
             if (not any(overlaps(dep, out) for out in outputs)
                     and not os.path.lexists(pipeline.root / dep)):
                 problems.add(("stages", stage.name, "deps", i),

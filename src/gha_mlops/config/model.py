@@ -40,6 +40,17 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Remote:
+    """Where datasets are pushed to and pulled from (``remotes:`` in mlops.yaml)."""
+
+    name: str
+    url: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """A validated ``mlops.yaml`` with its params, stages in a runnable (topological) order."""
 
@@ -52,6 +63,8 @@ class Pipeline:
     env_lock: str | None
     stages: Mapping[str, Stage] = field(default_factory=dict)
     model: str | None = None
+    remotes: Mapping[str, Remote] = field(default_factory=dict)
+    default_remote: str | None = None
 
     def stage(self, name: str) -> Stage:
         return self.stages[name]

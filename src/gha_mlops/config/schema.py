@@ -45,12 +45,21 @@ class StageSchema(_Strict):
         return value
 
 
+class RemoteSchema(_Strict):
+    url: str = Field(min_length=1)
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+
 class ConfigSchema(_Strict):
     version: int = 1
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     params: str = Field(default="params.yaml", min_length=1)
     env: EnvSchema = Field(default_factory=EnvSchema)
     model: str | None = Field(default=None, min_length=1)
+    remotes: dict[str, RemoteSchema] = Field(default_factory=dict)
+    default_remote: str | None = None
     stages: dict[str, StageSchema] = Field(min_length=1)
 
     @field_validator("version")

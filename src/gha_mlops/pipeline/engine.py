@@ -20,11 +20,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gha_mlops import __version__
 from gha_mlops._fs import atomic_write_json
 from gha_mlops.config import STATE_DIR, Pipeline, Stage, param_value
+from gha_mlops.config.loader import DATA_PREFIX
 from gha_mlops.errors import InterruptedRunError, StageFailedError, UsageError
 from gha_mlops.pipeline.cache import CacheMiss, ContentCache, remove_path
 from gha_mlops.pipeline.environment import (
@@ -38,6 +39,9 @@ from gha_mlops.pipeline.lock import WorkspaceLock
 from gha_mlops.pipeline.records import RECORD_SCHEMA, RunStore, new_run_id
 from gha_mlops.pipeline.secrets import scrub, secret_values
 from gha_mlops.pipeline.signature import stage_signature
+
+if TYPE_CHECKING:
+    from gha_mlops.data.pointer import Dataset
 
 OK_STATUSES = ("ran", "cached", "restored")
 TERM_GRACE_S = 10.0
@@ -160,6 +164,8 @@ class _Engine:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._procs_lock = threading.Lock()
         self._interrupted = threading.Event()
+        self._datasets: dict[str, Dataset] | None = None
+        self._datasets_lock = threading.Lock()
 
     # ------------------------------------------------------------------ orchestration
 
@@ -300,6 +306,9 @@ class _Engine:
 
     def _decide_and_execute(self, stage: Stage, res: StageResult) -> None:
         for dep in stage.deps:
+            if dep.startswith(DATA_PREFIX):
+                res.deps[dep] = self._dataset_dep(dep[len(DATA_PREFIX):])
+                continue
             digest = self.hasher.hash_path(dep)
             if digest is None:
                 raise _StageFailure(f"dependency {dep!r} does not exist")
@@ -353,6 +362,35 @@ class _Engine:
         self.cache.save_run(res.signature, res.outs, {
             "stage": stage.name, "run_id": self.run_id, "metrics": res.metrics,
             "runtime": res.runtime})
+
+    def _dataset_dep(self, name: str) -> str:
+        """The pinned version of dataset ``name``, after making sure the workspace holds it.
+
+        Missing data that the cache holds is put in place; data that differs from its pin is
+        never overwritten (it may be the user's work in progress): the stage fails instead.
+        """
+        with self._datasets_lock:
+            if self._datasets is None:
+                from gha_mlops.data.pointer import find_datasets
+
+                self._datasets = find_datasets(self.root)
+        ds = self._datasets.get(name)
+        if ds is None:
+            raise _StageFailure(f"no dataset named {name!r}")
+        digest = self.hasher.hash_path(ds.path)
+        if digest == ds.version:
+            return ds.version
+        if digest is not None:
+            raise _StageFailure(
+                f"dataset {name!r} at {ds.path} differs from its pinned version "
+                f"{ds.version[:12]}: pin the change with `gha-mlops data add {ds.path}` or "
+                f"restore the pin with `gha-mlops data checkout {name}`")
+        if not self.cache.has(ds.version):
+            raise _StageFailure(
+                f"dataset {name!r} ({ds.version[:12]}) is not here: "
+                f"run `gha-mlops data pull {name}` first")
+        self.cache.checkout(ds.version, self.root / ds.path)
+        return ds.version
 
     def _rollback(self, stage: Stage, backups: Mapping[str, str]) -> None:
         for path in stage.out_paths:
@@ -500,6 +538,13 @@ class _Engine:
             "outputs": outputs,
             "metrics": metrics,
         }
+        if self._datasets:
+            used = {d[len(DATA_PREFIX):] for s in stages for d in s.deps
+                    if d.startswith(DATA_PREFIX)}
+            record["datasets"] = {
+                n: {"version": ds.version, "path": ds.path, "pointer": ds.pointer,
+                    "files": ds.files, "size": ds.size, "source": ds.source}
+                for n, ds in self._datasets.items() if n in used}
         if self.p.model:
             record["model"] = self._model_entry(outputs)
         return dict(scrub(record, secret_values(self.o.environ)))

@@ -115,8 +115,10 @@ def reproduce_run(record: Mapping[str, Any], workspace: Path, *, environ: Mappin
             method = "copy"
         rep = Reproduction(run_id=record["id"], workspace=scratch, method=method,
                            env_drift=drift)
+        cache = ContentCache(workspace / STATE_DIR / "cache")
         _bring_missing_inputs(workspace, scratch, record)
-        _check_inputs(scratch, record, ContentCache(workspace / STATE_DIR / "cache"))
+        _materialize_datasets(scratch, record, cache)
+        _check_inputs(scratch, record, cache)
 
         config = scratch / (record.get("config") or {}).get("path", "mlops.yaml")
         pipeline = load_pipeline(config)
@@ -183,7 +185,8 @@ def _bring_missing_inputs(workspace: Path, scratch: Path, record: Mapping[str, A
     named = [(record.get("config") or {}).get("path", "mlops.yaml"),
              (record.get("params") or {}).get("file"),
              ((record.get("env") or {}).get("lock") or {}).get("path")]
-    for rel in [*filter(None, named), *(record.get("data") or {})]:
+    for rel in [*filter(None, named), *(d for d in record.get("data") or {}
+                                        if not d.startswith("data:"))]:
         if not (scratch / rel).exists() and (workspace / rel).exists():
             src = workspace / rel
             if src.is_dir():
@@ -191,6 +194,26 @@ def _bring_missing_inputs(workspace: Path, scratch: Path, record: Mapping[str, A
             else:
                 (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, scratch / rel)
+
+
+def _materialize_datasets(scratch: Path, record: Mapping[str, Any], cache: ContentCache) -> None:
+    """Pin each recorded dataset version in the scratch workspace (its pointer as the run saw
+    it) and put that version in place from the workspace's cache."""
+    from gha_mlops.data.pointer import Dataset, write_pointer
+
+    hasher = Hasher(scratch, StatCache(None))
+    for name, ds in (record.get("datasets") or {}).items():
+        write_pointer(scratch, Dataset(name=name, path=ds["path"], pointer=ds["pointer"],
+                                       version=ds["version"], files=ds["files"],
+                                       size=ds["size"], source=ds.get("source")))
+        if hasher.hash_path(ds["path"]) == ds["version"]:
+            continue
+        if not cache.has(ds["version"]):
+            raise ReproductionError(
+                f"dataset {name!r} version {ds['version'][:12]} that run {record['id']} used "
+                "is not in the local cache",
+                hint=f"fetch it: gha-mlops data pull {name} (with the pointer at that version)")
+        cache.checkout(ds["version"], scratch / ds["path"])
 
 
 def _check_inputs(scratch: Path, record: Mapping[str, Any], cache: ContentCache) -> None:
@@ -205,7 +228,9 @@ def _check_inputs(scratch: Path, record: Mapping[str, Any], cache: ContentCache)
     lock = (record.get("env") or {}).get("lock")
     if lock:
         checks.append((lock["path"], lock["sha256"]))
-    checks.extend((record.get("data") or {}).items())
+    checks.extend((k, v) for k, v in (record.get("data") or {}).items()
+                  if not k.startswith("data:"))
+    checks.extend((ds["path"], ds["version"]) for ds in (record.get("datasets") or {}).values())
     hasher = Hasher(scratch, StatCache(None))
     for rel, expected in checks:
         if expected is None:
