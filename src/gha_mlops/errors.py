@@ -104,3 +104,18 @@ def missing_extra(module: str, extra: str) -> MissingExtraError:
         f"this needs the Python package {module!r}, which is not installed",
         hint=f"pip install 'gha-mlops[{extra}]'",
     )
+
+
+class RemoteError(GhaMlopsError):
+    """A data remote cannot be used as asked: an unknown scheme, missing or rejected
+    credentials, an absent bucket, denied access, an unreachable endpoint, an object missing
+    from the remote. The message names the remote URL; the hint says what to change."""
+
+    exit_code = 6
+
+
+class DataIntegrityError(GhaMlopsError):
+    """Bytes did not hash to the digest they were stored or fetched under. Nothing was put in
+    the cache; the message names the object, its source, and the expected and actual hashes."""
+
+    exit_code = 7

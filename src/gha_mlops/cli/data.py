@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from gha_mlops.cli._render import short
 from gha_mlops.config import STATE_DIR
 from gha_mlops.errors import GhaMlopsError
+
+if TYPE_CHECKING:
+    from gha_mlops.data.pointer import Dataset
+    from gha_mlops.data.service import Workspace
+    from gha_mlops.data.transfer import Progress, TransferStats
 
 _dir_option = click.option(
     "--dir", "-C", "workspace", default=".", show_default=True,
@@ -147,3 +154,126 @@ def gc_cmd(workspace: Path, dry_run: bool, keep_days: float) -> None:
         result = gc(ws, dry_run=dry_run, keep_days=keep_days)
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {result.removed} objects ({_human(result.freed)}), kept {result.kept}")
+
+
+def _progress_printer(what: str, interactive: bool) -> tuple[Progress, Callable[[], None]]:
+    """A progress callback (a redrawn line on a terminal, nothing in CI: CI gets one summary
+    line per command) and a function that ends the line."""
+    import sys
+    import threading
+    import time
+
+    lock = threading.Lock()
+    last = [0.0]
+
+    def progress(objects: int, nbytes: int) -> None:
+        if not interactive:
+            return
+        now = time.monotonic()
+        with lock:
+            if now - last[0] < 0.1:
+                return
+            last[0] = now
+            sys.stderr.write(f"\r{what}: {objects} objects, {_human(nbytes)}   ")
+            sys.stderr.flush()
+
+    def finish() -> None:
+        if interactive:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.flush()
+
+    return progress, finish
+
+
+def _interactive() -> bool:
+    import os
+    import sys
+
+    return sys.stderr.isatty() and not os.environ.get("CI") and not os.environ.get(
+        "GITHUB_ACTIONS")
+
+
+def _summary(verb: str, s: TransferStats, remote: str) -> str:
+    rate = s.bytes / s.seconds if s.seconds else 0.0
+    return (f"{verb} {s.objects} objects ({_human(s.bytes)}) in {s.packs} packs, "
+            f"{s.requests} requests, {s.seconds:.2f} s ({_human(rate)}/s) {remote}")
+
+
+_remote_option = click.option("--remote", "-r", help="Remote name from mlops.yaml "
+                              "(default: default_remote, or the only one).")
+_jobs_option = click.option("--jobs", "-j", default=16, show_default=True,
+                            type=click.IntRange(1, 128), help="Parallel transfers.")
+
+
+@data.command("push")
+@click.argument("names", nargs=-1)
+@_dir_option
+@_remote_option
+@_jobs_option
+def push_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: int) -> None:
+    """Upload datasets to a remote; only objects the remote lacks are sent, small ones packed."""
+    from gha_mlops.data.service import Workspace, push, resolve_remote
+
+    ws = Workspace(workspace)
+    target = resolve_remote(ws, remote)
+    datasets = ws.select(names)
+    progress, finish = _progress_printer("push", _interactive())
+    try:
+        stats = push(ws, datasets, target, jobs=jobs, progress=progress)
+    finally:
+        finish()
+    click.echo(_summary("pushed", stats, f"to {target.name} ({target.url}) for "
+                        f"{len(datasets)} datasets"))
+
+
+def _fetch(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: int,
+           verb: str) -> tuple[Workspace, list[Dataset]]:
+    from gha_mlops.data.service import Workspace, fetch, resolve_remote
+
+    ws = Workspace(workspace)
+    datasets = ws.select(names)
+    needs_remote = any(not (ds.source and not ds.is_tree) for ds in datasets)
+    target = None
+    if needs_remote:
+        try:
+            target = resolve_remote(ws, remote)
+        except GhaMlopsError:
+            if remote is not None:
+                raise
+    progress, finish = _progress_printer(verb, _interactive())
+    try:
+        stats = fetch(ws, datasets, target, jobs=jobs, progress=progress)
+    finally:
+        finish()
+    click.echo(_summary("fetched", stats, f"from {target.name if target else 'sources'} for "
+                        f"{len(datasets)} datasets"))
+    return ws, list(datasets)
+
+
+@data.command("fetch")
+@click.argument("names", nargs=-1)
+@_dir_option
+@_remote_option
+@_jobs_option
+def fetch_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: int) -> None:
+    """Download datasets into the local cache (verified), without touching the workspace."""
+    _fetch(names, workspace, remote, jobs, "fetch")
+
+
+@data.command("pull")
+@click.argument("names", nargs=-1)
+@_dir_option
+@_remote_option
+@_jobs_option
+@click.option("--to", type=click.Path(file_okay=False, path_type=Path),
+              help="Put the data under this directory instead of its own path.")
+def pull_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: int,
+             to: Path | None) -> None:
+    """Fetch datasets and put their pinned version in place (or under --to DIR)."""
+    from gha_mlops.data.service import checkout
+    from gha_mlops.pipeline.lock import WorkspaceLock
+
+    ws, datasets = _fetch(names, workspace, remote, jobs, "pull")
+    with WorkspaceLock(ws.state, wait=60, what="data pull"):
+        for ds in datasets:
+            click.echo(f"{ds.name}: {checkout(ws, ds, to=to)}")

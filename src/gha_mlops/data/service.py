@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from gha_mlops.config import STATE_DIR
+from gha_mlops.config.model import Remote
 from gha_mlops.data.pointer import NAME, Dataset, find_datasets, pointer_for, write_pointer
+from gha_mlops.data.ports import ObjectStore
+from gha_mlops.data.transfer import Progress, TransferStats
 from gha_mlops.errors import GhaMlopsError, UsageError
 from gha_mlops.pipeline.cache import ContentCache, remove_path
 from gha_mlops.pipeline.hashing import (
@@ -304,8 +307,15 @@ def gc(ws: Workspace, *, dry_run: bool = False, keep_days: float = 30.0) -> GcRe
     removed = freed = kept = 0
     if not ws.cache.objects.exists():
         return GcResult(0, 0, 0)
+    stale = time.time() - 86400
     for sub in ws.cache.objects.iterdir():
         for obj in sub.iterdir():
+            if obj.name.startswith("."):
+                # A temp file of a writer in flight (fetches do not take the workspace
+                # lock); only day-old leftovers of a crash are removed.
+                if obj.stat().st_mtime < stale and not dry_run:
+                    remove_path(obj)
+                continue
             digest = sub.name + obj.name
             if digest in keep:
                 kept += 1
@@ -315,3 +325,96 @@ def gc(ws: Workspace, *, dry_run: bool = False, keep_days: float = 30.0) -> GcRe
             if not dry_run:
                 remove_path(obj)
     return GcResult(removed, freed, kept)
+
+
+# --------------------------------------------------------------------------- remotes
+
+
+def resolve_remote(ws: Workspace, name: str | None) -> Remote:
+    """The remote called ``name``, else ``default_remote``, else the only one declared."""
+    from gha_mlops.config import load_pipeline
+
+    pipeline = load_pipeline(ws.root / "mlops.yaml")
+    remotes = pipeline.remotes
+    if not remotes:
+        raise UsageError("no remotes are declared in mlops.yaml",
+                         hint="add one, e.g.\n  remotes:\n    storage:\n      url: s3://bucket/"
+                         "datasets   # or a shared directory: /mnt/nas/datasets")
+    chosen = name or pipeline.default_remote or (next(iter(remotes)) if len(remotes) == 1
+                                                 else None)
+    if chosen is None:
+        raise UsageError("several remotes are declared and none was chosen",
+                         hint="pass --remote NAME or set `default_remote:` in mlops.yaml "
+                         f"(remotes: {', '.join(remotes)})")
+    if chosen not in remotes:
+        raise UsageError(f"no remote named {chosen!r} in mlops.yaml",
+                         hint="remotes: " + ", ".join(remotes))
+    return remotes[chosen]
+
+
+def open_remote(ws: Workspace, remote: Remote) -> ObjectStore:
+    from gha_mlops.data.stores import open_store
+
+    url = remote.url
+    if "://" not in url and not os.path.isabs(url):
+        url = str((ws.root / url).resolve())  # a shared directory relative to the workspace
+    return open_store(url, endpoint_url=remote.endpoint_url, region=remote.region,
+                      profile=remote.profile)
+
+
+def _index_dir(ws: Workspace, remote: Remote) -> Path:
+    return ws.state / "remotes" / remote.name
+
+
+def push(ws: Workspace, datasets: Iterable[Dataset], remote: Remote, *, jobs: int = 16,
+         progress: Progress | None = None) -> TransferStats:
+    """Upload every object of ``datasets`` that the remote lacks (packed when small)."""
+    from gha_mlops.data import transfer
+
+    digests: list[str] = []
+    for ds in datasets:
+        objects = objects_of(ws, ds)
+        missing = ([ds.version] if objects is None else
+                   [d for d in objects if not ws.cache.object_path(d).exists()])
+        if missing:
+            raise GhaMlopsError(
+                f"dataset {ds.name} is not complete in the local cache ({len(missing)} objects "
+                "missing), so it cannot be pushed",
+                hint=f"pull it first (`gha-mlops data pull {ds.name}`) or re-add it from the "
+                f"data (`gha-mlops data add {ds.path}`)")
+        digests.extend(objects or [])
+    return transfer.push(open_remote(ws, remote), ws.cache, digests,
+                         index_dir=_index_dir(ws, remote), jobs=jobs, progress=progress)
+
+
+def fetch(ws: Workspace, datasets: Iterable[Dataset], remote: Remote | None, *,
+          jobs: int = 16, progress: Progress | None = None) -> TransferStats:
+    """Bring every object of ``datasets`` into the local cache: from the remote, or for a
+    single-file dataset with a pinned ``source:`` URL, from that URL. Verified on arrival."""
+    from gha_mlops.data import transfer
+
+    total = TransferStats()
+    store = None
+    for ds in datasets:
+        objects = objects_of(ws, ds)
+        if objects is not None and all(ws.cache.object_path(d).exists() for d in objects):
+            continue
+        if ds.source and not ds.is_tree:
+            transfer.fetch_url(ds.source, ds.version, ws.cache, progress=progress)
+            continue
+        if remote is None:
+            raise UsageError(f"dataset {ds.name} is not in the local cache and no remote is "
+                             "declared to fetch it from",
+                             hint="declare `remotes:` in mlops.yaml (and push from where the "
+                             "data is), or pin a `source:` URL in its pointer")
+        store = store or open_remote(ws, remote)
+        index_dir = _index_dir(ws, remote)
+        if objects is None:  # the manifest comes first: it names the files
+            transfer.fetch(store, ws.cache, [ds.version], index_dir=index_dir, jobs=jobs)
+            objects = objects_of(ws, ds) or []
+        stats = transfer.fetch(store, ws.cache, objects, index_dir=index_dir, jobs=jobs,
+                               progress=progress)
+        total = TransferStats(total.objects + stats.objects, total.bytes + stats.bytes,
+                              total.requests + stats.requests, total.seconds + stats.seconds,
+                              total.packs + stats.packs)
+    return total

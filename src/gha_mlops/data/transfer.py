@@ -1,0 +1,603 @@
+"""Moving objects between the local content-addressed cache and a remote, fast and verified.
+
+Small objects travel in packs and large ones alone (the layout is in
+:mod:`gha_mlops.data.packs` and ``docs/data-remote-format.md``), so pushing or pulling ten
+thousand small files costs a few dozen requests, not ten thousand.
+
+- :func:`push` sends what the remote lacks; a second push of the same objects sends nothing.
+- :func:`fetch` brings objects into the cache: ranged GETs of just the needed parts of packs,
+  resumable streaming downloads of large objects; every object is verified against its hash
+  before it enters the cache.
+- :func:`fetch_url` brings one file from a read-only ``https://`` source pinned by sha256.
+
+Digests are opaque keys: a plain sha256 for a file, ``<sha256>.dir`` for a tree manifest (whose
+bytes hash to the part before ``.dir``). Trees are not expanded here; callers pass the members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import http.client
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from gha_mlops._fs import atomic_write_bytes
+from gha_mlops.data.packs import (
+    LARGE_THRESHOLD,
+    OBJECTS_PREFIX,
+    PACK_SIZE,
+    PACKS_PREFIX,
+    PackEntry,
+    PackIndex,
+    ReadPlan,
+    digest_of_object_key,
+    index_key,
+    object_key,
+    pack_key,
+    pack_target,
+    plan_packs,
+    plan_reads,
+    write_pack,
+)
+from gha_mlops.data.ports import ObjectStore, TransientStoreError
+from gha_mlops.errors import DataIntegrityError, GhaMlopsError, RemoteError
+from gha_mlops.pipeline.cache import ContentCache, ObjectMismatch
+from gha_mlops.pipeline.hashing import CHUNK, TREE_SUFFIX, is_tree
+
+__all__ = [
+    "Progress",
+    "TransferStats",
+    "fetch",
+    "fetch_url",
+    "missing_on_remote",
+    "push",
+]
+
+Progress = Callable[[int, int], None]
+"""Called as ``progress(done_objects, done_bytes)`` (running totals) from worker threads."""
+
+T = TypeVar("T")
+
+ATTEMPTS = 5
+"""Tries per request (and per resumed download) before a transient failure is final."""
+_BACKOFF = 0.2
+_DAMAGED_HINT = ("the remote copy is damaged; nothing was added to the local cache. Delete the "
+                 "damaged key (and, for a pack, its .idx) from the remote, then run "
+                 "`gha-mlops data push` on a machine whose cache holds the object: the remote "
+                 "index no longer lists it, so it is sent again")
+
+
+@dataclass(frozen=True)
+class TransferStats:
+    """What a transfer did: objects and payload bytes moved, store requests, wall seconds."""
+
+    objects: int = 0
+    bytes: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    packs: int = 0
+
+
+class _Tally:
+    """Thread-safe running totals, reported to the progress callback."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.objects = self.bytes = self.requests = self.packs = 0
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+
+    def request(self, n: int = 1) -> None:
+        with self._lock:
+            self.requests += n
+
+    def done(self, objects: int, nbytes: int, *, packs: int = 0) -> None:
+        with self._lock:
+            self.objects += objects
+            self.bytes += nbytes
+            self.packs += packs
+            totals = (self.objects, self.bytes)
+        if self._progress is not None:
+            self._progress(*totals)
+
+    def stats(self) -> TransferStats:
+        return TransferStats(self.objects, self.bytes, self.requests,
+                             time.monotonic() - self._start, self.packs)
+
+
+def _retry(fn: Callable[[], T], tally: _Tally) -> T:
+    """Call ``fn`` (one store request) until it does not raise a transient error."""
+    for attempt in range(ATTEMPTS):
+        tally.request()
+        try:
+            return fn()
+        except TransientStoreError:
+            if attempt == ATTEMPTS - 1:
+                raise
+            _sleep_backoff(attempt)
+    raise AssertionError("unreachable")
+
+
+def _sleep_backoff(attempt: int) -> None:
+    time.sleep(_BACKOFF * (2 ** attempt) * (0.5 + random.random()))
+
+
+def _run_all(pool: ThreadPoolExecutor, tasks: Iterable[Callable[[], None]]) -> None:
+    """Run ``tasks`` on ``pool``; on the first failure cancel what has not started, wait for
+    what has, and raise that failure."""
+    futures: list[Future[None]] = [pool.submit(t) for t in tasks]
+    try:
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+    except BaseException:  # Ctrl-C: start nothing more
+        for f in futures:
+            f.cancel()
+        raise
+    for f in pending:
+        f.cancel()
+    for f in futures:
+        if f.done() and not f.cancelled():
+            exc = f.exception()
+            if exc is not None:
+                wait(futures)
+                raise exc
+
+
+def _unique(digests: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(digests))
+
+
+# --------------------------------------------------------------------------------- indexes
+
+
+class _RemoteIndex:
+    """Which objects a remote holds: its pack indexes, and its large objects when listed.
+
+    Index files are cached under ``index_dir`` as ``<pack-id>.idx`` (packs are immutable, so a
+    cached index never goes stale); only indexes of packs the remote still lists are used.
+    """
+
+    def __init__(self) -> None:
+        self.packs: dict[str, PackIndex] = {}
+        self.where: dict[str, tuple[str, PackEntry]] = {}
+        self.objects: dict[str, int] | None = None
+
+    def has(self, digest: str) -> bool:
+        """True when the remote holds ``digest`` (in a pack, or alone if objects were listed)."""
+        return digest in self.where or (self.objects is not None and digest in self.objects)
+
+    def add(self, index: PackIndex) -> None:
+        self.packs[index.pack_id] = index
+        for e in index.entries:
+            self.where.setdefault(e.digest, (index.pack_id, e))
+
+    @classmethod
+    def load(cls, store: ObjectStore, index_dir: Path, pool: ThreadPoolExecutor, tally: _Tally,
+             *, objects: bool) -> _RemoteIndex:
+        """List the remote's packs (one paginated LIST), download the indexes not cached in
+        ``index_dir``, and with ``objects`` also list the large objects."""
+        listed: dict[str, int] = {}
+        indexes: dict[str, int] = {}
+        tally.request()
+        for key, size in _retry_list(store, PACKS_PREFIX):
+            name = key[len(PACKS_PREFIX):]
+            if name.endswith(".pack"):
+                listed[name[:-5]] = size
+            elif name.endswith(".idx"):
+                indexes[name[:-4]] = size
+        self = cls()
+        # An index without its pack promises nothing (the pack was deleted, or is damaged).
+        ids = sorted(indexes.keys() & listed.keys())
+        fetched: list[PackIndex] = []
+
+        def get(pack_id: str) -> None:
+            cached = index_dir / f"{pack_id}.idx"
+            try:
+                index = PackIndex.from_bytes(cached.read_bytes(), pack_id)
+            except (OSError, ValueError):
+                data = _retry(lambda: store.read_range(index_key(pack_id), 0,
+                                                       indexes[pack_id]), tally)
+                try:
+                    index = PackIndex.from_bytes(data, pack_id)
+                except ValueError as err:
+                    hint = ("upgrade gha-mlops" if str(err).startswith("newer") else
+                            f"delete {index_key(pack_id)} from the remote and push again")
+                    raise RemoteError(f"pack index {store.url}/{index_key(pack_id)} cannot be "
+                                      f"used: {err}", hint=hint) from None
+                atomic_write_bytes(cached, data)
+            if index.size != listed[pack_id]:
+                raise RemoteError(
+                    f"pack {store.url}/{pack_key(pack_id)} has {listed[pack_id]} bytes but "
+                    f"its index says {index.size}", hint=_DAMAGED_HINT)
+            fetched.append(index)
+
+        index_dir.mkdir(parents=True, exist_ok=True)
+        _run_all(pool, [functools.partial(get, p) for p in ids])
+        for index in sorted(fetched, key=lambda i: i.pack_id):
+            self.add(index)
+        if objects:
+            tally.request()
+            self.objects = {}
+            for key, size in _retry_list(store, OBJECTS_PREFIX):
+                digest = digest_of_object_key(key)
+                if digest is not None:
+                    self.objects[digest] = size
+        return self
+
+
+def _retry_list(store: ObjectStore, prefix: str) -> list[tuple[str, int]]:
+    """A whole listing, retried from the start on a transient failure."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return list(store.list(prefix))
+        except TransientStoreError:
+            if attempt == ATTEMPTS - 1:
+                raise
+            _sleep_backoff(attempt)
+    raise AssertionError("unreachable")
+
+
+def missing_on_remote(store: ObjectStore, digests: Iterable[str], *, index_dir: Path,
+                      jobs: int = 16) -> set[str]:
+    """The digests among ``digests`` that ``store`` does not hold (two LISTs plus the
+    indexes not yet cached in ``index_dir``)."""
+    with ThreadPoolExecutor(jobs) as pool:
+        index = _RemoteIndex.load(store, index_dir, pool, _Tally(None), objects=True)
+    return {d for d in digests if not index.has(d)}
+
+
+# --------------------------------------------------------------------------------- push
+
+
+def push(store: ObjectStore, cache: ContentCache, digests: Iterable[str], *, index_dir: Path,
+         jobs: int = 16, progress: Progress | None = None,
+         large_threshold: int = LARGE_THRESHOLD, pack_size: int = PACK_SIZE) -> TransferStats:
+    """Upload the objects among ``digests`` that the remote lacks.
+
+    Objects smaller than ``large_threshold`` go in new packs (each ``.pack`` before its
+    ``.idx``), larger ones alone; up to ``jobs`` uploads run at once. Tree manifests are
+    uploaded after every other object, so a remote never holds a tree without the files the
+    caller pushed with it. Every digest must be in ``cache`` (else :class:`GhaMlopsError`).
+    Objects the remote holds are not sent: a second push sends nothing.
+    """
+    tally = _Tally(progress)
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        remote = _RemoteIndex.load(store, index_dir, pool, tally, objects=True)
+        missing = [d for d in _unique(digests) if not remote.has(d)]
+        sizes = {}
+        for d in missing:
+            try:
+                sizes[d] = cache.object_path(d).stat().st_size
+            except FileNotFoundError:
+                raise GhaMlopsError(
+                    f"object {d} is not in the local cache, so it cannot be pushed to "
+                    f"{store.url}",
+                    hint="fetch it from the remote that has it, or add the data again "
+                         "(gha-mlops data add)") from None
+        cache.tmp.mkdir(parents=True, exist_ok=True)
+        # Files first, then tree manifests: a manifest on the remote promises its members.
+        for phase in ([d for d in missing if not is_tree(d)], [d for d in missing if is_tree(d)]):
+            small = [(d, sizes[d]) for d in phase if sizes[d] < large_threshold]
+            large = [d for d in phase if sizes[d] >= large_threshold]
+            target = pack_target(sum(s for _, s in small), jobs, pack_size=pack_size)
+            tasks: list[Callable[[], None]] = [
+                functools.partial(_push_pack, store, cache, group, index_dir, tally)
+                for group in plan_packs(small, target)
+            ]
+            tasks += [functools.partial(_push_large, store, cache, d, sizes[d], tally)
+                      for d in large]
+            _run_all(pool, tasks)
+    return tally.stats()
+
+
+def _push_pack(store: ObjectStore, cache: ContentCache, group: list[str], index_dir: Path,
+               tally: _Tally) -> None:
+    tmp, index = write_pack(((d, cache.object_path(d)) for d in group), cache.tmp)
+    try:
+        _retry(lambda: store.upload_file(pack_key(index.pack_id), tmp), tally)
+        data = index.to_bytes()
+        # Only now that the pack is complete does the index announce it.
+        _retry(lambda: store.upload_bytes(index_key(index.pack_id), data), tally)
+    finally:
+        os.unlink(tmp)
+    atomic_write_bytes(index_dir / f"{index.pack_id}.idx", data)
+    tally.done(len(group), index.size, packs=1)
+
+
+def _push_large(store: ObjectStore, cache: ContentCache, digest: str, size: int,
+                tally: _Tally) -> None:
+    _retry(lambda: store.upload_file(object_key(digest), cache.object_path(digest)), tally)
+    tally.done(1, size)
+
+
+# --------------------------------------------------------------------------------- fetch
+
+
+def fetch(store: ObjectStore, cache: ContentCache, digests: Iterable[str], *, index_dir: Path,
+          jobs: int = 16, progress: Progress | None = None) -> TransferStats:
+    """Bring the objects among ``digests`` that ``cache`` lacks from ``store`` into it.
+
+    Packed objects come by ranged GETs of only the parts of packs they occupy (the whole pack
+    when most of it is needed); large objects stream to ``cache.tmp/<digest>.partial`` and a
+    retry, or a later call, resumes from its size. Every object is verified against its
+    digest before it enters the cache: a mismatch raises :class:`DataIntegrityError` and puts
+    nothing in. An object the remote does not hold raises :class:`RemoteError`. Concurrent
+    fetches into one cache (threads or processes) are safe. A cache that already holds
+    everything costs no request.
+    """
+    tally = _Tally(progress)
+    wanted = [d for d in _unique(digests) if not cache.object_path(d).exists()]
+    if not wanted:
+        return tally.stats()
+    cache.tmp.mkdir(parents=True, exist_ok=True)
+    # Requests wait on the network and want many threads; writing thousands of small files
+    # into the cache is bound by the CPUs and the filesystem, where more threads only contend.
+    installs = threading.Semaphore(max(2, min(jobs, 2 * (os.cpu_count() or 1))))
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        remote = _RemoteIndex.load(store, index_dir, pool, tally, objects=False)
+        by_pack: dict[str, list[PackEntry]] = {}
+        alone: list[str] = []
+        for d in wanted:
+            loc = remote.where.get(d)
+            if loc is None:
+                alone.append(d)
+            else:
+                by_pack.setdefault(loc[0], []).append(loc[1])
+        tasks: list[Callable[[], None]] = []
+        for pack_id, entries in by_pack.items():
+            for plan in plan_reads(entries, remote.packs[pack_id].size):
+                tasks.append(functools.partial(_fetch_range, store, cache, pack_id, plan,
+                                               tally, installs))
+        tasks += [functools.partial(_fetch_large, store, cache, d, tally) for d in alone]
+        _run_all(pool, tasks)
+    return tally.stats()
+
+
+def _fetch_range(store: ObjectStore, cache: ContentCache, pack_id: str, plan: ReadPlan,
+                 tally: _Tally, installs: threading.Semaphore) -> None:
+    key = pack_key(pack_id)
+    want = plan.end - plan.start
+
+    def read() -> bytes:
+        data = store.read_range(key, plan.start, plan.end)
+        if len(data) != want:
+            raise TransientStoreError(
+                f"remote {store.url} returned {len(data)} of the {want} bytes asked of {key}",
+                hint="run again; if it persists the pack is damaged: " + _DAMAGED_HINT)
+        return data
+
+    try:
+        data = _retry(read, tally)
+    except KeyError:
+        raise RemoteError(f"pack {store.url}/{key} was deleted from the remote",
+                          hint="push the data again from a machine that has it") from None
+    view = memoryview(data)
+    nbytes = 0
+    with installs:
+        for e in plan.entries:
+            lo = e.offset - plan.start
+            try:
+                cache.put_verified_bytes(bytes(view[lo:lo + e.length]), e.digest)
+            except ObjectMismatch as err:
+                raise _integrity(e.digest, f"{store.url}/{key} (bytes {e.offset}-"
+                                           f"{e.offset + e.length - 1})", err.actual) from None
+            nbytes += e.length
+    tally.done(len(plan.entries), nbytes)
+
+
+def _integrity(digest: str, source: str, actual: str) -> DataIntegrityError:
+    expected = digest.removesuffix(TREE_SUFFIX)
+    return DataIntegrityError(
+        f"object {digest} from {source} has the wrong content: expected sha256 {expected}, "
+        f"got {actual}", hint=_DAMAGED_HINT)
+
+
+def _fetch_large(store: ObjectStore, cache: ContentCache, digest: str, tally: _Tally) -> None:
+    key = object_key(digest)
+    size = _retry(lambda: store.size(key), tally)
+    if size is None:
+        raise RemoteError(f"object {digest} is not in remote {store.url}",
+                          hint="push it from a machine whose cache has it (gha-mlops data "
+                               "push), or check that this is the right remote")
+    source = f"{store.url}/{key}"
+
+    def download(partial: Path, offset: int) -> None:
+        try:
+            store.download(key, partial, offset=offset)
+        except KeyError:
+            raise RemoteError(f"object {digest} was deleted from remote {store.url} during "
+                              "the download", hint="push it again") from None
+
+    if _resumable_download(cache, digest, source, size, download, tally):
+        tally.done(1, size)
+
+
+# --------------------------------------------------------------------------------- partials
+
+
+@contextlib.contextmanager
+def _locked_partial(cache: ContentCache, tmp_dir: Path, digest: str) -> Iterator[int | None]:
+    """Hold an exclusive ``flock`` on ``tmp_dir/<digest>.partial``: yields its fd, or None
+    once another process has installed the object (then there is nothing to do).
+
+    The lock lives on the partial file itself, which is renamed into the cache when complete;
+    a waiter that then wakes up on the renamed file sees the object in the cache, and one that
+    opened a path since replaced retries on the new file.
+    """
+    partial = tmp_dir / f"{digest}.partial"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if cache.object_path(digest).exists():
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(partial).st_ino == os.fstat(fd).st_ino:
+                        os.unlink(partial)  # an empty file we created after the install
+                yield None
+                return
+            try:
+                same = os.stat(partial).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                yield fd
+                return
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def _resumable_download(cache: ContentCache, digest: str, source: str, size: int | None,
+                        download: Callable[[Path, int], None], tally: _Tally,
+                        tmp_dir: Path | None = None) -> bool:
+    """Complete ``<digest>.partial`` with ``download(partial, offset)`` (resuming from the
+    partial's size, retrying transient failures), verify it and rename it into the cache.
+
+    Returns False when another process installed it meanwhile. A partial left by an earlier
+    run that turns out wrong is discarded and downloaded once more from the start before a
+    mismatch is reported.
+    """
+    tmp_dir = tmp_dir or cache.tmp
+    partial = tmp_dir / f"{digest}.partial"
+    with _locked_partial(cache, tmp_dir, digest) as fd:
+        if fd is None:
+            return False
+        resumed = os.fstat(fd).st_size > 0
+        while True:
+            for attempt in range(ATTEMPTS):
+                have = os.fstat(fd).st_size
+                if size is not None and have > size:
+                    os.ftruncate(fd, 0)
+                    have = 0
+                if size is not None and have == size:
+                    break
+                tally.request()
+                try:
+                    download(partial, have)
+                    break
+                except TransientStoreError:
+                    if attempt == ATTEMPTS - 1:
+                        raise
+                    _sleep_backoff(attempt)
+            actual = _sha256_fd(fd)
+            if actual == digest.removesuffix(TREE_SUFFIX):
+                break
+            os.ftruncate(fd, 0)
+            if not resumed:
+                os.unlink(partial)
+                raise _integrity(digest, source, actual)
+            resumed = False  # the old partial may have been the damaged part: once more
+        dest = cache.object_path(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.fchmod(fd, 0o444)
+        os.replace(partial, dest)
+        return True
+
+
+def _sha256_fd(fd: int) -> str:
+    h = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, CHUNK):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------- https
+
+
+class _Dropped(Exception):
+    """An HTTP transfer that may succeed when resumed (internal)."""
+
+
+def fetch_url(url: str, sha256: str, cache: ContentCache, *, dest_tmp: Path | None = None,
+              timeout: float = 60.0, progress: Progress | None = None) -> None:
+    """Download one file from a read-only ``https://`` (or ``http://``) source pinned by
+    ``sha256`` into ``cache`` (nothing to do when it is there already).
+
+    Bytes land in ``dest_tmp/<sha256>.partial`` (``cache.tmp`` by default; it must be on the
+    cache's filesystem, as the verified file is renamed into the cache); a dropped
+    connection is resumed with a ``Range`` request where the server supports it (from the
+    start otherwise), on this call's retries or on a later call. The file enters the cache only
+    after its hash matched: a mismatch deletes the partial and raises
+    :class:`DataIntegrityError`; a server that cannot be reached, answers an error, or keeps
+    dropping the connection raises :class:`RemoteError`.
+    """
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("http", "https"):
+        raise RemoteError(f"cannot download {url!r}: only https:// (and http://) sources can "
+                          "be pinned by sha256", hint="use an https:// URL")
+    if len(sha256) != 64 or not set(sha256) <= set("0123456789abcdef"):
+        raise GhaMlopsError(f"{sha256!r} is not a sha256 (64 lowercase hex digits) for {url}",
+                            hint="pin the source with the file's sha256 (sha256sum FILE)")
+    if cache.object_path(sha256).exists():
+        return
+    tally = _Tally(progress)
+
+    def download(partial: Path, offset: int) -> None:
+        try:
+            _http_download(url, partial, offset, timeout, tally)
+        except _Dropped as err:
+            raise TransientStoreError(
+                f"download of {url} failed after {partial.stat().st_size} bytes: {err}",
+                hint="run again: the download resumes where it stopped") from None
+
+    if _resumable_download(cache, sha256, url, None, download, tally, dest_tmp):
+        tally.done(1, 0)  # the bytes were counted as they arrived
+
+
+def _http_download(url: str, partial: Path, offset: int, timeout: float, tally: _Tally) -> None:
+    """One GET of ``url`` from ``offset`` on, appended to ``partial``; raises :class:`_Dropped`
+    for what a retry may fix and :class:`RemoteError` for what it will not."""
+    headers = {"User-Agent": "gha-mlops", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        resp = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        err.close()
+        if err.code == 416 and offset:
+            return  # nothing past offset: the partial is complete (the hash decides)
+        if err.code in (408, 429) or err.code >= 500:
+            raise _Dropped(f"HTTP {err.code}") from None
+        raise RemoteError(f"{url} answered HTTP {err.code} {err.reason}",
+                          hint="check the URL: the dataset may have moved; if it did, pin "
+                               "its new location (and keep the sha256)") from None
+    except urllib.error.URLError as err:
+        raise _Dropped(f"cannot connect ({err.reason})") from None
+    except (OSError, http.client.HTTPException) as err:
+        raise _Dropped(str(err) or type(err).__name__) from None
+    with resp:
+        mode = "ab"
+        if offset and resp.status != 206:
+            mode = "wb"  # the server ignored Range: start over
+        elif offset:
+            first = resp.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
+            if first != str(offset):
+                with open(partial, "wb"):
+                    pass  # start over on the next try
+                raise _Dropped(f"the server resumed at {first!r}, not at byte {offset}")
+        length = resp.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        got = 0
+        with open(partial, mode) as fh:
+            try:
+                while chunk := resp.read(CHUNK):
+                    fh.write(chunk)
+                    got += len(chunk)
+                    tally.done(0, len(chunk))
+            except (OSError, http.client.HTTPException) as err:
+                raise _Dropped(f"connection lost ({err or type(err).__name__})") from None
+        if expected is not None and got < expected:
+            raise _Dropped(f"connection closed after {got} of {expected} bytes")

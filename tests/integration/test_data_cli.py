@@ -1,0 +1,132 @@
+"""`gha-mlops data` through the real CLI with a shared-directory remote."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CONFIG = """\
+remotes:
+  nas:
+    url: ../remote
+stages:
+  count:
+    cmd: ls data/images | wc -l > count.txt
+    deps: [data:images]
+    outs: [count.txt]
+"""
+
+
+def gha(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "CI")}
+    return subprocess.run([sys.executable, "-m", "gha_mlops", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, check=False, timeout=300)
+
+
+@pytest.fixture
+def pushed(tmp_path: Path) -> tuple[Path, Path]:
+    """A workspace whose dataset (300 small files and one 5 MB file) is pushed to ../remote."""
+    src = tmp_path / "src"
+    (src / "data/images").mkdir(parents=True)
+    (tmp_path / "remote").mkdir()
+    (src / "mlops.yaml").write_text(CONFIG)
+    for i in range(300):
+        (src / f"data/images/{i:03d}.png").write_bytes(os.urandom(2000))
+    (src / "data/images/big.bin").write_bytes(os.urandom(5 * 1024 * 1024))
+    assert gha(src, "data", "add", "data/images").returncode == 0
+    push = gha(src, "data", "push")
+    assert push.returncode == 0, push.stderr
+    assert "pushed 302 objects" in push.stdout
+    return src, tmp_path / "remote"
+
+
+def _clone(src: Path, dest: Path) -> Path:
+    (dest / "data").mkdir(parents=True)
+    shutil.copy(src / "mlops.yaml", dest / "mlops.yaml")
+    shutil.copy(src / "data/images.lock.yaml", dest / "data/images.lock.yaml")
+    return dest
+
+
+def test_push_is_deduplicated_and_pull_restores_the_exact_bytes(
+        pushed: tuple[Path, Path], tmp_path: Path) -> None:
+    src, _remote = pushed
+    again = gha(src, "data", "push")
+    assert again.returncode == 0 and "pushed 0 objects" in again.stdout
+    other = _clone(src, tmp_path / "other")
+    pull = gha(other, "data", "pull")
+    assert pull.returncode == 0, pull.stderr
+    for f in (src / "data/images").iterdir():
+        assert (other / "data/images" / f.name).read_bytes() == f.read_bytes()
+    assert "workspace: ok" in gha(other, "data", "status").stdout
+    run = gha(other, "run")
+    assert run.returncode == 0, run.stderr
+    assert (other / "count.txt").read_text().strip() == "301"
+
+
+def test_pull_to_another_directory(pushed: tuple[Path, Path], tmp_path: Path) -> None:
+    src, _ = pushed
+    other = _clone(src, tmp_path / "other")
+    pull = gha(other, "data", "pull", "images", "--to", str(tmp_path / "elsewhere"))
+    assert pull.returncode == 0, pull.stderr
+    assert (tmp_path / "elsewhere/images/big.bin").stat().st_size == 5 * 1024 * 1024
+    assert not (other / "data/images").exists()
+
+
+def test_corrupted_remote_is_rejected_and_nothing_enters_the_cache(
+        pushed: tuple[Path, Path], tmp_path: Path) -> None:
+    src, remote = pushed
+    packs = sorted(remote.rglob("*.pack"))
+    assert packs
+    for pack in packs:  # flip bytes in the middle of every pack
+        data = bytearray(pack.read_bytes())
+        mid = len(data) // 2
+        data[mid:mid + 64] = bytes(64)
+        os.chmod(pack, 0o644)
+        pack.write_bytes(bytes(data))
+    other = _clone(src, tmp_path / "other")
+    pull = gha(other, "data", "pull")
+    assert pull.returncode != 0
+    assert "sha256" in pull.stderr and "Traceback" not in pull.stderr
+    cache = other / ".gha-mlops/cache/objects"
+    from gha_mlops.pipeline.hashing import sha256_file
+
+    for obj in (p for p in cache.rglob("*") if p.is_file()) if cache.exists() else []:
+        name = obj.parent.name + obj.name
+        if not name.endswith(".dir") and not obj.name.startswith("."):
+            assert sha256_file(obj) == name  # whatever did enter is intact
+
+
+def test_object_deleted_from_the_remote_is_a_clear_error(
+        pushed: tuple[Path, Path], tmp_path: Path) -> None:
+    src, remote = pushed
+    big = [p for p in remote.rglob("*") if p.is_file() and p.stat().st_size >= 5 * 1024 * 1024]
+    assert big, "the 5 MB file is stored as a single object"
+    big[0].unlink()
+    other = _clone(src, tmp_path / "other")
+    pull = gha(other, "data", "pull")
+    assert pull.returncode != 0 and "Traceback" not in pull.stderr
+    assert "error: " in pull.stderr
+
+
+def test_unknown_remote_and_missing_remotes(pushed: tuple[Path, Path]) -> None:
+    src, _ = pushed
+    proc = gha(src, "data", "push", "--remote", "nope")
+    assert proc.returncode == 2 and "no remote named 'nope'" in proc.stderr
+    (src / "mlops.yaml").write_text(CONFIG.split("stages:")[0].replace("remotes:", "x:")
+                                    .split("x:")[0] + "stages:" + CONFIG.split("stages:")[1])
+    proc = gha(src, "data", "push")
+    assert proc.returncode == 2 and "no remotes are declared" in proc.stderr
+
+
+def test_gc_keeps_referenced_objects(pushed: tuple[Path, Path]) -> None:
+    src, _ = pushed
+    (src / "data/images/000.png").write_bytes(b"new version")
+    assert gha(src, "data", "add", "data/images").returncode == 0
+    gc = gha(src, "data", "gc")
+    assert gc.returncode == 0 and "removed 2 objects" in gc.stdout  # old file + old manifest
+    assert "every byte matches" in gha(src, "data", "verify").stdout
