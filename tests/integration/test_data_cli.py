@@ -130,3 +130,59 @@ def test_gc_keeps_referenced_objects(pushed: tuple[Path, Path]) -> None:
     gc = gha(src, "data", "gc")
     assert gc.returncode == 0 and "removed 2 objects" in gc.stdout  # old file + old manifest
     assert "every byte matches" in gha(src, "data", "verify").stdout
+
+
+def test_status_counts_what_the_remote_lacks(pushed: tuple[Path, Path]) -> None:
+    src, _ = pushed
+    assert "remote: has it" in gha(src, "data", "status", "--remote").stdout
+    (src / "data/images/new.png").write_bytes(b"not pushed yet")
+    assert gha(src, "data", "add", "data/images").returncode == 0
+    out = gha(src, "data", "status", "--remote", "nas").stdout
+    assert "remote: 2 objects not pushed" in out  # the new file and the new manifest
+
+
+@pytest.fixture
+def http_file(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A file served over HTTP on loopback (a public dataset's download link)."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "table.csv").write_bytes(b"a,b\n" + b"1,2\n" * 5000)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served / "table.csv", f"http://127.0.0.1:{server.server_address[1]}/table.csv"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_file_pinned_to_its_download_url_is_pulled_from_there(
+        tmp_path: Path, http_file: tuple[Path, str]) -> None:
+    original, url = http_file
+    src = tmp_path / "a"
+    (src / "data").mkdir(parents=True)
+    (src / "mlops.yaml").write_text("stages:\n  s:\n    cmd: 'true'\n")
+    shutil.copy(original, src / "data/table.csv")
+    added = gha(src, "data", "add", "data/table.csv", "--source", url)
+    assert added.returncode == 0, added.stderr
+    assert f"source: {url}" in (src / "data/table.csv.lock.yaml").read_text()
+    other = tmp_path / "b"
+    (other / "data").mkdir(parents=True)
+    shutil.copy(src / "mlops.yaml", other / "mlops.yaml")
+    shutil.copy(src / "data/table.csv.lock.yaml", other / "data/table.csv.lock.yaml")
+    pull = gha(other, "data", "pull")  # no remote declared: the source URL serves it
+    assert pull.returncode == 0, pull.stderr
+    assert (other / "data/table.csv").read_bytes() == original.read_bytes()
+    # The server now serves other bytes: the pin rejects them.
+    original.write_bytes(b"tampered")
+    third = tmp_path / "c"
+    shutil.copytree(other, third, ignore=shutil.ignore_patterns(".gha-mlops", "table.csv"))
+    bad = gha(third, "data", "pull")
+    assert bad.returncode != 0 and "sha256" in bad.stderr and "Traceback" not in bad.stderr

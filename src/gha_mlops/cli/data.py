@@ -40,15 +40,17 @@ def data() -> None:
 @data.command("add")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--name", "-n", help="Dataset name (default: the file or directory name).")
+@click.option("--source", metavar="URL", help="For a downloaded file: the https:// URL it "
+              "came from, so `data pull` can fetch it again (verified by hash).")
 @_dir_option
-def add_cmd(path: Path, name: str | None, workspace: Path) -> None:
+def add_cmd(path: Path, name: str | None, source: str | None, workspace: Path) -> None:
     """Hash PATH (a file or directory), cache it and write PATH.lock.yaml to commit."""
     from gha_mlops.data.service import Workspace, add
     from gha_mlops.pipeline.lock import WorkspaceLock
 
     ws = Workspace(workspace)
     with WorkspaceLock(ws.state, wait=60, what="data add"):
-        result = add(ws, path, name=name)
+        result = add(ws, path, name=name, source=source)
     ds = result.dataset
     verb = "added" if result.changed else "unchanged"
     click.echo(f"{verb} dataset {ds.name}: {ds.path} ({ds.files} files, {_human(ds.size)}) "
@@ -81,19 +83,27 @@ def ls_cmd(workspace: Path, as_json: bool) -> None:
 @data.command("status")
 @click.argument("names", nargs=-1)
 @_dir_option
+@click.option("--remote", "-r", "remote", is_flag=False, flag_value="", default=None,
+              help="Also count the objects a remote lacks (the default remote if no NAME).")
 @click.option("--json", "as_json", is_flag=True)
-def status_cmd(names: tuple[str, ...], workspace: Path, as_json: bool) -> None:
-    """Which datasets are missing or modified in the workspace, or missing from the cache."""
-    from gha_mlops.data.service import Workspace, status
+def status_cmd(names: tuple[str, ...], workspace: Path, remote: str | None,
+               as_json: bool) -> None:
+    """Which datasets are missing or modified in the workspace, or missing from the cache
+    (and, with --remote, from a remote)."""
+    from gha_mlops.data.service import Workspace, resolve_remote, status
 
     ws = Workspace(workspace)
-    rows = status(ws, ws.select(names))
+    target = resolve_remote(ws, remote or None) if remote is not None else None
+    rows = status(ws, ws.select(names), target)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in rows], indent=2))
         return
     for r in rows:
         cache = "cached" if r.cache_missing == 0 else f"{r.cache_missing} objects not cached"
         line = f"{r.dataset.name:<20} workspace: {r.workspace:<9} cache: {cache}"
+        if r.remote_missing is not None:
+            line += ("   remote: has it" if r.remote_missing == 0 else
+                     f"   remote: {r.remote_missing} objects not pushed")
         click.echo(line)
         for f in r.modified_files:
             click.echo(f"    changed: {r.dataset.path}/{f}")

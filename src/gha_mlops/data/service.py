@@ -81,12 +81,17 @@ class AddResult:
     changed: bool
 
 
-def add(ws: Workspace, path: Path, *, name: str | None = None) -> AddResult:
+def add(ws: Workspace, path: Path, *, name: str | None = None,
+        source: str | None = None) -> AddResult:
     """Hash ``path`` (a file or a tree), put its contents in the cache and write its pointer.
 
     Files are read once: a file the cache lacks is hashed while it is copied in; a file the
     stat cache vouches for and the cache holds is not read at all. Runs on all cores.
+    ``source`` (https:// URL, single files only) records where the file can be downloaded
+    again: `data pull` then fetches it from there, verified against the pinned version.
     """
+    if source is not None and not source.startswith(("https://", "http://")):
+        raise UsageError(f"--source must be an https:// URL, got {source!r}")
     started = time.monotonic()
     rel = ws.rel(path)
     full = ws.root / rel
@@ -103,6 +108,9 @@ def add(ws: Workspace, path: Path, *, name: str | None = None) -> AddResult:
                          hint="choose another name with --name")
     new_objects = 0
     if full.is_dir():
+        if source is not None:
+            raise UsageError("--source pins a single downloaded file, not a directory",
+                             hint="push directories to a remote (`gha-mlops data push`)")
         entries, new_objects = _store_tree(ws, rel)
         manifest = tree_manifest_bytes(entries)
         version = tree_digest(manifest)
@@ -118,7 +126,8 @@ def add(ws: Workspace, path: Path, *, name: str | None = None) -> AddResult:
         files, size = 1, st.st_size
     ws.stat_cache.flush()
     ds = Dataset(name=name, path=rel, pointer=pointer_for(rel), version=version, files=files,
-                 size=size, source=other.source if other and other.version == version else None)
+                 size=size, source=source or (other.source if other and other.version == version
+                                              else None))
     changed = other is None or other.version != version
     write_pointer(ws.root, ds)
     _git_ignore(ws.root, rel)
@@ -192,7 +201,11 @@ def objects_of(ws: Workspace, ds: Dataset) -> list[str] | None:
     return [ds.version, *sorted({e["sha256"] for e in manifest})]
 
 
-def status(ws: Workspace, datasets: Iterable[Dataset]) -> list[DatasetStatus]:
+def status(ws: Workspace, datasets: Iterable[Dataset],
+           remote: Remote | None = None) -> list[DatasetStatus]:
+    """Per dataset: the workspace copy against the pin, the objects the local cache lacks and,
+    with ``remote``, the objects the remote lacks (one listing of the remote)."""
+    datasets = list(datasets)
     out = []
     for ds in datasets:
         digest = ws.hasher.hash_path(ds.path)
@@ -207,6 +220,15 @@ def status(ws: Workspace, datasets: Iterable[Dataset]) -> list[DatasetStatus]:
                    if objects is not None else ds.files + 1)
         out.append(DatasetStatus(ds, state, missing, modified_files=modified[:20]))
     ws.stat_cache.flush()
+    if remote is not None:
+        from gha_mlops.data.transfer import missing_on_remote
+
+        wanted = {ds.name: objects_of(ws, ds) or [ds.version] for ds in datasets}
+        absent = missing_on_remote(open_remote(ws, remote),
+                                   {d for objs in wanted.values() for d in objs},
+                                   index_dir=_index_dir(ws, remote))
+        for row in out:
+            row.remote_missing = sum(1 for d in wanted[row.dataset.name] if d in absent)
     return out
 
 
