@@ -4,12 +4,12 @@ Both tools push the same files to the same moto server (``python -m moto.server`
 started here) and pull them into a fresh cache and workspace. Each operation runs in its own
 process, so interpreter start-up and imports count for both. Medians over ``--runs`` runs.
 
-- gha-mlops: "add" hashes the tree and stores it in the content-addressed cache (the engine's
-  Hasher + ContentCache); "push" is :func:`gha_mlops.data.transfer.push`; "pull" is
-  :func:`~gha_mlops.data.transfer.fetch` into a fresh cache plus a checkout of the tree into a
-  fresh workspace (what ``dvc pull`` does); "fetch" is the fetch alone.
-- DVC with dvc-s3 (its own venv, benchmarks/.work/dvc-venv): ``dvc add``, ``dvc push``,
-  ``dvc pull`` after removing the cache and the data.
+- gha-mlops, the commands a user types: ``data add data``, ``data status``, ``data push``; then,
+  in a second workspace holding only mlops.yaml and the pointer, ``data fetch`` (into the
+  cache) and, with the cache removed again, ``data pull`` (fetch plus checkout, what
+  ``dvc pull`` does).
+- DVC with dvc-s3 (its own venv, benchmarks/.work/dvc-venv): ``dvc add``, ``dvc status``,
+  ``dvc push``, and ``dvc pull`` after removing the cache and the data.
 
 Also: hashing throughput of one 1 GB file, ``sha256_file`` against ``sha256sum``.
 
@@ -19,7 +19,6 @@ Run by hand: ``.venv/bin/python benchmarks/bench_data_transfer.py`` (about 5 min
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -35,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from _common import DVC, DVC_VENV, WORK
+from _common import DVC, DVC_VENV, GHA_MLOPS, WORK
 
 BENCH = WORK / "data-transfer"
 FILES, SIZE = 10_000, 10_240
@@ -127,61 +126,29 @@ def _fresh(path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------- gha-mlops
-# The operations below run in a child process (``--op``), as a CLI command would.
-
-
-def op(args: argparse.Namespace) -> None:
-    from gha_mlops.data import transfer
-    from gha_mlops.data.stores import S3Store
-    from gha_mlops.pipeline.cache import ContentCache
-    from gha_mlops.pipeline.hashing import Hasher, StatCache
-
-    ws = Path(args.ws)
-    cache = ContentCache(ws / "cache")
-    state = ws / "state.json"
-    if args.op == "add":
-        hasher = Hasher(ws, StatCache(None))
-        tree, _ = hasher.hash_tree("data")
-        cache.store(hasher, "data", tree)
-        state.write_text(json.dumps({"tree": tree}))
-        return
-    tree = json.loads(state.read_text())["tree"]
-    with S3Store(args.bucket, "gha", endpoint_url=args.endpoint) as store:
-        if args.op == "push":
-            members = list(cache.tree_files(tree).values())
-            stats = transfer.push(store, cache, [*members, tree], index_dir=ws / "idx")
-        else:
-            pulled = ContentCache(ws / "pulled-cache")
-            stats = transfer.fetch(store, pulled, [tree], index_dir=ws / "pulled-idx")
-            stats2 = transfer.fetch(store, pulled, list(pulled.tree_files(tree).values()),
-                                    index_dir=ws / "pulled-idx")
-            stats = transfer.TransferStats(stats.objects + stats2.objects,
-                                           stats.bytes + stats2.bytes,
-                                           stats.requests + stats2.requests,
-                                           stats.seconds + stats2.seconds)
-            if args.op == "pull":
-                pulled.checkout(tree, ws / "pulled-data")
-    print(json.dumps({"objects": stats.objects, "bytes": stats.bytes,
-                      "requests": stats.requests}), file=sys.stderr)
-
-
 def bench_gha(endpoint: str, data: Path, times: dict[str, list[float]]) -> None:
-    """One run of each gha-mlops operation, appended to ``times``."""
-    me = [sys.executable, str(Path(__file__).resolve())]
+    """One run of each gha-mlops command a user types, appended to ``times``."""
+    gha = str(GHA_MLOPS)
     ws = _fresh(BENCH / "gha")
     shutil.copytree(data, ws / "data")
     bucket = f"gha-{uuid.uuid4().hex[:10]}"
     make_bucket(endpoint, bucket)
-    common = ["--ws", str(ws), "--endpoint", endpoint, "--bucket", bucket]
-    for name in ("add", "push", "fetch", "pull"):
+    config = (f"remotes:\n  s3:\n    url: s3://{bucket}/gha\n    endpoint_url: {endpoint}\n"
+              "stages:\n  noop:\n    cmd: 'true'\n")
+    (ws / "mlops.yaml").write_text(config)
+    for name in ("add", "status", "push", "fetch", "pull"):
         times.setdefault(name, [])
-    times["add"].append(_timed([*me, "--op", "add", *common], ws))
-    times["push"].append(_timed([*me, "--op", "push", *common], ws))
-    times["fetch"].append(_timed([*me, "--op", "fetch", *common], ws))
-    shutil.rmtree(ws / "pulled-cache")
-    shutil.rmtree(ws / "pulled-idx")
-    times["pull"].append(_timed([*me, "--op", "pull", *common], ws))
-    assert len(list((ws / "pulled-data").rglob("*.bin"))) == FILES
+    times["add"].append(_timed([gha, "data", "add", "data"], ws))
+    times["status"].append(_timed([gha, "data", "status"], ws))
+    times["push"].append(_timed([gha, "data", "push"], ws))
+    # A second machine: the pointer and the config, an empty cache.
+    other = _fresh(BENCH / "gha-other")
+    (other / "mlops.yaml").write_text(config)
+    shutil.copy(ws / "data.lock.yaml", other / "data.lock.yaml")
+    times["fetch"].append(_timed([gha, "data", "fetch"], other))
+    shutil.rmtree(other / ".gha-mlops")
+    times["pull"].append(_timed([gha, "data", "pull"], other))
+    assert len(list((other / "data").rglob("*.bin"))) == FILES
     print("  gha-mlops: " + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
           flush=True)
 
@@ -211,9 +178,10 @@ def bench_dvc(endpoint: str, data: Path, times: dict[str, list[float]]) -> None:
                  ["remote", "modify", "bench", "endpointurl", endpoint],
                  ["config", "core.analytics", "false"]):
         _timed([dvc, *argv], ws)
-    for name in ("add", "push", "pull"):
+    for name in ("add", "status", "push", "pull"):
         times.setdefault(name, [])
     times["add"].append(_timed([dvc, "add", "-q", "data"], ws))
+    times["status"].append(_timed([dvc, "status", "-q"], ws))
     times["push"].append(_timed([dvc, "push", "-q"], ws))
     shutil.rmtree(ws / ".dvc" / "cache")
     shutil.rmtree(ws / "data")
@@ -259,14 +227,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-dvc", action="store_true")
     parser.add_argument("--skip-hash", action="store_true")
-    parser.add_argument("--op", choices=["add", "push", "fetch", "pull"], help=argparse.SUPPRESS)
-    parser.add_argument("--ws", help=argparse.SUPPRESS)
-    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
-    parser.add_argument("--bucket", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.op:
-        op(args)
-        return
     BENCH.mkdir(parents=True, exist_ok=True)
     data = BENCH / "dataset"
     make_dataset(data)
@@ -283,7 +244,7 @@ def main() -> None:
             if not args.skip_dvc:
                 bench_dvc(endpoint, data, dvc)
     print(f"\n{'operation':<10}{'gha-mlops':>12}{'dvc':>12}{'ratio':>10}")
-    for name in ("add", "push", "pull", "fetch"):
+    for name in ("add", "status", "push", "pull", "fetch"):
         ours = statistics.median(gha[name])
         line = f"{name:<10}{ours:>11.2f}s"
         if name in dvc:

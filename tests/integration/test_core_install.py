@@ -30,6 +30,7 @@ def test_heavy_dependencies_are_absent_and_the_core_imports(core_venv: Path) -> 
         "           if u.find_spec(m) is None]\n"
         "import gha_mlops.cli, gha_mlops.config, gha_mlops.pipeline.engine\n"
         "import gha_mlops.pipeline.reproduce, gha_mlops.train, gha_mlops.demo\n"
+        "import gha_mlops.data.service, gha_mlops.data.stores, gha_mlops.cli.data\n"
         "print(','.join(sorted(missing)))\n"
     )
     out = subprocess.run([str(core_venv / "bin/python"), "-c", code], capture_output=True,
@@ -67,3 +68,18 @@ def test_a_pipeline_runs_and_the_demo_names_the_missing_extra(core_venv: Path,
     assert "pip install 'gha-mlops[torch]'" in demo.stderr
     assert "Traceback" not in demo.stderr
 
+
+
+@pytest.mark.slow
+def test_s3_remote_without_the_aws_extra_names_it(core_venv: Path, tmp_path: Path) -> None:
+    exe = str(core_venv / "bin/gha-mlops")
+    (tmp_path / "mlops.yaml").write_text(
+        "remotes:\n  s3:\n    url: s3://bucket/prefix\nstages:\n  s:\n    cmd: 'true'\n")
+    (tmp_path / "data.csv").write_text("a\n1\n")
+    added = subprocess.run([exe, "data", "add", "data.csv"], cwd=tmp_path, capture_output=True,
+                           text=True, check=False)
+    assert added.returncode == 0, added.stderr
+    push = subprocess.run([exe, "data", "push"], cwd=tmp_path, capture_output=True, text=True,
+                          check=False)
+    assert push.returncode == 3
+    assert "pip install 'gha-mlops[aws]'" in push.stderr and "Traceback" not in push.stderr

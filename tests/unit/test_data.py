@@ -137,3 +137,18 @@ def test_cli_data_commands(ws: Workspace) -> None:
     assert "every byte matches" in cli("verify").stdout
     missing = cli("status", "nope")
     assert missing.returncode == 2 and "no dataset named 'nope'" in missing.stderr
+
+
+def test_datasets_are_found_in_a_directory_an_enclosing_repository_ignores(
+        tmp_path: Path) -> None:
+    from tests.conftest import git
+
+    git(tmp_path, "init", "-q")
+    (tmp_path / ".gitignore").write_text("/ws/\n")
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "mlops.yaml").write_text("stages:\n  s:\n    cmd: 'true'\n")
+    (root / "t.csv").write_text("a\n")
+    ws = Workspace(root)
+    add(ws, root / "t.csv")
+    assert set(ws.datasets()) == {"t"}

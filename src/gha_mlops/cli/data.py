@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -195,6 +196,15 @@ def _progress_printer(what: str, interactive: bool) -> tuple[Progress, Callable[
     return progress, finish
 
 
+@contextlib.contextmanager
+def _progress(what: str) -> Iterator[Progress]:
+    progress, finish = _progress_printer(what, _interactive())
+    try:
+        yield progress
+    finally:
+        finish()
+
+
 def _interactive() -> bool:
     import os
     import sys
@@ -227,11 +237,8 @@ def push_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: 
     ws = Workspace(workspace)
     target = resolve_remote(ws, remote)
     datasets = ws.select(names)
-    progress, finish = _progress_printer("push", _interactive())
-    try:
+    with _progress("push") as progress:
         stats = push(ws, datasets, target, jobs=jobs, progress=progress)
-    finally:
-        finish()
     click.echo(_summary("pushed", stats, f"to {target.name} ({target.url}) for "
                         f"{len(datasets)} datasets"))
 
@@ -250,11 +257,8 @@ def _fetch(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: in
         except GhaMlopsError:
             if remote is not None:
                 raise
-    progress, finish = _progress_printer(verb, _interactive())
-    try:
+    with _progress(verb) as progress:
         stats = fetch(ws, datasets, target, jobs=jobs, progress=progress)
-    finally:
-        finish()
     click.echo(_summary("fetched", stats, f"from {target.name if target else 'sources'} for "
                         f"{len(datasets)} datasets"))
     return ws, list(datasets)

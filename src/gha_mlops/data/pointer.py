@@ -123,10 +123,13 @@ def write_pointer(root: Path, ds: Dataset) -> None:
 
 
 def _pointer_paths(root: Path) -> Iterator[str]:
+    from gha_mlops.pipeline.environment import ignored_by_git
+
     proc = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
          f"*{POINTER_SUFFIX}"], cwd=root, capture_output=True, check=False)
-    if proc.returncode == 0:
+    # git lists nothing in a directory its repository ignores: walk it instead.
+    if proc.returncode == 0 and not ignored_by_git(root):
         yield from (p for p in proc.stdout.decode().split("\0")
                     if p and not p.startswith(".gha-mlops/"))
         return

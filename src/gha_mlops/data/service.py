@@ -216,8 +216,7 @@ def status(ws: Workspace, datasets: Iterable[Dataset],
             new = {e["path"]: e["sha256"] for e in json.loads(ws.hasher.manifests[digest])}
             modified = [p for p in sorted(set(old) | set(new)) if old.get(p) != new.get(p)]
         objects = objects_of(ws, ds)
-        missing = (sum(1 for d in objects if not ws.cache.object_path(d).exists())
-                   if objects is not None else ds.files + 1)
+        missing = (len(ws.cache.absent(objects)) if objects is not None else ds.files + 1)
         out.append(DatasetStatus(ds, state, missing, modified_files=modified[:20]))
     ws.stat_cache.flush()
     if remote is not None:
@@ -397,7 +396,7 @@ def push(ws: Workspace, datasets: Iterable[Dataset], remote: Remote, *, jobs: in
     for ds in datasets:
         objects = objects_of(ws, ds)
         missing = ([ds.version] if objects is None else
-                   [d for d in objects if not ws.cache.object_path(d).exists()])
+                   ws.cache.absent(objects))
         if missing:
             raise GhaMlopsError(
                 f"dataset {ds.name} is not complete in the local cache ({len(missing)} objects "
@@ -419,7 +418,7 @@ def fetch(ws: Workspace, datasets: Iterable[Dataset], remote: Remote | None, *,
     store = None
     for ds in datasets:
         objects = objects_of(ws, ds)
-        if objects is not None and all(ws.cache.object_path(d).exists() for d in objects):
+        if objects is not None and not ws.cache.absent(objects):
             continue
         if ds.source and not ds.is_tree:
             transfer.fetch_url(ds.source, ds.version, ws.cache, progress=progress)

@@ -337,7 +337,7 @@ def fetch(store: ObjectStore, cache: ContentCache, digests: Iterable[str], *, in
     everything costs no request.
     """
     tally = _Tally(progress)
-    wanted = [d for d in _unique(digests) if not cache.object_path(d).exists()]
+    wanted = cache.absent(_unique(digests))
     if not wanted:
         return tally.stats()
     cache.tmp.mkdir(parents=True, exist_ok=True)

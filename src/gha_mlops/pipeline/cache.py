@@ -62,6 +62,12 @@ class ContentCache:
             return all(self.object_path(e["sha256"]).exists() for e in self.manifest(digest))
         return True
 
+    def absent(self, digests: list[str]) -> list[str]:
+        """The digests among ``digests`` whose object is not in the cache (string paths and
+        one stat each: this runs over every file of large datasets)."""
+        base = self._objects
+        return [d for d in digests if not os.path.exists(f"{base}/{d[:2]}/{d[2:]}")]
+
     def manifest_if_known(self, digest: str) -> list[dict[str, Any]] | None:
         try:
             return self.manifest(digest)

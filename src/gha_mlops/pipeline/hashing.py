@@ -47,17 +47,19 @@ def tree_digest(manifest: bytes) -> str:
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """Regular files below ``root`` as (POSIX relative path, stat), skipping temp files."""
-    stack = [root]
+    """Regular files below ``root`` as (POSIX relative path, stat), in no particular order.
+
+    Relative paths are built by joining names (``os.path.relpath`` per file costs more than
+    the stat itself on 10,000-file trees)."""
+    stack: list[tuple[str, str]] = [(str(root), "")]
     while stack:
-        d = stack.pop()
-        with os.scandir(d) as it:
+        directory, prefix = stack.pop()
+        with os.scandir(directory) as it:
             for entry in it:
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
+                    stack.append((entry.path, f"{prefix}{entry.name}/"))
                 elif entry.is_file():
-                    rel = os.path.relpath(entry.path, root).replace(os.sep, "/")
-                    yield rel, entry.stat()
+                    yield f"{prefix}{entry.name}", entry.stat()
 
 
 class StatCache:
