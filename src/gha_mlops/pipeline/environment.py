@@ -138,35 +138,23 @@ def ignored_by_git(workspace: Path) -> bool:
 def git_info(workspace: Path) -> dict[str, Any] | None:
     """Commit, branch, dirty flag and repository root of ``workspace``; None outside git.
 
-    One ``git status --porcelain=v2 --branch --ignored`` call gives all of it (a run pays for
-    every process it starts). Files git ignores do not make the tree dirty; untracked files do,
-    since a stage may read them. A workspace its repository ignores gets None: its files are
-    in no commit, so naming one would mislead ``reproduce``.
+    One ``git status --porcelain=v2 --branch`` call gives all of it. Files git ignores do not
+    make the tree dirty; untracked files do, since a stage may read them.
     """
-    top = _git_toplevel(workspace)
-    if top is None:
-        return None
-    subdir = os.path.relpath(workspace.resolve(), top).replace(os.sep, "/")
     try:
         proc = subprocess.run(
-            ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=normal",
-             "--ignored=traditional"],
-            # From the top, so that paths in the output are relative to the repository root.
-            cwd=top, capture_output=True, text=True, timeout=60, check=False,
+            ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=normal"],
+            cwd=workspace, capture_output=True, text=True, timeout=60, check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if proc.returncode != 0:
+    if proc.returncode != 0 or ignored_by_git(workspace):
+        # Outside git, or in a repository that ignores this directory (its files are then
+        # in no commit, so naming one would mislead `reproduce`).
         return None
     commit = branch = None
     changed: list[str] = []
     for line in proc.stdout.splitlines():
-        if line.startswith("! "):
-            ignored = line[2:]  # relative to the repository root; directories end in "/"
-            if subdir != "." and (subdir == ignored.rstrip("/") or
-                                  (ignored.endswith("/") and subdir.startswith(ignored))):
-                return None
-            continue
         if line.startswith("# branch.oid "):
             oid = line.split(" ", 2)[2]
             commit = None if oid == "(initial)" else oid
@@ -175,11 +163,13 @@ def git_info(workspace: Path) -> dict[str, Any] | None:
             branch = None if head == "(detached)" else head
         elif line and not line.startswith("#"):
             changed.append(line.rsplit(" ", 1)[-1] if line[0] in "12" else line[2:])
+    top = _git_toplevel(workspace)
+    subdir = os.path.relpath(workspace.resolve(), top) if top else "."
     return {
         "commit": commit,
         "branch": branch,
         "dirty": bool(changed) or commit is None,
         "changed": changed[:50],
-        "root": str(top),
-        "subdir": subdir,
+        "root": str(top) if top else None,
+        "subdir": subdir.replace(os.sep, "/"),
     }
