@@ -438,3 +438,37 @@ def test_s3_without_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(MissingExtraError) as info:
         open_store("s3://bucket/prefix")
     assert info.value.hint == "pip install 'gha-mlops[aws]'"
+
+
+def test_cli_push_and_pull_through_an_s3_remote(moto_endpoint: str, bucket: str,
+                                                tmp_path: Path) -> None:
+    """The commands a user types, against the moto server: add, push, status, pull."""
+    import os
+    import subprocess
+
+    config = (f"remotes:\n  s3:\n    url: s3://{bucket}/datasets\n"
+              f"    endpoint_url: {moto_endpoint}\nstages:\n  s:\n    cmd: 'true'\n")
+
+    def gha(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS")}
+        return subprocess.run([sys.executable, "-m", "gha_mlops", "data", *args], cwd=cwd,
+                              env=env, capture_output=True, text=True, check=False)
+
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    (src / "mlops.yaml").write_text(config)
+    for i in range(50):
+        (src / f"images/{i}.bin").write_bytes(os.urandom(500 + i))
+    assert gha(src, "add", "images").returncode == 0
+    push = gha(src, "push")
+    assert push.returncode == 0, push.stderr
+    assert "pushed 51 objects" in push.stdout
+    assert "remote: has it" in gha(src, "status", "--remote").stdout
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mlops.yaml").write_text(config)
+    (other / "images.lock.yaml").write_text((src / "images.lock.yaml").read_text())
+    pull = gha(other, "pull")
+    assert pull.returncode == 0, pull.stderr
+    for f in (src / "images").iterdir():
+        assert (other / "images" / f.name).read_bytes() == f.read_bytes()

@@ -6,6 +6,7 @@ Datasets live in the same content-addressed cache as pipeline outputs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -404,38 +405,64 @@ def push(ws: Workspace, datasets: Iterable[Dataset], remote: Remote, *, jobs: in
                 hint=f"pull it first (`gha-mlops data pull {ds.name}`) or re-add it from the "
                 f"data (`gha-mlops data add {ds.path}`)")
         digests.extend(objects or [])
-    return transfer.push(open_remote(ws, remote), ws.cache, digests,
-                         index_dir=_index_dir(ws, remote), jobs=jobs, progress=progress)
+    with contextlib.closing(_LazyStore(ws, remote)) as store:
+        return transfer.push(store.get(), ws.cache, digests,
+                             index_dir=_index_dir(ws, remote), jobs=jobs, progress=progress)
 
 
 def fetch(ws: Workspace, datasets: Iterable[Dataset], remote: Remote | None, *,
           jobs: int = 16, progress: Progress | None = None) -> TransferStats:
     """Bring every object of ``datasets`` into the local cache: from the remote, or for a
     single-file dataset with a pinned ``source:`` URL, from that URL. Verified on arrival."""
+    total = TransferStats()
+    with contextlib.closing(_LazyStore(ws, remote)) as store:
+        for ds in datasets:
+            stats = _fetch_one(ws, ds, store, jobs, progress)
+            total = TransferStats(total.objects + stats.objects, total.bytes + stats.bytes,
+                                  total.requests + stats.requests,
+                                  total.seconds + stats.seconds, total.packs + stats.packs)
+    return total
+
+
+class _LazyStore:
+    """The remote's store, opened on first use and closed after (an S3 client holds
+    connections)."""
+
+    def __init__(self, ws: Workspace, remote: Remote | None) -> None:
+        self.ws = ws
+        self.remote = remote
+        self._store: ObjectStore | None = None
+
+    def get(self) -> ObjectStore:
+        if self._store is None:
+            assert self.remote is not None
+            self._store = open_remote(self.ws, self.remote)
+        return self._store
+
+    def close(self) -> None:
+        close = getattr(self._store, "close", None)
+        if close is not None:
+            close()
+
+
+def _fetch_one(ws: Workspace, ds: Dataset, store: _LazyStore, jobs: int,
+               progress: Progress | None) -> TransferStats:
     from gha_mlops.data import transfer
 
-    total = TransferStats()
-    store = None
-    for ds in datasets:
-        objects = objects_of(ws, ds)
-        if objects is not None and not ws.cache.absent(objects):
-            continue
-        if ds.source and not ds.is_tree:
-            transfer.fetch_url(ds.source, ds.version, ws.cache, progress=progress)
-            continue
-        if remote is None:
-            raise UsageError(f"dataset {ds.name} is not in the local cache and no remote is "
-                             "declared to fetch it from",
-                             hint="declare `remotes:` in mlops.yaml (and push from where the "
-                             "data is), or pin a `source:` URL in its pointer")
-        store = store or open_remote(ws, remote)
-        index_dir = _index_dir(ws, remote)
-        if objects is None:  # the manifest comes first: it names the files
-            transfer.fetch(store, ws.cache, [ds.version], index_dir=index_dir, jobs=jobs)
-            objects = objects_of(ws, ds) or []
-        stats = transfer.fetch(store, ws.cache, objects, index_dir=index_dir, jobs=jobs,
-                               progress=progress)
-        total = TransferStats(total.objects + stats.objects, total.bytes + stats.bytes,
-                              total.requests + stats.requests, total.seconds + stats.seconds,
-                              total.packs + stats.packs)
-    return total
+    objects = objects_of(ws, ds)
+    if objects is not None and not ws.cache.absent(objects):
+        return TransferStats()
+    if ds.source and not ds.is_tree:
+        transfer.fetch_url(ds.source, ds.version, ws.cache, progress=progress)
+        return TransferStats(objects=1, bytes=ds.size, requests=1)
+    if store.remote is None:
+        raise UsageError(f"dataset {ds.name} is not in the local cache and no remote is "
+                         "declared to fetch it from",
+                         hint="declare `remotes:` in mlops.yaml (and push from where the "
+                         "data is), or pin a `source:` URL in its pointer")
+    index_dir = _index_dir(ws, store.remote)
+    if objects is None:  # the manifest comes first: it names the files
+        transfer.fetch(store.get(), ws.cache, [ds.version], index_dir=index_dir, jobs=jobs)
+        objects = objects_of(ws, ds) or []
+    return transfer.fetch(store.get(), ws.cache, objects, index_dir=index_dir, jobs=jobs,
+                          progress=progress)
