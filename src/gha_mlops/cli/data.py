@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -167,13 +167,15 @@ def gc_cmd(workspace: Path, dry_run: bool, keep_days: float) -> None:
     click.echo(f"{verb} {result.removed} objects ({_human(result.freed)}), kept {result.kept}")
 
 
-def _progress_printer(what: str, interactive: bool) -> tuple[Progress, Callable[[], None]]:
-    """A progress callback (a redrawn line on a terminal, nothing in CI: CI gets one summary
-    line per command) and a function that ends the line."""
+@contextlib.contextmanager
+def _progress(what: str) -> Iterator[Progress]:
+    """A progress callback: a redrawn line on a terminal, nothing in CI (CI gets the one
+    summary line each command prints); the line is cleared on exit."""
     import sys
     import threading
     import time
 
+    interactive = _interactive()
     lock = threading.Lock()
     last = [0.0]
 
@@ -188,21 +190,12 @@ def _progress_printer(what: str, interactive: bool) -> tuple[Progress, Callable[
             sys.stderr.write(f"\r{what}: {objects} objects, {_human(nbytes)}   ")
             sys.stderr.flush()
 
-    def finish() -> None:
-        if interactive:
-            sys.stderr.write("\r" + " " * 60 + "\r")
-            sys.stderr.flush()
-
-    return progress, finish
-
-
-@contextlib.contextmanager
-def _progress(what: str) -> Iterator[Progress]:
-    progress, finish = _progress_printer(what, _interactive())
     try:
         yield progress
     finally:
-        finish()
+        if interactive:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.flush()
 
 
 def _interactive() -> bool:

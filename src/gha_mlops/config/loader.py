@@ -10,6 +10,7 @@ done on every load.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -80,7 +81,9 @@ def load_pipeline(config_path: Path, *, overrides: Mapping[str, Any] | None = No
             with contextlib.suppress(OSError):
                 atomic_write_json(cache_file,
                                   {"key": key, "format": _CACHE_FORMAT, **normalized})
-    _check_deps_exist(pipeline, config_path, config_bytes)
+    datasets = _check_deps_exist(pipeline, config_path, config_bytes)
+    if datasets is not None:
+        pipeline = dataclasses.replace(pipeline, datasets=datasets)
     return pipeline
 
 
@@ -306,19 +309,20 @@ def _normalize_stage(problems: Problems, name: str, st: Any) -> dict[str, Any]:
             "outs": outs, "upstream": []}
 
 
-def _check_deps_exist(pipeline: Pipeline, config_path: Path, config_bytes: bytes) -> None:
+def _check_deps_exist(pipeline: Pipeline, config_path: Path,
+                      config_bytes: bytes) -> Mapping[str, Any] | None:
     """The checks that depend on the file system, done on every load, cached or not: each dep
     must exist or overlap a stage output, and the environment lock must exist."""
     problems = Problems(config_path, config_bytes)
     outputs = [out for stage in pipeline.stages.values() for out in stage.out_paths]
-    datasets: set[str] | None = None
+    datasets: Mapping[str, Any] | None = None
     for stage in pipeline.stages.values():
         for i, dep in enumerate(stage.deps):
             if dep.startswith(DATA_PREFIX):
                 if datasets is None:
                     from gha_mlops.data.pointer import find_datasets
 
-                    datasets = set(find_datasets(pipeline.root))
+                    datasets = find_datasets(pipeline.root)
                 if dep[len(DATA_PREFIX):] not in datasets:
                     problems.add(("stages", stage.name, "deps", i),
                                  f"no dataset named {dep[len(DATA_PREFIX):]!r}",
@@ -337,3 +341,4 @@ def _check_deps_exist(pipeline: Pipeline, config_path: Path, config_bytes: bytes
                      "create it (e.g. `pip freeze > requirements.lock` or `uv pip compile "
                      "requirements.in -o requirements.lock`) or remove `env.lock`")
     problems.raise_if_any()
+    return datasets

@@ -65,6 +65,9 @@ class Pipeline:
     model: str | None = None
     remotes: Mapping[str, Remote] = field(default_factory=dict)
     default_remote: str | None = None
+    # The workspace's datasets by name (``gha_mlops.data.pointer.Dataset``), found while
+    # loading when a stage depends on ``data:NAME``; None when no stage does.
+    datasets: Mapping[str, Any] | None = None
 
     def stage(self, name: str) -> Stage:
         return self.stages[name]

@@ -164,7 +164,8 @@ class _Engine:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._procs_lock = threading.Lock()
         self._interrupted = threading.Event()
-        self._datasets: dict[str, Dataset] | None = None
+        # Found by the loader already when a stage depends on data:NAME.
+        self._datasets: Mapping[str, Dataset] | None = pipeline.datasets
         self._datasets_lock = threading.Lock()
 
     # ------------------------------------------------------------------ orchestration
@@ -200,6 +201,7 @@ class _Engine:
         return result
 
     def _selected(self) -> list[str]:
+        """The stages this run covers, in order: the targets and what they depend on."""
         if not self.o.targets:
             return list(self.p.stages)
         keep = self.p.upstream_closure(set(self.o.targets))
@@ -245,6 +247,7 @@ class _Engine:
         from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
         pending = self._selected()
+        selected = set(pending)
         running: dict[Future[StageResult], str] = {}
         jobs = self.o.jobs
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -256,7 +259,7 @@ class _Engine:
                         if reason:
                             pending.remove(name)
                             self._skip(name, reason, results)
-                        elif (all(u in results for u in stage.upstream if u in self._selected())
+                        elif (all(u in results for u in stage.upstream if u in selected)
                               and len(running) < jobs):
                             pending.remove(name)
                             running[pool.submit(self._stage, stage)] = name
