@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # requirement pulls several GB of CUDA packages.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test install-demo install-test lint typecheck bench clean
+.PHONY: demo test install-demo install-test system-deps lint typecheck bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,11 @@ lint: install-test
 typecheck: install-test
 	$(VENV)/bin/mypy
 
+system-deps:
+	.ci/system-deps
+
 ## Install everything the tests need and run the whole suite.
-test: install-test lint typecheck
+test: install-test system-deps lint typecheck
 	$(PY) -m pytest
 
 bench: install-test

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -186,3 +188,42 @@ def test_a_file_pinned_to_its_download_url_is_pulled_from_there(
     shutil.copytree(other, third, ignore=shutil.ignore_patterns(".gha-mlops", "table.csv"))
     bad = gha(third, "data", "pull")
     assert bad.returncode != 0 and "sha256" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_ci_logs_get_one_line_per_dataset_with_counts_and_throughput(
+        pushed: tuple[Path, Path], tmp_path: Path) -> None:
+    src, _ = pushed
+    other = _clone(src, tmp_path / "other")
+    env = {**os.environ, "CI": "true"}
+    pull = subprocess.run([sys.executable, "-m", "gha_mlops", "data", "pull"], cwd=other,
+                          env=env, capture_output=True, text=True, check=False, timeout=300)
+    assert pull.returncode == 0, pull.stderr
+    line = next(x for x in pull.stdout.splitlines() if x.startswith("images: "))
+    assert re.fullmatch(r"images: fetched 302 objects \(5\.9 MB\) from nas in [\d.]+ s "
+                        r"\([\d.]+ [KMG]?B/s\), \d+ requests", line), line
+    assert "\r" not in pull.stdout + pull.stderr  # nothing redrawn in a log
+    again = gha(other, "data", "fetch")
+    assert "images: already in the cache" in again.stdout
+
+
+def test_run_fetches_a_pinned_dataset_the_cache_lacks(pushed: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    src, _ = pushed
+    other = _clone(src, tmp_path / "other")
+    run = gha(other, "run")
+    assert run.returncode == 0, run.stderr
+    assert "fetched dataset images" in run.stdout and "302 objects" in run.stdout
+    assert (other / "count.txt").read_text().strip() == "301"
+    record = json.loads(gha(other, "runs", "show", "latest", "--json").stdout)
+    assert record["datasets"]["images"]["remote"] == {"name": "nas", "url": "../remote"}
+
+
+def test_run_without_the_data_or_a_remote_says_what_to_do(pushed: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    src, _ = pushed
+    other = _clone(src, tmp_path / "other")
+    (other / "mlops.yaml").write_text(CONFIG.replace("remotes:\n  nas:\n    url: ../remote\n",
+                                                     ""))
+    run = gha(other, "run")
+    assert run.returncode == 1
+    assert "declares no remote" in run.stderr and "gha-mlops data pull images" in run.stderr

@@ -99,21 +99,50 @@ def test_two_fresh_demos_give_the_same_model(demo: Path, tmp_path: Path) -> None
     assert latest(tmp_path / "again")["model"]["sha256"] == latest(demo)["model"]["sha256"]
 
 
-def test_reproduce_fails_clearly_after_the_data_is_altered(demo: Path) -> None:
-    # A run from a dirty tree (an untracked note) is reproduced from a copy of the workspace,
-    # so an altered data file is what reproduce would get: it must refuse, naming the file.
-    note = demo / "notes.txt"
-    note.write_text("thinking about more epochs\n")
-    data = demo / "data/digits.csv.gz"
-    original = data.read_bytes()
+def _drop_cached_digits(demo: Path, record: dict[str, Any]) -> None:
+    version = record["datasets"]["digits"]["version"]
+    (demo / ".gha-mlops/cache/objects" / version[:2] / version[2:]).unlink()
+
+
+def test_the_run_records_the_dataset_and_where_it_is_kept(demo: Path) -> None:
+    record = latest(demo)
+    digits = record["datasets"]["digits"]
+    assert digits["path"] == "data/digits.csv.gz" and digits["files"] == 1
+    assert digits["remote"] == {"name": "demo", "url": "demo-remote"}
+    assert record["deps"]["data:digits"] == digits["version"]
+
+
+def test_a_fresh_workspace_fetches_the_pinned_dataset_from_the_remote(demo: Path) -> None:
+    record = latest(demo)
+    _drop_cached_digits(demo, record)
+    (demo / "data/digits.csv.gz").unlink()
+    proc = gha("run", cwd=demo)
+    assert "fetched dataset digits" in proc.stdout and "from demo" in proc.stdout
+    assert set(statuses(latest(demo)).values()) <= {"cached", "restored"}
+
+
+def test_reproduce_fetches_exactly_the_recorded_version(demo: Path) -> None:
+    record = latest(demo)
+    _drop_cached_digits(demo, record)
+    proc = gha("reproduce", record["id"], cwd=demo)
+    assert "bit-identical" in proc.stdout
+    version = record["datasets"]["digits"]["version"]
+    assert (demo / ".gha-mlops/cache/objects" / version[:2] / version[2:]).is_file()
+
+
+def test_reproduce_says_which_dataset_version_cannot_be_had(demo: Path) -> None:
+    record = latest(demo)
+    remote = demo / "demo-remote"
+    remote.rename(demo / "demo-remote.away")
     try:
-        gha("run", cwd=demo)
-        assert latest(demo)["git"]["dirty"] is True
-        data.write_bytes(original[:-16] + bytes(16))
-        proc = gha("reproduce", "latest", cwd=demo, check=False)
+        remote.mkdir()  # the shared disk is there, the data is not
+        _drop_cached_digits(demo, record)
+        proc = gha("reproduce", record["id"], cwd=demo, check=False)
     finally:
-        data.write_bytes(original)
-        note.unlink()
-    assert proc.returncode == 4
-    assert "data/digits.csv.gz: recorded" in proc.stderr
+        remote.rmdir()
+        (demo / "demo-remote.away").rename(remote)
+    assert proc.returncode == 4, proc.stderr
+    assert "dataset 'digits' version 09f66e6debde" in proc.stderr
+    assert "remote demo (demo-remote)" in proc.stderr
     assert "Traceback" not in proc.stderr
+    gha("data", "pull", "digits", cwd=demo)  # the remote is back: the data comes back

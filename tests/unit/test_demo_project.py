@@ -13,12 +13,15 @@ import pytest
 
 import gha_mlops
 from gha_mlops.config import load_pipeline
-from gha_mlops.demo import project_files, write_project
+from gha_mlops.data.pointer import read_pointer
+from gha_mlops.data.service import Workspace, checkout, fetch, resolve_remote
+from gha_mlops.demo import dataset_bytes, project_files, seed_remote, write_project
 from gha_mlops.errors import UsageError
 
 SRC = Path(gha_mlops.__file__).resolve().parents[1]
 SEED = 42
 STAGES = ("prepare", "train", "evaluate", "package")
+DIGITS_VERSION = "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22"
 OUTPUTS = {
     "data/prepared/meta.json",
     *(f"data/prepared/{xy}_{split}.npy" for xy in "xy" for split in ("train", "val", "test")),
@@ -37,7 +40,7 @@ PROJECT = {
     "mlops.yaml",
     "params.yaml",
     "requirements.lock",
-    "data/digits.csv.gz",
+    "data/digits.csv.gz.lock.yaml",
     "data/LICENSE-digits.txt",
     *(f"src/{name}.py" for name in (*STAGES, "model")),
 }
@@ -47,7 +50,36 @@ def test_write_project_writes_the_whole_project(tmp_path: Path) -> None:
     written = write_project(tmp_path / "demo")
     assert {p.relative_to(tmp_path / "demo").as_posix() for p in written} == PROJECT
     assert {str(p) for p in project_files()} == PROJECT
-    assert (tmp_path / "demo" / "data" / "digits.csv.gz").read_bytes()[:2] == b"\x1f\x8b"
+    assert not (tmp_path / "demo" / "data" / "digits.csv.gz").exists()  # it is in the remote
+
+
+def test_the_pointer_pins_the_packaged_data(tmp_path: Path) -> None:
+    write_project(tmp_path)
+    ds = read_pointer(tmp_path, "data/digits.csv.gz.lock.yaml")
+    data = dataset_bytes()
+    assert data[:2] == b"\x1f\x8b"
+    assert (ds.name, ds.path, ds.size) == ("digits", "data/digits.csv.gz", len(data))
+    assert ds.version == hashlib.sha256(data).hexdigest()
+
+
+def test_seed_remote_publishes_the_data_once_and_a_fresh_cache_fetches_it(
+        tmp_path: Path) -> None:
+    write_project(tmp_path)
+    assert seed_remote(tmp_path) is True
+    assert seed_remote(tmp_path) is False  # the remote has it: nothing is sent again
+    ws = Workspace(tmp_path)
+    assert not ws.cache.has(DIGITS_VERSION)  # the workspace cache is left to the first run
+    [ds] = ws.select(["digits"])
+    fetch(ws, [ds], resolve_remote(ws, None))
+    assert checkout(ws, ds).read_bytes() == dataset_bytes()
+
+
+def test_seed_remote_leaves_a_repinned_dataset_alone(tmp_path: Path) -> None:
+    write_project(tmp_path)
+    pointer = tmp_path / "data/digits.csv.gz.lock.yaml"
+    pointer.write_text(pointer.read_text().replace(DIGITS_VERSION, "a" * 64))
+    assert seed_remote(tmp_path) is False
+    assert not (tmp_path / "demo-remote").exists()
 
 
 def test_write_project_keeps_existing_files_unless_told(tmp_path: Path) -> None:
@@ -97,6 +129,7 @@ def test_the_environment_lock_pins_what_the_demo_imports(tmp_path: Path) -> None
 def _run_stages(project: Path, scratch: Path) -> dict[str, str]:
     """Run the four stage scripts as the engine would; return {output: sha256}."""
     write_project(project)
+    (project / "data" / "digits.csv.gz").write_bytes(dataset_bytes())
     lineage = scratch / "lineage.json"
     lineage.write_text(json.dumps({"stage": "package", "seed": SEED, "deps": {"x": "0" * 64}}))
     for stage in STAGES:

@@ -40,6 +40,11 @@ class TerminalReporter:
         with self._lock:
             click.echo(click.style(f"[{stage}] ", dim=True) + line)
 
+    def note(self, line: str) -> None:
+        if not self.quiet:
+            with self._lock:
+                click.echo(click.style(f"· {line}", dim=True))
+
 
 def short(digest: str | None, n: int = 12) -> str:
     return digest[:n] if digest else "-"

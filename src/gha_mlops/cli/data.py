@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from gha_mlops.cli._progress import TransferLines, human
 from gha_mlops.cli._render import short
 from gha_mlops.config import STATE_DIR
 from gha_mlops.errors import GhaMlopsError
@@ -17,20 +16,19 @@ from gha_mlops.errors import GhaMlopsError
 if TYPE_CHECKING:
     from gha_mlops.data.pointer import Dataset
     from gha_mlops.data.service import Workspace
-    from gha_mlops.data.transfer import Progress, TransferStats
+    from gha_mlops.data.transfer import TransferStats
+
+_link_option = click.option(
+    "--link", type=click.Choice(["auto", "copy", "hardlink"]), default="auto",
+    show_default=True,
+    help="How files move between the cache and the workspace: auto = reflink (copy-on-write "
+    "clone) where the filesystem can, else copy; hardlink = share the file (read-only; saves "
+    "space and time on large data, but see docs/data.md before using it as root).")
 
 _dir_option = click.option(
     "--dir", "-C", "workspace", default=".", show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="The workspace (the directory of mlops.yaml).")
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 @click.group()
@@ -44,17 +42,19 @@ def data() -> None:
 @click.option("--source", metavar="URL", help="For a downloaded file: the https:// URL it "
               "came from, so `data pull` can fetch it again (verified by hash).")
 @_dir_option
-def add_cmd(path: Path, name: str | None, source: str | None, workspace: Path) -> None:
+@_link_option
+def add_cmd(path: Path, name: str | None, source: str | None, workspace: Path,
+            link: str) -> None:
     """Hash PATH (a file or directory), cache it and write PATH.lock.yaml to commit."""
     from gha_mlops.data.service import Workspace, add
     from gha_mlops.pipeline.lock import WorkspaceLock
 
-    ws = Workspace(workspace)
+    ws = Workspace(workspace, link=link)
     with WorkspaceLock(ws.state, wait=60, what="data add"):
         result = add(ws, path, name=name, source=source)
     ds = result.dataset
     verb = "added" if result.changed else "unchanged"
-    click.echo(f"{verb} dataset {ds.name}: {ds.path} ({ds.files} files, {_human(ds.size)}) "
+    click.echo(f"{verb} dataset {ds.name}: {ds.path} ({ds.files} files, {human(ds.size)}) "
                f"version {short(ds.version, 16)} in {result.seconds:.2f} s, "
                f"{result.new_objects} new objects cached")
     click.echo(f"commit the pointer: git add {ds.pointer} "
@@ -78,7 +78,7 @@ def ls_cmd(workspace: Path, as_json: bool) -> None:
     click.echo(f"{'NAME':<20} {'VERSION':<18} {'FILES':>7} {'SIZE':>10}  PATH")
     for ds in datasets.values():
         click.echo(f"{ds.name:<20} {short(ds.version, 16):<18} {ds.files:>7} "
-                   f"{_human(ds.size):>10}  {ds.path}")
+                   f"{human(ds.size):>10}  {ds.path}")
 
 
 @data.command("status")
@@ -140,11 +140,12 @@ def verify_cmd(names: tuple[str, ...], workspace: Path) -> None:
 @_dir_option
 @click.option("--to", type=click.Path(file_okay=False, path_type=Path),
               help="Put the data under this directory instead of its own path.")
-def checkout_cmd(names: tuple[str, ...], workspace: Path, to: Path | None) -> None:
+@_link_option
+def checkout_cmd(names: tuple[str, ...], workspace: Path, to: Path | None, link: str) -> None:
     """Put the pinned version of datasets in place from the local cache."""
     from gha_mlops.data.service import Workspace, checkout
 
-    ws = Workspace(workspace)
+    ws = Workspace(workspace, link=link)
     for ds in ws.select(names):
         dest = checkout(ws, ds, to=to)
         click.echo(f"{ds.name}: {dest}")
@@ -164,52 +165,13 @@ def gc_cmd(workspace: Path, dry_run: bool, keep_days: float) -> None:
     with WorkspaceLock(workspace / STATE_DIR, wait=60, what="data gc"):
         result = gc(ws, dry_run=dry_run, keep_days=keep_days)
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {result.removed} objects ({_human(result.freed)}), kept {result.kept}")
-
-
-@contextlib.contextmanager
-def _progress(what: str) -> Iterator[Progress]:
-    """A progress callback: a redrawn line on a terminal, nothing in CI (CI gets the one
-    summary line each command prints); the line is cleared on exit."""
-    import sys
-    import threading
-    import time
-
-    interactive = _interactive()
-    lock = threading.Lock()
-    last = [0.0]
-
-    def progress(objects: int, nbytes: int) -> None:
-        if not interactive:
-            return
-        now = time.monotonic()
-        with lock:
-            if now - last[0] < 0.1:
-                return
-            last[0] = now
-            sys.stderr.write(f"\r{what}: {objects} objects, {_human(nbytes)}   ")
-            sys.stderr.flush()
-
-    try:
-        yield progress
-    finally:
-        if interactive:
-            sys.stderr.write("\r" + " " * 60 + "\r")
-            sys.stderr.flush()
-
-
-def _interactive() -> bool:
-    import os
-    import sys
-
-    return sys.stderr.isatty() and not os.environ.get("CI") and not os.environ.get(
-        "GITHUB_ACTIONS")
+    click.echo(f"{verb} {result.removed} objects ({human(result.freed)}), kept {result.kept}")
 
 
 def _summary(verb: str, s: TransferStats, remote: str) -> str:
     rate = s.bytes / s.seconds if s.seconds else 0.0
-    return (f"{verb} {s.objects} objects ({_human(s.bytes)}) in {s.packs} packs, "
-            f"{s.requests} requests, {s.seconds:.2f} s ({_human(rate)}/s) {remote}")
+    return (f"{verb} {s.objects} objects ({human(s.bytes)}) in {s.packs} packs, "
+            f"{s.requests} requests, {s.seconds:.2f} s ({human(rate)}/s) {remote}")
 
 
 _remote_option = click.option("--remote", "-r", help="Remote name from mlops.yaml "
@@ -230,17 +192,17 @@ def push_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: 
     ws = Workspace(workspace)
     target = resolve_remote(ws, remote)
     datasets = ws.select(names)
-    with _progress("push") as progress:
-        stats = push(ws, datasets, target, jobs=jobs, progress=progress)
+    with TransferLines("pushed") as lines:
+        stats = push(ws, datasets, target, jobs=jobs, listener=lines)
     click.echo(_summary("pushed", stats, f"to {target.name} ({target.url}) for "
                         f"{len(datasets)} datasets"))
 
 
-def _fetch(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: int,
-           verb: str) -> tuple[Workspace, list[Dataset]]:
+def _fetch(names: tuple[str, ...], workspace: Path, remote: str | None,
+           jobs: int, link: str = "auto") -> tuple[Workspace, list[Dataset]]:
     from gha_mlops.data.service import Workspace, fetch, resolve_remote
 
-    ws = Workspace(workspace)
+    ws = Workspace(workspace, link=link)
     datasets = ws.select(names)
     needs_remote = any(not (ds.source and not ds.is_tree) for ds in datasets)
     target = None
@@ -250,8 +212,8 @@ def _fetch(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: in
         except GhaMlopsError:
             if remote is not None:
                 raise
-    with _progress(verb) as progress:
-        stats = fetch(ws, datasets, target, jobs=jobs, progress=progress)
+    with TransferLines("fetched") as lines:
+        stats = fetch(ws, datasets, target, jobs=jobs, listener=lines)
     click.echo(_summary("fetched", stats, f"from {target.name if target else 'sources'} for "
                         f"{len(datasets)} datasets"))
     return ws, list(datasets)
@@ -264,7 +226,7 @@ def _fetch(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: in
 @_jobs_option
 def fetch_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: int) -> None:
     """Download datasets into the local cache (verified), without touching the workspace."""
-    _fetch(names, workspace, remote, jobs, "fetch")
+    _fetch(names, workspace, remote, jobs)
 
 
 @data.command("pull")
@@ -274,13 +236,14 @@ def fetch_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs:
 @_jobs_option
 @click.option("--to", type=click.Path(file_okay=False, path_type=Path),
               help="Put the data under this directory instead of its own path.")
+@_link_option
 def pull_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: int,
-             to: Path | None) -> None:
+             to: Path | None, link: str) -> None:
     """Fetch datasets and put their pinned version in place (or under --to DIR)."""
     from gha_mlops.data.service import checkout
     from gha_mlops.pipeline.lock import WorkspaceLock
 
-    ws, datasets = _fetch(names, workspace, remote, jobs, "pull")
+    ws, datasets = _fetch(names, workspace, remote, jobs, link)
     with WorkspaceLock(ws.state, wait=60, what="data pull"):
         for ds in datasets:
             click.echo(f"{ds.name}: {checkout(ws, ds, to=to)}")

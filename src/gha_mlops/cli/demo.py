@@ -26,11 +26,13 @@ DEFAULT_DIR = "gha-mlops-demo"
 def demo(directory: Path, reset: bool, no_run: bool, jobs: int) -> None:
     """Write the example project (8x8 handwritten digits, a small CNN) into DIRECTORY and run it.
 
+    The digits data set is a versioned dataset: git holds its pointer, and the data sits in
+    the project's dataset remote (DIRECTORY/demo-remote/), from which the run fetches it.
     Files you already have in DIRECTORY are kept unless --reset; running it again therefore
     shows the pipeline fully cached. The project is made a git repository (unless it is inside
     one already), so its runs record a commit and `gha-mlops reproduce` checks it out.
     """
-    from gha_mlops.demo import project_files, write_project
+    from gha_mlops.demo import DATASET, project_files, seed_remote, write_project
 
     if not no_run and importlib.util.find_spec("torch") is None:
         raise missing_extra("torch", "torch")
@@ -41,6 +43,9 @@ def demo(directory: Path, reset: bool, no_run: bool, jobs: int) -> None:
                + (f", {kept} already there kept as they are" if kept and not reset else "")
                + (f", {kept} already up to date" if kept and reset else "") + ")")
     _git_init(directory)
+    if seed_remote(directory):
+        click.echo(f"dataset {DATASET} put in the project's dataset remote {shown}/demo-remote/ "
+                   "(a directory standing in for a shared disk or a bucket)")
     if no_run:
         click.echo(f"run it with: cd {shlex.quote(shown)} && gha-mlops run")
         return

@@ -7,6 +7,7 @@ Datasets live in the same content-addressed cache as pipeline outputs
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gha_mlops.config import STATE_DIR
 from gha_mlops.config.model import Remote
@@ -36,15 +37,23 @@ from gha_mlops.pipeline.hashing import (
 class Workspace:
     """The data side of a workspace: its cache, stat cache and dataset pointers."""
 
-    def __init__(self, root: Path, *, jobs: int | None = None) -> None:
+    def __init__(self, root: Path, *, jobs: int | None = None, link: str = "auto") -> None:
         self.root = root.absolute()
         self.state = self.root / STATE_DIR
-        self.cache = ContentCache(self.state / "cache")
-        self.stat_cache = StatCache(self.state / "tmp" / "stat.db")
+        self.cache = ContentCache(self.state / "cache", link=link)
         # Hashing and copying are CPU-bound here (the GIL for small files): more threads than
         # cores only add contention.
         self.jobs = jobs or (os.cpu_count() or 1)
-        self.hasher = Hasher(self.root, self.stat_cache, jobs=self.jobs)
+
+    # Loaded on first use: a fetch never hashes the workspace, so it need not read the stat
+    # cache (a large one takes a while).
+    @functools.cached_property
+    def stat_cache(self) -> StatCache:
+        return StatCache(self.state / "tmp" / "stat.db")
+
+    @functools.cached_property
+    def hasher(self) -> Hasher:
+        return Hasher(self.root, self.stat_cache, jobs=self.jobs)
 
     def rel(self, path: Path) -> str:
         full = (Path.cwd() / path).resolve() if not path.is_absolute() else path.resolve()
@@ -357,13 +366,16 @@ def resolve_remote(ws: Workspace, name: str | None) -> Remote:
     from gha_mlops.config import load_pipeline
 
     pipeline = load_pipeline(ws.root / "mlops.yaml")
-    remotes = pipeline.remotes
+    return choose_remote(pipeline.remotes, pipeline.default_remote, name)
+
+
+def choose_remote(remotes: Mapping[str, Remote], default: str | None,
+                  name: str | None) -> Remote:
     if not remotes:
         raise UsageError("no remotes are declared in mlops.yaml",
                          hint="add one, e.g.\n  remotes:\n    storage:\n      url: s3://bucket/"
                          "datasets   # or a shared directory: /mnt/nas/datasets")
-    chosen = name or pipeline.default_remote or (next(iter(remotes)) if len(remotes) == 1
-                                                 else None)
+    chosen = name or default or (next(iter(remotes)) if len(remotes) == 1 else None)
     if chosen is None:
         raise UsageError("several remotes are declared and none was chosen",
                          hint="pass --remote NAME or set `default_remote:` in mlops.yaml "
@@ -388,12 +400,31 @@ def _index_dir(ws: Workspace, remote: Remote) -> Path:
     return ws.state / "remotes" / remote.name
 
 
+class TransferListener(Protocol):
+    """Told about each dataset's transfer (the CLI draws progress bars or prints lines)."""
+
+    def started(self, ds: Dataset, objects: int | None, nbytes: int | None) -> Progress | None:
+        """A dataset's transfer begins: ``objects``/``nbytes`` to move, None when not known
+        yet (a push learns what the remote lacks only as it goes). Returns the callback for
+        the running totals of this dataset, or None."""
+
+    def finished(self, ds: Dataset, stats: TransferStats, source: str) -> None:
+        """A dataset's transfer ended (``stats.objects == 0``: there was nothing to move)."""
+
+
+def _add(a: TransferStats, b: TransferStats) -> TransferStats:
+    return TransferStats(a.objects + b.objects, a.bytes + b.bytes, a.requests + b.requests,
+                         a.seconds + b.seconds, a.packs + b.packs)
+
+
 def push(ws: Workspace, datasets: Iterable[Dataset], remote: Remote, *, jobs: int = 16,
-         progress: Progress | None = None) -> TransferStats:
-    """Upload every object of ``datasets`` that the remote lacks (packed when small)."""
+         listener: TransferListener | None = None) -> TransferStats:
+    """Upload every object of ``datasets`` that the remote lacks (packed when small), one
+    dataset after the other; an object two datasets share is sent once."""
     from gha_mlops.data import transfer
 
-    digests: list[str] = []
+    datasets = list(datasets)
+    plan: list[tuple[Dataset, list[str]]] = []
     for ds in datasets:
         objects = objects_of(ws, ds)
         missing = ([ds.version] if objects is None else
@@ -404,23 +435,28 @@ def push(ws: Workspace, datasets: Iterable[Dataset], remote: Remote, *, jobs: in
                 "missing), so it cannot be pushed",
                 hint=f"pull it first (`gha-mlops data pull {ds.name}`) or re-add it from the "
                 f"data (`gha-mlops data add {ds.path}`)")
-        digests.extend(objects or [])
+        plan.append((ds, objects or []))
+    total = TransferStats()
     with contextlib.closing(_LazyStore(ws, remote)) as store:
-        return transfer.push(store.get(), ws.cache, digests,
-                             index_dir=_index_dir(ws, remote), jobs=jobs, progress=progress)
+        for ds, objects in plan:
+            progress = listener.started(ds, None, None) if listener else None
+            stats = transfer.push(store.get(), ws.cache, objects,
+                                  index_dir=_index_dir(ws, remote), jobs=jobs,
+                                  progress=progress)
+            if listener:
+                listener.finished(ds, stats, f"to {remote.name}")
+            total = _add(total, stats)
+    return total
 
 
 def fetch(ws: Workspace, datasets: Iterable[Dataset], remote: Remote | None, *,
-          jobs: int = 16, progress: Progress | None = None) -> TransferStats:
+          jobs: int = 16, listener: TransferListener | None = None) -> TransferStats:
     """Bring every object of ``datasets`` into the local cache: from the remote, or for a
     single-file dataset with a pinned ``source:`` URL, from that URL. Verified on arrival."""
     total = TransferStats()
     with contextlib.closing(_LazyStore(ws, remote)) as store:
         for ds in datasets:
-            stats = _fetch_one(ws, ds, store, jobs, progress)
-            total = TransferStats(total.objects + stats.objects, total.bytes + stats.bytes,
-                                  total.requests + stats.requests,
-                                  total.seconds + stats.seconds, total.packs + stats.packs)
+            total = _add(total, _fetch_one(ws, ds, store, jobs, listener))
     return total
 
 
@@ -446,23 +482,40 @@ class _LazyStore:
 
 
 def _fetch_one(ws: Workspace, ds: Dataset, store: _LazyStore, jobs: int,
-               progress: Progress | None) -> TransferStats:
+               listener: TransferListener | None) -> TransferStats:
     from gha_mlops.data import transfer
 
     objects = objects_of(ws, ds)
     if objects is not None and not ws.cache.absent(objects):
+        if listener:
+            listener.finished(ds, TransferStats(), "cache")
         return TransferStats()
     if ds.source and not ds.is_tree:
+        progress = listener.started(ds, 1, ds.size) if listener else None
+        started = time.monotonic()
         transfer.fetch_url(ds.source, ds.version, ws.cache, progress=progress)
-        return TransferStats(objects=1, bytes=ds.size, requests=1)
+        stats = TransferStats(objects=1, bytes=ds.size, requests=1,
+                              seconds=time.monotonic() - started)
+        if listener:
+            listener.finished(ds, stats, ds.source)
+        return stats
     if store.remote is None:
         raise UsageError(f"dataset {ds.name} is not in the local cache and no remote is "
                          "declared to fetch it from",
                          hint="declare `remotes:` in mlops.yaml (and push from where the "
                          "data is), or pin a `source:` URL in its pointer")
     index_dir = _index_dir(ws, store.remote)
+    first = TransferStats()
     if objects is None:  # the manifest comes first: it names the files
-        transfer.fetch(store.get(), ws.cache, [ds.version], index_dir=index_dir, jobs=jobs)
+        first = transfer.fetch(store.get(), ws.cache, [ds.version], index_dir=index_dir,
+                               jobs=jobs)
         objects = objects_of(ws, ds) or []
-    return transfer.fetch(store.get(), ws.cache, objects, index_dir=index_dir, jobs=jobs,
-                          progress=progress)
+    wanted = set(ws.cache.absent(objects))
+    sizes = {e["sha256"]: e["size"] for e in ws.cache.manifest_if_known(ds.version) or []}
+    nbytes = sum(sizes.get(d, 0) for d in wanted) if ds.is_tree else ds.size
+    progress = listener.started(ds, len(wanted), nbytes) if listener else None
+    stats = _add(first, transfer.fetch(store.get(), ws.cache, objects, index_dir=index_dir,
+                                       jobs=jobs, progress=progress))
+    if listener:
+        listener.finished(ds, stats, f"from {store.remote.name}")
+    return stats

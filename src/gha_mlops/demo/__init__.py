@@ -1,8 +1,12 @@
 """The embedded example project that ``gha-mlops demo`` writes out and runs.
 
 The project (``project/`` beside this module: ``mlops.yaml``, ``params.yaml``, the stage
-scripts, ...) is copied verbatim, plus the digits data set from ``data/``. Everything is read
-as package data, so it works from a wheel or a zip as well as from a source checkout.
+scripts, the dataset pointer ``data/digits.csv.gz.lock.yaml``, ...) is copied verbatim. The
+digits data set itself (``data/digits.csv.gz`` beside this module) is not: :func:`seed_remote`
+puts it in the project's dataset remote (``demo-remote/``, a directory standing in for a shared
+disk or a bucket), and ``gha-mlops run`` fetches the pinned version from there, as it would in
+a team's repository. Everything is read as package data, so it works from a wheel or a zip as
+well as from a source checkout.
 """
 
 from __future__ import annotations
@@ -26,23 +30,50 @@ if TYPE_CHECKING:
 _SKIP_DIRS = frozenset({"__pycache__", ".gha-mlops", ".mypy_cache", ".pytest_cache", ".ruff_cache"})
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 
-# Files that live outside project/ (data too large to keep twice) and where they go.
-_EXTRA_FILES = {
-    "data/digits.csv.gz": "data/digits.csv.gz",
-    "data/LICENSE-digits.txt": "data/LICENSE-digits.txt",
-}
+DATASET = "digits"
+REMOTE = "demo"
 
 
 def project_files() -> dict[PurePosixPath, Traversable]:
     """Every file of the example project: its path in the project -> the packaged file."""
-    package = resources.files(__name__)
-    files = dict(_walk(package / "project", PurePosixPath()))
-    for source, target in _EXTRA_FILES.items():
-        node: Traversable = package
-        for part in source.split("/"):
-            node = node / part
-        files[PurePosixPath(target)] = node
+    files = dict(_walk(resources.files(__name__) / "project", PurePosixPath()))
     return dict(sorted(files.items()))
+
+
+def dataset_bytes() -> bytes:
+    """The digits data set as packaged (the version the project's pointer pins)."""
+    return (resources.files(__name__) / "data" / "digits.csv.gz").read_bytes()
+
+
+def seed_remote(project: Path) -> bool:
+    """Put the packaged digits data in the project's ``demo`` remote unless it holds the
+    pinned version already; True when it was put there. The workspace cache is left alone,
+    so the first run fetches the data from the remote, as on a fresh clone."""
+    import hashlib
+    import tempfile
+
+    from gha_mlops.data import transfer
+    from gha_mlops.data.service import Workspace, open_remote, resolve_remote
+    from gha_mlops.pipeline.cache import ContentCache
+
+    ws = Workspace(project)
+    dataset = ws.datasets().get(DATASET)
+    data = dataset_bytes()
+    version = hashlib.sha256(data).hexdigest()
+    if dataset is None or dataset.version != version:
+        return False  # the user re-pinned the data: their remote, their business
+    remote = resolve_remote(ws, REMOTE)
+    if "://" not in remote.url:
+        (ws.root / remote.url).mkdir(parents=True, exist_ok=True)
+    store = open_remote(ws, remote)
+    index_dir = ws.state / "remotes" / REMOTE
+    if not transfer.missing_on_remote(store, {version}, index_dir=index_dir):
+        return False
+    with tempfile.TemporaryDirectory(prefix="gha-mlops-demo-") as tmp:
+        cache = ContentCache(Path(tmp) / "cache")
+        cache.put_verified_bytes(data, version)
+        transfer.push(store, cache, [version], index_dir=index_dir)
+    return True
 
 
 def _walk(node: Traversable, rel: PurePosixPath) -> Iterator[tuple[PurePosixPath, Traversable]]:

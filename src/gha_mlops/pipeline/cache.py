@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from gha_mlops._fs import atomic_write_json, temp_dir, temp_file
-from gha_mlops.pipeline.hashing import CHUNK, TREE_SUFFIX, Hasher, is_tree, walk_files
+from gha_mlops.pipeline._links import LINK_MODES, clone_into, place
+from gha_mlops.pipeline.hashing import CHUNK, TREE_SUFFIX, Hasher, is_tree, sha256_file, walk_files
 
 # Files below this size are read whole into memory when cached.
 SMALL_OBJECT = 1 << 20
@@ -41,7 +42,14 @@ class ObjectMismatch(Exception):
 
 
 class ContentCache:
-    def __init__(self, root: Path) -> None:
+    """``link`` says how large files move between the cache and the workspace (see
+    :mod:`gha_mlops.pipeline._links`): ``auto`` (reflink where possible, else copy), ``copy``
+    or ``hardlink``."""
+
+    def __init__(self, root: Path, *, link: str = "auto") -> None:
+        if link not in LINK_MODES:
+            raise ValueError(f"link must be one of {LINK_MODES}, not {link!r}")
+        self.link = link
         self.root = root
         self.objects = root / "objects"
         self.runs = root / "runs"
@@ -91,6 +99,11 @@ class ContentCache:
 
     def add_file(self, src: Path | str, expected: str | None = None) -> tuple[str, bool]:
         """:meth:`put_file`, also saying whether the object was new to the cache."""
+        if self.link == "hardlink":
+            self._ensure_dir(self.tmp)
+            linked = self._add_hardlink(str(src), expected)
+            if linked is not None:
+                return linked
         fd = os.open(src, os.O_RDONLY)
         try:
             head = os.read(fd, SMALL_OBJECT)
@@ -108,12 +121,16 @@ class ContentCache:
         # Created read-only: objects are never modified, and no chmod is needed later.
         fd, tmp = temp_file(self.tmp, "", ".part", mode=0o444)
         try:
-            h = hashlib.sha256()
-            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-                while chunk := fin.read(CHUNK):
-                    h.update(chunk)
-                    fout.write(chunk)
-            digest = h.hexdigest()
+            if self.link != "copy" and clone_into(str(src), fd, str(self.tmp)):
+                os.close(fd)  # a reflink: no bytes copied; hash what will be installed
+                digest = sha256_file(tmp)
+            else:
+                h = hashlib.sha256()
+                with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+                    while chunk := fin.read(CHUNK):
+                        h.update(chunk)
+                        fout.write(chunk)
+                digest = h.hexdigest()
             if expected is not None and digest != expected:
                 raise ObjectMismatch(expected, digest)
             return digest, self._install(tmp, digest, chmod=False)
@@ -121,6 +138,21 @@ class ContentCache:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def _add_hardlink(self, src: str, expected: str | None) -> tuple[str, bool] | None:
+        """Cache ``src`` by hard-linking it (it becomes read-only, like every object); None
+        when it cannot be linked (another filesystem), so the caller copies."""
+        digest = sha256_file(src)
+        if expected is not None and digest != expected:
+            raise ObjectMismatch(expected, digest)
+        if self.object_path(digest).exists():
+            return digest, False
+        tmp = os.path.join(self.tmp, f".{digest}.{os.getpid()}.{id(self)}.link")
+        try:
+            os.link(src, tmp)
+        except OSError:
+            return None
+        return digest, self._install(tmp, digest)
 
     def put_verified_bytes(self, data: bytes, expected: str) -> None:
         """Put ``data`` in the cache under ``expected`` after checking it hashes to it
@@ -221,8 +253,8 @@ class ContentCache:
         dest.parent.mkdir(parents=True, exist_ok=True)
         if not is_tree(digest):
             tmp = _temp_sibling(dest)
-            shutil.copyfile(self.object_path(digest), tmp)
-            os.chmod(tmp, 0o644)
+            os.unlink(tmp)  # only its unique name is wanted
+            place(str(self.object_path(digest)), str(tmp), self.link)
             _replace(tmp, dest)
             return
         tmpdir = temp_dir(dest.parent, f".{dest.name}.")
@@ -244,7 +276,7 @@ class ContentCache:
             for e in chunk:
                 digest = e["sha256"]
                 src = f"{self._objects}/{digest[:2]}/{digest[2:]}"
-                if e["size"] < SMALL_OBJECT:
+                if e["size"] < SMALL_OBJECT and self.link != "hardlink":
                     fd = os.open(src, os.O_RDONLY)
                     try:
                         data = os.read(fd, SMALL_OBJECT)
@@ -259,7 +291,7 @@ class ContentCache:
                     finally:
                         os.close(out)
                 else:
-                    shutil.copyfile(src, f"{root}/{e['path']}")
+                    place(src, f"{root}/{e['path']}", self.link)
 
         jobs = min(8, (os.cpu_count() or 1) * 2)
         size = max(128, len(entries) // (jobs * 4) + 1)

@@ -42,8 +42,26 @@ from gha_mlops.pipeline.signature import stage_signature
 
 if TYPE_CHECKING:
     from gha_mlops.data.pointer import Dataset
+    from gha_mlops.data.transfer import TransferStats
 
 OK_STATUSES = ("ran", "cached", "restored")
+
+
+class _NoteListener:
+    """Reports each dataset a run fetches as one line."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def started(self, ds: Dataset, objects: int | None, nbytes: int | None) -> None:
+        return None
+
+    def finished(self, ds: Dataset, stats: TransferStats, source: str) -> None:
+        if stats.objects:
+            rate = stats.bytes / stats.seconds / 1e6 if stats.seconds > 0 else 0.0
+            self.reporter.note(f"fetched dataset {ds.name} ({ds.version[:12]}, "
+                               f"{stats.objects} objects, {stats.bytes / 1e6:.1f} MB) {source} "
+                               f"in {stats.seconds:.2f} s ({rate:.1f} MB/s)")
 TERM_GRACE_S = 10.0
 
 
@@ -59,6 +77,9 @@ class Reporter(Protocol):
     def stage_line(self, stage: str, line: str) -> None:
         """One line of a stage's output when stages run in parallel (-j > 1)."""
 
+    def note(self, line: str) -> None:
+        """Something the run did besides stages (e.g. it fetched a dataset)."""
+
 
 class SilentReporter:
     def stage_started(self, stage: str, cmd: str) -> None:
@@ -68,6 +89,9 @@ class SilentReporter:
         pass
 
     def stage_line(self, stage: str, line: str) -> None:
+        pass
+
+    def note(self, line: str) -> None:
         pass
 
 
@@ -389,11 +413,32 @@ class _Engine:
                 f"{ds.version[:12]}: pin the change with `gha-mlops data add {ds.path}` or "
                 f"restore the pin with `gha-mlops data checkout {name}`")
         if not self.cache.has(ds.version):
-            raise _StageFailure(
-                f"dataset {name!r} ({ds.version[:12]}) is not here: "
-                f"run `gha-mlops data pull {name}` first")
+            self._fetch_dataset(ds)
         self.cache.checkout(ds.version, self.root / ds.path)
         return ds.version
+
+    def _fetch_dataset(self, ds: Dataset) -> None:
+        """Fetch a pinned version the cache lacks: from its source URL or the remote."""
+        from gha_mlops.data.service import Workspace, choose_remote, fetch
+        from gha_mlops.errors import GhaMlopsError
+
+        with self._datasets_lock:  # one fetch at a time; a second stage finds it cached
+            if self.cache.has(ds.version):
+                return
+            remote = None
+            if not (ds.source and not ds.is_tree):
+                if not self.p.remotes:
+                    raise _StageFailure(
+                        f"dataset {ds.name!r} ({ds.version[:12]}) is not here and mlops.yaml "
+                        f"declares no remote to fetch it from: run `gha-mlops data pull "
+                        f"{ds.name}` where a remote is set up, or declare `remotes:`")
+                remote = choose_remote(self.p.remotes, self.p.default_remote, None)
+            listener = _NoteListener(self.reporter)
+            try:
+                fetch(Workspace(self.root), [ds], remote, listener=listener)
+            except GhaMlopsError as err:
+                raise _StageFailure(f"dataset {ds.name!r} could not be fetched: {err.message}"
+                                    + (f" ({err.hint})" if err.hint else "")) from None
 
     def _rollback(self, stage: Stage, backups: Mapping[str, str]) -> None:
         for path in stage.out_paths:
@@ -546,11 +591,24 @@ class _Engine:
                     if d.startswith(DATA_PREFIX)}
             record["datasets"] = {
                 n: {"version": ds.version, "path": ds.path, "pointer": ds.pointer,
-                    "files": ds.files, "size": ds.size, "source": ds.source}
+                    "files": ds.files, "size": ds.size, "source": ds.source,
+                    "remote": self._remote_entry()}
                 for n, ds in self._datasets.items() if n in used}
         if self.p.model:
             record["model"] = self._model_entry(outputs)
         return dict(scrub(record, secret_values(self.o.environ)))
+
+    def _remote_entry(self) -> dict[str, Any] | None:
+        """Where the run's datasets are kept (the default remote), so a reproduction can
+        fetch the versions it needs."""
+        from gha_mlops.data.service import choose_remote
+        from gha_mlops.errors import GhaMlopsError
+
+        try:
+            remote = choose_remote(self.p.remotes, self.p.default_remote, None)
+        except GhaMlopsError:
+            return None
+        return {k: v for k, v in vars(remote).items() if v is not None}
 
     def _model_entry(self, outputs: Mapping[str, Any]) -> dict[str, Any] | None:
         model = self.p.model

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gha_mlops.config import STATE_DIR, load_pipeline
-from gha_mlops.errors import EnvironmentDriftError, ReproductionError
+from gha_mlops.errors import EnvironmentDriftError, GhaMlopsError, ReproductionError
 from gha_mlops.pipeline.cache import ContentCache
 from gha_mlops.pipeline.engine import Reporter, RunOptions, RunResult, run_pipeline
 from gha_mlops.pipeline.environment import ignored_by_git, installed_packages, system_info
@@ -117,7 +117,7 @@ def reproduce_run(record: Mapping[str, Any], workspace: Path, *, environ: Mappin
                            env_drift=drift)
         cache = ContentCache(workspace / STATE_DIR / "cache")
         _bring_missing_inputs(workspace, scratch, record)
-        _materialize_datasets(scratch, record, cache)
+        _materialize_datasets(workspace, scratch, record, cache)
         _check_inputs(scratch, record, cache)
 
         config = scratch / (record.get("config") or {}).get("path", "mlops.yaml")
@@ -196,24 +196,49 @@ def _bring_missing_inputs(workspace: Path, scratch: Path, record: Mapping[str, A
                 shutil.copy2(src, scratch / rel)
 
 
-def _materialize_datasets(scratch: Path, record: Mapping[str, Any], cache: ContentCache) -> None:
+def _materialize_datasets(workspace: Path, scratch: Path, record: Mapping[str, Any],
+                          cache: ContentCache) -> None:
     """Pin each recorded dataset version in the scratch workspace (its pointer as the run saw
-    it) and put that version in place from the workspace's cache."""
+    it) and put exactly that version in place: from the workspace's cache, fetched first (and
+    verified) from its source URL or the recorded remote when the cache lacks it."""
     from gha_mlops.data.pointer import Dataset, write_pointer
 
     hasher = Hasher(scratch, StatCache(None))
-    for name, ds in (record.get("datasets") or {}).items():
-        write_pointer(scratch, Dataset(name=name, path=ds["path"], pointer=ds["pointer"],
-                                       version=ds["version"], files=ds["files"],
-                                       size=ds["size"], source=ds.get("source")))
-        if hasher.hash_path(ds["path"]) == ds["version"]:
+    for name, entry in (record.get("datasets") or {}).items():
+        ds = Dataset(name=name, path=entry["path"], pointer=entry["pointer"],
+                     version=entry["version"], files=entry["files"], size=entry["size"],
+                     source=entry.get("source"))
+        write_pointer(scratch, ds)
+        if hasher.hash_path(ds.path) == ds.version:
             continue
-        if not cache.has(ds["version"]):
+        if not cache.has(ds.version):
+            _fetch_recorded(workspace, ds, entry.get("remote"), record["id"])
+        cache.checkout(ds.version, scratch / ds.path)
+
+
+def _fetch_recorded(workspace: Path, ds: Any, remote_entry: Mapping[str, Any] | None,
+                    run_id: str) -> None:
+    from gha_mlops.config.model import Remote
+    from gha_mlops.data.service import Workspace, fetch
+
+    remote = None
+    if not (ds.source and not ds.is_tree):
+        if not remote_entry:
             raise ReproductionError(
-                f"dataset {name!r} version {ds['version'][:12]} that run {record['id']} used "
-                "is not in the local cache",
-                hint=f"fetch it: gha-mlops data pull {name} (with the pointer at that version)")
-        cache.checkout(ds["version"], scratch / ds["path"])
+                f"dataset {ds.name!r} version {ds.version[:12]} that run {run_id} used is "
+                "not in the local cache, and the run recorded no remote to fetch it from",
+                hint=f"fetch it where it is kept: gha-mlops data pull {ds.name} (with the "
+                "pointer at that version), then reproduce again")
+        remote = Remote(**remote_entry)
+    try:
+        fetch(Workspace(workspace), [ds], remote)
+    except GhaMlopsError as err:
+        where = f"remote {remote.name} ({remote.url})" if remote else ds.source
+        raise ReproductionError(
+            f"dataset {ds.name!r} version {ds.version[:12]} that run {run_id} used could not "
+            f"be fetched from {where}: {err.message}",
+            hint=err.hint or "make that version available on the remote (push it from a "
+            "machine whose cache holds it), then reproduce again") from None
 
 
 def _check_inputs(scratch: Path, record: Mapping[str, Any], cache: ContentCache) -> None:
