@@ -87,18 +87,6 @@ def _plain_params(value: Any, loc: Loc, bad: list[tuple[Loc, str]]) -> Any:
     return None
 
 
-def set_dotted(params: dict[str, Any], key: str, value: Any) -> None:
-    node = params
-    parts = key.split(".")
-    for part in parts[:-1]:
-        nxt = node.get(part)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[part] = nxt
-        node = nxt
-    node[parts[-1]] = value
-
-
 def _params_hint(params_file: str, params: Mapping[str, Any], key: str) -> str:
     """A did-you-mean for the first part of ``key`` that is missing, and what exists there."""
     node: Any = params

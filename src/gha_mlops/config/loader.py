@@ -4,7 +4,8 @@ Validation is done once per distinct (config, params) content: the normalized re
 in ``.gha-mlops/tmp/config.json``, keyed by the hash of the config bytes and checked against the
 hash of the params file it names, so a no-op run neither re-parses YAML nor imports pydantic.
 Checks that depend on the file system (a dep or the environment lock that does not exist) are
-done on every load.
+done on every load. ``--set`` overrides are applied to a copy after the cache, which only ever
+holds the files as they are.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from gha_mlops import __version__
-from gha_mlops._fs import atomic_write_json
+from gha_mlops._fs import atomic_write_text
 from gha_mlops.config._graph import link_stages, overlaps
-from gha_mlops.config._params import check_params, load_params, read_optional, set_dotted
+from gha_mlops.config._overrides import apply_overrides
+from gha_mlops.config._params import check_params, load_params, read_optional
 from gha_mlops.config._schema_errors import form_hint, schema_problems
 from gha_mlops.config._yaml import Loc, Problems, display, parse_yaml, type_name
 from gha_mlops.config.model import Output, OutputKind, Pipeline, Remote, Stage
@@ -33,7 +35,9 @@ DEFAULT_CONFIG = "mlops.yaml"
 DATA_PREFIX = "data:"
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 STATE_DIR = ".gha-mlops"
-_CACHE_FORMAT = 3
+# 4: mappings keep the order of the files (a cached load must see params in the same order as
+# a fresh one: it is the order of the params file written for a run with --set overrides).
+_CACHE_FORMAT = 4
 
 
 def load_pipeline(config_path: Path, *, overrides: Mapping[str, Any] | None = None) -> Pipeline:
@@ -43,8 +47,11 @@ def load_pipeline(config_path: Path, *, overrides: Mapping[str, Any] | None = No
     the line, for anything malformed: YAML syntax, duplicate or unknown keys, wrong types, bad
     paths, duplicate or overlapping outputs, cycles, params keys missing from the params file,
     and dependencies (or the environment lock) that neither exist nor are produced by a stage.
-    ``overrides`` (dotted params key -> value) replace values of the params file; a load with
-    overrides neither reads nor writes the cache.
+    ``overrides`` (dotted params key -> value, see :func:`parse_overrides`) replace values of
+    the params file, as ``gha-mlops run --set`` does: each key must exist in the file
+    (:class:`~gha_mlops.errors.UsageError` otherwise). They are applied to the validated
+    config after the cache, which always holds the params file as it is, so a load with
+    overrides is as fast as one without and never changes what a later load sees.
     """
     config_path = config_path.absolute()
     root = config_path.parent
@@ -66,21 +73,25 @@ def load_pipeline(config_path: Path, *, overrides: Mapping[str, Any] | None = No
     cache_file = root / STATE_DIR / "tmp" / "config.json"
     key = _cache_key(config_bytes)
     pipeline: Pipeline | None = None
-    if not overrides:
-        cached = _read_cache(cache_file, key, root)
-        if cached is not None:
-            try:
-                pipeline = _build(root, config_path, sha, cached)
-            except (KeyError, TypeError, ValueError, AttributeError):
-                pipeline = None  # a cache of an unexpected shape: validate afresh
+    cached = _read_cache(cache_file, key, root)
+    if cached is not None:
+        try:
+            pipeline = _build(root, config_path, sha, cached)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pipeline = None  # a cache of an unexpected shape: validate afresh
     if pipeline is None:
-        normalized = _validate(config_path, config_bytes, overrides or {})
+        normalized = _validate(config_path, config_bytes)
         pipeline = _build(root, config_path, sha, normalized)
-        if not overrides and (root / STATE_DIR).is_dir():
+        if (root / STATE_DIR).is_dir():
             # The cache only saves time: a workspace that cannot take it still loads.
             with contextlib.suppress(OSError):
-                atomic_write_json(cache_file,
-                                  {"key": key, "format": _CACHE_FORMAT, **normalized})
+                atomic_write_text(cache_file, json.dumps(
+                    {"key": key, "format": _CACHE_FORMAT, **normalized}, ensure_ascii=False))
+    if overrides:
+        # After the cache, on a copy: the cache and the params file stay as they are.
+        params = apply_overrides(pipeline.params, overrides, params_file=pipeline.params_file,
+                                 stages=list(pipeline.stages.values()))
+        pipeline = dataclasses.replace(pipeline, params=params, overrides=dict(overrides))
     datasets = _check_deps_exist(pipeline, config_path, config_bytes)
     if datasets is not None:
         pipeline = dataclasses.replace(pipeline, datasets=datasets)
@@ -151,9 +162,7 @@ def _build(root: Path, config_path: Path, sha: str, n: Mapping[str, Any]) -> Pip
 # --------------------------------------------------------------------------- validation
 
 
-def _validate(
-    config_path: Path, config_bytes: bytes, overrides: Mapping[str, Any],
-) -> dict[str, Any]:
+def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
     raw = parse_yaml(config_path, config_bytes)
     problems = Problems(config_path, config_bytes)
     if raw is None:
@@ -194,8 +203,6 @@ def _validate(
     params_path = root / params_file
     params_bytes = read_optional(params_path)
     params = load_params(problems, params_path, params_bytes, stages)
-    for key, value in overrides.items():
-        set_dotted(params, key, value)
     check_params(problems, params_file, params, stages)
     link_stages(problems, stages)
     model = _norm_path(problems, ("model",), cfg.model) if cfg.model else None

@@ -68,6 +68,9 @@ class Pipeline:
     # The workspace's datasets by name (``gha_mlops.data.pointer.Dataset``), found while
     # loading when a stage depends on ``data:NAME``; None when no stage does.
     datasets: Mapping[str, Any] | None = None
+    # ``--set`` overrides (dotted key -> value) already applied to ``params``, in the order
+    # given; empty when ``params`` is the params file as it is.
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def stage(self, name: str) -> Stage:
         return self.stages[name]

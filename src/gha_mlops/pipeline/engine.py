@@ -17,13 +17,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gha_mlops import __version__
-from gha_mlops._fs import atomic_write_json
+from gha_mlops._fs import atomic_write_json, atomic_write_text
 from gha_mlops.config import STATE_DIR, Pipeline, Stage, param_value
 from gha_mlops.config.loader import DATA_PREFIX
 from gha_mlops.errors import InterruptedRunError, StageFailedError, UsageError
@@ -157,17 +157,23 @@ class _StageFailure(Exception):
 
 
 def run_pipeline(pipeline: Pipeline, options: RunOptions,
-                 reporter: Reporter | None = None) -> RunResult:
+                 reporter: Reporter | None = None, *,
+                 recorded: Callable[[RunResult], None] | None = None) -> RunResult:
     """Run ``pipeline`` under the workspace lock and write its run record.
+
+    ``recorded`` is called with the result as soon as the record is written, whatever the
+    run's status (succeeded, failed or interrupted), before any error is raised: the place
+    to publish the run (e.g. as step outputs) even when it failed.
 
     Raises :class:`StageFailedError` or :class:`InterruptedRunError` after the record of the
     failed run is written; the error names the record.
     """
-    return _Engine(pipeline, options, reporter or SilentReporter()).run()
+    return _Engine(pipeline, options, reporter or SilentReporter(), recorded).run()
 
 
 class _Engine:
-    def __init__(self, pipeline: Pipeline, options: RunOptions, reporter: Reporter) -> None:
+    def __init__(self, pipeline: Pipeline, options: RunOptions, reporter: Reporter,
+                 recorded: Callable[[RunResult], None] | None = None) -> None:
         unknown = [t for t in options.targets if t not in pipeline.stages]
         if unknown:
             raise UsageError(
@@ -177,6 +183,7 @@ class _Engine:
         self.p = pipeline
         self.o = options
         self.reporter = reporter
+        self.recorded = recorded
         self.root = pipeline.root
         self.state = self.root / STATE_DIR
         self.cache = ContentCache(self.state / "cache")
@@ -191,6 +198,8 @@ class _Engine:
         # Found by the loader already when a stage depends on data:NAME.
         self._datasets: Mapping[str, Dataset] | None = pipeline.datasets
         self._datasets_lock = threading.Lock()
+        self._params_file: Path | None = None
+        self._params_lock = threading.Lock()
 
     # ------------------------------------------------------------------ orchestration
 
@@ -208,6 +217,8 @@ class _Engine:
                 path = self.store.write(record)
                 remove_path(self.tmp)
         result = RunResult(record, path)
+        if self.recorded is not None:
+            self.recorded(result)
         if record["status"] == "interrupted":
             raise InterruptedRunError(
                 "the run was interrupted; stages that were running were rolled back",
@@ -472,7 +483,7 @@ class _Engine:
         env = dict(self.o.environ)
         env.update({
             "GHA_MLOPS_SEED": str(self.p.seed),
-            "GHA_MLOPS_PARAMS": str(self.root / self.p.params_file),
+            "GHA_MLOPS_PARAMS": str(self._effective_params()),
             "GHA_MLOPS_STAGE": stage.name,
             "GHA_MLOPS_RUN_ID": self.run_id,
             "GHA_MLOPS_WORKSPACE": str(self.root),
@@ -486,15 +497,23 @@ class _Engine:
         parallel = self.o.jobs > 1
         if self._interrupted.is_set():
             raise _StageFailure("interrupted")
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", stage.cmd], cwd=self.root, env=env, start_new_session=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if parallel else None,
-            stderr=subprocess.STDOUT if parallel else None,
-        )
+        held = _HeldInterrupts()
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", stage.cmd], cwd=self.root, env=env, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if parallel else None,
+                stderr=subprocess.STDOUT if parallel else None,
+            )
+        except BaseException:
+            held.release()
+            raise
         with self._procs_lock:
             self._procs[stage.name] = proc
         try:
+            # A Ctrl-C that came while the command was starting is raised here, where the
+            # command is known and stopped; earlier it would have been left running.
+            held.release()
             if parallel and proc.stdout is not None:
                 for raw in proc.stdout:
                     self.reporter.stage_line(stage.name, raw.decode("utf-8", "replace").rstrip())
@@ -520,6 +539,24 @@ class _Engine:
         if rc != 0:
             why = (f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}")
             raise _StageFailure(f"`{stage.cmd}` failed ({why})")
+
+    def _effective_params(self) -> Path:
+        """The params file stage scripts read: the workspace's own, or, when ``--set``
+        overrides apply, a run-private copy with them applied (removed with the run's tmp)."""
+        if not self.p.overrides:
+            return self.root / self.p.params_file
+        with self._params_lock:
+            if self._params_file is None:
+                import yaml
+
+                # PyYAML writes floats that it reads back exactly (JSON's 1e-05 it would read
+                # as a string); the key order of the params file is kept.
+                text = yaml.safe_dump(_plain(self.p.params), sort_keys=False,
+                                      allow_unicode=True, default_flow_style=False)
+                path = self.tmp / "params" / Path(self.p.params_file).name
+                atomic_write_text(path, text)
+                self._params_file = path
+            return self._params_file
 
     # ------------------------------------------------------------------ the record
 
@@ -572,6 +609,8 @@ class _Engine:
                 "file": self.p.params_file,
                 "sha256": sha256_file(params_path) if params_path.is_file() else None,
                 "values": {k: v for s in stages for k, v in s.params.items()},
+                # --set KEY=VALUE of this run, applied over the file (reproduce re-applies them)
+                "overrides": dict(self.p.overrides),
             },
             "env": {
                 "lock": env_lock,
@@ -634,6 +673,48 @@ def flatten_metrics(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]
                                          math.isfinite(value)):
             out[name] = value
     return out
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every mapping a plain dict (what ``yaml.safe_dump`` can write)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _HeldInterrupts:
+    """Holds Ctrl-C and SIGTERM back while a command is started, from construction until
+    :meth:`release`, which then raises the one that came (through the handler that was in
+    place). Python runs signal handlers in the main thread only, so elsewhere this does
+    nothing. Handlers, unlike a blocked signal mask, are not inherited by the command."""
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self._saved: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self._SIGNALS:
+                if signal.getsignal(sig) is not None:  # None: set outside Python, keep it
+                    self._saved[sig] = signal.signal(sig, self._hold)
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        self.pending = signum
+
+    def release(self) -> None:
+        saved, self._saved = self._saved, {}
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        handler = saved.get(pending)
+        if callable(handler):
+            handler(pending, None)  # e.g. raises KeyboardInterrupt
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), pending)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

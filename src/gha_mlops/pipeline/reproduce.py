@@ -4,7 +4,8 @@ The scratch workspace is the recorded commit (``git worktree``) when the run cam
 commit, otherwise a copy of the workspace's files. Before anything runs, every input the record
 names is checked by hash: the config, the params file, the environment lock and each
 dependency. The stages then run with the cache bypassed (a separate, empty cache), and every
-output hash and metric is compared with the record.
+output hash and metric is compared with the record. Params overrides the run was given
+(``gha-mlops run --set``) are applied again, so each leg of a sweep reproduces on its own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from gha_mlops.config import STATE_DIR, load_pipeline
-from gha_mlops.errors import EnvironmentDriftError, GhaMlopsError, ReproductionError
+from gha_mlops.errors import (
+    EnvironmentDriftError,
+    GhaMlopsError,
+    ReproductionError,
+    UsageError,
+)
 from gha_mlops.pipeline.cache import ContentCache
 from gha_mlops.pipeline.engine import Reporter, RunOptions, RunResult, run_pipeline
 from gha_mlops.pipeline.environment import ignored_by_git, installed_packages, system_info
@@ -121,7 +127,14 @@ def reproduce_run(record: Mapping[str, Any], workspace: Path, *, environ: Mappin
         _check_inputs(scratch, record, cache)
 
         config = scratch / (record.get("config") or {}).get("path", "mlops.yaml")
-        pipeline = load_pipeline(config)
+        # A sweep leg ran with `--set` overrides: the same values, in the same order.
+        overrides = (record.get("params") or {}).get("overrides") or {}
+        try:
+            pipeline = load_pipeline(config, overrides=overrides)
+        except UsageError as err:  # only overrides make a load a usage error
+            raise ReproductionError(
+                f"the params overrides of run {record['id']} do not apply to its params file: "
+                f"{err.message}", hint=err.hint) from None
         stages = tuple(s["name"] for s in record.get("stages", []))
         rep.result = run_pipeline(
             pipeline,
