@@ -25,6 +25,8 @@ _COMMANDS = {
     "reproduce": ("gha_mlops.cli.reproduce", "reproduce", "Re-run a recorded run in a scratch workspace and prove its outputs are bit-identical."),
     "data": ("gha_mlops.cli.data", "data", "Versioned datasets: add, status, push, pull, verify, gc."),
     "demo": ("gha_mlops.cli.demo", "demo", "Write the embedded example project into DIR and run it."),
+    "summary": ("gha_mlops.cli.summary", "summary", "Render a run as Markdown for the GitHub Actions step summary."),
+    "sweep": ("gha_mlops.cli.sweep", "sweep", "Parameter sweeps: plan a matrix of runs, select the best one."),
 }
 
 

@@ -1,0 +1,1 @@
+"""Reports: run records and comparisons rendered as Markdown (step summaries, PR comments)."""

@@ -1,0 +1,700 @@
+"""A run record as GitHub-flavoured Markdown, for a job's step summary.
+
+:func:`render_run_summary` takes a run record (what ``gha-mlops runs show --json`` prints) and
+the workspace that holds the run's files and returns Markdown: a headline, the metrics, the
+stages, the datasets, the parameter overrides and the plots. It reads only files the record
+names, and uses a file's content only when its sha256 is the one recorded, so a summary never
+shows another run's numbers as this run's.
+
+CSV plots become Mermaid ``xychart-beta`` line charts (GitHub renders Mermaid in Markdown);
+images cannot be embedded from disk in a step summary, so they are listed as artifacts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from gha_mlops.errors import UsageError
+from gha_mlops.pipeline.hashing import sha256_file
+
+STEP_SUMMARY_LIMIT = 1024 * 1024
+"""GitHub's limit on one step's summary, in bytes; a larger one is not shown at all."""
+
+MAX_CHART_POINTS = 100
+"""The most x values a chart gets; longer series are downsampled evenly."""
+
+# (line colour, the emoji square that names it in the legend under the chart): xychart-beta
+# draws no legend of its own, so the palette is fixed and the legend is written beside it.
+_PALETTE = (("#2563eb", "🟦"), ("#ea580c", "🟧"), ("#16a34a", "🟩"), ("#dc2626", "🟥"),
+            ("#9333ea", "🟪"), ("#92400e", "🟫"), ("#ca8a04", "🟨"), ("#111827", "⬛"))
+_MAX_CHARTS_PER_FILE = 4
+_CATEGORY_LABELS = 20  # more x values than this: a numeric axis when x is evenly spaced
+_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".bmp"})
+_DELIMITERS = {".csv": ",", ".tsv": "\t"}
+_MAX_PLOT_BYTES = 16 << 20
+_INLINE_GROUP = 8  # a nested group with more values than this goes to a collapsible section
+_MAX_MATRIX = 50
+_NOTE_RESERVE = 1024
+
+_RUN_MARK = {"succeeded": "✅", "failed": "❌", "interrupted": "⚠️"}
+_STAGE_MARK = {"ran": "✅", "cached": "💾", "restored": "♻️", "failed": "❌", "skipped": "⏭️",
+               "interrupted": "⚠️"}
+
+
+@dataclass(frozen=True)
+class SummaryOptions:
+    """What the summary knows besides the record.
+
+    ``repo_url`` (``https://github.com/OWNER/REPO``) links the commit; ``run_url`` (the
+    workflow run's page) is where the artifacts are; ``declared_plots`` maps plot paths that
+    ``mlops.yaml`` declares to their stage, so plots of stages that did not finish are listed
+    too; ``limit_bytes`` caps the size of the Markdown (see :data:`STEP_SUMMARY_LIMIT`).
+    """
+
+    repo_url: str | None = None
+    run_url: str | None = None
+    declared_plots: Mapping[str, str] = field(default_factory=dict)
+    limit_bytes: int | None = None
+
+
+# --------------------------------------------------------------------------- Markdown helpers
+
+
+def md_text(value: object) -> str:
+    """``value`` as literal text in a table cell: HTML special characters, ``|`` and newlines
+    escaped, so a cell can neither end early nor break the row."""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
+    return text.replace("|", "\\|")
+
+
+def md_code(value: object, *, in_table: bool = True) -> str:
+    """``value`` as a code span (on one line). In a table cell ``|`` must be escaped even
+    inside a code span (GFM splits cells first); elsewhere the escape would show."""
+    text = " ".join(str(value).splitlines()) or " "
+    ticks = "`"
+    while ticks in text:
+        ticks += "`"
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    span = f"{ticks}{pad}{text}{pad}{ticks}"
+    return span.replace("|", "\\|") if in_table else span
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]],
+                   align: str = "") -> str:
+    """A GFM table. Cells are Markdown already (escape text with :func:`md_text` or
+    :func:`md_code`); ``align`` has one letter per column, ``l``, ``r`` or ``c``."""
+    return "\n".join(_table_lines(header, rows, align))
+
+
+def _table_lines(header: Sequence[str], rows: Iterable[Sequence[str]],
+                 align: str = "") -> list[str]:
+    width = len(header)
+    marks = {"l": "---", "r": "--:", "c": ":-:"}
+    seps = [marks.get(align[i] if i < len(align) else "l", "---") for i in range(width)]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(seps) + " |"]
+    for row in rows:
+        cells = [*row[:width], *[""] * (width - len(row))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_number(value: Any) -> str:
+    """A metric for people: integers exactly, floats to 6 significant digits."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def format_size(nbytes: int) -> str:
+    size = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{nbytes} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A piece of the summary. When the whole does not fit, a block is left out, or, if it
+    has ``rows`` (of a table), cut short: ``head`` + the rows that fit + ``tail``."""
+
+    title: str
+    head: str
+    rows: tuple[str, ...] = ()
+    tail: str = ""
+
+    def text(self, rows: Sequence[str] | None = None) -> str:
+        body = "\n".join([self.head, *(self.rows if rows is None else rows)])
+        return body + self.tail
+
+
+def _table_block(title: str, before: str, header: Sequence[str],
+                 rows: Iterable[Sequence[str]], align: str = "", after: str = "") -> _Block:
+    lines = _table_lines(header, rows, align)
+    head = "\n".join([before, *lines[:2]]) if before else "\n".join(lines[:2])
+    return _Block(title, head, tuple(lines[2:]), after)
+
+
+def _assemble(blocks: Sequence[_Block], limit: int | None, run_id: str) -> str:
+    full = "\n\n".join(b.text() for b in blocks) + "\n"
+    if limit is None or len(full.encode()) <= limit:
+        return full
+    budget = limit - _NOTE_RESERVE
+    # Whole blocks, smallest first, so that as many sections as possible stay (the headline,
+    # the stages); the room left goes to cutting the tables that did not fit, in order.
+    sizes = [len(b.text().encode()) + 2 for b in blocks]
+    keep: set[int] = set()
+    used = 0
+    for i in sorted(range(len(blocks)), key=lambda i: (sizes[i], i)):
+        if used + sizes[i] <= budget:
+            keep.add(i)
+            used += sizes[i]
+    out: list[str] = []
+    left_out: list[str] = []
+    cut: list[str] = []
+    more = "\n\n_… {} more rows left out to fit the step summary's size limit._"
+    for i, block in enumerate(blocks):
+        if i in keep:
+            out.append(block.text())
+            continue
+        kept: list[str] = []
+        size = len(block.head.encode()) + len(block.tail.encode()) + len(more) + 12
+        for row in block.rows:
+            if used + size + len(row.encode()) + 1 > budget:
+                break
+            kept.append(row)
+            size += len(row.encode()) + 1
+        if kept:
+            dropped = len(block.rows) - len(kept)
+            out.append("\n".join([block.head, *kept]) + more.format(dropped) + block.tail)
+            used += size
+            cut.append(block.title)
+        else:
+            left_out.append(block.title)
+    parts = []
+    if left_out:
+        parts.append("left out: " + _titles(left_out))
+    if cut:
+        parts.append("cut short: " + _titles(cut))
+    out.append(f"> [!NOTE]\n> This summary was shortened to {limit // 1024} KiB, as GitHub shows "
+               f"at most {STEP_SUMMARY_LIMIT // 1024} KiB of a step's summary "
+               f"({'; '.join(parts)}). The whole summary: "
+               f"`gha-mlops summary {run_id} --output summary.md`.")
+    return "\n\n".join(out) + "\n"
+
+
+def _titles(titles: Sequence[str], most: int = 8) -> str:
+    shown = [t if len(t) <= 60 else t[:57] + "..." for t in titles[:most]]
+    more = f" and {len(titles) - most} more" if len(titles) > most else ""
+    return ", ".join(shown) + more
+
+
+# --------------------------------------------------------------------------- the summary
+
+
+def render_run_summary(record: Mapping[str, Any], workspace: Path,
+                       options: SummaryOptions | None = None) -> str:
+    """The Markdown summary of ``record``, whose files are looked up under ``workspace``.
+
+    Deterministic for the same record and files. With ``options.limit_bytes`` the result is
+    at most that many UTF-8 bytes (for limits of a few KiB or more): sections that do not fit
+    are left out or cut short, and a note at the end says which.
+    """
+    opts = options or SummaryOptions()
+    blocks = [_headline(record, opts)]
+    blocks += _metrics(record, workspace)
+    blocks += _stages(record)
+    blocks += _datasets(record)
+    blocks += _overrides(record)
+    blocks += _plots(record, workspace, opts)
+    return _assemble(blocks, opts.limit_bytes, str(record.get("id", "RUN")))
+
+
+def load_record_file(path: Path) -> dict[str, Any]:
+    """A run record read from a JSON file (e.g. one downloaded from another job's artifact)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}", file=path) from err
+    except ValueError as err:
+        raise UsageError(f"{path} is not valid JSON: {err}", file=path) from err
+    if not isinstance(data, dict) or "id" not in data or "stages" not in data:
+        raise UsageError(f"{path} is not a gha-mlops run record",
+                         hint="give a run id, `latest`, or a .gha-mlops/runs/<id>.json file",
+                         file=path)
+    return data
+
+
+def _headline(record: Mapping[str, Any], opts: SummaryOptions) -> _Block:
+    status = str(record.get("status") or "unknown")
+    kind = str(record.get("kind") or "run")
+    rows: list[list[str]] = []
+    git = record.get("git") or {}
+    commit = git.get("commit")
+    if commit:
+        cell = md_code(str(commit)[:12])
+        if opts.repo_url:
+            cell = f"[{cell}]({opts.repo_url}/commit/{commit})"
+        if git.get("branch"):
+            cell += f" on {md_code(git['branch'])}"
+        if git.get("dirty"):
+            cell += " (with uncommitted changes)"
+        rows.append(["Commit", cell])
+    if isinstance(record.get("duration_s"), (int, float)):
+        rows.append(["Duration", format_duration(float(record["duration_s"]))])
+    counts: dict[str, int] = {}
+    for stage in record.get("stages") or []:
+        counts[str(stage.get("status"))] = counts.get(str(stage.get("status")), 0) + 1
+    if counts:
+        rows.append(["Stages", ", ".join(f"{n} {s}" for s, n in counts.items())])
+    model = record.get("model")
+    if isinstance(model, Mapping) and model.get("sha256"):
+        rows.append(["Model", md_code(model.get("path", "?"))])
+        rows.append(["Model sha256", md_code(model["sha256"])])
+    if record.get("started_at"):
+        rows.append(["Started", md_text(record["started_at"])])
+    reproduces = (record.get("options") or {}).get("reproduces")
+    if reproduces:
+        rows.append(["Reproduces", md_code(reproduces)])
+    mark = _RUN_MARK.get(status, "❔")
+    title = f"## {mark} gha-mlops {md_text(kind)} {md_text(status)}"
+    return _table_block("headline", title + "\n", [kind.capitalize(),
+                        md_code(record.get("id", "?"))], rows)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that puts ``2`` before ``10``."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text) if p)
+
+
+def _split_metrics(values: Mapping[str, Any]) -> tuple[list[str], dict[str, list[str]]]:
+    """Keys for the main table, and groups (by first key part) for collapsible sections."""
+    groups: dict[str, list[str]] = {}
+    for key in values:
+        groups.setdefault(key.split(".", 1)[0], []).append(key)
+    inline: list[str] = []
+    nested: dict[str, list[str]] = {}
+    for name, keys in groups.items():
+        flat = all(k.count(".") <= 1 for k in keys) and len(keys) <= _INLINE_GROUP
+        if flat:
+            inline += keys
+        else:
+            nested[name] = keys
+    return inline, nested
+
+
+def _metrics(record: Mapping[str, Any], workspace: Path) -> list[_Block]:
+    metrics = record.get("metrics") or {}
+    if not metrics:
+        return []
+    outputs = record.get("outputs") or {}
+    blocks = [_Block("metrics", "### Metrics")]
+    for file, values in metrics.items():
+        if not isinstance(values, Mapping):
+            continue
+        inline, nested = _split_metrics(values)
+        rows = [[md_code(k), format_number(values[k])] for k in inline]
+        data, problem = _run_file_json(workspace, file, (outputs.get(file) or {}).get("sha256"))
+        after = f"\n\n_{problem}_" if problem else ""
+        if rows:
+            blocks.append(_table_block(f"metrics of {file}", "", [md_code(file), "Value"],
+                                       rows, "lr", after))
+        elif after:
+            blocks.append(_Block(f"metrics of {file}", f"{md_code(file, in_table=False)}"
+                                 + after))
+        for name, keys in nested.items():
+            blocks.append(_group_block(file, name, keys, values))
+        if data is not None:
+            blocks += [_list_block(file, key, value) for key, value in _lists(data)]
+    return blocks
+
+
+def _details(summary: str) -> str:
+    return f"<details><summary>{summary}</summary>\n"
+
+
+def _group_block(file: str, name: str, keys: Sequence[str], values: Mapping[str, Any]) -> _Block:
+    summary = f"{md_text(file)}: <code>{md_text(name)}</code> ({len(keys)} values)"
+    parts = [k.split(".") for k in keys]
+    if all(len(p) == 3 for p in parts):
+        # group.row.column, e.g. per_class.3.f1: one row per class, one column per score
+        row_names = sorted({p[1] for p in parts}, key=_natural)
+        col_names = list(dict.fromkeys(p[2] for p in parts))
+        rows = [[md_code(r), *[format_number(values[f"{name}.{r}.{c}"])
+                               if f"{name}.{r}.{c}" in values else "" for c in col_names]]
+                for r in row_names]
+        return _table_block(f"{name} of {file}", _details(summary),
+                            [md_code(name), *[md_code(c) for c in col_names]], rows,
+                            "l" + "r" * len(col_names), "\n\n</details>")
+    rows = [[md_code(k), format_number(values[k])] for k in sorted(keys, key=_natural)]
+    return _table_block(f"{name} of {file}", _details(summary), ["Metric", "Value"], rows,
+                        "lr", "\n\n</details>")
+
+
+def _lists(data: Any, prefix: str = "") -> list[tuple[str, list[Any]]]:
+    """Every list in a metrics document, with its dotted key (run records leave lists out)."""
+    found: list[tuple[str, list[Any]]] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, list):
+                found.append((name, value))
+            elif isinstance(value, Mapping):
+                found += _lists(value, name + ".")
+    return found
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _list_block(file: str, key: str, value: list[Any]) -> _Block:
+    title = f"{key} of {file}"
+    rows_ok = all(isinstance(r, list) for r in value) and value
+    if rows_ok and all(len(r) == len(value[0]) and all(_is_number(x) for x in r) for r in value):
+        n_rows, n_cols = len(value), len(value[0])
+        if n_rows <= _MAX_MATRIX and 0 < n_cols <= _MAX_MATRIX:
+            summary = f"{md_text(file)}: <code>{md_text(key)}</code> ({n_rows} x {n_cols})"
+            rows = [[f"**{i}**", *[format_number(x) for x in r]] for i, r in enumerate(value)]
+            return _table_block(title, _details(summary),
+                                [md_code(key), *[str(j) for j in range(n_cols)]], rows,
+                                "l" + "r" * n_cols, "\n\n</details>")
+    if value and all(_is_number(x) for x in value) and len(value) <= _MAX_MATRIX:
+        summary = f"{md_text(file)}: <code>{md_text(key)}</code> ({len(value)} values)"
+        rows = [[str(i), format_number(x)] for i, x in enumerate(value)]
+        return _table_block(title, _details(summary), ["Index", md_code(key)], rows, "rr",
+                            "\n\n</details>")
+    text = json.dumps(value, ensure_ascii=False)
+    if len(text) > 4000:
+        text = text[:4000] + " …"
+    summary = f"{md_text(file)}: <code>{md_text(key)}</code> (a list of {len(value)})"
+    return _Block(title, _details(summary) + "\n" + _fenced(text, "json") + "\n\n</details>")
+
+
+def _fenced(text: str, lang: str = "") -> str:
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    return f"{fence}{lang}\n{text}\n{fence}"
+
+
+def _safe_rel(rel: str) -> bool:
+    path = PurePosixPath(rel)
+    return bool(rel) and not path.is_absolute() and ".." not in path.parts
+
+
+def _run_file(workspace: Path, rel: str, digest: str | None) -> tuple[Path | None, str | None]:
+    """``workspace/rel`` when it holds this run's bytes, else why not."""
+    if not digest or not _safe_rel(rel):
+        return None, None
+    path = workspace / rel
+    if not path.is_file():
+        return None, f"{rel} is not in the workspace"
+    if path.stat().st_size > _MAX_PLOT_BYTES:
+        return None, f"{rel} is too large to show ({format_size(path.stat().st_size)})"
+    if sha256_file(path) != digest:
+        return None, f"{rel} in the workspace is not this run's (its sha256 differs)"
+    return path, None
+
+
+def _run_file_json(workspace: Path, rel: str, digest: str | None) -> tuple[Any, str | None]:
+    path, problem = _run_file(workspace, rel, digest)
+    if path is None:
+        # A missing metrics file only hides its lists; say so only when one differs.
+        return None, (problem + ": lists in it, such as a confusion matrix, are not shown"
+                      if problem and "not this run's" in problem else None)
+    try:
+        return json.loads(path.read_bytes()), None
+    except ValueError:
+        return None, None
+
+
+# --------------------------------------------------------------------------- stages and data
+
+
+def _stages(record: Mapping[str, Any]) -> list[_Block]:
+    stages = record.get("stages") or []
+    if not stages:
+        return []
+    rows = []
+    for s in stages:
+        status = str(s.get("status"))
+        note = s.get("error") or ""
+        if not note and s.get("produced_by_run") and status in ("cached", "restored"):
+            note = f"outputs of run {s['produced_by_run']}"
+        seconds = s.get("duration_s")
+        rows.append([md_code(s.get("name", "?")),
+                     f"{_STAGE_MARK.get(status, '❔')} {md_text(status)}",
+                     f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "",
+                     md_text(note)])
+    return [_table_block("stages", "### Stages\n", ["Stage", "Status", "Seconds", "Note"],
+                         rows, "llrl")]
+
+
+def _datasets(record: Mapping[str, Any]) -> list[_Block]:
+    datasets = record.get("datasets") or {}
+    if not datasets:
+        return []
+    rows = []
+    for name, ds in datasets.items():
+        remote = ds.get("remote") or {}
+        if remote:
+            where = md_code(remote.get("name", "?"))
+            if remote.get("url"):
+                where += f" ({md_code(remote['url'])})"
+        elif ds.get("source"):
+            where = md_code(ds["source"])
+        else:
+            where = "-"
+        size = ds.get("size")
+        rows.append([md_code(name), md_code(str(ds.get("version") or "-")[:12]),
+                     str(ds.get("files", "")),
+                     format_size(size) if isinstance(size, int) else "", where])
+    return [_table_block("datasets", "### Datasets\n",
+                         ["Dataset", "Version", "Files", "Size", "Remote"], rows, "llrrl")]
+
+
+def _overrides(record: Mapping[str, Any]) -> list[_Block]:
+    overrides = (record.get("params") or {}).get("overrides")
+    if isinstance(overrides, list):  # KEY=VALUE strings, as given to --set
+        pairs = [tuple(str(o).split("=", 1)) for o in overrides]
+        items = [(p[0], p[1] if len(p) > 1 else "") for p in pairs]
+    elif isinstance(overrides, Mapping):
+        items = [(str(k), json.dumps(v, ensure_ascii=False)) for k, v in overrides.items()]
+    else:
+        return []
+    if not items:
+        return []
+    rows = [[md_code(k), md_code(v)] for k, v in items]
+    return [_table_block("parameter overrides", "### Parameter overrides\n",
+                         ["Parameter", "Value"], rows)]
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _plot_files(record: Mapping[str, Any], declared: Mapping[str, str]
+                ) -> list[tuple[str, str, str | None]]:
+    """``(path, stage, sha256 or None)`` of every plot file, directories expanded."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for path, entry in (record.get("outputs") or {}).items():
+        if not isinstance(entry, Mapping) or entry.get("kind") != "plot":
+            continue
+        stage = str(entry.get("stage", "?"))
+        files = entry.get("files")
+        if isinstance(files, Mapping):
+            for name, digest in sorted(files.items()):
+                found[f"{path}/{name}"] = (stage, digest)
+        else:
+            found[path] = (stage, entry.get("sha256"))
+    for path, stage in declared.items():
+        if path not in found and not any(p.startswith(path + "/") for p in found):
+            found[path] = (stage, None)
+    return [(path, stage, digest) for path, (stage, digest) in found.items()]
+
+
+def _plots(record: Mapping[str, Any], workspace: Path, opts: SummaryOptions) -> list[_Block]:
+    plots = _plot_files(record, opts.declared_plots)
+    if not plots:
+        return []
+    statuses = {s.get("name"): s.get("status") for s in record.get("stages") or []}
+    blocks = [_Block("plots", "### Plots")]
+    listed: list[str] = []
+    artifacts = (f"[the run's artifacts]({opts.run_url})" if opts.run_url
+                 else "the run's artifacts")
+    for path, stage, digest in plots:
+        suffix = PurePosixPath(path).suffix.lower()
+        origin = f"stage {md_code(stage, in_table=False)}"
+        if digest is None:
+            listed.append(f"- {md_code(path, in_table=False)}: not produced by this run "
+                          f"({origin} {md_text(statuses.get(stage) or 'not run')})")
+            continue
+        if suffix in _DELIMITERS:
+            file, problem = _run_file(workspace, path, digest)
+            charts, problem = (_csv_charts(file, path, _DELIMITERS[suffix]) if file
+                               else ([], problem))
+            if charts:
+                blocks += [_Block(f"chart of {path}", c) for c in charts]
+                continue
+            listed.append(f"- {md_code(path, in_table=False)} ({origin}): not drawn, "
+                          f"{md_text(problem or 'no data')}")
+        elif suffix in _IMAGE_SUFFIXES:
+            listed.append(f"- {md_code(path, in_table=False)}: an image ({origin}, sha256 "
+                          f"{md_code(digest[:12], in_table=False)})")
+        else:
+            listed.append(f"- {md_code(path, in_table=False)} ({origin})")
+    if listed:
+        blocks.append(_Block("plot files", "Plot files not drawn here are in " + artifacts
+                             + " (a step summary cannot embed images from disk):\n\n"
+                             + "\n".join(listed)))
+    return blocks
+
+
+@dataclass(frozen=True)
+class _Table:
+    names: list[str]
+    rows: list[list[str]]
+    skipped_rows: int
+
+
+def _read_table(text: str, delimiter: str) -> _Table | None:
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter)
+            if any(c.strip() for c in r)]
+    if not rows:
+        return None
+    header = [c.strip() for c in rows[0]]
+    if all(_number(c) is not None for c in header):  # no header row
+        header = [f"column {i + 1}" for i in range(len(header))]
+    else:
+        rows = rows[1:]
+    good = [r for r in rows if len(r) == len(header)]
+    return _Table(header, good, len(rows) - len(good))
+
+
+def _number(cell: str) -> float | None:
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _csv_charts(path: Path, rel: str, delimiter: str) -> tuple[list[str], str | None]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        return [], f"unreadable ({err})"
+    table = _read_table(text, delimiter)
+    if table is None or not table.rows:
+        return [], "it has no data rows"
+    if len(table.names) < 2:
+        return [], "it has a single column (x = the first column, lines = the others)"
+    columns = [[r[i].strip() for r in table.rows] for i in range(len(table.names))]
+    series: list[tuple[str, list[float]]] = []
+    not_numeric: list[str] = []
+    for name, cells in zip(table.names[1:], columns[1:], strict=True):
+        values = [_number(c) for c in cells]
+        if all(v is not None for v in values):
+            series.append((name, [v for v in values if v is not None]))
+        else:
+            not_numeric.append(name)
+    if not series:
+        return [], "no column after the first holds only numbers"
+    notes = []
+    if not_numeric:
+        notes.append("not drawn (cells that are not numbers): "
+                     + ", ".join(md_code(n, in_table=False) for n in not_numeric))
+    if table.skipped_rows:
+        notes.append(f"{table.skipped_rows} rows with a different number of cells were skipped")
+    chunk = len(_PALETTE)
+    groups = [series[i:i + chunk] for i in range(0, len(series), chunk)]
+    if len(groups) > _MAX_CHARTS_PER_FILE:
+        rest = sum(len(g) for g in groups[_MAX_CHARTS_PER_FILE:])
+        notes.append(f"{rest} more columns not drawn")
+        groups = groups[:_MAX_CHARTS_PER_FILE]
+    charts = []
+    for n, group in enumerate(groups, 1):
+        title = rel if len(groups) == 1 else f"{rel} ({n}/{len(groups)})"
+        chart = mermaid_line_chart(title, table.names[0], columns[0], group)
+        if n == len(groups) and notes:
+            chart += "\n\n" + "; ".join(notes) + "."
+        charts.append(chart)
+    return charts, None
+
+
+def _sample(n: int, most: int = MAX_CHART_POINTS) -> list[int]:
+    """Indices of at most ``most`` evenly spread points of ``n``, first and last included."""
+    if n <= most:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (most - 1)) for i in range(most)})
+
+
+def mermaid_string(text: str, most: int = 80) -> str:
+    """``text`` as a quoted Mermaid string: one line, no double quotes, no backticks."""
+    clean = " ".join(text.replace('"', "'").replace("`", "'").split())
+    if len(clean) > most:
+        clean = clean[:most - 1] + "…"
+    return f'"{clean}"'
+
+
+def _plain_number(value: float) -> str:
+    """A number Mermaid's parser reads: no exponent, at most 6 significant digits."""
+    text = f"{value:.6g}"
+    if "e" in text:
+        text = format(Decimal(text), "f")
+    return text
+
+
+def _evenly_spaced(xs: Sequence[float]) -> bool:
+    steps = [b - a for a, b in itertools.pairwise(xs)]
+    if not steps or min(steps) <= 0:
+        return False
+    mean = sum(steps) / len(steps)
+    return all(abs(s - mean) <= 0.01 * mean for s in steps)
+
+
+def mermaid_line_chart(title: str, x_name: str, x_values: Sequence[str],
+                       series: Sequence[tuple[str, Sequence[float]]]) -> str:
+    """A fenced Mermaid ``xychart-beta`` with one line per series (at most 8), downsampled
+    to :data:`MAX_CHART_POINTS` points, and a legend under it naming each line's colour."""
+    if len(series) > len(_PALETTE):
+        raise ValueError(f"at most {len(_PALETTE)} lines per chart")
+    keep = _sample(len(x_values))
+    xs = [x_values[i] for i in keep]
+    numeric = [_number(x) for x in xs]
+    palette = ", ".join(color for color, _ in _PALETTE[:len(series)])
+    lines = [
+        '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + palette + '"}}}}%%',
+        "xychart-beta",
+        f"    title {mermaid_string(title)}",
+    ]
+    xs_num = [v for v in numeric if v is not None]
+    if (len(xs) > _CATEGORY_LABELS and len(xs_num) == len(xs)
+            and _evenly_spaced([_number(x) or 0.0 for x in x_values])):
+        lines.append(f"    x-axis {mermaid_string(x_name)} {_plain_number(xs_num[0])} --> "
+                     f"{_plain_number(xs_num[-1])}")
+    else:
+        labels = ", ".join(mermaid_string(x, 24) for x in xs)
+        lines.append(f"    x-axis {mermaid_string(x_name)} [{labels}]")
+    if len(series) == 1:
+        lines.append(f"    y-axis {mermaid_string(series[0][0])}")
+    for _name, values in series:
+        lines.append("    line [" + ", ".join(_plain_number(values[i]) for i in keep) + "]")
+    marks = [mark for _, mark in _PALETTE[:len(series)]]
+    legend = " · ".join(f"{mark} {md_code(name, in_table=False)}"
+                        for (name, _), mark in zip(series, marks, strict=True))
+    sampled = (f" ({len(keep)} of {len(x_values)} points)" if len(keep) < len(x_values)
+               else "")
+    return f"{_fenced(chr(10).join(lines), 'mermaid')}\n\n{legend}{sampled}"
