@@ -15,7 +15,7 @@ import pytest
 
 from gha_mlops.pipeline.engine import _HeldInterrupts
 from gha_mlops.pipeline.hashing import sha256_file
-from tests.conftest import Workspace
+from tests.conftest import CLI, Workspace
 from tests.unit.test_gha_runtime import parse_command, parse_env_file
 
 OUTPUTS = ["run-id", "status", "metrics", "model-sha256", "record"]
@@ -296,3 +296,18 @@ def test_record_output_through_symlinks_and_outside_the_checkout(tmp_path: Path)
                    "record": ".gha-mlops/runs/r1.json"}
     elsewhere = step_outputs(record, record_path, tmp_path / "other")
     assert elsewhere["record"] == str(record_path)
+
+
+def test_an_annotation_names_the_file_from_the_repository_root(workspace: Workspace,
+                                                               step: Step) -> None:
+    # `working-directory: ml` in a workflow: the command runs in ml/, GitHub needs ml/mlops.yaml.
+    sub = workspace.root / "ml"
+    sub.mkdir()
+    (sub / "mlops.yaml").write_text("stages:\n  s:\n    cmd: x\n    outz: [a]\n")
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"} | step.env
+    proc = subprocess.run([*CLI, "run"], cwd=sub, env=env, capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert proc.returncode == 2
+    (name, props, _), = _commands(proc.stdout)
+    assert (name, props["file"], props["line"]) == ("error", "ml/mlops.yaml", "4")
+    assert "mlops.yaml:4" in proc.stderr  # the terminal message stays relative to where it ran

@@ -227,3 +227,16 @@ def test_run_without_the_data_or_a_remote_says_what_to_do(pushed: tuple[Path, Pa
     run = gha(other, "run")
     assert run.returncode == 1
     assert "declares no remote" in run.stderr and "gha-mlops data pull images" in run.stderr
+
+
+def test_a_broken_mlops_yaml_is_reported_by_pull_not_hidden(pushed: tuple[Path, Path],
+                                                            tmp_path: Path) -> None:
+    src, _ = pushed
+    other = _clone(src, tmp_path / "other")
+    config = other / "mlops.yaml"
+    config.write_text(config.read_text().replace("    outs: [count.txt]\n",
+                                                 "    outz: [count.txt]\n"))
+    pull = gha(other, "data", "pull")
+    assert pull.returncode == 2
+    assert "mlops.yaml:" in pull.stderr and "outz" in pull.stderr
+    assert "no remote is declared" not in pull.stderr

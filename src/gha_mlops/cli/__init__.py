@@ -102,8 +102,20 @@ def report_error(err: GhaMlopsError) -> int:
     actions = Actions(os.environ)
     if actions.active:
         text = err.message + (f"\n{err.hint}" if err.hint else "")
-        actions.annotate("error", text, file=err.file, line=err.line, col=err.column,
-                         title="gha-mlops")
+        actions.annotate("error", text, file=_repo_relative(err.file), line=err.line,
+                         col=err.column, title="gha-mlops")
         actions.summary(f"> [!CAUTION]\n> **gha-mlops:** {(loc + ': ') if loc else ''}"
                         f"{err.message}" + (f"\n>\n> {err.hint}" if err.hint else ""))
     return err.exit_code
+
+
+def _repo_relative(file: str | None) -> str | None:
+    """A file named relative to the current directory, as GitHub wants it in an annotation:
+    relative to the repository root (``$GITHUB_WORKSPACE``), so it lands on the file even when
+    the command ran in a subdirectory."""
+    root = os.environ.get("GITHUB_WORKSPACE")
+    if not file or not root:
+        return file
+    path = os.path.abspath(file)
+    rel = os.path.relpath(path, os.path.abspath(root))
+    return file if rel.startswith("..") else rel.replace(os.sep, "/")

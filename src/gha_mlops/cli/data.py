@@ -11,7 +11,7 @@ import click
 from gha_mlops.cli._progress import TransferLines, human
 from gha_mlops.cli._render import short
 from gha_mlops.config import STATE_DIR
-from gha_mlops.errors import GhaMlopsError
+from gha_mlops.errors import GhaMlopsError, UsageError
 
 if TYPE_CHECKING:
     from gha_mlops.data.pointer import Dataset
@@ -209,7 +209,7 @@ def _fetch(names: tuple[str, ...], workspace: Path, remote: str | None,
     if needs_remote:
         try:
             target = resolve_remote(ws, remote)
-        except GhaMlopsError:
+        except UsageError:  # no remote declared: the datasets may all be in the cache
             if remote is not None:
                 raise
     with TransferLines("fetched") as lines:
