@@ -32,7 +32,7 @@ demo: install-demo
 	@echo "(gha-mlops is installed in $(VENV): run 'source $(VENV)/bin/activate' to use the commands above)"
 
 lint: install-test
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
 
 typecheck: install-test
 	$(VENV)/bin/mypy

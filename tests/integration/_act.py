@@ -531,3 +531,35 @@ class Act:
         (run_dir / "act.stderr").write_text(stderr)
         return ActResult(returncode=proc.returncode, args=args, events=events, stderr=stderr,
                          artifacts_dir=artifacts, out_dir=out, timed_out=timed_out, uses=uses)
+
+
+# ----------------------------------------------------------------------------------------------
+# GitHub's self-repository syntax
+
+_SELF_USES = re.compile(r"(?m)^(\s*(?:-\s+)?uses:\s*)\$/(\S*)")
+
+
+def resolve_self_references(directory: Path, repository: str, ref: str) -> list[Path]:
+    """Rewrite ``uses: $/PATH`` in the workflow and action files under ``directory`` to
+    ``uses: REPOSITORY/PATH@REF``; return the files changed.
+
+    ``$/`` is GitHub's self-repository syntax (runner 2.336.0+): the repository of the file
+    that holds it, at the commit being run. act 0.2.89 does not know it, so the tests resolve it
+    the way the runner does, to the repository itself, which ``Act`` then serves from its
+    working tree through ``--local-repository``.
+    """
+    changed = []
+    candidates = [*directory.glob(".github/workflows/*.y*ml"), *directory.glob("action.y*ml"),
+                  *directory.glob("actions/*/action.y*ml")]
+    for path in candidates:
+        text = path.read_text()
+
+        def replace(m: re.Match[str]) -> str:
+            sub = m.group(2).rstrip("/")
+            return f"{m.group(1)}{repository}{'/' + sub if sub else ''}@{ref}"
+
+        new = _SELF_USES.sub(replace, text)
+        if new != text:
+            path.write_text(new)
+            changed.append(path)
+    return changed

@@ -10,6 +10,7 @@ import click
 from gha_mlops.cli._render import TerminalReporter, short
 from gha_mlops.config import STATE_DIR
 from gha_mlops.errors import ReproductionError
+from gha_mlops.gha import Actions
 from gha_mlops.pipeline.lock import WorkspaceLock
 from gha_mlops.pipeline.records import RunStore
 from gha_mlops.pipeline.reproduce import reproduce_run
@@ -53,6 +54,9 @@ def reproduce(run: str, workspace: Path, allow_env_drift: bool, keep: bool, jobs
     }
     with WorkspaceLock(workspace / STATE_DIR, wait=60, what="reproduce"):
         store.write(new)
+    actions = Actions(os.environ)
+    actions.set_output("verdict", "bit-identical" if rep.identical else "differs")
+    actions.set_output("reproduction-id", new["id"])
     if rep.env_drift:
         click.echo(click.style(f"note: environment drift allowed ({len(rep.env_drift)} "
                                "differences)", fg="yellow"))

@@ -93,3 +93,27 @@ def _describe(record: dict[str, Any]) -> str:
     for path, entry in (record.get("outputs") or {}).items():
         lines.append(f"  {path:<40} {short(entry['sha256'])}  ({entry['kind']}, {entry['stage']})")
     return "\n".join(lines)
+
+
+@runs.command("files")
+@click.argument("run", default="latest")
+@_dir_option
+@click.option("--github-output", "output_name", metavar="NAME",
+              help="In GitHub Actions, also set step output NAME to the list (one per line).")
+def run_files(run: str, workspace: Path, output_name: str | None) -> None:
+    """The files of a run that exist here, one absolute path per line: its record, then every
+    declared output, metrics and plots file (what an artifact of the run should hold)."""
+    import os
+
+    from gha_mlops.gha import Actions
+
+    store = _store(workspace)
+    record = store.load(run)
+    root = workspace.absolute()
+    paths = [store.path(record["id"]).absolute()]
+    paths += [root / rel for rel in (record.get("outputs") or {})]
+    existing = [str(p) for p in paths if p.exists()]
+    text = "\n".join(existing)
+    click.echo(text)
+    if output_name:
+        Actions(os.environ).set_output(output_name, text)

@@ -22,7 +22,7 @@ from gha_mlops.pipeline.secrets import looks_secret_name
 # Variables that can change a result or identify where it ran. Anything secret-named is
 # dropped even when it matches.
 _RECORDED_VARS = (
-    "CI", "GITHUB_ACTIONS", "GITHUB_REPOSITORY", "GITHUB_SHA", "GITHUB_REF", "GITHUB_RUN_ID",
+    "CI", "GITHUB_ACTIONS", "GITHUB_EVENT_NAME", "GHA_MLOPS_REASON", "GITHUB_REPOSITORY", "GITHUB_SHA", "GITHUB_REF", "GITHUB_RUN_ID",
     "GITHUB_RUN_ATTEMPT", "GITHUB_WORKFLOW", "GITHUB_JOB", "RUNNER_OS", "RUNNER_ARCH",
     "RUNNER_NAME", "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "CUDA_VISIBLE_DEVICES",
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_DETERMINISTIC_OPS",

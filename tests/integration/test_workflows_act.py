@@ -1,0 +1,163 @@
+"""The real workflow files run end to end by act on this host: the self-test workflow (the
+actions and every reusable workflow on examples/tiny) and a consumer repository calling
+pipeline.yml the way the docs show. Third-party actions are the stand-ins of tests/standins;
+gha-mlops is installed by its own setup action, from a snapshot of this checkout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import git
+from tests.integration._act import Act, ActResult, resolve_self_references, snapshot_repo
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[2]
+SELF = "gha-mlops/gha-mlops"
+REF = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _commit(repo: Path) -> None:
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "snapshot")
+
+
+@pytest.fixture(scope="module")
+def gha_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout as a repository of its own, `$/` resolved as the runner resolves it."""
+    dest = snapshot_repo(REPO, tmp_path_factory.mktemp("gha") / "gha-mlops")
+    resolve_self_references(dest, SELF, REF)
+    _commit(dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def self_test(gha_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> ActResult:
+    act = Act(tmp_path_factory.mktemp("act"), gha_repo, repository=SELF)
+    result = act.run(gha_repo / ".github/workflows/self-test.yml", "workflow_dispatch",
+                     payload={"inputs": {}}, timeout=840)
+    if not result.ok:
+        print(result.log[-20000:])
+    return result
+
+
+def test_every_self_test_job_succeeds(self_test: ActResult) -> None:
+    jobs = self_test.job_results()
+    assert self_test.ok, jobs
+    for name in ("actions", "pipeline-outputs", "sweep-outputs"):
+        assert any(name in job and state == "success" for job, state in jobs.items()), jobs
+
+
+def test_the_run_action_uploads_record_and_outputs(self_test: ActResult) -> None:
+    art = self_test.artifact("self-test-run")
+    records = [p for p in art.rglob("*.json") if p.parent.name == "runs"]
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["status"] == "succeeded"
+    assert record["datasets"]["points"]["remote"]["name"] == "local"
+    names = {p.name for p in art.rglob("*") if p.is_file()}
+    assert {"line.json", "eval.json", "train.json", "loss.csv", "features.json"} <= names
+
+
+def test_the_sweep_runs_one_leg_per_grid_point_and_records_overrides(
+        self_test: ActResult) -> None:
+    legs = [n for n in self_test.artifact_names() if n.startswith("run-")]
+    assert len(legs) == 4
+    overrides = []
+    for leg in legs:
+        [record] = [p for p in self_test.artifact(leg).rglob("*.json")
+                    if p.parent.name == "runs"]
+        overrides.append(json.loads(record.read_text())["params"]["overrides"])
+    assert sorted((o["train.lr"], o["train.epochs"]) for o in overrides) == [
+        (0.01, 10), (0.01, 40), (0.05, 10), (0.05, 40)]
+
+
+def test_the_retrain_run_records_its_reason(self_test: ActResult) -> None:
+    art = self_test.artifact("gha-mlops-retrain")
+    [record] = [p for p in art.rglob("*.json") if p.parent.name == "runs"]
+    doc = json.loads(record.read_text())
+    assert doc["env"]["variables"]["GHA_MLOPS_REASON"] == "self-test of the retrain workflow"
+    assert {s["status"] for s in doc["stages"]} == {"ran"}  # a retrain is forced
+
+
+CALLER = """\
+name: train
+on:
+  pull_request:
+permissions: {}
+jobs:
+  train:
+    permissions:
+      contents: read
+    uses: gha-mlops/gha-mlops/.github/workflows/pipeline.yml@%s
+    with:
+      set: train.epochs=%s
+  check:
+    needs: train
+    runs-on: ubuntu-latest
+    permissions: {}
+    steps:
+      - env:
+          METRICS: ${{ needs.train.outputs.metrics }}
+          RUN_ID: ${{ needs.train.outputs.run-id }}
+        run: |
+          echo "$METRICS" > "$ACT_HARNESS_OUT/metrics.json"
+          echo "$RUN_ID" > "$ACT_HARNESS_OUT/run-id"
+"""
+
+
+def _consumer(tmp: Path, epochs: str) -> Path:
+    repo = tmp / "consumer"
+    shutil.copytree(REPO / "examples/tiny", repo, ignore=shutil.ignore_patterns(".gha-mlops"))
+    (repo / ".github/workflows").mkdir(parents=True)
+    (repo / ".github/workflows/train.yml").write_text(CALLER % (REF, epochs))
+    _commit(repo)
+    return repo
+
+
+def test_a_consumer_repository_calls_the_pipeline(gha_repo: Path, tmp_path: Path) -> None:
+    consumer = _consumer(tmp_path, "30")
+    act = Act(tmp_path / "act", consumer, repository="octo-org/model",
+              repos={SELF: gha_repo})
+    result = act.run(consumer / ".github/workflows/train.yml", "pull_request",
+                     payload={"pull_request": {"number": 7, "head": {"ref": "feature"},
+                                               "base": {"ref": "main"}}}, timeout=600)
+    assert result.ok, result.log[-8000:]
+    metrics = json.loads((result.out_dir / "metrics.json").read_text())
+    assert 0.5 < metrics["metrics/eval.json"]["r2"] <= 1
+    assert (result.out_dir / "run-id").read_text().strip()
+    assert "gha-mlops-run" in result.artifact_names()
+
+
+def test_a_bad_mlops_yaml_fails_with_an_annotation_on_the_file(gha_repo: Path,
+                                                             tmp_path: Path) -> None:
+    consumer = _consumer(tmp_path, "30")
+    config = consumer / "mlops.yaml"
+    config.write_text(config.read_text().replace("    cmd: python src/train.py\n",
+                                                 "    cmd: python src/train.py\n    outz: [x]\n"))
+    git(consumer, "commit", "-qam", "typo")
+    act = Act(tmp_path / "act", consumer, repository="octo-org/model", repos={SELF: gha_repo})
+    result = act.run(consumer / ".github/workflows/train.yml", "pull_request",
+                     payload={"pull_request": {"number": 8}}, timeout=600)
+    assert not result.ok
+    log = result.log
+    assert "::error file=mlops.yaml,line=" in log or "error file=mlops.yaml" in log, log[-6000:]
+    assert "outz" in log
+    assert "Traceback" not in log
+
+
+def test_act_runs_our_files_with_only_self_references_resolved(gha_repo: Path) -> None:
+    for rel in (".github/workflows/pipeline.yml", ".github/workflows/sweep.yml",
+                "action.yml", "actions/run/action.yml"):
+        ours = (REPO / rel).read_text().splitlines()
+        theirs = (gha_repo / rel).read_text().splitlines()
+        assert len(ours) == len(theirs)
+        for mine, run in zip(ours, theirs, strict=True):
+            if mine != run:
+                head, _, path = mine.partition("uses: $/")
+                assert path and run == f"{head}uses: {SELF}/{path}@{REF}", (mine, run)
