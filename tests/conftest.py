@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,15 @@ from gha_mlops.config import load_pipeline
 from gha_mlops.pipeline.engine import RunOptions, RunResult, run_pipeline
 
 CLI = [sys.executable, "-m", "gha_mlops"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests of Ctrl-C need SIGINT to be deliverable. A shell starts background jobs (`make
+    test &`, some CI wrappers) with SIGINT ignored, and an ignored signal stays ignored in
+    every child: restore Python's handler, so the suite and the CLIs it starts behave as in a
+    terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass
