@@ -161,3 +161,119 @@ def test_act_runs_our_files_with_only_self_references_resolved(gha_repo: Path) -
             if mine != run:
                 head, _, path = mine.partition("uses: $/")
                 assert path and run == f"{head}uses: {SELF}/{path}@{REF}", (mine, run)
+
+
+DEMO_CALLER = """\
+name: train
+on:
+  push:
+  workflow_dispatch:
+permissions: {}
+jobs:
+  train:
+    permissions:
+      contents: read
+    uses: gha-mlops/gha-mlops/.github/workflows/pipeline.yml@%(ref)s
+    with:
+      requirements: requirements.lock   # torch==2.13.0 and friends, pinned by the demo
+  sweep:
+    permissions:
+      contents: read
+    uses: gha-mlops/gha-mlops/.github/workflows/sweep.yml@%(ref)s
+    with:
+      grid: '{"train.epochs": [2, 4]}'
+      metric: test_accuracy
+      direction: max
+      requirements: requirements.lock
+  check:
+    needs: [train, sweep]
+    runs-on: ubuntu-latest
+    permissions: {}
+    steps:
+      - env:
+          RUN_ID: ${{ needs.train.outputs.run-id }}
+          METRICS: ${{ needs.train.outputs.metrics }}
+          MODEL: ${{ needs.train.outputs.model-sha256 }}
+          BEST_LEG: ${{ needs.sweep.outputs.best-leg }}
+          BEST_VALUE: ${{ needs.sweep.outputs.best-value }}
+          RANKING: ${{ needs.sweep.outputs.ranking }}
+        run: |
+          printf '%%s' "$RUN_ID" > "$ACT_HARNESS_OUT/run-id"
+          printf '%%s' "$METRICS" > "$ACT_HARNESS_OUT/metrics.json"
+          printf '%%s' "$MODEL" > "$ACT_HARNESS_OUT/model"
+          printf '%%s' "$BEST_LEG" > "$ACT_HARNESS_OUT/best-leg"
+          printf '%%s' "$BEST_VALUE" > "$ACT_HARNESS_OUT/best-value"
+          printf '%%s' "$RANKING" > "$ACT_HARNESS_OUT/ranking.json"
+"""
+
+
+def _demo_consumer(tmp: Path) -> Path:
+    """The embedded demo as a consumer repository, its dataset remote committed with it."""
+    import subprocess
+    import sys
+
+    repo = tmp / "demo"
+    subprocess.run([sys.executable, "-m", "gha_mlops", "demo", "--no-run", str(repo)],
+                   check=True, capture_output=True)
+    shutil.rmtree(repo / ".git")
+    ignore = repo / ".gitignore"
+    ignore.write_text(ignore.read_text().replace("/demo-remote/\n", ""))
+    (repo / ".github/workflows").mkdir(parents=True)
+    (repo / ".github/workflows/train.yml").write_text(DEMO_CALLER % {"ref": REF})
+    _commit(repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def demo_runs(gha_repo: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[ActResult, ActResult]:
+    tmp = tmp_path_factory.mktemp("demo-consumer")
+    consumer = _demo_consumer(tmp)
+    act = Act(tmp / "act", consumer, repository="octo-org/digits", repos={SELF: gha_repo})
+    workflow = consumer / ".github/workflows/train.yml"
+    first = act.run(workflow, "push", payload={"ref": "refs/heads/main"}, timeout=840)
+    second = act.run(workflow, "workflow_dispatch", payload={"inputs": {}}, timeout=840)
+    return first, second
+
+
+def test_the_demo_trains_through_pipeline_yml_for_push_and_dispatch(
+        demo_runs: tuple[ActResult, ActResult]) -> None:
+    for result in demo_runs:
+        assert result.ok, result.log[-8000:]
+        metrics = json.loads((result.out_dir / "metrics.json").read_text())
+        assert metrics["metrics/eval.json"]["test_accuracy"] >= 0.97
+        model = (result.out_dir / "model").read_text()
+        [record] = [p for p in result.artifact("gha-mlops-run").rglob("*.json")
+                    if p.parent.name == "runs"]
+        doc = json.loads(record.read_text())
+        assert doc["id"] == (result.out_dir / "run-id").read_text()
+        assert doc["model"]["sha256"] == model and len(model) == 64
+        assert doc["datasets"]["digits"]["version"].startswith("09f66e6d")
+    # The same commit, the same data, the same pinned environment: the same model bytes.
+    assert (demo_runs[0].out_dir / "model").read_text() == (
+        demo_runs[1].out_dir / "model").read_text()
+
+
+def test_the_sweep_picks_the_leg_with_the_best_metric(
+        demo_runs: tuple[ActResult, ActResult]) -> None:
+    result = demo_runs[0]
+    values = {}
+    for name in result.artifact_names():
+        if name.startswith("run-"):
+            [record] = [p for p in result.artifact(name).rglob("*.json")
+                        if p.parent.name == "runs"]
+            doc = json.loads(record.read_text())
+            values[name[4:]] = doc["metrics"]["metrics/eval.json"]["test_accuracy"]
+    assert len(values) == 2
+    best = max(values, key=lambda leg: values[leg])
+    assert (result.out_dir / "best-leg").read_text() == best
+    assert float((result.out_dir / "best-value").read_text()) == values[best]
+
+
+def test_a_second_run_restores_the_data_from_the_cache(
+        demo_runs: tuple[ActResult, ActResult]) -> None:
+    first, second = demo_runs
+    assert "fetched dataset digits" in first.log or "digits: fetched 1 object" in first.log
+    # data-fetch's cache step hits on the second run: nothing comes from the remote.
+    assert "digits: already in the cache" in second.log
+    assert "digits: fetched 1 object" not in second.log
