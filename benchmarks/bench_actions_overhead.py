@@ -7,9 +7,12 @@ its dataset remote committed with it) on this host, with torch 2.13.0 (CPU):
   trains, evaluates, packages), with this checkout's .venv;
 - act: ``act push`` of a caller workflow that ``uses:`` pipeline.yml, as in
   tests/integration/test_workflows_act.py (stand-ins for GitHub's own actions, ``$/``
-  resolved as the runner resolves it). One unmeasured warm-up fills the setup action's
-  cache (the venv with gha-mlops and torch), as a repository's earlier runs would; each
-  measured run then checks out, restores the venv and data caches, trains and uploads.
+  resolved as the runner resolves it). One unmeasured warm-up installs gha-mlops and torch
+  into the setup action's venv, as a self-hosted GPU runner's first job would; each measured
+  run then checks out, reuses that venv (it is at its path already, so actions/cache is not
+  even asked), restores the data cache, trains and uploads. On a GitHub-hosted runner the venv
+  comes from actions/cache instead: restoring this 1 GB torch venv took 14.8 s here (the
+  stand-in copies files; the real action downloads and untars a similar amount).
 
 Goal (issue 4): act - direct <= +10 s. Run: .venv/bin/python benchmarks/bench_actions_overhead.py
 """

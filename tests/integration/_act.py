@@ -510,6 +510,9 @@ class Act:
             "STANDIN_CACHE_DIR": str(self.cache_dir),
             "STANDIN_ARTIFACT_DIR": str(artifacts),
             "ACT_HARNESS_OUT": str(out),
+            # Where gha-mlops's setup action keeps its venvs: per Act, like the home of one
+            # self-hosted runner, never the developer's own ~/.cache.
+            "GHA_MLOPS_VENV_ROOT": str(self.root / "venvs"),
         })
         proc = subprocess.Popen(args, cwd=run_dir, env=proc_env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -156,13 +156,22 @@ def git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
 
 
 def copy_any(src: Path, dst: Path) -> None:
+    """Copy a file, link or tree over whatever is at ``dst``, as extracting the cache's tar
+    archive over existing files does (existing files and links are replaced)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir() and not src.is_symlink():
-        shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
-    else:
-        if dst.is_dir() and not dst.is_symlink():
-            shutil.rmtree(dst)
-        shutil.copy2(src, dst, follow_symlinks=False)
+        if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
+            dst.unlink()
+        dst.mkdir(exist_ok=True)
+        shutil.copystat(src, dst)
+        for child in src.iterdir():
+            copy_any(child, dst / child.name)
+        return
+    if dst.is_dir() and not dst.is_symlink():
+        shutil.rmtree(dst)
+    elif dst.is_symlink() or dst.exists():
+        dst.unlink()
+    shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def empty_dir(path: Path) -> None:
