@@ -27,6 +27,7 @@ _COMMANDS = {
     "demo": ("gha_mlops.cli.demo", "demo", "Write the embedded example project into DIR and run it."),
     "summary": ("gha_mlops.cli.summary", "summary", "Render a run as Markdown for the GitHub Actions step summary."),
     "sweep": ("gha_mlops.cli.sweep", "sweep", "Parameter sweeps: plan a matrix of runs, select the best one."),
+    "report": ("gha_mlops.cli.report", "report", "Compare a run with a baseline run (metrics, params, data, plots) and check the gates."),
 }
 
 

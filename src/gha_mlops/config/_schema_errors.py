@@ -19,6 +19,10 @@ _PYDANTIC_MESSAGES = {
     "string_too_short": "must not be empty",
     "greater_than_equal": "must be at least {ge}, got {got}",
     "less_than_equal": "must be at most {le}, got {got}",
+    "float_type": "expected a number, got {got}",
+    "float_parsing": "expected a number, got {got}",
+    "finite_number": "expected a finite number, got {got}",
+    "literal_error": "expected {expected}, got {got}",
 }
 
 # What each key takes, for hints: "`deps` takes a path or a list of paths, e.g. ...".
@@ -32,6 +36,8 @@ _TOP_FORMS = {
     "model": "the path of a file a stage outputs, e.g. `model: models/model.pt`",
     "stages": "a mapping from stage names to stages, e.g. "
               "`stages: {train: {cmd: python train.py}}`",
+    "gates": "a mapping from metric names to rules, e.g. "
+             "`gates: {test_accuracy: {min_delta: -0.002}, latency_ms: {max: 20}}`",
 }
 
 
@@ -49,6 +55,23 @@ _STAGE_FORMS = {
 }
 
 
+_GATE_FORMS = {
+    "min": "the lowest value the head run may have, a number, e.g. `min: 0.9`",
+    "max": "the highest value the head run may have, a number, e.g. `max: 20`",
+    "min_delta": "the least change from the baseline (head - baseline), a number, "
+                 "e.g. `min_delta: -0.002`",
+    "max_delta": "the largest change from the baseline (head - baseline), a number, "
+                 "e.g. `max_delta: 2.5`",
+    "max_relative_drop": "the largest move in the worse direction as a fraction of the "
+                         "baseline, a number >= 0, e.g. `max_relative_drop: 0.01` (1%)",
+    "direction": "`higher` or `lower`: which way is better for this metric",
+}
+
+
+_GATE_FORM = ("a mapping of rules (min, max, min_delta, max_delta, max_relative_drop, "
+              "direction), e.g. `test_accuracy: {min_delta: -0.002}`")
+
+
 _STAGE_FORM = "a mapping with at least `cmd:`, e.g. `train: {cmd: python train.py}`"
 
 
@@ -63,6 +86,10 @@ def form_hint(loc: Loc) -> str | None:
         if len(loc) == 2:
             return f"a stage takes {_STAGE_FORM}"
         return None
+    if names[0] == "gates" and len(loc) >= 2:
+        if len(names) >= 3 and names[2] in _GATE_FORMS:
+            return f"`{names[2]}` takes {_GATE_FORMS[names[2]]}"
+        return f"a gate takes {_GATE_FORM}" if len(loc) == 2 else None
     if names[0] == "env" and len(names) >= 2:
         form = _ENV_FORMS.get(names[1])
         return f"`{names[1]}` takes {form}" if form else None
@@ -162,7 +189,13 @@ def _dig(raw: Any, loc: Loc) -> Any:
 
 
 def _allowed_keys(parent: Loc) -> list[str]:
-    from gha_mlops.config.schema import ConfigSchema, EnvSchema, RemoteSchema, StageSchema
+    from gha_mlops.config.schema import (
+        ConfigSchema,
+        EnvSchema,
+        GateSchema,
+        RemoteSchema,
+        StageSchema,
+    )
 
     if not parent:
         model: Any = ConfigSchema
@@ -170,6 +203,8 @@ def _allowed_keys(parent: Loc) -> list[str]:
         model = EnvSchema
     elif parent[:1] == ("remotes",):
         model = RemoteSchema
+    elif parent[:1] == ("gates",):
+        model = GateSchema
     else:
         model = StageSchema
     return list(model.model_fields)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from gha_mlops.config._overrides import apply_overrides
 from gha_mlops.config._params import check_params, load_params, read_optional
 from gha_mlops.config._schema_errors import form_hint, schema_problems
 from gha_mlops.config._yaml import Loc, Problems, display, parse_yaml, type_name
-from gha_mlops.config.model import Output, OutputKind, Pipeline, Remote, Stage
+from gha_mlops.config.model import Gate, Output, OutputKind, Pipeline, Remote, Stage
 from gha_mlops.errors import ConfigError
 
 DEFAULT_CONFIG = "mlops.yaml"
@@ -156,6 +157,7 @@ def _build(root: Path, config_path: Path, sha: str, n: Mapping[str, Any]) -> Pip
         model=n.get("model"),
         remotes={k: Remote(name=k, **v) for k, v in (n.get("remotes") or {}).items()},
         default_remote=n.get("default_remote"),
+        gates={name: Gate(metric=name, **rules) for name, rules in (n.get("gates") or {}).items()},
     )
 
 
@@ -222,8 +224,10 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
         problems.add(("default_remote",), f"no remote named {cfg.default_remote!r}",
                      ("remotes: " + ", ".join(cfg.remotes)) if cfg.remotes
                      else "declare it under `remotes:` first")
+    gates = _normalize_gates(problems, cfg.gates, stages)
     problems.raise_if_any()
     return {
+        "gates": gates,
         "remotes": remotes,
         "default_remote": cfg.default_remote,
         "model": model,
@@ -314,6 +318,46 @@ def _normalize_stage(problems: Problems, name: str, st: Any) -> dict[str, Any]:
         params.append(key)
     return {"name": name, "cmd": cmd, "desc": st.desc, "deps": deps, "params": params,
             "outs": outs, "upstream": []}
+
+
+def _normalize_gates(problems: Problems, gates: Mapping[str, Any],
+                     stages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``gates:`` as plain mappings of the rules given, after the checks that span rules: at
+    least one rule, ``min <= max``, ``min_delta <= max_delta``, and a ``FILE:KEY`` name whose
+    file looks like a path must be a metrics file that a stage declares."""
+    from gha_mlops.config.schema import GATE_RULES
+
+    metric_files = [o["path"] for s in stages for o in s["outs"] if o["kind"] == "metric"]
+    out: dict[str, dict[str, Any]] = {}
+    for name, gate in gates.items():
+        loc: Loc = ("gates", name)
+        rules = {k: v for k, v in gate.model_dump().items() if v is not None}
+        file, sep, key = name.partition(":")
+        if not name.strip():
+            problems.add(loc, "a gate needs a metric name",
+                         "name a metric, e.g. `test_accuracy` or `metrics.json:test_accuracy`",
+                         key=True)
+        elif sep and file not in metric_files and (
+                "/" in file or file.endswith(".json")
+                or (close := difflib.get_close_matches(file, metric_files, n=1))):
+            close = difflib.get_close_matches(file, metric_files, n=1)
+            problems.add(loc, f"no stage declares the metrics file {file!r}",
+                         (f"did you mean {close[0] + ':' + key!r}? " if close else "")
+                         + ("metrics files: " + ", ".join(metric_files) if metric_files
+                            else "declare it under a stage's `metrics:`"), key=True)
+        elif sep and not key:
+            problems.add(loc, f"{name!r} names no metric after ':'",
+                         "write FILE:KEY, e.g. `metrics.json:test_accuracy`", key=True)
+        if not any(r in rules for r in GATE_RULES):
+            problems.add(loc, "a gate needs at least one rule",
+                         "use " + ", ".join(GATE_RULES)
+                         + ", e.g. `test_accuracy: {min_delta: -0.002}`")
+        for low, high in (("min", "max"), ("min_delta", "max_delta")):
+            if low in rules and high in rules and rules[low] > rules[high]:
+                problems.add((*loc, low), f"{low} ({rules[low]:g}) > {high} ({rules[high]:g})",
+                             f"no value can pass: make {low} at most {high}")
+        out[name] = rules
+    return out
 
 
 def _check_deps_exist(pipeline: Pipeline, config_path: Path,

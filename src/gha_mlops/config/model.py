@@ -50,6 +50,25 @@ class Remote:
     profile: str | None = None
 
 
+GateDirection = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A promotion gate (``gates:`` in mlops.yaml): rules on one metric of the head run,
+    alone (``min``, ``max``) or against the baseline (``min_delta``, ``max_delta``,
+    ``max_relative_drop``, a fraction of the baseline). ``metric`` is a metric key or
+    ``FILE:KEY``; ``direction`` overrides the name-based guess of which way is better."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    min_delta: float | None = None
+    max_delta: float | None = None
+    max_relative_drop: float | None = None
+    direction: GateDirection | None = None
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """A validated ``mlops.yaml`` with its params, stages in a runnable (topological) order."""
@@ -71,6 +90,8 @@ class Pipeline:
     # ``--set`` overrides (dotted key -> value) already applied to ``params``, in the order
     # given; empty when ``params`` is the params file as it is.
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    # Promotion gates by metric name, in the order of mlops.yaml (empty when none declared).
+    gates: Mapping[str, Gate] = field(default_factory=dict)
 
     def stage(self, name: str) -> Stage:
         return self.stages[name]

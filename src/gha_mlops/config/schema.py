@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -52,6 +52,20 @@ class RemoteSchema(_Strict):
     profile: str | None = None
 
 
+class GateSchema(_Strict):
+    """Rules a metric must satisfy for a comparison to pass (see docs/report.md)."""
+
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
+    min_delta: float | None = Field(default=None, allow_inf_nan=False)
+    max_delta: float | None = Field(default=None, allow_inf_nan=False)
+    max_relative_drop: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    direction: Literal["higher", "lower"] | None = None
+
+
+GATE_RULES = ("min", "max", "min_delta", "max_delta", "max_relative_drop")
+
+
 class ConfigSchema(_Strict):
     version: int = 1
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
@@ -61,6 +75,7 @@ class ConfigSchema(_Strict):
     remotes: dict[str, RemoteSchema] = Field(default_factory=dict)
     default_remote: str | None = None
     stages: dict[str, StageSchema] = Field(min_length=1)
+    gates: dict[str, GateSchema] = Field(default_factory=dict)
 
     @field_validator("version")
     @classmethod

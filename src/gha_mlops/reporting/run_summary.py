@@ -27,6 +27,15 @@ from typing import Any
 from gha_mlops.errors import UsageError
 from gha_mlops.pipeline.hashing import sha256_file
 
+# Re-exported: these helpers lived here first (the explicit ``as`` keeps them public).
+from gha_mlops.reporting._markdown import format_duration as format_duration
+from gha_mlops.reporting._markdown import format_number as format_number
+from gha_mlops.reporting._markdown import format_size as format_size
+from gha_mlops.reporting._markdown import markdown_table as markdown_table
+from gha_mlops.reporting._markdown import md_code as md_code
+from gha_mlops.reporting._markdown import md_text as md_text
+from gha_mlops.reporting._markdown import table_lines
+
 STEP_SUMMARY_LIMIT = 1024 * 1024
 """GitHub's limit on one step's summary, in bytes; a larger one is not shown at all."""
 
@@ -67,78 +76,6 @@ class SummaryOptions:
     limit_bytes: int | None = None
 
 
-# --------------------------------------------------------------------------- Markdown helpers
-
-
-def md_text(value: object) -> str:
-    """``value`` as literal text in a table cell: HTML special characters, ``|`` and newlines
-    escaped, so a cell can neither end early nor break the row."""
-    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
-    return text.replace("|", "\\|")
-
-
-def md_code(value: object, *, in_table: bool = True) -> str:
-    """``value`` as a code span (on one line). In a table cell ``|`` must be escaped even
-    inside a code span (GFM splits cells first); elsewhere the escape would show."""
-    text = " ".join(str(value).splitlines()) or " "
-    ticks = "`"
-    while ticks in text:
-        ticks += "`"
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    span = f"{ticks}{pad}{text}{pad}{ticks}"
-    return span.replace("|", "\\|") if in_table else span
-
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]],
-                   align: str = "") -> str:
-    """A GFM table. Cells are Markdown already (escape text with :func:`md_text` or
-    :func:`md_code`); ``align`` has one letter per column, ``l``, ``r`` or ``c``."""
-    return "\n".join(_table_lines(header, rows, align))
-
-
-def _table_lines(header: Sequence[str], rows: Iterable[Sequence[str]],
-                 align: str = "") -> list[str]:
-    width = len(header)
-    marks = {"l": "---", "r": "--:", "c": ":-:"}
-    seps = [marks.get(align[i] if i < len(align) else "l", "---") for i in range(width)]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(seps) + " |"]
-    for row in rows:
-        cells = [*row[:width], *[""] * (width - len(row))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def format_number(value: Any) -> str:
-    """A metric for people: integers exactly, floats to 6 significant digits."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
-    return str(value)
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def format_size(nbytes: int) -> str:
-    size = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{nbytes} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 # --------------------------------------------------------------------------- blocks
 
 
@@ -159,7 +96,7 @@ class _Block:
 
 def _table_block(title: str, before: str, header: Sequence[str],
                  rows: Iterable[Sequence[str]], align: str = "", after: str = "") -> _Block:
-    lines = _table_lines(header, rows, align)
+    lines = table_lines(header, rows, align)
     head = "\n".join([before, *lines[:2]]) if before else "\n".join(lines[:2])
     return _Block(title, head, tuple(lines[2:]), after)
 

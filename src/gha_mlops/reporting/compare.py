@@ -1,0 +1,449 @@
+"""The comparison of two run records: a *head* run (a pull request's model) against a
+*baseline* (the champion).
+
+:func:`compare` is pure: two records, and optionally the files of each run that were read
+beside them (:func:`read_run_files`, the only I/O here), become a :class:`Comparison`:
+
+- every metric, named ``FILE:KEY`` (nested keys joined with dots), with both values, the
+  absolute and relative delta and a direction-aware :data:`Change`; a metric on one side only
+  is ``added`` or ``removed``; NaN and ±inf are kept, shown as such, and never count as better;
+- the parameters whose values differ, the ``--set`` overrides of each side, the dataset
+  versions and raw-input hashes that differ, the stages each side ran or took from the cache,
+  the model (sha256, size) and an inference latency metric when one exists;
+- what the plots need: lists of lists in metrics files (confusion matrices) and the CSV plot
+  files of each side.
+
+Which way is better for a metric: the ``direction`` of its gate when one is declared, else
+:func:`default_direction`: a name containing ``loss``, ``error``, ``mse``, ``mae``,
+``latency`` or ``time`` is lower-is-better, any other higher-is-better.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+Direction = Literal["higher", "lower"]
+Change = Literal["better", "worse", "same", "added", "removed", "incomparable"]
+"""How the head's value relates to the baseline's. ``incomparable``: the baseline's value is
+NaN or infinite and the head's is not, so neither can be called better."""
+
+LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "latency", "time")
+"""Metric names containing one of these (case-insensitively) are lower-is-better."""
+
+_CSV_SUFFIXES = frozenset({".csv", ".tsv"})
+_MAX_FILE_BYTES = 16 << 20
+
+
+def default_direction(name: str) -> Direction:
+    """``lower`` when ``name`` contains a word of :data:`LOWER_IS_BETTER`, else ``higher``."""
+    lowered = name.lower()
+    return "lower" if any(word in lowered for word in LOWER_IS_BETTER) else "higher"
+
+
+def is_number(value: Any) -> bool:
+    """An int or float (NaN and ±inf included), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class MetricDiff:
+    """One metric on both sides; ``None`` where a side does not have it."""
+
+    file: str
+    key: str
+    base: float | None
+    head: float | None
+    direction: Direction
+
+    @property
+    def name(self) -> str:
+        """``FILE:KEY``, the metric's unique name."""
+        return f"{self.file}:{self.key}"
+
+    @property
+    def delta(self) -> float | None:
+        """``head - base`` when both are finite numbers."""
+        if _finite(self.base) and _finite(self.head):
+            assert self.base is not None and self.head is not None
+            return self.head - self.base
+        return None
+
+    @property
+    def relative(self) -> float | None:
+        """``delta / |base|``, when the delta exists and the baseline is not 0."""
+        delta = self.delta
+        if delta is None or not self.base:
+            return None
+        return delta / abs(self.base)
+
+    @property
+    def change(self) -> Change:
+        base, head = self.base, self.head
+        if base is None:
+            return "added"
+        if head is None:
+            return "removed"
+        if not math.isfinite(head):
+            # NaN is never "the same" as NaN for a model that should produce numbers, but a
+            # baseline that was already NaN has not got worse.
+            same = (math.isnan(head) and math.isnan(base)) or head == base
+            return "same" if same else "worse"
+        if not math.isfinite(base):
+            return "incomparable"
+        if head == base:
+            return "same"
+        better = head > base if self.direction == "higher" else head < base
+        return "better" if better else "worse"
+
+
+@dataclass(frozen=True)
+class ValueChange:
+    """A parameter, dataset version or input hash that differs. ``in_base``/``in_head`` say
+    which sides have it (``base``/``head`` are ``None`` where absent; ``None`` may also be a
+    value)."""
+
+    name: str
+    base: Any
+    head: Any
+    in_base: bool = True
+    in_head: bool = True
+
+
+@dataclass(frozen=True)
+class Side:
+    """What the report says about one run besides its metrics."""
+
+    id: str
+    status: str
+    commit: str | None = None
+    branch: str | None = None
+    dirty: bool = False
+    ran: tuple[str, ...] = ()
+    cached: tuple[str, ...] = ()
+    other: tuple[tuple[str, str], ...] = ()
+    """Stages neither ran nor cached: ``(name, status)`` (failed, skipped, interrupted)."""
+    model_path: str | None = None
+    model_sha256: str | None = None
+    model_size: int | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class MatrixPair:
+    """A list of lists in a metrics file (e.g. a confusion matrix) on both sides."""
+
+    name: str
+    base: list[list[float]] | None
+    head: list[list[float]] | None
+
+
+@dataclass(frozen=True)
+class CurvePair:
+    """A CSV plot file's text on both sides (``None`` where not available)."""
+
+    path: str
+    base: str | None
+    head: str | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Head against baseline; see the module documentation."""
+
+    base: Side
+    head: Side
+    metrics: tuple[MetricDiff, ...]
+    params: tuple[ValueChange, ...] = ()
+    datasets: tuple[ValueChange, ...] = ()
+    inputs: tuple[ValueChange, ...] = ()
+    matrices: tuple[MatrixPair, ...] = ()
+    curves: tuple[CurvePair, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def find(self, name: str) -> list[MetricDiff]:
+        """The metrics ``name`` designates: the one named ``FILE:KEY`` exactly, else every
+        metric whose key is ``name`` (more than one when several files have that key)."""
+        exact = [m for m in self.metrics if m.name == name]
+        return exact or [m for m in self.metrics if m.key == name]
+
+    @property
+    def latency(self) -> MetricDiff | None:
+        """The inference latency metric: a key like ``latency_ms``, else any with
+        ``latency`` in its name."""
+        candidates = [m for m in self.metrics if "latency" in m.key.lower()]
+        ms = [m for m in candidates if m.key.lower().endswith("latency_ms")]
+        found = ms or candidates
+        return found[0] if found else None
+
+    @property
+    def model_changed(self) -> bool:
+        return self.base.model_sha256 != self.head.model_sha256
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Files of one run read beside its record, each only when its bytes are the recorded
+    ones: metrics documents (parsed JSON), CSV plot texts, the model's size, and why a file
+    the record names could not be used."""
+
+    documents: Mapping[str, Any] = field(default_factory=dict)
+    curves: Mapping[str, str] = field(default_factory=dict)
+    model_size: int | None = None
+    problems: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def read_run_files(record: Mapping[str, Any], root: Path | None) -> RunFiles:
+    """The files of ``record`` under ``root`` (its workspace, or the directory a downloaded
+    record sits in) that still hold the run's bytes. Never raises for a missing, changed or
+    unparseable file: it is left out and named in ``problems``."""
+    from gha_mlops.pipeline.hashing import sha256_file
+
+    if root is None:
+        return RunFiles()
+    documents: dict[str, Any] = {}
+    curves: dict[str, str] = {}
+    problems: list[str] = []
+    for rel, digest, kind in _record_files(record):
+        suffix = PurePosixPath(rel).suffix.lower()
+        if kind == "plot" and suffix not in _CSV_SUFFIXES:
+            continue
+        if kind not in ("metric", "plot"):
+            continue
+        path = root / rel
+        if not _safe_rel(rel) or not path.is_file():
+            continue  # not downloaded with the record: the record's numbers are used
+        if path.stat().st_size > _MAX_FILE_BYTES:
+            problems.append(f"{rel} is too large to read")
+            continue
+        if sha256_file(path) != digest:
+            problems.append(f"{rel} here is not the run's (its sha256 differs)")
+            continue
+        try:
+            if kind == "metric":
+                documents[rel] = json.loads(path.read_bytes())
+            else:
+                curves[rel] = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            problems.append(f"{rel} cannot be read: {err}")
+    model_size = _model_size(record, root)
+    return RunFiles(documents, curves, model_size, tuple(problems))
+
+
+def _record_files(record: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """``(path, sha256, kind)`` of every file output of ``record``, directories expanded."""
+    for path, entry in (record.get("outputs") or {}).items():
+        if not isinstance(entry, Mapping):
+            continue
+        kind = str(entry.get("kind", "out"))
+        files = entry.get("files")
+        if isinstance(files, Mapping):
+            for name, digest in sorted(files.items()):
+                yield f"{path}/{name}", str(digest), kind
+        elif entry.get("sha256"):
+            yield str(path), str(entry["sha256"]), kind
+
+
+def _safe_rel(rel: str) -> bool:
+    path = PurePosixPath(rel)
+    return bool(rel) and not path.is_absolute() and ".." not in path.parts
+
+
+def _model_size(record: Mapping[str, Any], root: Path) -> int | None:
+    from gha_mlops.pipeline.hashing import sha256_file
+
+    model = record.get("model")
+    if not isinstance(model, Mapping) or not model.get("path") or not model.get("sha256"):
+        return None
+    rel = str(model["path"])
+    path = root / rel
+    if not _safe_rel(rel) or not path.is_file():
+        return None
+    if sha256_file(path) != model["sha256"]:
+        return None
+    return path.stat().st_size
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def compare(base: Mapping[str, Any], head: Mapping[str, Any], *,
+            base_files: RunFiles | None = None, head_files: RunFiles | None = None,
+            directions: Mapping[str, Direction] | None = None) -> Comparison:
+    """Compare run record ``head`` with run record ``base`` (see the module documentation).
+
+    ``directions`` maps a metric key or ``FILE:KEY`` to ``higher``/``lower`` (the gates'
+    ``direction``); other metrics get :func:`default_direction` of their key. Never raises
+    for a record of an unexpected shape: what cannot be read is left out.
+    """
+    base_files = base_files or RunFiles()
+    head_files = head_files or RunFiles()
+    directions = directions or {}
+    base_values, base_matrices = _metric_values(base, base_files)
+    head_values, head_matrices = _metric_values(head, head_files)
+    metrics = []
+    for file, key in _union(head_values, base_values):
+        direction = (directions.get(f"{file}:{key}") or directions.get(key)
+                     or default_direction(key))
+        metrics.append(MetricDiff(file, key, base_values.get((file, key)),
+                                  head_values.get((file, key)), direction))
+    matrices = [MatrixPair(f"{f}:{k}", base_matrices.get((f, k)), head_matrices.get((f, k)))
+                for f, k in _union(head_matrices, base_matrices)]
+    curves = [CurvePair(p, base_files.curves.get(p), head_files.curves.get(p))
+              for p in _union(head_files.curves, base_files.curves)]
+    notes = [f"baseline: {p}" for p in base_files.problems]
+    notes += [f"head: {p}" for p in head_files.problems]
+    return Comparison(
+        base=_side(base, base_files),
+        head=_side(head, head_files),
+        metrics=tuple(metrics),
+        params=tuple(_changes(_flat(_params(base)), _flat(_params(head)))),
+        datasets=tuple(_changes(_versions(base), _versions(head))),
+        inputs=tuple(_changes(_mapping(base.get("data")), _mapping(head.get("data")))),
+        matrices=tuple(matrices),
+        curves=tuple(curves),
+        notes=tuple(notes),
+    )
+
+
+def _union(first: Mapping[Any, Any], second: Mapping[Any, Any]) -> list[Any]:
+    """Keys of ``first`` in order, then those only in ``second``."""
+    return [*first, *(k for k in second if k not in first)]
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _metric_values(record: Mapping[str, Any], files: RunFiles
+                   ) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], Any]]:
+    """``(file, key) -> number`` and ``(file, key) -> matrix``. A metrics document read
+    beside the record wins over the record's numbers: it also has NaN and ±inf (which
+    records leave out) and lists."""
+    values: dict[tuple[str, str], float] = {}
+    matrices: dict[tuple[str, str], Any] = {}
+    metrics = _mapping(record.get("metrics"))
+    for file in _union(metrics, files.documents):
+        document = files.documents.get(file)
+        if isinstance(document, Mapping):
+            for key, value in _flatten(document):
+                if is_number(value):
+                    values[(file, key)] = float(value)
+                elif _is_matrix(value):
+                    matrices[(file, key)] = value
+        else:
+            for key, value in _mapping(metrics.get(file)).items():
+                if is_number(value):
+                    values[(file, str(key))] = float(value)
+    return values, matrices
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flatten(value, name + ".")
+        else:
+            yield name, value
+
+
+def _is_matrix(value: Any) -> bool:
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(row, list) and row and len(row) == len(value[0])
+                    and all(is_number(x) for x in row) for row in value))
+
+
+def _params(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _mapping(_mapping(record.get("params")).get("values"))
+
+
+def _flat(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted key -> leaf value (lists are leaves)."""
+    return dict(_flatten(values))
+
+
+def _versions(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(name): _mapping(ds).get("version")
+            for name, ds in _mapping(record.get("datasets")).items()}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON (so 1 and 1.0 differ, as they do in a params file, and NaN == NaN)."""
+    try:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    except (TypeError, ValueError):
+        return bool(a == b)
+
+
+def _changes(base: Mapping[str, Any], head: Mapping[str, Any]) -> Iterator[ValueChange]:
+    for key in _union(head, base):
+        in_base, in_head = key in base, key in head
+        if in_base and in_head and _same(base[key], head[key]):
+            continue
+        yield ValueChange(str(key), base.get(key), head.get(key), in_base, in_head)
+
+
+def _side(record: Mapping[str, Any], files: RunFiles) -> Side:
+    git = _mapping(record.get("git"))
+    ran: list[str] = []
+    cached: list[str] = []
+    other: list[tuple[str, str]] = []
+    for stage in record.get("stages") or []:
+        if not isinstance(stage, Mapping):
+            continue
+        name, status = str(stage.get("name", "?")), str(stage.get("status", "?"))
+        if status == "ran":
+            ran.append(name)
+        elif status in ("cached", "restored"):
+            cached.append(name)
+        else:
+            other.append((name, status))
+    model = _mapping(record.get("model"))
+    model_path = str(model["path"]) if model.get("path") else None
+    overrides = _mapping(_mapping(record.get("params")).get("overrides"))
+    return Side(
+        id=str(record.get("id", "?")),
+        status=str(record.get("status", "unknown")),
+        commit=str(git["commit"]) if git.get("commit") else None,
+        branch=str(git["branch"]) if git.get("branch") else None,
+        dirty=bool(git.get("dirty")),
+        ran=tuple(ran),
+        cached=tuple(cached),
+        other=tuple(other),
+        model_path=model_path,
+        model_sha256=str(model["sha256"]) if model.get("sha256") else None,
+        model_size=_recorded_size(record, model_path) or files.model_size,
+        overrides=tuple((str(k), v) for k, v in overrides.items()),
+    )
+
+
+def _recorded_size(record: Mapping[str, Any], model_path: str | None) -> int | None:
+    """The model's size when the record's ``outputs`` carry sizes."""
+    if model_path is None:
+        return None
+    outputs = _mapping(record.get("outputs"))
+    entry = _mapping(outputs.get(model_path))
+    size = entry.get("size")
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    for path, out in outputs.items():  # the model inside an output directory
+        sizes = _mapping(_mapping(out).get("sizes"))
+        rel = model_path[len(str(path)) + 1:] if model_path.startswith(f"{path}/") else None
+        if rel is not None and isinstance(sizes.get(rel), int):
+            return int(sizes[rel])
+    return None
+

@@ -1,0 +1,261 @@
+"""The report's charts as PNG bytes: metric bars, training curves, confusion matrices.
+
+matplotlib is an optional dependency (the ``torch`` extra), imported only when a chart is
+drawn; without it :func:`~gha_mlops.errors.missing_extra` names the install. Charts are drawn
+through the object-oriented API on a fresh :class:`matplotlib.figure.Figure` with the Agg
+canvas, never ``pyplot``, so nothing is shared between calls or threads. The PNG carries no
+``Software`` text or timestamp: the same data gives the same bytes (with the same matplotlib
+and fonts).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gha_mlops.errors import missing_extra
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from gha_mlops.reporting.compare import Comparison
+
+BASE_COLOR = "#94a3b8"
+HEAD_COLOR = "#2563eb"
+MAX_BARS = 12
+"""The most metrics in one bar chart (one small panel each)."""
+MAX_CURVES = 6
+_MAX_MATRIX = 40
+_ANNOTATE_CELLS = 15
+_DPI = 100
+
+
+def _figure(width: float, height: float) -> Figure:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise missing_extra("matplotlib", "torch") from err
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def label(text: str, most: int = 60) -> str:
+    """``text`` safe as a matplotlib label: ``$`` escaped (it would start mathtext), glyphs
+    outside Latin replaced by ``?`` (the bundled font lacks them and would warn), one line,
+    at most ``most`` characters."""
+    clean = "".join(c if " " <= c < "\u0250" else "?" for c in " ".join(text.split()))
+    if len(clean) > most:
+        clean = clean[:most - 1] + "…"
+    return clean.replace("$", r"\$")
+
+
+def _value_text(value: float | None) -> str:
+    if value is None:
+        return "missing"
+    return f"{value:.4g}" if math.isfinite(value) else str(value)
+
+
+# --------------------------------------------------------------------------- metric bars
+
+
+def metric_bars(metrics: Sequence[tuple[str, float | None, float | None]],
+                title: str = "Metrics: baseline vs head") -> bytes:
+    """One small panel per metric ``(name, baseline, head)`` (at most :data:`MAX_BARS`),
+    each with a baseline and a head bar, labelled with the values; a missing or non-finite
+    value has no bar and is written out (``missing``, ``nan``, ``inf``)."""
+    items = list(metrics)[:MAX_BARS]
+    if not items:
+        raise ValueError("no metrics to draw")
+    cols = min(len(items), 4)
+    rows = math.ceil(len(items) / cols)
+    fig = _figure(3.0 * cols, 2.6 * rows + 0.4)
+    fig.suptitle(label(title, 80))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(items):
+            ax.set_axis_off()
+            continue
+        name, base, head = items[i]
+        values = [base, head]
+        heights = [v if v is not None and math.isfinite(v) else 0.0 for v in values]
+        bars = ax.bar([0, 1], heights, color=[BASE_COLOR, HEAD_COLOR], width=0.6)
+        ax.set_xticks([0, 1], ["baseline", "head"])
+        ax.set_title(label(name, 40), fontsize=9)
+        for bar, value in zip(bars, values, strict=True):
+            ax.annotate(_value_text(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8, xytext=(0, 2),
+                        textcoords="offset points")
+        ax.margins(y=0.2)
+        ax.tick_params(labelsize=8)
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------- curves
+
+
+@dataclass(frozen=True)
+class CurveTable:
+    """A CSV plot file: the first column is x, each other all-numeric column a series."""
+
+    x_name: str
+    x: tuple[float, ...]
+    series: Mapping[str, tuple[float, ...]]
+
+
+def parse_curves(text: str) -> CurveTable | None:
+    """``text`` (CSV or TSV, with or without a header row) as a :class:`CurveTable`, or
+    None when it has no numeric x column and no numeric series. Rows with a different
+    number of cells, or an x that is not a number, are skipped; NaN cells stay NaN."""
+    sample = text[:4096]
+    delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter)
+            if any(c.strip() for c in r)]
+    if not rows:
+        return None
+    header = [c.strip() for c in rows[0]]
+    if all(_float(c) is not None for c in header):
+        header = [f"column {i + 1}" for i in range(len(header))]
+    else:
+        rows = rows[1:]
+    rows = [r for r in rows if len(r) == len(header) and _float(r[0]) is not None]
+    if len(header) < 2 or not rows:
+        return None
+    xs = tuple(float(r[0]) for r in rows)
+    series: dict[str, tuple[float, ...]] = {}
+    for i, name in enumerate(header[1:], 1):
+        values = [_float(r[i]) for r in rows]
+        if all(v is not None for v in values):
+            series[name or f"column {i + 1}"] = tuple(v for v in values if v is not None)
+    return CurveTable(header[0] or "x", xs, series) if series else None
+
+
+def _float(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def training_curves(title: str, base: CurveTable | None, head: CurveTable | None) -> bytes:
+    """One panel per series (at most :data:`MAX_CURVES`), the baseline dashed and grey, the
+    head solid and blue, over the first column."""
+    tables = [t for t in (base, head) if t is not None]
+    if not tables:
+        raise ValueError("no curves to draw")
+    names = list(dict.fromkeys(n for t in (head, base) if t for n in t.series))[:MAX_CURVES]
+    cols = min(len(names), 3)
+    rows = math.ceil(len(names) / cols)
+    fig = _figure(4.2 * cols, 3.0 * rows + 0.4)
+    fig.suptitle(label(title, 80))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(names):
+            ax.set_axis_off()
+            continue
+        name = names[i]
+        _curve(ax, base, name, "baseline", BASE_COLOR, "--")
+        _curve(ax, head, name, "head", HEAD_COLOR, "-")
+        ax.set_title(label(name, 40), fontsize=9)
+        ax.set_xlabel(label(tables[0].x_name, 30), fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _curve(ax: Axes, table: CurveTable | None, name: str, side: str, color: str,
+           style: str) -> None:
+    if table is None or name not in table.series:
+        return
+    ax.plot(table.x, table.series[name], style, color=color, label=side, linewidth=1.5)
+
+
+# --------------------------------------------------------------------------- matrices
+
+
+def confusion_matrices(name: str, base: Sequence[Sequence[float]] | None,
+                       head: Sequence[Sequence[float]] | None) -> bytes:
+    """The baseline's and the head's matrix side by side (a missing one is an empty panel),
+    cells annotated when the matrix is small. Rows are true classes, columns predictions."""
+    panels = [("baseline", base), ("head", head)]
+    if base is None and head is None:
+        raise ValueError("no matrix to draw")
+    fig = _figure(8.4, 4.2)
+    fig.suptitle(label(name, 80))
+    axes = fig.subplots(1, 2, squeeze=False)
+    for ax, (side, matrix) in zip(axes.flat, panels, strict=True):
+        ax.set_title(side, fontsize=9)
+        if matrix is None or not matrix or len(matrix) > _MAX_MATRIX:
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, "no matrix" if not matrix else "too large to draw",
+                    ha="center", va="center", transform=ax.transAxes)
+            continue
+        data = [[x if math.isfinite(x) else math.nan for x in row] for row in matrix]
+        ax.imshow(data, cmap="Blues", interpolation="nearest")
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if len(data) <= _ANNOTATE_CELLS and len(data[0]) <= _ANNOTATE_CELLS:
+            finite = [x for row in data for x in row if math.isfinite(x)]
+            middle = (max(finite) + min(finite)) / 2 if finite else 0.0
+            for r, row in enumerate(data):
+                for c, x in enumerate(row):
+                    ax.text(c, r, f"{x:.3g}", ha="center", va="center", fontsize=7,
+                            color="white" if math.isfinite(x) and x > middle else "black")
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------- a report's plots
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60] or "plot"
+
+
+def report_plots(comparison: Comparison) -> dict[str, tuple[str, bytes]]:
+    """Every chart of a comparison: file name -> (title, PNG bytes). The metric bars show
+    the metrics that differ (up to :data:`MAX_BARS`), then one chart per CSV plot file and
+    one per matrix. Raises :class:`~gha_mlops.errors.MissingExtraError` without matplotlib."""
+    charts: dict[str, tuple[str, bytes]] = {}
+    changed = [m for m in comparison.metrics if m.change not in ("same",)]
+    if changed:
+        charts["metrics.png"] = ("Metrics that changed", metric_bars(
+            [(m.name, m.base, m.head) for m in changed]))
+    for pair in comparison.curves:
+        base = parse_curves(pair.base) if pair.base is not None else None
+        head = parse_curves(pair.head) if pair.head is not None else None
+        if base is not None or head is not None:
+            charts[_unique(charts, f"curve-{_slug(pair.path)}.png")] = (
+                pair.path, training_curves(pair.path, base, head))
+    for matrix in comparison.matrices:
+        charts[_unique(charts, f"matrix-{_slug(matrix.name)}.png")] = (
+            matrix.name, confusion_matrices(matrix.name, _floats(matrix.base),
+                                            _floats(matrix.head)))
+    return charts
+
+
+def _floats(matrix: Any) -> list[list[float]] | None:
+    return None if matrix is None else [[float(x) for x in row] for row in matrix]
+
+
+def _unique(taken: Mapping[str, Any], name: str) -> str:
+    stem, n = name[:-4], 2
+    while name in taken:
+        name = f"{stem}-{n}.png"
+        n += 1
+    return name
