@@ -1,0 +1,1 @@
+"""GitHub as the product sees it: a small port (:mod:`.port`) and its PyGithub adapter."""

@@ -1,0 +1,207 @@
+"""The :class:`~gha_mlops.github.port.GitHubPort` over PyGithub (imported only here).
+
+``base_url`` is ``https://api.github.com`` or a GitHub Enterprise ``https://HOST/api/v3``
+(``$GITHUB_API_URL`` in Actions). Requests are not throttled client-side (PyGithub's default
+pauses a second between writes, which alone would cost a report seconds); idempotent calls
+(GET, PATCH, PUT) are retried with backoff on 5xx and connection errors, honouring
+``Retry-After``; a rate limit is an error naming when it resets, never a silent sleep.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from gha_mlops.errors import missing_extra
+from gha_mlops.github.port import Comment, GitHubError
+
+if TYPE_CHECKING:
+    from github import Github
+    from github.Repository import Repository
+
+T = TypeVar("T")
+
+# What `permissions:` a workflow must grant for each kind of call (GITHUB_TOKEN), named in the
+# error when GitHub answers 403.
+PERMISSIONS = {
+    "comment": "pull-requests: write (issues: write for an issue)",
+    "commit-comment": "contents: write",
+    "check": "checks: write",
+    "status": "statuses: write",
+    "contents": "contents: write",
+    "read": "contents: read",
+}
+
+
+def connect(token: str, base_url: str = "https://api.github.com", *,
+            timeout: float = 15) -> PyGitHub:
+    try:
+        from github import Auth, Github
+        from urllib3.util.retry import Retry
+    except ImportError:
+        raise missing_extra("PyGithub", "github") from None
+    retry = Retry(total=4, connect=3, read=2, backoff_factor=0.3,
+                  status_forcelist=(500, 502, 503, 504),
+                  allowed_methods=frozenset({"GET", "PATCH", "PUT", "HEAD"}),
+                  respect_retry_after_header=True, raise_on_status=False)
+    client = Github(auth=Auth.Token(token), base_url=base_url.rstrip("/"), timeout=int(timeout),
+                    retry=retry, seconds_between_requests=None, seconds_between_writes=None,
+                    per_page=100)
+    return PyGitHub(client)
+
+
+class PyGitHub:
+    def __init__(self, client: Github) -> None:
+        self.client = client
+        self._repos: dict[str, Repository] = {}
+
+    def _repo(self, name: str) -> Repository:
+        if name not in self._repos:
+            self._repos[name] = self._call(f"read repository {name}", "read",
+                                           lambda: self.client.get_repo(name, lazy=True))
+        return self._repos[name]
+
+    def _call(self, what: str, kind: str, fn: Callable[[], T]) -> T:
+        from github import GithubException
+
+        try:
+            return fn()
+        except GithubException as err:
+            raise translate(err, what, kind) from None
+        except OSError as err:  # connection refused, DNS, TLS: after the retries
+            raise GitHubError(f"GitHub API unreachable while trying to {what}: {err}",
+                              hint="check GITHUB_API_URL and the network; run again") from None
+
+    # ------------------------------------------------------------------ comments
+
+    def issue_comments(self, repo: str, number: int) -> Iterator[Comment]:
+        def pages() -> Any:
+            return self._repo(repo).get_issue(number).get_comments()
+
+        listing = self._call(f"list the comments of #{number} in {repo}", "read", pages)
+        iterator = iter(listing)
+        while True:
+            item = self._call(f"list the comments of #{number} in {repo}", "read",
+                              lambda: next(iterator, None))
+            if item is None:
+                return
+            yield Comment(item.id, item.body or "", item.html_url)
+
+    def create_issue_comment(self, repo: str, number: int, body: str) -> Comment:
+        item = self._call(f"comment on #{number} in {repo}", "comment",
+                          lambda: self._repo(repo).get_issue(number).create_comment(body))
+        return Comment(item.id, item.body or "", item.html_url)
+
+    def edit_issue_comment(self, repo: str, number: int, comment_id: int,
+                           body: str) -> Comment:
+        def edit() -> Any:
+            comment = self._repo(repo).get_issue(number).get_comment(comment_id)
+            comment.edit(body)
+            return comment
+
+        item = self._call(f"edit comment {comment_id} in {repo}", "comment", edit)
+        return Comment(item.id, body, item.html_url)
+
+    def create_commit_comment(self, repo: str, sha: str, body: str) -> Comment:
+        item = self._call(f"comment on commit {sha[:12]} in {repo}", "commit-comment",
+                          lambda: self._repo(repo).get_commit(sha).create_comment(body))
+        return Comment(item.id, item.body or "", item.html_url)
+
+    # ------------------------------------------------------------------ checks
+
+    def create_check_run(self, repo: str, sha: str, *, name: str, conclusion: str,
+                         title: str, summary: str, text: str = "",
+                         details_url: str | None = None) -> str:
+        from github.GithubObject import NotSet
+
+        output: dict[str, str | list[dict[str, str | int]]] = {
+            "title": title, "summary": summary[:65535]}
+        if text:
+            output["text"] = text[:65535]
+        run = self._call(
+            f"create check run {name!r} on {sha[:12]} in {repo}", "check",
+            lambda: self._repo(repo).create_check_run(
+                name=name, head_sha=sha, status="completed", conclusion=conclusion,
+                output=output, details_url=details_url or NotSet))
+        return str(run.html_url or "")
+
+    def create_status(self, repo: str, sha: str, *, state: str, context: str,
+                      description: str, target_url: str | None = None) -> None:
+        from github.GithubObject import NotSet
+
+        self._call(f"set status {context!r} on {sha[:12]} in {repo}", "status",
+                   lambda: self._repo(repo).get_commit(sha).create_status(
+                       state=state, context=context, description=description[:140],
+                       target_url=target_url or NotSet))
+
+    # ------------------------------------------------------------------ git data
+
+    def commit_files(self, repo: str, branch: str, files: Mapping[str, bytes],
+                     message: str) -> str:
+        from github import GithubException, InputGitTreeElement
+        from github.GithubObject import NotSet
+
+        r = self._repo(repo)
+        what = f"commit {len(files)} files to branch {branch} of {repo}"
+        parent = None
+        try:
+            ref = r.get_git_ref(f"heads/{branch}")
+            parent = r.get_git_commit(ref.object.sha)
+        except GithubException as err:
+            if err.status != 404:
+                raise translate(err, what, "contents") from None
+            ref = None
+
+        def write() -> str:
+            elements = [InputGitTreeElement(path, "100644", "blob", sha=r.create_git_blob(
+                base64.b64encode(data).decode(), "base64").sha)
+                for path, data in sorted(files.items())]
+            tree = r.create_git_tree(elements, base_tree=parent.tree if parent else NotSet)
+            commit = r.create_git_commit(message, tree, [parent] if parent else [])
+            if ref is None:
+                r.create_git_ref(f"refs/heads/{branch}", commit.sha)
+            else:
+                ref.edit(commit.sha)
+            return str(commit.sha)
+
+        return self._call(what, "contents", write)
+
+
+def translate(err: Any, what: str, kind: str) -> GitHubError:
+    """A PyGithub exception as a :class:`GitHubError` that says what to do."""
+    status = getattr(err, "status", None)
+    data = getattr(err, "data", None) or {}
+    detail = data.get("message", "") if isinstance(data, dict) else str(data)
+    headers = {k.lower(): v for k, v in (getattr(err, "headers", None) or {}).items()}
+    prefix = f"GitHub refused to {what}: HTTP {status}" + (f" {detail}" if detail else "")
+    if status in (403, 429) and headers.get("x-ratelimit-remaining") == "0":
+        reset = int(headers.get("x-ratelimit-reset", "0") or 0)
+        wait = max(0, reset - int(time.time()))
+        return GitHubError(f"GitHub's rate limit is spent while trying to {what}",
+                           status=status, hint=f"it resets in {wait} s; run again then, or use "
+                           "a token with a higher limit (a GitHub App installation token)")
+    if status == 401:
+        return GitHubError(prefix, status=status,
+                           hint="the token is missing, expired or wrong: pass GITHUB_TOKEN "
+                           "(or a GitHub App installation token) to the step")
+    if status == 403 and "secondary rate limit" in detail.lower():
+        return GitHubError(prefix, status=status, hint="GitHub's secondary rate limit: wait "
+                           f"{headers.get('retry-after', 'a minute')} s and run again")
+    if status == 403:
+        need = PERMISSIONS.get(kind, "write access")
+        return GitHubError(prefix, status=status, permission=need,
+                           hint=f"grant the token `{need}` in the workflow's `permissions:` "
+                           "(fork pull requests get a read-only token: post from a "
+                           "workflow_run workflow instead, see docs/report.md)")
+    if status == 404:
+        return GitHubError(prefix, status=status, hint="check the repository, number or sha; "
+                           "a token without access to a private repository also gets 404")
+    if status == 422:
+        errors = data.get("errors") if isinstance(data, dict) else None
+        return GitHubError(prefix + (f" ({errors})" if errors else ""), status=status,
+                           hint="GitHub rejected the request's content; this is a bug in "
+                           "gha-mlops if the inputs look right: please report it")
+    return GitHubError(prefix, status=status,
+                       hint="GitHub had a problem (retried where safe); run again later")
