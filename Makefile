@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # requirement pulls several GB of CUDA packages.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test install-demo install-test system-deps lint typecheck bench clean
+.PHONY: demo test install-demo install-test system-deps npm-deps lint typecheck bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,15 @@ typecheck: install-test
 system-deps:
 	.ci/system-deps
 
+# GitHub's OpenAPI description and webhook examples, for the GitHub API emulator's validation.
+.ci/npm/node_modules/.installed: .ci/npm/package.json .ci/npm/package-lock.json | system-deps
+	npm ci --prefix .ci/npm --no-audit --no-fund --loglevel=error
+	touch $@
+
+npm-deps: .ci/npm/node_modules/.installed
+
 ## Install everything the tests need and run the whole suite.
-test: install-test system-deps lint typecheck
+test: install-test system-deps npm-deps lint typecheck
 	$(PY) -m pytest
 
 bench: install-test

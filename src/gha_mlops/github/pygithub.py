@@ -48,7 +48,7 @@ def connect(token: str, base_url: str = "https://api.github.com", *,
                   respect_retry_after_header=True, raise_on_status=False)
     client = Github(auth=Auth.Token(token), base_url=base_url.rstrip("/"), timeout=int(timeout),
                     retry=retry, seconds_between_requests=None, seconds_between_writes=None,
-                    per_page=100)
+                    per_page=100, lazy=True)
     return PyGitHub(client)
 
 
@@ -60,7 +60,7 @@ class PyGitHub:
     def _repo(self, name: str) -> Repository:
         if name not in self._repos:
             self._repos[name] = self._call(f"read repository {name}", "read",
-                                           lambda: self.client.get_repo(name, lazy=True))
+                                           lambda: self.client.get_repo(name))
         return self._repos[name]
 
     def _call(self, what: str, kind: str, fn: Callable[[], T]) -> T:

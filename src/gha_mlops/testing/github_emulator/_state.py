@@ -1,0 +1,419 @@
+"""What the emulated GitHub holds: repositories with real git objects, issues and pull
+requests, comments, checks, statuses, workflow runs and artifacts, plus the seed helpers tests
+use to create them directly (without going through the API)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+def now_iso() -> str:
+    """The current time as GitHub writes it (``2024-05-01T12:00:00Z``)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def git_sha(kind: str, payload: bytes) -> str:
+    """The object id git gives ``payload`` of type ``kind`` (``blob``, ``tree``, ``commit``)."""
+    return hashlib.sha1(f"{kind} {len(payload)}\0".encode() + payload).hexdigest()
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    name: str
+    mode: str  # "100644", "100755", "040000", "120000", "160000"
+    type: str  # "blob", "tree", "commit"
+    sha: str
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    email: str
+    date: str
+
+
+@dataclass(frozen=True)
+class GitCommit:
+    sha: str
+    tree: str
+    parents: tuple[str, ...]
+    message: str
+    author: Signature
+    committer: Signature
+
+
+@dataclass
+class Issue:
+    number: int
+    title: str
+    body: str | None
+    user: str
+    state: str = "open"
+    created_at: str = field(default_factory=now_iso)
+    updated_at: str = field(default_factory=now_iso)
+    pull: PullRequest | None = None
+
+
+@dataclass
+class PullRequest:
+    number: int
+    head_ref: str
+    head_sha: str
+    base_ref: str
+    base_sha: str
+    draft: bool = False
+    merged: bool = False
+
+
+@dataclass
+class IssueComment:
+    id: int
+    repo: str  # full name
+    issue_number: int
+    body: str
+    user: str
+    created_at: str = field(default_factory=now_iso)
+    updated_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class CommitComment:
+    id: int
+    repo: str
+    commit_id: str
+    body: str
+    user: str
+    path: str | None = None
+    position: int | None = None
+    line: int | None = None
+    created_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class CheckRun:
+    id: int
+    repo: str
+    name: str
+    head_sha: str
+    status: str = "queued"
+    conclusion: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    details_url: str | None = None
+    external_id: str | None = None
+    output: dict[str, Any] = field(default_factory=dict)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class CommitStatus:
+    id: int
+    repo: str
+    sha: str
+    state: str
+    context: str
+    description: str | None
+    target_url: str | None
+    user: str
+    created_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class WorkflowRun:
+    id: int
+    repo: str
+    name: str
+    run_number: int
+    head_branch: str
+    head_sha: str
+    event: str
+    status: str
+    conclusion: str | None
+    path: str
+    actor: str
+    pull_requests: tuple[int, ...] = ()
+    created_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class Artifact:
+    id: int
+    repo: str
+    run_id: int
+    name: str
+    data: bytes
+    expired: bool = False
+    created_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class Token:
+    """An access token: whose it is and what it may do.
+
+    ``permissions`` maps a GitHub permission (``checks``, ``contents``, ``issues``,
+    ``pull_requests``, ``statuses``, ``actions``, ``metadata``) to ``read`` or ``write``;
+    None grants everything (a classic token with full ``repo`` scope). ``kind`` picks GitHub's
+    wording of a refusal: ``integration`` (a GitHub App or ``GITHUB_TOKEN``) or
+    ``personal access token`` (a fine-grained token).
+    """
+
+    value: str
+    login: str
+    permissions: Mapping[str, str] | None = None
+    kind: str = "integration"
+    rate_limit: int = 5000
+    used: int = 0
+    reset_at: int = field(default_factory=lambda: int(time.time()) + 3600)
+
+
+class Ids:
+    """Monotonic ids shared by every kind of object, like GitHub's database ids."""
+
+    def __init__(self, start: int = 1000) -> None:
+        self._next = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            self._next += 1
+            return self._next
+
+
+@dataclass
+class Repo:
+    """A repository and its git objects. Seed helpers mutate it under the emulator's lock."""
+
+    id: int
+    owner: str
+    name: str
+    default_branch: str
+    private: bool
+    _store: Store = field(repr=False)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    trees: dict[str, tuple[TreeEntry, ...]] = field(default_factory=dict)
+    commits: dict[str, GitCommit] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)  # "refs/heads/main" -> commit sha
+    issues: dict[int, Issue] = field(default_factory=dict)
+    created_at: str = field(default_factory=now_iso)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    # -- git objects -------------------------------------------------------------------
+
+    def add_blob(self, content: bytes) -> str:
+        sha = git_sha("blob", content)
+        self.blobs[sha] = content
+        return sha
+
+    def add_tree(self, entries: Iterable[TreeEntry]) -> str:
+        ordered = tuple(sorted(entries, key=lambda e: e.name + ("/" if e.type == "tree" else "")))
+        payload = b"".join(
+            f"{e.mode.lstrip('0')} {e.name}\0".encode() + bytes.fromhex(e.sha) for e in ordered
+        )
+        sha = git_sha("tree", payload)
+        self.trees[sha] = ordered
+        return sha
+
+    def flatten(self, tree_sha: str, prefix: str = "") -> dict[str, TreeEntry]:
+        """Every non-tree entry below ``tree_sha``, by its full path."""
+        out: dict[str, TreeEntry] = {}
+        for e in self.trees[tree_sha]:
+            if e.type == "tree":
+                out.update(self.flatten(e.sha, f"{prefix}{e.name}/"))
+            else:
+                out[prefix + e.name] = e
+        return out
+
+    def build_tree(self, files: Mapping[str, TreeEntry]) -> str:
+        """Write nested trees for ``files`` (full path -> leaf entry); return the root sha."""
+        children: dict[str, dict[str, TreeEntry]] = {}
+        leaves: list[TreeEntry] = []
+        for path, entry in files.items():
+            head, sep, rest = path.partition("/")
+            if sep:
+                children.setdefault(head, {})[rest] = entry
+            else:
+                leaves.append(TreeEntry(head, entry.mode, entry.type, entry.sha))
+        for name, sub in children.items():
+            leaves.append(TreeEntry(name, "040000", "tree", self.build_tree(sub)))
+        return self.add_tree(leaves)
+
+    def add_commit(
+        self,
+        tree: str,
+        parents: Iterable[str],
+        message: str,
+        author: Signature,
+        committer: Signature | None = None,
+    ) -> GitCommit:
+        committer = committer or author
+        parents = tuple(parents)
+        text = f"tree {tree}\n" + "".join(f"parent {p}\n" for p in parents)
+        text += f"author {author.name} <{author.email}> {author.date}\n"
+        text += f"committer {committer.name} <{committer.email}> {committer.date}\n\n{message}"
+        commit = GitCommit(
+            git_sha("commit", text.encode()), tree, parents, message, author, committer
+        )
+        self.commits[commit.sha] = commit
+        return commit
+
+    def resolve(self, ref: str) -> str | None:
+        """A commit sha for a branch, tag, ``heads/x``/``refs/heads/x`` or (short) sha."""
+        for candidate in (ref, f"refs/{ref}", f"refs/heads/{ref}", f"refs/tags/{ref}"):
+            if candidate in self.refs:
+                return self.refs[candidate]
+        if ref in self.commits:
+            return ref
+        if len(ref) >= 7:
+            hits = [sha for sha in self.commits if sha.startswith(ref)]
+            if len(hits) == 1:
+                return hits[0]
+        return None
+
+    # -- seed helpers --------------------------------------------------------------------
+
+    def commit(
+        self,
+        files: Mapping[str, bytes | str | None],
+        *,
+        message: str = "Update files",
+        branch: str | None = None,
+        author: str = "Octo Cat",
+    ) -> str:
+        """Commit ``files`` (path -> content; None deletes) on top of ``branch`` (the default
+        branch if None; created if missing) and move the branch. Returns the commit sha."""
+        with self._store.lock:
+            branch = branch or self.default_branch
+            ref = f"refs/heads/{branch}"
+            parent = self.refs.get(ref)
+            current = self.flatten(self.commits[parent].tree) if parent else {}
+            for path, content in files.items():
+                if content is None:
+                    current.pop(path, None)
+                    continue
+                data = content.encode() if isinstance(content, str) else content
+                current[path] = TreeEntry(path, "100644", "blob", self.add_blob(data))
+            tree = self.build_tree(current)
+            sig = Signature(author, f"{author.lower().replace(' ', '.')}@example.com", now_iso())
+            commit = self.add_commit(tree, [parent] if parent else [], message, sig)
+            self.refs[ref] = commit.sha
+            return commit.sha
+
+    def create_pull(
+        self,
+        *,
+        head: str,
+        base: str | None = None,
+        title: str = "A change",
+        body: str | None = None,
+        user: str = "octocat",
+        number: int | None = None,
+        draft: bool = False,
+    ) -> int:
+        """Open a pull request from branch ``head`` into ``base`` (both must exist). Returns its
+        number (shared with issues, as on GitHub)."""
+        with self._store.lock:
+            base = base or self.default_branch
+            head_sha = self.refs[f"refs/heads/{head}"]
+            base_sha = self.refs[f"refs/heads/{base}"]
+            number = number or max(self.issues, default=0) + 1
+            self.issues[number] = Issue(
+                number,
+                title,
+                body,
+                user,
+                pull=PullRequest(number, head, head_sha, base, base_sha, draft=draft),
+            )
+            return number
+
+    def create_issue(self, *, title: str, body: str | None = None, user: str = "octocat") -> int:
+        """Open an issue; returns its number."""
+        with self._store.lock:
+            number = max(self.issues, default=0) + 1
+            self.issues[number] = Issue(number, title, body, user)
+            return number
+
+    def add_workflow_run(
+        self,
+        *,
+        name: str = "CI",
+        head_branch: str | None = None,
+        head_sha: str | None = None,
+        event: str = "push",
+        status: str = "completed",
+        conclusion: str | None = "success",
+        path: str = ".github/workflows/ci.yml",
+        actor: str = "octocat",
+        pull_requests: Iterable[int] = (),
+    ) -> int:
+        """Record a workflow run (on the branch's head commit unless ``head_sha`` is given);
+        returns its id."""
+        with self._store.lock:
+            head_branch = head_branch or self.default_branch
+            sha = head_sha or self.refs.get(f"refs/heads/{head_branch}") or "0" * 40
+            run_number = 1 + sum(
+                1 for r in self._store.runs.values() if r.repo == self.full_name and r.path == path
+            )
+            run = WorkflowRun(
+                self._store.ids(),
+                self.full_name,
+                name,
+                run_number,
+                head_branch,
+                sha,
+                event,
+                status,
+                conclusion if status == "completed" else None,
+                path,
+                actor,
+                tuple(pull_requests),
+            )
+            self._store.runs[run.id] = run
+            return run.id
+
+    def add_artifact(self, run_id: int, name: str, data: bytes, *, expired: bool = False) -> int:
+        """Attach an artifact (``data``: the zip archive's bytes) to a run; returns its id."""
+        with self._store.lock:
+            if run_id not in self._store.runs:
+                raise KeyError(f"no workflow run {run_id}")
+            artifact = Artifact(self._store.ids(), self.full_name, run_id, name, data, expired)
+            self._store.artifacts[artifact.id] = artifact
+            return artifact.id
+
+
+class Store:
+    """Everything the emulator holds, guarded by one re-entrant lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.ids = Ids()
+        self.repos: dict[str, Repo] = {}
+        self.issue_comments: dict[int, IssueComment] = {}
+        self.commit_comments: dict[int, CommitComment] = {}
+        self.check_runs: dict[int, CheckRun] = {}
+        self.statuses: dict[int, CommitStatus] = {}
+        self.runs: dict[int, WorkflowRun] = {}
+        self.artifacts: dict[int, Artifact] = {}
+        self.tokens: dict[str, Token] = {}
+
+    def create_repo(
+        self, full_name: str, *, default_branch: str = "main", private: bool = False
+    ) -> Repo:
+        owner, _, name = full_name.partition("/")
+        if not owner or not name or "/" in name:
+            raise ValueError(f"repository name must be owner/name, got {full_name!r}")
+        with self.lock:
+            repo = Repo(self.ids(), owner, name, default_branch, private, self)
+            self.repos[full_name.lower()] = repo
+            return repo
+
+    def repo(self, owner: str, name: str) -> Repo | None:
+        return self.repos.get(f"{owner}/{name}".lower())
