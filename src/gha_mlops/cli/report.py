@@ -32,8 +32,21 @@ _SUMMARY_RESERVE = 8 * 1024
 @click.option("--report-id", default="default", show_default=True,
               help="Names the report in its hidden marker, so a later run updates the same "
                    "pull-request comment (e.g. one id per workflow).")
+@click.option("--publish", is_flag=True,
+              help="Also publish to GitHub: the sticky pull-request comment (or a commit "
+                   "comment on push), a check run with the verdict, and the plots on an assets "
+                   "branch. Needs GITHUB_TOKEN; the target comes from the workflow's event.")
+@click.option("--repo", metavar="OWNER/NAME", help="With --publish: the repository "
+              "[default: $GITHUB_REPOSITORY].")
+@click.option("--pr", type=int, metavar="N", help="With --publish: this pull request.")
+@click.option("--issue", type=int, metavar="N", help="With --publish: comment on this issue "
+              "(e.g. from a workflow_dispatch run).")
+@click.option("--sha", metavar="SHA", help="With --publish: the commit for the check run.")
+@click.option("--assets-branch", default="gha-mlops-assets", show_default=True,
+              help="With --publish: the branch the plots are committed to.")
 def report(head: str, baseline: str, output: Path | None, config: Path | None,
-           report_id: str) -> None:
+           report_id: str, publish: bool, repo: str | None, pr: int | None,
+           issue: int | None, sha: str | None, assets_branch: str) -> None:
     """Compare run HEAD (default: latest) with a baseline run: metrics, parameters, data,
     stages and model, as Markdown, with the `gates:` of mlops.yaml checked.
 
@@ -72,8 +85,57 @@ def report(head: str, baseline: str, output: Path | None, config: Path | None,
         # Images on disk cannot be shown in a step summary: the text only.
         actions.summary(render(comparison, verdict, report_id=report_id,
                                limit=_summary_room(Path(target))))
+    if publish:
+        _publish(comparison, verdict, report_id=report_id, repo=repo, pr=pr, issue=issue,
+                 sha=sha, assets_branch=assets_branch)
     if not verdict.passed:
         raise gate_failed_error(verdict)
+
+
+def _publish(comparison: Comparison, verdict: Any, *, report_id: str, repo: str | None,
+             pr: int | None, issue: int | None, sha: str | None, assets_branch: str) -> None:
+    from gha_mlops.errors import UsageError
+    from gha_mlops.github.pygithub import connect
+    from gha_mlops.reporting import publish as pub
+    from gha_mlops.reporting.markdown import render
+
+    environ = os.environ
+    target = pub.target_from_event(environ, repo=repo, pr=pr, issue=issue, sha=sha)
+    if target.kind == "summary":
+        click.echo("published to the step summary only (not a pull request or push; "
+                   "--pr N or --issue N names a target)")
+        return
+    token = environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN")
+    if not token:
+        raise UsageError("--publish needs a token: GITHUB_TOKEN is not set",
+                         hint="pass it to the step: env: GITHUB_TOKEN: ${{ github.token }}")
+    try:
+        from gha_mlops.reporting.plots import report_plots
+
+        charts = report_plots(comparison)
+    except ImportError:
+        charts = {}
+    images = {name: png for name, (_, png) in charts.items()}
+    titles = {name: title for name, (title, _) in charts.items()}
+    server = environ.get("GITHUB_SERVER_URL", "https://github.com")
+    run_id = environ.get("GITHUB_RUN_ID")
+    details = f"{server}/{target.repo}/actions/runs/{run_id}" if run_id else None
+    port = connect(token, environ.get("GITHUB_API_URL", "https://api.github.com"))
+    failed = len(getattr(verdict, "failed", []) or [])
+    headline = ("all gates pass" if verdict.passed else f"{failed} gate(s) failed")
+    out = pub.publish(
+        port, target,
+        lambda urls: render(comparison, verdict, report_id=report_id,
+                            images={titles[n]: u for n, u in urls.items()},
+                            full_report_url=details),
+        report_id=report_id, passed=verdict.passed, headline=headline, images=images,
+        assets_branch=assets_branch, server_url=server, details_url=details)
+    if out.comment is not None:
+        verb = "created" if out.comment_created else "updated"
+        click.echo(f"{verb} comment {out.comment.url or out.comment.id}")
+    if out.check_url or out.status_instead_of_check:
+        click.echo("commit status set (the token may not create check runs)"
+                   if out.status_instead_of_check else f"check run {out.check_url}")
 
 
 def _gates(config: Path, *, explicit: bool) -> dict[str, Gate]:

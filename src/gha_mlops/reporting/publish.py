@@ -89,3 +89,44 @@ def publish(port: GitHubPort, target: Target, render: Callable[[Mapping[str, str
                                description=headline, target_url=details_url)
             out.status_instead_of_check = True
     return out
+
+
+def target_from_event(environ: Mapping[str, str], *, repo: str | None = None,
+                      pr: int | None = None, issue: int | None = None,
+                      sha: str | None = None) -> Target:
+    """Where a report goes, from the workflow's event (``GITHUB_EVENT_NAME``,
+    ``GITHUB_EVENT_PATH``, ``GITHUB_REPOSITORY``, ``GITHUB_SHA``) unless given:
+    ``pull_request``/``pull_request_target`` -> the PR (comment and check on its head commit),
+    ``push`` -> a commit comment and check, anything else -> the step summary only, or the
+    issue ``issue`` names."""
+    import json
+
+    from gha_mlops.errors import UsageError
+
+    repo = repo or environ.get("GITHUB_REPOSITORY", "")
+    if not repo or "/" not in repo:
+        raise UsageError("which repository? GITHUB_REPOSITORY is not set",
+                         hint="pass --repo OWNER/NAME (outside GitHub Actions)")
+    if pr is not None:
+        return Target(repo, "pull_request", sha=sha or environ.get("GITHUB_SHA", ""), number=pr)
+    if issue is not None:
+        return Target(repo, "issue", number=issue)
+    event = environ.get("GITHUB_EVENT_NAME", "")
+    payload: dict[str, object] = {}
+    path = environ.get("GITHUB_EVENT_PATH")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                loaded = json.load(fh)
+            payload = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError) as err:
+            raise UsageError(f"cannot read the event payload {path}: {err}") from None
+    pull = payload.get("pull_request")
+    if event.startswith("pull_request") and isinstance(pull, dict):
+        head = pull.get("head") if isinstance(pull.get("head"), dict) else {}
+        assert isinstance(head, dict)
+        return Target(repo, "pull_request", sha=sha or str(head.get("sha") or ""),
+                      number=int(str(pull.get("number"))))
+    if event == "push":
+        return Target(repo, "push", sha=sha or environ.get("GITHUB_SHA", ""))
+    return Target(repo, "summary")
