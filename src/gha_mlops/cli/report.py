@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,10 @@ from gha_mlops.config import DEFAULT_CONFIG, STATE_DIR
 if TYPE_CHECKING:
     from gha_mlops.config.model import Gate
     from gha_mlops.reporting.compare import Comparison
+    from gha_mlops.reporting.publish import Target
+
+# Characters reserved per image in report.md for its link to grow into a commit-SHA URL.
+_URL_ROOM = 256
 
 # Room left in the step summary for what may follow (the CLI's error note, later steps' text).
 _SUMMARY_RESERVE = 8 * 1024
@@ -20,9 +25,20 @@ _SUMMARY_RESERVE = 8 * 1024
 
 @click.command()
 @click.argument("head", default="latest")
-@click.option("--baseline", "-b", required=True, metavar="RUN|FILE",
+@click.option("--baseline", "-b", default=None, metavar="RUN|FILE|URL",
               help="The run to compare with (the champion): a run id, a unique prefix, "
-                   "`latest~N`, or a run record file (e.g. from a downloaded artifact).")
+                   "`latest~N`, a run record file (e.g. from a downloaded artifact), or an "
+                   "http(s) URL of a record JSON or an artifact zip. Default, in GitHub "
+                   "Actions: the record of the latest successful run on the base branch "
+                   "that uploaded --baseline-artifact.")
+@click.option("--base-branch", metavar="NAME", help="Find the champion on this branch "
+              "[default: the pull request's base, else the repository's default branch].")
+@click.option("--baseline-artifact", default="gha-mlops-run", show_default=True,
+              metavar="NAME", help="The artifact holding the champion's run record.")
+@click.option("--from-artifact", type=click.Path(file_okay=False, path_type=Path),
+              metavar="DIR", help="With --publish: publish the report a `--output DIR` run "
+              "wrote (report.md, report.json, the PNGs), e.g. in a workflow_run workflow "
+              "for fork pull requests; nothing is recomputed.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
               metavar="DIR", help="Write report.md and the plots (PNG) into DIR.")
 @click.option("--config", "-c", "config", default=None,
@@ -44,14 +60,29 @@ _SUMMARY_RESERVE = 8 * 1024
 @click.option("--sha", metavar="SHA", help="With --publish: the commit for the check run.")
 @click.option("--assets-branch", default="gha-mlops-assets", show_default=True,
               help="With --publish: the branch the plots are committed to.")
-def report(head: str, baseline: str, output: Path | None, config: Path | None,
-           report_id: str, publish: bool, repo: str | None, pr: int | None,
-           issue: int | None, sha: str | None, assets_branch: str) -> None:
+def report(head: str, baseline: str | None, base_branch: str | None,
+           baseline_artifact: str, from_artifact: Path | None, output: Path | None,
+           config: Path | None, report_id: str, publish: bool, repo: str | None,
+           pr: int | None, issue: int | None, sha: str | None, assets_branch: str) -> None:
     """Compare run HEAD (default: latest) with a baseline run: metrics, parameters, data,
     stages and model, as Markdown, with the `gates:` of mlops.yaml checked.
 
     Exits 1 when a gate fails. In GitHub Actions the report also goes to the step summary.
     """
+    if from_artifact is not None:
+        _publish_stored(from_artifact, publish=publish, assets_branch=assets_branch)
+        return
+    with tempfile.TemporaryDirectory(prefix="gha-mlops-baseline-") as tmp:
+        _report(head, baseline, base_branch=base_branch, artifact=baseline_artifact,
+                scratch=Path(tmp), output=output, config=config, report_id=report_id,
+                publish=publish, repo=repo, pr=pr, issue=issue, sha=sha,
+                assets_branch=assets_branch)
+
+
+def _report(head: str, baseline: str | None, *, base_branch: str | None, artifact: str,
+            scratch: Path, output: Path | None, config: Path | None, report_id: str,
+            publish: bool, repo: str | None, pr: int | None, issue: int | None,
+            sha: str | None, assets_branch: str) -> None:
     from gha_mlops.gha import Actions
     from gha_mlops.reporting.compare import compare, read_run_files
     from gha_mlops.reporting.gates import evaluate_gates, gate_failed_error
@@ -61,7 +92,8 @@ def report(head: str, baseline: str, output: Path | None, config: Path | None,
     workspace = config_path.absolute().parent
     gates = _gates(config_path, explicit=config is not None)
     head_record, head_root = _load(head, workspace)
-    base_record, base_root = _load(baseline, workspace)
+    base_ref = _baseline(baseline, base_branch=base_branch, artifact=artifact, scratch=scratch)
+    base_record, base_root = _load(base_ref, workspace)
     directions = {name: g.direction for name, g in gates.items() if g.direction}
     comparison = compare(base_record, head_record,
                          base_files=read_run_files(base_record, base_root),
@@ -70,12 +102,16 @@ def report(head: str, baseline: str, output: Path | None, config: Path | None,
     verdict = evaluate_gates(comparison, gates)
     if output is not None:
         images = _write_plots(comparison, output)
-        markdown = render(comparison, verdict, report_id=report_id, images=images)
+        # Room for the image links' file names to become commit-SHA URLs when published.
+        markdown = render(comparison, verdict, report_id=report_id, images=images,
+                          limit=COMMENT_LIMIT - _URL_ROOM * len(images))
         _write(output / "report.md", markdown)
         full = render(comparison, verdict, report_id=report_id, images=images, limit=None)
         if full != markdown:
             _write(output / "report-full.md", full)
-        click.echo(f"wrote {output / 'report.md'} and {len(images)} plots")
+        _write(output / "report.json", _stored(report_id, verdict, images, repo=repo, pr=pr,
+                                               issue=issue, sha=sha))
+        click.echo(f"wrote {output / 'report.md'}, report.json and {len(images)} plots")
     else:
         click.echo(render(comparison, verdict, report_id=report_id, limit=COMMENT_LIMIT),
                    nl=False)
@@ -94,7 +130,6 @@ def report(head: str, baseline: str, output: Path | None, config: Path | None,
 
 def _publish(comparison: Comparison, verdict: Any, *, report_id: str, repo: str | None,
              pr: int | None, issue: int | None, sha: str | None, assets_branch: str) -> None:
-    from gha_mlops.errors import UsageError
     from gha_mlops.github.pygithub import connect
     from gha_mlops.reporting import publish as pub
     from gha_mlops.reporting.markdown import render
@@ -105,10 +140,7 @@ def _publish(comparison: Comparison, verdict: Any, *, report_id: str, repo: str 
         click.echo("published to the step summary only (not a pull request or push; "
                    "--pr N or --issue N names a target)")
         return
-    token = environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN")
-    if not token:
-        raise UsageError("--publish needs a token: GITHUB_TOKEN is not set",
-                         hint="pass it to the step: env: GITHUB_TOKEN: ${{ github.token }}")
+    token = _token()
     try:
         from gha_mlops.reporting.plots import report_plots
 
@@ -121,8 +153,7 @@ def _publish(comparison: Comparison, verdict: Any, *, report_id: str, repo: str 
     run_id = environ.get("GITHUB_RUN_ID")
     details = f"{server}/{target.repo}/actions/runs/{run_id}" if run_id else None
     port = connect(token, environ.get("GITHUB_API_URL", "https://api.github.com"))
-    failed = len(getattr(verdict, "failed", []) or [])
-    headline = ("all gates pass" if verdict.passed else f"{failed} gate(s) failed")
+    headline = _headline(verdict)
     out = pub.publish(
         port, target,
         lambda urls: render(comparison, verdict, report_id=report_id,
@@ -130,6 +161,134 @@ def _publish(comparison: Comparison, verdict: Any, *, report_id: str, repo: str 
                             full_report_url=details),
         report_id=report_id, passed=verdict.passed, headline=headline, images=images,
         assets_branch=assets_branch, server_url=server, details_url=details)
+    _echo_published(out)
+
+
+def _headline(verdict: Any) -> str:
+    failed = len(getattr(verdict, "failed", []) or [])
+    return "all gates pass" if verdict.passed else f"{failed} gate(s) failed"
+
+
+def _details_url(target_repo: str) -> str | None:
+    server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
+    run_id = os.environ.get("GITHUB_RUN_ID")
+    return f"{server}/{target_repo}/actions/runs/{run_id}" if run_id else None
+
+
+def _token() -> str:
+    from gha_mlops.errors import UsageError
+
+    token = os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN")
+    if not token:
+        raise UsageError("--publish needs a token: GITHUB_TOKEN is not set",
+                         hint="pass it to the step: env: GITHUB_TOKEN: ${{ github.token }}")
+    return token
+
+
+def _baseline(baseline: str | None, *, base_branch: str | None, artifact: str,
+              scratch: Path) -> str:
+    """What ``_load`` reads as the baseline: ``baseline`` itself, or a record downloaded (a
+    URL) or found through the Actions API (no ``--baseline``) into ``scratch``."""
+    from gha_mlops.errors import UsageError
+    from gha_mlops.reporting import baseline as bl
+
+    environ = os.environ
+    api_url = environ.get("GITHUB_API_URL", "https://api.github.com")
+    token = environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN")
+    if baseline is not None and baseline.startswith(("https://", "http://")):
+        from gha_mlops.github.pygithub import download
+
+        data = download(baseline, token=token, api_url=api_url,
+                        what=f"download the baseline {baseline}")
+        return str(bl.record_from_download(data, scratch, source=baseline))
+    if baseline is not None:
+        return baseline
+    repo = environ.get("GITHUB_REPOSITORY", "")
+    if not repo or not token:
+        raise UsageError("no --baseline, and no champion to find: GITHUB_REPOSITORY or "
+                         "GITHUB_TOKEN is not set",
+                         hint="pass --baseline RUN|FILE|URL, or run in GitHub Actions with "
+                              "env: GITHUB_TOKEN: ${{ github.token }} (permissions: "
+                              "actions: read)")
+    branch = base_branch or bl.base_branch(environ.get("GITHUB_EVENT_NAME", ""),
+                                           bl.load_event(environ))
+    if not branch:
+        raise UsageError("which branch holds the champion? the event payload names no base "
+                         "or default branch", hint="pass --base-branch NAME or --baseline")
+    from gha_mlops.github.pygithub import connect
+
+    champion, record = bl.fetch_champion(connect(token, api_url), repo, branch, scratch,
+                                         artifact)
+    click.echo(f"baseline: the champion from run {champion.run.html_url or champion.run.id} "
+               f"on {branch} ({champion.run.head_sha[:12]})", err=True)
+    return str(record)
+
+
+def _stored(report_id: str, verdict: Any, images: dict[str, str], *, repo: str | None,
+            pr: int | None, issue: int | None, sha: str | None) -> str:
+    """report.json: what publishing from another workflow needs (``--from-artifact``)."""
+    from gha_mlops.errors import UsageError
+    from gha_mlops.reporting import publish as pub
+
+    target: Target | None
+    try:
+        target = pub.target_from_event(os.environ, repo=repo, pr=pr, issue=issue, sha=sha)
+    except UsageError:  # outside Actions: no repository, nowhere to publish to
+        target = None
+    return pub.stored_report_json(pub.StoredReport(
+        report_id, bool(verdict.passed), _headline(verdict), target,
+        tuple((name, title) for title, name in images.items()), "report.md",
+        _details_url(target.repo) if target is not None else None))
+
+
+def _publish_stored(folder: Path, *, publish: bool, assets_branch: str) -> None:
+    """``--from-artifact DIR --publish``: publish what DIR holds; exit 1 if it failed."""
+    from gha_mlops.errors import GhaMlopsError, UsageError
+    from gha_mlops.github.pygithub import connect
+    from gha_mlops.reporting import baseline as bl
+    from gha_mlops.reporting import publish as pub
+
+    if not publish:
+        raise UsageError("--from-artifact publishes a stored report: add --publish")
+    stored = pub.load_stored_report(folder)
+    environ = os.environ
+    target = stored.target
+    json_path = folder / pub.STORED_FILE
+    if target is None or target.kind == "summary":
+        click.echo(f"nothing to publish: {json_path} names no pull request, push or issue")
+    else:
+        here = environ.get("GITHUB_REPOSITORY", "")
+        if target.repo.lower() != here.lower():
+            raise UsageError(f"{json_path}: target.repo is {target.repo}, but this workflow "
+                             f"runs in {here or '(GITHUB_REPOSITORY unset)'}: refusing to "
+                             "publish there", hint="publish from a workflow of the target "
+                             "repository", file=json_path)
+        payload = bl.load_event(environ)
+        run = payload.get("workflow_run")
+        run_sha = str(run.get("head_sha") or "") if isinstance(run, dict) else ""
+        if run_sha and target.sha and run_sha != target.sha:
+            raise UsageError(f"{json_path}: target.sha is {target.sha}, but the workflow run "
+                             f"that uploaded it ran on {run_sha}: refusing to publish",
+                             hint="download the artifact of the triggering run "
+                                  "(run-id: ${{ github.event.workflow_run.id }})",
+                             file=json_path)
+        details = (str(run.get("html_url") or "") or None) if isinstance(run, dict) else None
+        out = pub.publish_stored(
+            connect(_token(), environ.get("GITHUB_API_URL", "https://api.github.com")),
+            folder, stored, assets_branch=assets_branch,
+            server_url=environ.get("GITHUB_SERVER_URL", "https://github.com"),
+            details_url=details)
+        if out is None:
+            click.echo(f"not published: pull request #{target.number} has moved on from "
+                       f"{target.sha[:12]} (a newer run reports on it)", err=True)
+        else:
+            _echo_published(out)
+    if not stored.passed:
+        raise GhaMlopsError(f"the stored report failed its gates: {stored.headline}",
+                            hint=f"see {folder / stored.markdown}")
+
+
+def _echo_published(out: Any) -> None:
     if out.comment is not None:
         verb = "created" if out.comment_created else "updated"
         click.echo(f"{verb} comment {out.comment.url or out.comment.id}")

@@ -53,3 +53,49 @@ class GitHubPort(Protocol):
                      message: str) -> str:
         """Add ``files`` (path -> bytes) on top of ``branch`` (created, orphan, if missing)
         through the Git Data API; returns the new commit's sha."""
+
+
+@dataclass(frozen=True)
+class WorkflowRunRef:
+    """A workflow run, as much of it as choosing a champion needs."""
+
+    id: int
+    event: str
+    head_sha: str
+    head_repo: str  # owner/name of the repository the run's commit came from
+    html_url: str = ""
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    id: int
+    name: str
+    expired: bool
+    size: int = 0
+
+
+class ActionsPort(Protocol):
+    """Reading the Actions API (runs and their artifacts): needs ``actions: read``."""
+
+    def successful_runs(self, repo: str, branch: str) -> Iterator[WorkflowRunRef]:
+        """The completed, successful workflow runs on ``branch``, newest first, fetched page
+        by page as the caller iterates (stop iterating to stop fetching)."""
+
+    def run_artifacts(self, repo: str, run_id: int) -> list[ArtifactRef]:
+        """Every artifact of the run (all pages), expired ones included."""
+
+    def download_artifact(self, repo: str, artifact_id: int) -> bytes:
+        """The artifact's zip archive (following GitHub's redirect to its storage); a
+        :class:`GitHubError` with ``status`` 410 when it has expired."""
+
+    def download(self, url: str) -> bytes:
+        """The body of ``GET url``, following redirects; the token is sent only when ``url``
+        is on the API's host (never to a third party)."""
+
+
+class StoredReportPort(GitHubPort, Protocol):
+    """What publishing a report stored by another workflow needs: the usual writes, and a
+    check that the pull request it names is the one it was computed for."""
+
+    def pull_head_sha(self, repo: str, number: int) -> str:
+        """The sha of the pull request's head commit now."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gha_mlops.errors import missing_extra
-from gha_mlops.github.port import Comment, GitHubError
+from gha_mlops.github.port import ArtifactRef, Comment, GitHubError, WorkflowRunRef
 
 if TYPE_CHECKING:
     from github import Github
@@ -32,7 +32,12 @@ PERMISSIONS = {
     "status": "statuses: write",
     "contents": "contents: write",
     "read": "contents: read",
+    "actions": "actions: read",
+    "pulls": "pull-requests: read",
 }
+
+# The largest artifact or record a baseline download may be (a zip bomb stops here).
+MAX_DOWNLOAD = 2 * 1024**3
 
 
 def connect(token: str, base_url: str = "https://api.github.com", *,
@@ -49,13 +54,17 @@ def connect(token: str, base_url: str = "https://api.github.com", *,
     client = Github(auth=Auth.Token(token), base_url=base_url.rstrip("/"), timeout=int(timeout),
                     retry=retry, seconds_between_requests=None, seconds_between_writes=None,
                     per_page=100, lazy=True)
-    return PyGitHub(client)
+    return PyGitHub(client, token=token, base_url=base_url, timeout=timeout)
 
 
 class PyGitHub:
-    def __init__(self, client: Github) -> None:
+    def __init__(self, client: Github, *, token: str | None = None,
+                 base_url: str = "https://api.github.com", timeout: float = 15) -> None:
         self.client = client
         self._repos: dict[str, Repository] = {}
+        self._token = token
+        self._base_url = base_url.rstrip("/")
+        self._timeout = timeout
 
     def _repo(self, name: str) -> Repository:
         if name not in self._repos:
@@ -167,6 +176,108 @@ class PyGitHub:
             return str(commit.sha)
 
         return self._call(what, "contents", write)
+
+    # ------------------------------------------------------------------ actions
+
+    def successful_runs(self, repo: str, branch: str) -> Iterator[WorkflowRunRef]:
+        what = f"list the successful workflow runs on {branch} in {repo}"
+        listing = self._call(what, "actions", lambda: self._repo(repo).get_workflow_runs(
+            branch=branch, status="success"))  # type: ignore[arg-type]  # str is accepted
+        iterator = iter(listing)
+        while True:
+            run = self._call(what, "actions", lambda: next(iterator, None))
+            if run is None:
+                return
+            head = run.raw_data.get("head_repository") or {}
+            yield WorkflowRunRef(run.id, run.event or "", run.head_sha or "",
+                                 str(head.get("full_name") or repo) if isinstance(head, dict)
+                                 else repo, run.html_url or "")
+
+    def run_artifacts(self, repo: str, run_id: int) -> list[ArtifactRef]:
+        def fetch() -> list[ArtifactRef]:
+            run = self._repo(repo).get_workflow_run(run_id)
+            return [ArtifactRef(a.id, a.name, bool(a.expired), int(a.size_in_bytes or 0))
+                    for a in run.get_artifacts()]
+
+        return self._call(f"list the artifacts of workflow run {run_id} in {repo}", "actions",
+                          fetch)
+
+    def download_artifact(self, repo: str, artifact_id: int) -> bytes:
+        url = f"{self._base_url}/repos/{repo}/actions/artifacts/{artifact_id}/zip"
+        return self.download(url, what=f"download artifact {artifact_id} of {repo}")
+
+    def download(self, url: str, *, what: str | None = None) -> bytes:
+        return download(url, token=self._token, api_url=self._base_url, timeout=self._timeout,
+                        what=what)
+
+    # ------------------------------------------------------------------ pulls
+
+    def pull_head_sha(self, repo: str, number: int) -> str:
+        pull = self._call(f"read pull request #{number} of {repo}", "pulls",
+                          lambda: self._repo(repo).get_pull(number))
+        return str(pull.head.sha)
+
+
+def download(url: str, *, token: str | None = None, api_url: str = "https://api.github.com",
+             timeout: float = 15, what: str | None = None) -> bytes:
+    """``GET url`` following redirects, retried on 5xx and connection errors; ``token`` is
+    sent only when ``url`` is on ``api_url``'s host (requests drops it on a redirect to
+    another host, e.g. the artifact's signed storage URL)."""
+    from urllib.parse import urlsplit
+
+    try:
+        import requests
+        from requests.adapters import HTTPAdapter
+        from urllib3.util.retry import Retry
+    except ImportError:
+        raise missing_extra("PyGithub", "github") from None
+    what = what or f"download {url}"
+    headers = {"Accept": "application/vnd.github+json, application/zip, */*",
+               "X-GitHub-Api-Version": "2022-11-28"}
+    if token and urlsplit(url).netloc.lower() == urlsplit(api_url).netloc.lower():
+        headers["Authorization"] = f"Bearer {token}"
+    retry = Retry(total=4, connect=3, read=2, backoff_factor=0.3,
+                  status_forcelist=(500, 502, 503, 504), allowed_methods=frozenset({"GET"}),
+                  respect_retry_after_header=True, raise_on_status=False)
+    with requests.Session() as session:
+        session.mount("https://", HTTPAdapter(max_retries=retry))
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        try:
+            with session.get(url, headers=headers, timeout=timeout, stream=True,
+                             allow_redirects=True) as resp:
+                if resp.status_code >= 400:
+                    raise _http_error(resp, what)
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in resp.iter_content(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_DOWNLOAD:
+                        raise GitHubError(f"{what}: larger than {MAX_DOWNLOAD} bytes",
+                                          hint="point at a smaller artifact or record")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except requests.RequestException as err:
+            raise GitHubError(f"could not {what}: {err}",
+                              hint="check the URL, GITHUB_API_URL and the network; "
+                              "run again") from None
+
+
+def _http_error(resp: Any, what: str) -> GitHubError:
+    status = int(resp.status_code)
+    try:
+        data = resp.json()
+    except ValueError:
+        data = {}
+    if status == 410:
+        detail = data.get("message", "") if isinstance(data, dict) else ""
+        return GitHubError(f"could not {what}: HTTP 410 {detail or 'Gone'}".rstrip(),
+                           status=410, hint="the artifact has expired (its retention period "
+                           "is over): run the workflow again to upload a fresh one")
+
+    from types import SimpleNamespace
+
+    err = SimpleNamespace(status=status, data=data, headers=dict(resp.headers))
+    return translate(err, what, "actions")
 
 
 def translate(err: Any, what: str, kind: str) -> GitHubError:

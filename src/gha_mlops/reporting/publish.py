@@ -12,10 +12,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from gha_mlops.github.port import Comment, GitHubError, GitHubPort
+from gha_mlops.github.port import Comment, GitHubError, GitHubPort, StoredReportPort
 from gha_mlops.reporting.markdown import marker, sanitize_report_id
 
 
@@ -130,3 +133,149 @@ def target_from_event(environ: Mapping[str, str], *, repo: str | None = None,
     if event == "push":
         return Target(repo, "push", sha=sha or environ.get("GITHUB_SHA", ""))
     return Target(repo, "summary")
+
+
+# ---------------------------------------------------------------------- stored reports
+#
+# The fork-safe pattern: a `pull_request` workflow (no secrets, a read-only token on forks)
+# writes `report.md`, the PNGs and `report.json` with `--output DIR` and uploads DIR; a
+# `workflow_run` workflow (with the token) publishes them without recomputing. report.md
+# links each image by its bare file name, `](metrics.png)`; publishing replaces that
+# placeholder with the commit-SHA URL of the image on the assets branch.
+
+STORED_SCHEMA = 1
+STORED_FILE = "report.json"
+
+
+@dataclass(frozen=True)
+class StoredReport:
+    report_id: str
+    passed: bool
+    headline: str
+    target: Target | None  # None: written outside a workflow that has one
+    images: tuple[tuple[str, str], ...] = ()  # (file name, title)
+    markdown: str = "report.md"
+    details_url: str | None = None
+
+
+def stored_report_json(report: StoredReport) -> str:
+    """``report.json``'s text for ``report``."""
+    target = report.target
+    doc: dict[str, Any] = {
+        "schema": STORED_SCHEMA, "report_id": report.report_id, "passed": report.passed,
+        "headline": report.headline, "markdown": report.markdown,
+        "target": None if target is None else {"repo": target.repo, "kind": target.kind,
+                                               "number": target.number, "sha": target.sha},
+        "images": [{"file": f, "title": t} for f, t in report.images],
+        "details_url": report.details_url}
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def load_stored_report(folder: Path) -> StoredReport:
+    """``folder/report.json``, validated: every error names the file and the key."""
+    from gha_mlops.errors import UsageError
+
+    path = folder / STORED_FILE
+    hint = ("write it with `gha-mlops report --output DIR` and upload DIR whole; download "
+            "that artifact into the folder given to --from-artifact")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist", hint=hint) from None
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path} is not valid JSON: {err}", hint=hint) from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"{path}: expected a JSON object", hint=hint, file=path)
+
+    def bad(key: str, expected: str) -> UsageError:
+        return UsageError(f"{path}: key {key!r} is missing or not {expected}", hint=hint,
+                          file=path)
+
+    def get(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], expected: str,
+            prefix: str = "") -> Any:
+        value = obj.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise bad(prefix + key, expected)
+        return value
+
+    if doc.get("schema") != STORED_SCHEMA:
+        raise UsageError(f"{path}: key 'schema' is {doc.get('schema')!r}, this gha-mlops "
+                         f"reads schema {STORED_SCHEMA}",
+                         hint="use the same gha-mlops version in both workflows", file=path)
+    report_id = get(doc, "report_id", str, "a string")
+    passed = get(doc, "passed", bool, "true or false")
+    headline = get(doc, "headline", str, "a string")
+    markdown = get(doc, "markdown", str, "a file name")
+    details = doc.get("details_url")
+    if details is not None and not isinstance(details, str):
+        raise bad("details_url", "a string or null")
+    raw_target = doc.get("target")
+    target = None
+    if raw_target is not None:
+        if not isinstance(raw_target, dict):
+            raise bad("target", "an object or null")
+        kind = get(raw_target, "kind", str, "pull_request, push, issue or summary", "target.")
+        if kind not in ("pull_request", "push", "issue", "summary"):
+            raise bad("target.kind", "pull_request, push, issue or summary")
+        number = raw_target.get("number")
+        if kind in ("pull_request", "issue"):
+            number = get(raw_target, "number", int, "an integer", "target.")
+        repo = get(raw_target, "repo", str, "OWNER/NAME", "target.")
+        if repo.count("/") != 1:
+            raise bad("target.repo", "OWNER/NAME")
+        sha = raw_target.get("sha") or ""
+        if not isinstance(sha, str):
+            raise bad("target.sha", "a string")
+        target = Target(repo, kind, sha=sha, number=number if isinstance(number, int) else None)
+    images: list[tuple[str, str]] = []
+    raw_images = doc.get("images")
+    if not isinstance(raw_images, list):
+        raise bad("images", "a list")
+    for i, item in enumerate(raw_images):
+        if not isinstance(item, dict):
+            raise bad(f"images[{i}]", "an object")
+        images.append((get(item, "file", str, "a file name", f"images[{i}]."),
+                       get(item, "title", str, "a string", f"images[{i}].")))
+    for name in [markdown, *(f for f, _ in images)]:
+        if not _plain_name(name):
+            raise UsageError(f"{path}: {name!r} is not a plain file name", hint=hint,
+                             file=path)
+        if not (folder / name).is_file():
+            raise UsageError(f"{folder / name} is missing (named in {path})", hint=hint)
+    return StoredReport(report_id, passed, headline, target, tuple(images), markdown, details)
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
+
+
+def link_images(markdown: str, files: Sequence[str], urls: Mapping[str, str]) -> str:
+    """``markdown`` with each image link to a bare file name, ``](NAME)``, pointed at
+    ``urls[NAME]``."""
+    for name in files:
+        if name in urls:
+            markdown = markdown.replace(f"]({name})", f"]({urls[name]})")
+    return markdown
+
+
+def publish_stored(port: StoredReportPort, folder: Path, report: StoredReport, *,
+                   assets_branch: str = "gha-mlops-assets",
+                   server_url: str = "https://github.com",
+                   details_url: str | None = None) -> Published | None:
+    """Publish a report stored in ``folder`` (:func:`load_stored_report`) to its target, as
+    :func:`publish` would have. Returns ``None`` without writing anything when the pull
+    request's head is no longer the stored commit (a newer push publishes its own report, or
+    report.json names the wrong pull request)."""
+    target = report.target
+    assert target is not None
+    if target.kind == "pull_request" and target.number is not None:
+        head = port.pull_head_sha(target.repo, target.number)
+        if target.sha and head != target.sha:
+            return None
+    markdown = (folder / report.markdown).read_text(encoding="utf-8")
+    files = [name for name, _ in report.images]
+    images = {name: (folder / name).read_bytes() for name in files}
+    return publish(port, target, lambda urls: link_images(markdown, files, urls),
+                   report_id=report.report_id, passed=report.passed, headline=report.headline,
+                   images=images, assets_branch=assets_branch, server_url=server_url,
+                   details_url=details_url or report.details_url)
