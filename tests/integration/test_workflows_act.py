@@ -277,3 +277,87 @@ def test_a_second_run_restores_the_data_from_the_cache(
     # data-fetch's cache step hits on the second run: nothing comes from the remote.
     assert "digits: already in the cache" in second.log
     assert "digits: fetched 1 object" not in second.log
+
+
+REVIEW_CALLER = """\
+name: review
+on: pull_request
+permissions: {}
+jobs:
+  review:
+    uses: gha-mlops/gha-mlops/.github/workflows/pr-review.yml@%s
+    permissions:
+      contents: write
+      pull-requests: write
+      checks: write
+      actions: read
+"""
+
+
+def _champion_zip(consumer: Path, tmp: Path) -> bytes:
+    """What actions/run uploads from a successful run of the base branch: the record with
+    the outputs, rooted at the workspace."""
+    import io
+    import subprocess
+    import sys
+    import zipfile
+
+    work = tmp / "champion"
+    shutil.copytree(consumer, work, ignore=shutil.ignore_patterns(".git"))
+    subprocess.run([sys.executable, "-m", "gha_mlops", "run", "-q", "--set", "train.epochs=60"],
+                   cwd=work, check=True, capture_output=True)
+    files = subprocess.run([sys.executable, "-m", "gha_mlops", "runs", "files"], cwd=work,
+                           check=True, capture_output=True, text=True).stdout.split()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name in files:
+            path = Path(name)
+            if path.is_dir():
+                for sub in sorted(p for p in path.rglob("*") if p.is_file()):
+                    zf.write(sub, sub.relative_to(work).as_posix())
+            else:
+                zf.write(path, path.relative_to(work).as_posix())
+    return buf.getvalue()
+
+
+def test_pr_review_posts_one_sticky_comment_and_a_check(gha_repo: Path,
+                                                       tmp_path: Path) -> None:
+    from gha_mlops.testing.github_emulator import GitHubEmulator
+
+    consumer = tmp_path / "consumer"
+    shutil.copytree(REPO / "examples/tiny", consumer, ignore=shutil.ignore_patterns(".gha-mlops"))
+    (consumer / ".github/workflows").mkdir(parents=True)
+    (consumer / ".github/workflows/review.yml").write_text(REVIEW_CALLER % REF)
+    _commit(consumer)
+    champion = _champion_zip(consumer, tmp_path)
+    examples = json.loads((REPO / ".ci/npm/node_modules/@octokit/webhooks-examples/"
+                           "api.github.com/index.json").read_text())
+    payload = next(e for h in examples if h["name"] == "pull_request"
+                   for e in h["examples"] if e["action"] == "opened")
+    with GitHubEmulator() as gh:
+        repo = gh.create_repo("octo/model")
+        repo.commit({"README.md": "x"})
+        run_id = repo.add_workflow_run(head_branch="main", event="push", status="completed",
+                                       conclusion="success")
+        repo.add_artifact(run_id, "gha-mlops-run", champion)
+        sha = repo.commit({"src/train.py": "changed"}, branch="feature")
+        number = repo.create_pull(head="feature")
+        payload["number"] = number
+        payload["pull_request"]["number"] = number
+        payload["pull_request"]["head"]["sha"] = sha
+        payload["pull_request"]["base"]["ref"] = "main"
+        payload["repository"]["full_name"] = "octo/model"
+        act = Act(tmp_path / "act", consumer, repository="octo/model", repos={SELF: gha_repo})
+        result = act.run(consumer / ".github/workflows/review.yml", "pull_request",
+                         payload=payload, secrets={"GITHUB_TOKEN": gh.token},
+                         env={"GITHUB_API_URL": gh.url, "GITHUB_SERVER_URL": gh.root_url},
+                         timeout=600)
+        comments = gh.issue_comments("octo/model", number)
+        checks = gh.check_runs("octo/model")
+        violations = gh.take_violations()
+    assert result.ok, result.log[-8000:]
+    assert violations == []
+    [comment] = comments
+    assert comment.body.startswith("<!-- gha-mlops-report:pr-review -->")
+    assert "gates pass" in comment.body
+    assert [(c.conclusion, c.head_sha) for c in checks] == [("success", sha)]
