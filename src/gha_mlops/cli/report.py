@@ -12,6 +12,8 @@ import click
 from gha_mlops.config import DEFAULT_CONFIG, STATE_DIR
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from gha_mlops.config.model import Gate
     from gha_mlops.reporting.compare import Comparison
     from gha_mlops.reporting.publish import Target
@@ -100,8 +102,9 @@ def _report(head: str, baseline: str | None, *, base_branch: str | None, artifac
                          head_files=read_run_files(head_record, head_root),
                          directions=directions)
     verdict = evaluate_gates(comparison, gates)
+    charts = _charts(comparison)  # drawn once, for the files and for publishing
     if output is not None:
-        images = _write_plots(comparison, output)
+        images = _write_plots(charts, output)
         # Room for the image links' file names to become commit-SHA URLs when published.
         markdown = render(comparison, verdict, report_id=report_id, images=images,
                           limit=COMMENT_LIMIT - _URL_ROOM * len(images))
@@ -122,14 +125,15 @@ def _report(head: str, baseline: str | None, *, base_branch: str | None, artifac
         actions.summary(render(comparison, verdict, report_id=report_id,
                                limit=_summary_room(Path(target))))
     if publish:
-        _publish(comparison, verdict, report_id=report_id, repo=repo, pr=pr, issue=issue,
-                 sha=sha, assets_branch=assets_branch)
+        _publish(comparison, verdict, charts, report_id=report_id, repo=repo, pr=pr,
+                 issue=issue, sha=sha, assets_branch=assets_branch)
     if not verdict.passed:
         raise gate_failed_error(verdict)
 
 
-def _publish(comparison: Comparison, verdict: Any, *, report_id: str, repo: str | None,
-             pr: int | None, issue: int | None, sha: str | None, assets_branch: str) -> None:
+def _publish(comparison: Comparison, verdict: Any, charts: Mapping[str, tuple[str, bytes]], *,
+             report_id: str, repo: str | None, pr: int | None, issue: int | None,
+             sha: str | None, assets_branch: str) -> None:
     from gha_mlops.github.pygithub import connect
     from gha_mlops.reporting import publish as pub
     from gha_mlops.reporting.markdown import render
@@ -141,17 +145,10 @@ def _publish(comparison: Comparison, verdict: Any, *, report_id: str, repo: str 
                    "--pr N or --issue N names a target)")
         return
     token = _token()
-    try:
-        from gha_mlops.reporting.plots import report_plots
-
-        charts = report_plots(comparison)
-    except ImportError:
-        charts = {}
     images = {name: png for name, (_, png) in charts.items()}
     titles = {name: title for name, (title, _) in charts.items()}
     server = environ.get("GITHUB_SERVER_URL", "https://github.com")
-    run_id = environ.get("GITHUB_RUN_ID")
-    details = f"{server}/{target.repo}/actions/runs/{run_id}" if run_id else None
+    details = _details_url(target.repo)
     port = connect(token, environ.get("GITHUB_API_URL", "https://api.github.com"))
     headline = _headline(verdict)
     out = pub.publish(
@@ -327,18 +324,23 @@ def _load(ref: str, workspace: Path) -> tuple[dict[str, Any], Path]:
     return RunStore(workspace / STATE_DIR / "runs").load(ref), workspace
 
 
-def _write_plots(comparison: Comparison, output: Path) -> dict[str, str]:
-    """Draw the plots into ``output``; title -> file name. Without matplotlib the report is
-    written without plots and a warning says what to install."""
-    from gha_mlops._fs import atomic_write_bytes
+def _charts(comparison: Comparison) -> dict[str, tuple[str, bytes]]:
+    """The report's plots, file name -> (title, PNG). Without matplotlib the report goes
+    without plots and a warning says what to install."""
     from gha_mlops.errors import MissingExtraError
     from gha_mlops.reporting.plots import report_plots
 
     try:
-        charts = report_plots(comparison)
+        return report_plots(comparison)
     except MissingExtraError as err:
         click.echo(f"warning: no plots: {err.message} ({err.hint})", err=True)
         return {}
+
+
+def _write_plots(charts: Mapping[str, tuple[str, bytes]], output: Path) -> dict[str, str]:
+    """Write the plots into ``output``; title -> file name."""
+    from gha_mlops._fs import atomic_write_bytes
+
     images: dict[str, str] = {}
     for name, (title, png) in charts.items():
         atomic_write_bytes(output / name, png)
