@@ -359,5 +359,6 @@ def test_pr_review_posts_one_sticky_comment_and_a_check(gha_repo: Path,
     assert violations == []
     [comment] = comments
     assert comment.body.startswith("<!-- gha-mlops-report:pr-review -->")
-    assert "gates pass" in comment.body
+    assert "## ✅ Model comparison: the gate passes" in comment.body
+    assert "r2" in comment.body and "/raw/" in comment.body  # the metric and the plots
     assert [(c.conclusion, c.head_sha) for c in checks] == [("success", sha)]
