@@ -5,7 +5,9 @@ training curve, as tests/integration/test_cli_report.py); each measured command 
 CLI in its own process: the diff, three plots (metric bars, curves, confusion matrices),
 the plots committed to the assets branch (blobs, tree, commit, ref), the sticky comment found
 and edited on a pull request with 100 other comments, and a check run. Median of --runs.
-Goal (issue 5): <= 1.5 s. Run: .venv/bin/python benchmarks/bench_report.py
+Goal (issue 5): <= 1.5 s. The emulator validates every request and response against GitHub's
+OpenAPI description in this same machine, so its CPU time counts too. Run:
+.venv/bin/python benchmarks/bench_report.py
 """
 
 from __future__ import annotations

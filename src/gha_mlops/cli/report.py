@@ -102,9 +102,11 @@ def _report(head: str, baseline: str | None, *, base_branch: str | None, artifac
                          head_files=read_run_files(head_record, head_root),
                          directions=directions)
     verdict = evaluate_gates(comparison, gates)
-    charts = _charts(comparison)  # drawn once, for the files and for publishing
+    # Drawn once, for the files and for publishing, in a worker process: importing matplotlib
+    # and drawing take about a second, which overlaps the GitHub calls that need no image.
+    pending = _Charts(comparison, background=publish)
     if output is not None:
-        images = _write_plots(charts, output)
+        images = _write_plots(pending.get(), output)
         # Room for the image links' file names to become commit-SHA URLs when published.
         markdown = render(comparison, verdict, report_id=report_id, images=images,
                           limit=COMMENT_LIMIT - _URL_ROOM * len(images))
@@ -125,13 +127,13 @@ def _report(head: str, baseline: str | None, *, base_branch: str | None, artifac
         actions.summary(render(comparison, verdict, report_id=report_id,
                                limit=_summary_room(Path(target))))
     if publish:
-        _publish(comparison, verdict, charts, report_id=report_id, repo=repo, pr=pr,
+        _publish(comparison, verdict, pending, report_id=report_id, repo=repo, pr=pr,
                  issue=issue, sha=sha, assets_branch=assets_branch)
     if not verdict.passed:
         raise gate_failed_error(verdict)
 
 
-def _publish(comparison: Comparison, verdict: Any, charts: Mapping[str, tuple[str, bytes]], *,
+def _publish(comparison: Comparison, verdict: Any, pending: _Charts, *,
              report_id: str, repo: str | None, pr: int | None, issue: int | None,
              sha: str | None, assets_branch: str) -> None:
     from gha_mlops.github.pygithub import connect
@@ -145,8 +147,13 @@ def _publish(comparison: Comparison, verdict: Any, charts: Mapping[str, tuple[st
                    "--pr N or --issue N names a target)")
         return
     token = _token()
-    images = {name: png for name, (_, png) in charts.items()}
-    titles = {name: title for name, (title, _) in charts.items()}
+    titles: dict[str, str] = {}
+
+    def images() -> dict[str, bytes]:
+        charts = pending.get()
+        titles.update({name: title for name, (title, _) in charts.items()})
+        return {name: png for name, (_, png) in charts.items()}
+
     server = environ.get("GITHUB_SERVER_URL", "https://github.com")
     details = _details_url(target.repo)
     port = connect(token, environ.get("GITHUB_API_URL", "https://api.github.com"))
@@ -322,6 +329,38 @@ def _load(ref: str, workspace: Path) -> tuple[dict[str, Any], Path]:
                 else parent)
         return load_record_file(path), root
     return RunStore(workspace / STATE_DIR / "runs").load(ref), workspace
+
+
+class _Charts:
+    """The report's plots, drawn in a forked worker process when ``background`` (Linux), else
+    when first asked for; :meth:`get` waits for them."""
+
+    def __init__(self, comparison: Comparison, *, background: bool) -> None:
+        import sys
+
+        self._comparison = comparison
+        self._result: dict[str, tuple[str, bytes]] | None = None
+        self._future: Any = None
+        if background and sys.platform == "linux":
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            try:
+                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+                self._future = self._pool.submit(_charts, comparison)
+            except (OSError, ValueError):  # no fork here: draw when asked
+                self._future = None
+
+    def get(self) -> dict[str, tuple[str, bytes]]:
+        if self._result is None:
+            if self._future is not None:
+                try:
+                    self._result = self._future.result()
+                finally:
+                    self._pool.shutdown()
+            else:
+                self._result = _charts(self._comparison)
+        return self._result
 
 
 def _charts(comparison: Comparison) -> dict[str, tuple[str, bytes]]:

@@ -42,7 +42,8 @@ class Published:
 
 def publish(port: GitHubPort, target: Target, render: Callable[[Mapping[str, str]], str], *,
             report_id: str, passed: bool, headline: str,
-            images: Mapping[str, bytes] | None = None, assets_branch: str = "gha-mlops-assets",
+            images: Mapping[str, bytes] | Callable[[], Mapping[str, bytes]] | None = None,
+            assets_branch: str = "gha-mlops-assets",
             server_url: str = "https://github.com", check_name: str = "gha-mlops report",
             details_url: str | None = None) -> Published:
     """Publish the report ``render(image_urls)`` (Markdown, already within GitHub's limits and
@@ -50,6 +51,17 @@ def publish(port: GitHubPort, target: Target, render: Callable[[Mapping[str, str
     out = Published()
     if target.kind == "summary":
         return out
+    tag = marker(report_id)
+    existing: Comment | None = None
+    if target.kind in ("pull_request", "issue"):
+        if target.number is None:
+            raise GitHubError(f"a {target.kind} target needs its number")
+        # Looked up before the images are needed: they may still be drawing (``images`` may
+        # be a callable that waits for them).
+        existing = next((c for c in port.issue_comments(target.repo, target.number)
+                         if tag in c.body), None)
+    if callable(images):
+        images = images()
     if images:
         folder = f"{sanitize_report_id(report_id)}/{(target.sha or 'no-sha')[:12]}"
         files = {f"{folder}/{name}": data for name, data in images.items()}
@@ -59,14 +71,10 @@ def publish(port: GitHubPort, target: Target, render: Callable[[Mapping[str, str
         out.image_urls = {name: f"{server_url.rstrip('/')}/{target.repo}/raw/"
                           f"{out.assets_commit}/{folder}/{name}" for name in images}
     body = render(out.image_urls)
-    tag = marker(report_id)
     if tag not in body:
         body = f"{tag}\n{body}"
     if target.kind in ("pull_request", "issue"):
-        if target.number is None:
-            raise GitHubError(f"a {target.kind} target needs its number")
-        existing = next((c for c in port.issue_comments(target.repo, target.number)
-                         if tag in c.body), None)
+        assert target.number is not None
         if existing is None:
             out.comment = port.create_issue_comment(target.repo, target.number, body)
             out.comment_created = True
