@@ -332,30 +332,38 @@ def _load(ref: str, workspace: Path) -> tuple[dict[str, Any], Path]:
 
 
 class _Charts:
-    """The report's plots, drawn in a forked worker process when ``background`` (Linux), else
-    when first asked for; :meth:`get` waits for them."""
+    """The report's plots, drawn in forked worker processes when ``background`` (Linux; two
+    workers sharing the charts where there are two CPUs), else when first asked for;
+    :meth:`get` waits for them."""
 
     def __init__(self, comparison: Comparison, *, background: bool) -> None:
         import sys
 
         self._comparison = comparison
         self._result: dict[str, tuple[str, bytes]] | None = None
-        self._future: Any = None
+        self._futures: list[Any] = []
         if background and sys.platform == "linux":
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
+            parts = 2 if (os.cpu_count() or 1) > 1 else 1
             try:
-                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
-                self._future = self._pool.submit(_charts, comparison)
+                self._pool = ProcessPoolExecutor(parts,
+                                                 mp_context=multiprocessing.get_context("fork"))
+                self._futures = [self._pool.submit(_charts, comparison, part, parts)
+                                 for part in range(parts)]
             except (OSError, ValueError):  # no fork here: draw when asked
-                self._future = None
+                self._futures = []
 
     def get(self) -> dict[str, tuple[str, bytes]]:
         if self._result is None:
-            if self._future is not None:
+            if self._futures:
                 try:
-                    self._result = self._future.result()
+                    # Worker k drew charts k, k + parts, ...: interleave them back in order.
+                    shares = [list(f.result().items()) for f in self._futures]
+                    merged = [item for i in range(max(map(len, shares), default=0))
+                              for share in shares if i < len(share) for item in [share[i]]]
+                    self._result = dict(merged)
                 finally:
                     self._pool.shutdown()
             else:
@@ -363,16 +371,18 @@ class _Charts:
         return self._result
 
 
-def _charts(comparison: Comparison) -> dict[str, tuple[str, bytes]]:
+def _charts(comparison: Comparison, part: int = 0,
+            parts: int = 1) -> dict[str, tuple[str, bytes]]:
     """The report's plots, file name -> (title, PNG). Without matplotlib the report goes
     without plots and a warning says what to install."""
     from gha_mlops.errors import MissingExtraError
     from gha_mlops.reporting.plots import report_plots
 
     try:
-        return report_plots(comparison)
+        return report_plots(comparison, part=part, parts=parts)
     except MissingExtraError as err:
-        click.echo(f"warning: no plots: {err.message} ({err.hint})", err=True)
+        if part == 0:  # one warning, however many workers
+            click.echo(f"warning: no plots: {err.message} ({err.hint})", err=True)
         return {}
 
 

@@ -11,10 +11,11 @@ and fonts).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -227,26 +228,37 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60] or "plot"
 
 
-def report_plots(comparison: Comparison) -> dict[str, tuple[str, bytes]]:
+def report_plots(comparison: Comparison, *, part: int = 0,
+                 parts: int = 1) -> dict[str, tuple[str, bytes]]:
     """Every chart of a comparison: file name -> (title, PNG bytes). The metric bars show
     the metrics that differ (up to :data:`MAX_BARS`), then one chart per CSV plot file and
-    one per matrix. Raises :class:`~gha_mlops.errors.MissingExtraError` without matplotlib."""
-    charts: dict[str, tuple[str, bytes]] = {}
+    one per matrix. With ``parts`` > 1 only every ``parts``-th chart from ``part`` is drawn
+    (the names stay those of the whole set), so several processes can share the work.
+    Raises :class:`~gha_mlops.errors.MissingExtraError` without matplotlib."""
+    specs: list[tuple[str, str, Callable[[], bytes]]] = []
+    taken: dict[str, None] = {}
+
+    def add(name: str, title: str, draw: Callable[[], bytes]) -> None:
+        name = _unique(taken, name)
+        taken[name] = None
+        specs.append((name, title, draw))
+
     changed = [m for m in comparison.metrics if m.change not in ("same",)]
     if changed:
-        charts["metrics.png"] = ("Metrics that changed", metric_bars(
-            [(m.name, m.base, m.head) for m in changed]))
+        add("metrics.png", "Metrics that changed",
+            lambda: metric_bars([(m.name, m.base, m.head) for m in changed]))
     for pair in comparison.curves:
         base = parse_curves(pair.base) if pair.base is not None else None
         head = parse_curves(pair.head) if pair.head is not None else None
         if base is not None or head is not None:
-            charts[_unique(charts, f"curve-{_slug(pair.path)}.png")] = (
-                pair.path, training_curves(pair.path, base, head))
+            add(f"curve-{_slug(pair.path)}.png", pair.path,
+                functools.partial(training_curves, pair.path, base, head))
     for matrix in comparison.matrices:
-        charts[_unique(charts, f"matrix-{_slug(matrix.name)}.png")] = (
-            matrix.name, confusion_matrices(matrix.name, _floats(matrix.base),
-                                            _floats(matrix.head)))
-    return charts
+        add(f"matrix-{_slug(matrix.name)}.png", matrix.name,
+            functools.partial(confusion_matrices, matrix.name, _floats(matrix.base),
+                              _floats(matrix.head)))
+    return {name: (title, draw()) for i, (name, title, draw) in enumerate(specs)
+            if i % parts == part}
 
 
 def _floats(matrix: Any) -> list[list[float]] | None:
