@@ -189,3 +189,25 @@ def test_help_is_fast_and_imports_nothing_heavy(ws: Path) -> None:
             "bad = [m for m in ('matplotlib', 'pydantic', 'yaml') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([CLI[0], "-c", code], check=True, timeout=60)
+
+
+def test_image_plots_a_stage_declares_are_in_the_report(tmp_path: Path) -> None:
+    root = tmp_path / "img"
+    root.mkdir()
+    (root / "mlops.yaml").write_text(PIPELINE.replace(
+        "plots: [plots/history.csv]", "plots: [plots/history.csv, plots/fig.png]"))
+    (root / "params.yaml").write_text("train:\n  acc: 0.95\n  nan: false\n  broken: false\n")
+    (root / "train.py").write_text(TRAIN + '\npathlib.Path("plots/fig.png").write_bytes('
+                                   'b"\\x89PNG\\r\\n\\x1a\\n" + str(acc).encode())\n')
+    _ok(_cli(root, "run"))
+    champion = tmp_path / "champion"  # the baseline as a downloaded artifact keeps its files
+    shutil.copytree(root, champion)
+    _ok(_cli(root, "run", "--set", "train.acc=0.96"))
+    [record] = (champion / ".gha-mlops/runs").glob("2*.json")
+    out = tmp_path / "report"
+    _ok(_cli(root, "report", "--baseline", str(record), "--output", str(out)))
+    assert (out / "declared-plots-fig-head.png").read_bytes().endswith(b"0.96")
+    assert (out / "declared-plots-fig-baseline.png").read_bytes().endswith(b"0.95")
+    markdown = (out / "report.md").read_text()
+    assert "](declared-plots-fig-baseline.png)" in markdown
+    assert "](declared-plots-fig-head.png)" in markdown

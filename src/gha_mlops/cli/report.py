@@ -104,7 +104,8 @@ def _report(head: str, baseline: str | None, *, base_branch: str | None, artifac
     verdict = evaluate_gates(comparison, gates)
     # Drawn once, for the files and for publishing, in a worker process: importing matplotlib
     # and drawing take about a second, which overlaps the GitHub calls that need no image.
-    pending = _Charts(comparison, background=publish)
+    pending = _Charts(comparison, background=publish,
+                      declared=_declared_images(base_record, base_root, head_record, head_root))
     if output is not None:
         images = _write_plots(pending.get(), output)
         # Room for the image links' file names to become commit-SHA URLs when published.
@@ -336,10 +337,12 @@ class _Charts:
     workers sharing the charts where there are two CPUs), else when first asked for;
     :meth:`get` waits for them."""
 
-    def __init__(self, comparison: Comparison, *, background: bool) -> None:
+    def __init__(self, comparison: Comparison, *, background: bool,
+                 declared: Mapping[str, tuple[str, bytes]] | None = None) -> None:
         import sys
 
         self._comparison = comparison
+        self._declared = dict(declared or {})
         self._result: dict[str, tuple[str, bytes]] | None = None
         self._futures: list[Any] = []
         if background and sys.platform == "linux":
@@ -368,7 +371,40 @@ class _Charts:
                     self._pool.shutdown()
             else:
                 self._result = _charts(self._comparison)
+            self._result.update(self._declared)
         return self._result
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
+_MAX_IMAGE = 5 * 1024 * 1024
+
+
+def _declared_images(base: Mapping[str, Any], base_root: Path | None, head: Mapping[str, Any],
+                     head_root: Path | None) -> dict[str, tuple[str, bytes]]:
+    """The image plots the stages declare (``plots:``), baseline and head side by side: file
+    name -> (title, bytes), each only when its bytes are the recorded ones (and under 5 MiB)."""
+    import hashlib
+    import re
+
+    out: dict[str, tuple[str, bytes]] = {}
+    paths = sorted({p for rec in (base, head) for p, e in (rec.get("outputs") or {}).items()
+                    if e.get("kind") == "plot" and p.lower().endswith(_IMAGE_SUFFIXES)})
+    for path in paths:
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", path.rsplit(".", 1)[0]).strip("-")
+        suffix = "." + path.rsplit(".", 1)[1].lower()
+        for side, record, root in (("baseline", base, base_root), ("head", head, head_root)):
+            entry = (record.get("outputs") or {}).get(path) or {}
+            if root is None or not entry.get("sha256"):
+                continue
+            try:
+                if (root / path).stat().st_size > _MAX_IMAGE:
+                    continue
+                data = (root / path).read_bytes()
+            except OSError:
+                continue
+            if hashlib.sha256(data).hexdigest() == entry["sha256"]:
+                out[f"declared-{slug}-{side}{suffix}"] = (f"{path} ({side})", data)
+    return out
 
 
 def _charts(comparison: Comparison, part: int = 0,
