@@ -60,12 +60,20 @@ _SUMMARY_RESERVE = 8 * 1024
 @click.option("--issue", type=int, metavar="N", help="With --publish: comment on this issue "
               "(e.g. from a workflow_dispatch run).")
 @click.option("--sha", metavar="SHA", help="With --publish: the commit for the check run.")
+@click.option("--images", "images_url", metavar="s3://BUCKET/PREFIX",
+              help="With --publish: put the plots in this bucket instead of the assets branch "
+                   "(objects named by content; the bucket or --images-base-url must be "
+                   "readable by whoever reads the pull request).")
+@click.option("--images-base-url", metavar="URL",
+              help="With --images: the public URL of the bucket prefix (a CDN or website "
+                   "endpoint) [default: the bucket's S3 URL].")
 @click.option("--assets-branch", default="gha-mlops-assets", show_default=True,
               help="With --publish: the branch the plots are committed to.")
 def report(head: str, baseline: str | None, base_branch: str | None,
            baseline_artifact: str, from_artifact: Path | None, output: Path | None,
            config: Path | None, report_id: str, publish: bool, repo: str | None,
-           pr: int | None, issue: int | None, sha: str | None, assets_branch: str) -> None:
+           pr: int | None, issue: int | None, sha: str | None, images_url: str | None,
+           images_base_url: str | None, assets_branch: str) -> None:
     """Compare run HEAD (default: latest) with a baseline run: metrics, parameters, data,
     stages and model, as Markdown, with the `gates:` of mlops.yaml checked.
 
@@ -78,13 +86,14 @@ def report(head: str, baseline: str | None, base_branch: str | None,
         _report(head, baseline, base_branch=base_branch, artifact=baseline_artifact,
                 scratch=Path(tmp), output=output, config=config, report_id=report_id,
                 publish=publish, repo=repo, pr=pr, issue=issue, sha=sha,
-                assets_branch=assets_branch)
+                assets_branch=assets_branch,
+                uploader=_bucket_uploader(images_url, images_base_url, report_id))
 
 
 def _report(head: str, baseline: str | None, *, base_branch: str | None, artifact: str,
             scratch: Path, output: Path | None, config: Path | None, report_id: str,
             publish: bool, repo: str | None, pr: int | None, issue: int | None,
-            sha: str | None, assets_branch: str) -> None:
+            sha: str | None, assets_branch: str, uploader: Any = None) -> None:
     from gha_mlops.gha import Actions
     from gha_mlops.reporting.compare import compare, read_run_files
     from gha_mlops.reporting.gates import evaluate_gates, gate_failed_error
@@ -129,14 +138,14 @@ def _report(head: str, baseline: str | None, *, base_branch: str | None, artifac
                                limit=_summary_room(Path(target))))
     if publish:
         _publish(comparison, verdict, pending, report_id=report_id, repo=repo, pr=pr,
-                 issue=issue, sha=sha, assets_branch=assets_branch)
+                 issue=issue, sha=sha, assets_branch=assets_branch, uploader=uploader)
     if not verdict.passed:
         raise gate_failed_error(verdict)
 
 
 def _publish(comparison: Comparison, verdict: Any, pending: _Charts, *,
              report_id: str, repo: str | None, pr: int | None, issue: int | None,
-             sha: str | None, assets_branch: str) -> None:
+             sha: str | None, assets_branch: str, uploader: Any = None) -> None:
     from gha_mlops.github.pygithub import connect
     from gha_mlops.reporting import publish as pub
     from gha_mlops.reporting.markdown import render
@@ -165,8 +174,49 @@ def _publish(comparison: Comparison, verdict: Any, pending: _Charts, *,
                             images={titles[n]: u for n, u in urls.items()},
                             full_report_url=details),
         report_id=report_id, passed=verdict.passed, headline=headline, images=images,
-        assets_branch=assets_branch, server_url=server, details_url=details)
+        assets_branch=assets_branch, server_url=server, details_url=details,
+        upload_images=uploader)
     _echo_published(out)
+
+
+def _bucket_uploader(url: str | None, base_url: str | None, report_id: str) -> Any:
+    """``--images s3://BUCKET/PREFIX``: a function putting the plots in the bucket, each under
+    a name made of its content hash (immutable, like a commit-SHA URL), and returning their
+    URLs; None without ``--images``."""
+    if not url:
+        return None
+    import hashlib
+
+    from gha_mlops.errors import UsageError
+    from gha_mlops.reporting.markdown import sanitize_report_id
+
+    if not url.startswith("s3://") or len(url) <= 5:
+        raise UsageError(f"--images must be an s3://BUCKET/PREFIX URL, got {url!r}",
+                         hint="leave it out to keep the plots on the gha-mlops-assets branch")
+    bucket, _, prefix = url[5:].partition("/")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    root = (base_url or (f"{endpoint.rstrip('/')}/{bucket}" if endpoint else
+                         f"https://{bucket}.s3.amazonaws.com")
+            + (f"/{prefix.strip('/')}" if prefix.strip("/") and not base_url else ""))
+
+    def upload(images: Mapping[str, bytes]) -> dict[str, str]:
+        from gha_mlops.data.stores import open_store
+
+        store = open_store(url, endpoint_url=endpoint)
+        urls = {}
+        try:
+            for name, data in images.items():
+                key = (f"{sanitize_report_id(report_id)}/"
+                       f"{hashlib.sha256(data).hexdigest()[:16]}-{name}")
+                store.upload_bytes(key, data)
+                urls[name] = f"{root.rstrip('/')}/{key}"
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+        return urls
+
+    return upload
 
 
 def _headline(verdict: Any) -> str:

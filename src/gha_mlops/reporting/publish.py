@@ -44,10 +44,12 @@ def publish(port: GitHubPort, target: Target, render: Callable[[Mapping[str, str
             report_id: str, passed: bool, headline: str,
             images: Mapping[str, bytes] | Callable[[], Mapping[str, bytes]] | None = None,
             assets_branch: str = "gha-mlops-assets",
+            upload_images: Callable[[Mapping[str, bytes]], dict[str, str]] | None = None,
             server_url: str = "https://github.com", check_name: str = "gha-mlops report",
             details_url: str | None = None) -> Published:
     """Publish the report ``render(image_urls)`` (Markdown, already within GitHub's limits and
-    carrying :func:`marker` ``(report_id)``) to ``target``."""
+    carrying :func:`marker` ``(report_id)``) to ``target``. Images go to ``assets_branch``,
+    or through ``upload_images`` (name -> bytes to name -> URL) when given."""
     out = Published()
     if target.kind == "summary":
         return out
@@ -62,7 +64,9 @@ def publish(port: GitHubPort, target: Target, render: Callable[[Mapping[str, str
                          if tag in c.body), None)
     if callable(images):
         images = images()
-    if images:
+    if images and upload_images is not None:  # the user's own storage (a bucket)
+        out.image_urls = upload_images(images)
+    elif images:
         folder = f"{sanitize_report_id(report_id)}/{(target.sha or 'no-sha')[:12]}"
         files = {f"{folder}/{name}": data for name, data in images.items()}
         out.assets_commit = port.commit_files(
