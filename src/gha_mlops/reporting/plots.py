@@ -48,6 +48,20 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _grid(count: int, max_cols: int, width: float, height: float,
+          title: str) -> tuple[Figure, list[Any]]:
+    """A titled figure with ``count`` panels of ``width`` x ``height`` inches, at most
+    ``max_cols`` a row; the panels to draw on (spare cells of the last row are hidden)."""
+    cols = min(count, max_cols)
+    rows = math.ceil(count / cols)
+    fig = _figure(width * cols, height * rows + 0.4)
+    fig.suptitle(label(title, 80))
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    for ax in axes[count:]:
+        ax.set_axis_off()
+    return fig, axes[:count]
+
+
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
@@ -81,16 +95,8 @@ def metric_bars(metrics: Sequence[tuple[str, float | None, float | None]],
     items = list(metrics)[:MAX_BARS]
     if not items:
         raise ValueError("no metrics to draw")
-    cols = min(len(items), 4)
-    rows = math.ceil(len(items) / cols)
-    fig = _figure(3.0 * cols, 2.6 * rows + 0.4)
-    fig.suptitle(label(title, 80))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i >= len(items):
-            ax.set_axis_off()
-            continue
-        name, base, head = items[i]
+    fig, panels = _grid(len(items), 4, 3.0, 2.6, title)
+    for ax, (name, base, head) in zip(panels, items, strict=True):
         values = [base, head]
         heights = [v if v is not None and math.isfinite(v) else 0.0 for v in values]
         bars = ax.bar([0, 1], heights, color=[BASE_COLOR, HEAD_COLOR], width=0.6)
@@ -158,16 +164,8 @@ def training_curves(title: str, base: CurveTable | None, head: CurveTable | None
     if not tables:
         raise ValueError("no curves to draw")
     names = list(dict.fromkeys(n for t in (head, base) if t for n in t.series))[:MAX_CURVES]
-    cols = min(len(names), 3)
-    rows = math.ceil(len(names) / cols)
-    fig = _figure(4.2 * cols, 3.0 * rows + 0.4)
-    fig.suptitle(label(title, 80))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i >= len(names):
-            ax.set_axis_off()
-            continue
-        name = names[i]
+    fig, panels = _grid(len(names), 3, 4.2, 3.0, title)
+    for ax, name in zip(panels, names, strict=True):
         _curve(ax, base, name, "baseline", BASE_COLOR, "--")
         _curve(ax, head, name, "head", HEAD_COLOR, "-")
         ax.set_title(label(name, 40), fontsize=9)
