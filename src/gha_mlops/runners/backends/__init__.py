@@ -1,0 +1,1 @@
+"""Where runners run: the :class:`RunnerBackend` port and its adapters."""

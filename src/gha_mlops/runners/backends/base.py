@@ -1,0 +1,89 @@
+"""The port every runner backend implements (Docker hosts now, cloud spot instances next).
+
+A *machine* is whatever hosts exactly one ephemeral runner: a container on a Docker host, an
+instance in the cloud. The autoscaler never assumes more than this interface: it launches a
+machine for a runner it has already reserved and registered, lists the machines it owns to
+find orphans, destroys them (idempotently), and asks whether the backend is healthy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gha_mlops.errors import GhaMlopsError
+
+# Labels (container labels, instance tags) every machine carries; list() filters on OWNER.
+LABEL_OWNER = "dev.gha-mlops.autoscaler"  # the autoscaler instance id (config `id`)
+LABEL_RUNNER = "dev.gha-mlops.runner"  # the runner name
+LABEL_POOL = "dev.gha-mlops.pool"
+LABEL_GPUS = "dev.gha-mlops.gpus"  # comma-separated GPU ids, "" for none
+
+
+class BackendError(GhaMlopsError):
+    """A backend call failed (the daemon is down, the image is missing, no capacity ...).
+
+    ``retryable`` says whether trying again later may succeed (a daemon restarting, no free
+    GPU) or not (a missing image, a bad option: the pool's configuration must change).
+    """
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, hint: str | None = None, retryable: bool = True) -> None:
+        super().__init__(message, hint=hint)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """One runner's machine, as the scaler asks for it."""
+
+    runner_name: str
+    pool: str
+    image: str
+    jit_config: str  # the encoded just-in-time config (secret: never logged)
+    labels: tuple[str, ...] = ()
+    cpus: float | None = None  # None: no limit
+    memory_mb: int | None = None
+    gpus: int = 0
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A machine the backend owns, as list() and launch() report it."""
+
+    id: str  # container id, instance id
+    runner_name: str
+    pool: str
+    state: str  # "creating" | "running" | "exited" (finished or died; destroy it)
+    created_at: float  # unix seconds
+    gpus: tuple[str, ...] = ()
+    detail: str = ""  # e.g. the exit code or the backend's own status text
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str = ""
+    # Free capacity the backend knows of, e.g. {"gpus": 3}; empty when unbounded/unknown.
+    capacity: Mapping[str, int] = field(default_factory=dict)
+
+
+class RunnerBackend(Protocol):
+    name: str  # "docker", "ec2", ...
+
+    def launch(self, spec: LaunchSpec) -> Machine:
+        """Start one machine for ``spec.runner_name``; raise :class:`BackendError` on failure
+        (leaving nothing behind where possible: what it cannot clean up, list() will show)."""
+
+    def list(self) -> list[Machine]:
+        """Every machine of this autoscaler instance (running or not), from the backend's own
+        truth (never from a cache): the scaler compares it with its state to find orphans."""
+
+    def destroy(self, machine_id: str) -> None:
+        """Stop and remove the machine and free what it held (its GPUs); a machine that is
+        already gone is not an error."""
+
+    def health(self) -> Health: ...

@@ -1,0 +1,269 @@
+"""The autoscaler's decisions, as one pure function.
+
+``decide(world)`` maps what is (pools, jobs and their labels, our runners and their states,
+the machines the backend has, the runners GitHub has, the clock) to what to do (launch N in a
+pool, drain a runner, remove a machine, deregister a runner, re-run a job) and what cannot be
+done (jobs no pool serves). It does no I/O, reads no clock and keeps no state, so every rule is
+a row of a table test, and the simulator in ``benchmarks/`` runs the very same code.
+
+The rules, which the field's autoscalers taught us:
+
+* Never over the maximum: every runner not yet ``gone`` counts towards its pool's ``max``,
+  warm (idle) ones, booting ones and ones whose job just finished included.
+* Never kill a busy runner: only idle runners are drained (deregistered first; GitHub answers
+  422 when a job got to it meanwhile, and then it stays).
+* No orphans: a machine no runner of ours owns is removed once older than the grace period; a
+  runner of ours whose machine is gone is deregistered and forgotten; a registration whose
+  runner we never launched (the process died in between) is deregistered.
+* No lost jobs: demand is every queued job, from webhooks and from the reconcile listing alike;
+  a job whose runner died mid-job is re-run once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gha_mlops.github.port import GhRunner
+from gha_mlops.runners.backends.base import Machine
+from gha_mlops.runners.config import Pool
+
+# Runner states, in the order a runner lives them.
+RESERVED = "reserved"  # a slot is taken under the pool's max; nothing exists yet
+LAUNCHING = "launching"  # registered with GitHub (JIT config), machine being started
+BOOTING = "booting"  # machine started, runner not seen online yet
+IDLE = "idle"  # online, waiting for a job
+BUSY = "busy"  # running a job
+DONE = "done"  # its job finished; the ephemeral runner exits, its machine goes away
+DRAINING = "draining"  # being deregistered and removed
+GONE = "gone"  # machine destroyed, registration gone (history only)
+
+ALIVE = (RESERVED, LAUNCHING, BOOTING, IDLE, BUSY, DONE, DRAINING)
+AVAILABLE = (RESERVED, LAUNCHING, BOOTING, IDLE)  # can still take a queued job
+STARTING = (RESERVED, LAUNCHING)
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: int
+    repo: str
+    labels: frozenset[str]  # lower-cased runs-on labels
+    status: str  # queued | in_progress | completed
+    queued_at: float
+    runner_name: str | None = None
+    lost: bool = False  # its runner died mid-job; re-run it once it is completed
+    rerun_done: bool = False  # this job (or an earlier attempt of it) was re-run already
+    conclusion: str | None = None
+
+
+@dataclass(frozen=True)
+class RunnerView:
+    name: str
+    pool: str
+    state: str
+    created_at: float
+    state_since: float
+    boot_id: str  # the scaler process that reserved it
+    github_id: int | None = None
+    machine_id: str | None = None
+    job_id: int | None = None
+
+
+@dataclass(frozen=True)
+class World:
+    pools: Sequence[Pool]
+    jobs: Sequence[JobView]
+    runners: Sequence[RunnerView]
+    now: float
+    boot_id: str  # this scaler process
+    grace: float = 120.0
+    # What the backends and GitHub report; None when not listed this time (the fast path
+    # after a webhook does not list): the rules that need them then wait for a full pass.
+    machines: Sequence[Machine] | None = None
+    gh_runners: Sequence[GhRunner] | None = None
+    free_gpus: int | None = None  # None: not limited (or unknown)
+    prefix: str = ""  # the names of our runners start with this
+
+
+@dataclass
+class Decision:
+    launch: dict[str, int] = field(default_factory=dict)  # pool -> how many
+    drain: list[tuple[str, str]] = field(default_factory=list)  # (runner, why)
+    remove_machines: list[tuple[str, str]] = field(default_factory=list)  # (machine id, why)
+    deregister: list[tuple[int, str, str]] = field(default_factory=list)  # (gh id, name, why)
+    adopt: list[tuple[str, str]] = field(default_factory=list)  # (runner, machine id)
+    forget: list[tuple[str, str]] = field(default_factory=list)  # (runner, why): -> gone
+    lost: list[tuple[str, int]] = field(default_factory=list)  # (runner, job): died mid-job
+    rerun: list[int] = field(default_factory=list)  # job ids
+    unservable: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
+    queued: dict[str, int] = field(default_factory=dict)  # pool -> queued jobs it serves
+
+    def empty(self) -> bool:
+        return not (self.launch or self.drain or self.remove_machines or self.deregister
+                    or self.adopt or self.forget or self.lost or self.rerun)
+
+
+def wants_self_hosted(pools: Sequence[Pool], labels: frozenset[str]) -> bool:
+    """Whether a job asks for a runner like ours: it names ``self-hosted`` or a label one of
+    the pools adds. Jobs for GitHub-hosted runners (``ubuntu-latest`` ...) are not ours."""
+    own = set().union(*(p.labels for p in pools)) - {"linux", "x64"}
+    return bool(labels & own)
+
+
+def pool_for(pools: Sequence[Pool], labels: frozenset[str]) -> Pool | None:
+    """The pool that serves a job with these ``runs-on`` labels: the one whose labels include
+    all of them, the most specific (fewest labels) first, then the first declared."""
+    fits = [p for p in pools if p.serves(labels)]
+    return min(fits, key=lambda p: len(p.labels)) if fits else None
+
+
+def decide(world: World) -> Decision:
+    d = Decision()
+    alive = [r for r in world.runners if r.state in ALIVE]
+    _reconcile(world, alive, d)
+    # Runners whose machine is gone free their slot; ones being drained keep it until their
+    # machine is destroyed (a drain GitHub refuses leaves the runner where it is).
+    settled = {name for name, _ in d.forget} | {name for name, _ in d.lost}
+    counted = [r for r in alive if r.name not in settled]
+    demand = _demand(world, d)
+    _drain(world, counted, demand, d)
+    _launch(world, counted, {name for name, _ in d.drain}, demand, d)
+    _reruns(world, d)
+    return d
+
+
+def _demand(world: World, d: Decision) -> dict[str, int]:
+    demand: dict[str, int] = defaultdict(int)
+    for job in sorted(world.jobs, key=lambda j: (j.queued_at, j.id)):
+        if job.status != "queued" or not wants_self_hosted(world.pools, job.labels):
+            continue
+        pool = pool_for(world.pools, job.labels)
+        if pool is None:
+            d.unservable.append((job.id, tuple(sorted(job.labels))))
+            continue
+        demand[pool.name] += 1
+    d.queued = {p.name: demand.get(p.name, 0) for p in world.pools}
+    return demand
+
+
+def _launch(world: World, alive: Sequence[RunnerView], drained: set[str],
+            demand: dict[str, int], d: Decision) -> None:
+    gpus = world.free_gpus
+    if gpus is not None:  # GPUs promised to runners that do not hold them yet
+        by_name = {p.name: p for p in world.pools}
+        gpus -= sum(by_name[r.pool].gpus for r in alive
+                    if r.state in STARTING and r.pool in by_name)
+    for pool in world.pools:
+        mine = [r for r in alive if r.pool == pool.name]
+        available = sum(1 for r in mine if r.state in AVAILABLE and r.name not in drained)
+        want = demand.get(pool.name, 0) + pool.min_idle - available
+        room = pool.max - len(mine)
+        n = max(0, min(want, room))
+        if n and pool.gpus and gpus is not None:
+            n = min(n, max(0, gpus) // pool.gpus)
+            gpus -= n * pool.gpus
+        if n:
+            d.launch[pool.name] = n
+
+
+def _drain(world: World, alive: Sequence[RunnerView], demand: dict[str, int],
+           d: Decision) -> None:
+    now = world.now
+    already = {name for name, _ in d.drain}
+    for pool in world.pools:
+        mine = [r for r in alive if r.pool == pool.name and r.name not in already]
+        available = sum(1 for r in mine if r.state in AVAILABLE)
+        surplus = available - demand.get(pool.name, 0) - pool.min_idle
+        idle = sorted((r for r in mine if r.state == IDLE), key=lambda r: r.state_since)
+        for r in idle:
+            if now - r.created_at >= pool.max_lifetime:
+                d.drain.append((r.name, f"reached its maximum lifetime "
+                                f"({_dur(pool.max_lifetime)})"))
+                surplus -= 1
+            elif surplus > 0 and now - r.state_since >= pool.idle_timeout:
+                d.drain.append((r.name, f"idle for {_dur(now - r.state_since)} "
+                                f"(idle_timeout {_dur(pool.idle_timeout)})"))
+                surplus -= 1
+        for r in mine:
+            age = now - r.state_since
+            if r.state == BOOTING and age >= pool.register_timeout:
+                d.drain.append((r.name, f"never came online in {_dur(age)} "
+                                f"(register_timeout {_dur(pool.register_timeout)})"))
+            elif r.state == DONE and age >= world.grace:
+                d.drain.append((r.name, f"finished its job {_dur(age)} ago but its machine "
+                                "is still there"))
+            elif r.state == DRAINING and age >= world.grace:
+                d.drain.append((r.name, "an earlier drain did not finish"))
+
+
+def _reconcile(world: World, alive: Sequence[RunnerView], d: Decision) -> None:
+    """Compare our state with the backend's machines and GitHub's runners (when listed)."""
+    pools = {p.name for p in world.pools}
+    for r in alive:
+        if r.pool not in pools and r.state == IDLE:
+            d.drain.append((r.name, f"its pool {r.pool!r} is no longer configured"))
+    if world.machines is not None:
+        _reconcile_machines(world, alive, world.machines, d)
+    if world.gh_runners is not None:
+        _reconcile_registrations(world, alive, world.gh_runners, d)
+
+
+def _reconcile_machines(world: World, alive: Sequence[RunnerView],
+                        machines: Sequence[Machine], d: Decision) -> None:
+    by_runner = {r.name: r for r in alive}
+    seen: set[str] = set()
+    for m in machines:
+        r = by_runner.get(m.runner_name)
+        if m.state == "exited":
+            d.remove_machines.append((m.id, "its runner exited"))
+            continue
+        if r is None:
+            if world.now - m.created_at >= world.grace:
+                d.remove_machines.append((m.id, f"orphan: no runner {m.runner_name!r} in the "
+                                          "state (older than the grace period)"))
+            continue
+        seen.add(r.name)
+        if r.machine_id is None and r.state in STARTING and r.boot_id != world.boot_id:
+            d.adopt.append((r.name, m.id))  # started, then the scaler died before noting it
+    for r in alive:
+        if r.name in seen:
+            continue
+        if r.state in STARTING:
+            if r.boot_id != world.boot_id:
+                d.forget.append((r.name, "its launch was interrupted (the autoscaler "
+                                 "restarted) and no machine exists"))
+            continue
+        if r.state == BUSY and r.job_id is not None:
+            d.lost.append((r.name, r.job_id))
+        else:
+            d.forget.append((r.name, "its machine is gone"))
+
+
+def _reconcile_registrations(world: World, alive: Sequence[RunnerView],
+                             registered: Sequence[GhRunner], d: Decision) -> None:
+    ours = {r.name: r for r in alive}
+    forgotten = {name for name, _ in d.forget} | {name for name, _ in d.lost}
+    for g in registered:
+        if not world.prefix or not g.name.startswith(world.prefix):
+            continue  # not one of ours: never touch other runners
+        r = ours.get(g.name)
+        if g.busy:
+            continue  # GitHub would refuse (422); an ephemeral runner leaves after its job
+        if r is None or g.name in forgotten:
+            d.deregister.append((g.id, g.name, "registered but no machine of ours runs it"))
+
+
+def _reruns(world: World, d: Decision) -> None:
+    for job in world.jobs:
+        if job.lost and not job.rerun_done and job.status == "completed" \
+                and job.conclusion != "success":
+            d.rerun.append(job.id)
+
+
+def _dur(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds:.0f}s"

@@ -1,0 +1,456 @@
+"""The scaler: keeps the world the policy wants.
+
+One loop thread runs *passes*. A webhook (through :meth:`Scaler.on_job_event`) updates the
+state and wakes the loop for a fast pass (policy over the state alone: launch for new demand
+within milliseconds). Every ``reconcile_interval`` a full pass first lists GitHub's queued
+jobs and registered runners and the backends' machines, so a lost webhook, a restart or a
+machine that died is noticed. Launches run on a small thread pool so a burst of jobs does not
+wait for containers to start one after another.
+
+Every step is written to the state before the action it enables (see ``state.py``); a failed
+call is logged, counted and retried on a later pass, never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gha_mlops.github.port import GhJob, GhRunner, GitHubError, RunnerBusyError, RunnersPort
+from gha_mlops.runners.backends.base import BackendError, LaunchSpec, Machine, RunnerBackend
+from gha_mlops.runners.config import Pool, RunnersConfig
+from gha_mlops.runners.observe import Metrics, log
+from gha_mlops.runners.policy import (
+    ALIVE,
+    BOOTING,
+    BUSY,
+    DONE,
+    DRAINING,
+    GONE,
+    IDLE,
+    LAUNCHING,
+    RESERVED,
+    STARTING,
+    Decision,
+    RunnerView,
+    World,
+    decide,
+)
+from gha_mlops.runners.state import State
+
+INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
+FAILPOINTS_ENV = "GHA_MLOPS_FAILPOINTS"
+
+
+def failpoint(name: str) -> None:
+    """Crash here with SIGKILL when ``$GHA_MLOPS_FAILPOINTS`` names this point (for the
+    crash tests: "killed between container started and state written")."""
+    if name in os.environ.get(FAILPOINTS_ENV, "").split(","):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    until: float = 0.0
+    reason: str = ""
+
+
+class Scaler:
+    def __init__(self, config: RunnersConfig, state: State, github: RunnersPort,
+                 backends: Mapping[str, RunnerBackend], *, metrics: Metrics | None = None,
+                 clock: Callable[[], float] = time.time, launch_workers: int = 8) -> None:
+        self.config = config
+        self.state = state
+        self.github = github
+        self.backends = dict(backends)
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.boot_id = secrets.token_hex(6)
+        self.prefix = f"{config.id}-"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pass_lock = threading.Lock()
+        # launch_workers=0 launches inline, in the pass (the simulator's deterministic mode).
+        self._pool = ThreadPoolExecutor(max_workers=launch_workers,
+                                        thread_name_prefix="launch") if launch_workers else None
+        self._backoff: dict[str, _Backoff] = {}
+        self._reported: set[int] = set()
+        self._last_full = 0.0
+        self.last_decision = Decision()
+
+    # -- events -----------------------------------------------------------------------------
+
+    def in_scope(self, repo: str) -> bool:
+        if self.config.repo is not None:
+            return repo.lower() == self.config.repo.lower()
+        owner = repo.split("/", 1)[0].lower()
+        if owner != (self.config.org or "").lower():
+            return False
+        return not self.config.repos or repo.lower() in {r.lower() for r in self.config.repos}
+
+    def on_job_event(self, job: GhJob, *, source: str = "webhook") -> None:
+        """Record what GitHub says of a job, and move our runner with it."""
+        if not self.in_scope(job.repo) or job.status == "waiting":
+            return
+        old = self.state.upsert_job(id=job.id, repo=job.repo, run_id=job.run_id,
+                                    run_attempt=job.run_attempt, name=job.name,
+                                    labels=job.labels, status=job.status,
+                                    conclusion=job.conclusion, runner_name=job.runner_name)
+        if old == job.status or (old is not None and job.status == "queued"):
+            return  # stale or repeated news
+        if old is None and source != "webhook" and job.status == "queued":
+            log(WARNING, "found a queued job no webhook told of", job_id=job.id, repo=job.repo)
+        runner = job.runner_name if job.runner_name and \
+            job.runner_name.startswith(self.prefix) else None
+        if job.status == "in_progress":
+            queued_at, started = self.state.job_times(job.id)
+            view = self.state.runner(runner) if runner else None
+            if runner and self.state.set_runner(runner, BUSY, job_id=job.id,
+                                                only_from=(*STARTING, BOOTING, IDLE, DRAINING)):
+                pool = view.pool if view else ""
+                self.metrics.queue_to_running.labels(pool).observe(
+                    max(0.0, (started or self.clock()) - queued_at))
+            log(INFO, "job started", job_id=job.id, runner=job.runner_name, repo=job.repo)
+        elif job.status == "completed":
+            if runner:
+                self.state.set_runner(runner, DONE, job_id=job.id, detail=job.conclusion or "",
+                                      only_from=(*STARTING, BOOTING, IDLE, BUSY, DRAINING))
+            log(INFO, f"job completed: {job.conclusion}", job_id=job.id,
+                runner=job.runner_name, repo=job.repo)
+        else:
+            log(INFO, "job queued", job_id=job.id, repo=job.repo)
+        self.kick()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run passes until :meth:`stop`: a full pass at start and every interval, a fast
+        pass whenever an event wakes the loop."""
+        while not self._stop.is_set():
+            due = self._last_full + self.config.reconcile_interval - self.clock()
+            full = due <= 0
+            try:
+                self.reconcile(full=full)
+            except Exception as err:  # never let the loop die: log, count, go on
+                self.metrics.errors.labels("internal").inc()
+                logging.getLogger("gha_mlops.runners").error(
+                    "internal error in a pass: %r", err, exc_info=err)
+            if full:
+                continue
+            self._wake.wait(timeout=max(0.05, due))
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def close(self) -> None:
+        self.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def reconcile(self, *, full: bool) -> Decision:
+        with self._pass_lock:
+            now = self.clock()
+            runners = self.state.runners()  # read before listing (see policy.py)
+            machines = gh_runners = None
+            free_gpus: int | None = None
+            if full:
+                self._last_full = now
+                self._sync_jobs()
+                gh_runners = self._list_github_runners()
+                machines, free_gpus = self._list_machines()
+                if gh_runners is not None:
+                    runners = self._sync_runners(runners, gh_runners)
+            world = World(pools=self.config.pools, jobs=self.state.jobs(), runners=runners,
+                          now=now, boot_id=self.boot_id, grace=self.config.grace_period,
+                          machines=machines, gh_runners=gh_runners, free_gpus=free_gpus,
+                          prefix=self.prefix)
+            d = decide(world)
+            self._apply(d)
+            self.last_decision = d
+            self._update_gauges(d)
+            if full:
+                self.metrics.last_reconcile.set(self.clock())
+                self.state.prune(older_than=7 * 86400)
+            return d
+
+    # -- observing --------------------------------------------------------------------------
+
+    def _github(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except GitHubError as err:
+            self.metrics.errors.labels("github").inc()
+            log(ERROR, f"GitHub: {what} failed: {err.message}", error=err.hint)
+            return None
+        finally:
+            budget = self.github.rate_budget()
+            if budget is not None:
+                self.metrics.rate_remaining.set(budget.remaining)
+                self.metrics.rate_limit.set(budget.limit)
+
+    def _sync_jobs(self) -> None:
+        queued: list[GhJob] | None = self._github("listing queued jobs",
+                                                 self.github.queued_jobs)
+        if queued is None:
+            return
+        listed = {j.id for j in queued}
+        for job in queued:
+            self.on_job_event(job, source="reconcile")
+        # Jobs we think are queued or running but GitHub no longer lists as queued: ask.
+        stale = [j for j in self.state.jobs()
+                 if j.id not in listed and (j.status == "queued" or j.lost)]
+        for view in stale[:100]:
+            fresh = self._read_job(view.repo, view.id)
+            if fresh is not None:
+                self.on_job_event(fresh, source="reconcile")
+
+    def _read_job(self, repo: str, job_id: int) -> GhJob | None:
+        fresh: GhJob | None = self._github(f"reading job {job_id}",
+                                           lambda: self.github.get_job(repo, job_id))
+        return fresh
+
+    def _list_github_runners(self) -> list[GhRunner] | None:
+        result: list[GhRunner] | None = self._github("listing runners",
+                                                     self.github.list_runners)
+        return result
+
+    def _list_machines(self) -> tuple[list[Machine] | None, int | None]:
+        machines: list[Machine] = []
+        free: int | None = None
+        for name, backend in self.backends.items():
+            try:
+                machines.extend(backend.list())
+                health = backend.health()
+            except BackendError as err:
+                self.metrics.errors.labels("backend").inc()
+                log(ERROR, f"backend {name}: listing machines failed: {err.message}")
+                return None, 0
+            if "gpus" in health.capacity:
+                free = (free or 0) + int(health.capacity["gpus"])
+        return machines, free
+
+    def _sync_runners(self, runners: list[RunnerView],
+                      registered: list[GhRunner]) -> list[RunnerView]:
+        """Move our runners to what GitHub shows (online -> idle, busy -> busy)."""
+        by_name = {g.name: g for g in registered}
+        out = []
+        for r in runners:
+            g = by_name.get(r.name)
+            if g is not None and r.github_id is None:
+                self.state.set_runner(r.name, r.state, github_id=g.id)
+                r = replace(r, github_id=g.id)
+            if g is not None and g.status == "online":
+                want = BUSY if g.busy else IDLE
+                moves = r.state in (BOOTING, LAUNCHING) or (r.state == IDLE and want == BUSY)
+                if moves and self.state.set_runner(r.name, want, only_from=(r.state,)):
+                    r = replace(r, state=want, state_since=self.clock())
+            out.append(r)
+        return out
+
+    # -- acting -----------------------------------------------------------------------------
+
+    def _apply(self, d: Decision) -> None:
+        for name, machine_id in d.adopt:
+            if self.state.set_runner(name, BOOTING, machine_id=machine_id,
+                                     detail="adopted after a restart", only_from=STARTING):
+                log(WARNING, "adopted a machine started before a restart", runner=name,
+                    machine=machine_id)
+        for name, why in d.forget:
+            self._forget(name, why)
+        for name, job_id in d.lost:
+            self._lost(name, job_id)
+        for name, why in d.drain:
+            self._drain(name, why)
+        for machine_id, why in d.remove_machines:
+            self._destroy(machine_id, why)
+        for gh_id, name, why in d.deregister:
+            self._deregister(gh_id, name, why)
+        for job_id in d.rerun:
+            self._rerun(job_id)
+        self._report_unservable(d)
+        for pool_name, n in d.launch.items():
+            pool = self.config.pool(pool_name)
+            if pool is not None:
+                self._launch(pool, n)
+
+    def _forget(self, name: str, why: str) -> None:
+        view = self.state.runner(name)
+        if view is not None and view.github_id is not None:
+            self._deregister(view.github_id, name, why, quiet=True)
+        if self.state.set_runner(name, GONE, detail=why):
+            log(INFO, f"runner gone: {why}", runner=name)
+
+    def _lost(self, name: str, job_id: int) -> None:
+        job = self.state.job(job_id)
+        if job is None:
+            return
+        # The machine is gone while we think it runs a job: either it died mid-job, or the
+        # job finished and its webhook never came. GitHub knows which.
+        fresh = self._read_job(job.repo, job_id)
+        if fresh is None:
+            return  # ask again on the next pass
+        if fresh.status == "completed" and fresh.runner_name == name \
+                and fresh.conclusion == "success":
+            self.on_job_event(fresh, source="reconcile")
+            self._forget(name, "its job finished and its machine exited")
+            return
+        self.state.mark_lost(job_id, name)
+        self.state.set_runner(name, GONE, detail=f"its machine died while running job {job_id}")
+        self.metrics.errors.labels("runner_lost").inc()
+        log(WARNING, "runner died mid-job; the job will be re-run once when GitHub has "
+            "finished it", runner=name, job_id=job_id)
+
+    def _drain(self, name: str, why: str) -> None:
+        view = self.state.runner(name)
+        if view is None or not self.state.set_runner(
+                name, DRAINING, detail=why, only_from=(IDLE, BOOTING, DONE, DRAINING)):
+            return
+        if view.github_id is not None:
+            try:
+                self.github.delete_runner(view.github_id)
+            except RunnerBusyError:
+                self.state.set_runner(name, BUSY, detail="a job reached it while draining",
+                                      only_from=(DRAINING,))
+                log(INFO, "kept a runner GitHub says is busy", runner=name, reason=why)
+                return
+            except GitHubError as err:
+                self.metrics.errors.labels("github").inc()
+                log(ERROR, f"deregistering failed, will retry: {err.message}", runner=name)
+                return
+        if view.machine_id is not None and not self._destroy(view.machine_id, why):
+            return
+        self.state.set_runner(name, GONE, detail=why)
+        self.metrics.actions.labels("drain").inc()
+        log(INFO, f"drained: {why}", runner=name, pool=view.pool)
+
+    def _destroy(self, machine_id: str, why: str) -> bool:
+        for backend in self.backends.values():
+            try:
+                backend.destroy(machine_id)
+            except BackendError as err:
+                self.metrics.errors.labels("backend").inc()
+                log(ERROR, f"removing a machine failed, will retry: {err.message}",
+                    machine=machine_id)
+                return False
+        self.metrics.actions.labels("remove_machine").inc()
+        log(INFO, f"removed machine: {why}", machine=machine_id)
+        return True
+
+    def _deregister(self, gh_id: int, name: str, why: str, *, quiet: bool = False) -> None:
+        try:
+            self.github.delete_runner(gh_id)
+        except RunnerBusyError:
+            return
+        except GitHubError as err:
+            self.metrics.errors.labels("github").inc()
+            log(ERROR, f"deregistering failed, will retry: {err.message}", runner=name)
+            return
+        self.metrics.actions.labels("deregister").inc()
+        if not quiet:
+            log(INFO, f"deregistered: {why}", runner=name)
+
+    def _rerun(self, job_id: int) -> None:
+        job = self.state.job(job_id)
+        if job is None:
+            return
+        try:
+            self.github.rerun_job(job.repo, job_id)
+        except GitHubError as err:
+            self.metrics.errors.labels("github").inc()
+            log(ERROR, f"re-running the job failed, will retry: {err.message}", job_id=job_id,
+                repo=job.repo)
+            return
+        self.state.mark_rerun(job_id, f"its runner {job.runner_name} died mid-job")
+        self.metrics.actions.labels("rerun").inc()
+        log(WARNING, "re-ran a job whose runner died mid-job", job_id=job_id,
+            runner=job.runner_name, repo=job.repo)
+
+    def _report_unservable(self, d: Decision) -> None:
+        for job_id, labels in d.unservable:
+            if job_id not in self._reported:
+                self._reported.add(job_id)
+                log(WARNING, "no pool serves this job's runs-on labels "
+                    f"[{', '.join(labels)}]; pools: " + "; ".join(
+                        f"{p.name} [{', '.join(sorted(p.labels))}]" for p in self.config.pools),
+                    job_id=job_id)
+
+    def _launch(self, pool: Pool, n: int) -> None:
+        backoff = self._backoff.get(pool.name)
+        if backoff is not None and self.clock() < backoff.until:
+            return
+        names = self.state.reserve(pool.name, n, pool.max, boot_id=self.boot_id,
+                                   prefix=self.prefix)
+        for name in names:
+            if self._pool is None:
+                self._launch_one(pool, name)
+            else:
+                self._pool.submit(self._launch_one, pool, name)
+
+    def _launch_one(self, pool: Pool, name: str) -> None:
+        started = self.clock()
+        labels = tuple(sorted(pool.labels))
+        try:
+            jit = self.github.generate_jitconfig(
+                name, labels, runner_group_id=self.config.runner_group_id)
+        except GitHubError as err:
+            self._launch_failed(pool, name, None, f"GitHub refused to register it: "
+                                f"{err.message}", "github")
+            return
+        if not self.state.set_runner(name, LAUNCHING, github_id=jit.runner_id,
+                                     only_from=(RESERVED,)):
+            self._deregister(jit.runner_id, name, "its reservation was dropped", quiet=True)
+            return
+        spec = LaunchSpec(runner_name=name, pool=pool.name, image=pool.image,
+                          jit_config=jit.encoded, labels=labels, cpus=pool.cpus,
+                          memory_mb=pool.memory_mb, gpus=pool.gpus, env=pool.env)
+        try:
+            machine = self.backends[pool.backend].launch(spec)
+        except BackendError as err:
+            self._launch_failed(pool, name, jit.runner_id, err.message, "backend",
+                                retryable=err.retryable)
+            return
+        failpoint("after-launch")
+        self.state.set_runner(name, BOOTING, machine_id=machine.id, only_from=(LAUNCHING,))
+        self._backoff.pop(pool.name, None)
+        self.metrics.launch_seconds.labels(pool.name).observe(self.clock() - started)
+        self.metrics.actions.labels("launch").inc()
+        log(INFO, "runner launched", runner=name, pool=pool.name, machine=machine.id)
+
+    def _launch_failed(self, pool: Pool, name: str, gh_id: int | None, why: str, kind: str,
+                       *, retryable: bool = True) -> None:
+        self.metrics.errors.labels(kind).inc()
+        if gh_id is not None:
+            self._deregister(gh_id, name, "its launch failed", quiet=True)
+        self.state.set_runner(name, GONE, detail=f"launch failed: {why}")
+        b = self._backoff.setdefault(pool.name, _Backoff())
+        b.failures += 1
+        delay = min(300.0, 2.0 ** b.failures) if retryable else 300.0
+        b.until, b.reason = self.clock() + delay, why
+        log(ERROR, f"launch failed ({'will retry' if retryable else 'fix the pool'} in "
+            f"{delay:.0f}s): {why}", runner=name, pool=pool.name)
+        self.kick()
+
+    def backoff(self, pool: str) -> tuple[float, str] | None:
+        b = self._backoff.get(pool)
+        return (b.until, b.reason) if b and b.until > self.clock() else None
+
+    def _update_gauges(self, d: Decision) -> None:
+        for pool, n in d.queued.items():
+            self.metrics.queued.labels(pool).set(n)
+        self.metrics.unservable.set(len(d.unservable))
+        self.metrics.set_runners(self.config.pools, self.state.runners(), ALIVE)
+

@@ -1,0 +1,228 @@
+"""The autoscaler's policy, rule by rule: each row is a world and the decision it must give."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from gha_mlops.github.port import GhRunner
+from gha_mlops.runners.backends.base import Machine
+from gha_mlops.runners.config import DEFAULT_LABELS, Pool
+from gha_mlops.runners.policy import (
+    BOOTING,
+    BUSY,
+    DONE,
+    DRAINING,
+    GONE,
+    IDLE,
+    LAUNCHING,
+    RESERVED,
+    JobView,
+    RunnerView,
+    World,
+    decide,
+    pool_for,
+)
+
+NOW = 10_000.0
+BOOT = "boot-now"
+
+
+def pool(name: str = "gpu", labels: tuple[str, ...] = ("gpu",), **kw: object) -> Pool:
+    base = dict(backend="docker", image="img", min_idle=0, max=4, cpus=None, memory_mb=None,
+                gpus=0, idle_timeout=300.0, max_lifetime=6 * 3600.0, register_timeout=180.0,
+                env={})
+    base.update(kw)
+    return Pool(name=name, labels=frozenset({*DEFAULT_LABELS, *labels}), **base)  # type: ignore[arg-type]
+
+
+def job(id: int, labels: tuple[str, ...] = ("self-hosted", "gpu"), status: str = "queued",
+        **kw: object) -> JobView:
+    return JobView(id=id, repo="octo/demo", labels=frozenset(labels), status=status,
+                   queued_at=NOW - 10, **kw)  # type: ignore[arg-type]
+
+
+def runner(name: str, state: str, pool: str = "gpu", *, age: float = 60.0,
+           since: float | None = None, boot: str = BOOT, **kw: object) -> RunnerView:
+    return RunnerView(name=f"gm-{name}", pool=pool, state=state, created_at=NOW - age,
+                      state_since=NOW - (age if since is None else since), boot_id=boot,
+                      **kw)  # type: ignore[arg-type]
+
+
+def machine(runner_name: str, *, age: float = 60.0, state: str = "running",
+            id: str | None = None) -> Machine:
+    return Machine(id or f"m-{runner_name}", f"gm-{runner_name}", "gpu", state, NOW - age)
+
+
+def world(pools: list[Pool] | None = None, jobs: list[JobView] | None = None,
+          runners: list[RunnerView] | None = None, **kw: object) -> World:
+    return World(pools=pools or [pool()], jobs=jobs or [], runners=runners or [], now=NOW,
+                 boot_id=BOOT, grace=120.0, prefix="gm-", **kw)  # type: ignore[arg-type]
+
+
+# -- launching ---------------------------------------------------------------------------------
+
+LAUNCH_TABLE = [
+    # (description, world, expected launches)
+    ("nothing queued, no min idle", world(), {}),
+    ("one queued job, one launch", world(jobs=[job(1)]), {"gpu": 1}),
+    ("three queued, max 4", world(jobs=[job(i) for i in range(3)]), {"gpu": 3}),
+    ("ten queued, capped at max 4", world(jobs=[job(i) for i in range(10)]), {"gpu": 4}),
+    ("min idle 2 with no jobs", world(pools=[pool(min_idle=2)]), {"gpu": 2}),
+    ("min idle is counted in max",
+     world(pools=[pool(min_idle=2, max=3)], jobs=[job(1), job(2)]), {"gpu": 3}),
+    ("a booting runner covers a job", world(jobs=[job(1)], runners=[runner("a", BOOTING)]),
+     {}),
+    ("a reserved runner covers a job", world(jobs=[job(1)], runners=[runner("a", RESERVED)]),
+     {}),
+    ("busy runners are not supply, but count in max",
+     world(jobs=[job(i) for i in range(4)],
+           runners=[runner("a", BUSY), runner("b", BUSY), runner("c", BUSY)]), {"gpu": 1}),
+    ("a full pool launches nothing",
+     world(jobs=[job(1)], runners=[runner(x, BUSY) for x in "abcd"]), {}),
+    ("done and draining runners count in max",
+     world(jobs=[job(1), job(2)], runners=[runner("a", DONE), runner("b", DRAINING),
+                                           runner("c", BUSY), runner("d", BUSY)]), {}),
+    ("gone runners do not count",
+     world(jobs=[job(1)], runners=[runner(x, GONE) for x in "abcd"]), {"gpu": 1}),
+    ("jobs in progress are not demand", world(jobs=[job(1, status="in_progress")]), {}),
+    ("free GPUs limit GPU pools",
+     world(pools=[pool(gpus=2)], jobs=[job(i) for i in range(4)], free_gpus=5), {"gpu": 2}),
+    ("GPUs promised to starting runners are not free",
+     world(pools=[pool(gpus=1)], jobs=[job(i) for i in range(4)], free_gpus=3,
+           runners=[runner("a", LAUNCHING), runner("b", BUSY)]), {"gpu": 2}),
+    ("hosted-runner jobs are not ours", world(jobs=[job(1, labels=("ubuntu-latest",))]), {}),
+]
+
+
+@pytest.mark.parametrize(("what", "w", "expected"), LAUNCH_TABLE, ids=[r[0] for r in LAUNCH_TABLE])
+def test_launches(what: str, w: World, expected: dict[str, int]) -> None:
+    assert decide(w).launch == expected
+
+
+def test_a_job_goes_to_the_most_specific_pool_that_has_all_its_labels() -> None:
+    cpu = pool("cpu", ("big",))
+    gpu = pool("gpu", ("big", "gpu"))
+    a100 = pool("a100", ("big", "gpu", "a100", "nvlink"))
+    pools = [a100, cpu, gpu]
+    assert pool_for(pools, frozenset({"self-hosted", "big"})) is cpu
+    assert pool_for(pools, frozenset({"self-hosted", "gpu"})) is gpu
+    assert pool_for(pools, frozenset({"self-hosted", "a100"})) is a100
+    assert pool_for(pools, frozenset({"self-hosted", "tpu"})) is None
+    d = decide(world(pools=pools, jobs=[job(1, ("self-hosted", "big")),
+                                        job(2, ("self-hosted", "GPU".lower(), "big")),
+                                        job(3, ("self-hosted", "a100"))]))
+    assert d.launch == {"cpu": 1, "gpu": 1, "a100": 1}
+    assert d.queued == {"a100": 1, "cpu": 1, "gpu": 1}
+
+
+def test_a_job_no_pool_serves_is_reported_not_dropped() -> None:
+    d = decide(world(jobs=[job(7, ("self-hosted", "tpu")), job(8)]))
+    assert d.unservable == [(7, ("self-hosted", "tpu"))]
+    assert d.launch == {"gpu": 1}
+
+
+# -- draining ----------------------------------------------------------------------------------
+
+DRAIN_TABLE = [
+    ("idle past the timeout, no demand",
+     world(runners=[runner("a", IDLE, since=301)]), ["gm-a"]),
+    ("idle but not long enough", world(runners=[runner("a", IDLE, since=299)]), []),
+    ("idle past the timeout but kept warm by min idle",
+     world(pools=[pool(min_idle=1)], runners=[runner("a", IDLE, since=900)]), []),
+    ("only the surplus above min idle goes, the longest idle first",
+     world(pools=[pool(min_idle=1)], runners=[runner("a", IDLE, since=400),
+                                              runner("b", IDLE, since=900)]), ["gm-b"]),
+    ("idle past the timeout but a job waits for it",
+     world(jobs=[job(1)], runners=[runner("a", IDLE, since=900)]), []),
+    ("a busy runner is never drained, however old",
+     world(runners=[runner("a", BUSY, age=10 * 3600, since=10 * 3600)]), []),
+    ("an idle runner past its maximum lifetime goes even when warm",
+     world(pools=[pool(min_idle=1)], runners=[runner("a", IDLE, age=7 * 3600, since=10)]),
+     ["gm-a"]),
+    ("never came online within the register timeout",
+     world(runners=[runner("a", BOOTING, since=181)]), ["gm-a"]),
+    ("still booting within the timeout", world(runners=[runner("a", BOOTING, since=100)]), []),
+    ("finished but its machine lingers past the grace period",
+     world(runners=[runner("a", DONE, since=200)]), ["gm-a"]),
+    ("an interrupted drain is retried", world(runners=[runner("a", DRAINING, since=200)]),
+     ["gm-a"]),
+    ("an idle runner of a pool no longer configured",
+     world(runners=[runner("a", IDLE, pool="old", since=5)]), ["gm-a"]),
+]
+
+
+@pytest.mark.parametrize(("what", "w", "expected"), DRAIN_TABLE, ids=[r[0] for r in DRAIN_TABLE])
+def test_drains(what: str, w: World, expected: list[str]) -> None:
+    assert [name for name, _ in decide(w).drain] == expected
+
+
+def test_a_drained_runner_is_replaced_only_when_min_idle_wants_it_and_max_allows() -> None:
+    d = decide(world(pools=[pool(min_idle=1, max=1)],
+                     runners=[runner("a", IDLE, age=7 * 3600, since=10)]))
+    assert [n for n, _ in d.drain] == ["gm-a"]
+    assert d.launch == {}  # its slot is taken until its machine is gone
+    d = decide(world(pools=[pool(min_idle=1, max=2)],
+                     runners=[runner("a", IDLE, age=7 * 3600, since=10)]))
+    assert d.launch == {"gpu": 1}
+
+
+# -- reconciling with the backend and GitHub ---------------------------------------------------
+
+
+def test_orphan_machines_are_removed_after_the_grace_period() -> None:
+    d = decide(world(machines=[machine("x", age=121), machine("y", age=30)]))
+    assert [m for m, _ in d.remove_machines] == ["m-x"]
+
+
+def test_exited_machines_are_removed() -> None:
+    d = decide(world(runners=[runner("a", BUSY, job_id=1)],
+                     machines=[machine("a", state="exited")]))
+    assert [m for m, _ in d.remove_machines] == ["m-a"]
+
+
+def test_a_machine_started_before_a_crash_is_adopted() -> None:
+    r = runner("a", LAUNCHING, boot="old-process", github_id=5)
+    d = decide(world(runners=[r], machines=[machine("a", age=5)]))
+    assert d.adopt == [("gm-a", "m-a")]
+    assert d.remove_machines == []
+
+
+def test_a_launch_interrupted_before_the_machine_started_is_forgotten() -> None:
+    d = decide(world(runners=[runner("a", LAUNCHING, boot="old-process", github_id=5)],
+                     machines=[]))
+    assert [n for n, _ in d.forget] == ["gm-a"]
+
+
+def test_a_launch_in_flight_in_this_process_is_left_alone() -> None:
+    d = decide(world(jobs=[job(1)], runners=[runner("a", LAUNCHING, github_id=5)], machines=[]))
+    assert d.forget == [] and d.launch == {}
+
+
+def test_a_runner_whose_machine_vanished_is_forgotten_and_a_busy_one_is_lost() -> None:
+    d = decide(world(runners=[runner("a", IDLE), runner("b", BUSY, job_id=42),
+                              runner("c", DONE)], machines=[]))
+    assert sorted(n for n, _ in d.forget) == ["gm-a", "gm-c"]
+    assert d.lost == [("gm-b", 42)]
+
+
+def test_registrations_without_a_runner_of_ours_are_deregistered() -> None:
+    gh = [GhRunner(1, "gm-old", "offline", False), GhRunner(2, "gm-busy", "online", True),
+          GhRunner(3, "someone-elses", "online", False), GhRunner(4, "gm-a", "online", False)]
+    d = decide(world(runners=[runner("a", IDLE)], gh_runners=gh))
+    assert d.deregister == [(1, "gm-old", "registered but no machine of ours runs it")]
+
+
+def test_a_lost_job_is_rerun_once_when_github_has_finished_it() -> None:
+    jobs = [job(1, status="completed", lost=True, conclusion="failure"),
+            job(2, status="completed", lost=True, conclusion="failure", rerun_done=True),
+            job(3, status="in_progress", lost=True),
+            job(4, status="completed", lost=True, conclusion="success")]
+    assert decide(world(jobs=jobs)).rerun == [1]
+
+
+def test_the_decision_is_deterministic() -> None:
+    w = world(jobs=[job(i) for i in range(6)], runners=[runner("a", IDLE, since=400)],
+              machines=[machine("zz", age=500)])
+    assert decide(w) == decide(replace(w))
