@@ -99,3 +99,83 @@ class StoredReportPort(GitHubPort, Protocol):
 
     def pull_head_sha(self, repo: str, number: int) -> str:
         """The sha of the pull request's head commit now."""
+
+
+# -- self-hosted runners (the autoscaler) ---------------------------------------------------
+
+
+class RunnerBusyError(GitHubError):
+    """GitHub refused to remove a runner because it is running a job (422): keep it."""
+
+
+@dataclass(frozen=True)
+class JitConfig:
+    runner_id: int
+    runner_name: str
+    encoded: str  # the value the runner takes with --jitconfig (secret: never logged)
+
+
+@dataclass(frozen=True)
+class GhRunner:
+    """A self-hosted runner registered in the scope."""
+
+    id: int
+    name: str
+    status: str  # "online" | "offline"
+    busy: bool
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GhJob:
+    """A workflow job (as the REST API and the ``workflow_job`` webhook describe it)."""
+
+    id: int
+    repo: str  # owner/name
+    run_id: int
+    run_attempt: int
+    name: str
+    status: str  # "queued" | "in_progress" | "completed" | "waiting" | ...
+    labels: tuple[str, ...]
+    conclusion: str | None = None
+    runner_name: str | None = None
+    created_at: str | None = None  # ISO 8601, when it was queued
+    started_at: str | None = None
+    completed_at: str | None = None
+
+
+@dataclass(frozen=True)
+class RateBudget:
+    remaining: int
+    limit: int
+    reset: float  # unix seconds
+
+
+class RunnersPort(Protocol):
+    """What the autoscaler needs from GitHub, for one scope: a repository (``owner/name``) or
+    an organization. Repository scope needs the App permission ``administration: write`` (or a
+    token with ``repo``); organization scope ``organization_self_hosted_runners: write``; both
+    ``actions: write`` to read jobs and re-run them."""
+
+    def generate_jitconfig(self, name: str, labels: tuple[str, ...], *,
+                           runner_group_id: int = 1, work_folder: str = "_work") -> JitConfig:
+        """Register a runner for one job and return its just-in-time config."""
+
+    def list_runners(self) -> list[GhRunner]:
+        """Every self-hosted runner of the scope (all pages)."""
+
+    def delete_runner(self, runner_id: int) -> None:
+        """Deregister the runner; a runner already gone is not an error; one that is running a
+        job raises :class:`RunnerBusyError`."""
+
+    def queued_jobs(self) -> list[GhJob]:
+        """Every job of the scope waiting for a runner now (status ``queued``), from the
+        workflow runs that are queued or in progress (all pages, all repositories)."""
+
+    def get_job(self, repo: str, job_id: int) -> GhJob: ...
+
+    def rerun_job(self, repo: str, job_id: int) -> None:
+        """Re-run one job (and its dependants) of a completed workflow run."""
+
+    def rate_budget(self) -> RateBudget | None:
+        """The rate-limit budget as the last response reported it (no request)."""

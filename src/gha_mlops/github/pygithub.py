@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gha_mlops.errors import missing_extra
@@ -20,6 +20,7 @@ from gha_mlops.github.port import ArtifactRef, Comment, GitHubError, WorkflowRun
 if TYPE_CHECKING:
     from github import Github
     from github.Repository import Repository
+    from urllib3.util.retry import Retry
 
 T = TypeVar("T")
 
@@ -40,20 +41,32 @@ PERMISSIONS = {
 MAX_DOWNLOAD = 2 * 1024**3
 
 
+def retry_policy(methods: Iterable[str]) -> Retry:
+    """Retries with backoff on 5xx and connection errors, honouring ``Retry-After``; a request
+    that reached GitHub is sent again only for ``methods`` (the idempotent ones)."""
+    from urllib3.util.retry import Retry
+
+    return Retry(total=4, connect=3, read=2, backoff_factor=0.3,
+                 status_forcelist=(500, 502, 503, 504), allowed_methods=frozenset(methods),
+                 respect_retry_after_header=True, raise_on_status=False)
+
+
+def client_options(base_url: str, timeout: float, retried: Iterable[str]) -> dict[str, Any]:
+    """The keyword arguments of ``Github``/``GithubIntegration``: no client-side throttling,
+    100 items a page, lazy objects, ``retried`` methods retried (:func:`retry_policy`)."""
+    return {"base_url": base_url.rstrip("/"), "timeout": int(timeout),
+            "retry": retry_policy(retried), "seconds_between_requests": None,
+            "seconds_between_writes": None, "per_page": 100, "lazy": True}
+
+
 def connect(token: str, base_url: str = "https://api.github.com", *,
             timeout: float = 15) -> PyGitHub:
     try:
         from github import Auth, Github
-        from urllib3.util.retry import Retry
     except ImportError:
         raise missing_extra("PyGithub", "github") from None
-    retry = Retry(total=4, connect=3, read=2, backoff_factor=0.3,
-                  status_forcelist=(500, 502, 503, 504),
-                  allowed_methods=frozenset({"GET", "PATCH", "PUT", "HEAD"}),
-                  respect_retry_after_header=True, raise_on_status=False)
-    client = Github(auth=Auth.Token(token), base_url=base_url.rstrip("/"), timeout=int(timeout),
-                    retry=retry, seconds_between_requests=None, seconds_between_writes=None,
-                    per_page=100, lazy=True)
+    client = Github(auth=Auth.Token(token),
+                    **client_options(base_url, timeout, {"GET", "PATCH", "PUT", "HEAD"}))
     return PyGitHub(client, token=token, base_url=base_url, timeout=timeout)
 
 
@@ -228,7 +241,6 @@ def download(url: str, *, token: str | None = None, api_url: str = "https://api.
     try:
         import requests
         from requests.adapters import HTTPAdapter
-        from urllib3.util.retry import Retry
     except ImportError:
         raise missing_extra("PyGithub", "github") from None
     what = what or f"download {url}"
@@ -236,9 +248,7 @@ def download(url: str, *, token: str | None = None, api_url: str = "https://api.
                "X-GitHub-Api-Version": "2022-11-28"}
     if token and urlsplit(url).netloc.lower() == urlsplit(api_url).netloc.lower():
         headers["Authorization"] = f"Bearer {token}"
-    retry = Retry(total=4, connect=3, read=2, backoff_factor=0.3,
-                  status_forcelist=(500, 502, 503, 504), allowed_methods=frozenset({"GET"}),
-                  respect_retry_after_header=True, raise_on_status=False)
+    retry = retry_policy({"GET"})
     with requests.Session() as session:
         session.mount("https://", HTTPAdapter(max_retries=retry))
         session.mount("http://", HTTPAdapter(max_retries=retry))

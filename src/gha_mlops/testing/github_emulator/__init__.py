@@ -8,13 +8,24 @@ description (npm ``@octokit/openapi``).
         ...
         assert gh.violations == []
 
-See docs/github-emulator.md for what it serves and what it checks.
+It also stands in for what self-hosted runners need: just-in-time runner registration, jobs
+that runner stand-ins take over ``{root_url}/_runner/...``, signed ``workflow_job`` webhooks,
+organizations and GitHub Apps. See docs/github-emulator.md for what it serves and checks.
 """
 
 from ._handlers import HANDLERS as _HANDLERS
 from ._server import Fault, GitHubEmulator, LoggedRequest, Violation
-from ._spec import ENV_VAR, OpenApiSpec, SpecNotFoundError, find_spec_file, load_spec
-from ._state import Repo, Token
+from ._spec import (
+    ENV_VAR,
+    WEBHOOK_EXAMPLES_ENV_VAR,
+    OpenApiSpec,
+    SpecNotFoundError,
+    find_spec_file,
+    find_webhook_examples_file,
+    load_spec,
+)
+from ._state import App, Installation, Job, Org, Repo, Runner, Token
+from ._webhooks import Delivery
 
 IMPLEMENTED_OPERATIONS = frozenset(_HANDLERS)
 """The ``operationId`` of every operation the emulator serves."""
@@ -22,14 +33,22 @@ IMPLEMENTED_OPERATIONS = frozenset(_HANDLERS)
 __all__ = [
     "ENV_VAR",
     "IMPLEMENTED_OPERATIONS",
+    "WEBHOOK_EXAMPLES_ENV_VAR",
+    "App",
+    "Delivery",
     "Fault",
     "GitHubEmulator",
+    "Installation",
+    "Job",
     "LoggedRequest",
     "OpenApiSpec",
+    "Org",
     "Repo",
+    "Runner",
     "SpecNotFoundError",
     "Token",
     "Violation",
     "find_spec_file",
+    "find_webhook_examples_file",
     "load_spec",
 ]

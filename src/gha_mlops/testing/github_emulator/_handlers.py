@@ -8,9 +8,9 @@ import base64
 import copy
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
 from ._spec import OpenApiSpec
@@ -22,6 +22,7 @@ from ._state import (
     GitCommit,
     Issue,
     IssueComment,
+    Org,
     Repo,
     Signature,
     Store,
@@ -122,10 +123,16 @@ def user(req: Request, login: str) -> dict[str, Any]:
         "repos_url": f"{api}/repos",
         "events_url": f"{api}/events{{/privacy}}",
         "received_events_url": f"{api}/received_events",
-        "type": "Bot" if login.endswith("[bot]") else "User",
+        "type": _account_type(req, login),
         "site_admin": False,
         "user_view_type": "public",
     }
+
+
+def _account_type(req: Request, login: str) -> str:
+    if login.endswith("[bot]"):
+        return "Bot"
+    return "Organization" if req.store.org(login) is not None else "User"
 
 
 def _repo_fields(req: Request, repo: Repo, out: dict[str, Any]) -> dict[str, Any]:
@@ -368,7 +375,7 @@ def render_workflow_run(req: Request, repo: Repo, run: WorkflowRun) -> dict[str,
         id=run.id,
         name=run.name,
         run_number=run.run_number,
-        run_attempt=1,
+        run_attempt=run.run_attempt,
         head_branch=run.head_branch,
         head_sha=run.head_sha,
         path=run.path,
@@ -377,7 +384,7 @@ def render_workflow_run(req: Request, repo: Repo, run: WorkflowRun) -> dict[str,
         status=run.status,
         conclusion=run.conclusion,
         created_at=run.created_at,
-        updated_at=run.created_at,
+        updated_at=run.updated_at,
         run_started_at=run.created_at,
         url=base,
         html_url=f"{req.root_url}/{repo.full_name}/actions/runs/{run.id}",
@@ -489,9 +496,47 @@ def _query_text(value: Any) -> str:
 
 def _repo(req: Request) -> Repo:
     repo = req.store.repo(req.params["owner"], req.params["repo"])
-    if repo is None or (repo.private and req.token is None):
+    if repo is None or (repo.private and req.token is None) or not reaches(req, repo.full_name):
         raise ApiError(404, "Not Found")
     return repo
+
+
+def reaches(req: Request, full_name: str) -> bool:
+    """Whether the request's token may see the repository (an installation token sees the
+    repositories of its installation only)."""
+    if req.token is None or req.token.installation_id is None:
+        return True
+    installation = req.store.installations.get(req.token.installation_id)
+    return installation is not None and installation.covers(full_name)
+
+
+def org_of(req: Request) -> Org:
+    """The organization of the ``org`` path parameter (404 if unknown); an installation token
+    of another account gets 403, as GitHub answers."""
+    org = req.store.org(req.params["org"])
+    if org is None:
+        raise ApiError(404, "Not Found")
+    token = req.token
+    if token is not None and token.installation_id is not None:
+        installation = req.store.installations.get(token.installation_id)
+        if installation is None or installation.account.lower() != org.login.lower():
+            raise ApiError(403, f"Resource not accessible by {token.kind}")
+    return org
+
+
+class _OfRepo(Protocol):
+    repo: str  # the full name of the repository the object belongs to
+
+
+Owned = TypeVar("Owned", bound=_OfRepo)
+
+
+def in_repo(items: Mapping[int, Owned], key: int, repo: Repo) -> Owned:
+    """``items[key]`` if it belongs to ``repo``; 404 otherwise."""
+    found = items.get(key)
+    if found is None or found.repo != repo.full_name:
+        raise ApiError(404, "Not Found")
+    return found
 
 
 def _issue(req: Request, repo: Repo, number: int) -> Issue:
@@ -502,10 +547,7 @@ def _issue(req: Request, repo: Repo, number: int) -> Issue:
 
 
 def _comment(req: Request, repo: Repo) -> IssueComment:
-    c = req.store.issue_comments.get(req.params["comment_id"])
-    if c is None or c.repo != repo.full_name:
-        raise ApiError(404, "Not Found")
-    return c
+    return in_repo(req.store.issue_comments, req.params["comment_id"], repo)
 
 
 def _commit_sha(repo: Repo, ref: str, status: int = 422) -> str:
@@ -715,10 +757,7 @@ def create_check_run(req: Request) -> Response:
 
 
 def _check_run(req: Request, repo: Repo) -> CheckRun:
-    run = req.store.check_runs.get(req.params["check_run_id"])
-    if run is None or run.repo != repo.full_name:
-        raise ApiError(404, "Not Found")
-    return run
+    return in_repo(req.store.check_runs, req.params["check_run_id"], repo)
 
 
 @route("checks/update", ("checks", "write"))
@@ -1081,10 +1120,7 @@ def list_workflow_runs(req: Request) -> Response:
 
 
 def _run(req: Request, repo: Repo) -> WorkflowRun:
-    run = req.store.runs.get(req.params["run_id"])
-    if run is None or run.repo != repo.full_name:
-        raise ApiError(404, "Not Found")
-    return run
+    return in_repo(req.store.runs, req.params["run_id"], repo)
 
 
 @route("actions/get-workflow-run", ("actions", "read"))
@@ -1110,10 +1146,7 @@ def list_run_artifacts(req: Request) -> Response:
 
 
 def _artifact(req: Request, repo: Repo) -> Artifact:
-    a = req.store.artifacts.get(req.params["artifact_id"])
-    if a is None or a.repo != repo.full_name:
-        raise ApiError(404, "Not Found")
-    return a
+    return in_repo(req.store.artifacts, req.params["artifact_id"], repo)
 
 
 @route("actions/get-artifact", ("actions", "read"))

@@ -1,8 +1,10 @@
-"""The HTTP side: routing against the description, request and response validation, tokens
-and permissions, rate limits, injected faults and the request log."""
+"""The HTTP side: routing against the description, request and response validation, tokens,
+App JWTs and permissions, rate limits, injected faults and the request log; the control API
+tests use (seeding, inspection, webhooks, the runner stand-in protocol)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -16,9 +18,24 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import _actions  # noqa: F401  (registers the Actions runner and job handlers)
+from ._apps import JWT_OPERATIONS, authenticate_jwt, install, new_app
+from ._broker import RunnerBroker
 from ._handlers import HANDLERS, PERMISSIONS, ApiError, Request, Response
 from ._spec import OpenApiSpec, Operation, Parameter, load_spec
-from ._state import CheckRun, CommitStatus, IssueComment, Repo, Store, Token
+from ._state import (
+    App,
+    CheckRun,
+    CommitStatus,
+    IssueComment,
+    Job,
+    Org,
+    Repo,
+    Runner,
+    Store,
+    Token,
+)
+from ._webhooks import Delivery, Webhooks
 
 _LEVELS = {"read": 1, "write": 2, "admin": 3}
 _DEFAULT_DOCS = "https://docs.github.com/rest"
@@ -106,6 +123,9 @@ class GitHubEmulator:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._broker = RunnerBroker(self.store)
+        self._webhooks = Webhooks(self.store)
+        self.store.job_listener = self._webhooks.on_job
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -126,10 +146,13 @@ class GitHubEmulator:
             daemon=True,
         )
         self._thread.start()
+        self._webhooks.start(self.url, self.root_url)
+        self._broker.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving and release the port."""
+        """Stop serving and release the port (long polls answer 204 at once)."""
+        self._broker.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -137,6 +160,7 @@ class GitHubEmulator:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._webhooks.stop()
 
     def __enter__(self) -> GitHubEmulator:
         return self.start()
@@ -278,6 +302,115 @@ class GitHubEmulator:
                 key=lambda s: s.id,
             )
 
+    # -- organizations and GitHub Apps --------------------------------------------------------
+
+    def create_org(self, login: str) -> Org:
+        """Make ``login`` an organization: ``/orgs/{login}/...`` answers, and repositories
+        created as ``login/name`` are its repositories."""
+        return self.store.create_org(login)
+
+    def create_app(self, app_id: int, *, slug: str | None = None) -> App:
+        """Register a GitHub App with a fresh RSA key pair; ``app.private_key_pem`` signs the
+        JWTs (RS256, ``iss`` the App id) the App endpoints accept."""
+        app = new_app(app_id, slug or f"app-{app_id}")
+        with self.store.lock:
+            self.store.apps[app_id] = app
+        return app
+
+    def install_app(
+        self,
+        app_id: int,
+        *,
+        account: str | None = None,
+        repo: str | None = None,
+        permissions: Mapping[str, str] | None = None,
+    ) -> int:
+        """Install an App on every repository of ``account`` (a user or an organization) or on
+        the one repository ``repo``; its tokens get ``permissions`` (None: everything).
+        Returns the installation id."""
+        with self.store.lock:
+            return install(self.store, app_id, account, repo, permissions).id
+
+    @property
+    def installation_token_ttl(self) -> float:
+        """Seconds an installation access token lives (GitHub: 3600)."""
+        return self.store.installation_token_ttl
+
+    @installation_token_ttl.setter
+    def installation_token_ttl(self, seconds: float) -> None:
+        self.store.installation_token_ttl = seconds
+
+    def expire_installation_tokens(self) -> None:
+        """End every installation token now, as a revocation would (or a client clock that
+        runs behind GitHub's): the next request with one gets 401."""
+        with self.store.lock:
+            for token in self.store.tokens.values():
+                if token.installation_id is not None:
+                    token.expires_at = time.time()
+
+    # -- jobs, runners and webhooks -------------------------------------------------------------
+
+    @property
+    def runner_timeout(self) -> float:
+        """Seconds a busy runner may go without a heartbeat before its job fails (default 3)."""
+        return self._broker.timeout
+
+    @runner_timeout.setter
+    def runner_timeout(self, seconds: float) -> None:
+        self._broker.timeout = seconds
+
+    def jobs(self, full_name: str) -> list[Job]:
+        """Every job of a repository, every attempt, oldest first (copies)."""
+        with self.store.lock:
+            return [
+                dataclasses.replace(j)
+                for j in sorted(self.store.jobs.values(), key=lambda j: j.id)
+                if j.repo.lower() == full_name.lower()
+            ]
+
+    def job(self, job_id: int) -> Job:
+        """A job as it is now (a copy)."""
+        with self.store.lock:
+            return dataclasses.replace(self.store.jobs[job_id])
+
+    def runners(self, scope: str) -> list[Runner]:
+        """The registered runners of a repository (``owner/name``) or an organization, oldest
+        first (copies)."""
+        with self.store.lock:
+            return [
+                dataclasses.replace(r)
+                for r in sorted(self.store.runners.values(), key=lambda r: r.id)
+                if r.scope.lower() == scope.lower()
+            ]
+
+    def set_webhook(self, url: str, secret: str) -> None:
+        """POST every job transition from now on to ``url``, signed with ``secret``."""
+        self._webhooks.configure(url, secret)
+
+    @property
+    def drop_webhooks(self) -> int:
+        """How many of the next deliveries to drop (recorded with ``dropped=True``, never
+        sent), to simulate lost webhooks."""
+        return self._webhooks.drop
+
+    @drop_webhooks.setter
+    def drop_webhooks(self, count: int) -> None:
+        self._webhooks.drop = count
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        """Every webhook delivery attempted so far, oldest first."""
+        return self._webhooks.deliveries
+
+    def redeliver(self, delivery_id: str) -> None:
+        """Send a delivery again: the same ``X-GitHub-Delivery`` id and body, as GitHub's
+        redeliver does (recorded with ``redelivery=True``)."""
+        self._webhooks.redeliver(delivery_id)
+
+    def flush_webhooks(self, timeout: float = 5.0) -> None:
+        """Wait until every webhook handed to the sender so far has been attempted."""
+        self._webhooks.flush(timeout)
+
     # -- request processing (called from server threads) ------------------------------------
 
     def _violation(self, kind: str, method: str, path: str, op: Operation | None, msg: str) -> None:
@@ -316,6 +449,12 @@ class GitHubEmulator:
         query = parse_qs(parts.query, keep_blank_values=True)
         if path.startswith("/_emulator/artifacts/") and method == "GET":
             return self._download(path)
+        if path.startswith("/_runner/"):  # the stand-in protocol: not validated, not logged
+            try:
+                return _Outcome(*self._broker.handle(method, path, query, headers, raw))
+            except Exception:
+                self._violation("emulator-error", method, path, None, traceback.format_exc())
+                return _Outcome(500, {"message": "Server Error"})
         body: Any = None
         outcome: _Outcome
         op: Operation | None = None
@@ -453,17 +592,10 @@ class GitHubEmulator:
                         None,
                     )
 
-        token: Token | None = None
-        auth = headers.get("authorization")
-        if auth:
-            scheme, _, value = auth.partition(" ")
-            token = (
-                self.store.tokens.get(value.strip())
-                if scheme.lower() in {"token", "bearer"}
-                else None
-            )
-            if token is None:
-                return self._error(None, 401, "Bad credentials"), body, None
+        token, refused = self._authenticate(op, headers.get("authorization"))
+        if refused is not None:
+            return refused, body, None
+        if token is not None and op.operation_id != "rate-limit/get":  # free, as on GitHub
             with self.store.lock:
                 token.used += 1
                 if token.used > token.rate_limit:
@@ -536,7 +668,33 @@ class GitHubEmulator:
                 return value, f"{value!r} is greater than the maximum of {schema['maximum']}"
         return value, None
 
+    def _authenticate(
+        self, op: Operation, header: str | None
+    ) -> tuple[Token | None, _Outcome | None]:
+        """The token an ``Authorization`` header names (None without one), or the 401."""
+        if not header:
+            return None, None
+        scheme, _, value = header.partition(" ")
+        value = value.strip()
+        if scheme.lower() not in {"token", "bearer"}:
+            return None, self._error(None, 401, "Bad credentials")
+        with self.store.lock:
+            token = self.store.tokens.get(value)
+            if token is None and value.count(".") == 2:  # a JWT: an App authenticates
+                found = authenticate_jwt(self.store, value)
+                if isinstance(found, str):
+                    return None, self._error(op, 401, found)
+                token = found
+        if token is None or token.expired:
+            return None, self._error(None, 401, "Bad credentials")
+        return token, None
+
     def _authorize(self, op: Operation, method: str, token: Token | None) -> _Outcome | None:
+        jwt_only = op.operation_id in JWT_OPERATIONS
+        if jwt_only and (token is None or token.app_id is None):
+            return self._error(op, 401, "A JSON web token could not be decoded")
+        if token is not None and token.app_id is not None and not jwt_only:
+            return self._error(op, 403, f"Resource not accessible by {token.kind}")
         needed = PERMISSIONS.get(op.operation_id, ())
         if token is None:
             if method in {"GET", "HEAD"}:

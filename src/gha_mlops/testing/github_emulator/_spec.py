@@ -30,6 +30,10 @@ from gha_mlops.errors import GhaMlopsError
 
 ENV_VAR = "GHA_MLOPS_GITHUB_OPENAPI"
 DEFAULT_RELATIVE_PATH = Path(".ci/npm/node_modules/@octokit/openapi/generated/api.github.com.json")
+WEBHOOK_EXAMPLES_ENV_VAR = "GHA_MLOPS_GITHUB_WEBHOOK_EXAMPLES"
+WEBHOOK_EXAMPLES_RELATIVE_PATH = Path(
+    ".ci/npm/node_modules/@octokit/webhooks-examples/api.github.com/index.json"
+)
 _SPEC_URI = "urn:gha-mlops:github-openapi"
 # Path parameters whose values contain slashes on GitHub (``heads/main``, ``docs/a.md``).
 _SLASHY_PARAMS = frozenset({"ref", "path"})
@@ -48,16 +52,28 @@ def _repo_root() -> Path:
 def find_spec_file(env: Mapping[str, str] | None = None) -> Path:
     """Return the path of ``api.github.com.json``: ``$GHA_MLOPS_GITHUB_OPENAPI`` if set, else
     the npm install under the repository's ``.ci/npm``. Raises ``SpecNotFoundError`` if absent."""
+    return _find_npm_file(ENV_VAR, DEFAULT_RELATIVE_PATH, "GitHub's OpenAPI description", env)
+
+
+def find_webhook_examples_file(env: Mapping[str, str] | None = None) -> Path:
+    """Return the path of ``@octokit/webhooks-examples``' ``api.github.com/index.json``:
+    ``$GHA_MLOPS_GITHUB_WEBHOOK_EXAMPLES`` if set, else the npm install under ``.ci/npm``."""
+    return _find_npm_file(
+        WEBHOOK_EXAMPLES_ENV_VAR, WEBHOOK_EXAMPLES_RELATIVE_PATH, "GitHub's webhook examples", env
+    )
+
+
+def _find_npm_file(var: str, default: Path, what: str, env: Mapping[str, str] | None) -> Path:
     env = os.environ if env is None else env
-    configured = env.get(ENV_VAR)
-    path = Path(configured) if configured else _repo_root() / DEFAULT_RELATIVE_PATH
+    configured = env.get(var)
+    path = Path(configured) if configured else _repo_root() / default
     if not path.is_file():
         raise SpecNotFoundError(
-            f"GitHub's OpenAPI description was not found at {path}",
+            f"{what} was not found at {path}",
             hint=(
                 "install it with `npm ci --prefix .ci/npm` (or `npm install --prefix .ci/npm "
                 "@octokit/openapi @octokit/webhooks-examples`) from the repository root, or "
-                f"point {ENV_VAR} at an api.github.com.json file"
+                f"point {var} at the file"
             ),
         )
     return path
@@ -286,3 +302,25 @@ def load_spec(path: Path | None = None) -> OpenApiSpec:
             spec = OpenApiSpec(document, source=resolved)
             _CACHE[resolved] = spec
         return spec
+
+
+_WEBHOOK_EXAMPLES: dict[Path, dict[str, dict[str, Any]]] = {}
+
+
+def load_workflow_job_examples(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The ``workflow_job`` webhook examples by action (``queued``, ``in_progress``,
+    ``completed``, ``waiting``): per action, the first example whose job has that status and
+    the fields of today's payloads (``run_attempt``, ``workflow_name``). Parsed once."""
+    resolved = (path or find_webhook_examples_file()).resolve()
+    with _CACHE_LOCK:
+        found = _WEBHOOK_EXAMPLES.get(resolved)
+        if found is None:
+            with resolved.open("rb") as fh:
+                events = json.load(fh)
+            examples = next(e["examples"] for e in events if e["name"] == "workflow_job")
+            found = {}
+            for ex in sorted(examples, key=lambda e: "run_attempt" not in e["workflow_job"]):
+                if ex["workflow_job"]["status"] == ex["action"]:
+                    found.setdefault(ex["action"], ex)
+            _WEBHOOK_EXAMPLES[resolved] = found
+        return found

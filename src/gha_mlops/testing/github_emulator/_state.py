@@ -1,13 +1,15 @@
 """What the emulated GitHub holds: repositories with real git objects, issues and pull
-requests, comments, checks, statuses, workflow runs and artifacts, plus the seed helpers tests
-use to create them directly (without going through the API)."""
+requests, comments, checks, statuses, workflow runs, jobs and artifacts, organizations,
+self-hosted runners, GitHub Apps and their installations, plus the seed helpers tests use to
+create them directly (without going through the API)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -139,6 +141,104 @@ class WorkflowRun:
     actor: str
     pull_requests: tuple[int, ...] = ()
     created_at: str = field(default_factory=now_iso)
+    run_attempt: int = 1
+    updated_at: str = field(default_factory=now_iso)
+
+
+# A job's conclusions that make its run's conclusion, worst first.
+_RUN_CONCLUSIONS = ("failure", "timed_out", "cancelled", "action_required")
+
+
+@dataclass
+class Job:
+    """A workflow job. ``labels`` are its ``runs-on`` labels; ``duration`` and ``conclusion``
+    are what a runner stand-in is told to do with it (the job's outcome is what it reports)."""
+
+    id: int
+    repo: str  # full name
+    run_id: int
+    run_attempt: int
+    name: str
+    labels: tuple[str, ...]
+    duration: float
+    planned_conclusion: str
+    status: str = "queued"
+    conclusion: str | None = None
+    runner_id: int | None = None
+    runner_name: str | None = None
+    runner_group_id: int | None = None
+    created_at: str = field(default_factory=now_iso)
+    started_at: str | None = None
+    completed_at: str | None = None
+    superseded: bool = False  # re-run: a newer attempt of it exists
+
+
+@dataclass
+class Runner:
+    """A self-hosted runner registered with a just-in-time config (ephemeral: it takes one job
+    and is removed when the job ends). ``scope`` is ``owner/name`` or an organization login."""
+
+    id: int
+    name: str
+    scope: str
+    labels: tuple[str, ...]
+    runner_group_id: int
+    work_folder: str
+    session_token: str = field(repr=False)
+    status: str = "offline"
+    busy: bool = False
+    job_id: int | None = None
+    session: str = "new"  # "new" (JIT config unused), "open", "closed"
+    deleted: bool = False
+    last_heartbeat: float = 0.0  # time.monotonic() of the last sign of life of a busy runner
+    last_seen: float = 0.0
+    created_at: str = field(default_factory=now_iso)
+
+    @property
+    def is_org(self) -> bool:
+        return "/" not in self.scope
+
+    def serves(self, repo: str) -> bool:
+        """Whether a job of ``repo`` (full name) may run here: the runner's repository, or
+        any repository of the runner's organization."""
+        if self.is_org:
+            return repo.partition("/")[0].lower() == self.scope.lower()
+        return repo.lower() == self.scope.lower()
+
+
+@dataclass(frozen=True)
+class Org:
+    id: int
+    login: str
+
+
+@dataclass(frozen=True)
+class App:
+    """A GitHub App: ``private_key_pem`` signs its JWTs (RS256)."""
+
+    id: int
+    slug: str
+    private_key_pem: str = field(repr=False)
+    public_key_pem: str = field(repr=False)
+    identity: Token = field(repr=False)  # what a valid JWT authenticates as (its rate limit)
+
+
+@dataclass
+class Installation:
+    """An App installed on an account (every repository of it, ``repositories`` None) or on
+    some of its repositories; ``permissions`` None grants everything."""
+
+    id: int
+    app_id: int
+    account: str
+    repositories: tuple[str, ...] | None
+    permissions: Mapping[str, str] | None
+    created_at: str = field(default_factory=now_iso)
+
+    def covers(self, full_name: str) -> bool:
+        if self.repositories is None:
+            return full_name.partition("/")[0].lower() == self.account.lower()
+        return full_name.lower() in self.repositories
 
 
 @dataclass
@@ -170,6 +270,13 @@ class Token:
     rate_limit: int = 5000
     used: int = 0
     reset_at: int = field(default_factory=lambda: int(time.time()) + 3600)
+    expires_at: float | None = None  # unix seconds; an installation token's end
+    installation_id: int | None = None  # an installation token: what it may reach
+    app_id: int | None = None  # a GitHub App's JWT
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and time.time() >= self.expires_at
 
 
 class Ids:
@@ -379,6 +486,26 @@ class Repo:
             self._store.runs[run.id] = run
             return run.id
 
+    def queue_job(
+        self,
+        labels: Iterable[str],
+        *,
+        name: str = "train",
+        duration: float = 0.5,
+        conclusion: str = "success",
+        workflow: str = "CI",
+        run_id: int | None = None,
+    ) -> int:
+        """Queue a job waiting for a runner with every label of ``labels`` (its ``runs-on``)
+        in a new workflow run (or in run ``run_id``'s current attempt), and send its
+        ``queued`` webhook; returns the job's id. A runner stand-in that takes it works
+        ``duration`` seconds and reports ``conclusion``."""
+        with self._store.lock:
+            if run_id is None:
+                run_id = self.add_workflow_run(name=workflow, status="queued", conclusion=None)
+            run = self._store.runs[run_id]
+            return self._store.add_job(run, name, tuple(labels), duration, conclusion).id
+
     def add_artifact(self, run_id: int, name: str, data: bytes, *, expired: bool = False) -> int:
         """Attach an artifact (``data``: the zip archive's bytes) to a run; returns its id."""
         with self._store.lock:
@@ -389,11 +516,16 @@ class Repo:
             return artifact.id
 
 
+JobListener = Callable[[str, Job], None]
+
+
 class Store:
-    """Everything the emulator holds, guarded by one re-entrant lock."""
+    """Everything the emulator holds, guarded by one re-entrant lock; ``changed`` (on that
+    lock) is notified whenever a job or a runner changes."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
         self.ids = Ids()
         self.repos: dict[str, Repo] = {}
         self.issue_comments: dict[int, IssueComment] = {}
@@ -403,6 +535,83 @@ class Store:
         self.runs: dict[int, WorkflowRun] = {}
         self.artifacts: dict[int, Artifact] = {}
         self.tokens: dict[str, Token] = {}
+        self.orgs: dict[str, Org] = {}
+        self.apps: dict[int, App] = {}
+        self.installations: dict[int, Installation] = {}
+        self.installation_token_ttl = 3600.0
+        self.jobs: dict[int, Job] = {}
+        self.runners: dict[int, Runner] = {}  # registered runners
+        self.runner_sessions: dict[str, Runner] = {}  # by JIT session token, removed ones too
+        self.label_ids: dict[str, int] = {}
+        self.job_listener: JobListener | None = None  # told of every job transition
+
+    def create_org(self, login: str) -> Org:
+        with self.lock:
+            org = Org(self.ids(), login)
+            self.orgs[login.lower()] = org
+            return org
+
+    def org(self, login: str) -> Org | None:
+        return self.orgs.get(login.lower())
+
+    def label_id(self, name: str) -> int:
+        return self.label_ids.setdefault(name.lower(), len(self.label_ids) + 1)
+
+    # -- jobs and runners (callers hold the lock) -----------------------------------------
+
+    def add_job(
+        self, run: WorkflowRun, name: str, labels: tuple[str, ...], duration: float, conclusion: str
+    ) -> Job:
+        """A queued job in ``run``'s current attempt (sends its ``queued`` event)."""
+        job = Job(self.ids(), run.repo, run.id, run.run_attempt, name, labels, duration, conclusion)
+        self.jobs[job.id] = job
+        self._job_changed(job, "queued")
+        return job
+
+    def latest_jobs(self, run_id: int) -> list[Job]:
+        """The jobs of a run not re-run since (each job's latest attempt), oldest first."""
+        return sorted(
+            (j for j in self.jobs.values() if j.run_id == run_id and not j.superseded),
+            key=lambda j: j.id,
+        )
+
+    def start_job(self, job: Job, runner: Runner) -> None:
+        job.status, job.started_at = "in_progress", now_iso()
+        job.runner_id, job.runner_name = runner.id, runner.name
+        job.runner_group_id = runner.runner_group_id
+        runner.busy, runner.job_id = True, job.id
+        runner.last_heartbeat = time.monotonic()
+        self._job_changed(job, "in_progress")
+
+    def finish_job(self, job: Job, conclusion: str) -> None:
+        job.status, job.conclusion, job.completed_at = "completed", conclusion, now_iso()
+        self._job_changed(job, "completed")
+
+    def remove_runner(self, runner: Runner) -> None:
+        """Deregister ``runner``: its JIT session token now answers 410."""
+        runner.deleted, runner.busy, runner.status, runner.session = (
+            True,
+            False,
+            "offline",
+            "closed",
+        )
+        self.runners.pop(runner.id, None)
+        self.changed.notify_all()
+
+    def _job_changed(self, job: Job, action: str) -> None:
+        run = self.runs[job.run_id]
+        jobs = self.latest_jobs(run.id)
+        states = {j.status for j in jobs}
+        run.status, run.conclusion = "in_progress", None
+        if states == {"queued"}:
+            run.status = "queued"
+        elif states == {"completed"}:
+            failed = [c for c in _RUN_CONCLUSIONS if any(j.conclusion == c for j in jobs)]
+            run.status, run.conclusion = "completed", failed[0] if failed else "success"
+        run.updated_at = now_iso()
+        if self.job_listener is not None:
+            self.job_listener(action, dataclasses.replace(job))
+        self.changed.notify_all()
 
     def create_repo(
         self, full_name: str, *, default_branch: str = "main", private: bool = False
