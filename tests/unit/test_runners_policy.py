@@ -226,3 +226,11 @@ def test_the_decision_is_deterministic() -> None:
     w = world(jobs=[job(i) for i in range(6)], runners=[runner("a", IDLE, since=400)],
               machines=[machine("zz", age=500)])
     assert decide(w) == decide(replace(w))
+
+
+def test_a_runner_that_moved_on_before_its_machine_was_noted_gets_it_adopted() -> None:
+    # Killed after the container started; the restarted scaler learnt from GitHub that the
+    # runner is busy before it listed the machines.
+    d = decide(world(runners=[runner("a", BUSY, boot="old-process", job_id=3)],
+                     machines=[machine("a", age=5)]))
+    assert d.adopt == [("gm-a", "m-a")] and d.lost == []

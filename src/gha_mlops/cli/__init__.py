@@ -28,6 +28,7 @@ _COMMANDS = {
     "summary": ("gha_mlops.cli.summary", "summary", "Render a run as Markdown for the GitHub Actions step summary."),
     "sweep": ("gha_mlops.cli.sweep", "sweep", "Parameter sweeps: plan a matrix of runs, select the best one."),
     "report": ("gha_mlops.cli.report", "report", "Compare a run with a baseline run (metrics, params, data, plots) and check the gates."),
+    "runners": ("gha_mlops.cli.runners", "runners", "Ephemeral self-hosted (GPU) runners: the autoscaler service and its status."),
 }
 
 

@@ -224,8 +224,10 @@ def _reconcile_machines(world: World, alive: Sequence[RunnerView],
                                           "state (older than the grace period)"))
             continue
         seen.add(r.name)
-        if r.machine_id is None and r.state in STARTING and r.boot_id != world.boot_id:
-            d.adopt.append((r.name, m.id))  # started, then the scaler died before noting it
+        # Started, then the scaler died before noting it (a launch in flight in this process
+        # notes its machine itself).
+        if r.machine_id is None and (r.boot_id != world.boot_id or r.state not in STARTING):
+            d.adopt.append((r.name, m.id))
     for r in alive:
         if r.name in seen:
             continue

@@ -265,8 +265,12 @@ class Scaler:
 
     def _apply(self, d: Decision) -> None:
         for name, machine_id in d.adopt:
-            if self.state.set_runner(name, BOOTING, machine_id=machine_id,
-                                     detail="adopted after a restart", only_from=STARTING):
+            view = self.state.runner(name)
+            if view is None:
+                continue
+            state = BOOTING if view.state in STARTING else view.state
+            if self.state.set_runner(name, state, machine_id=machine_id, only_from=(view.state,),
+                                     detail="adopted after a restart"):
                 log(WARNING, "adopted a machine started before a restart", runner=name,
                     machine=machine_id)
         for name, why in d.forget:

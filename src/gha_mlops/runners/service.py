@@ -1,0 +1,127 @@
+"""``gha-mlops runners serve``: the intake, the event worker and the scaler loop, wired
+together; stopped cleanly by SIGTERM/SIGINT (runners keep running their jobs: the state
+remembers them for the next start)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+
+from gha_mlops.github.port import RunnersPort
+from gha_mlops.runners.backends.base import RunnerBackend
+from gha_mlops.runners.config import RunnersConfig
+from gha_mlops.runners.intake import Intake, IntakeServer
+from gha_mlops.runners.observe import Metrics, log
+from gha_mlops.runners.scaler import Scaler
+from gha_mlops.runners.state import State
+
+
+def connect_github(config: RunnersConfig) -> RunnersPort:
+    from gha_mlops.github.runners import RunnerScope, connect_runners
+
+    scope = RunnerScope(repo=config.repo, org=config.org, repos=config.repos)
+    a = config.auth
+    return connect_runners(scope, token=a.token, app_id=a.app_id, private_key=a.private_key,
+                           installation_id=a.installation_id, base_url=config.api_url)
+
+
+def make_backends(config: RunnersConfig) -> dict[str, RunnerBackend]:
+    backends: dict[str, RunnerBackend] = {}
+    if any(p.backend == "docker" for p in config.pools):
+        from gha_mlops.runners.backends.docker import DockerBackend
+
+        d = config.docker
+        backends["docker"] = DockerBackend(config.id, base_url=d.host, gpus=tuple(d.gpus),
+                                           network=d.network, extra_env=d.env,
+                                           gpu_driver=d.gpu_driver)
+    return backends
+
+
+@dataclass
+class Service:
+    config: RunnersConfig
+    state: State
+    scaler: Scaler
+    intake: Intake
+    server: IntakeServer
+    threads: list[threading.Thread] = field(default_factory=list)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def build(cls, config: RunnersConfig, *, github: RunnersPort | None = None,
+              backends: Mapping[str, RunnerBackend] | None = None,
+              port: int | None = None) -> Service:
+        state = State(config.state_path)
+        metrics = Metrics()
+        scaler = Scaler(config, state, github or connect_github(config),
+                        backends if backends is not None else make_backends(config),
+                        metrics=metrics)
+        intake = Intake(secret=config.webhook_secret, path=config.webhook_path,
+                        max_body=config.max_body, first_delivery=state.first_delivery,
+                        metrics=metrics)
+        server = IntakeServer(intake, config.listen_host,
+                              config.listen_port if port is None else port,
+                              health=lambda: _health(scaler))
+        return cls(config, state, scaler, intake, server)
+
+    def start(self) -> Service:
+        self.threads = [threading.Thread(target=self._work, name="events", daemon=True),
+                        threading.Thread(target=self.scaler.run, name="scaler", daemon=True)]
+        for t in self.threads:
+            t.start()
+        self.server.start()
+        log(20, f"serving webhooks on http://{self.config.listen_host}:{self.server.port}"
+            f"{self.config.webhook_path} for {self.config.scope}; pools: "
+            + ", ".join(p.name for p in self.config.pools))
+        return self
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                job, delivery = self.intake.events.get(timeout=0.2)
+            except Exception:  # queue.Empty
+                continue
+            try:
+                self.scaler.on_job_event(job)
+            except Exception as err:
+                self.scaler.metrics.errors.labels("internal").inc()
+                log(40, f"internal error applying a webhook: {err!r}", job_id=job.id,
+                    delivery=delivery)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.server.stop()
+        self.scaler.close()
+        for t in self.threads:
+            t.join(timeout=10)
+        self.state.close()
+        log(20, "stopped; runners keep running their jobs and are picked up at the next start")
+
+    def serve_forever(self, install_signals: bool = True) -> None:
+        done = threading.Event()
+        if install_signals:
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                done.set()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, on_signal)
+        self.start()
+        try:
+            while not done.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+
+def _health(scaler: Scaler) -> tuple[bool, str]:
+    problems = []
+    for name, backend in scaler.backends.items():
+        h = backend.health()
+        if not h.ok:
+            problems.append(f"backend {name}: {h.detail}")
+    return (not problems, "; ".join(problems) or "ok")
+
+
