@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from gha_mlops.runners.policy import RunnerView
 
 LOG = logging.getLogger("gha_mlops.runners")
-_FIELDS = ("job_id", "runner", "pool", "machine", "repo", "delivery", "reason", "error")
+_FIELDS = ("job_id", "runner", "pool", "machine", "repo", "delivery", "reason", "hint")
 
 
 class JsonFormatter(logging.Formatter):

@@ -194,7 +194,7 @@ class Scaler:
             return fn()
         except GitHubError as err:
             self.metrics.errors.labels("github").inc()
-            log(ERROR, f"GitHub: {what} failed: {err.message}", error=err.hint)
+            log(ERROR, f"GitHub: {what} failed: {err.message}", hint=err.hint)
             return None
         finally:
             budget = self.github.rate_budget()
