@@ -52,13 +52,13 @@ class Service:
     """One `gha-mlops runners serve` process and its log."""
 
     def __init__(self, workdir: Path, gh: GitHubEmulator, docker_url: str, image: str, *,
-                 max_runners: int = 2) -> None:
+                 max_runners: int = 2, auth: str = "token_env: GH_TOKEN") -> None:
         self.workdir = workdir
         self.id = "t" + secrets.token_hex(3)
         self.config = workdir / "runners.yaml"
         self.config.write_text(f"""
 id: {self.id}
-github: {{repo: {REPO}, api_url: "{gh.url}", token_env: GH_TOKEN}}
+github: {{repo: {REPO}, api_url: "{gh.url}", {auth}}}
 webhook: {{secret_env: HOOK_SECRET, listen: "127.0.0.1:0"}}
 state: state.db
 reconcile_interval: 2s
@@ -189,6 +189,28 @@ def test_queued_jobs_get_ephemeral_runners_and_nothing_is_left(
     assert service.stop() == 0
     launched = [x for x in service.lines() if x.get("msg") == "runner launched"]
     assert len(launched) == 3 and all(x.get("runner") in names for x in launched)
+
+
+def test_as_a_github_app_with_installation_tokens_renewed(
+        tmp_path: Path, github: GitHubEmulator, dockerd: Any, runner_image: str) -> None:
+    app = github.create_app(4242)
+    github.install_app(4242, repo=REPO, permissions={
+        "administration": "write", "actions": "write", "metadata": "read"})
+    github.installation_token_ttl = 6  # GitHub: an hour; here they expire during the test
+    (tmp_path / "app.pem").write_text(app.private_key_pem)
+    svc = Service(tmp_path, github, dockerd.base_url, runner_image,
+                  auth="app: {id: 4242, private_key_file: app.pem}")
+    try:
+        svc.start()
+        job = github.repo(REPO).queue_job(["self-hosted", "train"], duration=8)
+        wait_until("the job to complete", lambda: jobs_done(github, [job]), 90)
+        assert github.job(job).conclusion == "success"
+        assert_clean(github, dockerd, svc)
+        minted = [r for r in github.requests if r.path.endswith("/access_tokens")]
+        assert len(minted) >= 2, "the installation token was renewed"
+        assert not [r for r in github.requests if r.status == 401]
+    finally:
+        svc.stop()
 
 
 def test_a_lost_webhook_is_made_good_by_the_reconcile_loop(

@@ -347,3 +347,19 @@ def test_metrics_render(rig: Rig) -> None:
     assert "gha_mlops_runners_unservable_jobs 1.0" in text
     assert 'gha_mlops_runners_launch_seconds_count{pool="gpu"} 1.0' in text
     assert "gha_mlops_runners_github_rate_limit_remaining" in text
+
+
+def test_the_watchdog_removes_a_runner_that_never_comes_online(rig: Rig) -> None:
+    job = rig.queue()
+    rig.scaler.reconcile(full=False)
+    (runner,) = rig.alive()
+    rig.clock.advance(179)
+    rig.scaler.reconcile(full=True)
+    assert rig.states()[runner] == BOOTING  # within register_timeout (3m)
+    rig.clock.advance(2)
+    rig.scaler.reconcile(full=True)
+    assert rig.states()[runner] == GONE
+    assert rig.gh.runner_by_name(runner) is None and rig.backend.machine_of(runner) is None
+    # The job still waits, so a fresh runner is launched in the same pass.
+    assert rig.state.job(job.id).status == "queued"  # type: ignore[union-attr]
+    assert len(rig.backend.launched) == 2
