@@ -91,6 +91,8 @@ def status(config: Path, as_json: bool) -> None:
 
 
 def _render(data: dict[str, Any]) -> str:
+    from gha_mlops.runners.policy import human_duration
+
     out = [f"scope: {data['scope']}    state: {data['state']}", ""]
     out += _table(["POOL", "LABELS", "MAX", "MIN IDLE", "GPUS", "RUNNERS", "QUEUED"],
                   [[p["name"], ",".join(p["labels"]), p["max"], p["min_idle"], p["gpus"],
@@ -99,14 +101,14 @@ def _render(data: dict[str, Any]) -> str:
     out.append("")
     if data["runners"]:
         out += _table(["RUNNER", "POOL", "STATE", "SINCE", "JOB"],
-                      [[r["name"], r["pool"], r["state"], _ago(r["since_s"]),
+                      [[r["name"], r["pool"], r["state"], human_duration(r["since_s"]),
                         r["job_id"] or "-"] for r in data["runners"]])
     else:
         out.append("no runners")
     out.append("")
     if data["queued"]:
         out += _table(["QUEUED JOB", "REPO", "LABELS", "WAITING", "POOL"],
-                      [[q["id"], q["repo"], ",".join(q["labels"]), _ago(q["waiting_s"]),
+                      [[q["id"], q["repo"], ",".join(q["labels"]), human_duration(q["waiting_s"]),
                         q["pool"] or "(no pool serves these labels)"] for q in data["queued"]])
     else:
         out.append("no queued jobs")
@@ -118,11 +120,3 @@ def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
     widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
             for row in cells]
-
-
-def _ago(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f}h"
-    if seconds >= 60:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds:.0f}s"

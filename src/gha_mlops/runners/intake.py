@@ -131,15 +131,22 @@ class Intake:
         except (ValueError, UnicodeDecodeError) as err:
             return self._reject(400, "bad_payload", f"not a workflow_job payload: {err}",
                                 delivery=delivery)
+        # A full queue is refused before the delivery id is recorded, so that a redelivery
+        # of it (GitHub keeps the id) is taken then, not dropped as a duplicate.
+        if self.events.full():
+            return self._overloaded(delivery)
         if not self.first_delivery(delivery):
             return self._reject(200, "duplicate", "already received", delivery=delivery)
         try:
             self.events.put_nowait((job, delivery))
-        except queue.Full:
-            return self._reject(503, "overloaded", "the event queue is full; the reconcile "
-                                "loop will pick this job up", delivery=delivery)
+        except queue.Full:  # filled meanwhile by another request thread (rare)
+            return self._overloaded(delivery)
         self.metrics.webhooks.labels("accepted").inc()
         return Answer(202, b"accepted\n")
+
+    def _overloaded(self, delivery: str) -> Answer:
+        return self._reject(503, "overloaded", "the event queue is full; the reconcile loop "
+                            "will pick this job up", delivery=delivery)
 
 
 class IntakeServer:
@@ -178,16 +185,18 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # the answer's headers and body go out at once
 
     def _send(self, answer: Answer, *, close: bool = False) -> None:
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(answer.body)))
+        # One write for the head and the body: one system call, one packet.
+        reason = self.responses.get(answer.status, ("",))[0]
+        head = (f"{self.protocol_version} {answer.status} {reason}\r\n"
+                f"Server: {self.version_string()}\r\nDate: {self.date_time_string()}\r\n"
+                f"Content-Type: {answer.content_type}\r\n"
+                f"Content-Length: {len(answer.body)}\r\n")
         if close:
-            self.send_header("Connection", "close")
+            head += "Connection: close\r\n"
             self.close_connection = True
-        self.end_headers()
-        self.wfile.write(answer.body)
+        self.wfile.write(head.encode("latin-1") + b"\r\n" + answer.body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             body = self.server_ref.intake.metrics.render()
@@ -195,11 +204,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             ok, detail = self.server_ref.health()
             self._send(Answer(200 if ok else 503, (detail + "\n").encode()))
+        elif path == self.server_ref.intake.path:
+            self._send(Answer(405, b"POST webhooks here\n"))
         else:
-            self._send(self.server_ref.intake.check_head("GET", self.path, {})
-                       if path == self.server_ref.intake.path else Answer(404, b"not found\n"))
+            self._send(Answer(404, b"not found\n"))
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
         head = self.server_ref.intake.check_head("POST", self.path, headers)
         if isinstance(head, Answer):

@@ -179,19 +179,19 @@ def _drain(world: World, alive: Sequence[RunnerView], demand: dict[str, int],
         for r in idle:
             if now - r.created_at >= pool.max_lifetime:
                 d.drain.append((r.name, f"reached its maximum lifetime "
-                                f"({_dur(pool.max_lifetime)})"))
+                                f"({human_duration(pool.max_lifetime)})"))
                 surplus -= 1
             elif surplus > 0 and now - r.state_since >= pool.idle_timeout:
-                d.drain.append((r.name, f"idle for {_dur(now - r.state_since)} "
-                                f"(idle_timeout {_dur(pool.idle_timeout)})"))
+                d.drain.append((r.name, f"idle for {human_duration(now - r.state_since)} "
+                                f"(idle_timeout {human_duration(pool.idle_timeout)})"))
                 surplus -= 1
         for r in mine:
             age = now - r.state_since
             if r.state == BOOTING and age >= pool.register_timeout:
-                d.drain.append((r.name, f"never came online in {_dur(age)} "
-                                f"(register_timeout {_dur(pool.register_timeout)})"))
+                d.drain.append((r.name, f"never came online in {human_duration(age)} "
+                                f"(register_timeout {human_duration(pool.register_timeout)})"))
             elif r.state == DONE and age >= world.grace:
-                d.drain.append((r.name, f"finished its job {_dur(age)} ago but its machine "
+                d.drain.append((r.name, f"finished its job {human_duration(age)} ago but its machine "
                                 "is still there"))
             elif r.state == DRAINING and age >= world.grace:
                 d.drain.append((r.name, "an earlier drain did not finish"))
@@ -263,7 +263,8 @@ def _reruns(world: World, d: Decision) -> None:
             d.rerun.append(job.id)
 
 
-def _dur(seconds: float) -> str:
+def human_duration(seconds: float) -> str:
+    """``42s``, ``5.5m``, ``1.2h``: durations in log lines and ``runners status``."""
     if seconds >= 3600:
         return f"{seconds / 3600:.1f}h"
     if seconds >= 60:
