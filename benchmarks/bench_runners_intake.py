@@ -55,7 +55,7 @@ webhook: {{secret_env: {secret_env}, listen: "127.0.0.1:0"}}
 state: {state}
 reconcile_interval: 30s
 pools:
-  - {{name: gpu, labels: [gpu], image: runner:bench, max: 100000}}
+  - {{name: gpu, labels: [gpu], image: runner:bench, max: {max_runners}}}
 """
 JOB_ID_SENTINEL = 987654321987  # replaced in the serialized template
 RUN_ID_SENTINEL = 876543219876
@@ -205,6 +205,7 @@ class Run:
 
 
 def serve_and_load(*, n: int, conns: int, rate: float | None, seconds: float | None,
+                   max_runners: int = 100_000,
                    settle: float, warmup: int = 20, endpoint_only: bool = False) -> Run:
     """Start a Service, run the load generator against it, and collect what happened. With
     ``endpoint_only``, only the intake's HTTP server with its State (the delivery ids) runs,
@@ -237,7 +238,8 @@ def serve_and_load(*, n: int, conns: int, rate: float | None, seconds: float | N
 
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
         cfg_path = Path(tmp) / "runners.yaml"
-        cfg_path.write_text(CONFIG.format(secret_env=SECRET_ENV, state=Path(tmp) / "state.db"))
+        cfg_path.write_text(CONFIG.format(secret_env=SECRET_ENV, state=Path(tmp) / "state.db",
+                                          max_runners=max_runners))
         config = load_config(cfg_path, {SECRET_ENV: SECRET, "BENCH_TOKEN": "t0ken"})
         log_file = (Path(tmp) / "service.log").open("w")
         setup_logging("info", log_file)  # as `runners serve` does (JSON lines), to a file
@@ -321,6 +323,7 @@ def throughput_run(args: argparse.Namespace, conns: int,
                    endpoint_only: bool = False) -> dict[str, float]:
     seconds = args.endpoint_seconds if endpoint_only else args.seconds
     r = serve_and_load(n=10**9, conns=conns, rate=None, seconds=seconds, settle=0.0,
+                       max_runners=args.throughput_max,
                        endpoint_only=endpoint_only)
     answers = [rec[2] for rec in r.sent]
     accepted = sum(1 for rec in r.sent if rec[3] == 202)
@@ -347,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="length of each (c) run")
     parser.add_argument("--throughput-conns", default="1,4,16",
                         help="client connections for (b), comma-separated")
+    parser.add_argument("--throughput-max", type=int, default=100,
+                        help="the pool's max in (b): a flood of jobs fills it, then queues "
+                        "(in (a) it is large enough for every job to get a launch)")
     parser.add_argument("--only", choices=["latency", "throughput", "endpoint"], default=None)
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -385,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
               f"   [{time.perf_counter() - t:.0f} s]")
     if args.only in (None, "throughput"):
         t = time.perf_counter()
-        print(f"\n(b) full speed for {args.seconds:.0f} s: events/s answered 202, answer time; "
+        print(f"\n(b) full speed for {args.seconds:.0f} s, pool max {args.throughput_max}: events/s answered 202, answer time; "
               "and what the event worker applied and the scaler launched meanwhile")
         head = (f"{'conns':<7}{'sent':>8}{'202':>8}{'503':>7}{'202/s':>8}{'ans p50 ms':>11}"
                 f"{'ans p99 ms':>11}{'ans max ms':>11}{'applied/s':>10}{'launched/s':>11}")

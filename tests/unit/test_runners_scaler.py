@@ -45,8 +45,8 @@ class Clock:
 
 
 class Rig:
-    def __init__(self, tmp: Path, *, gpus: int | None = None) -> None:
-        (tmp / "runners.yaml").write_text(CONFIG)
+    def __init__(self, tmp: Path, *, gpus: int | None = None, config: str = CONFIG) -> None:
+        (tmp / "runners.yaml").write_text(config)
         self.config = load_config(tmp / "runners.yaml", ENV)
         self.clock = Clock()
         self.gh = FakeRunnersGitHub(clock=self.clock)
@@ -302,7 +302,8 @@ def test_github_5xx_loses_nothing(rig: Rig) -> None:
     rig.scaler.reconcile(full=True)  # survives failing listings, and the backoff has passed
     assert len(rig.backend.launched) == 1
     assert rig.state.job(job.id).status == "queued"  # type: ignore[union-attr]
-    errors = rig.scaler.metrics.errors.labels("github")._value.get()
+    errors = rig.scaler.metrics.registry.get_sample_value(
+        "gha_mlops_runners_errors_total", {"kind": "github"})
     assert errors == 3
 
 
@@ -325,7 +326,7 @@ def test_an_unservable_job_is_reported_once(rig: Rig, caplog: pytest.LogCaptureF
     assert caplog.text.count("no pool serves this job's runs-on labels [self-hosted, tpu]") == 1
     assert "gpu [gpu, linux, self-hosted, x64]" in caplog.text
     assert rig.backend.launched == []
-    assert rig.scaler.metrics.unservable._value.get() == 1
+    assert "gha_mlops_runners_unservable_jobs 1.0" in rig.scaler.metrics.render().decode()
 
 
 def test_gpus_are_not_overcommitted(tmp_path: Path) -> None:
@@ -363,3 +364,28 @@ def test_the_watchdog_removes_a_runner_that_never_comes_online(rig: Rig) -> None
     # The job still waits, so a fresh runner is launched in the same pass.
     assert rig.state.job(job.id).status == "queued"  # type: ignore[union-attr]
     assert len(rig.backend.launched) == 2
+
+
+def test_fast_passes_count_gpus_from_the_state(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, gpus=4, config=CONFIG.replace("gpus: 1,", "gpus: 2,"))
+    for _ in range(3):
+        rig.queue()
+        rig.scaler.reconcile(full=False)
+    assert len(rig.backend.launched) == 2  # 4 GPUs, 2 per runner: the third job waits
+    assert rig.scaler.backoff("gpu") is None  # and no launch failed for want of a GPU
+
+
+def test_a_finished_runners_slot_is_freed_without_waiting_for_a_full_pass(rig: Rig) -> None:
+    jobs = [rig.queue() for _ in range(4)]
+    rig.scaler.reconcile(full=False)
+    assert len(rig.alive()) == 3  # max 3
+    first = rig.alive()[0]
+    job = rig.run_job(first)
+    rig.gh.finish(job.id)
+    rig.event(job.id)
+    rig.backend.exit(first)
+    rig.clock.advance(1)
+    rig.scaler.reconcile(full=False)
+    assert first not in rig.alive()
+    assert len(rig.backend.launched) == 4  # the fourth job got the freed slot at once
+    assert {j.id for j in jobs} >= {job.id}

@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from gha_mlops.github.port import GhJob
 from gha_mlops.runners.policy import BUSY, GONE, IDLE, LAUNCHING, RESERVED
 from gha_mlops.runners.state import State
 
@@ -44,28 +45,33 @@ def test_reserve_counts_every_runner_not_gone(tmp_path: Path) -> None:
     assert state.reserve("cpu", 1, 2, boot_id="b", prefix="gm-")  # other pools are separate
 
 
+def job(status: str, *, id: int = 1, run_attempt: int = 1, **kw: object) -> GhJob:
+    return GhJob(id=id, repo="o/r", run_id=9, run_attempt=run_attempt, name="train",
+                 labels=("self-hosted", "GPU"), status=status, **kw)  # type: ignore[arg-type]
+
+
 def test_job_status_only_moves_forward(tmp_path: Path) -> None:
     state = State(tmp_path / "s.db")
-    args = dict(id=1, repo="o/r", run_id=9, run_attempt=1, name="train",
-                labels=["self-hosted", "GPU"])
-    assert state.upsert_job(status="queued", **args) is None  # type: ignore[arg-type]
-    assert state.upsert_job(status="completed", conclusion="success", **args) == "queued"  # type: ignore[arg-type]
+    assert state.upsert_job(job("queued")) is None
+    assert state.upsert_job(job("completed", conclusion="success")) == "queued"
     # A late or replayed `queued` / `in_progress` does not bring it back.
-    assert state.upsert_job(status="queued", **args) == "completed"  # type: ignore[arg-type]
-    assert state.upsert_job(status="in_progress", runner_name="x", **args) == "completed"  # type: ignore[arg-type]
+    assert state.upsert_job(job("queued")) == "completed"
+    assert state.upsert_job(job("in_progress", runner_name="x")) == "completed"
     view = state.job(1)
     assert view is not None and view.status == "completed" and view.conclusion == "success"
     assert view.labels == frozenset({"self-hosted", "gpu"})
+    # Many in one transaction, as the event worker applies a batch.
+    assert state.upsert_jobs([job("queued", id=2), job("in_progress", id=2),
+                              job("queued", id=3)]) == [None, "queued", None]
+    assert sorted(j.id for j in state.jobs()) == [2, 3]
 
 
 def test_a_rerun_attempt_inherits_rerun_done(tmp_path: Path) -> None:
     state = State(tmp_path / "s.db")
-    state.upsert_job(id=1, repo="o/r", run_id=9, run_attempt=1, name="train", labels=["x"],
-                     status="completed", conclusion="failure")
+    state.upsert_job(job("completed", conclusion="failure"))
     state.mark_lost(1, "gm-a")
     state.mark_rerun(1)
-    state.upsert_job(id=2, repo="o/r", run_id=9, run_attempt=2, name="train", labels=["x"],
-                     status="queued")
+    state.upsert_job(job("queued", id=2, run_attempt=2))
     again = state.job(2)
     assert again is not None and again.rerun_done  # a second loss is not re-run again
 
@@ -95,12 +101,13 @@ def test_set_runner_guards(tmp_path: Path) -> None:
 
 _WRITER = """
 import os, signal, sys
+from gha_mlops.github.port import GhJob
 from gha_mlops.runners.state import State
 s = State(sys.argv[1])
 names = s.reserve("gpu", 2, 4, boot_id="dead", prefix="gm-")
 s.set_runner(names[0], "launching", github_id=11)
-s.upsert_job(id=5, repo="o/r", run_id=1, run_attempt=1, name="t", labels=["gpu"],
-             status="queued")
+s.upsert_job(GhJob(id=5, repo="o/r", run_id=1, run_attempt=1, name="t", labels=("gpu",),
+                   status="queued"))
 print(",".join(names), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """

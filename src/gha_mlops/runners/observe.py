@@ -7,12 +7,16 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gha_mlops.runners.config import Pool
     from gha_mlops.runners.policy import RunnerView
+
+# What the scrape-time gauges read: the pools, the queued jobs per pool and the unservable
+# ones (from the last decision), and the runners not gone.
+Snapshot = tuple[Sequence["Pool"], Mapping[str, int], int, Sequence["RunnerView"]]
 
 LOG = logging.getLogger("gha_mlops.runners")
 _FIELDS = ("job_id", "runner", "pool", "machine", "repo", "delivery", "reason", "hint")
@@ -59,13 +63,6 @@ class Metrics:
 
         self.registry = CollectorRegistry()
         r = self.registry
-        self.queued = Gauge("gha_mlops_runners_queued_jobs",
-                            "Jobs waiting for a runner, by the pool that serves them.",
-                            ["pool"], registry=r)
-        self.unservable = Gauge("gha_mlops_runners_unservable_jobs",
-                                "Queued jobs whose runs-on labels no pool serves.", registry=r)
-        self.runners = Gauge("gha_mlops_runners", "Runners by pool and state.",
-                             ["pool", "state"], registry=r)
         self.launch_seconds = Histogram(
             "gha_mlops_runners_launch_seconds",
             "From reserving a runner to its machine running.", ["pool"], buckets=_LATENCY,
@@ -89,16 +86,47 @@ class Metrics:
         self.last_reconcile = Gauge("gha_mlops_runners_last_reconcile_timestamp_seconds",
                                     "When the last full reconcile pass ended.", registry=r)
 
-    def set_runners(self, pools: Iterable[Pool], runners: Sequence[RunnerView],
-                    states: Iterable[str]) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        for r in runners:
-            counts[(r.pool, r.state)] = counts.get((r.pool, r.state), 0) + 1
-        for pool in pools:
-            for state in states:
-                self.runners.labels(pool.name, state).set(counts.get((pool.name, state), 0))
+    def watch(self, snapshot: Callable[[], Snapshot]) -> None:
+        """Report the pools' queued jobs and runners by state from ``snapshot`` when
+        scraped (not on every pass: passes stay cheap however many runners there are)."""
+        self.registry.register(_Gauges(snapshot))
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+class _Gauges:
+    """A Prometheus collector computing the state gauges at scrape time."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.snapshot = snapshot
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from gha_mlops.runners.policy import ALIVE
+
+        pools, queued, unservable, runners = self.snapshot()
+        q = GaugeMetricFamily("gha_mlops_runners_queued_jobs",
+                              "Jobs waiting for a runner, by the pool that serves them.",
+                              labels=["pool"])
+        for pool in pools:
+            q.add_metric([pool.name], queued.get(pool.name, 0))
+        yield q
+        yield GaugeMetricFamily("gha_mlops_runners_unservable_jobs",
+                                "Queued jobs whose runs-on labels no pool serves.",
+                                value=unservable)
+        counts: dict[tuple[str, str], int] = {}
+        for r in runners:
+            counts[(r.pool, r.state)] = counts.get((r.pool, r.state), 0) + 1
+        g = GaugeMetricFamily("gha_mlops_runners", "Runners by pool and state.",
+                              labels=["pool", "state"])
+        for pool in pools:
+            for state in ALIVE:
+                g.add_metric([pool.name, state], counts.get((pool.name, state), 0))
+        yield g

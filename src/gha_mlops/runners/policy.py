@@ -107,8 +107,11 @@ class Decision:
 def wants_self_hosted(pools: Sequence[Pool], labels: frozenset[str]) -> bool:
     """Whether a job asks for a runner like ours: it names ``self-hosted`` or a label one of
     the pools adds. Jobs for GitHub-hosted runners (``ubuntu-latest`` ...) are not ours."""
-    own = set().union(*(p.labels for p in pools)) - {"linux", "x64"}
-    return bool(labels & own)
+    return bool(labels & _own_labels(pools))
+
+
+def _own_labels(pools: Sequence[Pool]) -> frozenset[str]:
+    return frozenset().union(*(p.labels for p in pools)) - {"linux", "x64"}
 
 
 def pool_for(pools: Sequence[Pool], labels: frozenset[str]) -> Pool | None:
@@ -125,76 +128,81 @@ def decide(world: World) -> Decision:
     # Runners whose machine is gone free their slot; ones being drained keep it until their
     # machine is destroyed (a drain GitHub refuses leaves the runner where it is).
     settled = {name for name, _ in d.forget} | {name for name, _ in d.lost}
-    counted = [r for r in alive if r.name not in settled]
+    by_pool: dict[str, list[RunnerView]] = defaultdict(list)
+    for r in alive:
+        if r.name not in settled:
+            by_pool[r.pool].append(r)
     demand = _demand(world, d)
-    _drain(world, counted, demand, d)
-    _launch(world, counted, {name for name, _ in d.drain}, demand, d)
+    gpus = world.free_gpus
+    for pool in world.pools:
+        mine = by_pool.get(pool.name, [])
+        available = _drain(world, pool, mine, demand.get(pool.name, 0), d)
+        if gpus is not None:  # GPUs promised to runners that do not hold them yet
+            gpus -= pool.gpus * sum(1 for r in mine if r.state in STARTING)
+        want = demand.get(pool.name, 0) + pool.min_idle - available
+        n = max(0, min(want, pool.max - len(mine)))
+        if n and pool.gpus and gpus is not None:
+            n = min(n, max(0, gpus) // pool.gpus)
+            gpus -= n * pool.gpus
+        if n:
+            d.launch[pool.name] = n
     _reruns(world, d)
     return d
 
 
 def _demand(world: World, d: Decision) -> dict[str, int]:
     demand: dict[str, int] = defaultdict(int)
-    for job in sorted(world.jobs, key=lambda j: (j.queued_at, j.id)):
-        if job.status != "queued" or not wants_self_hosted(world.pools, job.labels):
+    own = _own_labels(world.pools)
+    pools: dict[frozenset[str], Pool | None] = {}  # jobs share a few label sets
+    for job in world.jobs:
+        if job.status != "queued" or not job.labels & own:
             continue
-        pool = pool_for(world.pools, job.labels)
+        if job.labels not in pools:
+            pools[job.labels] = pool_for(world.pools, job.labels)
+        pool = pools[job.labels]
         if pool is None:
             d.unservable.append((job.id, tuple(sorted(job.labels))))
             continue
         demand[pool.name] += 1
     d.queued = {p.name: demand.get(p.name, 0) for p in world.pools}
+    d.unservable.sort()
     return demand
 
 
-def _launch(world: World, alive: Sequence[RunnerView], drained: set[str],
-            demand: dict[str, int], d: Decision) -> None:
-    gpus = world.free_gpus
-    if gpus is not None:  # GPUs promised to runners that do not hold them yet
-        by_name = {p.name: p for p in world.pools}
-        gpus -= sum(by_name[r.pool].gpus for r in alive
-                    if r.state in STARTING and r.pool in by_name)
-    for pool in world.pools:
-        mine = [r for r in alive if r.pool == pool.name]
-        available = sum(1 for r in mine if r.state in AVAILABLE and r.name not in drained)
-        want = demand.get(pool.name, 0) + pool.min_idle - available
-        room = pool.max - len(mine)
-        n = max(0, min(want, room))
-        if n and pool.gpus and gpus is not None:
-            n = min(n, max(0, gpus) // pool.gpus)
-            gpus -= n * pool.gpus
-        if n:
-            d.launch[pool.name] = n
-
-
-def _drain(world: World, alive: Sequence[RunnerView], demand: dict[str, int],
-           d: Decision) -> None:
+def _drain(world: World, pool: Pool, mine: Sequence[RunnerView], demand: int,
+           d: Decision) -> int:
+    """Drain what the pool no longer needs; returns how many runners stay available."""
     now = world.now
-    already = {name for name, _ in d.drain}
-    for pool in world.pools:
-        mine = [r for r in alive if r.pool == pool.name and r.name not in already]
-        available = sum(1 for r in mine if r.state in AVAILABLE)
-        surplus = available - demand.get(pool.name, 0) - pool.min_idle
-        idle = sorted((r for r in mine if r.state == IDLE), key=lambda r: r.state_since)
-        for r in idle:
-            if now - r.created_at >= pool.max_lifetime:
-                d.drain.append((r.name, f"reached its maximum lifetime "
-                                f"({human_duration(pool.max_lifetime)})"))
-                surplus -= 1
-            elif surplus > 0 and now - r.state_since >= pool.idle_timeout:
-                d.drain.append((r.name, f"idle for {human_duration(now - r.state_since)} "
-                                f"(idle_timeout {human_duration(pool.idle_timeout)})"))
-                surplus -= 1
-        for r in mine:
-            age = now - r.state_since
-            if r.state == BOOTING and age >= pool.register_timeout:
-                d.drain.append((r.name, f"never came online in {human_duration(age)} "
-                                f"(register_timeout {human_duration(pool.register_timeout)})"))
-            elif r.state == DONE and age >= world.grace:
-                d.drain.append((r.name, f"finished its job {human_duration(age)} ago but its machine "
-                                "is still there"))
-            elif r.state == DRAINING and age >= world.grace:
-                d.drain.append((r.name, "an earlier drain did not finish"))
+    available = 0
+    idle: list[RunnerView] = []
+    for r in mine:
+        age = now - r.state_since
+        if r.state == IDLE:
+            idle.append(r)
+        elif r.state == BOOTING and age >= pool.register_timeout:
+            d.drain.append((r.name, f"never came online in {human_duration(age)} "
+                            f"(register_timeout {human_duration(pool.register_timeout)})"))
+            continue
+        elif r.state == DONE and age >= world.grace:
+            d.drain.append((r.name, f"finished its job {human_duration(age)} ago but its "
+                            "machine is still there"))
+        elif r.state == DRAINING and age >= world.grace:
+            d.drain.append((r.name, "an earlier drain did not finish"))
+        if r.state in AVAILABLE:
+            available += 1
+    surplus = available - demand - pool.min_idle
+    for r in sorted(idle, key=lambda r: r.state_since):
+        if now - r.created_at >= pool.max_lifetime:
+            why = f"reached its maximum lifetime ({human_duration(pool.max_lifetime)})"
+        elif surplus > 0 and now - r.state_since >= pool.idle_timeout:
+            why = (f"idle for {human_duration(now - r.state_since)} "
+                   f"(idle_timeout {human_duration(pool.idle_timeout)})")
+        else:
+            continue
+        d.drain.append((r.name, why))
+        surplus -= 1
+        available -= 1
+    return available
 
 
 def _reconcile(world: World, alive: Sequence[RunnerView], d: Decision) -> None:

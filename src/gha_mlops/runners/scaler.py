@@ -19,7 +19,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,9 +27,8 @@ from typing import Any
 from gha_mlops.github.port import GhJob, GhRunner, GitHubError, RunnerBusyError, RunnersPort
 from gha_mlops.runners.backends.base import BackendError, LaunchSpec, Machine, RunnerBackend
 from gha_mlops.runners.config import Pool, RunnersConfig
-from gha_mlops.runners.observe import Metrics, log
+from gha_mlops.runners.observe import Metrics, Snapshot, log
 from gha_mlops.runners.policy import (
-    ALIVE,
     BOOTING,
     BUSY,
     DONE,
@@ -48,6 +47,7 @@ from gha_mlops.runners.state import State
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 FAILPOINTS_ENV = "GHA_MLOPS_FAILPOINTS"
+FINISHED_CHECK = 1.0  # seconds between machine listings while a finished runner's machine lingers
 
 
 def failpoint(name: str) -> None:
@@ -73,6 +73,7 @@ class Scaler:
         self.github = github
         self.backends = dict(backends)
         self.metrics = metrics or Metrics()
+        self.metrics.watch(self.snapshot)
         self.clock = clock
         self.boot_id = secrets.token_hex(6)
         self.prefix = f"{config.id}-"
@@ -85,6 +86,7 @@ class Scaler:
         self._backoff: dict[str, _Backoff] = {}
         self._reported: set[int] = set()
         self._last_full = 0.0
+        self._last_listing = 0.0
         self.last_decision = Decision()
 
     # -- events -----------------------------------------------------------------------------
@@ -99,16 +101,25 @@ class Scaler:
 
     def on_job_event(self, job: GhJob, *, source: str = "webhook") -> None:
         """Record what GitHub says of a job, and move our runner with it."""
-        if not self.in_scope(job.repo) or job.status == "waiting":
+        self.on_job_events([job], source=source)
+
+    def on_job_events(self, jobs: Sequence[GhJob], *, source: str = "webhook") -> None:
+        """:meth:`on_job_event` for many, in one state transaction and one wake-up (the
+        event worker applies what queued up while it was busy this way)."""
+        mine = [j for j in jobs if self.in_scope(j.repo) and j.status != "waiting"]
+        if not mine:
             return
-        old = self.state.upsert_job(id=job.id, repo=job.repo, run_id=job.run_id,
-                                    run_attempt=job.run_attempt, name=job.name,
-                                    labels=job.labels, status=job.status,
-                                    conclusion=job.conclusion, runner_name=job.runner_name)
-        if old == job.status or (old is not None and job.status == "queued"):
-            return  # stale or repeated news
-        if old is None and source != "webhook" and job.status == "queued":
-            log(WARNING, "found a queued job no webhook told of", job_id=job.id, repo=job.repo)
+        olds = self.state.upsert_jobs(mine)
+        for job, old in zip(mine, olds, strict=True):
+            if old == job.status or (old is not None and job.status == "queued"):
+                continue  # stale or repeated news
+            if old is None and source != "webhook" and job.status == "queued":
+                log(WARNING, "found a queued job no webhook told of", job_id=job.id,
+                    repo=job.repo)
+            self._follow(job)
+        self.kick()
+
+    def _follow(self, job: GhJob) -> None:
         runner = job.runner_name if job.runner_name and \
             job.runner_name.startswith(self.prefix) else None
         if job.status == "in_progress":
@@ -128,7 +139,6 @@ class Scaler:
                 runner=job.runner_name, repo=job.repo)
         else:
             log(INFO, "job queued", job_id=job.id, repo=job.repo)
-        self.kick()
 
     def kick(self) -> None:
         self._wake.set()
@@ -149,8 +159,17 @@ class Scaler:
                     "internal error in a pass: %r", err, exc_info=err)
             if full:
                 continue
-            self._wake.wait(timeout=max(0.05, due))
+            self._wake.wait(timeout=max(0.05, self._next_wake(due)))
             self._wake.clear()
+
+    def _next_wake(self, due: float) -> float:
+        """Seconds until the loop must look again without being woken: the next full pass,
+        a pool's launch backoff running out, or a finished runner's machine to check."""
+        now = self.clock()
+        wake = [due] + [b.until - now for b in self._backoff.values() if b.until > now]
+        if any(r.state == DONE for r in self.state.runners()):
+            wake.append(FINISHED_CHECK)
+        return min(wake)
 
     def stop(self) -> None:
         self._stop.set()
@@ -172,8 +191,11 @@ class Scaler:
                 self._sync_jobs()
                 gh_runners = self._list_github_runners()
                 machines, free_gpus = self._list_machines()
+                self._last_listing = now
                 if gh_runners is not None:
                     runners = self._sync_runners(runners, gh_runners)
+            else:
+                machines, free_gpus = self._fast_observe(runners, now)
             world = World(pools=self.config.pools, jobs=self.state.jobs(), runners=runners,
                           now=now, boot_id=self.boot_id, grace=self.config.grace_period,
                           machines=machines, gh_runners=gh_runners, free_gpus=free_gpus,
@@ -181,13 +203,28 @@ class Scaler:
             d = decide(world)
             self._apply(d)
             self.last_decision = d
-            self._update_gauges(d)
             if full:
                 self.metrics.last_reconcile.set(self.clock())
                 self.state.prune(older_than=7 * 86400)
             return d
 
     # -- observing --------------------------------------------------------------------------
+
+    def _fast_observe(self, runners: list[RunnerView],
+                      now: float) -> tuple[list[Machine] | None, int | None]:
+        """What a fast pass knows of the machines: none, unless a runner finished its job
+        (then one listing, at most every FINISHED_CHECK seconds, frees its slot as soon as
+        its machine is gone instead of at the next full pass); the free GPUs from the state
+        (the inventory less what runners not gone hold)."""
+        if any(r.state == DONE for r in runners) and now - self._last_listing >= FINISHED_CHECK:
+            self._last_listing = now
+            return self._list_machines()
+        inventory = len(self.config.docker.gpus)
+        if not inventory:
+            return None, None
+        pools = {p.name: p.gpus for p in self.config.pools}
+        held = sum(pools.get(r.pool, 0) for r in runners if r.state not in STARTING)
+        return None, inventory - held
 
     def _github(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -208,8 +245,7 @@ class Scaler:
         if queued is None:
             return
         listed = {j.id for j in queued}
-        for job in queued:
-            self.on_job_event(job, source="reconcile")
+        self.on_job_events(queued, source="reconcile")
         # Jobs we think are queued or running but GitHub no longer lists as queued: ask.
         stale = [j for j in self.state.jobs()
                  if j.id not in listed and (j.status == "queued" or j.lost)]
@@ -452,9 +488,7 @@ class Scaler:
         b = self._backoff.get(pool)
         return (b.until, b.reason) if b and b.until > self.clock() else None
 
-    def _update_gauges(self, d: Decision) -> None:
-        for pool, n in d.queued.items():
-            self.metrics.queued.labels(pool).set(n)
-        self.metrics.unservable.set(len(d.unservable))
-        self.metrics.set_runners(self.config.pools, self.state.runners(), ALIVE)
+    def snapshot(self) -> Snapshot:
+        d = self.last_decision
+        return (self.config.pools, d.queued, len(d.unservable), self.state.runners())
 

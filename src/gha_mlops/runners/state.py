@@ -16,13 +16,14 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gha_mlops.errors import GhaMlopsError
+from gha_mlops.github.port import GhJob
 from gha_mlops.runners.policy import ALIVE, GONE, RESERVED, JobView, RunnerView
 
 SCHEMA = """
@@ -73,6 +74,8 @@ CREATE TABLE IF NOT EXISTS transitions (
 );
 """
 
+DELIVERY_MEMORY = 3 * 86400.0  # seconds a delivery id is remembered (GitHub redelivers
+# from the last 3 days)
 _ORDER = {"waiting": 0, "queued": 1, "in_progress": 2, "completed": 3}
 
 
@@ -111,6 +114,20 @@ class State:
                              hint="check the path in `state:`; a corrupt file can be moved "
                              "away: the reconcile loop rebuilds demand from GitHub") from None
         self._lock = threading.RLock()
+        # Write-through caches of what every pass reads: the jobs still in play and the
+        # runners not gone. This process is the database's only writer, so they stay exact;
+        # a pass then costs no SQL and no row decoding, however long the queue.
+        self._jobs: dict[int, JobView] = {}
+        self._runners: dict[str, RunnerView] = {}
+        for row in self._db.execute(_JOB_SELECT + _ACTIVE_JOBS).fetchall():
+            self._jobs[int(row[0])] = _job(row)
+        for row in self._db.execute(_RUNNER_SELECT + f" WHERE state IN ({_ALIVE})", ALIVE):
+            self._runners[str(row[0])] = _runner(row)
+        self._seen_lock = threading.Lock()
+        self._pending: list[tuple[str, float]] = []
+        self._seen: dict[str, float] = dict(self._db.execute(
+            "SELECT id, received_at FROM deliveries WHERE received_at >= ?",
+            (self.now() - DELIVERY_MEMORY,)).fetchall())
 
     def now(self) -> float:
         t: float = self._clock()
@@ -118,6 +135,7 @@ class State:
 
     def close(self) -> None:
         with self._lock:
+            self.flush()
             self._db.close()
 
     @contextmanager
@@ -139,64 +157,105 @@ class State:
     # -- webhook deliveries -----------------------------------------------------------------
 
     def first_delivery(self, delivery_id: str) -> bool:
-        """Record a delivery id; False when it was seen before (a replay or a redelivery)."""
-        with self._tx() as db:
-            cur = db.execute("INSERT OR IGNORE INTO deliveries (id, received_at) VALUES (?, ?)",
-                             (delivery_id, self.now()))
-            return cur.rowcount == 1
+        """Note a delivery id; False when it was seen before (a replay or a redelivery).
 
-    def prune_deliveries(self, older_than: float) -> int:
+        Answered from memory (the ids of the last ``DELIVERY_MEMORY`` seconds, loaded at
+        start), so the webhook endpoint never waits for the database; new ids are written
+        with the next batch of jobs (or at :meth:`close`). An id accepted just before a crash
+        may be accepted once more after it: harmless, since job updates are idempotent."""
+        with self._seen_lock:
+            if delivery_id in self._seen:
+                return False
+            now = self.now()
+            self._seen[delivery_id] = now
+            self._pending.append((delivery_id, now))
+            return True
+
+    def _write_deliveries(self, db: sqlite3.Connection) -> None:
+        with self._seen_lock:
+            pending, self._pending = self._pending, []
+        db.executemany("INSERT OR IGNORE INTO deliveries (id, received_at) VALUES (?, ?)",
+                       pending)
+
+    def flush(self) -> None:
         with self._tx() as db:
-            return db.execute("DELETE FROM deliveries WHERE received_at < ?",
-                              (self.now() - older_than,)).rowcount
+            self._write_deliveries(db)
 
     # -- jobs -------------------------------------------------------------------------------
 
-    def upsert_job(self, *, id: int, repo: str, run_id: int, run_attempt: int, name: str,
-                   labels: Iterable[str], status: str, conclusion: str | None = None,
-                   runner_name: str | None = None, at: float | None = None) -> str | None:
-        """Record what GitHub says of a job; status only moves forward. Returns the previous
-        status (None for a new job), or the current one unchanged when this is stale."""
+    def upsert_jobs(self, jobs: Sequence[GhJob], *, at: float | None = None
+                    ) -> list[str | None]:
+        """Record what GitHub says of jobs, in one transaction; status only moves forward.
+        Returns, per job, its previous status (None for a new job), or its current one
+        unchanged when the news is stale."""
         at = self.now() if at is None else at
-        labels_json = json.dumps(sorted({x.lower() for x in labels}))
-        with self._tx() as db:
-            row = db.execute("SELECT status FROM jobs WHERE id = ?", (id,)).fetchone()
-            if row is None:
-                rerun = db.execute("SELECT 1 FROM jobs WHERE repo = ? AND run_id = ? AND "
-                                   "name = ? AND rerun_done = 1", (repo, run_id, name)).fetchone()
-                db.execute(
-                    "INSERT INTO jobs (id, repo, run_id, run_attempt, name, labels, status, "
-                    "conclusion, runner_name, queued_at, started_at, completed_at, updated_at, "
-                    "rerun_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (id, repo, run_id, run_attempt, name, labels_json, status, conclusion,
-                     runner_name, at, at if status == "in_progress" else None,
-                     at if status == "completed" else None, at, 1 if rerun else 0))
-                self._log(db, "job", str(id), None, status, runner_name or "")
-                return None
-            old = str(row[0])
-            if _ORDER.get(status, 0) <= _ORDER.get(old, 0):
-                return old
+        with self._lock:
+            with self._tx() as db:
+                olds = [self._upsert(db, job, at) for job in jobs]
+                self._write_deliveries(db)
+            for job in jobs:
+                self._refresh_job(job.id)
+        return olds
+
+    def upsert_job(self, job: GhJob, *, at: float | None = None) -> str | None:
+        return self.upsert_jobs([job], at=at)[0]
+
+    def _upsert(self, db: sqlite3.Connection, job: GhJob, at: float) -> str | None:
+        status, runner_name = job.status, job.runner_name
+        row = db.execute("SELECT status FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        if row is None:
+            rerun = db.execute("SELECT 1 FROM jobs WHERE repo = ? AND run_id = ? AND name = ? "
+                               "AND rerun_done = 1", (job.repo, job.run_id, job.name)).fetchone()
             db.execute(
-                "UPDATE jobs SET status = ?, conclusion = COALESCE(?, conclusion), "
-                "runner_name = COALESCE(?, runner_name), updated_at = ?, "
-                "started_at = CASE WHEN ? = 'in_progress' THEN ? ELSE started_at END, "
-                "completed_at = CASE WHEN ? = 'completed' THEN ? ELSE completed_at END "
-                "WHERE id = ?",
-                (status, conclusion, runner_name, at, status, at, status, at, id))
-            self._log(db, "job", str(id), old, status, runner_name or "")
+                "INSERT INTO jobs (id, repo, run_id, run_attempt, name, labels, status, "
+                "conclusion, runner_name, queued_at, started_at, completed_at, updated_at, "
+                "rerun_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job.id, job.repo, job.run_id, job.run_attempt, job.name,
+                 json.dumps(sorted({x.lower() for x in job.labels})), status, job.conclusion,
+                 runner_name, at, at if status == "in_progress" else None,
+                 at if status == "completed" else None, at, 1 if rerun else 0))
+            self._log(db, "job", str(job.id), None, status, runner_name or "")
+            return None
+        old = str(row[0])
+        if _ORDER.get(status, 0) <= _ORDER.get(old, 0):
             return old
+        db.execute(
+            "UPDATE jobs SET status = ?, conclusion = COALESCE(?, conclusion), "
+            "runner_name = COALESCE(?, runner_name), updated_at = ?, "
+            "started_at = CASE WHEN ? = 'in_progress' THEN ? ELSE started_at END, "
+            "completed_at = CASE WHEN ? = 'completed' THEN ? ELSE completed_at END "
+            "WHERE id = ?",
+            (status, job.conclusion, runner_name, at, status, at, status, at, job.id))
+        self._log(db, "job", str(job.id), old, status, runner_name or "")
+        return old
+
+    def _refresh_job(self, job_id: int) -> None:
+        row = self._db.execute(_JOB_SELECT + " WHERE id = ?", (job_id,)).fetchone()
+        view = _job(row) if row else None
+        if view is not None and _active(view):
+            self._jobs[job_id] = view
+        else:
+            self._jobs.pop(job_id, None)
 
     def job(self, job_id: int) -> JobView | None:
         with self._lock:
+            cached = self._jobs.get(job_id)
+            if cached is not None:
+                return cached
             row = self._db.execute(_JOB_SELECT + " WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
     def jobs(self, statuses: Iterable[str] = ("queued", "in_progress")) -> list[JobView]:
-        wanted = tuple(statuses)
+        """The jobs in ``statuses``, and every lost job not re-run yet."""
+        wanted = frozenset(statuses)
+        if wanted <= {"queued", "in_progress"}:
+            with self._lock:
+                return [j for j in self._jobs.values()
+                        if j.status in wanted or (j.lost and not j.rerun_done)]
         marks = ",".join("?" * len(wanted))
         with self._lock:
             rows = self._db.execute(_JOB_SELECT + f" WHERE status IN ({marks}) OR "
-                                    "(lost = 1 AND rerun_done = 0)", wanted).fetchall()
+                                    "(lost = 1 AND rerun_done = 0)", tuple(wanted)).fetchall()
         return [_job(r) for r in rows]
 
     def job_times(self, job_id: int) -> tuple[float, float | None]:
@@ -206,14 +265,18 @@ class State:
         return (float(row[0]), row[1]) if row else (0.0, None)
 
     def mark_lost(self, job_id: int, runner: str) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET lost = 1 WHERE id = ?", (job_id,))
-            self._log(db, "job", str(job_id), None, "lost", f"runner {runner} died mid-job")
+        with self._lock:
+            with self._tx() as db:
+                db.execute("UPDATE jobs SET lost = 1 WHERE id = ?", (job_id,))
+                self._log(db, "job", str(job_id), None, "lost", f"runner {runner} died mid-job")
+            self._refresh_job(job_id)
 
     def mark_rerun(self, job_id: int, detail: str = "") -> None:
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET rerun_done = 1 WHERE id = ?", (job_id,))
-            self._log(db, "job", str(job_id), None, "rerun", detail)
+        with self._lock:
+            with self._tx() as db:
+                db.execute("UPDATE jobs SET rerun_done = 1 WHERE id = ?", (job_id,))
+                self._log(db, "job", str(job_id), None, "rerun", detail)
+            self._refresh_job(job_id)
 
     # -- runners ----------------------------------------------------------------------------
 
@@ -223,7 +286,7 @@ class State:
         gone counts); returns the new runners' names, in state ``reserved``."""
         now = self.now()
         names: list[str] = []
-        with self._tx() as db:
+        with self._lock, self._tx() as db:
             (count,) = db.execute(
                 f"SELECT COUNT(*) FROM runners WHERE pool = ? AND state IN ({_ALIVE})",
                 (pool, *ALIVE)).fetchone()
@@ -234,6 +297,10 @@ class State:
                            (name, pool, RESERVED, now, now, boot_id))
                 self._log(db, "runner", name, None, RESERVED, f"pool {pool}")
                 names.append(name)
+            for name in names:
+                self._runners[name] = RunnerView(name=name, pool=pool, state=RESERVED,
+                                                 created_at=now, state_since=now,
+                                                 boot_id=boot_id)
         return names
 
     def set_runner(self, name: str, state: str, *, detail: str = "",
@@ -241,6 +308,18 @@ class State:
         """Move a runner to ``state`` (and set ``github_id``, ``machine_id``, ``job_id``).
         With ``only_from``, only when its current state is one of those; returns whether it
         moved. A runner that is gone stays gone."""
+        with self._lock:
+            moved = self._set_runner(name, state, detail, only_from, fields)
+            if moved:
+                row = self._db.execute(_RUNNER_SELECT + " WHERE name = ?", (name,)).fetchone()
+                if row[2] in ALIVE:
+                    self._runners[name] = _runner(row)
+                else:
+                    self._runners.pop(name, None)
+            return moved
+
+    def _set_runner(self, name: str, state: str, detail: str,
+                    only_from: Iterable[str] | None, fields: dict[str, object]) -> bool:
         allowed = {"github_id", "machine_id", "job_id"}
         assert set(fields) <= allowed, fields
         with self._tx() as db:
@@ -263,14 +342,17 @@ class State:
 
     def runner(self, name: str) -> RunnerView | None:
         with self._lock:
+            cached = self._runners.get(name)
+            if cached is not None:
+                return cached
             row = self._db.execute(_RUNNER_SELECT + " WHERE name = ?", (name,)).fetchone()
         return _runner(row) if row else None
 
     def runners(self, *, alive_only: bool = True) -> list[RunnerView]:
-        where = f" WHERE state IN ({_ALIVE})" if alive_only else ""
         with self._lock:
-            rows = self._db.execute(_RUNNER_SELECT + where,
-                                    ALIVE if alive_only else ()).fetchall()
+            if alive_only:
+                return list(self._runners.values())
+            rows = self._db.execute(_RUNNER_SELECT).fetchall()
         return [_runner(r) for r in rows]
 
     def runner_detail(self, name: str) -> str:
@@ -302,10 +384,20 @@ class State:
             db.execute("DELETE FROM runners WHERE state = ? AND state_since < ?",
                        (GONE, cutoff))
             db.execute("DELETE FROM transitions WHERE at < ?", (cutoff,))
-            db.execute("DELETE FROM deliveries WHERE received_at < ?", (cutoff,))
+            self._write_deliveries(db)
+            db.execute("DELETE FROM deliveries WHERE received_at < ?",
+                       (self.now() - DELIVERY_MEMORY,))
+        with self._seen_lock:
+            horizon = self.now() - DELIVERY_MEMORY
+            self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
 
 
 _ALIVE = ",".join("?" * len(ALIVE))
+_ACTIVE_JOBS = (" WHERE status IN ('queued', 'in_progress') OR (lost = 1 AND rerun_done = 0)")
+
+
+def _active(job: JobView) -> bool:
+    return job.status in ("queued", "in_progress") or (job.lost and not job.rerun_done)
 _JOB_SELECT = ("SELECT id, repo, labels, status, queued_at, runner_name, lost, rerun_done, "
                "conclusion FROM jobs")
 _RUNNER_SELECT = ("SELECT name, pool, state, created_at, state_since, boot_id, github_id, "
