@@ -217,3 +217,25 @@ def test_keep_alive_serves_many_deliveries_on_one_connection(endpoint: Endpoint)
         resp.read()
     conn.close()
     assert endpoint.intake.events.qsize() == 50
+
+
+def test_a_delivery_refused_for_a_full_queue_is_taken_when_redelivered(tmp_path: Path) -> None:
+    ep = Endpoint(tmp_path)
+    ep.intake.events.maxsize = 1
+    try:
+        body = json.dumps(example("queued")).encode()
+        assert ep.post(body, delivery="first")[0] == 202
+        assert ep.post(body, delivery="again")[0] == 503
+        ep.intake.events.get_nowait()  # the worker catches up
+        assert ep.post(body, delivery="again")[0] == 202  # GitHub's redelivery keeps the id
+    finally:
+        ep.server.stop()
+        ep.state.close()
+
+
+def test_get_on_the_webhook_path_says_post(endpoint: Endpoint) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", endpoint.server.port, timeout=5)
+    conn.request("GET", "/webhook")
+    resp = conn.getresponse()
+    assert (resp.status, resp.read()) == (405, b"POST webhooks here\n")
+    conn.close()
