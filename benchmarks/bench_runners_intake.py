@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _common import percentile
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / ".ci/npm/node_modules/@octokit/webhooks-examples/api.github.com/index.json"
 SECRET_ENV = "BENCH_WEBHOOK_SECRET"
@@ -295,14 +297,6 @@ def serve_and_load(*, n: int, conns: int, rate: float | None, seconds: float | N
                launched_at_end=launched_at_end, window=window)
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
 
 def latency_run(args: argparse.Namespace) -> dict[str, Any]:
     r = serve_and_load(n=args.events, conns=args.conns, rate=args.rate, seconds=None,
@@ -314,9 +308,9 @@ def latency_run(args: argparse.Namespace) -> dict[str, Any]:
     blocks = [lat[i:i + args.block] for i in range(0, len(lat), args.block)]
     return {"sent": len(r.sent), "accepted": len(ok), "launches": len(r.launches),
             "rate": (len(ok) - 1) / span if span else math.nan,
-            "p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat, default=math.nan),
-            "answer_p50": pct(answers, 50), "answer_p99": pct(answers, 99),
-            "blocks": [(pct(b, 50), pct(b, 99)) for b in blocks]}
+            "p50": percentile(lat, 50), "p99": percentile(lat, 99), "max": max(lat, default=math.nan),
+            "answer_p50": percentile(answers, 50), "answer_p99": percentile(answers, 99),
+            "blocks": [(percentile(b, 50), percentile(b, 99)) for b in blocks]}
 
 
 def throughput_run(args: argparse.Namespace, conns: int,
@@ -328,8 +322,8 @@ def throughput_run(args: argparse.Namespace, conns: int,
     answers = [rec[2] for rec in r.sent]
     accepted = sum(1 for rec in r.sent if rec[3] == 202)
     return {"sent": len(r.sent), "accepted": accepted, "other": len(r.sent) - accepted,
-            "eps": accepted / r.window, "answer_p50": pct(answers, 50),
-            "answer_p99": pct(answers, 99), "answer_max": max(answers, default=math.nan),
+            "eps": accepted / r.window, "answer_p50": percentile(answers, 50),
+            "answer_p99": percentile(answers, 99), "answer_max": max(answers, default=math.nan),
             "applied": r.applied_at_end / r.window, "launched": r.launched_at_end / r.window}
 
 

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from _common import percentile
+
 from gha_mlops.github.port import GhJob
 from gha_mlops.runners import state as state_module
 from gha_mlops.runners.backends.base import BackendError, LaunchSpec, Machine
@@ -232,14 +234,6 @@ class Result:
         return {"0 lost": self.lost == 0, "paid/busy<=1.10": self.ratio <= 1.10,
                 "wait<=boot+5s": self.wait_mean <= self.boot_mean + 5.0}
 
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 class Ledger:

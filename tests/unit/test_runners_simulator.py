@@ -16,6 +16,8 @@ SIM_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "sim_runners.py"
 
 
 def load_sim() -> ModuleType:
+    if str(SIM_PATH.parent) not in sys.path:  # it imports its sibling _common, as a script
+        sys.path.insert(0, str(SIM_PATH.parent))
     spec = importlib.util.spec_from_file_location("sim_runners", SIM_PATH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
