@@ -124,3 +124,21 @@ def test_committed_state_survives_kill_9(tmp_path: Path) -> None:
     assert a is not None and a.state == LAUNCHING and a.github_id == 11 and a.boot_id == "dead"
     assert b is not None and b.state == RESERVED
     assert [j.id for j in state.jobs()] == [5]
+
+
+def test_prune_forgets_old_history_and_keeps_what_is_in_play(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    state = State(tmp_path / "s.db", clock=lambda: now[0])
+    state.upsert_job(job("completed", id=1, conclusion="success"))
+    state.upsert_job(job("queued", id=2))
+    (gone,) = state.reserve("gpu", 1, 1, boot_id="b", prefix="gm-")
+    state.set_runner(gone, GONE)
+    assert state.first_delivery("old")
+    now[0] += 8 * 86400
+    assert state.first_delivery("new")
+    state.prune(older_than=7 * 86400)
+    assert state.job(1) is None and state.job(2) is not None
+    assert state.runner(gone) is None
+    assert state.transitions(key="1") == []
+    assert state.first_delivery("old")  # forgotten after DELIVERY_MEMORY
+    assert not state.first_delivery("new")

@@ -47,6 +47,8 @@ from gha_mlops.runners.state import State
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 FAILPOINTS_ENV = "GHA_MLOPS_FAILPOINTS"
+HISTORY = 7 * 86400.0  # seconds finished jobs, gone runners and transitions are kept
+PRUNE_EVERY = 3600.0
 FINISHED_CHECK = 1.0  # seconds between machine listings while a finished runner's machine lingers
 
 
@@ -87,6 +89,7 @@ class Scaler:
         self._reported: set[int] = set()
         self._last_full = 0.0
         self._last_listing = 0.0
+        self._last_prune = 0.0
         self.last_decision = Decision()
 
     # -- events -----------------------------------------------------------------------------
@@ -205,7 +208,9 @@ class Scaler:
             self.last_decision = d
             if full:
                 self.metrics.last_reconcile.set(self.clock())
-                self.state.prune(older_than=7 * 86400)
+                if now - self._last_prune >= PRUNE_EVERY:
+                    self._last_prune = now
+                    self.state.prune(older_than=HISTORY)
             return d
 
     # -- observing --------------------------------------------------------------------------

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS runners (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS runners_state ON runners (state);
+CREATE INDEX IF NOT EXISTS deliveries_time ON deliveries (received_at);
 CREATE TABLE IF NOT EXISTS transitions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -72,6 +73,7 @@ CREATE TABLE IF NOT EXISTS transitions (
     new TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS transitions_time ON transitions (at);
 """
 
 DELIVERY_MEMORY = 3 * 86400.0  # seconds a delivery id is remembered (GitHub redelivers
