@@ -389,3 +389,20 @@ def test_a_finished_runners_slot_is_freed_without_waiting_for_a_full_pass(rig: R
     assert first not in rig.alive()
     assert len(rig.backend.launched) == 4  # the fourth job got the freed slot at once
     assert {j.id for j in jobs} >= {job.id}
+
+
+def test_a_spent_rate_limit_pauses_github_calls_until_it_resets(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    rig.gh.exhaust_rate_limit(reset_in=120)
+    rig.queue()
+    calls = len(rig.gh.calls)
+    with caplog.at_level(logging.WARNING, "gha_mlops.runners"):
+        for _ in range(3):
+            rig.scaler.reconcile(full=True)
+            rig.clock.advance(31)
+    assert len(rig.gh.calls) == calls  # not one call while the limit is spent
+    assert caplog.text.count("GitHub's rate limit is spent until") == 1
+    assert rig.backend.launched == []
+    rig.clock.advance(30)  # past the reset
+    rig.scaler.reconcile(full=True)
+    assert len(rig.backend.launched) == 1

@@ -90,6 +90,7 @@ class Scaler:
         self._last_full = 0.0
         self._last_listing = 0.0
         self._last_prune = 0.0
+        self._paused_until = 0.0  # GitHub's rate-limit reset while it is spent
         self.last_decision = Decision()
 
     # -- events -----------------------------------------------------------------------------
@@ -170,6 +171,8 @@ class Scaler:
         a pool's launch backoff running out, or a finished runner's machine to check."""
         now = self.clock()
         wake = [due] + [b.until - now for b in self._backoff.values() if b.until > now]
+        if self._paused_until > now:
+            wake.append(self._paused_until - now + 0.5)
         if any(r.state == DONE for r in self.state.runners()):
             wake.append(FINISHED_CHECK)
         return min(wake)
@@ -191,8 +194,9 @@ class Scaler:
             free_gpus: int | None = None
             if full:
                 self._last_full = now
-                self._sync_jobs()
-                gh_runners = self._list_github_runners()
+                if not self._rate_limited():
+                    self._sync_jobs()
+                    gh_runners = self._list_github_runners()
                 machines, free_gpus = self._list_machines()
                 self._last_listing = now
                 if gh_runners is not None:
@@ -304,7 +308,24 @@ class Scaler:
 
     # -- acting -----------------------------------------------------------------------------
 
+    def _rate_limited(self) -> bool:
+        """Whether GitHub's rate limit is spent: then no call is made until it resets (each
+        would fail, and hammering a spent limit invites GitHub's secondary limits)."""
+        b = self.github.rate_budget()
+        if b is None or b.remaining > 0 or b.reset <= self.clock():
+            self._paused_until = 0.0
+            return False
+        if self._paused_until != b.reset:
+            self._paused_until = b.reset
+            log(WARNING, "GitHub's rate limit is spent until "
+                f"{time.strftime('%H:%M:%S', time.gmtime(b.reset))} UTC: no GitHub call until "
+                "then (jobs wait, nothing is lost)")
+        return True
+
     def _apply(self, d: Decision) -> None:
+        if self._rate_limited():  # only what needs no GitHub call
+            d = Decision(adopt=d.adopt, remove_machines=d.remove_machines,
+                         unservable=d.unservable, queued=d.queued)
         for name, machine_id in d.adopt:
             view = self.state.runner(name)
             if view is None:

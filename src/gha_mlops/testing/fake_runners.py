@@ -52,13 +52,23 @@ class FakeRunnersGitHub:
         self._lock = threading.RLock()
         self._limit = rate_limit
         self._used = 0
+        self._reset = clock() + 3600
 
     def fail_next(self, method: str, err: Exception | None = None, times: int = 1) -> None:
         self.faults.add(method, err or GitHubError(f"{method}: 502 Bad Gateway", status=502),
                         times)
 
+    def exhaust_rate_limit(self, reset_in: float = 60.0) -> None:
+        """Spend the rate limit: every call fails (403) until ``reset_in`` seconds from now."""
+        self._used = self._limit
+        self._reset = self.clock() + reset_in
+
     def _call(self, method: str) -> None:
         self.calls.append(method)
+        if self.clock() >= self._reset:
+            self._used, self._reset = 0, self.clock() + 3600
+        if self._used >= self._limit:
+            raise GitHubError(f"{method}: 403 API rate limit exceeded", status=403)
         self._used += 1
         self.faults.check(method)
 
@@ -115,7 +125,7 @@ class FakeRunnersGitHub:
 
     def rate_budget(self) -> RateBudget | None:
         return RateBudget(remaining=max(0, self._limit - self._used), limit=self._limit,
-                          reset=self.clock() + 3600)
+                          reset=self._reset)
 
     # -- what GitHub itself does ------------------------------------------------------------
 
