@@ -446,6 +446,7 @@ class Scaler:
             runner=job.runner_name, repo=job.repo)
 
     def _report_unservable(self, d: Decision) -> None:
+        self._reported &= {job_id for job_id, _ in d.unservable}  # forget the ones gone
         for job_id, labels in d.unservable:
             if job_id not in self._reported:
                 self._reported.add(job_id)
