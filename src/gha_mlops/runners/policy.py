@@ -246,8 +246,10 @@ def _reconcile_machines(world: World, alive: Sequence[RunnerView],
             continue
         if r.state == BUSY and r.job_id is not None:
             d.lost.append((r.name, r.job_id))
+        elif r.state == DONE:
+            d.forget.append((r.name, "its job is done and its machine exited"))
         else:
-            d.forget.append((r.name, "its machine is gone"))
+            d.forget.append((r.name, f"its machine is gone (it was {r.state})"))
 
 
 def _reconcile_registrations(world: World, alive: Sequence[RunnerView],

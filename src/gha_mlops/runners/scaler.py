@@ -358,7 +358,7 @@ class Scaler:
         if view is not None and view.github_id is not None:
             self._deregister(view.github_id, name, why, quiet=True)
         if self.state.set_runner(name, GONE, detail=why):
-            log(INFO, f"runner gone: {why}", runner=name)
+            log(INFO, f"runner gone ({why})", runner=name)
 
     def _lost(self, name: str, job_id: int) -> None:
         job = self.state.job(job_id)
