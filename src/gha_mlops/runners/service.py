@@ -89,10 +89,12 @@ class Service:
         """Apply accepted webhooks to the state: whatever queued up meanwhile goes in one
         transaction, so a burst costs one commit and one pass, not one per delivery."""
         events = self.intake.events
-        while not self._stopping.is_set():
+        while True:
             try:
                 batch = [events.get(timeout=0.2)]
             except queue.Empty:
+                if self._stopping.is_set():
+                    return  # stopped, and everything accepted has been applied
                 continue
             while len(batch) < BATCH:
                 try:
@@ -107,8 +109,11 @@ class Service:
                     delivery=batch[0][1])
 
     def stop(self) -> None:
+        self.server.stop()  # no more webhooks; the worker applies those accepted, then ends
         self._stopping.set()
-        self.server.stop()
+        for t in self.threads:
+            if t.name == "events":
+                t.join(timeout=30)
         self.scaler.close()
         for t in self.threads:
             t.join(timeout=10)
