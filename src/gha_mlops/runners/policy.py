@@ -153,13 +153,19 @@ def decide(world: World) -> Decision:
 def _demand(world: World, d: Decision) -> dict[str, int]:
     demand: dict[str, int] = defaultdict(int)
     own = _own_labels(world.pools)
-    pools: dict[frozenset[str], Pool | None] = {}  # jobs share a few label sets
+    # Jobs share a few label sets: whether a set is ours and which pool serves it is worked
+    # out once per set (a pass stays cheap with thousands queued).
+    seen: dict[frozenset[str], tuple[bool, Pool | None]] = {}
     for job in world.jobs:
-        if job.status != "queued" or not job.labels & own:
+        if job.status != "queued":
             continue
-        if job.labels not in pools:
-            pools[job.labels] = pool_for(world.pools, job.labels)
-        pool = pools[job.labels]
+        entry = seen.get(job.labels)
+        if entry is None:
+            entry = seen[job.labels] = (bool(job.labels & own),
+                                        pool_for(world.pools, job.labels))
+        ours, pool = entry
+        if not ours:
+            continue
         if pool is None:
             d.unservable.append((job.id, tuple(sorted(job.labels))))
             continue
@@ -175,20 +181,23 @@ def _drain(world: World, pool: Pool, mine: Sequence[RunnerView], demand: int,
     now = world.now
     available = 0
     idle: list[RunnerView] = []
+    booting_deadline = now - pool.register_timeout
+    lingering_deadline = now - world.grace
     for r in mine:
-        age = now - r.state_since
-        if r.state == IDLE:
+        state = r.state
+        if state == IDLE:
             idle.append(r)
-        elif r.state == BOOTING and age >= pool.register_timeout:
+        elif state == BOOTING and r.state_since <= booting_deadline:
+            age = now - r.state_since
             d.drain.append((r.name, f"never came online in {human_duration(age)} "
                             f"(register_timeout {human_duration(pool.register_timeout)})"))
             continue
-        elif r.state == DONE and age >= world.grace:
-            d.drain.append((r.name, f"finished its job {human_duration(age)} ago but its "
-                            "machine is still there"))
-        elif r.state == DRAINING and age >= world.grace:
+        elif state == DONE and r.state_since <= lingering_deadline:
+            d.drain.append((r.name, f"finished its job {human_duration(now - r.state_since)} "
+                            "ago but its machine is still there"))
+        elif state == DRAINING and r.state_since <= lingering_deadline:
             d.drain.append((r.name, "an earlier drain did not finish"))
-        if r.state in AVAILABLE:
+        if state in AVAILABLE:
             available += 1
     surplus = available - demand - pool.min_idle
     for r in sorted(idle, key=lambda r: r.state_since):

@@ -225,15 +225,18 @@ class Scaler:
         (then one listing, at most every FINISHED_CHECK seconds, frees its slot as soon as
         its machine is gone instead of at the next full pass); the free GPUs from the state
         (the inventory less what runners not gone hold)."""
-        if any(r.state == DONE for r in runners) and now - self._last_listing >= FINISHED_CHECK:
+        inventory = len(self.config.docker.gpus)
+        gpus = {p.name: p.gpus for p in self.config.pools}
+        done = False
+        held = 0
+        for r in runners:
+            done = done or r.state == DONE
+            if inventory and r.state not in STARTING:
+                held += gpus.get(r.pool, 0)
+        if done and now - self._last_listing >= FINISHED_CHECK:
             self._last_listing = now
             return self._list_machines()
-        inventory = len(self.config.docker.gpus)
-        if not inventory:
-            return None, None
-        pools = {p.name: p.gpus for p in self.config.pools}
-        held = sum(pools.get(r.pool, 0) for r in runners if r.state not in STARTING)
-        return None, inventory - held
+        return None, (inventory - held if inventory else None)
 
     def _github(self, what: str, fn: Callable[[], Any]) -> Any:
         try:

@@ -406,9 +406,19 @@ _RUNNER_SELECT = ("SELECT name, pool, state, created_at, state_since, boot_id, g
                   "machine_id, job_id FROM runners")
 
 
+_LABEL_SETS: dict[str, frozenset[str]] = {}  # one object per distinct set: cheap dict keys
+
+
+def _labels(text: str) -> frozenset[str]:
+    found = _LABEL_SETS.get(text)
+    if found is None:
+        found = _LABEL_SETS.setdefault(text, frozenset(json.loads(text)))
+    return found
+
+
 def _job(row: Any) -> JobView:
     return JobView(id=int(row[0]), repo=str(row[1]),
-                   labels=frozenset(json.loads(str(row[2]))), status=str(row[3]),
+                   labels=_labels(str(row[2])), status=str(row[3]),
                    queued_at=float(row[4]),
                    runner_name=row[5] if row[5] is None else str(row[5]),
                    lost=bool(row[6]), rerun_done=bool(row[7]),
