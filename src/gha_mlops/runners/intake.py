@@ -16,6 +16,7 @@ import hmac
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -131,6 +132,11 @@ class Intake:
         except (ValueError, UnicodeDecodeError) as err:
             return self._reject(400, "bad_payload", f"not a workflow_job payload: {err}",
                                 delivery=delivery)
+        # Back-pressure: with a backlog, answer a little later (a few ms, still far from
+        # GitHub's 10 s) so the worker that applies events gets the interpreter's time.
+        backlog = self.events.qsize()
+        if backlog >= 1000:
+            time.sleep(min(0.02, backlog / 1_000_000))
         # A full queue is refused before the delivery id is recorded, so that a redelivery
         # of it (GitHub keeps the id) is taken then, not dropped as a duplicate.
         if self.events.full():

@@ -193,34 +193,42 @@ class State:
         at = self.now() if at is None else at
         with self._lock:
             with self._tx() as db:
-                olds = [self._upsert(db, job, at) for job in jobs]
+                results = [self._upsert(db, job, at) for job in jobs]
                 self._write_deliveries(db)
-            for job in jobs:
-                self._refresh_job(job.id)
-        return olds
+            for job, (old, new) in zip(jobs, results, strict=True):
+                if new is not None:  # inserted: its view is known without a read
+                    if _active(new):
+                        self._jobs[job.id] = new
+                elif old != job.status and _ORDER.get(job.status, 0) > _ORDER.get(old or "", 0):
+                    self._refresh_job(job.id)
+        return [old for old, _new in results]
 
     def upsert_job(self, job: GhJob, *, at: float | None = None) -> str | None:
         return self.upsert_jobs([job], at=at)[0]
 
-    def _upsert(self, db: sqlite3.Connection, job: GhJob, at: float) -> str | None:
+    def _upsert(self, db: sqlite3.Connection, job: GhJob,
+                at: float) -> tuple[str | None, JobView | None]:
+        """(the previous status, the new job's view when it was inserted)."""
         status, runner_name = job.status, job.runner_name
         row = db.execute("SELECT status FROM jobs WHERE id = ?", (job.id,)).fetchone()
         if row is None:
             rerun = db.execute("SELECT 1 FROM jobs WHERE repo = ? AND run_id = ? AND name = ? "
                                "AND rerun_done = 1", (job.repo, job.run_id, job.name)).fetchone()
+            labels = json.dumps(sorted({x.lower() for x in job.labels}))
             db.execute(
                 "INSERT INTO jobs (id, repo, run_id, run_attempt, name, labels, status, "
                 "conclusion, runner_name, queued_at, started_at, completed_at, updated_at, "
                 "rerun_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job.id, job.repo, job.run_id, job.run_attempt, job.name,
-                 json.dumps(sorted({x.lower() for x in job.labels})), status, job.conclusion,
-                 runner_name, at, at if status == "in_progress" else None,
+                (job.id, job.repo, job.run_id, job.run_attempt, job.name, labels, status,
+                 job.conclusion, runner_name, at, at if status == "in_progress" else None,
                  at if status == "completed" else None, at, 1 if rerun else 0))
             self._log(db, "job", str(job.id), None, status, runner_name or "")
-            return None
+            return None, JobView(id=job.id, repo=job.repo, labels=_labels(labels),
+                                 status=status, queued_at=at, runner_name=runner_name,
+                                 rerun_done=bool(rerun), conclusion=job.conclusion)
         old = str(row[0])
         if _ORDER.get(status, 0) <= _ORDER.get(old, 0):
-            return old
+            return old, None
         db.execute(
             "UPDATE jobs SET status = ?, conclusion = COALESCE(?, conclusion), "
             "runner_name = COALESCE(?, runner_name), updated_at = ?, "
@@ -229,7 +237,7 @@ class State:
             "WHERE id = ?",
             (status, job.conclusion, runner_name, at, status, at, status, at, job.id))
         self._log(db, "job", str(job.id), old, status, runner_name or "")
-        return old
+        return old, None
 
     def _refresh_job(self, job_id: int) -> None:
         row = self._db.execute(_JOB_SELECT + " WHERE id = ?", (job_id,)).fetchone()
