@@ -406,3 +406,13 @@ def test_a_spent_rate_limit_pauses_github_calls_until_it_resets(
     rig.clock.advance(30)  # past the reset
     rig.scaler.reconcile(full=True)
     assert len(rig.backend.launched) == 1
+
+
+def test_a_queued_job_github_no_longer_knows_stops_being_demand(rig: Rig) -> None:
+    job = rig.queue()
+    del rig.gh.jobs[job.id]  # its workflow run was deleted
+    rig.clock.advance(31)
+    rig.scaler.reconcile(full=True)
+    view = rig.state.job(job.id)
+    assert view is None or view.status == "completed"
+    assert rig.scaler.last_decision.queued == {"gpu": 0}

@@ -262,9 +262,21 @@ class Scaler:
         stale = [j for j in self.state.jobs()
                  if j.id not in listed and (j.status == "queued" or j.lost)]
         for view in stale[:100]:
-            fresh = self._read_job(view.repo, view.id)
-            if fresh is not None:
-                self.on_job_event(fresh, source="reconcile")
+            try:
+                fresh = self.github.get_job(view.repo, view.id)
+            except GitHubError as err:
+                if err.status != 404:
+                    self.metrics.errors.labels("github").inc()
+                    log(ERROR, f"GitHub: reading job {view.id} failed: {err.message}",
+                        job_id=view.id, hint=err.hint)
+                    continue
+                # Its run was deleted (or the repository): nobody will run it; stop asking
+                # and stop counting it as demand.
+                fresh = GhJob(view.id, view.repo, 0, 1, "", "completed", tuple(view.labels),
+                              conclusion="deleted")
+                log(WARNING, "a job GitHub no longer knows is dropped", job_id=view.id,
+                    repo=view.repo)
+            self.on_job_event(fresh, source="reconcile")
 
     def _read_job(self, repo: str, job_id: int) -> GhJob | None:
         fresh: GhJob | None = self._github(f"reading job {job_id}",
