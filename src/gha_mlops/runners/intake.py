@@ -36,6 +36,9 @@ class Answer:
     content_type: str = "text/plain; charset=utf-8"
 
 
+POST_ONLY = Answer(405, b"POST webhooks here\n")
+
+
 class BadPayload(ValueError):
     pass
 
@@ -92,7 +95,7 @@ class Intake:
         if path.split("?", 1)[0] != self.path:
             return Answer(404, b"not found\n")
         if method != "POST":
-            return Answer(405, b"POST webhooks here\n")
+            return POST_ONLY
         length = headers.get("content-length")
         if length is None or not length.strip().isdigit():
             return self._reject(411, "no_length", "a Content-Length is required")
@@ -211,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
             ok, detail = self.server_ref.health()
             self._send(Answer(200 if ok else 503, (detail + "\n").encode()))
         elif path == self.server_ref.intake.path:
-            self._send(Answer(405, b"POST webhooks here\n"))
+            self._send(POST_ONLY)
         else:
             self._send(Answer(404, b"not found\n"))
 

@@ -99,10 +99,6 @@ class Decision:
     unservable: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
     queued: dict[str, int] = field(default_factory=dict)  # pool -> queued jobs it serves
 
-    def empty(self) -> bool:
-        return not (self.launch or self.drain or self.remove_machines or self.deregister
-                    or self.adopt or self.forget or self.lost or self.rerun)
-
 
 def wants_self_hosted(pools: Sequence[Pool], labels: frozenset[str]) -> bool:
     """Whether a job asks for a runner like ours: it names ``self-hosted`` or a label one of

@@ -127,13 +127,14 @@ class Scaler:
         runner = job.runner_name if job.runner_name and \
             job.runner_name.startswith(self.prefix) else None
         if job.status == "in_progress":
-            queued_at, started = self.state.job_times(job.id)
+            recorded = self.state.job(job.id)  # in play, so from the state's cache
             view = self.state.runner(runner) if runner else None
             if runner and self.state.set_runner(runner, BUSY, job_id=job.id,
                                                 only_from=(*STARTING, BOOTING, IDLE, DRAINING)):
                 pool = view.pool if view else ""
+                queued_at = recorded.queued_at if recorded else self.clock()
                 self.metrics.queue_to_running.labels(pool).observe(
-                    max(0.0, (started or self.clock()) - queued_at))
+                    max(0.0, self.clock() - queued_at))
             log(INFO, "job started", job_id=job.id, runner=job.runner_name, repo=job.repo)
         elif job.status == "completed":
             if runner:

@@ -117,6 +117,8 @@ class Service:
         self.scaler.close()
         for t in self.threads:
             t.join(timeout=10)
+        for backend in self.scaler.backends.values():
+            backend.close()
         self.state.close()
         log(20, "stopped; runners keep running their jobs and are picked up at the next start")
 

@@ -256,23 +256,12 @@ class State:
         return _job(row) if row else None
 
     def jobs(self, statuses: Iterable[str] = ("queued", "in_progress")) -> list[JobView]:
-        """The jobs in ``statuses``, and every lost job not re-run yet."""
+        """The jobs in play in ``statuses`` (queued, in progress), and every lost job not
+        re-run yet; from the cache, never from the database."""
         wanted = frozenset(statuses)
-        if wanted <= {"queued", "in_progress"}:
-            with self._lock:
-                return [j for j in self._jobs.values()
-                        if j.status in wanted or (j.lost and not j.rerun_done)]
-        marks = ",".join("?" * len(wanted))
         with self._lock:
-            rows = self._db.execute(_JOB_SELECT + f" WHERE status IN ({marks}) OR "
-                                    "(lost = 1 AND rerun_done = 0)", tuple(wanted)).fetchall()
-        return [_job(r) for r in rows]
-
-    def job_times(self, job_id: int) -> tuple[float, float | None]:
-        with self._lock:
-            row = self._db.execute("SELECT queued_at, started_at FROM jobs WHERE id = ?",
-                                   (job_id,)).fetchone()
-        return (float(row[0]), row[1]) if row else (0.0, None)
+            return [j for j in self._jobs.values()
+                    if j.status in wanted or (j.lost and not j.rerun_done)]
 
     def mark_lost(self, job_id: int, runner: str) -> None:
         with self._lock:
@@ -364,12 +353,6 @@ class State:
                 return list(self._runners.values())
             rows = self._db.execute(_RUNNER_SELECT).fetchall()
         return [_runner(r) for r in rows]
-
-    def runner_detail(self, name: str) -> str:
-        with self._lock:
-            row = self._db.execute("SELECT detail FROM runners WHERE name = ?",
-                                   (name,)).fetchone()
-        return str(row[0]) if row else ""
 
     def transitions(self, *, kind: str | None = None, key: str | None = None,
                     since_seq: int = 0) -> list[Transition]:

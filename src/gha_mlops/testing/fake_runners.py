@@ -233,6 +233,9 @@ class FakeBackend:
         capacity = {"gpus": self.free_gpus()} if self.gpus is not None else {}
         return Health(True, "ok", capacity)
 
+    def close(self) -> None:
+        pass
+
     def free_gpus(self) -> int:
         used = sum(len(m.gpus) for m in self.machines.values())
         return (self.gpus or 0) - used

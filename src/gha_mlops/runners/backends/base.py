@@ -87,3 +87,6 @@ class RunnerBackend(Protocol):
         already gone is not an error."""
 
     def health(self) -> Health: ...
+
+    def close(self) -> None:
+        """Let go of connections (the service calls it when it stops)."""
