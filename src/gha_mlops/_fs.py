@@ -13,6 +13,26 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def resolve_inside(root: Path, path: Path | str, *, what: str = "path") -> Path:
+    """The real path of ``path`` (relative to ``root``, or absolute), every symlink in it
+    resolved, refusing one that then leaves the real path of ``root``.
+
+    Call it before every write, removal or restore in a workspace: a textual check passes
+    ``data/out`` even when ``data`` is a symlink to ``/etc``. The last component need not
+    exist. ``what`` names the path in the error (``output 'model/'`` ...).
+    """
+    from gha_mlops.errors import UnsafePathError
+
+    real_root = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(real_root, os.fspath(path)))
+    if target != real_root and not target.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise UnsafePathError(
+            f"{what} {os.fspath(path)!r} leads outside the workspace (to {target})",
+            hint="a symlink (or '..') in the path points outside the workspace; gha-mlops "
+                 "only writes inside it: replace the link with a real folder")
+    return Path(target)
+
+
 def temp_file(directory: Path, prefix: str, suffix: str = ".tmp",
               mode: int = 0o600) -> tuple[int, str]:
     """Create a new private file in ``directory``: ``(fd, path)``, like ``tempfile.mkstemp``

@@ -98,6 +98,13 @@ class EnvironmentDriftError(ReproductionError):
     exit_code = 5
 
 
+class UnsafePathError(GhaMlopsError):
+    """A path the command would write, remove or restore leaves the workspace once its
+    symlinks are resolved (or is not a plain relative path), so nothing was done there."""
+
+    exit_code = 8
+
+
 def missing_extra(module: str, extra: str) -> MissingExtraError:
     """The error to raise when an optional import fails."""
     return MissingExtraError(
