@@ -1,60 +1,46 @@
 """Markdown building blocks shared by the reports: escaping, pipe tables, number formatting.
 
-Everything here is pure text. Two ways to put untrusted text (a metric or parameter name, a
-value read from a file) into Markdown:
+Everything here is pure text. Untrusted text (a metric or parameter name, a value read from a
+file, a branch) is escaped by :mod:`gha_mlops.gha.safe`, the one module that makes user text
+safe for each place it is shown; the names here are the reports' short spellings of it:
 
-- :func:`md_text` and :func:`md_code` (used by the step summary) make it literal inside a
-  table: HTML special characters, ``|`` and newlines cannot end a cell or open a tag;
-- :func:`md_escape` and :func:`md_name` (used by the PR report) also backslash-escape every
-  Markdown punctuation character, so neither HTML nor Markdown (emphasis, links, code spans)
-  in a name is ever rendered as markup, in a table cell or anywhere else.
+- :func:`md_text` and :func:`md_escape`: inert inline text (line breaks become ``<br>``, so a
+  table cell can hold them); neither HTML nor Markdown (links, images, emphasis, code spans,
+  math, mentions, a new cell) in it is ever rendered;
+- :func:`md_code`: a code span; :func:`md_name`: a name in ``<code>``, escaped as md_escape.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-# ASCII punctuation that can start or end Markdown inline markup (CommonMark lets any ASCII
-# punctuation be backslash-escaped; these are the ones that matter inline).
-_MD_PUNCT = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+from gha_mlops.gha.safe import markdown_code, markdown_name, markdown_text
 
 
 def md_text(value: object) -> str:
-    """``value`` as literal text in a table cell: HTML special characters, ``|`` and newlines
-    escaped, so a cell can neither end early nor break the row."""
-    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
-    return text.replace("|", "\\|")
+    """``value`` as literal text, in a table cell or anywhere: nothing in it renders as
+    markup, a cell can neither end early nor break the row (line breaks become ``<br>``)."""
+    return markdown_text(value, breaks=True)
 
 
 def md_code(value: object, *, in_table: bool = True) -> str:
     """``value`` as a code span (on one line). In a table cell ``|`` must be escaped even
     inside a code span (GFM splits cells first); elsewhere the escape would show."""
-    text = " ".join(str(value).splitlines()) or " "
-    ticks = "`"
-    while ticks in text:
-        ticks += "`"
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    span = f"{ticks}{pad}{text}{pad}{ticks}"
-    return span.replace("|", "\\|") if in_table else span
+    return markdown_code(value, in_table=in_table)
 
 
 def md_escape(value: object) -> str:
-    """``value`` as inert text anywhere in Markdown (table cells included): ``&``, ``<`` and
-    ``>`` become entities, Markdown punctuation (backticks, ``|``, ``*``, ``_``, brackets...)
-    is backslash-escaped and line breaks become ``<br>``. What renders is exactly the text."""
-    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = _MD_PUNCT.sub(r"\\\1", text)
-    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
+    """``value`` as inert text anywhere in Markdown (table cells included): the same as
+    :func:`md_text`, the name the PR report knows it by."""
+    return markdown_text(value, breaks=True)
 
 
 def md_name(value: object) -> str:
     """A name (metric, parameter, file) in code font, escaped as :func:`md_escape` does.
     Unlike a backtick code span, the ``<code>`` element lets every character be escaped."""
-    return f"<code>{md_escape(value)}</code>"
+    return markdown_name(value)
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]],

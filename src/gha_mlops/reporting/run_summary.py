@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from gha_mlops.errors import UsageError
+from gha_mlops.gha.safe import html_text
 from gha_mlops.pipeline.hashing import sha256_file
 
 # Re-exported: these helpers lived here first (the explicit ``as`` keeps them public).
@@ -145,12 +147,12 @@ def _assemble(blocks: Sequence[_Block], limit: int | None, run_id: str) -> str:
     out.append(f"> [!NOTE]\n> This summary was shortened to {limit // 1024} KiB, as GitHub shows "
                f"at most {STEP_SUMMARY_LIMIT // 1024} KiB of a step's summary "
                f"({'; '.join(parts)}). The whole summary: "
-               f"`gha-mlops summary {run_id} --output summary.md`.")
+               f"{md_code(f'gha-mlops summary {run_id} --output summary.md', in_table=False)}.")
     return "\n\n".join(out) + "\n"
 
 
 def _titles(titles: Sequence[str], most: int = 8) -> str:
-    shown = [t if len(t) <= 60 else t[:57] + "..." for t in titles[:most]]
+    shown = [md_text(t if len(t) <= 60 else t[:57] + "...") for t in titles[:most]]
     more = f" and {len(titles) - most} more" if len(titles) > most else ""
     return ", ".join(shown) + more
 
@@ -200,7 +202,9 @@ def _headline(record: Mapping[str, Any], opts: SummaryOptions) -> _Block:
     if commit:
         cell = md_code(str(commit)[:12])
         if opts.repo_url:
-            cell = f"[{cell}]({opts.repo_url}/commit/{commit})"
+            # The commit comes from the record (maybe another job's artifact): quoted, it
+            # cannot end the link's destination.
+            cell = f"[{cell}]({opts.repo_url}/commit/{quote(str(commit), safe='')})"
         if git.get("branch"):
             cell += f" on {md_code(git['branch'])}"
         if git.get("dirty"):
@@ -212,7 +216,7 @@ def _headline(record: Mapping[str, Any], opts: SummaryOptions) -> _Block:
     for stage in record.get("stages") or []:
         counts[str(stage.get("status"))] = counts.get(str(stage.get("status")), 0) + 1
     if counts:
-        rows.append(["Stages", ", ".join(f"{n} {s}" for s, n in counts.items())])
+        rows.append(["Stages", ", ".join(f"{n} {md_text(s)}" for s, n in counts.items())])
     model = record.get("model")
     if isinstance(model, Mapping) and model.get("sha256"):
         rows.append(["Model", md_code(model.get("path", "?"))])
@@ -224,7 +228,7 @@ def _headline(record: Mapping[str, Any], opts: SummaryOptions) -> _Block:
         rows.append(["Reproduces", md_code(reproduces)])
     mark = _RUN_MARK.get(status, "❔")
     title = f"## {mark} gha-mlops {md_text(kind)} {md_text(status)}"
-    return _table_block("headline", title + "\n", [kind.capitalize(),
+    return _table_block("headline", title + "\n", [md_text(kind.capitalize()),
                         md_code(record.get("id", "?"))], rows)
 
 
@@ -279,11 +283,13 @@ def _metrics(record: Mapping[str, Any], workspace: Path) -> list[_Block]:
 
 
 def _details(summary: str) -> str:
+    # The <summary> line is raw HTML (an HTML block up to the next blank line): Markdown is
+    # not parsed there, so what goes in it is escaped with html_text, not md_text.
     return f"<details><summary>{summary}</summary>\n"
 
 
 def _group_block(file: str, name: str, keys: Sequence[str], values: Mapping[str, Any]) -> _Block:
-    summary = f"{md_text(file)}: <code>{md_text(name)}</code> ({len(keys)} values)"
+    summary = f"{html_text(file)}: <code>{html_text(name)}</code> ({len(keys)} values)"
     parts = [k.split(".") for k in keys]
     if all(len(p) == 3 for p in parts):
         # group.row.column, e.g. per_class.3.f1: one row per class, one column per score
@@ -323,20 +329,20 @@ def _list_block(file: str, key: str, value: list[Any]) -> _Block:
     if rows_ok and all(len(r) == len(value[0]) and all(_is_number(x) for x in r) for r in value):
         n_rows, n_cols = len(value), len(value[0])
         if n_rows <= _MAX_MATRIX and 0 < n_cols <= _MAX_MATRIX:
-            summary = f"{md_text(file)}: <code>{md_text(key)}</code> ({n_rows} x {n_cols})"
+            summary = f"{html_text(file)}: <code>{html_text(key)}</code> ({n_rows} x {n_cols})"
             rows = [[f"**{i}**", *[format_number(x) for x in r]] for i, r in enumerate(value)]
             return _table_block(title, _details(summary),
                                 [md_code(key), *[str(j) for j in range(n_cols)]], rows,
                                 "l" + "r" * n_cols, "\n\n</details>")
     if value and all(_is_number(x) for x in value) and len(value) <= _MAX_MATRIX:
-        summary = f"{md_text(file)}: <code>{md_text(key)}</code> ({len(value)} values)"
+        summary = f"{html_text(file)}: <code>{html_text(key)}</code> ({len(value)} values)"
         rows = [[str(i), format_number(x)] for i, x in enumerate(value)]
         return _table_block(title, _details(summary), ["Index", md_code(key)], rows, "rr",
                             "\n\n</details>")
     text = json.dumps(value, ensure_ascii=False)
     if len(text) > 4000:
         text = text[:4000] + " …"
-    summary = f"{md_text(file)}: <code>{md_text(key)}</code> (a list of {len(value)})"
+    summary = f"{html_text(file)}: <code>{html_text(key)}</code> (a list of {len(value)})"
     return _Block(title, _details(summary) + "\n" + _fenced(text, "json") + "\n\n</details>")
 
 
@@ -417,7 +423,7 @@ def _datasets(record: Mapping[str, Any]) -> list[_Block]:
             where = "-"
         size = ds.get("size")
         rows.append([md_code(name), md_code(str(ds.get("version") or "-")[:12]),
-                     str(ds.get("files", "")),
+                     md_text(ds.get("files", "")),
                      format_size(size) if isinstance(size, int) else "", where])
     return [_table_block("datasets", "### Datasets\n",
                          ["Dataset", "Version", "Files", "Size", "Remote"], rows, "llrrl")]
