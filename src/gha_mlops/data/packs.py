@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from gha_mlops._fs import canonical_json_bytes, temp_file
+from gha_mlops.pipeline.hashing import is_object_digest, is_sha256
 
 __all__ = [
     "FORMAT",
     "INDEX_FORMAT_NAME",
     "INDEX_VERSION",
     "LARGE_THRESHOLD",
+    "MAX_INDEX_BYTES",
+    "MAX_PACKED_OBJECT",
     "OBJECTS_PREFIX",
     "PACKS_PREFIX",
     "PACK_SIZE",
@@ -36,6 +39,7 @@ __all__ = [
     "PackIndex",
     "ReadPlan",
     "index_key",
+    "is_pack_id",
     "object_key",
     "pack_key",
     "plan_packs",
@@ -65,12 +69,24 @@ bounded."""
 WHOLE_PACK_FRACTION = 0.5
 """When at least this fraction of a pack's bytes is needed, the whole pack is read."""
 
-_HEX = frozenset("0123456789abcdef")
+MAX_PACKED_OBJECT = 64 << 20
+"""The largest object a pack may hold (16 x the default :data:`LARGE_THRESHOLD`): each is
+read into memory whole, so an index may not claim more."""
+MAX_INDEX_BYTES = 256 << 20
+"""The largest ``.idx`` read from a remote: far above what a :data:`PACK_SIZE` pack of real
+files needs, and a bound on the memory a hostile remote can make a fetch use."""
 
 
 def _check_digest(digest: str) -> None:
-    if len(digest) < 3 or not set(digest.removesuffix(".dir")) <= _HEX:
-        raise ValueError(f"not an object digest: {digest!r}")
+    # Exactly a digest gha-mlops writes: the digest names a path in the local cache.
+    if not is_object_digest(digest):
+        raise ValueError(f"not an object digest (64 lowercase hex digits, maybe + .dir): "
+                         f"{digest!r}")
+
+
+def is_pack_id(name: str) -> bool:
+    """True when ``name`` can be a pack id (the sha256 of the pack: 64 lowercase hex)."""
+    return is_sha256(name)
 
 
 def object_key(digest: str) -> str:
@@ -147,7 +163,7 @@ class PackIndex:
         """
         try:
             doc: Any = json.loads(data)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # RecursionError: [[[[...]]]] nesting
             raise ValueError(f"not JSON: {err}") from None
         if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT_NAME:
             raise ValueError("not a gha-mlops pack index")
@@ -161,7 +177,8 @@ class PackIndex:
             raise ValueError(f"it describes pack {doc.get('pack')!r}, not {pack_id!r}")
         size = doc.get("size")
         raw = doc.get("entries")
-        if not isinstance(size, int) or size < 0 or not isinstance(raw, list):
+        if (not isinstance(size, int) or isinstance(size, bool) or size < 0
+                or not isinstance(raw, list)):
             raise ValueError("size or entries missing")
         entries = []
         for item in raw:
@@ -172,6 +189,9 @@ class PackIndex:
             _check_digest(digest)
             if offset < 0 or length < 0 or offset + length > size:
                 raise ValueError(f"entry {digest} lies outside the pack")
+            if length > MAX_PACKED_OBJECT:
+                raise ValueError(f"entry {digest} has {length} bytes, more than the "
+                                 f"{MAX_PACKED_OBJECT} a packed object may have")
             entries.append(PackEntry(digest, offset, length))
         return cls(pack_id, size, tuple(entries))
 

@@ -25,10 +25,14 @@ from typing import Any
 
 from gha_mlops._fs import atomic_write_text
 from gha_mlops.errors import ConfigError
+from gha_mlops.pipeline.hashing import is_object_digest, relpath_problem
 
 POINTER_SUFFIX = ".lock.yaml"
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_VERSION = re.compile(r"^[0-9a-f]{64}(\.dir)?$")
+# \Z, not $: "$" also matches before a trailing newline.
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+# Never a dataset: git's own files (a dataset at .git/config could set a command git runs)
+# and the state folder that holds the cache itself.
+_RESERVED_PARTS = frozenset((".git", ".gha-mlops"))
 _SKIP_DIRS = {".git", ".gha-mlops", "__pycache__", ".venv", "node_modules"}
 
 
@@ -89,10 +93,13 @@ def read_pointer(root: Path, pointer_rel: str) -> Dataset:
                           hint="allowed: name, path, version, files, size, source",
                           file=pointer_rel)
     name = need("name", str, NAME.match, "a dataset name (letters, digits, _ . -)")
-    rel = need("path", str, lambda v: v and not v.startswith("/") and ".." not in
-               PurePosixPath(v).parts, "a path relative to the pointer, inside the workspace")
-    version = need("version", str, _VERSION.match, "a sha256 (64 hex digits, + .dir for a "
-                   "directory)")
+    # A pointer comes with a pull request: its path and version are hostile input. The path
+    # is where `data pull` writes, the version names a file in the cache.
+    rel = need("path", str, _safe_data_path, "a path relative to the pointer, inside the "
+               "workspace (no '..', '.', empty parts, backslashes or NUL; not in .git or "
+               ".gha-mlops)")
+    version = need("version", str, is_object_digest, "a sha256 (64 lowercase hex digits, "
+                   "+ .dir for a directory)")
     files = need("files", int, lambda v: v >= 0, "a whole number")
     size = need("size", int, lambda v: v >= 0, "a whole number")
     source = raw.get("source")
@@ -101,8 +108,16 @@ def read_pointer(root: Path, pointer_rel: str) -> Dataset:
         raise ConfigError(f"key 'source' must be an https:// URL, got {source!r}",
                           file=pointer_rel)
     parent = PurePosixPath(pointer_rel).parent
+    if not _safe_data_path(str(parent / rel)):
+        raise ConfigError(f"key 'path' leads to {str(parent / rel)!r}, which cannot hold a "
+                          "dataset", hint="keep datasets out of .git and .gha-mlops",
+                          file=pointer_rel)
     return Dataset(name=name, path=str(parent / rel) if str(parent) != "." else rel,
                    pointer=pointer_rel, version=version, files=files, size=size, source=source)
+
+
+def _safe_data_path(path: str) -> bool:
+    return relpath_problem(path) is None and not _RESERVED_PARTS & set(path.split("/"))
 
 
 def write_pointer(root: Path, ds: Dataset) -> None:

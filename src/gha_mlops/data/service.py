@@ -14,19 +14,21 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from gha_mlops._fs import atomic_write_bytes, resolve_inside
 from gha_mlops.config import STATE_DIR
 from gha_mlops.config.model import Remote
 from gha_mlops.data.pointer import NAME, Dataset, find_datasets, pointer_for, write_pointer
 from gha_mlops.data.ports import ObjectStore
 from gha_mlops.data.transfer import Progress, TransferStats
 from gha_mlops.errors import GhaMlopsError, UsageError
-from gha_mlops.pipeline.cache import ContentCache, remove_path
+from gha_mlops.pipeline.cache import ContentCache, ManifestError, Tree, remove_path
 from gha_mlops.pipeline.hashing import (
     Hasher,
     StatCache,
+    is_object_digest,
     is_tree,
     tree_digest,
     tree_manifest_bytes,
@@ -139,6 +141,9 @@ def add(ws: Workspace, path: Path, *, name: str | None = None,
                  size=size, source=source or (other.source if other and other.version == version
                                               else None))
     changed = other is None or other.version != version
+    # The pointer is renamed into place (a link there is replaced); its folder is the
+    # dataset's, already resolved by ws.rel. The .gitignore is resolved in _git_ignore.
+    resolve_inside(ws.root, ds.pointer, what=f"pointer of dataset {name}")
     write_pointer(ws.root, ds)
     _git_ignore(ws.root, rel)
     return AddResult(ds, new_objects, time.monotonic() - started, changed)
@@ -172,14 +177,19 @@ def _store_tree(ws: Workspace, rel: str) -> tuple[list[dict[str, Any]], int]:
 
 
 def _git_ignore(root: Path, rel: str) -> None:
-    """Keep the data itself out of git: ``/name`` in the .gitignore beside it."""
-    parent = (root / rel).parent
-    line = "/" + Path(rel).name
-    ignore = parent / ".gitignore"
-    text = ignore.read_text() if ignore.exists() else ""
-    if line not in text.splitlines():
-        with ignore.open("a", encoding="utf-8") as fh:
-            fh.write(("" if not text or text.endswith("\n") else "\n") + line + "\n")
+    """Keep the data itself out of git: ``/name`` in the .gitignore beside it.
+
+    The .gitignore may be a symlink (a pull request can commit one): it is followed only
+    while it stays in the workspace (else :class:`UnsafePathError`), and the new text is
+    written atomically to the file it resolves to."""
+    line = "/" + PurePosixPath(rel).name
+    ignore_rel = str(PurePosixPath(rel).parent / ".gitignore")
+    ignore = resolve_inside(root, ignore_rel, what=".gitignore")
+    text = ignore.read_bytes() if ignore.is_file() else b""
+    entry = line.encode("utf-8")
+    if entry not in text.splitlines():
+        sep = b"" if not text or text.endswith(b"\n") else b"\n"
+        atomic_write_bytes(ignore, text + sep + entry + b"\n")
 
 
 # --------------------------------------------------------------------------- inspection
@@ -200,15 +210,35 @@ class DatasetStatus:
                 "modified_files": self.modified_files}
 
 
+def tree_of(ws: Workspace, ds: Dataset, *, source: str | None = None) -> Tree | None:
+    """The validated manifest of tree dataset ``ds``, or None when the cache lacks it. A
+    malformed one raises :class:`ManifestError` naming the dataset (and ``source``, the
+    remote it just came from)."""
+    try:
+        return ws.cache.tree_if_known(ds.version)
+    except ManifestError as err:
+        hint = (_FOREIGN_MANIFEST.format(remote=source) if source else
+                f"delete {ws.cache.object_path(ds.version)} and pull {ds.name} again from a "
+                f"remote only trusted people can write to; if {ds.pointer} came with a pull "
+                "request, check where it points")
+        raise err.within(dataset=f"{ds.name} ({ds.pointer})", source=source,
+                         hint=hint) from None
+
+
+_FOREIGN_MANIFEST = ("the remote holds a manifest that is not one gha-mlops wrote; nothing "
+                     "was written to the workspace. Check who can write to {remote}")
+
+
 def objects_of(ws: Workspace, ds: Dataset) -> list[str] | None:
     """Every object digest the dataset needs (manifest included), or None when the manifest
-    itself is not in the cache (fetch it first)."""
+    itself is not in the cache (fetch it first). A malformed manifest raises
+    :class:`ManifestError`."""
     if not ds.is_tree:
         return [ds.version]
-    manifest = ws.cache.manifest_if_known(ds.version)
-    if manifest is None:
+    tree = tree_of(ws, ds)
+    if tree is None:
         return None
-    return [ds.version, *sorted({e["sha256"] for e in manifest})]
+    return [ds.version, *sorted(tree.digests())]
 
 
 def status(ws: Workspace, datasets: Iterable[Dataset],
@@ -222,7 +252,8 @@ def status(ws: Workspace, datasets: Iterable[Dataset],
         state = "ok" if digest == ds.version else ("missing" if digest is None else "modified")
         modified: list[str] = []
         if state == "modified" and ds.is_tree and digest and is_tree(digest):
-            old = {e["path"]: e["sha256"] for e in (ws.cache.manifest_if_known(ds.version) or [])}
+            tree = tree_of(ws, ds)
+            old = tree.files() if tree is not None else {}
             new = {e["path"]: e["sha256"] for e in json.loads(ws.hasher.manifests[digest])}
             modified = [p for p in sorted(set(old) | set(new)) if old.get(p) != new.get(p)]
         objects = objects_of(ws, ds)
@@ -276,19 +307,45 @@ def verify(ws: Workspace, datasets: Iterable[Dataset]) -> list[VerifyProblem]:
 
 
 def checkout(ws: Workspace, ds: Dataset, *, to: Path | None = None) -> Path:
-    """Materialize ``ds`` from the cache at its path (or under ``to``), atomically."""
+    """Materialize ``ds`` from the cache at its path (or under ``to``), atomically.
+
+    Nothing is written outside the workspace through a symlink: the destination is resolved
+    first and refused (:class:`UnsafePathError`) when it leaves the workspace, or, for a
+    ``to`` the user named outside the workspace, when it leaves ``to``. A symlink inside
+    the existing tree where the dataset has a folder is refused too. A malformed manifest
+    raises :class:`ManifestError` before anything is written."""
     from gha_mlops.pipeline.cache import CacheMiss
 
-    dest = (to / Path(ds.path).name) if to is not None else ws.root / ds.path
+    inside, dest = _destination(ws, ds, to)
     if to is None and ws.hasher.hash_path(ds.path) == ds.version:
         return dest
+    if ds.is_tree:
+        tree_of(ws, ds)  # a malformed manifest is named with its dataset
     try:
-        ws.cache.checkout(ds.version, dest)
+        ws.cache.checkout(ds.version, dest, inside=inside)
     except CacheMiss:
         raise GhaMlopsError(
             f"dataset {ds.name} ({ds.version[:12]}) is not in the local cache",
             hint=f"fetch it first: gha-mlops data pull {ds.name}") from None
     return dest
+
+
+def _destination(ws: Workspace, ds: Dataset, to: Path | None) -> tuple[Path, Path]:
+    """``(the folder writes must stay in, the destination)`` of a checkout of ``ds``."""
+    if to is None:
+        dest = ws.root / ds.path
+        resolve_inside(ws.root, ds.path, what=f"dataset {ds.name} ({ds.pointer}) path")
+        return ws.root, dest
+    full = Path(os.path.normpath(Path.cwd() / to))
+    name = PurePosixPath(ds.path).name
+    real_root = os.path.realpath(ws.root)
+    if (full == ws.root or ws.root in full.parents
+            or os.path.commonpath([real_root, os.path.realpath(full)]) == real_root):
+        # Inside the workspace, a folder from the working tree may be a planted link.
+        resolve_inside(ws.root, full, what="--to folder")
+        return ws.root, full / name
+    # Elsewhere, the folder is the user's own choice: only the dataset's name is checked.
+    return full, full / name
 
 
 def referenced_objects(ws: Workspace, *, keep_days: float = 30.0) -> set[str]:
@@ -297,9 +354,16 @@ def referenced_objects(ws: Workspace, *, keep_days: float = 30.0) -> set[str]:
     keep: set[str] = set()
 
     def add_digest(digest: str) -> None:
+        if not is_object_digest(digest):
+            return  # not a digest (a damaged record): names no object
         keep.add(digest)
         if is_tree(digest):
-            keep.update(e["sha256"] for e in ws.cache.manifest_if_known(digest) or [])
+            try:
+                tree = ws.cache.tree_if_known(digest)
+            except ManifestError:
+                return  # a malformed manifest holds nothing gc can vouch for; keep it alone
+            if tree is not None:
+                keep.update(tree.digests())
 
     for ds in ws.datasets().values():
         add_digest(ds.version)
@@ -321,7 +385,8 @@ def referenced_objects(ws: Workspace, *, keep_days: float = 30.0) -> set[str]:
         for digest in (record.get("deps") or {}).values():
             add_digest(digest)
         for entry in (record.get("outputs") or {}).values():
-            add_digest(entry["sha256"])
+            if isinstance(entry, dict):
+                add_digest(entry.get("sha256", ""))
     return keep
 
 
@@ -506,12 +571,19 @@ def _fetch_one(ws: Workspace, ds: Dataset, store: _LazyStore, jobs: int,
                          "data is), or pin a `source:` URL in its pointer")
     index_dir = _index_dir(ws, store.remote)
     first = TransferStats()
+    remote = f"remote {store.remote.name} ({store.remote.url})"
     if objects is None:  # the manifest comes first: it names the files
-        first = transfer.fetch(store.get(), ws.cache, [ds.version], index_dir=index_dir,
-                               jobs=jobs)
-        objects = objects_of(ws, ds) or []
+        try:
+            first = transfer.fetch(store.get(), ws.cache, [ds.version], index_dir=index_dir,
+                                   jobs=jobs)
+        except ManifestError as err:  # refused before it entered the cache
+            raise err.within(dataset=f"{ds.name} ({ds.pointer})",
+                             hint=_FOREIGN_MANIFEST.format(remote=store.remote.url)) from None
+        tree = tree_of(ws, ds, source=remote)
+        objects = [ds.version, *sorted(tree.digests())] if tree is not None else []
     wanted = set(ws.cache.absent(objects))
-    sizes = {e["sha256"]: e["size"] for e in ws.cache.manifest_if_known(ds.version) or []}
+    tree = tree_of(ws, ds) if ds.is_tree else None
+    sizes = {e.sha256: e.size for e in tree.entries} if tree is not None else {}
     nbytes = sum(sizes.get(d, 0) for d in wanted) if ds.is_tree else ds.size
     progress = listener.started(ds, len(wanted), nbytes) if listener else None
     stats = _add(first, transfer.fetch(store.get(), ws.cache, objects, index_dir=index_dir,

@@ -36,6 +36,8 @@ from typing import TypeVar
 from gha_mlops._fs import atomic_write_bytes
 from gha_mlops.data.packs import (
     LARGE_THRESHOLD,
+    MAX_INDEX_BYTES,
+    MAX_PACKED_OBJECT,
     OBJECTS_PREFIX,
     PACK_SIZE,
     PACKS_PREFIX,
@@ -44,6 +46,7 @@ from gha_mlops.data.packs import (
     ReadPlan,
     digest_of_object_key,
     index_key,
+    is_pack_id,
     object_key,
     pack_key,
     pack_target,
@@ -53,8 +56,8 @@ from gha_mlops.data.packs import (
 )
 from gha_mlops.data.ports import ObjectStore, TransientStoreError
 from gha_mlops.errors import DataIntegrityError, GhaMlopsError, RemoteError
-from gha_mlops.pipeline.cache import ContentCache, ObjectMismatch
-from gha_mlops.pipeline.hashing import CHUNK, TREE_SUFFIX, is_tree
+from gha_mlops.pipeline.cache import MAX_MANIFEST_BYTES, ContentCache, ManifestError, ObjectMismatch
+from gha_mlops.pipeline.hashing import CHUNK, TREE_SUFFIX, is_object_digest, is_tree
 
 __all__ = [
     "Progress",
@@ -77,6 +80,10 @@ _DAMAGED_HINT = ("the remote copy is damaged; nothing was added to the local cac
                  "damaged key (and, for a pack, its .idx) from the remote, then run "
                  "`gha-mlops data push` on a machine whose cache holds the object: the remote "
                  "index no longer lists it, so it is sent again")
+
+_FOREIGN_HINT = ("the remote holds data that is not what gha-mlops writes; nothing was "
+                 "added to the local cache. Check who can write to {remote}: anyone who can "
+                 "may plant files there")
 
 
 @dataclass(frozen=True)
@@ -191,11 +198,15 @@ class _RemoteIndex:
         indexes: dict[str, int] = {}
         tally.request()
         for key, size in _retry_list(store, PACKS_PREFIX):
-            name = key[len(PACKS_PREFIX):]
-            if name.endswith(".pack"):
-                listed[name[:-5]] = size
-            elif name.endswith(".idx"):
-                indexes[name[:-4]] = size
+            # The listing is the remote's word: only names of the form gha-mlops writes
+            # count (a pack id names a local file, the cached index, so it must be hex).
+            stem, dot, ext = key[len(PACKS_PREFIX):].rpartition(".")
+            if not (dot and is_pack_id(stem) and isinstance(size, int) and size >= 0):
+                continue
+            if ext == "pack":
+                listed[stem] = size
+            elif ext == "idx":
+                indexes[stem] = size
         self = cls()
         # An index without its pack promises nothing (the pack was deleted, or is damaged).
         ids = sorted(indexes.keys() & listed.keys())
@@ -206,6 +217,11 @@ class _RemoteIndex:
             try:
                 index = PackIndex.from_bytes(cached.read_bytes(), pack_id)
             except (OSError, ValueError):
+                if indexes[pack_id] > MAX_INDEX_BYTES:
+                    raise RemoteError(
+                        f"pack index {store.url}/{index_key(pack_id)} has {indexes[pack_id]} "
+                        f"bytes, more than the {MAX_INDEX_BYTES} an index of a pack may have",
+                        hint=_FOREIGN_HINT.format(remote=store.url)) from None
                 data = _retry(lambda: store.read_range(index_key(pack_id), 0,
                                                        indexes[pack_id]), tally)
                 try:
@@ -272,6 +288,7 @@ def push(store: ObjectStore, cache: ContentCache, digests: Iterable[str], *, ind
     Objects the remote holds are not sent: a second push sends nothing.
     """
     tally = _Tally(progress)
+    large_threshold = min(large_threshold, MAX_PACKED_OBJECT)  # what readers accept in packs
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         remote = _RemoteIndex.load(store, index_dir, pool, tally, objects=True)
         missing = [d for d in _unique(digests) if not remote.has(d)]
@@ -337,7 +354,16 @@ def fetch(store: ObjectStore, cache: ContentCache, digests: Iterable[str], *, in
     everything costs no request.
     """
     tally = _Tally(progress)
-    wanted = cache.absent(_unique(digests))
+    wanted = _unique(digests)
+    for d in wanted:
+        if not is_object_digest(d):
+            # Every digest names a path in the cache and a key on the remote.
+            raise DataIntegrityError(
+                f"cannot fetch {d!r} from {store.url}: it is not an object digest (64 "
+                "lowercase hex digits, + .dir for a tree)",
+                hint="the pointer or manifest that names it was not written by gha-mlops: "
+                     "restore it from a commit you trust")
+    wanted = cache.absent(wanted)
     if not wanted:
         return tally.stats()
     cache.tmp.mkdir(parents=True, exist_ok=True)
@@ -392,6 +418,9 @@ def _fetch_range(store: ObjectStore, cache: ContentCache, pack_id: str, plan: Re
             except ObjectMismatch as err:
                 raise _integrity(e.digest, f"{store.url}/{key} (bytes {e.offset}-"
                                            f"{e.offset + e.length - 1})", err.actual) from None
+            except ManifestError as err:
+                raise err.within(source=f"{store.url}/{key}",
+                                 hint=_FOREIGN_HINT.format(remote=store.url)) from None
             nbytes += e.length
     tally.done(len(plan.entries), nbytes)
 
@@ -492,6 +521,8 @@ def _resumable_download(cache: ContentCache, digest: str, source: str, size: int
                     _sleep_backoff(attempt)
             actual = _sha256_fd(fd)
             if actual == digest.removesuffix(TREE_SUFFIX):
+                if is_tree(digest):
+                    _check_manifest_fd(cache, digest, fd, partial, source)
                 break
             os.ftruncate(fd, 0)
             if not resumed:
@@ -503,6 +534,22 @@ def _resumable_download(cache: ContentCache, digest: str, source: str, size: int
         os.fchmod(fd, 0o444)
         os.replace(partial, dest)
         return True
+
+
+def _check_manifest_fd(cache: ContentCache, digest: str, fd: int, partial: Path,
+                       source: str) -> None:
+    """Validate the downloaded manifest in ``fd`` before it may enter the cache; a malformed
+    one is deleted and raises :class:`ManifestError` naming ``source``."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    size = os.fstat(fd).st_size
+    with os.fdopen(os.dup(fd), "rb") as fh:
+        data = fh.read(min(size, MAX_MANIFEST_BYTES + 1))
+    try:
+        cache.check_manifest(digest, data)
+    except ManifestError as err:
+        os.unlink(partial)
+        remote = source.rpartition("/v1/")[0] or source
+        raise err.within(source=source, hint=_FOREIGN_HINT.format(remote=remote)) from None
 
 
 def _sha256_fd(fd: int) -> str:

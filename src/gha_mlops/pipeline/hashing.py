@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -25,8 +26,63 @@ TREE_SUFFIX = ".dir"
 RACY_WINDOW_NS = 1_000_000_000
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_OBJECT_DIGEST = re.compile(r"[0-9a-f]{64}(?:\.dir)?")
+# The longest path and file name Linux accepts (PATH_MAX, NAME_MAX), in bytes.
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+
+
 def is_tree(digest: str) -> bool:
     return digest.endswith(TREE_SUFFIX)
+
+
+def is_sha256(value: object) -> bool:
+    """True for a file's digest as gha-mlops writes it: exactly 64 lowercase hex digits."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
+def is_object_digest(value: object) -> bool:
+    """True for any object digest: a file's sha256, or a tree's ``<sha256>.dir``.
+
+    Digests that come from outside (pointers, manifests, pack indexes, a remote's listing)
+    must pass this before they name a path: ``object_path("../../x")`` would leave the cache.
+    """
+    return isinstance(value, str) and _OBJECT_DIGEST.fullmatch(value) is not None
+
+
+def relpath_problem(path: object) -> str | None:
+    """Why ``path`` is not a safe relative POSIX path, or None when it is one.
+
+    Safe: a non-empty ``str`` of ``/``-separated parts, none of them empty, ``.`` or ``..``,
+    no NUL or backslash, not absolute, valid UTF-8 (no lone surrogates), at most
+    :data:`MAX_PATH_BYTES` bytes with parts of at most :data:`MAX_NAME_BYTES`. Joined to a
+    folder, such a path never leaves it textually (symlinks are the caller's business).
+    """
+    if not isinstance(path, str):
+        return f"a path must be a string, not {type(path).__name__}"
+    if not path:
+        return "the path is empty"
+    if "\0" in path:
+        return "the path contains a NUL byte"
+    if "\\" in path:
+        return "the path contains a backslash"
+    if path.startswith("/"):
+        return "the path is absolute"
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the path is not valid UTF-8"
+    if len(encoded) > MAX_PATH_BYTES:
+        return f"the path is longer than {MAX_PATH_BYTES} bytes"
+    for part in path.split("/"):
+        if not part:
+            return "the path has an empty part ('//' or a trailing '/')"
+        if part in (".", ".."):
+            return f"the path has a {part!r} part"
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+            return f"a part of the path is longer than {MAX_NAME_BYTES} bytes"
+    return None
 
 
 def sha256_file(path: Path | str) -> str:
