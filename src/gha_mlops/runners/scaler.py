@@ -107,21 +107,49 @@ class Scaler:
         """Record what GitHub says of a job, and move our runner with it."""
         self.on_job_events([job], source=source)
 
-    def on_job_events(self, jobs: Sequence[GhJob], *, source: str = "webhook") -> None:
+    def on_job_events(self, jobs: Sequence[GhJob], *, source: str = "webhook",
+                      deliveries: Sequence[str] = ()) -> None:
         """:meth:`on_job_event` for many, in one state transaction and one wake-up (the
-        event worker applies what queued up while it was busy this way)."""
-        mine = [j for j in jobs if self.in_scope(j.repo) and j.status != "waiting"]
-        if not mine:
+        event worker applies what queued up while it was busy this way). Each job is
+        applied on its own (``deliveries``: one id per job, remembered with it): one that
+        fails is logged with its delivery id and skipped, the others go on."""
+        ids: list[str | None] = list(deliveries) or [None] * len(jobs)
+        mine: list[tuple[GhJob, str | None]] = []
+        ignored: list[str] = []
+        for job, delivery in zip(jobs, ids, strict=True):
+            if self.in_scope(job.repo) and job.status != "waiting":
+                mine.append((job, delivery))
+            elif delivery is not None:
+                ignored.append(delivery)  # nothing to write, but applied: a replay is dropped
+        if not mine and not ignored:
             return
-        olds = self.state.upsert_jobs(mine)
-        for job, old in zip(mine, olds, strict=True):
+        results = self.state.apply_jobs([j for j, _ in mine], [d for _, d in mine],
+                                        remember=ignored)
+        for (job, delivery), result in zip(mine, results, strict=True):
+            if result.error is not None:
+                self.metrics.errors.labels("event").inc()
+                log(ERROR, f"could not apply a job event ({result.error}); skipped, and "
+                    "taken again if GitHub redelivers it", job_id=job.id, repo=job.repo,
+                    delivery=delivery)
+                continue
+            old = result.old
             if old == job.status or (old is not None and job.status == "queued"):
                 continue  # stale or repeated news
             if old is None and source != "webhook" and job.status == "queued":
                 log(WARNING, "found a queued job no webhook told of", job_id=job.id,
                     repo=job.repo)
+            self._follow_safely(job, delivery)
+        if mine:
+            self.kick()
+
+    def _follow_safely(self, job: GhJob, delivery: str | None) -> None:
+        try:
             self._follow(job)
-        self.kick()
+        except Exception as err:  # one event's failure must not cost the others
+            self.metrics.errors.labels("internal").inc()
+            logging.getLogger("gha_mlops.runners").error(
+                "internal error following job %s (delivery %s): %r; the next full pass "
+                "catches up", job.id, delivery, err, exc_info=err)
 
     def _follow(self, job: GhJob) -> None:
         runner = job.runner_name if job.runner_name and \

@@ -64,8 +64,8 @@ class Service:
                         backends if backends is not None else make_backends(config),
                         metrics=metrics)
         intake = Intake(secret=config.webhook_secret, path=config.webhook_path,
-                        max_body=config.max_body, first_delivery=state.first_delivery,
-                        metrics=metrics)
+                        max_body=config.max_body, first_delivery=state.claim_delivery,
+                        forget_delivery=state.release_deliveries, metrics=metrics)
         server = IntakeServer(intake, config.listen_host,
                               config.listen_port if port is None else port,
                               health=lambda: _health(scaler))
@@ -87,7 +87,9 @@ class Service:
 
     def _work(self) -> None:
         """Apply accepted webhooks to the state: whatever queued up meanwhile goes in one
-        transaction, so a burst costs one commit and one pass, not one per delivery."""
+        transaction, so a burst costs one commit and one pass, not one per delivery. Each
+        event is applied in its own savepoint (see ``State.apply_jobs``): a bad one is logged
+        and skipped, and its delivery id is remembered only when it was applied."""
         events = self.intake.events
         while True:
             try:
@@ -102,11 +104,13 @@ class Service:
                 except queue.Empty:
                     break
             try:
-                self.scaler.on_job_events([job for job, _delivery in batch])
-            except Exception as err:
+                self.scaler.on_job_events([e.job for e in batch],
+                                          deliveries=[e.delivery for e in batch])
+            except Exception as err:  # e.g. the database locked: none of the batch applied
+                self.state.release_deliveries(*(e.delivery for e in batch))
                 self.scaler.metrics.errors.labels("internal").inc()
-                log(40, f"internal error applying {len(batch)} webhook(s): {err!r}",
-                    delivery=batch[0][1])
+                log(40, f"internal error applying {len(batch)} webhook(s): {err!r}; their "
+                    "redeliveries will be taken", delivery=batch[0].delivery)
 
     def stop(self) -> None:
         self.server.stop()  # no more webhooks; the worker applies those accepted, then ends

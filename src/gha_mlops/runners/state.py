@@ -86,6 +86,14 @@ class StateError(GhaMlopsError):
 
 
 @dataclass(frozen=True)
+class Applied:
+    """What :meth:`State.apply_jobs` did with one job."""
+
+    old: str | None  # its previous status (None: new, or not written)
+    error: str | None = None  # why it could not be written (then nothing of it was)
+
+
+@dataclass(frozen=True)
 class Transition:
     seq: int
     at: float
@@ -127,6 +135,7 @@ class State:
             self._runners[str(row[0])] = _runner(row)
         self._seen_lock = threading.Lock()
         self._pending: list[tuple[str, float]] = []
+        self._inflight: set[str] = set()  # claimed, not applied yet
         self._seen: dict[str, float] = dict(self._db.execute(
             "SELECT id, received_at FROM deliveries WHERE received_at >= ?",
             (self.now() - DELIVERY_MEMORY,)).fetchall())
@@ -159,19 +168,37 @@ class State:
     # -- webhook deliveries -----------------------------------------------------------------
 
     def first_delivery(self, delivery_id: str) -> bool:
-        """Note a delivery id; False when it was seen before (a replay or a redelivery).
-
-        Answered from memory (the ids of the last ``DELIVERY_MEMORY`` seconds, loaded at
-        start), so the webhook endpoint never waits for the database; new ids are written
-        with the next batch of jobs (or at :meth:`close`). An id accepted just before a crash
-        may be accepted once more after it: harmless, since job updates are idempotent."""
+        """Note a delivery id as applied at once; False when it was seen before (a replay or a
+        redelivery), or is being applied now. New ids are written with the next batch of jobs
+        (or at :meth:`close`). The service takes ids with :meth:`claim_delivery` instead, so
+        that one is remembered only once its event is applied."""
         with self._seen_lock:
-            if delivery_id in self._seen:
+            if delivery_id in self._seen or delivery_id in self._inflight:
                 return False
             now = self.now()
             self._seen[delivery_id] = now
             self._pending.append((delivery_id, now))
             return True
+
+    def claim_delivery(self, delivery_id: str) -> bool:
+        """Take a delivery for applying; False when it was applied in the last
+        ``DELIVERY_MEMORY`` seconds (a replay or a redelivery) or is being applied now.
+
+        Answered from memory (the ids applied, loaded at start, and those in flight), so the
+        webhook endpoint never waits for the database. Nothing is written here: the id is
+        remembered when :meth:`apply_jobs` applies its event (in the same savepoint as the
+        job), so a redelivery of one whose application failed, or that a crash cut short, is
+        taken again; :meth:`release_deliveries` gives back one taken but not applied."""
+        with self._seen_lock:
+            if delivery_id in self._seen or delivery_id in self._inflight:
+                return False
+            self._inflight.add(delivery_id)
+            return True
+
+    def release_deliveries(self, *delivery_ids: str) -> None:
+        """Give back ids taken with :meth:`claim_delivery` and not applied."""
+        with self._seen_lock:
+            self._inflight.difference_update(delivery_ids)
 
     def _write_deliveries(self, db: sqlite3.Connection) -> None:
         with self._seen_lock:
@@ -189,19 +216,70 @@ class State:
                     ) -> list[str | None]:
         """Record what GitHub says of jobs, in one transaction; status only moves forward.
         Returns, per job, its previous status (None for a new job), or its current one
-        unchanged when the news is stale."""
+        unchanged when the news is stale. Each job is written in its own savepoint: one
+        that cannot be written raises :class:`StateError` after the others are committed."""
+        results = self.apply_jobs(jobs, at=at)
+        failed = [(job, r.error) for job, r in zip(jobs, results, strict=True) if r.error]
+        if failed:
+            job, error = failed[0]
+            raise StateError(f"could not record job {job.id}: {error}",
+                             hint="the reconcile loop reads it again from GitHub")
+        return [r.old for r in results]
+
+    def apply_jobs(self, jobs: Sequence[GhJob], deliveries: Sequence[str | None] = (), *,
+                   at: float | None = None, remember: Sequence[str] = ()) -> list[Applied]:
+        """Record jobs as :meth:`upsert_jobs` does, each in its own savepoint with its
+        delivery id (``deliveries``, one per job when given): a job that cannot be written
+        is rolled back alone, its id not remembered (so its redelivery is taken again), and
+        the others are committed. ``remember``: ids of deliveries applied without a job to
+        write (out of scope, waiting). Every id given is released from the in-flight set."""
         at = self.now() if at is None else at
-        with self._lock:
-            with self._tx() as db:
-                results = [self._upsert(db, job, at) for job in jobs]
-                self._write_deliveries(db)
-            for job, (old, new) in zip(jobs, results, strict=True):
-                if new is not None:  # inserted: its view is known without a read
-                    if _active(new):
-                        self._jobs[job.id] = new
-                elif old != job.status and _ORDER.get(job.status, 0) > _ORDER.get(old or "", 0):
-                    self._refresh_job(job.id)
-        return [old for old, _new in results]
+        ids = list(deliveries) or [None] * len(jobs)
+        given = [d for d in [*ids, *remember] if d is not None]
+        outcomes: list[tuple[str | None, JobView | None, str | None]] = []
+        applied: list[str] = []
+        try:
+            with self._lock:
+                with self._tx() as db:
+                    outcomes = [self._apply_one(db, job, delivery, at)
+                                for job, delivery in zip(jobs, ids, strict=True)]
+                    self._write_deliveries(db)
+                    db.executemany("INSERT OR IGNORE INTO deliveries (id, received_at) "
+                                   "VALUES (?, ?)", [(d, at) for d in remember])
+                applied = [d for d, o in zip(ids, outcomes, strict=True)
+                           if d is not None and o[2] is None] + list(remember)
+                self._cache_jobs(jobs, outcomes)
+        finally:  # committed or not, nothing given stays in flight
+            with self._seen_lock:
+                self._seen.update((d, at) for d in applied)
+                self._inflight.difference_update(given)
+        return [Applied(old, error) for old, _new, error in outcomes]
+
+    def _apply_one(self, db: sqlite3.Connection, job: GhJob, delivery: str | None,
+                   at: float) -> tuple[str | None, JobView | None, str | None]:
+        db.execute("SAVEPOINT job")
+        try:
+            old, new = self._upsert(db, job, at)
+            if delivery is not None:
+                db.execute("INSERT OR IGNORE INTO deliveries (id, received_at) VALUES (?, ?)",
+                           (delivery, at))
+        except Exception as err:  # one event's failure must not cost the others: undo it alone
+            db.execute("ROLLBACK TO job")
+            db.execute("RELEASE job")
+            return None, None, f"{type(err).__name__}: {err}"
+        db.execute("RELEASE job")
+        return old, new, None
+
+    def _cache_jobs(self, jobs: Sequence[GhJob],
+                    outcomes: Sequence[tuple[str | None, JobView | None, str | None]]) -> None:
+        for job, (old, new, error) in zip(jobs, outcomes, strict=True):
+            if error is not None:
+                continue
+            if new is not None:  # inserted: its view is known without a read
+                if _active(new):
+                    self._jobs[job.id] = new
+            elif old != job.status and _ORDER.get(job.status, 0) > _ORDER.get(old or "", 0):
+                self._refresh_job(job.id)
 
     def upsert_job(self, job: GhJob, *, at: float | None = None) -> str | None:
         return self.upsert_jobs([job], at=at)[0]
