@@ -8,7 +8,6 @@ wrote is removed and the outputs it replaced are put back from the cache.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -23,10 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gha_mlops import __version__
-from gha_mlops._fs import atomic_write_json, atomic_write_text
+from gha_mlops._fs import atomic_write_json, atomic_write_text, resolve_inside
 from gha_mlops.config import STATE_DIR, Pipeline, Stage, param_value
 from gha_mlops.config.loader import DATA_PREFIX
-from gha_mlops.errors import InterruptedRunError, StageFailedError, UsageError
+from gha_mlops.errors import (
+    InterruptedRunError,
+    StageFailedError,
+    UnsafePathError,
+    UsageError,
+)
+from gha_mlops.pipeline._procs import StageProcesses, signal_group, stop_leftovers, wait_exited
 from gha_mlops.pipeline.cache import CacheMiss, ContentCache, remove_path
 from gha_mlops.pipeline.environment import (
     git_info,
@@ -192,6 +197,7 @@ class _Engine:
         self.store = RunStore(self.state / "runs")
         self.run_id = new_run_id()
         self.tmp = self.state / "tmp" / "runs" / self.run_id
+        self._children = StageProcesses(self.tmp / "procs", self.run_id)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._procs_lock = threading.Lock()
         self._interrupted = threading.Event()
@@ -200,6 +206,13 @@ class _Engine:
         self._datasets_lock = threading.Lock()
         self._params_file: Path | None = None
         self._params_lock = threading.Lock()
+        # What the record would say if this process died now (see _snapshot).
+        self._results: Mapping[str, StageResult] = {}
+        self._started = 0.0
+        self._snap_lock = threading.Lock()
+        self._snapped: dict[str, StageResult] | None = None
+        self._git: dict[str, Any] | None = None
+        self._unsafe: UnsafePathError | None = None
 
     # ------------------------------------------------------------------ orchestration
 
@@ -207,11 +220,14 @@ class _Engine:
         self.state.mkdir(exist_ok=True)
         _ignore_state_dir(self.state)
         with WorkspaceLock(self.state, wait=self.o.wait, what=self.o.kind):
-            started = time.time()
+            self._after_dead_runs()
+            started = self._started = time.time()
             results: dict[str, StageResult] = {}
+            self._results = results
             try:
                 self._schedule(results)
             finally:
+                self._children.close()
                 self.stat_cache.flush()
                 record = self._record(results, started, time.time())
                 path = self.store.write(record)
@@ -224,6 +240,9 @@ class _Engine:
                 "the run was interrupted; stages that were running were rolled back",
                 hint=f"the partial run is recorded as {record['id']}; run again to continue "
                 "(finished stages are cached)")
+        if self._unsafe is not None:
+            raise UnsafePathError(self._unsafe.message,
+                                  hint=f"{self._unsafe.hint} (run record {record['id']})")
         if record["status"] == "failed":
             failed = [s for s in record["stages"] if s["status"] == "failed"]
             first = failed[0] if failed else {"name": "?", "error": "failed"}
@@ -234,6 +253,32 @@ class _Engine:
             err.result = result
             raise err
         return result
+
+    def _after_dead_runs(self) -> None:
+        """Deal with runs whose process died (``kill -9``, a crash, a lost machine), under the
+        lock and before anything else: a run that ended normally removed its tmp folder, and
+        holding the lock means no other run is alive, so every folder left in ``tmp/runs``
+        belongs to a dead one. What its stages left running is stopped (it would write
+        behind this run's back); its last snapshot becomes its record, status
+        ``interrupted``, so that any ``produced_by_run`` naming it resolves."""
+        runs_tmp = self.state / "tmp" / "runs"
+        try:
+            dead = sorted(os.listdir(runs_tmp))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for run_id in dead:
+            folder = runs_tmp / run_id
+            stopped = stop_leftovers(folder / "procs", run_id)
+            adopted = self.store.adopt_snapshot(folder / "record.json", run_id,
+                                                recorded_by=self.run_id)
+            remove_path(folder)
+            if stopped or adopted:
+                what = [f"stopped {sum(s.count for s in stopped)} process(es) its stages "
+                        f"left running ({', '.join(sorted({s.stage for s in stopped}))})"
+                        ] if stopped else []
+                what += ["recorded it as interrupted"] if adopted else []
+                self.reporter.note(f"run {run_id} ended without its gha-mlops process "
+                                   f"(killed or crashed): {'; '.join(what)}")
 
     def _selected(self) -> list[str]:
         """The stages this run covers, in order: the targets and what they depend on."""
@@ -322,7 +367,7 @@ class _Engine:
             if first:
                 threading.Thread(target=_stop, args=(proc,), daemon=True).start()
             else:
-                _signal_group(proc, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
 
     # ------------------------------------------------------------------ one stage
 
@@ -336,6 +381,12 @@ class _Engine:
             res.error = "interrupted" if self._interrupted.is_set() else err.message
         except CacheMiss as err:
             res.status, res.error = "failed", f"cache object {err} vanished during the run"
+        except UnsafePathError as err:
+            # The stage fails like any other (its record says why); the run then exits with
+            # the unsafe-path error's own code.
+            res.status, res.error = "failed", err.message
+            with self._snap_lock:
+                self._unsafe = self._unsafe or err
         except OSError as err:
             res.status, res.error = "failed", f"{type(err).__name__}: {err}"
         res.seconds = time.monotonic() - started
@@ -366,14 +417,19 @@ class _Engine:
                 res.outs = dict(entry["outs"])
                 res.metrics = entry.get("metrics") or {}
                 res.runtime = entry.get("runtime") or {}
-                res.produced_by = entry.get("run_id")
+                # Only a run that has a record: `runs show` must know every run a record names.
+                producer = entry.get("run_id")
+                res.produced_by = producer if self.store.has(producer) else None
                 res.status = "cached"
                 for path, digest in entry["outs"].items():
                     if self.hasher.hash_path(path) != digest:
+                        self._inside(stage, path)
                         self.cache.checkout(digest, self.root / path)
                         res.status = "restored"
                 return
 
+        for path in stage.out_paths:  # all of them before any is touched
+            self._inside(stage, path)
         backups: dict[str, str] = {}
         for path in stage.out_paths:
             digest = self.hasher.hash_path(path)
@@ -384,6 +440,7 @@ class _Engine:
         try:
             self._execute(stage, res)
             for out in stage.outs:
+                self._inside(stage, out.path)  # the command may have made it a symlink
                 digest = self.hasher.hash_path(out.path)
                 if digest is None:
                     raise _StageFailure(
@@ -397,6 +454,8 @@ class _Engine:
             self._rollback(stage, backups)
             raise
         res.status = "ran"
+        # Recorded before the run cache names this run as the outputs' producer.
+        self._snapshot(res)
         self.cache.save_run(res.signature, res.outs, {
             "stage": stage.name, "run_id": self.run_id, "metrics": res.metrics,
             "runtime": res.runtime})
@@ -425,6 +484,7 @@ class _Engine:
                 f"restore the pin with `gha-mlops data checkout {name}`")
         if not self.cache.has(ds.version):
             self._fetch_dataset(ds)
+        resolve_inside(self.root, ds.path, what=f"the path of dataset {name!r}")
         self.cache.checkout(ds.version, self.root / ds.path)
         return ds.version
 
@@ -451,8 +511,24 @@ class _Engine:
                 raise _StageFailure(f"dataset {ds.name!r} could not be fetched: {err.message}"
                                     + (f" ({err.hint})" if err.hint else "")) from None
 
+    def _inside(self, stage: Stage, path: str) -> Path:
+        """The real path of output ``path``; :class:`UnsafePathError` if a symlink in it
+        leads out of the workspace (the engine would remove, restore or cache a file there)."""
+        return resolve_inside(self.root, path, what=f"stage {stage.name!r} output")
+
     def _rollback(self, stage: Stage, backups: Mapping[str, str]) -> None:
+        """Remove what the stage wrote and put back what it replaced. An output that the
+        command turned into a way out of the workspace is left alone: removing or restoring
+        through it would touch files outside."""
         for path in stage.out_paths:
+            try:
+                self._inside(stage, path)
+            except UnsafePathError as err:
+                kept = UnsafePathError(f"{err.message}: left as the stage's command made it, "
+                                       "not rolled back through the link", hint=err.hint)
+                with self._snap_lock:
+                    self._unsafe = self._unsafe or kept
+                continue
             remove_path(self.root / path)
             if path in backups:
                 self.cache.checkout(backups[path], self.root / path)
@@ -471,6 +547,7 @@ class _Engine:
 
     def _execute(self, stage: Stage, res: StageResult) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._snapshot(None)  # the run exists from its first command on, even if killed
         report = self.tmp / f"{stage.name}.report.json"
         lineage = self.tmp / f"{stage.name}.lineage.json"
         atomic_write_json(lineage, {
@@ -499,9 +576,10 @@ class _Engine:
             raise _StageFailure("interrupted")
         held = _HeldInterrupts()
         try:
-            proc = subprocess.Popen(
-                ["/bin/sh", "-c", stage.cmd], cwd=self.root, env=env, start_new_session=True,
-                stdin=subprocess.DEVNULL,
+            # Started in this thread, which waits for it: the parent-death signal follows
+            # the thread that forked (see _procs).
+            proc = self._children.start(
+                stage.name, stage.cmd, cwd=self.root, env=env,
                 stdout=subprocess.PIPE if parallel else None,
                 stderr=subprocess.STDOUT if parallel else None,
             )
@@ -517,18 +595,22 @@ class _Engine:
             if parallel and proc.stdout is not None:
                 for raw in proc.stdout:
                     self.reporter.stage_line(stage.name, raw.decode("utf-8", "replace").rstrip())
-            rc = proc.wait()
+            rc, leftovers = self._children.finish(stage.name, proc)
         except KeyboardInterrupt:
             # Serial runs get Ctrl-C here, in the main thread: stop the command before its
             # outputs are rolled back, so nothing writes behind the rollback.
             self._interrupted.set()
             _stop(proc)
+            self._children.finish(stage.name, proc)
             raise _StageFailure("interrupted") from None
         finally:
             if proc.stdout is not None:
                 proc.stdout.close()
             with self._procs_lock:
                 self._procs.pop(stage.name, None)
+        if leftovers:
+            self.reporter.note(f"stage {stage.name!r} left processes running when its command "
+                               "ended; they were stopped")
         if report.exists():
             try:
                 res.runtime = json.loads(report.read_bytes())
@@ -560,11 +642,31 @@ class _Engine:
 
     # ------------------------------------------------------------------ the record
 
+    def _snapshot(self, finished: StageResult | None) -> None:
+        """Write ``tmp/runs/<id>/record.json``: the record this run would have if its process
+        died now (status ``interrupted``), with ``finished`` among its stages. Called before
+        the first command starts and before the run cache names this run as a producer, so
+        the next run can turn it into the record of a killed run (``_after_dead_runs``).
+        Costs one record's assembly per stage that runs; a no-op run writes none."""
+        with self._snap_lock:
+            if self._snapped is None:
+                self._snapped = {}
+                self._git = git_info(self.root)
+            elif finished is None:
+                return
+            if finished is not None:
+                self._snapped[finished.name] = finished
+            # Stages that finished before, as the scheduler has them, and those that saved
+            # to the run cache since (their threads have not handed them over yet).
+            results = {**self._results, **self._snapped}
+            record = self._record(results, self._started, time.time(), snapshot=True)
+            atomic_write_json(self.tmp / "record.json", record)
+
     def _record(self, results: Mapping[str, StageResult], started: float,
-                finished: float) -> dict[str, Any]:
+                finished: float, *, snapshot: bool = False) -> dict[str, Any]:
         stages = [results[n] for n in self._selected() if n in results]
         statuses = {s.status for s in stages}
-        if "interrupted" in statuses or self._interrupted.is_set():
+        if snapshot or "interrupted" in statuses or self._interrupted.is_set():
             status = "interrupted"
         elif statuses - set(OK_STATUSES):
             status = "failed"
@@ -603,7 +705,7 @@ class _Engine:
             "config": {"path": self.p.config_file.name, "sha256": self.p.config_sha256},
             "options": {"force": self.o.force, "targets": list(self.o.targets),
                         "jobs": self.o.jobs, **self.o.extra},
-            "git": git_info(self.root),
+            "git": self._git if snapshot else git_info(self.root),
             "seed": self.p.seed,
             "params": {
                 "file": self.p.params_file,
@@ -719,18 +821,15 @@ class _HeldInterrupts:
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGINT the command's process group, then SIGKILL it after a grace period (at once on
-    a second Ctrl-C)."""
-    _signal_group(proc, signal.SIGINT)
+    a second Ctrl-C). Does not reap: the thread that started the command does
+    (:meth:`StageProcesses.finish`, which also stops what the command left behind)."""
+    signal_group(proc.pid, signal.SIGINT)
     try:
-        proc.wait(TERM_GRACE_S)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        _signal_group(proc, signal.SIGKILL)
-        proc.wait()
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
+        if wait_exited(proc.pid, TERM_GRACE_S):
+            return
+    except KeyboardInterrupt:
+        pass
+    signal_group(proc.pid, signal.SIGKILL)
 
 
 def _iso(ts: float) -> str:

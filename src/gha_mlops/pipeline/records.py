@@ -8,6 +8,7 @@ workspace lock, so ``runs list`` never reads every record.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ from gha_mlops._fs import atomic_write_json
 from gha_mlops.errors import UsageError
 
 RECORD_SCHEMA = "gha-mlops/run-record@1"
+
+_RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -53,6 +56,36 @@ class RunStore:
 
     def path(self, run_id: str) -> Path:
         return self.dir / f"{run_id}.json"
+
+    def has(self, run_id: object) -> bool:
+        """Whether ``run_id`` is a well-formed id with a record here (one stat)."""
+        return (isinstance(run_id, str) and _RUN_ID.fullmatch(run_id) is not None
+                and self.path(run_id).is_file())
+
+    def adopt_snapshot(self, snapshot: Path, run_id: str, *, recorded_by: str) -> bool:
+        """Make the last snapshot of a run whose process died its record (caller holds the
+        lock). The snapshot is what the engine wrote as that run's record-so-far: the
+        stages that had finished, status ``interrupted``; ``finished_at`` is when it was
+        last written (the last moment the run is known to have been alive). Nothing is
+        written when the run has a record already, or the snapshot is missing, damaged or
+        another run's: True when a record was written."""
+        if _RUN_ID.fullmatch(run_id) is None or self.path(run_id).exists():
+            return False
+        try:
+            record = json.loads(snapshot.read_bytes())
+        except (OSError, ValueError):
+            return False
+        if not (isinstance(record, dict) and record.get("id") == run_id
+                and record.get("schema") == RECORD_SCHEMA):
+            return False
+        record["status"] = "interrupted"
+        record["interrupted"] = {
+            "reason": "its gha-mlops process died (killed or crashed) while the run was in "
+                      "progress; stages that were running were stopped",
+            "recorded_by_run": recorded_by,
+        }
+        self.write(record)
+        return True
 
     def write(self, record: dict[str, Any]) -> Path:
         """Write the record, then add or replace its line in the index (caller holds the lock)."""

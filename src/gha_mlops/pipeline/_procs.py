@@ -1,0 +1,345 @@
+"""Stage processes die with the run that started them.
+
+A stage's command runs in a process group of its own (so Ctrl-C can stop all of it, and
+nothing else). Three mechanisms make sure no part of it outlives its ``gha-mlops`` process,
+even one killed with ``kill -9`` (which no handler sees):
+
+1. *Parent-death signal.* The stage's shell asks the kernel (``PR_SET_PDEATHSIG``) to be
+   killed when the thread that started it dies. It only reaches that one process, which is
+   why there is more.
+2. *A guard.* A tiny separate process, started with the first stage of a run, is told each
+   stage's process group over a pipe. When the pipe ends without the groups being taken off
+   the list (the runner died), it kills those groups at once.
+3. *A durable record.* Each running stage's group is written to
+   ``.gha-mlops/tmp/runs/<run id>/procs/<stage>.json`` (pid, process group, kernel start time,
+   run id). Should the guard have died too, the next ``gha-mlops run`` kills what is left
+   under the workspace lock before it does anything (:func:`stop_leftovers`).
+
+When a stage's command ends, what it left running in its group is stopped too: a background
+process writing an output after the stage was hashed would make the cache lie.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gha_mlops._fs import atomic_write_json
+
+# How long the next run waits for the processes it killed to be gone (SIGKILL is not
+# instant for a process in the middle of a write to a slow disk).
+REAP_WAIT_S = 5.0
+
+_PR_SET_PDEATHSIG = 1
+
+# The guard reads "+PGID" / "-PGID" lines; at end of input it SIGKILLs the groups still listed.
+# -I -S: no site-packages, no user paths, nothing from the environment: it starts in ~10 ms.
+_GUARD_CODE = """\
+import os, signal, sys
+live = set()
+for line in sys.stdin:
+    op, pg = line[:1], line[1:]
+    try:
+        (live.add if op == "+" else live.discard)(int(pg))
+    except ValueError:
+        pass
+for pg in live:
+    try:
+        os.killpg(pg, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+GUARD_MARK = "gha-mlops-stage-guard"
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux, loaded in the parent: a child between fork and exec must
+    not load libraries (another thread may have held the loader's lock at the fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _die_with(parent: int, prctl: Callable[..., int]) -> Callable[[], None]:
+    """The ``preexec_fn`` of a stage: SIGKILL me when the thread that forked me ends. The
+    runner may have died between the fork and the prctl (then no signal would ever come):
+    the parent pid tells, and the child gives up before it runs anything."""
+
+    def setup() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(125)
+
+    return setup
+
+
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), which tells a process from
+    a later one that got the same pid; None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[19])  # field 22 of stat(5); fields here start after "(comm)" at field 3
+
+
+@dataclass(frozen=True)
+class _Proc:
+    pid: int
+    pgid: int
+    start: int
+    zombie: bool
+
+
+def _proc(pid: int) -> _Proc | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return _Proc(pid, int(fields[2]), int(fields[19]), fields[0] in (b"Z", b"X"))
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _all_procs() -> list[_Proc]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            p = _proc(int(name))
+            if p is not None:
+                found.append(p)
+    return found
+
+
+class StageProcesses:
+    """Starts stage commands so that they die with this process, and keeps their durable
+    record in ``procs_dir`` (created on first use). One per run; thread-safe.
+
+    Stages must be started from a thread that lives at least as long as the stage (the
+    parent-death signal follows the forking *thread*): the engine starts each stage in the
+    thread that then waits for it.
+    """
+
+    def __init__(self, procs_dir: Path, run_id: str) -> None:
+        self.dir = procs_dir
+        self.run_id = run_id
+        self._lock = threading.Lock()
+        self._guard: subprocess.Popen[bytes] | None = None
+        self._prctl_fn: Callable[..., int] | None = None
+        self._loaded = False
+
+    def start(self, name: str, cmd: str, *, cwd: Path, env: Mapping[str, str],
+              stdout: int | None, stderr: int | None) -> subprocess.Popen[bytes]:
+        """Start ``/bin/sh -c cmd`` in a new session (its own process group), guarded."""
+        with self._lock:
+            if not self._loaded:
+                self._prctl_fn, self._loaded = _prctl(), True
+                self._guard = _start_guard()
+                self.dir.mkdir(parents=True, exist_ok=True)
+        prctl = self._prctl_fn
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", cmd], cwd=cwd, env=env, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+            preexec_fn=_die_with(os.getpid(), prctl) if prctl else None,
+        )
+        # The guard first (a pipe write): the durable record is for when the guard died too.
+        self._tell_guard(f"+{proc.pid}\n")
+        try:
+            atomic_write_json(self.dir / f"{name}.json", {
+                "run_id": self.run_id, "stage": name, "pid": proc.pid, "pgid": proc.pid,
+                "start": start_time(proc.pid), "runner": os.getpid()})
+        except BaseException:
+            signal_group(proc.pid, signal.SIGKILL)  # unrecorded, it would be unguarded later
+            self.finish(name, proc)
+            raise
+        return proc
+
+    def finish(self, name: str, proc: subprocess.Popen[bytes]) -> tuple[int, bool]:
+        """Wait for the stage's command to end, stop what it left running in its group, reap
+        it and forget its record: ``(exit status as Popen gives it, whether leftovers were
+        stopped)``. Ctrl-C while waiting propagates with the command still running."""
+        wait_exited(proc.pid)
+        # The command's zombie holds its pid, so the group id cannot be reused until the
+        # wait below: this kills what the command left behind and nothing else.
+        signal_group(proc.pid, signal.SIGKILL)
+        rc = proc.wait()
+        try:
+            os.killpg(proc.pid, 0)
+            leftovers = True  # members still exist (dying): the rare path looks at /proc
+        except (ProcessLookupError, PermissionError):
+            leftovers = False
+        if leftovers:
+            leftovers = _wait_gone(_group_members(proc.pid), REAP_WAIT_S)
+        self._tell_guard(f"-{proc.pid}\n")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.dir / f"{name}.json")
+        return rc, leftovers
+
+    def close(self) -> None:
+        """End the guard (every stage finished; it has nothing left to kill)."""
+        guard, self._guard = self._guard, None
+        if guard is None:
+            return
+        if guard.stdin is not None:
+            with contextlib.suppress(OSError):
+                guard.stdin.close()
+        try:
+            guard.wait(5)
+        except subprocess.TimeoutExpired:
+            guard.kill()
+            guard.wait()
+
+    def _tell_guard(self, line: str) -> None:
+        guard = self._guard
+        if guard is None or guard.stdin is None:
+            return
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            guard.stdin.write(line.encode())
+            guard.stdin.flush()
+
+
+def _start_guard() -> subprocess.Popen[bytes] | None:
+    """The guard process: its own session (a terminal's Ctrl-C does not reach it) and no
+    parent-death signal (it must outlive a runner killed hard)."""
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _GUARD_CODE, GUARD_MARK],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+    except OSError:
+        return None  # the durable record and the next run still stop leftovers
+
+
+def wait_exited(pid: int, timeout: float | None = None) -> bool:
+    """Wait until child ``pid`` has exited, without reaping it; False on timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        flags = os.WEXITED | os.WNOWAIT | (0 if deadline is None else os.WNOHANG)
+        try:
+            if os.waitid(os.P_PID, pid, flags) is not None:
+                return True
+        except ChildProcessError:
+            return True  # already reaped
+        if deadline is not None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_members(pgid: int) -> list[_Proc]:
+    return [p for p in _all_procs() if p.pgid == pgid and not p.zombie]
+
+
+def _wait_gone(procs: Sequence[_Proc], timeout: float) -> bool:
+    """Wait until none of ``procs`` runs any more (gone, or a zombie); True if there were
+    any. Bounded: a process stuck in the kernel cannot hold a run forever."""
+    deadline = time.monotonic() + timeout
+    pending = list(procs)
+    while pending:
+        pending = [p for p in pending if (q := _proc(p.pid)) is not None
+                   and q.start == p.start and not q.zombie]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(0.01)
+    return bool(procs)
+
+
+# ---------------------------------------------------------------------- after a dead runner
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """Processes of a dead run's stage that :func:`stop_leftovers` killed."""
+
+    run_id: str
+    stage: str
+    count: int
+
+
+def stop_leftovers(procs_dir: Path, run_id: str) -> list[Stopped]:
+    """Kill what still runs of the stages recorded in ``procs_dir`` (a run whose process
+    died), wait until it is gone (bounded) and remove the records. Caller holds the lock.
+
+    A process is taken for the stage's only when it is in the recorded group and is either
+    the recorded leader (same pid *and* kernel start time) or, once the leader is gone, a
+    process carrying the run's ``GHA_MLOPS_RUN_ID`` in its environment: a group id can be
+    reused after the group ended, and the next owner is not ours to kill.
+    """
+    try:
+        names = sorted(os.listdir(procs_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    stopped: list[Stopped] = []
+    table: list[_Proc] | None = None
+    for name in names:
+        path = procs_dir / name
+        rec = _read_record(path)
+        if rec is not None:
+            table = table if table is not None else _all_procs()
+            victims = _victims(rec, table, run_id)
+            for p in victims:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(p.pid, signal.SIGKILL)
+            _wait_gone(victims, REAP_WAIT_S)
+            if victims:
+                stopped.append(Stopped(run_id, str(rec.get("stage", name)), len(victims)))
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return stopped
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(rec, dict) and isinstance(rec.get("pgid"), int) and rec["pgid"] > 1
+            and isinstance(rec.get("start"), int)):
+        return None
+    return rec
+
+
+def _victims(rec: Mapping[str, Any], table: Sequence[_Proc], run_id: str) -> list[_Proc]:
+    pgid, start = int(rec["pgid"]), int(rec["start"])
+    leader_alive = any(p.pid == pgid and p.start == start for p in table)
+    marker = f"GHA_MLOPS_RUN_ID={run_id}".encode()
+    out = []
+    for p in table:
+        if p.pgid != pgid or p.zombie or p.start < start or p.pid == os.getpid():
+            continue
+        if leader_alive or marker in _environ(p.pid):
+            out.append(p)
+    return out
+
+
+def _environ(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return fh.read().split(b"\0")
+    except OSError:
+        return []
