@@ -323,6 +323,8 @@ def checkout(ws: Workspace, ds: Dataset, *, to: Path | None = None) -> Path:
         tree_of(ws, ds)  # a malformed manifest is named with its dataset
     try:
         ws.cache.checkout(ds.version, dest, inside=inside)
+    except ManifestError as err:  # an object that is not the size its entry says
+        raise err.within(dataset=f"{ds.name} ({ds.pointer})") from None
     except CacheMiss:
         raise GhaMlopsError(
             f"dataset {ds.name} ({ds.version[:12]}) is not in the local cache",
