@@ -102,6 +102,22 @@ def test_kill_9_of_the_runner_takes_its_stage_and_what_it_started_down(
     assert not (workspace.root / "late.txt").exists()  # the late write never happened
 
 
+def test_what_a_stage_command_leaves_running_is_stopped_when_it_ends(
+        workspace: Workspace) -> None:
+    workspace.write("mlops.yaml", """\
+        stages:
+          quick:
+            cmd: (sleep 2; echo late > late.txt) & echo $! > child.pid; echo ok > out.txt
+            outs: [out.txt]
+        """)
+    result = workspace.cli("run")
+    assert result.returncode == 0, result.stderr
+    assert "left processes running" in result.stdout
+    assert not _running(int(workspace.read("child.pid")))
+    time.sleep(2.5)
+    assert not (workspace.root / "late.txt").exists()
+
+
 def test_what_survives_a_dead_runner_is_stopped_by_the_next_run(workspace: Workspace) -> None:
     workspace.write("mlops.yaml", GRANDCHILD_STAGE.format(late=4))
     runner = _start(workspace, "run")

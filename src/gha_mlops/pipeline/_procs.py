@@ -246,6 +246,20 @@ def wait_exited(pid: int, timeout: float | None = None) -> bool:
             delay = min(delay * 2, 0.05)
 
 
+def wait_group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until the group led by child ``pgid`` has nothing running: the leader exited (not
+    reaped) and every other member gone; False on timeout. Used when a stage was asked to
+    stop: what its shell started gets the same grace as the shell."""
+    deadline = time.monotonic() + timeout
+    if not wait_exited(pgid, timeout):
+        return False
+    while _group_members(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

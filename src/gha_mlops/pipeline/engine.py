@@ -31,7 +31,12 @@ from gha_mlops.errors import (
     UnsafePathError,
     UsageError,
 )
-from gha_mlops.pipeline._procs import StageProcesses, signal_group, stop_leftovers, wait_exited
+from gha_mlops.pipeline._procs import (
+    StageProcesses,
+    signal_group,
+    stop_leftovers,
+    wait_group_gone,
+)
 from gha_mlops.pipeline.cache import CacheMiss, ContentCache, remove_path
 from gha_mlops.pipeline.environment import (
     git_info,
@@ -825,7 +830,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     (:meth:`StageProcesses.finish`, which also stops what the command left behind)."""
     signal_group(proc.pid, signal.SIGINT)
     try:
-        if wait_exited(proc.pid, TERM_GRACE_S):
+        if wait_group_gone(proc.pid, TERM_GRACE_S):
             return
     except KeyboardInterrupt:
         pass
