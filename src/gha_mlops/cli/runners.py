@@ -116,7 +116,11 @@ def _render(data: dict[str, Any]) -> str:
 
 
 def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
-    cells = [head, *[[str(c) for c in row] for row in rows]]
+    from gha_mlops.gha.safe import log_text
+
+    # Cells come from the state, i.e. from webhooks and the API: a lone surrogate or a
+    # control character in a label must show as an escape, never crash or drive the terminal.
+    cells = [head, *[[log_text(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
             for row in cells]

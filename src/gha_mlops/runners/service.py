@@ -57,8 +57,10 @@ class Service:
     @classmethod
     def build(cls, config: RunnersConfig, *, github: RunnersPort | None = None,
               backends: Mapping[str, RunnerBackend] | None = None,
-              port: int | None = None) -> Service:
-        state = State(config.state_path)
+              port: int | None = None, state: State | None = None) -> Service:
+        """Wire the service; ``github``, ``backends`` and ``state`` default to the real ones
+        the configuration names (tests pass fakes of their own)."""
+        state = state if state is not None else State(config.state_path)
         metrics = Metrics()
         scaler = Scaler(config, state, github or connect_github(config),
                         backends if backends is not None else make_backends(config),
