@@ -253,7 +253,7 @@ def test_stages_table(run: tuple[dict[str, Any], Path]) -> None:
     assert [[c.strip() for c in row] for row in stages[2:]] == [
         ["`prepare`", "💾 cached", "0.0", "outputs of run 20261121-000000-aaaaaa"],
         ["`train`", "✅ ran", "61.2", ""],
-        ["`report`", "❌ failed", "1.5", "\\`a \\| b\\` failed \\(exit code 1\\)<br>see the log"],
+        ["`report`", "❌ failed", "1.5", "\\`a \\| b\\` failed (exit code 1)<br>see the log"],
         ["`publish`", "⏭️ skipped", "0.0", "not run: upstream stage 'report' failed"],
     ]
 

@@ -239,11 +239,12 @@ def test_a_quote_holds_every_line(lines: list[str]) -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("accuracy", "accuracy"),
-    ("![x](https://evil/)", "\\!\\[x\\]\\(https://evil/\\)"),
+    ("![x](https://evil/)", "\\!\\[x\\](https://evil/)"),
     ("<img src=x>", "&lt;img src=x&gt;"),
     ("two\nlines", "two lines"),
     ("- item", "\\- item"),
     ("1. first", "1\\. first"),
+    ("2) second", "2\\) second"),
     ("1.5", "1.5"),
     ("-0.5", "-0.5"),
     ("  indented", "&#32;&#32;indented"),

@@ -92,22 +92,32 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def report_error(err: GhaMlopsError) -> int:
     """The one place a user error becomes output and an exit code (and, in Actions, an
-    annotation on the offending file and line plus a note in the step summary)."""
+    annotation on the offending file and line plus a note in the step summary).
+
+    Messages carry user text (paths, keys, branch names, ``--set`` values): on stderr, which
+    the runner also reads for workflow commands, no line of them can be one; in the step
+    summary they are inert Markdown inside one quote block."""
     from gha_mlops.gha import Actions
+    from gha_mlops.gha.safe import log_block, markdown_quote, markdown_text
 
     loc = err.location()
-    lines = [click.style("error: ", fg="red", bold=True) + (f"{loc}: " if loc else "") + err.message]
-    lines += [f"  {note}" for note in err.notes]
+    lines = [click.style("error: ", fg="red", bold=True)
+             + log_block((f"{loc}: " if loc else "") + err.message)]
+    lines += [log_block(f"  {note}") for note in err.notes]
     if err.hint:
-        lines.append(click.style("hint: ", fg="cyan", bold=True) + err.hint)
+        lines.append(click.style("hint: ", fg="cyan", bold=True) + log_block(err.hint))
     click.echo("\n".join(lines), err=True)
     actions = Actions(os.environ)
     if actions.active:
         text = err.message + (f"\n{err.hint}" if err.hint else "")
         actions.annotate("error", text, file=_repo_relative(err.file), line=err.line,
                          col=err.column, title="gha-mlops")
-        actions.summary(f"> [!CAUTION]\n> **gha-mlops:** {(loc + ': ') if loc else ''}"
-                        f"{err.message}" + (f"\n>\n> {err.hint}" if err.hint else ""))
+        where = markdown_text(loc) + ": " if loc else ""
+        note = ["[!CAUTION]",
+                f"**gha-mlops:** {where}{markdown_text(err.message, breaks=True)}"]
+        if err.hint:
+            note += ["", markdown_text(err.hint, breaks=True)]
+        actions.summary(markdown_quote(note))
     return err.exit_code
 
 

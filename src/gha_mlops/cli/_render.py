@@ -1,4 +1,12 @@
-"""Terminal rendering shared by the commands (pure formatting plus a stage reporter)."""
+"""Terminal rendering shared by the commands (pure formatting plus a stage reporter).
+
+Names and values that users choose (stages, metrics, files, run ids from records) are passed
+through :func:`gha_mlops.gha.safe.log_text` before they are printed: in GitHub Actions a log
+line that starts with ``::`` or holds ``##[`` is a workflow command, and a line break in a
+name would start a new line. A stage's own output is relayed as it is: the stage's command
+runs with the job's full power (it can write to the job's stdout and files itself), so
+escaping it would protect nothing and would garble its colours and progress bars.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
+
+from gha_mlops.gha.safe import log_block, log_text
 
 _MARK = {"ran": ("✓", "green"), "cached": ("=", "blue"), "restored": ("↺", "blue"),
          "failed": ("✗", "red"), "interrupted": ("!", "yellow"), "skipped": ("-", "yellow")}
@@ -22,28 +32,29 @@ class TerminalReporter:
     def stage_started(self, stage: str, cmd: str) -> None:
         if not self.quiet:
             with self._lock:
-                click.echo(click.style(f"▶ {stage}", bold=True) + click.style(f"  {cmd}", dim=True))
+                click.echo(click.style(f"▶ {log_text(stage)}", bold=True)
+                           + click.style(f"  {log_text(cmd)}", dim=True))
 
     def stage_finished(self, stage: str, status: str, seconds: float, detail: str | None) -> None:
         if self.quiet and status in ("ran", "cached", "restored"):
             return
         mark, color = _MARK.get(status, ("?", "white"))
-        text = f"{mark} {stage} {status}"
+        text = f"{mark} {log_text(stage)} {log_text(status)}"
         if status == "ran":
             text += f" ({seconds:.1f} s)"
         if detail and status not in ("ran", "cached", "restored"):
-            text += f": {detail}"
+            text += f": {log_text(detail)}"
         with self._lock:
             click.echo(click.style(text, fg=color), err=status in ("failed", "interrupted"))
 
     def stage_line(self, stage: str, line: str) -> None:
         with self._lock:
-            click.echo(click.style(f"[{stage}] ", dim=True) + line)
+            click.echo(click.style(f"[{log_text(stage)}] ", dim=True) + line)
 
     def note(self, line: str) -> None:
         if not self.quiet:
             with self._lock:
-                click.echo(click.style(f"· {line}", dim=True))
+                click.echo(click.style(f"· {log_text(line)}", dim=True))
 
 
 def short(digest: str | None, n: int = 12) -> str:
@@ -61,25 +72,30 @@ def headline_metrics(metrics: Mapping[str, Mapping[str, Any]], limit: int = 6) -
     rows = [(key.count("."), file, key, value)
             for file, values in metrics.items() for key, value in values.items()]
     rows.sort(key=lambda r: r[0])  # stable: file order is kept within a depth
-    shown = [f"{key} = {format_metric(value)}  ({file})" for _, file, key, value in rows[:limit]]
+    shown = [f"{log_text(key)} = {log_text(format_metric(value))}  ({log_text(file)})"
+             for _, file, key, value in rows[:limit]]
     if len(rows) > limit:
         shown.append(f"... and {len(rows) - limit} more: gha-mlops runs show --json")
     return shown
 
 
 def run_summary(record: Mapping[str, Any]) -> str:
+    """The lines ``gha-mlops run`` prints at the end: the run, its stages, model and headline
+    metrics. Safe to print in Actions: no line of it is a workflow command."""
     stages = record.get("stages", [])
     counts: dict[str, int] = {}
     for s in stages:
         counts[s["status"]] = counts.get(s["status"], 0) + 1
-    parts = [f"{n} {status}" for status, n in counts.items()]
-    lines = [f"run {record['id']}: {record['status']} ({', '.join(parts) or 'no stages'}) "
-             f"in {record.get('duration_s', 0):.1f} s"]
+    parts = [f"{n} {log_text(status)}" for status, n in counts.items()]
+    lines = [f"run {log_text(record['id'])}: {log_text(record['status'])} "
+             f"({', '.join(parts) or 'no stages'}) in {record.get('duration_s', 0):.1f} s"]
     if counts and set(counts) <= {"cached"}:
         lines.append("everything was up to date: all stages came from the cache")
     model = record.get("model")
     if model:
-        lines.append(f"model {model['path']} sha256 {model['sha256']}")
+        lines.append(f"model {log_text(model['path'])} sha256 {log_text(model['sha256'])}")
     for m in headline_metrics(record.get("metrics", {})):
         lines.append(f"  {m}")
-    return "\n".join(lines)
+    # Values are escaped one by one (a line break in one shows); the lines as a whole once
+    # more, in case two values side by side make "##[" together.
+    return log_block("\n".join(lines))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gha_mlops.config import DEFAULT_CONFIG, STATE_DIR
+from gha_mlops.gha.safe import log_block, log_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -126,10 +127,11 @@ def _report(head: str, baseline: str | None, *, base_branch: str | None, artifac
             _write(output / "report-full.md", full)
         _write(output / "report.json", _stored(report_id, verdict, images, repo=repo, pr=pr,
                                                issue=issue, sha=sha))
-        click.echo(f"wrote {output / 'report.md'}, report.json and {len(images)} plots")
+        click.echo(f"wrote {log_text(output / 'report.md')}, report.json and {len(images)} plots")
     else:
-        click.echo(render(comparison, verdict, report_id=report_id, limit=COMMENT_LIMIT),
-                   nl=False)
+        # Markdown keeps names in code raw; printed to a job's log, no line may be a command.
+        click.echo(log_block(render(comparison, verdict, report_id=report_id,
+                                    limit=COMMENT_LIMIT)), nl=False)
     actions = Actions(os.environ)
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if actions.active and target:
@@ -275,7 +277,7 @@ def _baseline(baseline: str | None, *, base_branch: str | None, artifact: str,
     champion, record = bl.fetch_champion(connect(token, api_url), repo, branch, scratch,
                                          artifact)
     click.echo(f"baseline: the champion from run {champion.run.html_url or champion.run.id} "
-               f"on {branch} ({champion.run.head_sha[:12]})", err=True)
+               f"on {log_text(branch)} ({log_text(champion.run.head_sha[:12])})", err=True)
     return str(record)
 
 

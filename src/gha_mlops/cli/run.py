@@ -13,7 +13,7 @@ import click
 from gha_mlops.cli._render import TerminalReporter, run_summary
 from gha_mlops.config import DEFAULT_CONFIG, load_pipeline, parse_overrides
 from gha_mlops.errors import StageFailedError
-from gha_mlops.gha import Actions
+from gha_mlops.gha import Actions, log_text
 from gha_mlops.pipeline.engine import Reporter, RunOptions, RunResult, run_pipeline
 
 
@@ -105,7 +105,7 @@ class _LogGroups:
 
     def stage_started(self, stage: str, cmd: str) -> None:
         # The group title stands in for the inner reporter's "▶ stage cmd" line.
-        self.actions.start_group(f"▶ {stage}  {cmd}")
+        self.actions.start_group(f"▶ {log_text(stage)}  {log_text(cmd)}")
 
     def stage_finished(self, stage: str, status: str, seconds: float, detail: str | None) -> None:
         self.actions.end_group()  # the verdict line stays visible outside the group

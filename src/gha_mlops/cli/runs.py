@@ -10,6 +10,7 @@ import click
 
 from gha_mlops.cli._render import format_metric, run_summary, short
 from gha_mlops.config import STATE_DIR
+from gha_mlops.gha.safe import log_block, log_json, log_text
 from gha_mlops.pipeline.records import RunStore
 
 _dir_option = click.option(
@@ -36,7 +37,7 @@ def list_runs(workspace: Path, as_json: bool, show_all: bool) -> None:
     entries = [e for e in _store(workspace).list()
                if show_all or e.get("kind", "run") == "run"]
     if as_json:
-        click.echo(json.dumps(entries, indent=2, sort_keys=True))
+        click.echo(log_json(json.dumps(entries, indent=2, sort_keys=True)))
         return
     if not entries:
         click.echo("no runs recorded yet: run `gha-mlops run`")
@@ -44,10 +45,11 @@ def list_runs(workspace: Path, as_json: bool, show_all: bool) -> None:
     click.echo(f"{'RUN':<24} {'STATUS':<11} {'RAN':>3} {'CACHED':>6}  {'MODEL':<12}  METRICS")
     for e in entries:
         top = sorted(e["metrics"].items(), key=lambda kv: kv[0].count("."))[:3]
-        metrics = ", ".join(f"{k}={format_metric(v)}" for k, v in top)
-        kind = "" if e.get("kind", "run") == "run" else f" [{e['kind']}]"
-        click.echo(f"{e['id']:<24} {e['status']!s:<11} {e['stages_ran']:>3} "
-                   f"{e['stages_cached']:>6}  {short(e.get('model_sha256')):<12}  {metrics}{kind}")
+        metrics = ", ".join(f"{log_text(k)}={log_text(format_metric(v))}" for k, v in top)
+        kind = "" if e.get("kind", "run") == "run" else f" [{log_text(e['kind'])}]"
+        click.echo(log_text(f"{log_text(e['id']):<24} {log_text(e['status']):<11} "
+                            f"{e['stages_ran']:>3} {e['stages_cached']:>6}  "
+                            f"{log_text(short(e.get('model_sha256'))):<12}  {metrics}{kind}"))
 
 
 @runs.command("show")
@@ -58,18 +60,20 @@ def show_run(run: str, workspace: Path, as_json: bool) -> None:
     """Show one run: RUN is an id, a unique prefix of one, `latest` or `latest~N`."""
     record = _store(workspace).load(run)
     if as_json:
-        click.echo(json.dumps(record, indent=2, sort_keys=True))
+        click.echo(log_json(json.dumps(record, indent=2, sort_keys=True)))
         return
     click.echo(_describe(record))
 
 
 def _describe(record: dict[str, Any]) -> str:
+    """A run for people. Names and paths are escaped one by one (a line break in one shows),
+    the whole once more: no line of it is a workflow command in Actions."""
     git = record.get("git") or {}
     env = record.get("env") or {}
     lines = [run_summary(record), ""]
     lines.append(f"started   {record.get('started_at')}   finished {record.get('finished_at')}")
     if git:
-        lines.append(f"git       {short(git.get('commit'))} on {git.get('branch') or '-'}"
+        lines.append(f"git       {short(git.get('commit'))} on {log_text(git.get('branch') or '-')}"
                      + ("  (dirty)" if git.get("dirty") else ""))
     lines.append(f"seed      {record.get('seed')}    params {record['params']['file']} "
                  f"{short(record['params'].get('sha256'))}")
@@ -84,15 +88,17 @@ def _describe(record: dict[str, Any]) -> str:
     lines.append("")
     lines.append("stages:")
     for s in record.get("stages", []):
-        lines.append(f"  {s['name']:<16} {s['status']:<11} {short(s.get('signature'))}"
-                     + (f"  {s['error']}" if s.get("error") else ""))
+        lines.append(f"  {log_text(s['name']):<16} {log_text(s['status']):<11} "
+                     f"{short(s.get('signature'))}"
+                     + (f"  {log_text(s['error'])}" if s.get("error") else ""))
     lines.append("data:")
     for path, digest in (record.get("data") or {}).items():
-        lines.append(f"  {path:<40} {short(digest)}")
+        lines.append(f"  {log_text(path):<40} {short(digest)}")
     lines.append("outputs:")
     for path, entry in (record.get("outputs") or {}).items():
-        lines.append(f"  {path:<40} {short(entry['sha256'])}  ({entry['kind']}, {entry['stage']})")
-    return "\n".join(lines)
+        lines.append(f"  {log_text(path):<40} {short(entry['sha256'])}  "
+                     f"({log_text(entry['kind'])}, {log_text(entry['stage'])})")
+    return log_block("\n".join(str(line) for line in lines))
 
 
 @runs.command("files")
@@ -114,6 +120,6 @@ def run_files(run: str, workspace: Path, output_name: str | None) -> None:
     paths += [root / rel for rel in (record.get("outputs") or {})]
     existing = [str(p) for p in paths if p.exists()]
     text = "\n".join(existing)
-    click.echo(text)
+    click.echo(log_block(text))
     if output_name:
         Actions(os.environ).set_output(output_name, text)

@@ -34,7 +34,7 @@ def summary(run: str, config: Path, output: Path | None) -> None:
     elsewhere to stdout; --output also writes it, whole, to FILE.
     """
     from gha_mlops._fs import atomic_write_text
-    from gha_mlops.gha import Actions
+    from gha_mlops.gha import Actions, log_block, log_text
     from gha_mlops.reporting.run_summary import render_run_summary
 
     environ = os.environ
@@ -54,13 +54,14 @@ def summary(run: str, config: Path, output: Path | None) -> None:
             markdown = render_run_summary(record, workspace,
                                           dataclasses.replace(options, limit_bytes=limit))
         actions.summary(markdown)
-        click.echo(f"wrote the summary of run {record['id']} to the step summary"
+        click.echo(f"wrote the summary of run {log_text(record['id'])} to the step summary"
                    + (" (shortened to fit its size limit)" if shortened else "")
-                   + (f" and to {output}" if output is not None else ""))
+                   + (f" and to {log_text(output)}" if output is not None else ""))
     elif output is not None:
-        click.echo(f"wrote the summary of run {record['id']} to {output}")
+        click.echo(f"wrote the summary of run {log_text(record['id'])} to {log_text(output)}")
     else:
-        click.echo(markdown, nl=False)
+        # Markdown keeps code spans raw; printed to a job's log, no line may be a command.
+        click.echo(log_block(markdown), nl=False)
 
 
 def _load(run: str, config: Path) -> tuple[dict[str, Any], Path]:

@@ -45,7 +45,7 @@ def plan(grid_file: Path | None, grid_json: str | None, max_legs: int | None) ->
     Actions, sets the step outputs `matrix` and `legs` (the count).
     """
     from gha_mlops.errors import UsageError
-    from gha_mlops.gha import Actions
+    from gha_mlops.gha import Actions, log_block, log_json, log_text
     from gha_mlops.pipeline.sweep import load_grid_file, parse_grid_json, plan_sweep
 
     if (grid_file is None) == (grid_json is None):
@@ -55,11 +55,13 @@ def plan(grid_file: Path | None, grid_json: str | None, max_legs: int | None) ->
     grid = load_grid_file(grid_file) if grid_file is not None else parse_grid_json(grid_json or "")
     result = plan_sweep(grid, max_legs=max_legs)
     for warning in result.warnings:
-        click.echo(click.style("warning: ", fg="yellow", bold=True) + warning, err=True)
+        click.echo(click.style("warning: ", fg="yellow", bold=True) + log_block(warning),
+                   err=True)
     matrix = json.dumps(result.matrix(), ensure_ascii=False, separators=(",", ":"))
-    click.echo(matrix)
+    click.echo(log_json(matrix))  # the same JSON, and never a workflow command in the log
     for leg in result.legs:
-        click.echo(f"{leg.id}: " + " ".join(leg.set_lines.splitlines()), err=True)
+        click.echo(f"{log_text(leg.id)}: " + log_text(" ".join(leg.set_lines.splitlines())),
+                   err=True)
     actions = Actions(os.environ)
     if actions.active:
         actions.set_output("matrix", matrix)
@@ -84,7 +86,7 @@ def select(paths: tuple[Path, ...], metric: str, direction: str, as_json: bool) 
     GitHub Actions: outputs `best-leg`, `best-run-id`, `best-value`, `best-overrides`,
     `ranking`, `skipped`, `metric`, and the ranking in the step summary.
     """
-    from gha_mlops.gha import Actions
+    from gha_mlops.gha import Actions, log_block, log_json
     from gha_mlops.pipeline.sweep import find_records, select_best
 
     selection = select_best(find_records(list(paths)), metric, direction)
@@ -93,13 +95,13 @@ def select(paths: tuple[Path, ...], metric: str, direction: str, as_json: bool) 
     skipped = json.dumps([c.to_json() for c in selection.skipped], ensure_ascii=False,
                          separators=(",", ":"))
     if as_json:
-        click.echo(json.dumps({"metric": selection.metric, "direction": direction,
-                               "best": {"rank": 1, **best.to_json()},
-                               "ranking": selection.ranking_json(),
-                               "skipped": [c.to_json() for c in selection.skipped]},
-                              indent=2, ensure_ascii=False))
+        click.echo(log_json(json.dumps({"metric": selection.metric, "direction": direction,
+                                        "best": {"rank": 1, **best.to_json()},
+                                        "ranking": selection.ranking_json(),
+                                        "skipped": [c.to_json() for c in selection.skipped]},
+                                       indent=2, ensure_ascii=False)))
     else:
-        click.echo(ranking_markdown(selection))
+        click.echo(log_block(ranking_markdown(selection)))
     actions = Actions(os.environ)
     if actions.active:
         actions.set_output("best-leg", best.leg)

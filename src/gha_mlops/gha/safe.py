@@ -108,14 +108,15 @@ def log_json(text: str) -> str:
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
 # ASCII punctuation that can open or close inline markup on GitHub: emphasis, strikethrough,
-# links and images, code spans, math (``$``), table cells, and ``\`` itself. CommonMark
+# links and images (``(`` means nothing without an unescaped ``]`` before it), code spans,
+# math (``$``), table cells, and ``\`` itself. CommonMark
 # renders ``\`` + any ASCII punctuation as the character. (A bare ``https://host`` is still
 # linked by GitHub, showing its own address: unlike ``[text](url)`` it cannot disguise it.)
-_BACKSLASHED = frozenset("\\`*_{}[]()#+!|~$")
+_BACKSLASHED = frozenset("\\`*_{}[]#+!|~$")
 # "@&#8203;name": the zero-width space keeps GitHub from turning @name into a mention that
 # notifies that user (or team) from a comment.
 _MENTION = "@&#8203;"
-_ORDERED_LIST = re.compile(r"(\d{1,9})\.(?=[ \t]|$)")
+_ORDERED_LIST = re.compile(r"(\d{1,9})([.)])(?=[ \t]|$)")
 
 
 def _inline(text: str) -> str:
@@ -134,7 +135,7 @@ def _inline(text: str) -> str:
 
 def _line_start(text: str) -> str:
     """Escape what would open a block at the start of a line: indentation (a code block),
-    ``-`` or ``=`` (a list, a rule, a setext heading) and ``1.`` (an ordered list)."""
+    ``-`` or ``=`` (a list, a rule, a setext heading) and ``1.`` or ``1)`` (an ordered list)."""
     stripped = text.lstrip(" \t")
     if len(stripped) < len(text):
         indent = text[:len(text) - len(stripped)]
@@ -142,7 +143,7 @@ def _line_start(text: str) -> str:
         return text  # after an entity nothing below can start a block
     if text[:1] in ("-", "=") and (len(text) == 1 or text[1] in " \t-="):
         return "\\" + text
-    return _ORDERED_LIST.sub(r"\1\\.", text, count=1) if _ORDERED_LIST.match(text) else text
+    return _ORDERED_LIST.sub(r"\1\\\2", text, count=1) if _ORDERED_LIST.match(text) else text
 
 
 def markdown_text(value: object, *, breaks: bool = False) -> str:
@@ -165,12 +166,10 @@ def markdown_text(value: object, *, breaks: bool = False) -> str:
 def markdown_code(value: object, *, in_table: bool = True) -> str:
     """``value`` as a code span on one line (line breaks become spaces, controls are shown).
 
-    In a table cell ``|`` must be escaped even inside a code span (GFM splits cells first);
-    elsewhere the escape would show. A ``\\`` before a ``|`` cannot be kept apart from that
-    escape inside a span, so such a value is written as :func:`markdown_name` instead."""
+    In a table cell ``|`` must be escaped even inside a code span (GFM splits cells first,
+    taking only ``\\|`` as an escape, so ``\\\\|`` is a backslash and an escaped pipe);
+    elsewhere the escape would show."""
     text = _show_hidden(" ".join(_LINE_BREAK.split(str(value))).replace("\t", " ")) or " "
-    if in_table and "\\|" in text:
-        return markdown_name(text)
     ticks = "`"
     while ticks in text:
         ticks += "`"

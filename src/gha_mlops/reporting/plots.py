@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gha_mlops.errors import missing_extra
+from gha_mlops.gha.safe import plot_title
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -69,13 +70,10 @@ def _png(fig: Figure) -> bytes:
 
 
 def label(text: str, most: int = 60) -> str:
-    """``text`` safe as a matplotlib label: ``$`` escaped (it would start mathtext), glyphs
-    outside Latin replaced by ``?`` (the bundled font lacks them and would warn), one line,
-    at most ``most`` characters."""
-    clean = "".join(c if " " <= c < "\u0250" else "?" for c in " ".join(text.split()))
-    if len(clean) > most:
-        clean = clean[:most - 1] + "…"
-    return clean.replace("$", r"\$")
+    """``text`` safe as a matplotlib label (see :func:`gha_mlops.gha.safe.plot_title`): ``$``
+    escaped (it would start mathtext), controls and glyphs outside Latin replaced by ``?``
+    (the bundled font lacks them and would warn), one line, at most ``most`` characters."""
+    return plot_title(text, most)
 
 
 def _value_text(value: float | None) -> str:
