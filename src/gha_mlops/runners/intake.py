@@ -30,6 +30,7 @@ import math
 import queue
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -93,9 +94,14 @@ class JobEvent(NamedTuple):
     delivery: str
 
 
-class HugeNumber(str):
+class HugeNumber:
     """A JSON integer literal too long to be any id or count we read (kept unparsed, so
-    neither a 4,300-digit ``int()`` nor a later overflow happens)."""
+    neither a 4,300-digit ``int()`` nor a later overflow happens; no field takes one)."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
 
 
 def _bounded_int(literal: str) -> int | HugeNumber:
@@ -223,7 +229,8 @@ def _time(job: Mapping[str, Any], key: str) -> str | None:
 
 
 class Intake:
-    """The endpoint's logic, independent of the HTTP server (tests call :meth:`handle`).
+    """The endpoint's logic, independent of the HTTP server (:meth:`check_head`, then
+    :meth:`handle_body`).
 
     ``first_delivery(id)`` takes a delivery id (False: seen or in flight: a duplicate);
     ``forget_delivery(id)``, when given, gives back one taken but not queued."""
@@ -412,15 +419,22 @@ class IntakeServer:
         self.intake = intake
         self.health = health
         self.request_deadline = request_deadline
+        self._busy_logged = -math.inf
         handler = type("Handler", (_Handler,), {"server_ref": self})
         self.httpd = _HTTPServer((host, port), handler, max_connections=max_connections,
                                  on_error=self._count_error)
         self._thread: threading.Thread | None = None
 
     def _count_error(self, kind: str) -> None:
+        if kind == "internal" and isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client went away mid-request: nothing of ours to report
         self.intake.metrics.errors.labels(f"webhook_{kind}").inc()
         if kind == "busy":
-            log(30, "a connection was refused (503): too many at once")
+            now = time.monotonic()
+            if now - self._busy_logged >= 10.0:  # a flood of connections is not a log flood
+                self._busy_logged = now
+                log(30, "connections refused (503): too many at once (see "
+                    "gha_mlops_runners_errors_total{kind=\"webhook_busy\"})")
         else:
             LOG.error("internal error serving a connection", exc_info=True)
 
