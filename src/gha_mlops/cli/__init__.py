@@ -82,8 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         click.echo("Aborted.", err=True)
         rc = 130
     except click.ClickException as err:
-        err.show()
-        rc = err.exit_code
+        rc = _show_usage_error(err)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         rc = 130
@@ -118,6 +117,19 @@ def report_error(err: GhaMlopsError) -> int:
         if err.hint:
             note += ["", markdown_text(err.hint, breaks=True)]
         actions.summary(markdown_quote(note))
+    return err.exit_code
+
+
+def _show_usage_error(err: click.ClickException) -> int:
+    """Click's message for a bad option, which quotes the value given (a branch name, a path),
+    printed so that no line of it is a workflow command."""
+    import io
+
+    from gha_mlops.gha.safe import log_block
+
+    text = io.StringIO()
+    err.show(file=text)
+    click.echo(log_block(text.getvalue().rstrip("\n")), err=True)
     return err.exit_code
 
 

@@ -337,7 +337,7 @@ def _publish_stored(folder: Path, *, publish: bool, assets_branch: str) -> None:
             details_url=details)
         if out is None:
             click.echo(f"not published: pull request #{target.number} has moved on from "
-                       f"{target.sha[:12]} (a newer run reports on it)", err=True)
+                       f"{log_text(target.sha[:12])} (a newer run reports on it)", err=True)
         else:
             _echo_published(out)
     if not stored.passed:
