@@ -12,7 +12,9 @@ that interpret text:
 - **Markdown** (the step summary, the pull-request report). :func:`markdown_text` makes a
   string inert inline text: what renders is the text, never HTML, a link, an image, emphasis,
   a code span, math, a heading, a list or a new table cell; :func:`markdown_code` and
-  :func:`markdown_name` put it in code font;
+  :func:`markdown_name` put it in code font; :func:`html_text` is for the raw HTML of a
+  ``<details><summary>`` line, where Markdown is not parsed; bare ``https://`` addresses are
+  still linked by GitHub, showing their own target;
 - **matplotlib titles**: :func:`plot_title` keeps ``$`` from starting mathtext.
 
 Workflow-command data and properties (annotations, ``::add-mask::``) are escaped by
