@@ -68,7 +68,7 @@ def _files_under(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
-    """A directory remote holding two small files (one ``abc``, one ``hello``)."""
+    """An empty directory remote; each test plants what a hostile writer of it would."""
     remote = tmp_path / "remote"
     remote.mkdir()
     return remote
@@ -102,6 +102,19 @@ def test_manifest_entries_that_leave_the_tree_are_refused_and_nothing_is_written
         assert sorted(p.name for p in (ws / "data").iterdir()) == ["images.lock.yaml"]
         # the manifest was refused before it entered the cache
         assert not (ws / ".gha-mlops/cache/objects" / digest[:2] / digest[2:]).exists()
+
+    # A pointer (it comes with the pull request) whose path leads where data must not go.
+    honest, _ = _honest_tree(remote)
+    for i, bad_path in enumerate(["../escaped", ".git/hooks", "sub/.git", ".gha-mlops/cache",
+                                  "a\\..\\..\\x", "./images"]):
+        case = tmp_path / f"pointer-{i}"
+        ws = workspace(case, remote, honest, path=json.dumps(bad_path), pointer="x.lock.yaml")
+        (ws / ".git").mkdir()
+        pull = gha(ws, "data", "pull")
+        assert pull.returncode == EXIT_CONFIG, (bad_path, pull.stdout, pull.stderr)
+        _no_traceback(pull)
+        assert "key 'path'" in pull.stderr, pull.stderr
+        assert not (case / "escaped").exists() and list((ws / ".git").iterdir()) == []
 
 
 # ----------------------------------------------------------------------- (b) digests

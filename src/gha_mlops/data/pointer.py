@@ -100,8 +100,8 @@ def read_pointer(root: Path, pointer_rel: str) -> Dataset:
                ".gha-mlops)")
     version = need("version", str, is_object_digest, "a sha256 (64 lowercase hex digits, "
                    "+ .dir for a directory)")
-    files = need("files", int, lambda v: v >= 0, "a whole number")
-    size = need("size", int, lambda v: v >= 0, "a whole number")
+    files = need("files", int, lambda v: 0 <= v < 1 << 63, "a whole number")
+    size = need("size", int, lambda v: 0 <= v < 1 << 63, "a whole number")
     source = raw.get("source")
     if source is not None and not (isinstance(source, str) and
                                    source.startswith(("https://", "http://"))):
