@@ -51,11 +51,14 @@ def parse_override(item: str) -> tuple[str, Any]:
 def _parse_value(key: str, text: str) -> Any:
     import yaml
 
-    from gha_mlops.config._yaml import safe_loader
+    from gha_mlops.config._yaml import YamlLimitError, load_yaml
 
     quote = "quote it to pass a string, e.g. --set '" + key + "=\"...\"'"
     try:
-        value = yaml.load(text, Loader=safe_loader())
+        value = load_yaml(text)
+    except YamlLimitError as err:
+        raise UsageError(f"--set {key}: the value {text[:80]!r}: {err.message}",
+                         hint=err.hint) from None
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise UsageError(f"--set {key}: the value {text!r} is not valid YAML ({problem})",

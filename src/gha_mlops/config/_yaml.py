@@ -1,16 +1,41 @@
 """YAML for the config files: a safe loader that rejects duplicate keys, syntax errors explained
-in words at the line to look at, and key paths mapped back to lines for later errors."""
+in words at the line to look at, and key paths mapped back to lines for later errors.
+
+Every YAML file gha-mlops reads from a workspace (``mlops.yaml``, the params file, ``runners.yaml``)
+and the ``gha_mlops.train`` params helper go through :func:`load_yaml`, which bounds the work a
+small file can cause: at most :data:`MAX_BYTES` bytes, collections nested at most
+:data:`MAX_DEPTH` deep, and aliases (``*name``) that add at most :data:`MAX_ALIAS_NODES` nodes (or
+ten times as many as the file writes out, if more) when expanded. A "billion laughs" file of a few lines,
+whose aliases of aliases would expand to billions of values, is refused before anything walks
+the expanded values.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
+import gc
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from gha_mlops.errors import ConfigError
+
+MAX_BYTES = 64 * 1024 * 1024
+"""The largest YAML file read (64 MiB); a pipeline of 20,000 stages is about 4 MB."""
+MAX_DEPTH = 100
+"""The deepest nesting of mappings and lists, aliases expanded (the top-level mapping is 1)."""
+MAX_ALIAS_NODES = 100_000
+"""How many nodes (values, keys, mappings, lists) aliases may add when expanded, or
+:data:`ALIAS_FACTOR` times the nodes the file writes out if that is more: a large pipeline may
+alias a shared list in every stage, a file of a few lines may not expand to millions."""
+ALIAS_FACTOR = 10
+
+_ALIAS_HINT = ("an alias (*name) stands for a copy of everything under its anchor (&name), so "
+               "aliases of aliased collections multiply; write the values out, or alias smaller "
+               "parts")
 
 Loc = tuple[str | int, ...]
 """A key path into a YAML document: mapping keys and list indices."""
@@ -124,16 +149,226 @@ def type_name(value: Any) -> str:
     return type(value).__name__
 
 
+class YamlLimitError(ValueError):
+    """A YAML document that exceeds a bound of :func:`load_yaml`: where, and what to do."""
+
+    def __init__(self, message: str, *, hint: str, line: int | None = None,
+                 column: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.line = line
+        self.column = column
+
+
 def parse_yaml(path: Path, data: bytes) -> Any:
+    """The document in ``data`` (read from ``path``), within the bounds of :func:`load_yaml`.
+
+    Raises :class:`ConfigError` naming ``path`` (and the line, where there is one) for a syntax
+    error, a duplicate key, or a document over a bound.
+    """
     import yaml
 
     try:
-        return yaml.load(data, Loader=safe_loader())
+        return load_yaml(data)
+    except YamlLimitError as err:
+        raise ConfigError(err.message, hint=err.hint, file=display(path), line=err.line,
+                          column=err.column) from None
     except yaml.MarkedYAMLError as err:
+        if "maximum nesting depth" in str(err.problem):  # libyaml's own bound (1000)
+            limit = _depth_error(err.problem_mark)
+            raise ConfigError(limit.message, hint=limit.hint, file=display(path),
+                              line=limit.line, column=limit.column) from None
         raise _yaml_error(path, data, err) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML: {err}", file=display(path),
                           hint="save the file as UTF-8 text") from None
+
+
+def load_yaml(data: bytes | str) -> Any:
+    """The document in ``data``, read with :func:`safe_loader`, or None for an empty one.
+
+    Bounded: raises :class:`YamlLimitError` when ``data`` is over :data:`MAX_BYTES`, nests
+    deeper than :data:`MAX_DEPTH` or holds aliases that would add more than
+    :data:`MAX_ALIAS_NODES` nodes (or more than :data:`ALIAS_FACTOR` times what it writes
+    out) when expanded, or an alias to a
+    collection that contains it. Nothing is constructed before those checks, and the checks
+    take time linear in the size of ``data``. Raises ``yaml.YAMLError`` for malformed YAML.
+    """
+    if len(data) > MAX_BYTES:
+        raise YamlLimitError(
+            f"the file is {len(data) / 2**20:.0f} MiB, more than the {MAX_BYTES // 2**20} MiB "
+            "gha-mlops reads as YAML",
+            hint="keep large data out of YAML: put it in a data file that a stage reads")
+    # The node graph holds no garbage, but allocating it triggers the cyclic collector again
+    # and again over everything allocated so far: without the pause a 4 MB file loads three
+    # times slower. The nodes are freed before the collector is back, so it never sees them.
+    with gc_paused():
+        loader = safe_loader()(data)
+        try:
+            try:
+                node = loader.get_single_node()
+            except RecursionError:  # the pure-Python composer, without libyaml
+                raise _depth_error(None) from None
+            if node is None:
+                return None
+            _check_expansion(data, node)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+            node = None
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (if on) for a burst of allocations that makes no
+    cyclic garbage, such as building a large config; reference counting still frees memory."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _depth_error(mark: Any) -> YamlLimitError:
+    return YamlLimitError(
+        f"mappings and lists are nested more than {MAX_DEPTH} levels deep",
+        hint=f"flatten the structure: gha-mlops reads YAML nested at most {MAX_DEPTH} levels "
+        "deep (aliases included)",
+        line=mark.line + 1 if mark is not None else None,
+        column=mark.column + 1 if mark is not None else None)
+
+
+class _Offence(Exception):
+    """Where :func:`_check_expansion` stopped: the ``nth`` alias of ``node`` (0: the node)."""
+
+    def __init__(self, kind: str, node: Any, nth: int) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.node = node
+        self.nth = nth
+
+
+def _check_expansion(data: bytes | str, root: Any) -> None:
+    """Raise :class:`YamlLimitError` when ``root`` (a composed document, where an alias is the
+    anchored node itself, shared) would, with its aliases expanded, nest deeper than
+    :data:`MAX_DEPTH` or add more alias nodes than the budget, or is recursive."""
+    try:
+        written, refs = _measure(root)
+    except _Offence as off:
+        if off.kind == "deep" and off.nth == 0:
+            raise _depth_error(off.node.start_mark) from None
+        name, mark = _alias_at(data, off.node, off.nth)
+        if off.kind == "deep":
+            raise _depth_error(mark) from None
+        raise YamlLimitError(
+            f"the alias *{name} refers to a collection that contains it (a recursive structure)",
+            hint="parameters and pipeline files must be trees: write the value out instead of "
+            "aliasing the collection it is in",
+            line=mark.line + 1 if mark else None,
+            column=mark.column + 1 if mark else None) from None
+    budget = max(MAX_ALIAS_NODES, ALIAS_FACTOR * written)
+    added = 0
+    for node, nth, size in refs:
+        added += size
+        if added > budget:
+            name, mark = _alias_at(data, node, nth)
+            raise YamlLimitError(
+                f"aliases expand to more than {budget:,} nodes (the limit): the alias *{name} "
+                f"here copies {size:,} and brings the total to {added:,}",
+                hint=_ALIAS_HINT,
+                line=mark.line + 1 if mark else None,
+                column=mark.column + 1 if mark else None)
+
+
+def _measure(root: Any) -> tuple[int, list[tuple[Any, int, int]]]:
+    """Walk ``root`` once, in document order, without expanding aliases: the nodes written,
+    and for each alias of a collection (the ``nth`` time its node is met again) the nodes its
+    expansion adds. Raises :class:`_Offence` for nesting over :data:`MAX_DEPTH` and for a
+    recursive alias. Aliases of scalars add one node each and are not listed."""
+    import yaml
+
+    collection = yaml.CollectionNode
+    mapping = yaml.MappingNode
+    if not isinstance(root, collection):
+        return 1, []
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, levels) when walked
+    open_: set[int] = {id(root)}
+    met_again: dict[int, int] = {}
+    refs: list[tuple[Any, int, int]] = []
+    written = 1
+
+    def children(node: Any) -> list[Any]:
+        if isinstance(node, mapping):
+            return [part for pair in node.value for part in pair]
+        return list(node.value)
+
+    # One frame per open collection: [node, its children, next child, size, levels].
+    stack: list[list[Any]] = [[root, children(root), 0, 1, 1]]
+    while stack:
+        frame = stack[-1]
+        kids = frame[1]
+        i = frame[2]
+        if i == len(kids):
+            stack.pop()
+            node_id = id(frame[0])
+            open_.discard(node_id)
+            done[node_id] = (frame[3], frame[4])
+            if stack:
+                stack[-1][3] += frame[3]
+                stack[-1][4] = max(stack[-1][4], frame[4] + 1)
+            continue
+        frame[2] = i + 1
+        child = kids[i]
+        if not isinstance(child, collection):
+            frame[3] += 1
+            written += 1
+            continue
+        cid = id(child)
+        seen = done.get(cid)
+        if seen is not None or cid in open_:
+            nth = met_again[cid] = met_again.get(cid, 0) + 1
+            if seen is None:
+                raise _Offence("recursive", child, nth)
+            if len(stack) + seen[1] > MAX_DEPTH:
+                raise _Offence("deep", child, nth)
+            refs.append((child, nth, seen[0]))
+            frame[3] += seen[0]
+            frame[4] = max(frame[4], seen[1] + 1)
+            continue
+        if len(stack) + 1 > MAX_DEPTH:
+            raise _Offence("deep", child, 0)
+        open_.add(cid)
+        written += 1
+        stack.append([child, children(child), 0, 1, 1])
+    return written, refs
+
+
+def _alias_at(data: bytes | str, node: Any, nth: int) -> tuple[str, Any]:
+    """The anchor name of ``node`` and the mark of its ``nth`` alias, from the events of
+    ``data`` (document order, as :func:`_measure` walks). Only called to explain an error."""
+    import yaml
+
+    loader = safe_loader()(data)
+    name: str | None = None
+    count = 0
+    try:
+        while loader.check_event():
+            event: Any = loader.get_event()
+            if isinstance(event, yaml.AliasEvent):
+                if name is not None and event.anchor == name:
+                    count += 1
+                    if count == nth:
+                        return name, event.start_mark
+            elif name is None and isinstance(event, yaml.NodeEvent) and event.anchor:
+                start: Any = event.start_mark
+                if (start.line, start.column) == (node.start_mark.line, node.start_mark.column):
+                    name = str(event.anchor)
+    finally:
+        loader.dispose()
+    return name or "?", None
 
 
 def _yaml_error(path: Path, data: bytes, err: Any) -> ConfigError:

@@ -73,18 +73,27 @@ def params(section: str | None = None) -> Any:
 
 
 def _load_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The params file as a mapping, read with the same bounded loader as ``gha-mlops run``:
+    a file of a few lines whose aliases would expand to billions of values is refused."""
     import yaml
 
+    from gha_mlops.config._yaml import YamlLimitError, load_yaml
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes()
     except FileNotFoundError as err:
         raise ConfigError(
             f"params file {path} does not exist",
             hint=f"run from the project root, or set {PARAMS_ENV} to the params file",
             file=path,
         ) from err
+    except OSError as err:
+        raise ConfigError(f"cannot read params file {path}: {err.strerror}", file=path) from err
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except YamlLimitError as err:
+        raise ConfigError(f"params file {path}: {err.message}", hint=err.hint, file=path,
+                          line=err.line, column=err.column) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"params file {path} is not valid YAML: {err}", file=path) from err
     if data is None:
