@@ -407,6 +407,8 @@ def gc(ws: Workspace, *, dry_run: bool = False, keep_days: float = 30.0) -> GcRe
         return GcResult(0, 0, 0)
     stale = time.time() - 86400
     for sub in ws.cache.objects.iterdir():
+        if sub.is_symlink() or not sub.is_dir():
+            continue  # not a fan-out folder gha-mlops made: never remove through it
         for obj in sub.iterdir():
             if obj.name.startswith("."):
                 # A temp file of a writer in flight (fetches do not take the workspace

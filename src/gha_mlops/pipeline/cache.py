@@ -143,13 +143,20 @@ def _entry(digest: str, index: int, raw: object) -> TreeEntry:
     _refuse(digest, index, raw)
 
 
+def _show(value: object, limit: int = 120) -> str:
+    """``repr(value)`` cut to ``limit`` characters: hostile values go into error messages
+    (repr escapes control characters; the cut keeps a 4 KB path from flooding the log)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
 def _refuse(digest: str, index: int, raw: object) -> NoReturn:
     """Raise the :class:`ManifestError` saying what is wrong with entry ``raw``."""
     if not isinstance(raw, dict):
         raise ManifestError(digest, f"expected an object {{path, sha256, size}}, got "
                                     f"{type(raw).__name__}", entry=f"#{index}")
     path = raw.get("path")
-    label = f"#{index} ({path!r})" if isinstance(path, str) else f"#{index}"
+    label = f"#{index} ({_show(path)})" if isinstance(path, str) else f"#{index}"
     if raw.keys() != _ENTRY_KEYS:
         got = ", ".join(sorted(map(str, raw.keys())))
         raise ManifestError(digest, f"expected exactly the keys path, sha256, size; got {got}",
@@ -160,9 +167,9 @@ def _refuse(digest: str, index: int, raw: object) -> NoReturn:
                             entry=label)
     sha = raw["sha256"]
     if not is_sha256(sha):
-        raise ManifestError(digest, f"sha256 {sha!r} is not 64 lowercase hex digits",
+        raise ManifestError(digest, f"sha256 {_show(sha)} is not 64 lowercase hex digits",
                             entry=label)
-    raise ManifestError(digest, f"size {raw['size']!r} is not a whole number of bytes "
+    raise ManifestError(digest, f"size {_show(raw['size'])} is not a whole number of bytes "
                                 f"(0 to {MAX_FILE_SIZE})", entry=label)
 
 
@@ -198,7 +205,7 @@ def parse_manifest(digest: str, data: bytes) -> Tree:
     for before, after in itertools.pairwise(keys):
         if after == before or after.startswith(before + "\0"):
             what = "is listed twice" if after == before else "is both a file and a folder"
-            raise ManifestError(digest, f"{before.replace(chr(0), '/')!r} {what}; expected "
+            raise ManifestError(digest, f"{_show(before.replace(chr(0), '/'))} {what}; expected "
                                         "each path once, files only at the leaves")
     return Tree(digest, tuple(entries), tuple(keys))
 
@@ -569,8 +576,13 @@ class ContentCache:
         except (OSError, ValueError):
             return None
         outs = entry.get("outs")
-        if not isinstance(outs, dict) or not all(self.has(d) for d in outs.values()):
-            return None
+        if not isinstance(outs, dict) or not all(is_object_digest(d) for d in outs.values()):
+            return None  # a damaged entry: the stage runs again
+        try:
+            if not all(self.has(d) for d in outs.values()):
+                return None
+        except ManifestError:
+            return None  # an output whose manifest is damaged cannot be restored: re-run
         return entry
 
     def save_run(self, signature: str, outs: Mapping[str, str], extra: Mapping[str, Any]) -> None:
