@@ -172,10 +172,10 @@ class StageProcesses:
             raise
         return proc
 
-    def finish(self, name: str, proc: subprocess.Popen[bytes]) -> tuple[int, bool]:
+    def finish(self, name: str, proc: subprocess.Popen[bytes]) -> int:
         """Wait for the stage's command to end, stop what it left running in its group, reap
-        it and forget its record: ``(exit status as Popen gives it, whether leftovers were
-        stopped)``. Ctrl-C while waiting propagates with the command still running."""
+        it and forget its record; the exit status as Popen gives it. Ctrl-C while waiting
+        propagates with the command still running."""
         wait_exited(proc.pid)
         # The command's zombie holds its pid, so the group id cannot be reused until the
         # wait below: this kills what the command left behind and nothing else.
@@ -183,15 +183,14 @@ class StageProcesses:
         rc = proc.wait()
         try:
             os.killpg(proc.pid, 0)
-            leftovers = True  # members still exist (dying): the rare path looks at /proc
         except (ProcessLookupError, PermissionError):
-            leftovers = False
-        if leftovers:
-            leftovers = _wait_gone(_group_members(proc.pid), REAP_WAIT_S)
+            pass  # the common case: nothing was left, one system call
+        else:  # members still exist, dying or zombies: wait (bounded) for those that run
+            _wait_gone(_group_members(proc.pid), REAP_WAIT_S)
         self._tell_guard(f"-{proc.pid}\n")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.dir / f"{name}.json")
-        return rc, leftovers
+        return rc
 
     def close(self) -> None:
         """End the guard (every stage finished; it has nothing left to kill)."""

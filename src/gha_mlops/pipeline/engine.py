@@ -8,6 +8,7 @@ wrote is removed and the outputs it replaced are put back from the cache.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,12 +32,6 @@ from gha_mlops.errors import (
     UnsafePathError,
     UsageError,
 )
-from gha_mlops.pipeline._procs import (
-    StageProcesses,
-    signal_group,
-    stop_leftovers,
-    wait_group_gone,
-)
 from gha_mlops.pipeline.cache import CacheMiss, ContentCache, remove_path
 from gha_mlops.pipeline.environment import (
     git_info,
@@ -53,6 +48,7 @@ from gha_mlops.pipeline.signature import stage_signature
 if TYPE_CHECKING:
     from gha_mlops.data.pointer import Dataset
     from gha_mlops.data.transfer import TransferStats
+    from gha_mlops.pipeline._procs import StageProcesses
 
 OK_STATUSES = ("ran", "cached", "restored")
 
@@ -202,7 +198,8 @@ class _Engine:
         self.store = RunStore(self.state / "runs")
         self.run_id = new_run_id()
         self.tmp = self.state / "tmp" / "runs" / self.run_id
-        self._children = StageProcesses(self.tmp / "procs", self.run_id)
+        # Imported with the first command: a no-op run never needs it.
+        self._children: StageProcesses | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._procs_lock = threading.Lock()
         self._interrupted = threading.Event()
@@ -232,7 +229,8 @@ class _Engine:
             try:
                 self._schedule(results)
             finally:
-                self._children.close()
+                if self._children is not None:
+                    self._children.close()
                 self.stat_cache.flush()
                 record = self._record(results, started, time.time())
                 path = self.store.write(record)
@@ -271,6 +269,8 @@ class _Engine:
             dead = sorted(os.listdir(runs_tmp))
         except (FileNotFoundError, NotADirectoryError):
             return
+        from gha_mlops.pipeline._procs import stop_leftovers
+
         for run_id in dead:
             folder = runs_tmp / run_id
             stopped = stop_leftovers(folder / "procs", run_id)
@@ -372,7 +372,8 @@ class _Engine:
             if first:
                 threading.Thread(target=_stop, args=(proc,), daemon=True).start()
             else:
-                signal_group(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
 
     # ------------------------------------------------------------------ one stage
 
@@ -553,6 +554,7 @@ class _Engine:
     def _execute(self, stage: Stage, res: StageResult) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._snapshot(None)  # the run exists from its first command on, even if killed
+        children = self._stage_processes()
         report = self.tmp / f"{stage.name}.report.json"
         lineage = self.tmp / f"{stage.name}.lineage.json"
         atomic_write_json(lineage, {
@@ -583,7 +585,7 @@ class _Engine:
         try:
             # Started in this thread, which waits for it: the parent-death signal follows
             # the thread that forked (see _procs).
-            proc = self._children.start(
+            proc = children.start(
                 stage.name, stage.cmd, cwd=self.root, env=env,
                 stdout=subprocess.PIPE if parallel else None,
                 stderr=subprocess.STDOUT if parallel else None,
@@ -600,22 +602,19 @@ class _Engine:
             if parallel and proc.stdout is not None:
                 for raw in proc.stdout:
                     self.reporter.stage_line(stage.name, raw.decode("utf-8", "replace").rstrip())
-            rc, leftovers = self._children.finish(stage.name, proc)
+            rc = children.finish(stage.name, proc)
         except KeyboardInterrupt:
             # Serial runs get Ctrl-C here, in the main thread: stop the command before its
             # outputs are rolled back, so nothing writes behind the rollback.
             self._interrupted.set()
             _stop(proc)
-            self._children.finish(stage.name, proc)
+            children.finish(stage.name, proc)
             raise _StageFailure("interrupted") from None
         finally:
             if proc.stdout is not None:
                 proc.stdout.close()
             with self._procs_lock:
                 self._procs.pop(stage.name, None)
-        if leftovers:
-            self.reporter.note(f"stage {stage.name!r} left processes running when its command "
-                               "ended; they were stopped")
         if report.exists():
             try:
                 res.runtime = json.loads(report.read_bytes())
@@ -626,6 +625,14 @@ class _Engine:
         if rc != 0:
             why = (f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}")
             raise _StageFailure(f"`{stage.cmd}` failed ({why})")
+
+    def _stage_processes(self) -> StageProcesses:
+        with self._procs_lock:
+            if self._children is None:
+                from gha_mlops.pipeline._procs import StageProcesses
+
+                self._children = StageProcesses(self.tmp / "procs", self.run_id)
+            return self._children
 
     def _effective_params(self) -> Path:
         """The params file stage scripts read: the workspace's own, or, when ``--set``
@@ -828,6 +835,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGINT the command's process group, then SIGKILL it after a grace period (at once on
     a second Ctrl-C). Does not reap: the thread that started the command does
     (:meth:`StageProcesses.finish`, which also stops what the command left behind)."""
+    from gha_mlops.pipeline._procs import signal_group, wait_group_gone
+
     signal_group(proc.pid, signal.SIGINT)
     try:
         if wait_group_gone(proc.pid, TERM_GRACE_S):
