@@ -139,7 +139,8 @@ def verify_cmd(names: tuple[str, ...], workspace: Path) -> None:
 @click.argument("names", nargs=-1)
 @_dir_option
 @click.option("--to", type=click.Path(file_okay=False, path_type=Path),
-              help="Put the data under this directory instead of its own path.")
+              help="Put the data under this directory instead of its own path (inside the "
+              "workspace, it may not lead out of it through a symlink).")
 @_link_option
 def checkout_cmd(names: tuple[str, ...], workspace: Path, to: Path | None, link: str) -> None:
     """Put the pinned version of datasets in place from the local cache."""
@@ -235,7 +236,8 @@ def fetch_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs:
 @_remote_option
 @_jobs_option
 @click.option("--to", type=click.Path(file_okay=False, path_type=Path),
-              help="Put the data under this directory instead of its own path.")
+              help="Put the data under this directory instead of its own path (inside the "
+              "workspace, it may not lead out of it through a symlink).")
 @_link_option
 def pull_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: int,
              to: Path | None, link: str) -> None:

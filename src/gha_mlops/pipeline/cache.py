@@ -630,10 +630,13 @@ def _temp_sibling(dest: Path) -> Path:
 
 
 def _replace(src: Path, dest: Path) -> None:
-    """Rename ``src`` over ``dest``; a directory (or a file where a directory is) goes first."""
+    """Rename ``src`` over ``dest``; a directory (or a file where a directory is) goes first.
+
+    Never follows a link: a symlink at ``dest`` is itself replaced, and the old tree is
+    moved aside under a fresh private name (not a guessable one a link could sit at)."""
     if dest.is_dir() and not dest.is_symlink():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
+        old = temp_dir(dest.parent, f".{dest.name}.old-")
+        os.replace(dest, old)  # a directory may replace an empty one
         os.replace(src, dest)
         shutil.rmtree(old, ignore_errors=True)
     else:
@@ -643,7 +646,8 @@ def _replace(src: Path, dest: Path) -> None:
 
 
 def remove_path(path: Path) -> None:
-    """Remove a file or tree if present."""
+    """Remove a file or tree if present. A symlink at ``path`` is removed, not followed;
+    links in its folders are the caller's to refuse (``_fs.resolve_inside``) beforehand."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
