@@ -172,11 +172,16 @@ class StageProcesses:
             raise
         return proc
 
-    def finish(self, name: str, proc: subprocess.Popen[bytes]) -> int:
+    def finish(self, name: str, proc: subprocess.Popen[bytes], *,
+               stopping: threading.Event | None = None, grace: float = 0.0) -> int:
         """Wait for the stage's command to end, stop what it left running in its group, reap
-        it and forget its record; the exit status as Popen gives it. Ctrl-C while waiting
-        propagates with the command still running."""
+        it and forget its record; the exit status as Popen gives it. When ``stopping`` is
+        set (the run is being interrupted), the rest of the group first gets ``grace``
+        seconds to end by itself, as the shell did. Ctrl-C while waiting propagates with the
+        command still running."""
         wait_exited(proc.pid)
+        if stopping is not None and stopping.is_set():
+            wait_group_gone(proc.pid, grace)
         # The command's zombie holds its pid, so the group id cannot be reused until the
         # wait below: this kills what the command left behind and nothing else.
         signal_group(proc.pid, signal.SIGKILL)

@@ -602,7 +602,8 @@ class _Engine:
             if parallel and proc.stdout is not None:
                 for raw in proc.stdout:
                     self.reporter.stage_line(stage.name, raw.decode("utf-8", "replace").rstrip())
-            rc = children.finish(stage.name, proc)
+            rc = children.finish(stage.name, proc, stopping=self._interrupted,
+                                 grace=TERM_GRACE_S)
         except KeyboardInterrupt:
             # Serial runs get Ctrl-C here, in the main thread: stop the command before its
             # outputs are rolled back, so nothing writes behind the rollback.
