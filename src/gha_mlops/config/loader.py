@@ -24,11 +24,11 @@ from typing import Any
 
 from gha_mlops import __version__
 from gha_mlops._fs import atomic_write_text
-from gha_mlops.config._graph import link_stages, overlaps
+from gha_mlops.config._graph import OutputIndex, link_stages
 from gha_mlops.config._overrides import apply_overrides
 from gha_mlops.config._params import check_params, load_params, read_optional
 from gha_mlops.config._schema_errors import form_hint, schema_problems
-from gha_mlops.config._yaml import Loc, Problems, display, parse_yaml, type_name
+from gha_mlops.config._yaml import Loc, Problems, display, gc_paused, parse_yaml, type_name
 from gha_mlops.config.model import Gate, Output, OutputKind, Pipeline, Remote, Stage
 from gha_mlops.errors import ConfigError
 
@@ -54,6 +54,13 @@ def load_pipeline(config_path: Path, *, overrides: Mapping[str, Any] | None = No
     config after the cache, which always holds the params file as it is, so a load with
     overrides is as fast as one without and never changes what a later load sees.
     """
+    # Loading allocates objects by the hundred thousand for a large pipeline and makes no
+    # cyclic garbage: left running, the collector would scan them again and again.
+    with gc_paused():
+        return _load(config_path, overrides)
+
+
+def _load(config_path: Path, overrides: Mapping[str, Any] | None) -> Pipeline:
     config_path = config_path.absolute()
     root = config_path.parent
     try:
@@ -287,16 +294,16 @@ def _norm_path(problems: Problems, loc: Loc, value: str | None) -> str | None:
 def _normalize_stage(problems: Problems, name: str, st: Any) -> dict[str, Any]:
     base: Loc = ("stages", name)
     cmd = st.cmd if isinstance(st.cmd, str) else " && ".join(st.cmd)
-    deps: list[str] = []
+    deps: dict[str, int] = {}  # path -> its place in deps
     for i, d in enumerate(st.deps):
         p = _norm_path(problems, (*base, "deps", i), d)
         if p is not None:
             if p in deps:
                 problems.add((*base, "deps", i),
-                             f"{d!r} is listed twice (the same path as deps[{deps.index(p)}])",
+                             f"{d!r} is listed twice (the same path as deps[{deps[p]}])",
                              "remove one of them")
             else:
-                deps.append(p)
+                deps[p] = len(deps)
     outs: list[dict[str, str]] = []
     kinds: tuple[tuple[str, OutputKind], ...] = (("outs", "out"), ("metrics", "metric"),
                                                  ("plots", "plot"))
@@ -305,19 +312,19 @@ def _normalize_stage(problems: Problems, name: str, st: Any) -> dict[str, Any]:
             p = _norm_path(problems, (*base, field, i), o)
             if p is not None:
                 outs.append({"path": p, "kind": kind, "field": field, "index": str(i)})
-    params: list[str] = []
+    params: dict[str, int] = {}  # key -> its place in params
     for i, key in enumerate(st.params):
         if not key or key.startswith(".") or key.endswith(".") or ".." in key:
             problems.add((*base, "params", i), f"{key!r} is not a dotted params key",
                          "write keys like `train` or `train.lr`")
         elif key in params:
             problems.add((*base, "params", i),
-                         f"{key!r} is listed twice (the same key as params[{params.index(key)}])",
+                         f"{key!r} is listed twice (the same key as params[{params[key]}])",
                          "remove one of them")
             continue
-        params.append(key)
-    return {"name": name, "cmd": cmd, "desc": st.desc, "deps": deps, "params": params,
-            "outs": outs, "upstream": []}
+        params[key] = len(params)
+    return {"name": name, "cmd": cmd, "desc": st.desc, "deps": list(deps),
+            "params": list(params), "outs": outs, "upstream": []}
 
 
 def _normalize_gates(problems: Problems, gates: Mapping[str, Any],
@@ -365,7 +372,10 @@ def _check_deps_exist(pipeline: Pipeline, config_path: Path,
     """The checks that depend on the file system, done on every load, cached or not: each dep
     must exist or overlap a stage output, and the environment lock must exist."""
     problems = Problems(config_path, config_bytes)
-    outputs = [out for stage in pipeline.stages.values() for out in stage.out_paths]
+    outputs = OutputIndex()
+    for stage in pipeline.stages.values():
+        for out in stage.out_paths:
+            outputs.add(out)
     datasets: Mapping[str, Any] | None = None
     for stage in pipeline.stages.values():
         for i, dep in enumerate(stage.deps):
@@ -380,7 +390,7 @@ def _check_deps_exist(pipeline: Pipeline, config_path: Path,
                                  ("datasets here: " + ", ".join(sorted(datasets))) if datasets
                                  else "pin one with `gha-mlops data add PATH --name NAME`")
                 continue
-            if (not any(overlaps(dep, out) for out in outputs)
+            if (outputs.first(dep) is None
                     and not os.path.lexists(pipeline.root / dep)):
                 problems.add(("stages", stage.name, "deps", i),
                              f"{dep!r} does not exist and no stage outputs it",
