@@ -168,7 +168,8 @@ def test_a_killed_run_leaves_no_reference_to_a_run_without_a_record(
         assert quick["produced_by_run"] == killed
         dead = json.loads(workspace.cli("runs", "show", killed, "--json", check=True).stdout)
         assert dead["status"] == "interrupted" and "interrupted" in dead
-        assert [s["name"] for s in dead["stages"]] == ["quick"]
+        assert [(s["name"], s["status"]) for s in dead["stages"]] == [
+            ("quick", "ran"), ("slow", "interrupted")]
         assert f"run {killed} ended without its gha-mlops process" in nxt.stdout
     else:
         assert "produced_by_run" not in quick

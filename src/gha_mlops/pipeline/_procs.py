@@ -164,7 +164,7 @@ class StageProcesses:
         self._tell_guard(f"+{proc.pid}\n")
         try:
             atomic_write_json(self.dir / f"{name}.json", {
-                "run_id": self.run_id, "stage": name, "pid": proc.pid, "pgid": proc.pid,
+                "run_id": self.run_id, "stage": name, "cmd": cmd, "pid": proc.pid, "pgid": proc.pid,
                 "start": start_time(proc.pid), "runner": os.getpid()})
         except BaseException:
             signal_group(proc.pid, signal.SIGKILL)  # unrecorded, it would be unguarded later
@@ -291,17 +291,19 @@ def _wait_gone(procs: Sequence[_Proc], timeout: float) -> bool:
 
 
 @dataclass(frozen=True)
-class Stopped:
-    """Processes of a dead run's stage that :func:`stop_leftovers` killed."""
+class Leftover:
+    """A stage that was running when its run's process died, and how many of its processes
+    :func:`stop_leftovers` found still running and killed."""
 
-    run_id: str
     stage: str
-    count: int
+    cmd: str
+    stopped: int
 
 
-def stop_leftovers(procs_dir: Path, run_id: str) -> list[Stopped]:
+def stop_leftovers(procs_dir: Path, run_id: str) -> list[Leftover]:
     """Kill what still runs of the stages recorded in ``procs_dir`` (a run whose process
-    died), wait until it is gone (bounded) and remove the records. Caller holds the lock.
+    died), wait until it is gone (bounded) and remove the records: one :class:`Leftover`
+    per recorded stage. Caller holds the lock.
 
     A process is taken for the stage's only when it is in the recorded group and is either
     the recorded leader (same pid *and* kernel start time) or, once the leader is gone, a
@@ -312,23 +314,22 @@ def stop_leftovers(procs_dir: Path, run_id: str) -> list[Stopped]:
         names = sorted(os.listdir(procs_dir))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    stopped: list[Stopped] = []
+    found: list[Leftover] = []
     table: list[_Proc] | None = None
     for name in names:
         path = procs_dir / name
         rec = _read_record(path)
-        if rec is not None:
+        if rec is not None and name.endswith(".json"):
             table = table if table is not None else _all_procs()
             victims = _victims(rec, table, run_id)
             for p in victims:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(p.pid, signal.SIGKILL)
             _wait_gone(victims, REAP_WAIT_S)
-            if victims:
-                stopped.append(Stopped(run_id, str(rec.get("stage", name)), len(victims)))
+            found.append(Leftover(name[:-len(".json")], str(rec.get("cmd", "")), len(victims)))
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-    return stopped
+    return found
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:

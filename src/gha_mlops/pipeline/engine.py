@@ -273,15 +273,18 @@ class _Engine:
 
         for run_id in dead:
             folder = runs_tmp / run_id
-            stopped = stop_leftovers(folder / "procs", run_id)
+            left = stop_leftovers(folder / "procs", run_id)
+            running = [scrub(StageResult(x.stage, "interrupted", cmd=x.cmd, error="interrupted: "
+                                         "the run's process died while it ran").to_json(),
+                             secret_values(self.o.environ)) for x in left]
             adopted = self.store.adopt_snapshot(folder / "record.json", run_id,
-                                                recorded_by=self.run_id)
+                                                recorded_by=self.run_id, running=running)
             remove_path(folder)
-            if stopped or adopted:
-                what = [f"stopped {sum(s.count for s in stopped)} process(es) its stages "
-                        f"left running ({', '.join(sorted({s.stage for s in stopped}))})"
-                        ] if stopped else []
-                what += ["recorded it as interrupted"] if adopted else []
+            stopped = sum(x.stopped for x in left)
+            what = [f"stopped {stopped} process(es) of its stages that were still running"
+                    ] if stopped else []
+            what += ["recorded it as interrupted"] if adopted else []
+            if what:
                 self.reporter.note(f"run {run_id} ended without its gha-mlops process "
                                    f"(killed or crashed): {'; '.join(what)}")
 

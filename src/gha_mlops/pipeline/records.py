@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +63,15 @@ class RunStore:
         return (isinstance(run_id, str) and _RUN_ID.fullmatch(run_id) is not None
                 and self.path(run_id).is_file())
 
-    def adopt_snapshot(self, snapshot: Path, run_id: str, *, recorded_by: str) -> bool:
+    def adopt_snapshot(self, snapshot: Path, run_id: str, *, recorded_by: str,
+                       running: Sequence[dict[str, Any]] = ()) -> bool:
         """Make the last snapshot of a run whose process died its record (caller holds the
         lock). The snapshot is what the engine wrote as that run's record-so-far: the
         stages that had finished, status ``interrupted``; ``finished_at`` is when it was
-        last written (the last moment the run is known to have been alive). Nothing is
-        written when the run has a record already, or the snapshot is missing, damaged or
-        another run's: True when a record was written."""
+        last written (the last moment the run is known to have been alive). ``running``:
+        the entries of the stages that were running then, added unless already there. Nothing is written when the
+        run has a record already, or the snapshot is missing, damaged or another run's:
+        True when a record was written."""
         if _RUN_ID.fullmatch(run_id) is None or self.path(run_id).exists():
             return False
         try:
@@ -78,6 +81,10 @@ class RunStore:
         if not (isinstance(record, dict) and record.get("id") == run_id
                 and record.get("schema") == RECORD_SCHEMA):
             return False
+        stages = record.get("stages")
+        if isinstance(stages, list):
+            known = {s.get("name") for s in stages if isinstance(s, dict)}
+            stages += [entry for entry in running if entry.get("name") not in known]
         record["status"] = "interrupted"
         record["interrupted"] = {
             "reason": "its gha-mlops process died (killed or crashed) while the run was in "
