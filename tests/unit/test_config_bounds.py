@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gha_mlops.config import load_pipeline, parse_overrides
+from gha_mlops.config import Output, Pipeline, Stage, load_pipeline, parse_overrides
 from gha_mlops.config._graph import OutputIndex, overlaps
 from gha_mlops.config._yaml import MAX_ALIAS_NODES, MAX_DEPTH
 from gha_mlops.errors import ConfigError, GhaMlopsError, UsageError
@@ -217,3 +217,28 @@ def test_output_index_finds_exactly_the_overlapping_outputs() -> None:
     for a, b in itertools.product(parts, repeat=2):
         probe = f"{a}/{b}"
         assert index.all(probe) == [k for k, out in enumerate(added) if overlaps(probe, out)]
+
+
+def test_producer_of_answers_as_a_scan_of_the_stages_would() -> None:
+    """``Pipeline.producer_of`` (asked for every dep of every stage by the engine) looks
+    paths up by prefix; the answer is still the first stage in run order that writes the
+    path or a directory containing it."""
+    rng = random.Random(3)
+    parts = ["a", "b", "", "c.d"]
+
+    def path() -> str:
+        return "/".join(rng.choice(parts) for _ in range(rng.randint(1, 4)))
+
+    for _ in range(200):
+        stages = {f"s{k}": Stage(name=f"s{k}", cmd="true", deps=(), params=(), upstream=(),
+                                 outs=tuple(Output(path(), "out")
+                                            for _ in range(rng.randint(0, 3))))
+                  for k in range(rng.randint(1, 8))}
+        pipeline = Pipeline(root=Path("."), config_file=Path("mlops.yaml"), config_sha256="",
+                            seed=0, params_file="params.yaml", params={}, env_lock=None,
+                            stages=stages)
+        for _ in range(50):
+            probe = path()
+            scan = next((s.name for s in stages.values() for out in s.out_paths
+                         if probe == out or probe.startswith(out + "/")), None)
+            assert pipeline.producer_of(probe) == scan

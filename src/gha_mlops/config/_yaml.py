@@ -48,6 +48,7 @@ class Located:
         self._text = text
         self._root: Any = None
         self._composed = False
+        self._index: dict[int, dict[str, tuple[Any, Any]]] = {}
 
     def find(self, loc: Loc, *, key: bool = False) -> tuple[int | None, int | None]:
         """Where ``loc`` is, or the deepest part of it that exists (its value, or with ``key``
@@ -67,13 +68,9 @@ class Located:
                 break
             best = (node.start_mark.line + 1, node.start_mark.column + 1)
             if isinstance(node, yaml.MappingNode):
-                nxt = None
-                for k, v in node.value:
-                    if str(k.value) == str(part):
-                        last = i == len(loc) - 1
-                        nxt = k if (key and last) else v
-                        break
-                node = nxt
+                pair = self._keys(node).get(str(part))
+                last = i == len(loc) - 1
+                node = None if pair is None else pair[0] if (key and last) else pair[1]
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
                 node = node.value[part] if part < len(node.value) else None
             else:
@@ -81,6 +78,16 @@ class Located:
         if node is not None:
             best = (node.start_mark.line + 1, node.start_mark.column + 1)
         return best
+
+    def _keys(self, node: Any) -> dict[str, tuple[Any, Any]]:
+        """The (key, value) nodes of a mapping by key text, the first of each, built once per
+        mapping: a file with a problem in each of 20,000 stages is not searched 20,000 times."""
+        found = self._index.get(id(node))
+        if found is None:
+            found = self._index[id(node)] = {}
+            for k, v in node.value:
+                found.setdefault(str(k.value), (k, v))
+        return found
 
 
 @functools.lru_cache(maxsize=1)

@@ -335,6 +335,7 @@ def _normalize_gates(problems: Problems, gates: Mapping[str, Any],
     from gha_mlops.config.schema import GATE_RULES
 
     metric_files = [o["path"] for s in stages for o in s["outs"] if o["kind"] == "metric"]
+    declared = set(metric_files)
     out: dict[str, dict[str, Any]] = {}
     for name, gate in gates.items():
         loc: Loc = ("gates", name)
@@ -344,7 +345,7 @@ def _normalize_gates(problems: Problems, gates: Mapping[str, Any],
             problems.add(loc, "a gate needs a metric name",
                          "name a metric, e.g. `test_accuracy` or `metrics.json:test_accuracy`",
                          key=True)
-        elif sep and file not in metric_files and (
+        elif sep and file not in declared and (
                 "/" in file or file.endswith(".json")
                 or (close := difflib.get_close_matches(file, metric_files, n=1))):
             close = difflib.get_close_matches(file, metric_files, n=1)
@@ -377,6 +378,7 @@ def _check_deps_exist(pipeline: Pipeline, config_path: Path,
         for out in stage.out_paths:
             outputs.add(out)
     datasets: Mapping[str, Any] | None = None
+    present: dict[str, bool] = {}
     for stage in pipeline.stages.values():
         for i, dep in enumerate(stage.deps):
             if dep.startswith(DATA_PREFIX):
@@ -390,8 +392,10 @@ def _check_deps_exist(pipeline: Pipeline, config_path: Path,
                                  ("datasets here: " + ", ".join(sorted(datasets))) if datasets
                                  else "pin one with `gha-mlops data add PATH --name NAME`")
                 continue
-            if (outputs.first(dep) is None
-                    and not os.path.lexists(pipeline.root / dep)):
+            if dep not in present:  # many stages share a dep (their script): check it once
+                present[dep] = (outputs.first(dep) is not None
+                                or os.path.lexists(pipeline.root / dep))
+            if not present[dep]:
                 problems.add(("stages", stage.name, "deps", i),
                              f"{dep!r} does not exist and no stage outputs it",
                              f"check the path (it is relative to the directory of "
