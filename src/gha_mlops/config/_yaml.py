@@ -152,7 +152,8 @@ def safe_loader() -> Any:
         def _tree(self, node: Any) -> Any:
             cls = node.__class__
             if cls is scalar:
-                return self.construct_object(node)
+                built = self._scalars.get((node.tag, node.value))  # most are seen already
+                return built if built is not None else self.construct_object(node)
             built = self.constructed_objects.get(node)
             if built is not None:  # an alias of a collection built already
                 return built
@@ -165,7 +166,9 @@ def safe_loader() -> Any:
                 for key_node, value_node in node.value:
                     if key_node.__class__ is not scalar or key_node.tag not in plain_tags:
                         return self.construct_object(node, deep=True)
-                    key = self.construct_object(key_node)
+                    key = self._scalars.get((key_node.tag, key_node.value))
+                    if key is None:
+                        key = self.construct_object(key_node)
                     if key in mapping:  # PyYAML says which line repeats it
                         return self.construct_object(node, deep=True)
                     mapping[key] = self._tree(value_node)
