@@ -42,6 +42,14 @@ def _bomb_in_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     load_pipeline(tmp_path / "mlops.yaml")
 
 
+def _long_string_in_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One 100 kB string aliased 10,000 times: 1 GB in the JSON of the params (the cache,
+    # the signature of every stage that reads them) from a 150 kB file.
+    _write(tmp_path, {"mlops.yaml": STAGE, "params.yaml": "a: &a " + "x" * 100_000 + "\n"
+                      + "train:\n" + "".join(f"  k{k}: *a\n" for k in range(10_000))})
+    load_pipeline(tmp_path / "mlops.yaml")
+
+
 def _fan_out_in_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The strict schema refuses lists of lists, but one flat list aliased by every stage
     # passes it: 2,000 paths times 2,000 stages are four million deps from a 60 kB file.
@@ -68,10 +76,11 @@ def _bomb_in_set_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("entry", "file", "alias_line", "error"), [
     (_bomb_in_params, "params.yaml", 5, ConfigError),
+    (_long_string_in_params, "params.yaml", 112, ConfigError),
     (_fan_out_in_config, "mlops.yaml", 62, ConfigError),
     (_bomb_via_train_helper, "params.yaml", 5, ConfigError),
     (_bomb_in_set_value, None, None, UsageError),
-], ids=["params.yaml", "mlops.yaml", "train.params", "--set"])
+], ids=["params.yaml", "params.yaml-long-string", "mlops.yaml", "train.params", "--set"])
 def test_alias_expansion_is_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     entry: Callable[[Path, pytest.MonkeyPatch], None], file: str | None,
@@ -82,7 +91,7 @@ def test_alias_expansion_is_bounded(
     with pytest.raises(error) as info:
         entry(tmp_path, monkeypatch)
     err = info.value
-    limit = re.search(r"aliases expand to more than ([\d,]+) nodes \(the limit\)", err.message)
+    limit = re.search(r"aliases expand to more than ([\d,]+) nodes \(the limit", err.message)
     assert limit is not None, err.message
     assert int(limit[1].replace(",", "")) >= MAX_ALIAS_NODES
     assert "the alias *a" in err.message
@@ -92,6 +101,7 @@ def test_alias_expansion_is_bounded(
         assert err.line is not None and err.column is not None
     if alias_line is not None:
         # params: a5's tenth alias of a4 (11,111 values each) crosses 100,000;
+        # long string: the 110th alias (1,001 nodes each) crosses ten times the 11,005 written;
         # mlops.yaml: the alias in s60 crosses ten times the 12,004 nodes written.
         assert err.line == alias_line
 

@@ -32,6 +32,9 @@ MAX_ALIAS_NODES = 100_000
 :data:`ALIAS_FACTOR` times the nodes the file writes out if that is more: a large pipeline may
 alias a shared list in every stage, a file of a few lines may not expand to millions."""
 ALIAS_FACTOR = 10
+STRING_NODE_CHARS = 100
+"""A string counts as one node per this many characters: an alias of a long string is a copy
+in every JSON dump and hash of the params."""
 
 _ALIAS_HINT = ("an alias (*name) stands for a copy of everything under its anchor (&name), so "
                "aliases of aliased collections multiply; write the values out, or alias smaller "
@@ -361,7 +364,8 @@ def _check_expansion(data: bytes | str, root: Any) -> None:
         if added > budget:
             name, mark = _alias_at(data, node, nth)
             raise YamlLimitError(
-                f"aliases expand to more than {budget:,} nodes (the limit): the alias *{name} "
+                f"aliases expand to more than {budget:,} nodes (the limit; a string counts one "
+                f"per {STRING_NODE_CHARS} characters): the alias *{name} "
                 f"here copies {size:,} and brings the total to {added:,}",
                 hint=_ALIAS_HINT,
                 line=mark.line + 1 if mark else None,
@@ -398,7 +402,9 @@ def _measure(root: Any) -> tuple[int, list[tuple[Any, int, int]]]:
     """Walk ``root`` once, in document order, without expanding aliases: the nodes written,
     and for each alias of a collection (the ``nth`` time its node is met again) the nodes its
     expansion adds. Raises :class:`_Offence` for nesting over :data:`MAX_DEPTH` and for a
-    recursive alias. Aliases of scalars add one node each and are not listed."""
+    recursive alias. A string counts one node per :data:`STRING_NODE_CHARS` characters (a
+    JSON dump of the params copies each alias of it); aliases of short scalars add one node
+    each and are not listed."""
     import yaml
 
     collection = yaml.CollectionNode
@@ -408,6 +414,7 @@ def _measure(root: Any) -> tuple[int, list[tuple[Any, int, int]]]:
     done: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, levels) when walked
     open_: set[int] = {id(root)}
     met_again: dict[int, int] = {}
+    long_seen: set[int] = set()
     refs: list[tuple[Any, int, int]] = []
     written = 1
 
@@ -434,8 +441,16 @@ def _measure(root: Any) -> tuple[int, list[tuple[Any, int, int]]]:
         frame[2] = i + 1
         child = kids[i]
         if not isinstance(child, collection):
-            frame[3] += 1
-            written += 1
+            weight = 1 + len(child.value) // STRING_NODE_CHARS
+            frame[3] += weight
+            if weight == 1:  # short scalars met again through an alias cost 1 each: no note
+                written += 1
+            elif id(child) in long_seen:  # an alias of a long string: copied by every walker
+                nth = met_again[id(child)] = met_again.get(id(child), 0) + 1
+                refs.append((child, nth, weight))
+            else:
+                long_seen.add(id(child))
+                written += weight
             continue
         cid = id(child)
         seen = done.get(cid)
