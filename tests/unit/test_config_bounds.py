@@ -147,8 +147,11 @@ def test_ordinary_anchors_aliases_and_merge_keys_still_work(tmp_path: Path) -> N
     ("deep: " + "[" * 5000 + "]" * 5000 + "\n", 1, f"nested more than {MAX_DEPTH} levels deep"),
     ("a: &a " + "[" * 60 + "]" * 60 + "\nb:\n  c: " + "[" * 45 + "*a" + "]" * 45 + "\n", 3,
      f"nested more than {MAX_DEPTH} levels deep"),
+    ("m: {<<: {a: " + "[" * 120 + "]" * 120 + "}}\n", 1,
+     f"nested more than {MAX_DEPTH} levels deep"),
     ("train: {lr: 0.1}\nloop: &loop [1, *loop]\n", 2, "refers to a collection that contains it"),
-], ids=["written", "past-libyaml-limit", "through-an-alias", "recursive-alias"])
+], ids=["written", "past-libyaml-limit", "through-an-alias", "under-a-merge-key",
+        "recursive-alias"])
 def test_structures_too_deep_to_walk_are_refused(
     tmp_path: Path, params_yaml: str, line: int, message: str,
 ) -> None:

@@ -141,18 +141,18 @@ def safe_loader() -> Any:
                 return value
 
         def construct_tree(self, node: Any) -> Any:
-            """``construct_document(node)`` for a document that :func:`_check_expansion`
-            passed (no recursion, at most MAX_DEPTH deep, so recursing here is safe). Plain
+            """``construct_document(node)``, refusing nesting deeper than MAX_DEPTH, for a
+            document without recursive aliases (:func:`_check_expansion` passed it). Plain
             mappings and lists are built here, at a third of PyYAML's cost per node; anything
             else (other tags, merge keys, non-scalar keys, a key given twice) is left to
             PyYAML, which finds the same built objects through ``constructed_objects``."""
             try:
-                return self._tree(node)
+                return self._tree(node, 1)
             finally:
                 self.constructed_objects = {}
                 self.recursive_objects = {}
 
-        def _tree(self, node: Any) -> Any:
+        def _tree(self, node: Any, depth: int) -> Any:
             cls = node.__class__
             if cls is scalar:
                 built = self._scalars.get((node.tag, node.value))  # most are seen already
@@ -160,23 +160,33 @@ def safe_loader() -> Any:
             built = self.constructed_objects.get(node)
             if built is not None:  # an alias of a collection built already
                 return built
+            if depth > MAX_DEPTH:
+                raise _depth_error(node.start_mark)
             if cls is yaml.SequenceNode and node.tag == seq_tag:
-                items = [self._tree(child) for child in node.value]
+                items = [self._tree(child, depth + 1) for child in node.value]
                 self.constructed_objects[node] = items
                 return items
             if cls is yaml.MappingNode and node.tag == map_tag:
                 mapping: dict[Any, Any] = {}
                 for key_node, value_node in node.value:
                     if key_node.__class__ is not scalar or key_node.tag not in plain_tags:
-                        return self.construct_object(node, deep=True)
+                        return self._by_pyyaml(node, depth)
                     key = self._scalars.get((key_node.tag, key_node.value))
                     if key is None:
                         key = self.construct_object(key_node)
                     if key in mapping:  # PyYAML says which line repeats it
-                        return self.construct_object(node, deep=True)
-                    mapping[key] = self._tree(value_node)
+                        return self._by_pyyaml(node, depth)
+                    mapping[key] = self._tree(value_node, depth + 1)
                 self.constructed_objects[node] = mapping
                 return mapping
+            return self._by_pyyaml(node, depth)
+
+        def _by_pyyaml(self, node: Any, depth: int) -> Any:
+            """PyYAML's construction of ``node`` (recursive), once its nesting is checked."""
+            try:
+                _check_depth(node, MAX_DEPTH - depth + 1)
+            except _Offence as off:
+                raise _depth_error(off.node.start_mark) from None
             return self.construct_object(node, deep=True)
 
         def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
@@ -338,12 +348,12 @@ class _Offence(Exception):
 def _check_expansion(data: bytes | str, root: Any) -> None:
     """Raise :class:`YamlLimitError` when ``root`` (a composed document, where an alias is the
     anchored node itself, shared) would, with its aliases expanded, nest deeper than
-    :data:`MAX_DEPTH` or add more alias nodes than the budget, or is recursive."""
+    :data:`MAX_DEPTH` or add more alias nodes than the budget, or is recursive. A document
+    without anchors has no alias: its nesting is left to :meth:`construct_tree`."""
     try:
         anchored = b"&" in data if isinstance(data, bytes) else "&" in data
         if not anchored:
-            _check_depth(root)  # no anchor, so no alias: only the nesting to check
-            return
+            return  # no anchor, so no alias: the nesting is checked while building
         written, refs = _measure(root)
     except _Offence as off:
         if off.kind == "deep" and off.nth == 0:
@@ -372,9 +382,9 @@ def _check_expansion(data: bytes | str, root: Any) -> None:
                 column=mark.column + 1 if mark else None)
 
 
-def _check_depth(root: Any) -> None:
-    """Raise :class:`_Offence` if ``root``, a document without aliases, nests deeper than
-    :data:`MAX_DEPTH`; a walk level by level, a third of the cost of :func:`_measure`."""
+def _check_depth(root: Any, limit: int) -> None:
+    """Raise :class:`_Offence` if ``root``, a tree without recursive aliases, nests more than
+    ``limit`` collections deep; a walk level by level."""
     import yaml
 
     scalar = yaml.ScalarNode
@@ -383,7 +393,7 @@ def _check_depth(root: Any) -> None:
     depth = 0
     while level:
         depth += 1
-        if depth > MAX_DEPTH:
+        if depth > limit:
             raise _Offence("deep", level[0], 0)
         below: list[Any] = []
         for node in level:
