@@ -1,11 +1,12 @@
 """YAML for the config files: a safe loader that rejects duplicate keys, syntax errors explained
 in words at the line to look at, and key paths mapped back to lines for later errors.
 
-Every YAML file gha-mlops reads from a workspace (``mlops.yaml``, the params file, ``runners.yaml``)
-and the ``gha_mlops.train`` params helper go through :func:`load_yaml`, which bounds the work a
-small file can cause: at most :data:`MAX_BYTES` bytes, collections nested at most
-:data:`MAX_DEPTH` deep, and aliases (``*name``) that add at most :data:`MAX_ALIAS_NODES` nodes (or
-ten times as many as the file writes out, if more) when expanded. A "billion laughs" file of a few lines,
+Every YAML file gha-mlops reads from a workspace (``mlops.yaml``, the params file,
+``runners.yaml``, sweep grids), ``--set`` values and the ``gha_mlops.train`` params helper go
+through :func:`load_yaml`, which bounds the work a small file can cause: at most
+:data:`MAX_BYTES` bytes, collections nested at most :data:`MAX_DEPTH` deep, and aliases
+(``*name``) that add at most :data:`MAX_ALIAS_NODES` nodes (or :data:`ALIAS_FACTOR` times as
+many as the file writes out, if more) when expanded. A "billion laughs" file of a few lines,
 whose aliases of aliases would expand to billions of values, is refused before anything walks
 the expanded values.
 """
@@ -269,10 +270,6 @@ def parse_yaml(path: Path, data: bytes) -> Any:
         raise ConfigError(err.message, hint=err.hint, file=display(path), line=err.line,
                           column=err.column) from None
     except yaml.MarkedYAMLError as err:
-        if "maximum nesting depth" in str(err.problem):  # libyaml's own bound (1000)
-            limit = _depth_error(err.problem_mark)
-            raise ConfigError(limit.message, hint=limit.hint, file=display(path),
-                              line=limit.line, column=limit.column) from None
         raise _yaml_error(path, data, err) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML: {err}", file=display(path),
@@ -283,12 +280,14 @@ def load_yaml(data: bytes | str) -> Any:
     """The document in ``data``, read with :func:`safe_loader`, or None for an empty one.
 
     Bounded: raises :class:`YamlLimitError` when ``data`` is over :data:`MAX_BYTES`, nests
-    deeper than :data:`MAX_DEPTH` or holds aliases that would add more than
+    deeper than :data:`MAX_DEPTH`, holds aliases that would add more than
     :data:`MAX_ALIAS_NODES` nodes (or more than :data:`ALIAS_FACTOR` times what it writes
-    out) when expanded, or an alias to a
-    collection that contains it. Nothing is constructed before those checks, and the checks
-    take time linear in the size of ``data``. Raises ``yaml.YAMLError`` for malformed YAML.
+    out) when expanded, or an alias of a collection that contains it. Nothing is built
+    before the alias checks, and they take time linear in the size of ``data``. Raises
+    ``yaml.YAMLError`` for malformed YAML.
     """
+    import yaml
+
     if len(data) > MAX_BYTES:
         raise YamlLimitError(
             f"the file is {len(data) / 2**20:.0f} MiB, more than the {MAX_BYTES // 2**20} MiB "
@@ -304,6 +303,10 @@ def load_yaml(data: bytes | str) -> Any:
                 node = loader.get_single_node()
             except RecursionError:  # the pure-Python composer, without libyaml
                 raise _depth_error(None) from None
+            except yaml.MarkedYAMLError as err:
+                if "maximum nesting depth" in str(err.problem):  # libyaml's bound (1000)
+                    raise _depth_error(err.problem_mark) from None
+                raise
             if node is None:
                 return None
             _check_expansion(data, node)
