@@ -67,6 +67,14 @@ def _bomb_via_train_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     train_params("train")
 
 
+def _bomb_in_data_pointer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A `.lock.yaml` comes with a pull request like mlops.yaml does.
+    from gha_mlops.data.pointer import read_pointer
+
+    _write(tmp_path, {"images.lock.yaml": "\n".join(BOMB_LINES) + "\nname: *a9\n"})
+    read_pointer(tmp_path, "images.lock.yaml")
+
+
 def _bomb_in_set_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     items = ["&a0 [" + ", ".join(["x"] * 10) + "]"] + [
         f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
@@ -79,8 +87,10 @@ def _bomb_in_set_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (_long_string_in_params, "params.yaml", 112, ConfigError),
     (_fan_out_in_config, "mlops.yaml", 62, ConfigError),
     (_bomb_via_train_helper, "params.yaml", 5, ConfigError),
+    (_bomb_in_data_pointer, "images.lock.yaml", 5, ConfigError),
     (_bomb_in_set_value, None, None, UsageError),
-], ids=["params.yaml", "params.yaml-long-string", "mlops.yaml", "train.params", "--set"])
+], ids=["params.yaml", "params.yaml-long-string", "mlops.yaml", "train.params",
+         "data-pointer", "--set"])
 def test_alias_expansion_is_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     entry: Callable[[Path, pytest.MonkeyPatch], None], file: str | None,

@@ -59,21 +59,17 @@ def pointer_for(data_rel: str) -> str:
 
 def read_pointer(root: Path, pointer_rel: str) -> Dataset:
     """Parse one pointer file; every problem names the file and the key."""
-    import yaml
+    from gha_mlops.config._yaml import parse_yaml
 
     path = root / pointer_rel
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"dataset pointer {pointer_rel} does not exist",
                           file=pointer_rel) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise ConfigError(
-            f"the dataset pointer is not valid YAML: {getattr(err, 'problem', err)}",
-            hint="restore it with `git checkout -- " + pointer_rel + "` or re-create it with "
-            "`gha-mlops data add`", file=pointer_rel,
-            line=mark.line + 1 if mark else None) from None
+    # A pointer comes with a pull request: read it with the bounded loader (aliases, depth
+    # and size limited), like every other YAML of the workspace.
+    raw = parse_yaml(Path(pointer_rel), data)
     if not isinstance(raw, dict):
         raise ConfigError("a dataset pointer must be a mapping (name, path, version, ...)",
                           hint="re-create it with `gha-mlops data add PATH`", file=pointer_rel)

@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gha_mlops.config._yaml import Located, display, keypath, parse_yaml, type_name
+from gha_mlops.config._yaml import (
+    Located,
+    YamlLimitError,
+    display,
+    keypath,
+    load_yaml,
+    parse_yaml,
+    type_name,
+)
 from gha_mlops.errors import ConfigError, GhaMlopsError, UsageError
 from gha_mlops.pipeline.records import RECORD_SCHEMA
 
@@ -50,11 +58,13 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _yaml_reads(text: str) -> Any:
+    """What an override string from a run record reads as (bounded: records come from
+    artifacts, so an alias bomb there reads as unreadable, not as a gigabyte)."""
     import yaml
 
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return load_yaml(text)
+    except (yaml.YAMLError, YamlLimitError):
         return _Unreadable
 
 
