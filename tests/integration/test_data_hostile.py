@@ -255,3 +255,32 @@ def test_symlinks_do_not_lead_writes_out_of_the_workspace(
     assert "outside the workspace" in proc.stderr or "symlink" in proc.stderr
     assert _files_under(outside) == before
     assert sorted(p.name for p in outside.iterdir()) == [".gitignore", "images"]
+
+
+def test_data_add_never_copies_a_file_a_link_brings_in_from_outside(tmp_path: Path) -> None:
+    """What `data add` walks is cached and pushed: a link in the data folder to a file outside
+    the workspace (a credentials file, say) is refused before anything is cached, while a link
+    to a file inside the workspace is taken as that file."""
+    secret = tmp_path / "home/.aws/credentials"
+    secret.parent.mkdir(parents=True)
+    secret.write_bytes(SECRET)
+    ws = tmp_path / "ws"
+    (ws / "data/images").mkdir(parents=True)
+    (ws / "mlops.yaml").write_text(STAGES)
+    (ws / "data/images/a.txt").write_bytes(b"abc")
+    (ws / "README.md").write_bytes(b"inside\n")
+    (ws / "data/images/readme").symlink_to(ws / "README.md")
+    (ws / "data/images/creds").symlink_to(secret)
+    proc = gha(ws, "data", "add", "data/images")
+    assert proc.returncode == EXIT_UNSAFE_PATH, proc.stdout + proc.stderr
+    _no_traceback(proc)
+    assert "creds" in proc.stderr and "outside the workspace" in proc.stderr
+    state = ws / ".gha-mlops"
+    cached = [p.read_bytes() for p in state.rglob("*") if p.is_file()] if state.exists() else []
+    assert not any(SECRET.strip() in blob for blob in cached)
+    assert not (ws / "data/images.lock.yaml").exists()
+
+    (ws / "data/images/creds").unlink()
+    proc = gha(ws, "data", "add", "data/images")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "files: 2" in (ws / "data/images.lock.yaml").read_text()

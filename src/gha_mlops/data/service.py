@@ -151,7 +151,7 @@ def add(ws: Workspace, path: Path, *, name: str | None = None,
 
 def _store_tree(ws: Workspace, rel: str) -> tuple[list[dict[str, Any]], int]:
     base = ws.root / rel
-    items = list(walk_files(base))
+    items = list(walk_files(base, inside=ws.root))
 
     prefix = f"{base}/"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gha_mlops._fs import canonical_json_bytes
+from gha_mlops.errors import UnsafePathError
 
 CHUNK = 1 << 20
 TREE_SUFFIX = ".dir"
@@ -107,11 +108,17 @@ def tree_digest(manifest: bytes) -> str:
     return hashlib.sha256(manifest).hexdigest() + TREE_SUFFIX
 
 
-def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+def walk_files(root: Path, *, inside: Path | None = None) -> Iterator[tuple[str, os.stat_result]]:
     """Regular files below ``root`` as (POSIX relative path, stat), in no particular order.
+
+    Links to folders are not followed; links to files are, as the file they name. With
+    ``inside``, a link whose target is not inside the real path of ``inside`` raises
+    :class:`~gha_mlops.errors.UnsafePathError`: what is walked for ``data add`` is pushed to a
+    remote, and a link planted in a data folder must not carry a secret there.
 
     Relative paths are built by joining names (``os.path.relpath`` per file costs more than
     the stat itself on 10,000-file trees)."""
+    limit = os.path.realpath(inside) + os.sep if inside is not None else None
     stack: list[tuple[str, str]] = [(str(root), "")]
     while stack:
         directory, prefix = stack.pop()
@@ -120,7 +127,18 @@ def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append((entry.path, f"{prefix}{entry.name}/"))
                 elif entry.is_file():
+                    if limit is not None and entry.is_symlink():
+                        _check_link(entry.path, limit)
                     yield f"{prefix}{entry.name}", entry.stat()
+
+
+def _check_link(path: str, limit: str) -> None:
+    target = os.path.realpath(path)
+    if not target.startswith(limit):
+        raise UnsafePathError(
+            f"{path} is a link to {target}, outside the workspace",
+            hint="gha-mlops does not copy files from outside the workspace into a dataset: "
+                 "replace the link with the file itself, or remove it")
 
 
 class StatCache:
