@@ -136,3 +136,22 @@ def test_an_error_note_with_hostile_text_stays_one_quoted_note(
     assert sum(t.type == "blockquote_open" for t in tokens) == 1
     assert not [t for t in tokens if t.type.startswith("heading")], note
     _assert_renders_no_markup_from_users(note.replace("**gha-mlops:**", "gha-mlops:"))
+
+
+def test_hostile_file_names_in_a_dataset_reach_the_log_as_text(
+        workspace: Workspace, step: Step) -> None:
+    """A pull request chooses the names of the files in a dataset folder: `data status`
+    lists the changed ones, `data add`/`ls` print the dataset's path."""
+    data = workspace.root / "data" / "images"
+    data.mkdir(parents=True)
+    (data / "a.txt").write_text("a")
+    workspace.cli("data", "add", "data/images", env=step.env, check=True)
+    for key in HOSTILE_KEYS:
+        if "/" not in key:
+            (data / key).write_text("new")
+    status = workspace.cli("data", "status", env=step.env)
+    assert "PWNED-plain" in status.stdout  # listed, as text
+    _assert_no_hostile_command(status.stdout + "\n" + status.stderr)
+    for args in (["data", "add", "data/images"], ["data", "ls"], ["data", "ls", "--json"]):
+        shown = workspace.cli(*args, env=step.env, check=True)
+        _assert_no_hostile_command(shown.stdout + "\n" + shown.stderr)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from gha_mlops.gha.safe import log_block
+
 if TYPE_CHECKING:
     from gha_mlops.data.pointer import Dataset
     from gha_mlops.data.transfer import Progress, TransferStats
@@ -103,7 +105,7 @@ class TransferLines:
         return progress
 
     def finished(self, ds: Dataset, stats: TransferStats, source: str) -> None:
-        line = dataset_line(self.verb, ds, stats, source)
+        line = log_block(dataset_line(self.verb, ds, stats, source))
         with self._lock:
             task = self._tasks.pop(ds.name, None)
             if self._rich is not None:

@@ -12,11 +12,22 @@ from gha_mlops.cli._progress import TransferLines, human
 from gha_mlops.cli._render import short
 from gha_mlops.config import STATE_DIR
 from gha_mlops.errors import GhaMlopsError, UsageError
+from gha_mlops.gha.safe import log_block, log_json, log_text
 
 if TYPE_CHECKING:
     from gha_mlops.data.pointer import Dataset
     from gha_mlops.data.service import Workspace
     from gha_mlops.data.transfer import TransferStats
+
+def _echo(text: str) -> None:
+    """Print to the job log: dataset paths and the names of files in them come from the
+    workspace (a pull request), so no line of theirs may read as a workflow command."""
+    click.echo(log_block(text))
+
+
+def _echo_json(text: str) -> None:
+    click.echo(log_json(text))
+
 
 _link_option = click.option(
     "--link", type=click.Choice(["auto", "copy", "hardlink"]), default="auto",
@@ -54,10 +65,10 @@ def add_cmd(path: Path, name: str | None, source: str | None, workspace: Path,
         result = add(ws, path, name=name, source=source)
     ds = result.dataset
     verb = "added" if result.changed else "unchanged"
-    click.echo(f"{verb} dataset {ds.name}: {ds.path} ({ds.files} files, {human(ds.size)}) "
+    _echo(f"{verb} dataset {ds.name}: {ds.path} ({ds.files} files, {human(ds.size)}) "
                f"version {short(ds.version, 16)} in {result.seconds:.2f} s, "
                f"{result.new_objects} new objects cached")
-    click.echo(f"commit the pointer: git add {ds.pointer} "
+    _echo(f"commit the pointer: git add {ds.pointer} "
                f"{str(Path(ds.path).parent / '.gitignore').removeprefix('./')}")
 
 
@@ -70,14 +81,14 @@ def ls_cmd(workspace: Path, as_json: bool) -> None:
 
     datasets = Workspace(workspace).datasets()
     if as_json:
-        click.echo(json.dumps([ds.__dict__ for ds in datasets.values()], indent=2))
+        _echo_json(json.dumps([ds.__dict__ for ds in datasets.values()], indent=2))
         return
     if not datasets:
-        click.echo("no datasets: add one with `gha-mlops data add PATH`")
+        _echo("no datasets: add one with `gha-mlops data add PATH`")
         return
-    click.echo(f"{'NAME':<20} {'VERSION':<18} {'FILES':>7} {'SIZE':>10}  PATH")
+    _echo(f"{'NAME':<20} {'VERSION':<18} {'FILES':>7} {'SIZE':>10}  PATH")
     for ds in datasets.values():
-        click.echo(f"{ds.name:<20} {short(ds.version, 16):<18} {ds.files:>7} "
+        _echo(f"{ds.name:<20} {short(ds.version, 16):<18} {ds.files:>7} "
                    f"{human(ds.size):>10}  {ds.path}")
 
 
@@ -97,7 +108,7 @@ def status_cmd(names: tuple[str, ...], workspace: Path, remote: str | None,
     target = resolve_remote(ws, remote or None) if remote is not None else None
     rows = status(ws, ws.select(names), target)
     if as_json:
-        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        _echo_json(json.dumps([r.to_json() for r in rows], indent=2))
         return
     for r in rows:
         cache = "cached" if r.cache_missing == 0 else f"{r.cache_missing} objects not cached"
@@ -105,11 +116,11 @@ def status_cmd(names: tuple[str, ...], workspace: Path, remote: str | None,
         if r.remote_missing is not None:
             line += ("   remote: has it" if r.remote_missing == 0 else
                      f"   remote: {r.remote_missing} objects not pushed")
-        click.echo(line)
+        _echo(line)
         for f in r.modified_files:
-            click.echo(f"    changed: {r.dataset.path}/{f}")
+            _echo(f"    changed: {r.dataset.path}/{log_text(f)}")
     if any(r.workspace != "ok" or r.cache_missing for r in rows):
-        click.echo("hint: `gha-mlops data pull NAME` restores the pinned version; "
+        _echo("hint: `gha-mlops data pull NAME` restores the pinned version; "
                    "`gha-mlops data add PATH` pins the current one")
 
 
@@ -124,7 +135,7 @@ def verify_cmd(names: tuple[str, ...], workspace: Path) -> None:
     datasets = ws.select(names)
     problems = verify(ws, datasets)
     if not problems:
-        click.echo(f"verified {len(datasets)} datasets: every byte matches its version")
+        _echo(f"verified {len(datasets)} datasets: every byte matches its version")
         return
     raise GhaMlopsError(
         f"{len(problems)} problems found",
@@ -149,7 +160,7 @@ def checkout_cmd(names: tuple[str, ...], workspace: Path, to: Path | None, link:
     ws = Workspace(workspace, link=link)
     for ds in ws.select(names):
         dest = checkout(ws, ds, to=to)
-        click.echo(f"{ds.name}: {dest}")
+        _echo(f"{ds.name}: {dest}")
 
 
 @data.command("gc")
@@ -166,7 +177,7 @@ def gc_cmd(workspace: Path, dry_run: bool, keep_days: float) -> None:
     with WorkspaceLock(workspace / STATE_DIR, wait=60, what="data gc"):
         result = gc(ws, dry_run=dry_run, keep_days=keep_days)
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {result.removed} objects ({human(result.freed)}), kept {result.kept}")
+    _echo(f"{verb} {result.removed} objects ({human(result.freed)}), kept {result.kept}")
 
 
 def _summary(verb: str, s: TransferStats, remote: str) -> str:
@@ -195,7 +206,7 @@ def push_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: 
     datasets = ws.select(names)
     with TransferLines("pushed") as lines:
         stats = push(ws, datasets, target, jobs=jobs, listener=lines)
-    click.echo(_summary("pushed", stats, f"to {target.name} ({target.url}) for "
+    _echo(_summary("pushed", stats, f"to {target.name} ({target.url}) for "
                         f"{len(datasets)} datasets"))
 
 
@@ -215,7 +226,7 @@ def _fetch(names: tuple[str, ...], workspace: Path, remote: str | None,
                 raise
     with TransferLines("fetched") as lines:
         stats = fetch(ws, datasets, target, jobs=jobs, listener=lines)
-    click.echo(_summary("fetched", stats, f"from {target.name if target else 'sources'} for "
+    _echo(_summary("fetched", stats, f"from {target.name if target else 'sources'} for "
                         f"{len(datasets)} datasets"))
     return ws, list(datasets)
 
@@ -248,4 +259,4 @@ def pull_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: 
     ws, datasets = _fetch(names, workspace, remote, jobs, link)
     with WorkspaceLock(ws.state, wait=60, what="data pull"):
         for ds in datasets:
-            click.echo(f"{ds.name}: {checkout(ws, ds, to=to)}")
+            _echo(f"{ds.name}: {checkout(ws, ds, to=to)}")

@@ -11,6 +11,7 @@ from gha_mlops.cli._render import TerminalReporter, short
 from gha_mlops.config import STATE_DIR
 from gha_mlops.errors import ReproductionError
 from gha_mlops.gha import Actions
+from gha_mlops.gha.safe import log_text
 from gha_mlops.pipeline.lock import WorkspaceLock
 from gha_mlops.pipeline.records import RunStore
 from gha_mlops.pipeline.reproduce import reproduce_run
@@ -37,7 +38,7 @@ def reproduce(run: str, workspace: Path, allow_env_drift: bool, keep: bool, jobs
     """
     store = RunStore(workspace / STATE_DIR / "runs")
     record = store.load(run)
-    click.echo(f"reproducing run {record['id']} "
+    click.echo(f"reproducing run {log_text(record['id'])} "
                f"({'commit ' + short(record['git']['commit']) if record.get('git') and record['git'].get('commit') else 'no git commit'}"
                f"{', dirty tree' if (record.get('git') or {}).get('dirty') else ''})")
     rep = reproduce_run(record, workspace.absolute(), environ=dict(os.environ),
@@ -65,7 +66,7 @@ def reproduce(run: str, workspace: Path, allow_env_drift: bool, keep: bool, jobs
     if rep.identical:
         click.echo(click.style("bit-identical", fg="green", bold=True)
                    + f": {rep.compared_outputs} outputs and {rep.compared_metrics} metrics match "
-                   f"run {record['id']} (reproduction recorded as {new['id']})")
+                   f"run {log_text(record['id'])} (reproduction recorded as {new['id']})")
         return
     lines = []
     for d in rep.differences:
