@@ -5,11 +5,15 @@ gha-mlops is installed by its own setup action, from a snapshot of this checkout
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import git
 from tests.integration._act import Act, ActResult, resolve_self_references, snapshot_repo
@@ -83,6 +87,69 @@ def test_the_retrain_run_records_its_reason(self_test: ActResult) -> None:
     doc = json.loads(record.read_text())
     assert doc["env"]["variables"]["GHA_MLOPS_REASON"] == "self-test of the retrain workflow"
     assert {s["status"] for s in doc["stages"]} == {"ran"}  # a retrain is forced
+
+
+def test_the_retrain_outputs_are_checked_through_its_record(self_test: ActResult) -> None:
+    """retrain.yml's outputs, checked without a job that reads them.
+
+    act (0.2.89) silently skips a job that ``needs:`` a job whose reusable workflow itself
+    calls a reusable workflow (retrain.yml -> pipeline.yml): its outputs never reach a
+    ``retrain-outputs`` job, and act still exits 0. So the chain is checked link by link:
+    the nested pipeline job ran and succeeded here; the values ``gha-mlops run`` turns into
+    the outputs ``run-id``, ``metrics`` and ``model-sha256`` are the record's ``id``,
+    ``metrics`` and ``model.sha256``, and the record uploaded as ``gha-mlops-retrain`` holds
+    them, consistent with the files uploaded beside it (the upload-artifact stand-in copies
+    them to ``STANDIN_ARTIFACT_DIR/files/<name>/``, read by ``self_test.artifact``);
+    pipeline.yml hands its job's outputs on (``pipeline-outputs`` reads them live); and
+    retrain.yml hands on pipeline.yml's outputs by the same names
+    (:func:`test_every_reusable_workflow_output_comes_from_a_declared_job_output`).
+    """
+    jobs = self_test.job_results()
+    nested = {job: state for job, state in jobs.items() if job.startswith("retrain/")}
+    assert nested and set(nested.values()) == {"success"}, jobs
+    art = self_test.artifact("gha-mlops-retrain")
+    [record] = [p for p in art.rglob("*.json") if p.parent.name == "runs"]
+    doc = json.loads(record.read_text())
+    assert record.stem == doc["id"]
+    workspace = record.parents[2]  # <workspace>/.gha-mlops/runs/<id>.json
+    assert doc["metrics"]["metrics/eval.json"]["r2"] > 0.9
+    for name, values in doc["metrics"].items():
+        assert json.loads((workspace / name).read_text()) == values
+    model = workspace / doc["model"]["path"]
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == doc["model"]["sha256"]
+
+
+def _output_sources(workflow: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """A reusable workflow's outputs: name -> (job id, job output) its value reads."""
+    found = {}
+    for name, spec in workflow[True]["workflow_call"].get("outputs", {}).items():
+        m = re.fullmatch(r"\$\{\{\s*jobs\.([\w-]+)\.outputs\.([\w-]+)\s*\}\}", spec["value"])
+        assert m, f"output {name}: {spec['value']!r} is not one job output"
+        found[name] = (m[1], m[2])
+    return found
+
+
+def test_every_reusable_workflow_output_comes_from_a_declared_job_output() -> None:
+    """What act cannot observe (the outputs of retrain.yml, see above) and actionlint does not
+    check (it types neither a workflow_call output's value nor a `$/` reference): each output
+    reads an output its job declares, and a job that calls one of our reusable workflows reads
+    an output that workflow declares."""
+    checked = 0
+    for path in sorted(REPO.glob(".github/workflows/*.yml")):
+        doc = yaml.safe_load(path.read_text())
+        if "workflow_call" not in (doc.get(True) or {}):
+            continue
+        for name, (job_id, output) in _output_sources(doc).items():
+            job = doc["jobs"].get(job_id)
+            assert job is not None, f"{path.name}: output {name} reads unknown job {job_id}"
+            called = re.fullmatch(r"\$/(\.github/workflows/[\w.-]+\.yml)", job.get("uses", ""))
+            declared = (_output_sources(yaml.safe_load((REPO / called[1]).read_text()))
+                        if called else job.get("outputs", {}))
+            assert output in declared, (
+                f"{path.name}: output {name} reads {job_id}.outputs.{output}, which "
+                f"{called[1] if called else 'the job'} does not declare")
+            checked += 1
+    assert checked >= 10
 
 
 CALLER = """\
