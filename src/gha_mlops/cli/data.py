@@ -10,7 +10,6 @@ import click
 
 from gha_mlops.cli._progress import TransferLines, human
 from gha_mlops.cli._render import short
-from gha_mlops.config import STATE_DIR
 from gha_mlops.errors import GhaMlopsError, UsageError
 from gha_mlops.gha.safe import log_block, log_json, log_text
 
@@ -61,7 +60,7 @@ def add_cmd(path: Path, name: str | None, source: str | None, workspace: Path,
     from gha_mlops.pipeline.lock import WorkspaceLock
 
     ws = Workspace(workspace, link=link)
-    with WorkspaceLock(ws.state, wait=60, what="data add"):
+    with WorkspaceLock(ws.open_state(), wait=60, what="data add"):
         result = add(ws, path, name=name, source=source)
     ds = result.dataset
     verb = "added" if result.changed else "unchanged"
@@ -174,7 +173,7 @@ def gc_cmd(workspace: Path, dry_run: bool, keep_days: float) -> None:
     from gha_mlops.pipeline.lock import WorkspaceLock
 
     ws = Workspace(workspace)
-    with WorkspaceLock(workspace / STATE_DIR, wait=60, what="data gc"):
+    with WorkspaceLock(ws.open_state(), wait=60, what="data gc"):
         result = gc(ws, dry_run=dry_run, keep_days=keep_days)
     verb = "would remove" if dry_run else "removed"
     _echo(f"{verb} {result.removed} objects ({human(result.freed)}), kept {result.kept}")
@@ -257,6 +256,6 @@ def pull_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: 
     from gha_mlops.pipeline.lock import WorkspaceLock
 
     ws, datasets = _fetch(names, workspace, remote, jobs, link)
-    with WorkspaceLock(ws.state, wait=60, what="data pull"):
+    with WorkspaceLock(ws.open_state(), wait=60, what="data pull"):
         for ds in datasets:
             _echo(f"{ds.name}: {checkout(ws, ds, to=to)}")

@@ -543,13 +543,35 @@ def _yaml_error(path: Path, data: bytes, err: Any) -> ConfigError:
         hint = f"close it with {closer!r} (and separate the items with ',')"
         notes.append(f"YAML reached line {mark.line + 1} without finding {closer!r}")
         mark = opened
+    elif ("mapping values are not allowed" in problem or "expected key" in problem) and (
+            keyless := _key_without_colon(lines, mark)) is not None:
+        # YAML read the line without ':' and the next one as one value, and only stumbles
+        # on the ':' (or the key) of the next line: the line to fix is the one before.
+        mark = keyless
+        message = "not valid YAML: a line without 'key: value' (could not find expected ':')"
+        hint = ("add the ':' after the key (`key: value`); if the line continues the value "
+                "above, quote the whole value")
     elif "mapping values are not allowed" in problem:
         message = "not valid YAML: a 'key: value' where none is allowed"
         hint = ("this line is indented deeper than the keys above it, or an unquoted value "
                 "contains ': '; fix the indentation or put the value in quotes")
-    elif context.startswith("while parsing a block mapping") and "expected key" in problem:
+    elif "tab character that violates indentation" in problem:
+        message = "not valid YAML: a tab character is used for indentation"
+        hint = "indent with spaces only; YAML does not allow tabs"
+    elif (context.startswith("while parsing a block mapping") and "expected key" in problem
+          ) or "expected <document start>" in problem:
         message = "not valid YAML: this line's indentation does not match the keys above it"
         hint = "keys of one mapping must start in the same column; indent with spaces consistently"
+        first = next((i for i, t in enumerate(lines) if t.strip() and not t.lstrip()
+                      .startswith(("#", "%", "---"))), None)
+        if first is not None and first < mark.line and lines[first][:1] == " ":
+            notes.append(f"the first key (line {first + 1}) is indented: top-level keys "
+                         "start in the first column")
+    elif context.startswith("while parsing a block collection") and "'-'" in problem:
+        message = ("not valid YAML: this line's indentation does not match the list items "
+                   "above it")
+        hint = ("a key after a list belongs at the indentation of the key that holds the list; "
+                "list items start with '- ' in the same column")
     elif "could not find expected ':'" in problem:
         if context.startswith("while scanning a simple key") and opened is not None:
             mark = opened  # the key without ':' is where the scan started, not where it failed
@@ -565,11 +587,47 @@ def _yaml_error(path: Path, data: bytes, err: Any) -> ConfigError:
     )
 
 
+def _key_without_colon(lines: list[str], mark: Any) -> Any:
+    """The start of the line that lacks its ':' when YAML failed at ``mark`` on a later line,
+    or None. Such a line (``cmd python train.py``) starts a plain value that YAML folds
+    together with the following lines, and the error surfaces only on the next ``key:``. It
+    is found as the last plain scalar before ``mark`` that starts a line of its own (a
+    value after ``key: `` or ``- `` does not) on an earlier line and is not a key. Only runs
+    to explain an error, on the text up to ``mark``'s line."""
+    import yaml
+
+    if mark is None or mark.line == 0:
+        return None
+    loader: Any = yaml.SafeLoader("\n".join(lines[: mark.line + 1]) + "\n")
+    seen: list[Any] = []
+    try:
+        while loader.check_token():
+            seen.append(loader.get_token())
+    except yaml.YAMLError:
+        seen.extend(loader.tokens)  # what the scanner held back to look for a ':'
+    finally:
+        loader.dispose()
+    before = [t for t in seen
+              if (t.start_mark.line, t.start_mark.column) < (mark.line, mark.column)]
+    scalars = [i for i, t in enumerate(before) if isinstance(t, yaml.ScalarToken)]
+    if not scalars:
+        return None
+    i = scalars[-1]
+    token = before[i]
+    start = token.start_mark
+    if (token.style is not None or start.line >= mark.line
+            or (i and isinstance(before[i - 1], yaml.KeyToken))):
+        return None
+    text = lines[start.line]
+    return start if start.column == len(text) - len(text.lstrip(" ")) else None
+
+
 class Problems:
     """Collects every problem in a file, then raises one ConfigError listing them all."""
 
     def __init__(self, path: Path, text: bytes) -> None:
         self.path = path
+        self.text = text
         self.where = Located(text)
         self.items: list[tuple[int | None, int | None, str, str | None, list[str]]] = []
 

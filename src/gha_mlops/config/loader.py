@@ -27,7 +27,9 @@ from gha_mlops._fs import atomic_write_text
 from gha_mlops.config._graph import OutputIndex, link_stages
 from gha_mlops.config._overrides import apply_overrides
 from gha_mlops.config._params import check_params, load_params, read_optional
+from gha_mlops.config._remotes import remote_url_problem
 from gha_mlops.config._schema_errors import form_hint, schema_problems
+from gha_mlops.config._state import STATE_DIR
 from gha_mlops.config._yaml import Loc, Problems, display, gc_paused, parse_yaml, type_name
 from gha_mlops.config.model import Gate, Output, OutputKind, Pipeline, Remote, Stage
 from gha_mlops.errors import ConfigError
@@ -35,10 +37,10 @@ from gha_mlops.errors import ConfigError
 DEFAULT_CONFIG = "mlops.yaml"
 DATA_PREFIX = "data:"
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-STATE_DIR = ".gha-mlops"
 # 4: mappings keep the order of the files (a cached load must see params in the same order as
 # a fresh one: it is the order of the params file written for a run with --set overrides).
-_CACHE_FORMAT = 4
+# 5: each gate keeps the line it is written on.
+_CACHE_FORMAT = 5
 
 
 def load_pipeline(config_path: Path, *, overrides: Mapping[str, Any] | None = None) -> Pipeline:
@@ -103,6 +105,10 @@ def _load(config_path: Path, overrides: Mapping[str, Any] | None) -> Pipeline:
     datasets = _check_deps_exist(pipeline, config_path, config_bytes)
     if datasets is not None:
         pipeline = dataclasses.replace(pipeline, datasets=datasets)
+    if pipeline.gates:  # the metrics files exist or not whether the config is cached or not
+        from gha_mlops.config._gates import check_gate_metrics
+
+        check_gate_metrics(pipeline)
     return pipeline
 
 
@@ -164,8 +170,17 @@ def _build(root: Path, config_path: Path, sha: str, n: Mapping[str, Any]) -> Pip
         model=n.get("model"),
         remotes={k: Remote(name=k, **v) for k, v in (n.get("remotes") or {}).items()},
         default_remote=n.get("default_remote"),
-        gates={name: Gate(metric=name, **rules) for name, rules in (n.get("gates") or {}).items()},
+        gates={name: _gate(config_path, name, rules)
+               for name, rules in (n.get("gates") or {}).items()},
     )
+
+
+def _gate(config_path: Path, name: str, rules: Mapping[str, Any]) -> Gate:
+    """A :class:`Gate` from its normalized rules, which carry the line it is written on."""
+    rules = dict(rules)
+    line = rules.pop("line", None)
+    source = f"{display(config_path)}:{line}" if line else display(config_path)
+    return Gate(metric=name, source=source, **rules)
 
 
 # --------------------------------------------------------------------------- validation
@@ -223,10 +238,13 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
                      + ("declared outs: " + ", ".join(declared) if declared
                         else "no stage declares `outs:` yet"))
     remotes = {name: r.model_dump() for name, r in cfg.remotes.items()}
-    for name in cfg.remotes:
+    for name, remote in cfg.remotes.items():
         if not _DATASET_NAME.match(name):
             problems.add(("remotes", name), f"remote name {name!r} is not allowed",
                          "use letters, digits, '_', '-' and '.'", key=True)
+        wrong = remote_url_problem(remote.url)
+        if wrong is not None:
+            problems.add(("remotes", name, "url"), *wrong)
     if cfg.default_remote is not None and cfg.default_remote not in cfg.remotes:
         problems.add(("default_remote",), f"no remote named {cfg.default_remote!r}",
                      ("remotes: " + ", ".join(cfg.remotes)) if cfg.remotes
@@ -332,16 +350,25 @@ def _normalize_gates(problems: Problems, gates: Mapping[str, Any],
     """``gates:`` as plain mappings of the rules given, after the checks that span rules: at
     least one rule, ``min <= max``, ``min_delta <= max_delta``, and a ``FILE:KEY`` name whose
     file looks like a path must be a metrics file that a stage declares."""
+    from gha_mlops.config._gates import gate_lines
     from gha_mlops.config.schema import GATE_RULES
 
     metric_files = [o["path"] for s in stages for o in s["outs"] if o["kind"] == "metric"]
     declared = set(metric_files)
+    lines = gate_lines(problems.text) if gates else {}
     out: dict[str, dict[str, Any]] = {}
     for name, gate in gates.items():
         loc: Loc = ("gates", name)
         rules = {k: v for k, v in gate.model_dump().items() if v is not None}
         file, sep, key = name.partition(":")
-        if not name.strip():
+        if name.strip() and not metric_files:
+            # A run's metrics come only from the files its stages declare: nothing could
+            # ever give this gate a value, and `report` would only say so after training.
+            problems.add(loc, f"no stage declares a metrics file, so no run can have the "
+                         f"metric {name!r}",
+                         "declare the JSON file your training script writes under the "
+                         "stage's `metrics:`, e.g. `metrics: [metrics.json]`", key=True)
+        elif not name.strip():
             problems.add(loc, "a gate needs a metric name",
                          "name a metric, e.g. `test_accuracy` or `metrics.json:test_accuracy`",
                          key=True)
@@ -364,6 +391,8 @@ def _normalize_gates(problems: Problems, gates: Mapping[str, Any],
             if low in rules and high in rules and rules[low] > rules[high]:
                 problems.add((*loc, low), f"{low} ({rules[low]:g}) > {high} ({rules[high]:g})",
                              f"no value can pass: make {low} at most {high}")
+        if name in lines:
+            rules["line"] = lines[name]
         out[name] = rules
     return out
 

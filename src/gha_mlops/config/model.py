@@ -68,6 +68,8 @@ class Gate:
     max_delta: float | None = None
     max_relative_drop: float | None = None
     direction: GateDirection | None = None
+    # Where the gate is written (``mlops.yaml:12``), for messages; not part of its identity.
+    source: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

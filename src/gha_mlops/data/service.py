@@ -18,12 +18,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from gha_mlops._fs import atomic_write_bytes, resolve_inside
-from gha_mlops.config import STATE_DIR
+from gha_mlops.config import STATE_DIR, ensure_state_dir
+from gha_mlops.config._remotes import remote_url_problem
 from gha_mlops.config.model import Remote
 from gha_mlops.data.pointer import NAME, Dataset, find_datasets, pointer_for, write_pointer
 from gha_mlops.data.ports import ObjectStore
 from gha_mlops.data.transfer import Progress, TransferStats
-from gha_mlops.errors import GhaMlopsError, UsageError
+from gha_mlops.errors import GhaMlopsError, RemoteError, UsageError
 from gha_mlops.pipeline.cache import ContentCache, ManifestError, Tree, remove_path
 from gha_mlops.pipeline.hashing import (
     Hasher,
@@ -69,6 +70,11 @@ class Workspace:
                              "inside the workspace")
         return rel.as_posix()
 
+    def open_state(self) -> Path:
+        """The state folder (``.gha-mlops``), made on first use with the ``.gitignore`` that
+        keeps it out of git: every operation that may write there calls this first."""
+        return ensure_state_dir(self.root)
+
     def datasets(self) -> dict[str, Dataset]:
         return find_datasets(self.root)
 
@@ -105,6 +111,7 @@ def add(ws: Workspace, path: Path, *, name: str | None = None,
     if source is not None and not source.startswith(("https://", "http://")):
         raise UsageError(f"--source must be an https:// URL, got {source!r}")
     started = time.monotonic()
+    ws.open_state()
     rel = ws.rel(path)
     full = ws.root / rel
     if not full.exists():
@@ -246,6 +253,7 @@ def status(ws: Workspace, datasets: Iterable[Dataset],
     """Per dataset: the workspace copy against the pin, the objects the local cache lacks and,
     with ``remote``, the objects the remote lacks (one listing of the remote)."""
     datasets = list(datasets)
+    ws.open_state()  # the stat cache is written below
     out = []
     for ds in datasets:
         digest = ws.hasher.hash_path(ds.path)
@@ -317,6 +325,7 @@ def checkout(ws: Workspace, ds: Dataset, *, to: Path | None = None) -> Path:
     from gha_mlops.pipeline.cache import CacheMiss
 
     inside, dest = _destination(ws, ds, to)
+    ws.open_state()
     if to is None and ws.hasher.hash_path(ds.path) == ds.version:
         return dest
     if ds.is_tree:
@@ -401,6 +410,7 @@ class GcResult:
 
 def gc(ws: Workspace, *, dry_run: bool = False, keep_days: float = 30.0) -> GcResult:
     """Remove cache objects nothing references (see :func:`referenced_objects`)."""
+    ws.open_state()
     keep = referenced_objects(ws, keep_days=keep_days)
     removed = freed = kept = 0
     if not ws.cache.objects.exists():
@@ -456,8 +466,14 @@ def choose_remote(remotes: Mapping[str, Remote], default: str | None,
 
 
 def open_remote(ws: Workspace, remote: Remote) -> ObjectStore:
+    """The store of ``remote``; a relative directory is taken relative to the workspace.
+    A URL of no known form (``s3:/bucket``: one slash) raises :class:`RemoteError` before
+    it could be taken for a directory and created."""
     from gha_mlops.data.stores import open_store
 
+    wrong = remote_url_problem(remote.url)
+    if wrong is not None:
+        raise RemoteError(f"remote {remote.name}: {wrong[0]}", hint=wrong[1])
     url = remote.url
     if "://" not in url and not os.path.isabs(url):
         url = str((ws.root / url).resolve())  # a shared directory relative to the workspace
@@ -493,6 +509,7 @@ def push(ws: Workspace, datasets: Iterable[Dataset], remote: Remote, *, jobs: in
     from gha_mlops.data import transfer
 
     datasets = list(datasets)
+    ws.open_state()  # the remote's pack index is kept there
     plan: list[tuple[Dataset, list[str]]] = []
     for ds in datasets:
         objects = objects_of(ws, ds)
@@ -522,6 +539,7 @@ def fetch(ws: Workspace, datasets: Iterable[Dataset], remote: Remote | None, *,
           jobs: int = 16, listener: TransferListener | None = None) -> TransferStats:
     """Bring every object of ``datasets`` into the local cache: from the remote, or for a
     single-file dataset with a pinned ``source:`` URL, from that URL. Verified on arrival."""
+    ws.open_state()
     total = TransferStats()
     with contextlib.closing(_LazyStore(ws, remote)) as store:
         for ds in datasets:

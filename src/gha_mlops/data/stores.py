@@ -25,13 +25,14 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from gha_mlops._fs import temp_file
+from gha_mlops.config._remotes import URL_FORMS as _URL_FORMS
+from gha_mlops.config._remotes import remote_url_problem
 from gha_mlops.data.ports import ObjectStore, TransientStoreError
 from gha_mlops.errors import RemoteError, missing_extra
 
 __all__ = ["LocalStore", "MemoryStore", "S3Store", "open_store"]
 
 _CHUNK = 1 << 20
-_URL_FORMS = "s3://bucket/prefix, file:///absolute/path or a plain directory path"
 
 
 def _check_key(key: str) -> None:
@@ -44,15 +45,18 @@ def _check_key(key: str) -> None:
 def open_store(url: str, *, endpoint_url: str | None = None, region: str | None = None,
                profile: str | None = None) -> ObjectStore:
     """The store a remote URL names: ``s3://bucket[/prefix]``, ``file:///abs/path`` or a plain
-    directory path (relative paths are taken as given, so callers resolve them first).
+    directory path (relative paths are taken as given, so callers resolve them first). A
+    path that starts with ``word:`` (``s3:/bucket``, ``gs:bucket``) is not taken for a
+    directory: see :func:`gha_mlops.config._remotes.remote_url_problem`.
 
     ``endpoint_url``, ``region`` and ``profile`` only apply to ``s3://``. An unknown scheme,
     or an ``https://`` URL (read-only sources are pinned per dataset, see
     :func:`gha_mlops.data.transfer.fetch_url`), raises :class:`RemoteError`.
     """
+    wrong = remote_url_problem(url)
+    if wrong is not None:  # e.g. s3:/bucket, which would be a folder named 's3:' here
+        raise RemoteError(wrong[0], hint=wrong[1])
     if "://" not in url:
-        if not url:
-            raise RemoteError("the remote URL is empty", hint=f"use {_URL_FORMS}")
         return LocalStore(Path(url).expanduser(), url=url)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()

@@ -17,6 +17,7 @@ skipped passes as ``skipped``. The verdict passes when no gate fails.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ def evaluate_gate(comparison: Comparison, gate: Gate) -> GateResult:
                                          f"as FILE:KEY, e.g. {found[0].name}",))
     if not found:
         return GateResult(gate, "fail", (f"{name} is missing from the head run (and from the "
-                                         "baseline)",))
+                                         f"baseline){_did_you_mean(comparison, gate)}",))
     metric = found[0]
     head, base = metric.head, metric.base
     if head is None:
@@ -141,6 +142,18 @@ def evaluate_gate(comparison: Comparison, gate: Gate) -> GateResult:
     if failures:
         return GateResult(gate, "fail", tuple(failures + skipped), metric)
     return GateResult(gate, "pass" if checked else "skipped", tuple(skipped), metric)
+
+
+def _did_you_mean(comparison: Comparison, gate: Gate) -> str:
+    """Where the gate is written and the metric closest to its name, for a gate whose metric
+    neither run has: most often a typo in ``gates:``."""
+    file, sep, key = gate.metric.partition(":")
+    keys = sorted({m.key for m in comparison.metrics if not sep or m.file == file})
+    close = difflib.get_close_matches(key if sep else gate.metric, keys, n=1)
+    if close and sep:
+        close = [f"{file}:{close[0]}"]
+    where = f" (gates.{gate.metric} at {gate.source})" if gate.source else ""
+    return where + (f"; did you mean {close[0]}?" if close else "")
 
 
 def _relative_failures(gate: Gate, name: str, base: float, head: float,
