@@ -11,7 +11,7 @@ escaping it would protect nothing and would garble its colours and progress bars
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
@@ -67,21 +67,27 @@ def format_metric(value: Any) -> str:
     return str(value)
 
 
-def headline_metrics(metrics: Mapping[str, Mapping[str, Any]], limit: int = 6) -> list[str]:
-    """Top-level metrics first (``accuracy`` before ``per_class.3.f1``), at most ``limit``."""
-    rows = [(key.count("."), file, key, value)
-            for file, values in metrics.items() for key, value in values.items()]
-    rows.sort(key=lambda r: r[0])  # stable: file order is kept within a depth
+def headline_metrics(metrics: Mapping[str, Mapping[str, Any]], limit: int = 6,
+                     first: Sequence[str] = ()) -> list[str]:
+    """At most ``limit`` metrics, headline first (the gated ones, named in ``first``, then
+    top-level keys with the metrics files taking turns: see
+    :mod:`gha_mlops.reporting.metric_order`), and a line saying how many are left out."""
+    from gha_mlops.reporting.metric_order import headline_order
+
+    rows = [(file, str(key), value) for file, values in metrics.items()
+            if isinstance(values, Mapping) for key, value in values.items()]
+    order = headline_order([(file, key) for file, key, _ in rows], first)
     shown = [f"{log_text(key)} = {log_text(format_metric(value))}  ({log_text(file)})"
-             for _, file, key, value in rows[:limit]]
+             for file, key, value in (rows[i] for i in order[:limit])]
     if len(rows) > limit:
         shown.append(f"... and {len(rows) - limit} more: gha-mlops runs show --json")
     return shown
 
 
-def run_summary(record: Mapping[str, Any]) -> str:
+def run_summary(record: Mapping[str, Any], first: Sequence[str] = ()) -> str:
     """The lines ``gha-mlops run`` prints at the end: the run, its stages, model and headline
-    metrics. Safe to print in Actions: no line of it is a workflow command."""
+    metrics (``first``: the gated metric names, shown first). Safe to print in Actions: no
+    line of it is a workflow command."""
     stages = record.get("stages", [])
     counts: dict[str, int] = {}
     for s in stages:
@@ -94,7 +100,7 @@ def run_summary(record: Mapping[str, Any]) -> str:
     model = record.get("model")
     if model:
         lines.append(f"model {log_text(model['path'])} sha256 {log_text(model['sha256'])}")
-    for m in headline_metrics(record.get("metrics", {})):
+    for m in headline_metrics(record.get("metrics") or {}, first=first):
         lines.append(f"  {m}")
     # Values are escaped one by one (a line break in one shows); the lines as a whole once
     # more, in case two values side by side make "##[" together.

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from gha_mlops.config.model import Gate
-    from gha_mlops.reporting.compare import Comparison
+    from gha_mlops.reporting.compare import Comparison, RunFiles
     from gha_mlops.reporting.publish import Target
 
 # Characters reserved per image in report.md for its link to grow into a commit-SHA URL.
@@ -107,15 +107,15 @@ def _report(head: str, baseline: str | None, *, base_branch: str | None, artifac
     base_ref = _baseline(baseline, base_branch=base_branch, artifact=artifact, scratch=scratch)
     base_record, base_root = _load(base_ref, workspace)
     directions = {name: g.direction for name, g in gates.items() if g.direction}
-    comparison = compare(base_record, head_record,
-                         base_files=read_run_files(base_record, base_root),
-                         head_files=read_run_files(head_record, head_root),
-                         directions=directions)
+    base_files = read_run_files(base_record, base_root)
+    head_files = read_run_files(head_record, head_root)
+    comparison = compare(base_record, head_record, base_files=base_files,
+                         head_files=head_files, directions=directions)
     verdict = evaluate_gates(comparison, gates)
     # Drawn once, for the files and for publishing, in a worker process: importing matplotlib
     # and drawing take about a second, which overlaps the GitHub calls that need no image.
     pending = _Charts(comparison, background=publish,
-                      declared=_declared_images(base_record, base_root, head_record, head_root))
+                      declared=_declared_images(base_files, head_files), first=tuple(gates))
     if output is not None:
         images = _write_plots(pending.get(), output)
         # Room for the image links' file names to become commit-SHA URLs when published.
@@ -222,8 +222,10 @@ def _bucket_uploader(url: str | None, base_url: str | None, report_id: str) -> A
 
 
 def _headline(verdict: Any) -> str:
-    failed = len(getattr(verdict, "failed", []) or [])
-    return "all gates pass" if verdict.passed else f"{failed} gate(s) failed"
+    """The verdict's headline, the very words of report.md's title (one :class:`Outcome`)."""
+    from gha_mlops.reporting.outcome import outcome
+
+    return outcome(verdict).headline
 
 
 def _details_url(target_repo: str) -> str | None:
@@ -390,10 +392,12 @@ class _Charts:
     :meth:`get` waits for them."""
 
     def __init__(self, comparison: Comparison, *, background: bool,
-                 declared: Mapping[str, tuple[str, bytes]] | None = None) -> None:
+                 declared: Mapping[str, tuple[str, bytes]] | None = None,
+                 first: tuple[str, ...] = ()) -> None:
         import sys
 
         self._comparison = comparison
+        self._first = first  # the gated metrics: first in the metric chart
         self._declared = dict(declared or {})
         self._result: dict[str, tuple[str, bytes]] | None = None
         self._futures: list[Any] = []
@@ -405,7 +409,7 @@ class _Charts:
             try:
                 self._pool = ProcessPoolExecutor(parts,
                                                  mp_context=multiprocessing.get_context("fork"))
-                self._futures = [self._pool.submit(_charts, comparison, part, parts)
+                self._futures = [self._pool.submit(_charts, comparison, part, parts, first)
                                  for part in range(parts)]
             except (OSError, ValueError):  # no fork here: draw when asked
                 self._futures = []
@@ -422,52 +426,37 @@ class _Charts:
                 finally:
                     self._pool.shutdown()
             else:
-                self._result = _charts(self._comparison)
+                self._result = _charts(self._comparison, first=self._first)
             self._result.update(self._declared)
         return self._result
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
-_MAX_IMAGE = 5 * 1024 * 1024
-
-
-def _declared_images(base: Mapping[str, Any], base_root: Path | None, head: Mapping[str, Any],
-                     head_root: Path | None) -> dict[str, tuple[str, bytes]]:
+def _declared_images(base: RunFiles, head: RunFiles) -> dict[str, tuple[str, bytes]]:
     """The image plots the stages declare (``plots:``), baseline and head side by side: file
-    name -> (title, bytes), each only when its bytes are the recorded ones (and under 5 MiB)."""
-    import hashlib
+    name -> (title, bytes), as :func:`~gha_mlops.reporting.compare.read_run_files` found
+    them (the recorded bytes, from the cache or the workspace, at most 5 MiB)."""
     import re
 
     out: dict[str, tuple[str, bytes]] = {}
-    paths = sorted({p for rec in (base, head) for p, e in (rec.get("outputs") or {}).items()
-                    if e.get("kind") == "plot" and p.lower().endswith(_IMAGE_SUFFIXES)})
-    for path in paths:
+    for path in sorted({*base.images, *head.images}):
         slug = re.sub(r"[^A-Za-z0-9]+", "-", path.rsplit(".", 1)[0]).strip("-")
         suffix = "." + path.rsplit(".", 1)[1].lower()
-        for side, record, root in (("baseline", base, base_root), ("head", head, head_root)):
-            entry = (record.get("outputs") or {}).get(path) or {}
-            if root is None or not entry.get("sha256"):
-                continue
-            try:
-                if (root / path).stat().st_size > _MAX_IMAGE:
-                    continue
-                data = (root / path).read_bytes()
-            except OSError:
-                continue
-            if hashlib.sha256(data).hexdigest() == entry["sha256"]:
+        for side, files in (("baseline", base), ("head", head)):
+            data = files.images.get(path)
+            if data is not None:
                 out[f"declared-{slug}-{side}{suffix}"] = (f"{path} ({side})", data)
     return out
 
 
-def _charts(comparison: Comparison, part: int = 0,
-            parts: int = 1) -> dict[str, tuple[str, bytes]]:
+def _charts(comparison: Comparison, part: int = 0, parts: int = 1,
+            first: tuple[str, ...] = ()) -> dict[str, tuple[str, bytes]]:
     """The report's plots, file name -> (title, PNG). Without matplotlib the report goes
     without plots and a warning says what to install."""
     from gha_mlops.errors import MissingExtraError
     from gha_mlops.reporting.plots import report_plots
 
     try:
-        return report_plots(comparison, part=part, parts=parts)
+        return report_plots(comparison, part=part, parts=parts, first=first)
     except MissingExtraError as err:
         if part == 0:  # one warning, however many workers
             click.echo(f"warning: no plots: {err.message} ({err.hint})", err=True)

@@ -75,12 +75,16 @@ def _describe(record: dict[str, Any]) -> str:
     if git:
         lines.append(f"git       {short(git.get('commit'))} on {log_text(git.get('branch') or '-')}"
                      + ("  (dirty)" if git.get("dirty") else ""))
-    lines.append(f"seed      {record.get('seed')}    params {record['params']['file']} "
-                 f"{short(record['params'].get('sha256'))}")
+    raw = record.get("params")
+    params: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    lines.append(f"seed      {log_text(record.get('seed'))}    params "
+                 f"{log_text(params.get('file') or '-')} {short(params.get('sha256'))}")
+    lines += _params_lines(params)
     py = env.get("python", {})
     lines.append(f"python    {py.get('version')}   {env.get('os', {}).get('platform')}")
     if env.get("lock"):
-        lines.append(f"env lock  {env['lock']['path']} {short(env['lock']['sha256'])}")
+        lines.append(f"env lock  {log_text(env['lock'].get('path'))} "
+                     f"{short(env['lock'].get('sha256'))}")
     runtime = record.get("runtime") or {}
     if runtime.get("torch"):
         lines.append(f"torch     {runtime.get('torch')}  cuda {runtime.get('cuda') or '-'}  "
@@ -99,6 +103,48 @@ def _describe(record: dict[str, Any]) -> str:
         lines.append(f"  {log_text(path):<40} {short(entry['sha256'])}  "
                      f"({log_text(entry['kind'])}, {log_text(entry['stage'])})")
     return log_block("\n".join(str(line) for line in lines))
+
+
+_MAX_PARAMS = 100  # lines of parameters shown; the rest are in `runs show --json`
+
+
+def _params_lines(params: dict[str, Any]) -> list[str]:
+    """The ``--set`` overrides of the run and every parameter value it used (dotted keys,
+    JSON values, the overridden ones marked), each name and value escaped."""
+    overrides = params.get("overrides")
+    if isinstance(overrides, list):  # KEY=VALUE strings, as given to --set
+        pairs = [str(o).partition("=") for o in overrides]
+        given = {k: v for k, _, v in pairs}
+    elif isinstance(overrides, dict):
+        given = {str(k): _json(v) for k, v in overrides.items()}
+    else:
+        given = {}
+    lines = [f"--set     {', '.join(f'{log_text(k)}={log_text(v)}' for k, v in given.items())}"
+             ] if given else []
+    values = params.get("values")
+    flat = list(_flatten(values)) if isinstance(values, dict) else []
+    if flat:
+        lines.append("params used:")
+        for key, value in flat[:_MAX_PARAMS]:
+            mark = "  (--set)" if key in given else ""
+            lines.append(f"  {log_text(key)} = {log_text(_json(value))}{mark}")
+        if len(flat) > _MAX_PARAMS:
+            lines.append(f"  ... and {len(flat) - _MAX_PARAMS} more: gha-mlops runs show --json")
+    return lines
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            out += _flatten(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def _json(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 @runs.command("files")

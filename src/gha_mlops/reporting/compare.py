@@ -36,6 +36,9 @@ LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "latency", "time")
 """Metric names containing one of these (case-insensitively) are lower-is-better."""
 
 _CSV_SUFFIXES = frozenset({".csv", ".tsv"})
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
+"""Image plot files the report shows as they are."""
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
 _MAX_FILE_BYTES = 16 << 20
 
 
@@ -191,13 +194,15 @@ class Comparison:
 @dataclass(frozen=True)
 class RunFiles:
     """Files of one run read beside its record, each only when its bytes are the recorded
-    ones: metrics documents (parsed JSON), CSV plot texts, the model's size, and why a file
-    the record names could not be used."""
+    ones: metrics documents (parsed JSON), CSV plot texts, the model's size, image plots, and
+    why a file the record names could not be used."""
 
     documents: Mapping[str, Any] = field(default_factory=dict)
     curves: Mapping[str, str] = field(default_factory=dict)
     model_size: int | None = None
     problems: tuple[str, ...] = ()
+    images: Mapping[str, bytes] = field(default_factory=dict)
+    """Image plot files a stage declares (``plots: [x.png]``), path -> bytes."""
 
 
 # --------------------------------------------------------------------------- reading files
@@ -205,39 +210,45 @@ class RunFiles:
 
 def read_run_files(record: Mapping[str, Any], root: Path | None) -> RunFiles:
     """The files of ``record`` under ``root`` (its workspace, or the directory a downloaded
-    record sits in) that still hold the run's bytes. Never raises for a missing, changed or
-    unparseable file: it is left out and named in ``problems``."""
-    from gha_mlops.pipeline.hashing import sha256_file
+    record sits in), each read by the sha256 the record gives it: from the workspace's
+    content cache, else from the workspace file when its bytes are the run's (see
+    :func:`gha_mlops.reporting._files.read_recorded`), so a baseline run whose files a later
+    run of the same workspace overwrote is still shown whole. Never raises for a missing,
+    changed or unparseable file: it is left out and named in ``problems``."""
+    from gha_mlops.reporting._files import read_recorded
 
     if root is None:
         return RunFiles()
     documents: dict[str, Any] = {}
     curves: dict[str, str] = {}
     problems: list[str] = []
+    images: dict[str, bytes] = {}
+    declared = _mapping(record.get("outputs"))
     for rel, digest, kind in _record_files(record):
         suffix = PurePosixPath(rel).suffix.lower()
-        if kind == "plot" and suffix not in _CSV_SUFFIXES:
+        # Images a stage names one by one (not each file of a plots folder) are shown.
+        image = kind == "plot" and suffix in IMAGE_SUFFIXES and rel in declared
+        if kind not in ("metric", "plot") or (kind == "plot" and suffix not in _CSV_SUFFIXES
+                                              and not image):
             continue
-        if kind not in ("metric", "plot"):
-            continue
-        path = root / rel
-        if not _safe_rel(rel) or not path.is_file():
+        found = read_recorded(root, rel, digest,
+                              max_bytes=MAX_IMAGE_BYTES if image else _MAX_FILE_BYTES)
+        if found.data is None:
+            if found.problem:
+                problems.append(found.problem)
             continue  # not downloaded with the record: the record's numbers are used
-        if path.stat().st_size > _MAX_FILE_BYTES:
-            problems.append(f"{rel} is too large to read")
-            continue
-        if sha256_file(path) != digest:
-            problems.append(f"{rel} here is not the run's (its sha256 differs)")
+        if image:
+            images[rel] = found.data
             continue
         try:
             if kind == "metric":
-                documents[rel] = json.loads(path.read_bytes())
+                documents[rel] = json.loads(found.data)
             else:
-                curves[rel] = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError, ValueError) as err:
+                curves[rel] = found.data.decode("utf-8-sig")
+        except (UnicodeDecodeError, ValueError) as err:
             problems.append(f"{rel} cannot be read: {err}")
     model_size = _model_size(record, root)
-    return RunFiles(documents, curves, model_size, tuple(problems))
+    return RunFiles(documents, curves, model_size, tuple(problems), images)
 
 
 def _record_files(record: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
@@ -254,24 +265,13 @@ def _record_files(record: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
             yield str(path), str(entry["sha256"]), kind
 
 
-def _safe_rel(rel: str) -> bool:
-    path = PurePosixPath(rel)
-    return bool(rel) and not path.is_absolute() and ".." not in path.parts
-
-
 def _model_size(record: Mapping[str, Any], root: Path) -> int | None:
-    from gha_mlops.pipeline.hashing import sha256_file
+    from gha_mlops.reporting._files import recorded_size
 
     model = record.get("model")
     if not isinstance(model, Mapping) or not model.get("path") or not model.get("sha256"):
         return None
-    rel = str(model["path"])
-    path = root / rel
-    if not _safe_rel(rel) or not path.is_file():
-        return None
-    if sha256_file(path) != model["sha256"]:
-        return None
-    return path.stat().st_size
+    return recorded_size(root, str(model["path"]), str(model["sha256"]))
 
 
 # --------------------------------------------------------------------------- comparing

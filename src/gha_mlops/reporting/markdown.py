@@ -32,6 +32,7 @@ from gha_mlops.reporting._markdown import (
 )
 from gha_mlops.reporting.compare import Change, Comparison, MetricDiff, Side, ValueChange
 from gha_mlops.reporting.gates import GateResult, Verdict
+from gha_mlops.reporting.outcome import outcome
 
 COMMENT_LIMIT = 65536
 """The most characters GitHub accepts in an issue or pull-request comment."""
@@ -114,15 +115,7 @@ def render(comparison: Comparison, verdict: Verdict, *, report_id: str = "defaul
 
 
 def _verdict_line(verdict: Verdict) -> str:
-    total = len(verdict.results)
-    if not total:
-        return "## 📊 Model comparison: no gates declared"
-    if verdict.passed:
-        word = "the gate passes" if total == 1 else f"all {total} gates pass"
-        return f"## ✅ Model comparison: {word}"
-    if total == 1:
-        return "## ❌ Model comparison: the gate failed"
-    return f"## ❌ Model comparison: {len(verdict.failed)} of {total} gates failed"
+    return outcome(verdict).title
 
 
 def _run_ref(side: Side) -> str:
@@ -147,7 +140,8 @@ def _warnings(c: Comparison) -> list[str]:
             lines.append(f"> [!WARNING]\n> The {label} run {md_escape(side.status)}: its "
                          "metrics may be missing or incomplete.")
     if c.notes:
-        lines.append("> [!NOTE]\n> Files not used (the record's numbers were):\n"
+        lines.append("> [!NOTE]\n> Files not used (the record's numbers are shown; the "
+                     "matrices and plots in them are not):\n"
                      + "\n".join(f"> - {md_escape(n)}" for n in c.notes))
     return ["", *lines] if lines else []
 

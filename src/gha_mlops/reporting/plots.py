@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from gha_mlops.errors import missing_extra
 from gha_mlops.gha.safe import plot_title
+from gha_mlops.reporting.metric_order import headline_order
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from gha_mlops.reporting.compare import Comparison
+    from gha_mlops.reporting.compare import Comparison, MetricDiff
 
 BASE_COLOR = "#94a3b8"
 HEAD_COLOR = "#2563eb"
@@ -87,9 +88,17 @@ def _value_text(value: float | None) -> str:
 
 def metric_bars(metrics: Sequence[tuple[str, float | None, float | None]],
                 title: str = "Metrics: baseline vs head") -> bytes:
-    """One small panel per metric ``(name, baseline, head)`` (at most :data:`MAX_BARS`),
-    each with a baseline and a head bar, labelled with the values; a missing or non-finite
-    value has no bar and is written out (``missing``, ``nan``, ``inf``)."""
+    """:func:`metric_bars_figure` as PNG bytes."""
+    return _png(metric_bars_figure(metrics, title))
+
+
+def metric_bars_figure(metrics: Sequence[tuple[str, float | None, float | None]],
+                       title: str = "Metrics: baseline vs head") -> Figure:
+    """One small panel per metric ``(name, baseline, head)``, each with a baseline and a head
+    bar, labelled with the values; a missing or non-finite value has no bar and is written
+    out (``missing``, ``nan``, ``inf``). At most :data:`MAX_BARS` panels, the first ones
+    (put the headline metrics first): when there are more, a caption under the panels says
+    how many of how many are shown."""
     items = list(metrics)[:MAX_BARS]
     if not items:
         raise ValueError("no metrics to draw")
@@ -106,7 +115,15 @@ def metric_bars(metrics: Sequence[tuple[str, float | None, float | None]],
                         textcoords="offset points")
         ax.margins(y=0.2)
         ax.tick_params(labelsize=8)
-    return _png(fig)
+    if len(metrics) > len(items):
+        fig.supxlabel(bars_caption(len(items), len(metrics)), fontsize=9)
+    return fig
+
+
+def bars_caption(shown: int, total: int) -> str:
+    """What the metric chart leaves out, e.g. "12 of 16 changed metrics shown; the rest are
+    in the metrics table"."""
+    return f"{shown} of {total} changed metrics shown; the rest are in the metrics table"
 
 
 # --------------------------------------------------------------------------- curves
@@ -187,8 +204,16 @@ def _curve(ax: Axes, table: CurveTable | None, name: str, side: str, color: str,
 
 def confusion_matrices(name: str, base: Sequence[Sequence[float]] | None,
                        head: Sequence[Sequence[float]] | None) -> bytes:
+    """:func:`confusion_figure` as PNG bytes."""
+    return _png(confusion_figure(name, base, head))
+
+
+def confusion_figure(name: str, base: Sequence[Sequence[float]] | None,
+                     head: Sequence[Sequence[float]] | None) -> Figure:
     """The baseline's and the head's matrix side by side (a missing one is an empty panel),
-    cells annotated when the matrix is small. Rows are true classes, columns predictions."""
+    cells annotated when the matrix is small. Rows are true classes, columns predictions;
+    every class is labelled by its index, on its own row and column (matplotlib's automatic
+    ticks would label every other class, or fall between classes on a small matrix)."""
     panels = [("baseline", base), ("head", head)]
     if base is None and head is None:
         raise ValueError("no matrix to draw")
@@ -204,9 +229,9 @@ def confusion_matrices(name: str, base: Sequence[Sequence[float]] | None,
             continue
         data = [[x if math.isfinite(x) else math.nan for x in row] for row in matrix]
         ax.imshow(data, cmap="Blues", interpolation="nearest")
+        _class_ticks(ax, len(data), len(data[0]))
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
-        ax.tick_params(labelsize=7)
         if len(data) <= _ANNOTATE_CELLS and len(data[0]) <= _ANNOTATE_CELLS:
             finite = [x for row in data for x in row if math.isfinite(x)]
             middle = (max(finite) + min(finite)) / 2 if finite else 0.0
@@ -214,7 +239,15 @@ def confusion_matrices(name: str, base: Sequence[Sequence[float]] | None,
                 for c, x in enumerate(row):
                     ax.text(c, r, f"{x:.3g}", ha="center", va="center", fontsize=7,
                             color="white" if math.isfinite(x) and x > middle else "black")
-    return _png(fig)
+    return fig
+
+
+def _class_ticks(ax: Axes, rows: int, cols: int) -> None:
+    """A tick and a label for every row and column, at the integer cell centres."""
+    ax.set_xticks(range(cols), [str(c) for c in range(cols)])
+    ax.set_yticks(range(rows), [str(r) for r in range(rows)])
+    # Up to 40 classes in a 4-inch panel: smaller labels so that neighbours do not overlap.
+    ax.tick_params(labelsize=7 if max(rows, cols) <= 20 else 5, length=2)
 
 
 # --------------------------------------------------------------------------- a report's plots
@@ -224,10 +257,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60] or "plot"
 
 
-def report_plots(comparison: Comparison, *, part: int = 0,
-                 parts: int = 1) -> dict[str, tuple[str, bytes]]:
+def report_plots(comparison: Comparison, *, part: int = 0, parts: int = 1,
+                 first: Sequence[str] = ()) -> dict[str, tuple[str, bytes]]:
     """Every chart of a comparison: file name -> (title, PNG bytes). The metric bars show
-    the metrics that differ (up to :data:`MAX_BARS`), then one chart per CSV plot file and
+    the metrics that differ (up to :data:`MAX_BARS`, in
+    :func:`~gha_mlops.reporting.metric_order.headline_order`, ``first`` being the gated
+    metrics; the title says when some are left out), then one chart per CSV plot file and
     one per matrix. With ``parts`` > 1 only every ``parts``-th chart from ``part`` is drawn
     (the names stay those of the whole set), so several processes can share the work.
     Raises :class:`~gha_mlops.errors.MissingExtraError` without matplotlib."""
@@ -239,9 +274,12 @@ def report_plots(comparison: Comparison, *, part: int = 0,
         taken[name] = None
         specs.append((name, title, draw))
 
-    changed = [m for m in comparison.metrics if m.change not in ("same",)]
+    changed = bar_metrics(comparison, first)
     if changed:
-        add("metrics.png", "Metrics that changed",
+        title = "Metrics that changed"
+        if len(changed) > MAX_BARS:
+            title += f" ({MAX_BARS} of {len(changed)} shown; the rest are in the metrics table)"
+        add("metrics.png", title,
             lambda: metric_bars([(m.name, m.base, m.head) for m in changed]))
     for pair in comparison.curves:
         base = parse_curves(pair.base) if pair.base is not None else None
@@ -255,6 +293,14 @@ def report_plots(comparison: Comparison, *, part: int = 0,
                               _floats(matrix.head)))
     return {name: (title, draw()) for i, (name, title, draw) in enumerate(specs)
             if i % parts == part}
+
+
+def bar_metrics(comparison: Comparison, first: Sequence[str] = ()) -> list[MetricDiff]:
+    """The metrics that changed, in the order the metric chart draws them (it has room for
+    the first :data:`MAX_BARS`): headline first, ``first`` being the gated metrics (see
+    :func:`~gha_mlops.reporting.metric_order.headline_order`)."""
+    changed = [m for m in comparison.metrics if m.change != "same"]
+    return [changed[i] for i in headline_order([(m.file, m.key) for m in changed], first)]
 
 
 def _floats(matrix: Any) -> list[list[float]] | None:
