@@ -9,9 +9,9 @@ everywhere (``gha-mlops run``, ``runs show``, the report's metric chart):
 2. then top-level keys (``test_accuracy``) before nested ones (``per_class.3.f1``), fewer
    dots first;
 3. among keys of the same depth, the metrics files take turns: the first key of each file,
-   then the second of each, and so on (files in the record's order, which is the stages'
-   order; keys in file order), so that a training stage's many metrics cannot hide the
-   evaluation's.
+   then the second of each, and so on (files and keys in the order given: the record's,
+   which a stored record has sorted by name), so that a training stage's many metrics
+   cannot hide the evaluation's.
 
 Pure: names in, an order out.
 """
