@@ -152,3 +152,13 @@ def test_report_names_the_gate_line_and_the_closest_metric(tmp_path: Path) -> No
     assert result.reasons[0].endswith("mlops.yaml:7); did you mean test_accuracy?")
     bare = evaluate_gate(compare(record, record), Gate("test_acuracy", min=0.5))
     assert "did you mean test_accuracy?" in bare.reasons[0]
+
+
+def test_the_line_lacking_its_colon_is_found_deep_in_a_long_file(tmp_path: Path) -> None:
+    lines = ["stages:"] + [f"  s{i}:\n    cmd: |\n      echo {i}\n      echo: {i}\n"
+                           f"    deps: [a.txt]" for i in range(400)]
+    lines[-1] = "  last:\n    cmd: x\n    deps [a.txt]\n    outs: [b.txt]"  # lines 1997-2000
+    (tmp_path / "mlops.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as exc:
+        load_pipeline(tmp_path / "mlops.yaml")
+    assert exc.value.line == 1999 and "without 'key: value'" in exc.value.message

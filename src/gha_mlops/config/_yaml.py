@@ -587,18 +587,32 @@ def _yaml_error(path: Path, data: bytes, err: Any) -> ConfigError:
     )
 
 
+_KEYLESS_WINDOW = 500
+"""How many lines above a YAML error :func:`_key_without_colon` scans at most."""
+
+
 def _key_without_colon(lines: list[str], mark: Any) -> Any:
     """The start of the line that lacks its ':' when YAML failed at ``mark`` on a later line,
     or None. Such a line (``cmd python train.py``) starts a plain value that YAML folds
     together with the following lines, and the error surfaces only on the next ``key:``. It
     is found as the last plain scalar before ``mark`` that starts a line of its own (a
-    value after ``key: `` or ``- `` does not) on an earlier line and is not a key. Only runs
-    to explain an error, on the text up to ``mark``'s line."""
+    value after ``key: `` or ``- `` does not) on an earlier line and is not a key.
+
+    Only runs to explain an error, with the pure-Python scanner (libyaml keeps the tokens it
+    held back to itself), on at most :data:`_KEYLESS_WINDOW` lines above ``mark``: from the
+    last of the least indented lines there, which no multi-line value can be inside of."""
     import yaml
 
-    if mark is None or mark.line == 0:
+    if mark is None or mark.line == 0 or mark.line >= len(lines):
         return None
-    loader: Any = yaml.SafeLoader("\n".join(lines[: mark.line + 1]) + "\n")
+    first = 0
+    if mark.line > _KEYLESS_WINDOW:
+        def indent(i: int) -> int:
+            text = lines[i].lstrip(" ")
+            return len(lines[i]) - len(text) if text and text[0] != "#" else 1 << 30
+
+        first = min(range(mark.line - _KEYLESS_WINDOW, mark.line), key=lambda i: (indent(i), -i))
+    loader: Any = yaml.SafeLoader("\n".join(lines[first: mark.line + 1]) + "\n")
     seen: list[Any] = []
     try:
         while loader.check_token():
@@ -607,19 +621,21 @@ def _key_without_colon(lines: list[str], mark: Any) -> Any:
         seen.extend(loader.tokens)  # what the scanner held back to look for a ':'
     finally:
         loader.dispose()
-    before = [t for t in seen
-              if (t.start_mark.line, t.start_mark.column) < (mark.line, mark.column)]
+    at = (mark.line - first, mark.column)
+    before = [t for t in seen if (t.start_mark.line, t.start_mark.column) < at]
     scalars = [i for i, t in enumerate(before) if isinstance(t, yaml.ScalarToken)]
     if not scalars:
         return None
     i = scalars[-1]
     token = before[i]
-    start = token.start_mark
-    if (token.style is not None or start.line >= mark.line
+    line, column = token.start_mark.line + first, token.start_mark.column
+    if (token.style is not None or line >= mark.line
             or (i and isinstance(before[i - 1], yaml.KeyToken))):
         return None
-    text = lines[start.line]
-    return start if start.column == len(text) - len(text.lstrip(" ")) else None
+    text = lines[line]
+    if column != len(text) - len(text.lstrip(" ")):
+        return None
+    return yaml.Mark(mark.name, 0, line, column, None, 0)
 
 
 class Problems:
