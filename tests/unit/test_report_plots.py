@@ -101,5 +101,5 @@ def test_without_matplotlib_the_error_names_the_extra() -> None:
             print(err.hint, err.exit_code)
     """)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "pip install 'gha-mlops[torch]' 3"
+    assert proc.stdout.strip() == "pip install 'gha-mlops[report]' 3"
     assert MissingExtraError.exit_code == 3

@@ -59,9 +59,9 @@ def run(config: Path, force: bool, stages: tuple[str, ...], overrides: tuple[str
     except StageFailedError as err:
         failed = getattr(err, "result", None)
         if failed is not None:
-            click.echo(run_summary(failed.record), err=True)
+            click.echo(run_summary(failed.record, first=tuple(pipeline.gates)), err=True)
         raise
-    click.echo(run_summary(result.record))
+    click.echo(run_summary(result.record, first=tuple(pipeline.gates)))
 
 
 def step_outputs(record: Mapping[str, Any], record_path: Path,

@@ -1,6 +1,6 @@
 """The report's charts as PNG bytes: metric bars, training curves, confusion matrices.
 
-matplotlib is an optional dependency (the ``torch`` extra), imported only when a chart is
+matplotlib is an optional dependency (the ``report`` extra; ``torch`` has it too), imported only when a chart is
 drawn; without it :func:`~gha_mlops.errors.missing_extra` names the install. Charts are drawn
 through the object-oriented API on a fresh :class:`matplotlib.figure.Figure` with the Agg
 canvas, never ``pyplot``, so nothing is shared between calls or threads. The PNG carries no
@@ -44,7 +44,7 @@ def _figure(width: float, height: float) -> Figure:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as err:
-        raise missing_extra("matplotlib", "torch") from err
+        raise missing_extra("matplotlib", "report") from err
     fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
