@@ -68,6 +68,8 @@ BROKEN_YAML = [  # text, the line the user must fix, words of the message
      "stages:\n  train:\n    cmd: x\n    deps\n", 4, "without 'key: value'"),
     ("a key indented deeper than the one above",
      "stages:\n  train:\n    cmd: python t.py\n     deps: [a]\n", 4, "'key: value' where"),
+    ("a key indented less, after a value on a line of its own",
+     "stages:\n  train:\n    cmd:\n      python x\n   deps: [a]\n", 5, "indentation"),
     ("a key indented less than the one above",
      "stages:\n  train:\n    cmd: python t.py\n   deps: [a]\n", 4, "indentation"),
     ("a top-level key indented under the one above",
@@ -162,3 +164,15 @@ def test_the_line_lacking_its_colon_is_found_deep_in_a_long_file(tmp_path: Path)
     with pytest.raises(ConfigError) as exc:
         load_pipeline(tmp_path / "mlops.yaml")
     assert exc.value.line == 1999 and "without 'key: value'" in exc.value.message
+
+
+def test_a_metrics_file_linked_out_of_the_workspace_is_not_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (tmp_path / "secret.json").write_text('{"test_acuracy_token": "s3cr3t"}')
+    (ws / "metrics.json").symlink_to(tmp_path / "secret.json")
+    (ws / "mlops.yaml").write_text(STAGES + GATES)
+    load_pipeline(ws / "mlops.yaml")
+    err = capsys.readouterr().err
+    assert "test_acuracy_token" not in err and "does not exist yet" in err

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -68,7 +69,7 @@ def check_gate_metrics(pipeline: Pipeline, *,
     if not pipeline.gates:
         return []
     files = [o.path for s in pipeline.stages.values() for o in s.outs if o.kind == "metric"]
-    keys: dict[str, set[str] | None] = {f: _metric_keys(pipeline.root / f) for f in files}
+    keys: dict[str, set[str] | None] = {f: _metric_keys(pipeline.root, f) for f in files}
     messages: list[str] = []
     unknown: dict[tuple[str, ...], list[str]] = {}  # files not there yet -> gates waiting
     for name, gate in pipeline.gates.items():
@@ -124,13 +125,20 @@ def _emit(config: str, text: str, warn: Callable[[str], None] | None) -> None:
     sys.stderr.flush()
 
 
-def _metric_keys(path: Path) -> set[str] | None:
-    """The flattened keys (``a.b`` for nested objects) of the JSON metrics file at ``path``,
-    or None when it does not exist or is not a readable JSON object."""
+def _metric_keys(root: Path, rel: str) -> set[str] | None:
+    """The flattened keys (``a.b`` for nested objects) of the JSON metrics file ``rel`` of
+    the workspace ``root``, or None when it does not exist, is not a readable JSON object of
+    at most 16 MiB, or is a link out of the workspace (a pull request could plant one to make
+    a warning's did-you-mean quote another file's keys)."""
+    real_root = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(real_root, rel))
+    if not path.startswith(real_root.rstrip(os.sep) + os.sep):
+        return None
     try:
-        if not path.is_file() or path.stat().st_size > _MAX_METRICS_BYTES:
+        if not os.path.isfile(path) or os.path.getsize(path) > _MAX_METRICS_BYTES:
             return None
-        data = json.loads(path.read_bytes())
+        with open(path, "rb") as fh:
+            data = json.loads(fh.read())
         return set(_flatten(data)) if isinstance(data, Mapping) else None
     except (OSError, ValueError, RecursionError):  # RecursionError: nested beyond reason
         return None

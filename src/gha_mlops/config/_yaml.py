@@ -607,11 +607,11 @@ def _key_without_colon(lines: list[str], mark: Any) -> Any:
         return None
     first = 0
     if mark.line > _KEYLESS_WINDOW:
-        def indent(i: int) -> int:
+        def depth(i: int) -> int:  # blank and comment lines never start a window
             text = lines[i].lstrip(" ")
-            return len(lines[i]) - len(text) if text and text[0] != "#" else 1 << 30
+            return _indent(lines[i]) if text and text[0] != "#" else 1 << 30
 
-        first = min(range(mark.line - _KEYLESS_WINDOW, mark.line), key=lambda i: (indent(i), -i))
+        first = min(range(mark.line - _KEYLESS_WINDOW, mark.line), key=lambda i: (depth(i), -i))
     loader: Any = yaml.SafeLoader("\n".join(lines[first: mark.line + 1]) + "\n")
     seen: list[Any] = []
     try:
@@ -632,10 +632,16 @@ def _key_without_colon(lines: list[str], mark: Any) -> Any:
     if (token.style is not None or line >= mark.line
             or (i and isinstance(before[i - 1], yaml.KeyToken))):
         return None
-    text = lines[line]
-    if column != len(text) - len(text.lstrip(" ")):
+    # The line must start with the value, and the line YAML stumbled on must sit at its
+    # indentation or deeper (a sibling or a child of the would-be key): a value on a line of
+    # its own under `key:`, followed by a key indented less, is not a missing ':'.
+    if column != _indent(lines[line]) or _indent(lines[mark.line]) < column:
         return None
     return yaml.Mark(mark.name, 0, line, column, None, 0)
+
+
+def _indent(text: str) -> int:
+    return len(text) - len(text.lstrip(" "))
 
 
 class Problems:
