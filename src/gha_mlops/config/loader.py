@@ -347,9 +347,12 @@ def _normalize_stage(problems: Problems, name: str, st: Any) -> dict[str, Any]:
 
 def _normalize_gates(problems: Problems, gates: Mapping[str, Any],
                      stages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``gates:`` as plain mappings of the rules given, after the checks that span rules: at
-    least one rule, ``min <= max``, ``min_delta <= max_delta``, and a ``FILE:KEY`` name whose
-    file looks like a path must be a metrics file that a stage declares."""
+    """``gates:`` as plain mappings of the rules given (plus the ``line`` each is written on,
+    where found), after the checks that span rules: at least one rule, ``min <= max``,
+    ``min_delta <= max_delta``, some stage declares a metrics file (else no run can measure
+    any gate), and a ``FILE:KEY`` name whose file looks like a path must be a metrics file
+    that a stage declares. Whether the metric is in the file is checked on every load, by
+    :func:`gha_mlops.config._gates.check_gate_metrics`."""
     from gha_mlops.config._gates import gate_lines
     from gha_mlops.config.schema import GATE_RULES
 

@@ -9,7 +9,8 @@ Rules:
 - ``max_relative_drop``: the largest move in the worse direction (the gate's ``direction``,
   else the metric's default) as a fraction of ``|baseline|``.
 
-A gated metric missing from the head run, or NaN/±inf there, fails. A rule against the
+A gated metric missing from the head run, or NaN/±inf there, fails; one that neither run has
+(most often a typo) says where the gate is written and which metric is closest to its name. A rule against the
 baseline cannot be checked when the baseline has no finite value for the metric (a metric
 new in this pull request): it is skipped and says so, and a gate whose every rule was
 skipped passes as ``skipped``. The verdict passes when no gate fails.
