@@ -27,7 +27,6 @@ from gha_mlops._fs import atomic_write_text
 from gha_mlops.config._graph import OutputIndex, link_stages
 from gha_mlops.config._overrides import apply_overrides
 from gha_mlops.config._params import check_params, load_params, read_optional
-from gha_mlops.config._remotes import remote_url_problem
 from gha_mlops.config._schema_errors import form_hint, schema_problems
 from gha_mlops.config._state import STATE_DIR
 from gha_mlops.config._yaml import Loc, Problems, display, gc_paused, parse_yaml, type_name
@@ -238,6 +237,8 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
                      + ("declared outs: " + ", ".join(declared) if declared
                         else "no stage declares `outs:` yet"))
     remotes = {name: r.model_dump() for name, r in cfg.remotes.items()}
+    if cfg.remotes:
+        from gha_mlops.config._remotes import remote_url_problem
     for name, remote in cfg.remotes.items():
         if not _DATASET_NAME.match(name):
             problems.add(("remotes", name), f"remote name {name!r} is not allowed",
@@ -353,12 +354,15 @@ def _normalize_gates(problems: Problems, gates: Mapping[str, Any],
     any gate), and a ``FILE:KEY`` name whose file looks like a path must be a metrics file
     that a stage declares. Whether the metric is in the file is checked on every load, by
     :func:`gha_mlops.config._gates.check_gate_metrics`."""
-    from gha_mlops.config._gates import gate_lines
     from gha_mlops.config.schema import GATE_RULES
+
+    if not gates:
+        return {}
+    from gha_mlops.config._gates import gate_lines
 
     metric_files = [o["path"] for s in stages for o in s["outs"] if o["kind"] == "metric"]
     declared = set(metric_files)
-    lines = gate_lines(problems.text) if gates else {}
+    lines = gate_lines(problems.text)
     out: dict[str, dict[str, Any]] = {}
     for name, gate in gates.items():
         loc: Loc = ("gates", name)
