@@ -4,12 +4,20 @@ A stage script reads its parameters and seed from what the engine passes it, mak
 work repeatable, and writes outputs whose bytes depend only on their content, so that a cached
 or reproduced run can be checked by hash::
 
-    from gha_mlops.train import deterministic, params, write_metrics
+    from gha_mlops.train import params, portable
+
+    portable(threads=params("compute.threads"))  # before torch: pins the CPU kernels
+
+    from gha_mlops.train import deterministic, write_metrics
 
     report = deterministic(threads=params("compute.threads"))
     cfg = params("train")
     ...
     write_metrics("metrics/train.json", {"val_accuracy": acc})
+
+:func:`portable` makes the bytes the same on every machine of the architecture (x86-64 or
+aarch64), not only on this one: it pins each CPU kernel dispatcher (torch, oneDNN, MKL, numpy,
+OpenBLAS) to the architecture's baseline, so it must run before torch or numpy is imported.
 
 Every helper also works when the script is run by hand, outside the engine: the seed falls back
 to 0, the params file to ``params.yaml`` in the current directory, and the report and lineage
@@ -26,6 +34,7 @@ from __future__ import annotations
 from gha_mlops.train._atomic import atomic_write_bytes, atomic_write_text
 from gha_mlops.train._outputs import save_figure, save_torch, save_torchscript, write_metrics
 from gha_mlops.train._params import ParamsKeyError, lineage, params, params_path
+from gha_mlops.train._portable import dispatch_report, portable, portable_environment
 from gha_mlops.train._progress import progress
 from gha_mlops.train._seeding import (
     dataloader_kwargs,
@@ -42,9 +51,12 @@ __all__ = [
     "atomic_write_text",
     "dataloader_kwargs",
     "deterministic",
+    "dispatch_report",
     "lineage",
     "params",
     "params_path",
+    "portable",
+    "portable_environment",
     "progress",
     "resolve_seed",
     "save_figure",

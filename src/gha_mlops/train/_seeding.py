@@ -14,6 +14,7 @@ from typing import Any
 from gha_mlops.errors import ConfigError
 from gha_mlops.train._atomic import atomic_write_text
 from gha_mlops.train._imports import optional, required
+from gha_mlops.train._portable import dispatch_report
 
 SEED_ENV = "GHA_MLOPS_SEED"
 REPORT_ENV = "GHA_MLOPS_STAGE_REPORT"
@@ -81,7 +82,9 @@ def deterministic(seed: int | None = None, *, threads: int | None = None) -> dic
     ``machine``, ``numpy``, ``torch``, ``cuda`` and ``cudnn`` (versions, None without CUDA),
     ``gpus`` (device names), ``num_threads``, ``determinism`` (the flags in force:
     ``use_deterministic_algorithms``, ``cudnn_deterministic``, ``cudnn_benchmark``) and
-    ``cublas_workspace_config``. If ``$GHA_MLOPS_STAGE_REPORT`` is
+    ``cublas_workspace_config`` and ``cpu_dispatch`` (the CPU kernel dispatch in force,
+    whether :func:`~gha_mlops.train.portable` pinned it; see
+    :func:`~gha_mlops.train.dispatch_report`). If ``$GHA_MLOPS_STAGE_REPORT`` is
     set (``gha-mlops run`` sets it for each stage) the report is merged into the JSON object
     in that file, which the engine copies into the run record.
     """
@@ -148,6 +151,8 @@ def _environment_report(torch: Any) -> dict[str, Any]:
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         },
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        # The CPU kernels in force: what `reproduce` compares before it runs anything.
+        "cpu_dispatch": dispatch_report(torch),
     }
 
 

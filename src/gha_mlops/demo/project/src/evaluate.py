@@ -9,13 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from matplotlib.figure import Figure
-from model import load_model
+# First, before torch or numpy load: portable mode pins every CPU kernel dispatcher (torch,
+# oneDNN, MKL, numpy, OpenBLAS) to the baseline of the architecture and fixes the threads, so
+# the scores have the same bytes on any x86-64 machine, not only on this one.
+from gha_mlops.train import params, portable
 
-from gha_mlops.train import deterministic, params, save_figure, write_metrics
+portable(threads=params("compute.threads"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from model import load_model  # noqa: E402
+
+from gha_mlops.train import deterministic, save_figure, write_metrics  # noqa: E402
 
 DATA = Path("data/prepared")
 CLASSES = 10

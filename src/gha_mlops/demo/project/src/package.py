@@ -14,11 +14,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from model import load_model
+# First, before torch or numpy load: portable mode pins every CPU kernel dispatcher (torch,
+# oneDNN, MKL, numpy, OpenBLAS) to the baseline of the architecture and fixes the threads, so
+# the packaged model has the same bytes on any x86-64 machine, not only on this one.
+from gha_mlops.train import portable
 
-from gha_mlops.train import atomic_write_text, lineage, params, resolve_seed, save_torchscript
+portable()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from model import load_model  # noqa: E402
+
+from gha_mlops.train import atomic_write_text, lineage, params, resolve_seed, save_torchscript  # noqa: E402
 
 MODEL = Path("models/model.pt")
 OUT = Path("package")
@@ -73,7 +80,7 @@ follows from the pipeline's inputs, so the same inputs give this card byte for b
 ## Use
 
 ```python
-import torch
+import torch  # noqa: E402
 
 model = torch.jit.load("model.ts")
 logits = model(images)  # float32, N x 1 x {size} x {size}, pixel values in [0, 1]

@@ -14,11 +14,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+# First, before torch or numpy load: portable mode pins every CPU kernel dispatcher (torch,
+# oneDNN, MKL, numpy, OpenBLAS) to the baseline of the architecture and fixes the threads, so
+# the prepared arrays have the same bytes on any x86-64 machine, not only on this one.
+from gha_mlops.train import params, portable
 
-from gha_mlops.train import atomic_write_bytes, atomic_write_text, deterministic, params
+portable(threads=params("compute.threads"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from gha_mlops.train import atomic_write_bytes, atomic_write_text, deterministic  # noqa: E402
 
 SOURCE = Path("data/digits.csv.gz")  # UCI 8x8 digits: 64 pixels in 0..16, then the label
 OUT = Path("data/prepared")

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from model import DigitNet
-from torch.utils.data import DataLoader, TensorDataset
+# First, before torch or numpy load: portable mode pins every CPU kernel dispatcher (torch,
+# oneDNN, MKL, numpy, OpenBLAS) to the baseline of the architecture and fixes the threads, so
+# the trained model has the same bytes on any x86-64 machine, not only on this one.
+from gha_mlops.train import params, portable
 
-from gha_mlops.train import (
+portable(threads=params("compute.threads"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from model import DigitNet  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from gha_mlops.train import (  # noqa: E402
     atomic_write_text,
     dataloader_kwargs,
     deterministic,
-    params,
     progress,
     save_torch,
     write_metrics,
