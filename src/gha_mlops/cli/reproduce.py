@@ -23,7 +23,8 @@ from gha_mlops.pipeline.reproduce import reproduce_run
               type=click.Path(file_okay=False, path_type=Path),
               help="The workspace (the directory of mlops.yaml).")
 @click.option("--allow-env-drift", is_flag=True,
-              help="Compare even though installed packages differ from the record.")
+              help="Run and compare even though installed packages or the CPU kernels "
+              "(architecture, CPU, instruction sets, dispatch levels) differ from the record.")
 @click.option("--keep", is_flag=True, help="Keep the scratch workspace for inspection.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--quiet", "-q", is_flag=True, help="Print only the verdict.")
@@ -34,7 +35,10 @@ def reproduce(run: str, workspace: Path, allow_env_drift: bool, keep: bool, jobs
     RUN is an id, a unique prefix, `latest` (default) or `latest~N`. The scratch workspace is
     the recorded commit (git worktree) when the run came from a clean commit, else a copy of
     this workspace; inputs are checked against the recorded hashes first, and the cache is
-    bypassed. Exit 0 when every output and metric is bit-identical.
+    bypassed. Before anything runs, this machine's CPU kernels are compared with the run's:
+    a run trained in portable mode reproduces on any machine of its architecture, one
+    trained without on a machine that dispatches the same kernels (exit 5 otherwise, naming
+    what differs). Exit 0 when every output and metric is bit-identical.
     """
     store = RunStore(workspace / STATE_DIR / "runs")
     record = store.load(run)

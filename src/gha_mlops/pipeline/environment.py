@@ -41,7 +41,8 @@ def installed_packages(cache_dir: Path | None) -> dict[str, str]:
 
 
 def system_info(cache_dir: Path | None = None) -> dict[str, Any]:
-    """Python, OS and CPU facts (cached: ``platform`` reads the interpreter binary)."""
+    """Python, OS and CPU facts (cached: ``platform`` reads the interpreter binary, and the
+    CPU facts come from ``/proc/cpuinfo``, read once per boot; see :func:`cpu_facts`)."""
     info: dict[str, Any] = _interpreter_facts(cache_dir)["system"]
     return info
 
@@ -53,7 +54,9 @@ def _interpreter_facts(cache_dir: Path | None) -> dict[str, Any]:
     interpreter and the modification times of its site-packages directories (installing,
     upgrading or removing a package adds or removes a ``*.dist-info`` entry there).
     """
-    key_src = [sys.executable, sys.version, *os.uname()]
+    # The boot id changes when the machine restarts, the only time its CPU can change (a VM
+    # moved to another host restarts too), so the cached CPU facts go with it.
+    key_src = [sys.executable, sys.version, *os.uname(), _boot_id()]
     for entry in sys.path:
         if not entry.endswith(("site-packages", "dist-packages")):
             continue
@@ -85,19 +88,94 @@ def _interpreter_facts(cache_dir: Path | None) -> dict[str, Any]:
     return facts
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
 def _normalize(name: str) -> str:
     return "-".join(name.replace("_", "-").replace(".", "-").lower().split())
 
 
-def cpu_model() -> str:
+# The instruction sets that decide which kernels torch, oneDNN, MKL, numpy and OpenBLAS pick:
+# recorded so that `reproduce` can tell, before running, that another CPU will pick others.
+X86_FLAGS = frozenset({
+    "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+    "avx512dq", "avx512cd", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx512ifma",
+    "avx512vbmi", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
+})
+ARM_FLAGS = frozenset({
+    "asimd", "asimdhp", "asimddp", "asimdfhm", "fphp", "sve", "sve2", "bf16", "i8mm", "sme",
+})
+_CPUINFO = Path("/proc/cpuinfo")
+_CPUINFO_MAX_LINES = 200  # the first processor's block is ~30 lines; never read a whole big box
+
+
+def parse_cpuinfo(text: str) -> dict[str, Any]:
+    """The facts of the first processor in ``/proc/cpuinfo`` text that decide kernels (pure).
+
+    Returns ``model`` (the model name), ``vendor``, ``family``, ``model_id``, ``stepping``
+    (on x86; on ARM the implementer, architecture, part and variant/revision stand in) and
+    ``flags``: the sorted instruction-set flags of :data:`X86_FLAGS` / :data:`ARM_FLAGS`
+    present. Keys the text lacks are None (``flags`` an empty list).
+    """
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the end of the first processor's block
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip().lower(), value.strip())
+    arm = "cpu implementer" in fields
+    flag_text = fields.get("features" if arm else "flags", "")
+    wanted = ARM_FLAGS if arm else X86_FLAGS
+    stepping = fields.get("stepping")
+    if arm and ("cpu variant" in fields or "cpu revision" in fields):
+        stepping = f"{fields.get('cpu variant', '?')}/{fields.get('cpu revision', '?')}"
+    return {
+        "model": fields.get("model name") or fields.get("cpu model") or fields.get("model"),
+        "vendor": fields.get("cpu implementer" if arm else "vendor_id"),
+        "family": fields.get("cpu architecture" if arm else "cpu family"),
+        "model_id": fields.get("cpu part" if arm else "model"),
+        "stepping": stepping,
+        "flags": sorted(set(flag_text.split()) & wanted),
+    }
+
+
+def _read_cpuinfo() -> str:
+    """The first lines of ``/proc/cpuinfo`` (enough for the first processor), or ""."""
+    lines: list[str] = []
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+        with _CPUINFO.open(encoding="utf-8", errors="replace") as fh:
             for line in fh:
-                if line.startswith(("model name", "Model", "cpu model")):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip() and lines:
+                    break
+                lines.append(line)
+                if len(lines) >= _CPUINFO_MAX_LINES:
+                    break
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return ""
+    return "".join(lines)
+
+
+def cpu_facts() -> dict[str, Any]:
+    """This machine's CPU: :func:`parse_cpuinfo` of ``/proc/cpuinfo`` plus ``machine`` and
+    ``count``. Reads the file each call: use :func:`system_info`, which caches it."""
+    facts = parse_cpuinfo(_read_cpuinfo())
+    if not facts["model"]:
+        # ARM kernels often print no model name; macOS and others have no /proc/cpuinfo.
+        facts["model"] = platform.processor() or platform.machine()
+    return {**facts, "count": os.cpu_count(), "machine": platform.machine()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``model name`` of ``/proc/cpuinfo``), else what platform says."""
+    model: str = cpu_facts()["model"]
+    return model
 
 
 def _system() -> dict[str, Any]:
@@ -114,7 +192,7 @@ def _system() -> dict[str, Any]:
             "platform": platform.platform(),
             "libc": "-".join(x for x in libc if x) or None,
         },
-        "cpu": {"model": cpu_model(), "count": os.cpu_count(), "machine": platform.machine()},
+        "cpu": cpu_facts(),
     }
 
 

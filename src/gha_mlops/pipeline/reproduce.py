@@ -22,6 +22,7 @@ from typing import Any
 
 from gha_mlops.config import STATE_DIR, load_pipeline
 from gha_mlops.errors import (
+    ConfigError,
     EnvironmentDriftError,
     GhaMlopsError,
     ReproductionError,
@@ -31,6 +32,7 @@ from gha_mlops.pipeline.cache import ContentCache
 from gha_mlops.pipeline.engine import Reporter, RunOptions, RunResult, run_pipeline
 from gha_mlops.pipeline.environment import ignored_by_git, installed_packages, system_info
 from gha_mlops.pipeline.hashing import Hasher, StatCache, is_tree
+from gha_mlops.train._portable import DISPATCH_VARS, normalize_machine, portable_pins
 
 # Packages whose version cannot change a model: tooling around the run, not in it.
 _IGNORED_PACKAGES = frozenset({"pip", "setuptools", "wheel", "gha-mlops"})
@@ -81,6 +83,184 @@ def environment_drift(record: Mapping[str, Any], packages: Mapping[str, str],
     return drift
 
 
+@dataclass(frozen=True)
+class KernelMismatch:
+    """Why this machine will run other CPU kernels than a recorded run did.
+
+    ``factor`` names what differs (``architecture``, ``CPU vendor``, ``instruction sets``,
+    ``torch kernels``, ``dispatch variables``, ``OpenBLAS core``); ``message`` says it in one
+    line, with whether portable mode was on; ``hint`` what to do; ``notes`` every factor.
+    """
+
+    factor: str
+    message: str
+    hint: str
+    notes: tuple[str, ...] = ()
+
+
+# The variables that choose kernels, compared when portable mode was off. Thread counts are
+# left out: scripts commonly pin them themselves (torch.set_num_threads), so the variables
+# would raise false alarms; ATEN_CPU_CAPABILITY is judged with the CPU by expected_aten.
+# GHA_MLOPS_DETERMINISM is compared too: a run trained with the opt-out (native) reproduces
+# only with it.
+_KERNEL_VARS = tuple(k for k in DISPATCH_VARS if k != "ATEN_CPU_CAPABILITY"
+                     and (k.startswith(("GHA_MLOPS_", "ONEDNN_", "DNNL_", "MKL_", "NPY_",
+                                        "OPENBLAS_")) and not k.endswith("_NUM_THREADS")))
+
+
+def expected_aten(cpu: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
+    """The ATen capability torch picks on a CPU with these facts under ``environ`` (pure).
+
+    Follows torch's own rule: ``ATEN_CPU_CAPABILITY`` when it names a level, else AVX512 with
+    avx512vl, avx512bw, avx512dq and fma, AVX2 with avx2 and fma, else DEFAULT. None when the
+    facts cannot tell (no flags recorded; SVE, whose level depends on the vector length).
+    """
+    asked = environ.get("ATEN_CPU_CAPABILITY", "")
+    machine = normalize_machine(str(cpu.get("machine") or ""))
+    if asked == "default":
+        return "DEFAULT"
+    flags = cpu.get("flags")
+    if not isinstance(flags, list):
+        return None
+    have = {str(f) for f in flags}
+    if machine == "x86_64":
+        if asked in ("avx2", "avx512"):
+            return asked.upper()
+        if {"avx512vl", "avx512bw", "avx512dq", "fma"} <= have:
+            return "AVX512"
+        return "AVX2" if {"avx2", "fma"} <= have else "DEFAULT"
+    if machine == "aarch64" and "sve" not in have:
+        return "DEFAULT"
+    return None
+
+
+def _text(value: Any, limit: int = 60) -> str:
+    """A recorded value fit for a one-line message: printable, bounded (records are input)."""
+    out = "".join(ch if ch.isprintable() else "?" for ch in str(value))
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
+def _recorded_dispatch(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    found = []
+    for stage in record.get("stages") or []:
+        runtime = stage.get("runtime") if isinstance(stage, Mapping) else None
+        dispatch = runtime.get("cpu_dispatch") if isinstance(runtime, Mapping) else None
+        if isinstance(dispatch, Mapping):
+            found.append(dispatch)
+    return found
+
+
+def kernel_mismatch(record: Mapping[str, Any], here: Mapping[str, Any],
+                    environ: Mapping[str, str]) -> KernelMismatch | None:
+    """Whether this machine (CPU facts ``here``, as :func:`system_info` gives them) under
+    ``environ`` will run other CPU kernels than ``record``'s run did (pure).
+
+    Only runs whose stages reported their CPU dispatch (the :mod:`gha_mlops.train` helpers
+    do) are judged; None for the others and when nothing that decides the kernels differs.
+    With portable mode on in every stage only the architecture (and a machine's own
+    ``OPENBLAS_CORETYPE``) can differ; with it off, the CPU vendor, the instruction sets,
+    torch's dispatch level and the dispatch variables each can.
+    """
+    stages = _recorded_dispatch(record)
+    if not stages:
+        return None
+    run = _text(record.get("id", "?"))
+    cpu = (record.get("env") or {}).get("cpu") or {}
+    portable = all(d.get("portable") is True for d in stages)
+    mode = "portable mode was on" if portable else "portable mode was off"
+    found: list[tuple[str, str, str]] = []  # (factor, what differs, what to do)
+    rec_arch = normalize_machine(str(cpu.get("machine") or ""))
+    here_arch = normalize_machine(str(here.get("machine") or ""))
+    if rec_arch and here_arch and rec_arch != here_arch:
+        found.append(("architecture",
+                      f"this machine is {_text(here_arch)}, run {run} ran on {_text(rec_arch)} "
+                      f"and {mode}: kernels differ across architectures, so the model bytes "
+                      "will differ", f"reproduce on an {_text(rec_arch)} machine"))
+    elif portable:
+        found.extend(_portable_factors(stages, here_arch, environ, run))
+    else:
+        found.extend(_native_factors(stages, cpu, here, environ, run))
+    if not found:
+        return None
+    factor, message, todo = found[0]
+    if not portable and factor != "architecture":
+        todo += (f", or train with portable mode on so that any {_text(rec_arch or 'such')} "
+                 "machine reproduces it (docs/reproduce.md)")
+    notes = tuple(f"{f}: {m}" for f, m, _ in found) if len(found) > 1 else ()
+    return KernelMismatch(factor, message, f"{todo}; --allow-env-drift runs it anyway", notes)
+
+
+def _portable_factors(stages: list[Mapping[str, Any]], arch: str, environ: Mapping[str, str],
+                      run: str) -> list[tuple[str, str, str]]:
+    """Portable mode pins everything but a machine's own OpenBLAS core type."""
+    try:
+        pinned = portable_pins(arch)["OPENBLAS_CORETYPE"]
+    except (ConfigError, KeyError):
+        return []
+    here_core = environ.get("OPENBLAS_CORETYPE") or pinned
+    for d in stages:
+        core = (d.get("variables") or {}).get("OPENBLAS_CORETYPE")
+        if core and core != here_core:
+            return [("OpenBLAS core",
+                     f"this machine runs numpy's OpenBLAS as {_text(here_core)}, run {run} as "
+                     f"{_text(core)} (portable mode was on, but keeps a machine's own "
+                     "OPENBLAS_CORETYPE): numpy's matrix products may differ",
+                     f"reproduce with OPENBLAS_CORETYPE={_text(core)}")]
+    return []
+
+
+def _native_factors(stages: list[Mapping[str, Any]], cpu: Mapping[str, Any],
+                    here: Mapping[str, Any], environ: Mapping[str, str],
+                    run: str) -> list[tuple[str, str, str]]:
+    """Without portable mode, each library picks its kernels from this CPU and the environment."""
+    found: list[tuple[str, str, str]] = []
+    off = "and portable mode was off: the model bytes will differ"
+    like = _describe(cpu)
+    rec_vendor, here_vendor = cpu.get("vendor"), here.get("vendor")
+    if rec_vendor and here_vendor and rec_vendor != here_vendor:
+        found.append(("CPU vendor", f"this machine's CPU is {_text(here_vendor)}, run {run}'s "
+                      f"was {_text(rec_vendor)} (MKL and oneDNN pick kernels by vendor) {off}",
+                      f"reproduce on a machine like the run's ({like})"))
+    rec_flags, here_flags = cpu.get("flags"), here.get("flags")
+    if isinstance(rec_flags, list) and isinstance(here_flags, list):
+        extra = sorted({str(f) for f in here_flags} - {str(f) for f in rec_flags})
+        missing = sorted({str(f) for f in rec_flags} - {str(f) for f in here_flags})
+        if extra or missing:
+            said = "; ".join(part for part in (
+                f"has {_text(' '.join(extra), 120)}" if extra else "",
+                f"lacks {_text(' '.join(missing), 120)}" if missing else "") if part)
+            found.append(("instruction sets",
+                          f"this machine's CPU {said} compared with run {run}'s (oneDNN, MKL "
+                          f"and numpy pick kernels by instruction set) {off}",
+                          f"reproduce on a machine like the run's ({like})"))
+    used = next((str(d["aten_capability"]) for d in stages if d.get("aten_capability")), None)
+    here_aten = expected_aten(here, environ)
+    if used and here_aten and used != here_aten:
+        # On the same CPU the variable alone brings the run's kernels back.
+        where = f" on a machine like the run's ({like})" if found else " as the run had it"
+        found.append(("torch kernels", f"this machine dispatches {_text(here_aten)} torch "
+                      f"kernels, run {run} used {_text(used)} {off}",
+                      f"reproduce with ATEN_CPU_CAPABILITY={_text(used).lower()}{where}"))
+    recorded_vars = next((d.get("variables") for d in stages
+                          if isinstance(d.get("variables"), Mapping)), None)
+    if recorded_vars is not None:
+        for key in _KERNEL_VARS:
+            if recorded_vars.get(key) != environ.get(key):
+                found.append(("dispatch variables",
+                              f"run {run} ran with {key}="
+                              f"{_text(recorded_vars.get(key) or '(unset)')}, this environment "
+                              f"has {_text(environ.get(key) or '(unset)')} {off}",
+                              f"set {key} as the run had it"))
+    return found
+
+
+def _describe(cpu: Mapping[str, Any]) -> str:
+    parts = [_text(cpu.get("vendor") or "?"), f"family {_text(cpu.get('family') or '?')}",
+             f"model {_text(cpu.get('model_id') or '?')}",
+             f"stepping {_text(cpu.get('stepping') or '?')}"]
+    return " ".join(parts)
+
+
 def reproduce_run(record: Mapping[str, Any], workspace: Path, *, environ: Mapping[str, str],
                   allow_env_drift: bool = False, keep: bool = False, jobs: int = 1,
                   reporter: Reporter | None = None) -> Reproduction:
@@ -98,7 +278,14 @@ def reproduce_run(record: Mapping[str, Any], workspace: Path, *, environ: Mappin
             "there are no complete results to reproduce",
             hint="pick a successful run from `gha-mlops runs list`")
     facts_cache = workspace / STATE_DIR / "tmp"
-    drift = environment_drift(record, installed_packages(facts_cache), system_info(facts_cache))
+    system = system_info(facts_cache)
+    # The CPU first: it answers in one line, before minutes of running, why bytes would differ.
+    kernels = kernel_mismatch(record, system["cpu"], environ)
+    if kernels is not None and not allow_env_drift:
+        raise EnvironmentDriftError(kernels.message, hint=kernels.hint, notes=list(kernels.notes))
+    drift = environment_drift(record, installed_packages(facts_cache), system)
+    if kernels is not None:
+        drift[:0] = [f"cpu ({kernels.factor}): {kernels.message}"]
     if drift and not allow_env_drift:
         raise EnvironmentDriftError(
             f"the environment differs from the one run {record['id']} used, so bit-identical "

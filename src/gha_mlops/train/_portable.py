@@ -30,6 +30,10 @@ from gha_mlops.train._imports import optional, required
 # there and every pin still holds.
 MODE_ENV = "GHA_MLOPS_DETERMINISM"
 MODE_PORTABLE = "portable"
+# The opt-out: GHA_MLOPS_DETERMINISM=native makes portable() leave the dispatch as it finds
+# it (to measure what portable mode costs, or to train at full speed where reproducing on
+# other machines does not matter); recorded like any other dispatch variable.
+MODE_NATIVE = "native"
 
 # The baseline of each architecture. x86-64: SSE4.2 is the level every x86-64 CPU sold in
 # the last fifteen years has (numpy 2's own baseline, x86-64-v2); aarch64: Advanced SIMD
@@ -133,9 +137,12 @@ def portable(threads: int = 1) -> dict[str, Any]:
     ``gha_mlops.train.portable()`` before importing torch or numpy. Re-executing the script
     instead would repeat whatever it did before the call, so this refuses rather than guess.
     When the engine already started the process with the pins, nothing needs setting and any
-    import order is fine.
+    import order is fine. With ``GHA_MLOPS_DETERMINISM=native`` in the environment it pins
+    nothing (the opt-out) and only reports the dispatch in force.
     """
     _check_threads(threads)
+    if os.environ.get(MODE_ENV) == MODE_NATIVE:
+        return _native()
     wanted = portable_environment(os.environ, threads=threads)
     changes = {k: v for k, v in wanted.items() if os.environ.get(k) != v}
     removed = sorted(k for k in os.environ if k not in wanted)
@@ -169,6 +176,16 @@ def portable(threads: int = 1) -> dict[str, Any]:
         "portable": {"asked": {k: wanted[k] for k in DISPATCH_VARS if k in wanted},
                      "overridden": overridden, "threads": threads},
     }
+    write_stage_report(report)
+    return report
+
+
+def _native() -> dict[str, Any]:
+    """``GHA_MLOPS_DETERMINISM=native``: pin nothing, record what is in force."""
+    from gha_mlops.train._seeding import write_stage_report
+
+    report = {"cpu_dispatch": dispatch_report(required("torch")),
+              "portable": {"skipped": f"{MODE_ENV}={MODE_NATIVE}"}}
     write_stage_report(report)
     return report
 
