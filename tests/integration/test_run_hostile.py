@@ -118,10 +118,9 @@ def test_what_a_stage_command_leaves_running_is_stopped_when_it_ends(
 
 
 def test_what_survives_a_dead_runner_is_stopped_by_the_next_run(workspace: Workspace) -> None:
-    workspace.write("mlops.yaml", GRANDCHILD_STAGE.format(late=4))
+    workspace.write("mlops.yaml", GRANDCHILD_STAGE.format(late=60))
     runner = _start(workspace, "run")
     leader, child = _pids(workspace)
-    started = time.monotonic()
     # The runner and its guard go down together (an OOM kill of both, a lost container): only
     # the shell's parent-death signal acts at once; the shell's own child lives on.
     guards = _children_named(runner.pid, "gha-mlops-stage-guard")
@@ -133,11 +132,10 @@ def test_what_survives_a_dead_runner_is_stopped_by_the_next_run(workspace: Works
     workspace.write("mlops.yaml", QUICK_ONLY)
     nxt = workspace.cli("run")
     assert nxt.returncode == 0, nxt.stderr
-    assert not _running(child)  # stopped (and waited for) before the next run did anything
+    # Stopped (and waited for) before the next run did anything: it can write nothing more.
+    assert not _running(child)
     assert "ended without its gha-mlops process" in nxt.stdout and "stopped" in nxt.stdout
     assert workspace.read("late.txt") == "fine\n"
-    time.sleep(max(0.0, 4.5 - (time.monotonic() - started)))
-    assert workspace.read("late.txt") == "fine\n"  # nothing wrote behind the next run
     assert not any((workspace.root / ".gha-mlops/tmp/runs").iterdir())
 
 

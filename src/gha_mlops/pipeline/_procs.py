@@ -94,12 +94,8 @@ def _die_with(parent: int, prctl: Callable[..., int]) -> Callable[[], None]:
 def start_time(pid: int) -> int | None:
     """The kernel's start time of ``pid`` (clock ticks since boot), which tells a process from
     a later one that got the same pid; None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[19])  # field 22 of stat(5); fields here start after "(comm)" at field 3
+    p = _proc(pid)
+    return p.start if p is not None else None
 
 
 @dataclass(frozen=True)
@@ -111,6 +107,8 @@ class _Proc:
 
 
 def _proc(pid: int) -> _Proc | None:
+    """``/proc/<pid>/stat``: fields counted after ``(comm)``, which may hold spaces and
+    parentheses, so the split is at its last ``)``: state, ppid, pgrp, ... starttime (22)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             fields = fh.read().rsplit(b")", 1)[1].split()

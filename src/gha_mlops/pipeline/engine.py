@@ -4,6 +4,10 @@ A stage is *cached* when the run cache knows its signature and the workspace alr
 those outputs, *restored* when the cache knows it and the outputs are put back from the cache,
 and *ran* otherwise. A stage that fails, or is interrupted, leaves no partial outputs: what it
 wrote is removed and the outputs it replaced are put back from the cache.
+
+A stage's processes die with the run, even one killed with ``kill -9`` (:mod:`._procs`); the
+next run records a killed one as interrupted. Outputs are written, removed and restored only
+where their real path (symlinks resolved) lies inside the workspace.
 """
 
 from __future__ import annotations
