@@ -148,11 +148,13 @@ def portable(threads: int = 1) -> dict[str, Any]:
     removed = sorted(k for k in os.environ if k not in wanted)
     loaded = [m for m in _DISPATCHING_MODULES if m in sys.modules]
     if (changes or removed) and loaded:
+        # The fix is in the message too: a stage script shows it as a traceback, hint-less.
         raise ConfigError(
-            f"portable determinism was asked for after {' and '.join(loaded)} was imported, "
-            "so the CPU kernel dispatch may already be fixed "
-            f"({', '.join(sorted([*changes, *removed]))} not yet as needed)",
-            hint="call gha_mlops.train.portable() before importing torch or numpy in the "
+            f"portable determinism was asked for after {' and '.join(loaded)} "
+            f"{'were' if len(loaded) > 1 else 'was'} imported, so the CPU kernel dispatch "
+            f"may already be fixed ({', '.join(sorted([*changes, *removed]))} not yet as "
+            "needed): call gha_mlops.train.portable() before importing torch or numpy",
+            hint="move the portable() call above the imports of torch and numpy in the "
             "script (see docs/training-helpers.md)",
         )
     overridden = {k: os.environ[k] for k in sorted([*changes, *removed]) if k in os.environ}
@@ -165,9 +167,9 @@ def portable(threads: int = 1) -> dict[str, Any]:
     if dispatch["aten_capability"] != PORTABLE_ATEN:
         raise ConfigError(
             f"torch dispatches {dispatch['aten_capability']} kernels although portable mode "
-            f"pinned {PORTABLE_ATEN}: a torch kernel ran before portable() was called",
-            hint="call gha_mlops.train.portable() first thing in the script, before any "
-            "torch work",
+            f"pinned {PORTABLE_ATEN}: a torch kernel ran before portable() was called; call "
+            "gha_mlops.train.portable() before importing torch or numpy",
+            hint="call gha_mlops.train.portable() first thing in the script",
         )
     from gha_mlops.train._seeding import write_stage_report
 
