@@ -45,7 +45,13 @@ from gha_mlops.pipeline.environment import (
 )
 from gha_mlops.pipeline.hashing import Hasher, StatCache, is_tree, sha256_file
 from gha_mlops.pipeline.lock import WorkspaceLock
-from gha_mlops.pipeline.records import RECORD_SCHEMA, RunStore, new_run_id
+from gha_mlops.pipeline.records import (
+    RECORD_SCHEMA,
+    RunStore,
+    fill_stage_fields,
+    iso_time,
+    new_run_id,
+)
 from gha_mlops.pipeline.secrets import scrub, secret_values
 from gha_mlops.pipeline.signature import stage_signature
 
@@ -212,12 +218,13 @@ class _Engine:
         self._datasets_lock = threading.Lock()
         self._params_file: Path | None = None
         self._params_lock = threading.Lock()
-        # What the record would say if this process died now (see _snapshot).
+        # What the record would say if this process died now (see _journal).
         self._results: Mapping[str, StageResult] = {}
         self._started = 0.0
         self._snap_lock = threading.Lock()
-        self._snapped: dict[str, StageResult] | None = None
-        self._git: dict[str, Any] | None = None
+        # stage -> (status, seconds) as journaled; None until the head is written
+        self._journaled: dict[str, tuple[str, float]] | None = None
+        self._early: dict[str, StageResult] = {}
         self._unsafe: UnsafePathError | None = None
 
     # ------------------------------------------------------------------ orchestration
@@ -281,8 +288,8 @@ class _Engine:
             running = [scrub(StageResult(x.stage, "interrupted", cmd=x.cmd, error="interrupted: "
                                          "the run's process died while it ran").to_json(),
                              secret_values(self.o.environ)) for x in left]
-            adopted = self.store.adopt_snapshot(folder / "record.json", run_id,
-                                                recorded_by=self.run_id, running=running)
+            adopted = self.store.adopt_journal(folder, run_id, recorded_by=self.run_id,
+                                               running=running)
             remove_path(folder)
             stopped = sum(x.stopped for x in left)
             what = [f"stopped {stopped} process(es) of its stages that were still running"
@@ -403,6 +410,8 @@ class _Engine:
         except OSError as err:
             res.status, res.error = "failed", f"{type(err).__name__}: {err}"
         res.seconds = time.monotonic() - started
+        with contextlib.suppress(OSError):  # only detail for a killed run's record is lost
+            self._journal(res)
         self.reporter.stage_finished(stage.name, res.status, res.seconds, res.error)
         return res
 
@@ -467,8 +476,8 @@ class _Engine:
             self._rollback(stage, backups)
             raise
         res.status = "ran"
-        # Recorded before the run cache names this run as the outputs' producer.
-        self._snapshot(res)
+        # Journaled before the run cache names this run as the outputs' producer.
+        self._journal(res)
         self.cache.save_run(res.signature, res.outs, {
             "stage": stage.name, "run_id": self.run_id, "metrics": res.metrics,
             "runtime": res.runtime})
@@ -560,7 +569,7 @@ class _Engine:
 
     def _execute(self, stage: Stage, res: StageResult) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self._snapshot(None)  # the run exists from its first command on, even if killed
+        self._journal(None)  # the run exists from its first command on, even if killed
         children = self._stage_processes()
         report = self.tmp / f"{stage.name}.report.json"
         lineage = self.tmp / f"{stage.name}.lineage.json"
@@ -662,102 +671,115 @@ class _Engine:
 
     # ------------------------------------------------------------------ the record
 
-    def _snapshot(self, finished: StageResult | None) -> None:
-        """Write ``tmp/runs/<id>/record.json``: the record this run would have if its process
-        died now (status ``interrupted``), with ``finished`` among its stages. Called before
-        the first command starts and before the run cache names this run as a producer, so
-        the next run can turn it into the record of a killed run (``_after_dead_runs``).
-        Costs one record's assembly per stage that runs; a no-op run writes none."""
+    def _journal(self, finished: StageResult | None) -> None:
+        """Keep ``tmp/runs/<id>/`` able to tell what this run did should its process die:
+        the record's head (``record.json``, written before the first command) and a line per
+        finished stage (``stages.jsonl``, a ``ran`` one before the run cache names this run
+        as its producer). The next run makes a dead run's journal its record
+        (``_after_dead_runs``). O(1) per stage; a no-op run writes nothing."""
+        secrets = secret_values(self.o.environ)
         with self._snap_lock:
-            if self._snapped is None:
-                self._snapped = {}
-                self._git = git_info(self.root)
-            elif finished is None:
+            if self._journaled is None:
+                if finished is not None:  # a stage done before the first command
+                    self._early[finished.name] = finished
+                    return
+                head = self._head(self._started, time.time(), "interrupted", git_info(self.root))
+                head["env"] = self._env_entry()
+                doc = {"record": head, "model": self.p.model, "started": self._started}
+                atomic_write_json(self.tmp / "record.json", scrub(doc, secrets))
+                self._journaled = {}
+                pending = list({**self._results, **self._early}.values())
+            elif finished is None or self._journaled.get(finished.name) == (
+                    finished.status, finished.seconds):
                 return
-            if finished is not None:
-                self._snapped[finished.name] = finished
-            # Stages that finished before, as the scheduler has them, and those that saved
-            # to the run cache since (their threads have not handed them over yet).
-            results = {**self._results, **self._snapped}
-            record = self._record(results, self._started, time.time(), snapshot=True)
-            atomic_write_json(self.tmp / "record.json", record)
+            else:
+                pending = [finished]
+            lines = b"".join(json.dumps(scrub(self._stage_parts(s), secrets)).encode() + b"\n"
+                             for s in pending)
+            with open(self.tmp / "stages.jsonl", "ab") as fh:
+                fh.write(lines)
+            self._journaled.update((s.name, (s.status, s.seconds)) for s in pending)
 
     def _record(self, results: Mapping[str, StageResult], started: float,
-                finished: float, *, snapshot: bool = False) -> dict[str, Any]:
+                finished: float) -> dict[str, Any]:
         stages = [results[n] for n in self._selected() if n in results]
         statuses = {s.status for s in stages}
-        if snapshot or "interrupted" in statuses or self._interrupted.is_set():
+        if "interrupted" in statuses or self._interrupted.is_set():
             status = "interrupted"
         elif statuses - set(OK_STATUSES):
             status = "failed"
         else:
             status = "succeeded"
-        data = {d: h for s in stages for d, h in s.deps.items() if self.p.producer_of(d) is None}
-        outputs: dict[str, Any] = {}
-        metrics: dict[str, dict[str, Any]] = {}
-        for s in stages:
-            kinds = {o.path: o.kind for o in self.p.stages[s.name].outs}
-            for path, digest in s.outs.items():
-                entry: dict[str, Any] = {"sha256": digest, "kind": kinds.get(path, "out"),
-                                         "stage": s.name}
-                if is_tree(digest):
-                    entry["files"] = self.cache.tree_files(digest)
-                outputs[path] = entry
-            metrics.update(s.metrics)
+        record = self._head(started, finished, status, git_info(self.root))
+        fill_stage_fields(record, [self._stage_parts(s) for s in stages], self.p.model)
+        record["env"] = self._env_entry()
+        return dict(scrub(record, secret_values(self.o.environ)))
+
+    def _head(self, started: float, finished: float, status: str,
+              git: dict[str, Any] | None) -> dict[str, Any]:
+        """The fields of the record that do not come from its stages (but ``env``)."""
         params_path = self.root / self.p.params_file
-        env_lock = None
-        if self.p.env_lock:
-            env_lock = {"path": self.p.env_lock,
-                        "sha256": self.hasher.hash_path(self.p.env_lock)}
-        runtime: dict[str, Any] = {}
-        for s in stages:
-            runtime.update(s.runtime)
-        record: dict[str, Any] = {
+        head: dict[str, Any] = {
             "schema": RECORD_SCHEMA,
             "id": self.run_id,
             "kind": self.o.kind,
             "status": status,
-            "started_at": _iso(started),
-            "finished_at": _iso(finished),
+            "started_at": iso_time(started),
+            "finished_at": iso_time(finished),
             "duration_s": round(finished - started, 3),
             "gha_mlops_version": __version__,
             "workspace": str(self.root),
             "config": {"path": self.p.config_file.name, "sha256": self.p.config_sha256},
             "options": {"force": self.o.force, "targets": list(self.o.targets),
                         "jobs": self.o.jobs, **self.o.extra},
-            "git": self._git if snapshot else git_info(self.root),
+            "git": git,
             "seed": self.p.seed,
             "params": {
                 "file": self.p.params_file,
                 "sha256": sha256_file(params_path) if params_path.is_file() else None,
-                "values": {k: v for s in stages for k, v in s.params.items()},
                 # --set KEY=VALUE of this run, applied over the file (reproduce re-applies them)
                 "overrides": dict(self.p.overrides),
             },
-            "env": {
-                "lock": env_lock,
-                **system_info(self.state / "tmp"),
-                "packages": installed_packages(self.state / "tmp"),
-                "variables": recorded_variables(self.o.environ),
-            },
-            "runtime": runtime,
-            "data": data,
-            "deps": {d: h for s in stages for d, h in s.deps.items()},
-            "stages": [s.to_json() for s in stages],
-            "outputs": outputs,
-            "metrics": metrics,
         }
         if self._datasets:
-            used = {d[len(DATA_PREFIX):] for s in stages for d in s.deps
-                    if d.startswith(DATA_PREFIX)}
-            record["datasets"] = {
+            head["datasets"] = {}
+        return head
+
+    def _stage_parts(self, s: StageResult) -> dict[str, Any]:
+        """One stage's share of the record (see :func:`records.fill_stage_fields`)."""
+        kinds = {o.path: o.kind for o in self.p.stages[s.name].outs}
+        outputs: dict[str, Any] = {}
+        for path, digest in s.outs.items():
+            entry: dict[str, Any] = {"sha256": digest, "kind": kinds.get(path, "out"),
+                                     "stage": s.name}
+            if is_tree(digest):
+                entry["files"] = self.cache.tree_files(digest)
+            outputs[path] = entry
+        parts: dict[str, Any] = {
+            "stage": s.to_json(), "outputs": outputs, "metrics": s.metrics,
+            "runtime": s.runtime, "deps": s.deps, "params": s.params,
+            "data": {d: h for d, h in s.deps.items() if self.p.producer_of(d) is None},
+        }
+        used = {d[len(DATA_PREFIX):] for d in s.deps if d.startswith(DATA_PREFIX)}
+        if used and self._datasets:
+            parts["datasets"] = {
                 n: {"version": ds.version, "path": ds.path, "pointer": ds.pointer,
                     "files": ds.files, "size": ds.size, "source": ds.source,
                     "remote": self._remote_entry()}
                 for n, ds in self._datasets.items() if n in used}
-        if self.p.model:
-            record["model"] = self._model_entry(outputs)
-        return dict(scrub(record, secret_values(self.o.environ)))
+        return parts
+
+    def _env_entry(self) -> dict[str, Any]:
+        env_lock = None
+        if self.p.env_lock:
+            env_lock = {"path": self.p.env_lock,
+                        "sha256": self.hasher.hash_path(self.p.env_lock)}
+        return {
+            "lock": env_lock,
+            **system_info(self.state / "tmp"),
+            "packages": installed_packages(self.state / "tmp"),
+            "variables": recorded_variables(self.o.environ),
+        }
 
     def _remote_entry(self) -> dict[str, Any] | None:
         """Where the run's datasets are kept (the default remote), so a reproduction can
@@ -770,18 +792,6 @@ class _Engine:
         except GhaMlopsError:
             return None
         return {k: v for k, v in vars(remote).items() if v is not None}
-
-    def _model_entry(self, outputs: Mapping[str, Any]) -> dict[str, Any] | None:
-        model = self.p.model
-        assert model is not None
-        for path, entry in outputs.items():
-            if path == model and not is_tree(entry["sha256"]):
-                return {"path": model, "sha256": entry["sha256"]}
-            if model.startswith(path + "/") and "files" in entry:
-                digest = entry["files"].get(model[len(path) + 1:])
-                if digest:
-                    return {"path": model, "sha256": digest}
-        return None
 
 
 def flatten_metrics(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -852,10 +862,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except KeyboardInterrupt:
         pass
     signal_group(proc.pid, signal.SIGKILL)
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
 def _ignore_state_dir(state: Path) -> None:
