@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gha_mlops.cli._render import format_metric
 from tests.conftest import CLI
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +60,25 @@ def test_demo_trains_an_accurate_model_and_records_it(demo: Path) -> None:
     assert runtime["determinism"]["use_deterministic_algorithms"] is True
     assert {"package/model.ts", "package/MODEL_CARD.md"} <= {
         f"package/{name}" for name in record["outputs"]["package"]["files"]}
+
+
+def test_the_numbers_in_getting_started_are_what_the_demo_produces(demo: Path) -> None:
+    """docs/getting-started.md shows the demo's accuracy and model sha256 as produced in
+    portable mode, the same on every x86-64 machine with the pinned packages: checked here
+    against this machine's run, so the page cannot go stale."""
+    text = (DOCS / "getting-started.md").read_text(encoding="utf-8")
+    shown = dict(re.findall(r"^  (test_accuracy|macro_f1|model sha256) +(\S+)", text, re.M))
+    assert set(shown) == {"test_accuracy", "macro_f1", "model sha256"}, shown
+    assert "CPU kernels    portable" in text
+    record = latest(demo)
+    dispatch = [s["runtime"]["cpu_dispatch"] for s in record["stages"] if "runtime" in s]
+    assert dispatch and all(d["portable"] is True for d in dispatch)
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the page shows the x86-64 numbers")
+    metrics = record["metrics"]["metrics/eval.json"]
+    assert shown["test_accuracy"] == format_metric(metrics["test_accuracy"])
+    assert shown["macro_f1"] == format_metric(metrics["macro_f1"])
+    assert shown["model sha256"] == record["model"]["sha256"]
 
 
 def test_second_demo_run_is_fully_cached(demo: Path) -> None:

@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -68,6 +69,9 @@ def demo(directory: Path, reset: bool, no_run: bool, jobs: int) -> None:
     model = record.get("model") or {}
     if model:
         click.echo(f"  model sha256   {model['sha256']}  ({model['path']})")
+    kernels = _kernels(record)
+    if kernels:
+        click.echo(f"  CPU kernels    {kernels}")
     click.echo(f"  run id         {record['id']}")
     click.echo("")
     click.echo("next, try:")
@@ -75,6 +79,20 @@ def demo(directory: Path, reset: bool, no_run: bool, jobs: int) -> None:
     click.echo(f"  {cd} && gha-mlops runs show latest      # the run record: data, params, env, outputs")
     click.echo(f"  {cd} && gha-mlops reproduce latest      # re-run from scratch, prove bit-identical")
     click.echo(f"  edit {shown}/params.yaml (train.epochs), then: {cd} && gha-mlops run   # only affected stages rerun")
+
+
+def _kernels(record: dict[str, Any]) -> str | None:
+    """Whether the stages that ran pinned their CPU kernels (portable mode), in words."""
+    reports = [(s.get("runtime") or {}).get("cpu_dispatch") for s in record.get("stages", [])]
+    dispatch = [d for d in reports if isinstance(d, dict)]
+    if not dispatch:
+        return None  # nothing ran (fully cached)
+    machine = (record.get("env") or {}).get("cpu", {}).get("machine", "")
+    if all(d.get("portable") is True for d in dispatch):
+        return (f"portable: the same model on any {machine} machine with these packages "
+                "(docs/reproduce.md)")
+    levels = sorted({str(d.get("aten_capability")) for d in dispatch})
+    return f"native to this CPU ({', '.join(levels)}): portable mode was off"
 
 
 def _display(path: Path) -> str:
