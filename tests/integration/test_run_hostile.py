@@ -117,9 +117,11 @@ def test_what_a_stage_command_leaves_running_is_stopped_when_it_ends(
     assert not (workspace.root / "late.txt").exists()
 
 
-def test_what_survives_a_dead_runner_is_stopped_by_the_next_run(workspace: Workspace) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])  # -j 2: stages start in worker threads
+def test_what_survives_a_dead_runner_is_stopped_by_the_next_run(workspace: Workspace,
+                                                                 jobs: str) -> None:
     workspace.write("mlops.yaml", GRANDCHILD_STAGE.format(late=60))
-    runner = _start(workspace, "run")
+    runner = _start(workspace, "run", "-j", jobs)
     leader, child = _pids(workspace)
     # The runner and its guard go down together (an OOM kill of both, a lost container): only
     # the shell's parent-death signal acts at once; the shell's own child lives on.
@@ -168,6 +170,7 @@ def test_a_killed_run_leaves_no_reference_to_a_run_without_a_record(
         assert dead["status"] == "interrupted" and "interrupted" in dead
         assert [(s["name"], s["status"]) for s in dead["stages"]] == [
             ("quick", "ran"), ("slow", "interrupted")]
+        assert list(dead["outputs"]) == ["quick.txt"] and dead["env"]["packages"]
         assert f"run {killed} ended without its gha-mlops process" in nxt.stdout
     else:
         assert "produced_by_run" not in quick
