@@ -141,6 +141,25 @@ def test_what_survives_a_dead_runner_is_stopped_by_the_next_run(workspace: Works
     assert not any((workspace.root / ".gha-mlops/tmp/runs").iterdir())
 
 
+def test_a_planted_process_record_cannot_name_someone_elses_processes(
+        workspace: Workspace) -> None:
+    """A checkout can carry ``.gha-mlops/tmp`` (``git add -f``): a process record there that
+    names another process group, with its exact start time, must not get it killed."""
+    other = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        with open(f"/proc/{other.pid}/stat", "rb") as fh:
+            start = int(fh.read().rsplit(b")", 1)[1].split()[19])
+        workspace.write(".gha-mlops/tmp/runs/20260101-000000-abcdef/procs/train.json",
+                        json.dumps({"run_id": "20260101-000000-abcdef", "stage": "train",
+                                    "pid": other.pid, "pgid": other.pid, "start": start}))
+        workspace.cli("run", check=True)
+        assert other.poll() is None  # still running
+        assert not (workspace.root / ".gha-mlops/tmp/runs/20260101-000000-abcdef").exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
 @pytest.mark.parametrize("snapshot", ["kept", "lost"])
 def test_a_killed_run_leaves_no_reference_to_a_run_without_a_record(
         workspace: Workspace, snapshot: str) -> None:

@@ -303,10 +303,11 @@ def stop_leftovers(procs_dir: Path, run_id: str) -> list[Leftover]:
     died), wait until it is gone (bounded) and remove the records: one :class:`Leftover`
     per recorded stage. Caller holds the lock.
 
-    A process is taken for the stage's only when it is in the recorded group and is either
-    the recorded leader (same pid *and* kernel start time) or, once the leader is gone, a
-    process carrying the run's ``GHA_MLOPS_RUN_ID`` in its environment: a group id can be
-    reused after the group ended, and the next owner is not ours to kill.
+    A process is taken for the stage's only when it is in the recorded group and either
+    carries the run's ``GHA_MLOPS_RUN_ID`` in its environment, or the group's leader is the
+    recorded one (same pid *and* kernel start time) and carries it: a group id can be reused
+    after the group ended, and the next owner is not ours to kill. The environment is what
+    makes a record planted in a checkout unable to name someone else's processes.
     """
     try:
         names = sorted(os.listdir(procs_dir))
@@ -343,13 +344,14 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 def _victims(rec: Mapping[str, Any], table: Sequence[_Proc], run_id: str) -> list[_Proc]:
     pgid, start = int(rec["pgid"]), int(rec["start"])
-    leader_alive = any(p.pid == pgid and p.start == start for p in table)
     marker = f"GHA_MLOPS_RUN_ID={run_id}".encode()
+    leader_ours = any(p.pid == pgid and p.start == start and p.pgid == pgid
+                      and marker in _environ(p.pid) for p in table)
     out = []
     for p in table:
         if p.pgid != pgid or p.zombie or p.start < start or p.pid == os.getpid():
             continue
-        if leader_alive or marker in _environ(p.pid):
+        if leader_ours or marker in _environ(p.pid):
             out.append(p)
     return out
 
