@@ -241,3 +241,19 @@ def test_outputs_that_lead_out_of_the_workspace_are_refused(
     assert sorted((p.name, p.read_text()) for p in outside.iterdir()) == before
     record = json.loads(workspace.cli("runs", "show", "--json", check=True).stdout)
     assert record["status"] == "failed"
+
+
+def test_a_state_folder_that_leads_out_of_the_workspace_is_refused(
+        workspace: Workspace, tmp_path: Path) -> None:
+    """What a run finds in ``.gha-mlops/tmp/runs`` it removes (runs killed earlier): a
+    symlink there must not make that someone else's folder."""
+    outside = tmp_path / "outside"
+    (outside / "precious").mkdir(parents=True)
+    (outside / "precious" / "file.txt").write_text("keep\n")
+    (workspace.root / ".gha-mlops/tmp").mkdir(parents=True)
+    (workspace.root / ".gha-mlops/tmp/runs").symlink_to(outside)
+    proc = workspace.cli("run")
+    assert proc.returncode == 8, proc.stdout + proc.stderr
+    assert "leads outside the workspace" in proc.stderr and "Traceback" not in proc.stderr
+    assert [p.name for p in outside.iterdir()] == ["precious"]
+    assert (outside / "precious" / "file.txt").read_text() == "keep\n"
