@@ -275,14 +275,16 @@ class _Engine:
         belongs to a dead one. What its stages left running is stopped (it would write
         behind this run's back); its last snapshot becomes its record, status
         ``interrupted``, so that any ``produced_by_run`` naming it resolves."""
-        # Everything found there is removed: it must not be a way out (a checkout can carry
-        # a symlink in .gha-mlops).
-        resolve_inside(self.state, "tmp/runs", what="the folder of unfinished runs in .gha-mlops,")
         runs_tmp = self.state / "tmp" / "runs"
         try:
             dead = sorted(os.listdir(runs_tmp))
         except (FileNotFoundError, NotADirectoryError):
             return
+        if not dead:
+            return
+        # Everything found there is removed: it must not be a way out (a checkout can carry
+        # a symlink in .gha-mlops).
+        resolve_inside(self.state, "tmp/runs", what="the folder of unfinished runs in .gha-mlops,")
         from gha_mlops.pipeline._procs import stop_leftovers
 
         for run_id in dead:
