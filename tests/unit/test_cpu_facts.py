@@ -167,6 +167,20 @@ def test_recorded_values_are_printed_bounded_and_printable() -> None:
     assert "\x1b" not in found.message and len(found.message) < 400
 
 
+@pytest.mark.parametrize("record", [
+    {"id": "x", "env": ["not", "a", "mapping"], "stages": [
+        {"runtime": {"cpu_dispatch": {"portable": True, "variables": ["x"]}}}]},
+    {"id": "x", "env": {"cpu": "x86"}, "stages": {"train": {}}},
+    {"id": "x", "env": {"cpu": {"flags": "avx2"}}, "stages": [
+        "train", {"runtime": {"cpu_dispatch": {"aten_capability": 7, "variables": 3}}}]},
+], ids=["env-not-a-mapping", "stages-not-a-list", "fields-of-the-wrong-type"])
+def test_a_malformed_record_is_judged_without_crashing(record: dict[str, Any]) -> None:
+    # Records are files: one edited by hand or from an artifact must give an answer, not a
+    # traceback.
+    found = kernel_mismatch(record, _here(), {})
+    assert found is None or "--allow-env-drift" in found.hint
+
+
 def _environ_diff(before: dict[str, str], after: dict[str, str]) -> dict[str, str | None]:
     keys = set(before) | set(after)
     return {k: after.get(k) for k in sorted(keys) if before.get(k) != after.get(k)}

@@ -142,7 +142,8 @@ def _text(value: Any, limit: int = 60) -> str:
 
 def _recorded_dispatch(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     found = []
-    for stage in record.get("stages") or []:
+    stages = record.get("stages")
+    for stage in stages if isinstance(stages, list) else []:
         runtime = stage.get("runtime") if isinstance(stage, Mapping) else None
         dispatch = runtime.get("cpu_dispatch") if isinstance(runtime, Mapping) else None
         if isinstance(dispatch, Mapping):
@@ -165,7 +166,10 @@ def kernel_mismatch(record: Mapping[str, Any], here: Mapping[str, Any],
     if not stages:
         return None
     run = _text(record.get("id", "?"))
-    cpu = (record.get("env") or {}).get("cpu") or {}
+    env = record.get("env")
+    cpu = env.get("cpu") if isinstance(env, Mapping) else None
+    if not isinstance(cpu, Mapping):
+        cpu = {}
     portable = all(d.get("portable") is True for d in stages)
     mode = "portable mode was on" if portable else "portable mode was off"
     found: list[tuple[str, str, str]] = []  # (factor, what differs, what to do)
@@ -199,7 +203,8 @@ def _portable_factors(stages: list[Mapping[str, Any]], arch: str, environ: Mappi
         return []
     here_core = environ.get("OPENBLAS_CORETYPE") or pinned
     for d in stages:
-        core = (d.get("variables") or {}).get("OPENBLAS_CORETYPE")
+        variables = d.get("variables")
+        core = variables.get("OPENBLAS_CORETYPE") if isinstance(variables, Mapping) else None
         if core and core != here_core:
             return [("OpenBLAS core",
                      f"this machine runs numpy's OpenBLAS as {_text(here_core)}, run {run} as "
