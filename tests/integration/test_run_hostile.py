@@ -257,3 +257,17 @@ def test_a_state_folder_that_leads_out_of_the_workspace_is_refused(
     assert "leads outside the workspace" in proc.stderr and "Traceback" not in proc.stderr
     assert [p.name for p in outside.iterdir()] == ["precious"]
     assert (outside / "precious" / "file.txt").read_text() == "keep\n"
+
+
+def test_a_planted_state_gitignore_link_is_replaced_not_written_through(
+        workspace: Workspace, tmp_path: Path) -> None:
+    """``.gha-mlops/.gitignore`` is the one file a run writes in the state folder before its
+    lock: a dangling link a pull request planted there must not create a file outside."""
+    target = tmp_path / "outside" / "authorized_keys"
+    target.parent.mkdir()
+    (workspace.root / ".gha-mlops").mkdir()
+    (workspace.root / ".gha-mlops/.gitignore").symlink_to(target)
+    workspace.cli("run", check=True)
+    assert not target.exists()
+    ignore = workspace.root / ".gha-mlops/.gitignore"
+    assert not ignore.is_symlink() and ignore.read_text().strip().endswith("*")

@@ -21,14 +21,16 @@ def ensure_state_dir(root: Path) -> Path:
     """``root/.gha-mlops``, created if missing, with a ``.gitignore`` in it that ignores
     everything there (the user's own .gitignore is never touched).
 
-    The ``.gitignore`` is written only when nothing (not even a dangling link) has that name,
-    and atomically (temp file + rename), so a reader never sees it half-written and a link a
-    pull request planted there is replaced, never followed. Two processes racing write the
+    The ``.gitignore`` is written only when no plain file has that name, and atomically (temp
+    file + rename), so a reader never sees it half-written and a link a pull request planted
+    there is replaced, never followed. Two processes racing write the
     same bytes. Returns the state folder.
     """
     state = Path(root) / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
     ignore = state / ".gitignore"
-    if not os.path.lexists(ignore):
+    # A link there (git does not follow a linked .gitignore) is replaced by the rename, never
+    # written through; a plain file is left as it is.
+    if os.path.islink(ignore) or not os.path.isfile(ignore):
         atomic_write_text(ignore, STATE_GITIGNORE)
     return state

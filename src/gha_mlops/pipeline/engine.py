@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gha_mlops import __version__
 from gha_mlops._fs import atomic_write_json, atomic_write_text, resolve_inside
-from gha_mlops.config import STATE_DIR, Pipeline, Stage, param_value
+from gha_mlops.config import STATE_DIR, Pipeline, Stage, ensure_state_dir, param_value
 from gha_mlops.config.loader import DATA_PREFIX
 from gha_mlops.errors import (
     InterruptedRunError,
@@ -230,8 +230,7 @@ class _Engine:
     # ------------------------------------------------------------------ orchestration
 
     def run(self) -> RunResult:
-        self.state.mkdir(exist_ok=True)
-        _ignore_state_dir(self.state)
+        ensure_state_dir(self.root)
         with WorkspaceLock(self.state, wait=self.o.wait, what=self.o.kind):
             self._after_dead_runs()
             started = self._started = time.time()
@@ -451,7 +450,7 @@ class _Engine:
                 for path, digest in entry["outs"].items():
                     if self.hasher.hash_path(path) != digest:
                         self._inside(stage, path)
-                        self.cache.checkout(digest, self.root / path)
+                        self.cache.checkout(digest, self.root / path, inside=self.root)
                         res.status = "restored"
                 return
 
@@ -512,7 +511,7 @@ class _Engine:
         if not self.cache.has(ds.version):
             self._fetch_dataset(ds)
         resolve_inside(self.root, ds.path, what=f"the path of dataset {name!r}")
-        self.cache.checkout(ds.version, self.root / ds.path)
+        self.cache.checkout(ds.version, self.root / ds.path, inside=self.root)
         return ds.version
 
     def _fetch_dataset(self, ds: Dataset) -> None:
@@ -558,7 +557,7 @@ class _Engine:
                 continue
             remove_path(self.root / path)
             if path in backups:
-                self.cache.checkout(backups[path], self.root / path)
+                self.cache.checkout(backups[path], self.root / path, inside=self.root)
 
     def _read_metrics(self, path: str) -> dict[str, Any]:
         full = self.root / path
@@ -867,10 +866,3 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except KeyboardInterrupt:
         pass
     signal_group(proc.pid, signal.SIGKILL)
-
-
-def _ignore_state_dir(state: Path) -> None:
-    """Keep the state directory out of git without touching the user's .gitignore."""
-    ignore = state / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# Created by gha-mlops: caches and run records stay local.\n*\n")
