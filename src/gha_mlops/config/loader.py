@@ -167,6 +167,7 @@ def _build(root: Path, config_path: Path, sha: str, n: Mapping[str, Any]) -> Pip
         env_lock=n["env_lock"],
         stages=stages,
         model=n.get("model"),
+        determinism=n["determinism"],
         remotes={k: Remote(name=k, **v) for k, v in (n.get("remotes") or {}).items()},
         default_remote=n.get("default_remote"),
         gates={name: _gate(config_path, name, rules)
@@ -257,6 +258,7 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
         "remotes": remotes,
         "default_remote": cfg.default_remote,
         "model": model,
+        "determinism": cfg.determinism,
         "seed": cfg.seed,
         "params_file": params_file,
         "params_sha256": (hashlib.sha256(params_bytes).hexdigest()

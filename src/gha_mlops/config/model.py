@@ -95,6 +95,10 @@ class Pipeline:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     # Promotion gates by metric name, in the order of mlops.yaml (empty when none declared).
     gates: Mapping[str, Gate] = field(default_factory=dict)
+    # ``determinism:``: ``portable`` starts every stage with its CPU kernel dispatchers pinned
+    # to the architecture's baseline (gha_mlops.train.portable_environment); ``native`` leaves
+    # them to the libraries.
+    determinism: str = "native"
 
     def stage(self, name: str) -> Stage:
         return self.stages[name]

@@ -72,6 +72,7 @@ class ConfigSchema(_Strict):
     params: str = Field(default="params.yaml", min_length=1)
     env: EnvSchema = Field(default_factory=EnvSchema)
     model: str | None = Field(default=None, min_length=1)
+    determinism: Literal["native", "portable"] = "native"
     remotes: dict[str, RemoteSchema] = Field(default_factory=dict)
     default_remote: str | None = None
     stages: dict[str, StageSchema] = Field(min_length=1)

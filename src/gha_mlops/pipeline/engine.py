@@ -435,7 +435,8 @@ class _Engine:
         env_lock = self.hasher.hash_path(self.p.env_lock) if self.p.env_lock else None
         res.signature = stage_signature(
             cmd=stage.cmd, deps=res.deps, params=res.params, env_lock=env_lock,
-            seed=self.p.seed, outs=[(o.path, o.kind) for o in stage.outs])
+            seed=self.p.seed, outs=[(o.path, o.kind) for o in stage.outs],
+            determinism=self.p.determinism)
 
         if not self.o.force:
             entry = self.cache.lookup_run(res.signature)
@@ -595,6 +596,11 @@ class _Engine:
             "GHA_MLOPS_LINEAGE": str(lineage),
         })
         env.setdefault("PYTHONHASHSEED", str(self.p.seed))
+        if self.p.determinism == "portable":
+            # Imported only for portable pipelines: a no-op run never needs it.
+            from gha_mlops.train._portable import portable_environment
+
+            env = portable_environment(env)
         bindir = os.path.dirname(sys.executable)
         env["PATH"] = bindir + os.pathsep + env.get("PATH", os.defpath)
         self.reporter.stage_started(stage.name, stage.cmd)
@@ -738,6 +744,7 @@ class _Engine:
                         "jobs": self.o.jobs, **self.o.extra},
             "git": git,
             "seed": self.p.seed,
+            "determinism": self.p.determinism,
             "params": {
                 "file": self.p.params_file,
                 "sha256": sha256_file(params_path) if params_path.is_file() else None,
