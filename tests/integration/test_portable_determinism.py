@@ -59,11 +59,26 @@ def _train_dispatch(record: dict[str, Any]) -> dict[str, Any]:
     return dispatch
 
 
+def _demo(root: Path, determinism: str) -> Path:
+    gha("demo", "project", "--no-run", cwd=root, env=_env())
+    config = root / "project" / "mlops.yaml"
+    text = config.read_text()
+    assert "determinism: portable\n" in text
+    config.write_text(text.replace("determinism: portable\n", f"determinism: {determinism}\n"))
+    return root / "project"
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("portable")
-    gha("demo", "project", "--no-run", cwd=root, env=_env())
-    return root / "project"
+    """The demo with the pipeline's `determinism:` off, so that what is tested is each
+    script's own gha_mlops.train.portable() call (and GHA_MLOPS_DETERMINISM=native)."""
+    return _demo(tmp_path_factory.mktemp("portable"), "native")
+
+
+@pytest.fixture(scope="module")
+def pinned_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo as shipped: `determinism: portable` pins every stage from the engine."""
+    return _demo(tmp_path_factory.mktemp("pinned"), "portable")
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +111,17 @@ def test_portable_mode_trains_one_model_whatever_level_the_environment_forces(
         cpu = record["env"]["cpu"]
         assert cpu["vendor"] and cpu["flags"] and cpu["machine"]
         assert {"blas", "onednn"} <= set(dispatch["libraries"])
+
+
+def test_the_pipeline_key_trains_the_same_model_as_the_scripts_call(
+        pinned_project: Path, portable_runs: dict[str, dict[str, Any]]) -> None:
+    """`determinism: portable` in mlops.yaml pins the stage's environment before the script
+    starts, so even GHA_MLOPS_DETERMINISM=native and a forced level change nothing."""
+    record = train(pinned_project, ATEN_CPU_CAPABILITY="avx512",
+                   GHA_MLOPS_DETERMINISM="native")
+    assert record["determinism"] == "portable"
+    assert record["model"]["sha256"] == portable_runs["default"]["model"]["sha256"]
+    assert _train_dispatch(record)["aten_capability"] == "DEFAULT"
 
 
 def test_without_portable_mode_each_level_trains_another_model(
