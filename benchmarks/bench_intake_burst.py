@@ -96,10 +96,14 @@ def burst(port: int, n: int, conn: Any) -> None:
     conn.close()
 
 
-def run_once(n: int) -> list[tuple[str, float]]:
+def run_once(n: int, backlog: int | None = None) -> list[tuple[str, float]]:
+    from gha_mlops.runners import intake as intake_module
     from gha_mlops.runners.intake import Intake, IntakeServer
     from gha_mlops.runners.observe import Metrics
     from gha_mlops.runners.state import State
+
+    if backlog is not None:  # the side-by-side anchor: the listen backlog before issue 11
+        intake_module._HTTPServer.request_queue_size = backlog
 
     with tempfile.TemporaryDirectory(prefix="bench-burst-") as tmp:
         state = State(Path(tmp) / "state.db")
@@ -135,16 +139,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--burst", type=int, default=200, help="new connections at once")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--backlog", type=int, default=None,
+                        help="listen backlog instead of the product's (5 = Python's default, "
+                        "what the intake used before; the anchor of the comparison)")
     args = parser.parse_args()
     try:
         somaxconn = Path("/proc/sys/net/core/somaxconn").read_text().strip()
     except OSError:
         somaxconn = "?"
     print(f"intake burst: {args.burst} new connections at once on 127.0.0.1, {args.runs} runs "
-          f"(Python {sys.version.split()[0]}, somaxconn {somaxconn})")
+          f"(Python {sys.version.split()[0]}, somaxconn {somaxconn}, backlog "
+          f"{args.backlog if args.backlog is not None else 'as shipped'})")
     rows = []
     for r in range(args.runs):
-        out = run_once(args.burst)
+        out = run_once(args.burst, args.backlog)
         times = [t for _, t in out]
         outcomes: dict[str, int] = {}
         for o, _ in out:
