@@ -44,6 +44,8 @@ def test_portable_pins_every_stage_and_changes_its_signature(workspace: Workspac
     signature = {s["name"]: s["signature"] for s in record["stages"]}
     assert signature != {s["name"]: s["signature"] for s in native["stages"]}
     assert [s["status"] for s in record["stages"]] == ["ran"]
+    shown = workspace.cli("runs", "show", check=True).stdout
+    assert "determinism portable" in shown and f" {platform.machine()} " in shown
 
 
 def test_an_unknown_mode_is_a_config_error_naming_the_line(workspace: Workspace) -> None:

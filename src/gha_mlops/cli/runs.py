@@ -82,6 +82,14 @@ def _describe(record: dict[str, Any]) -> str:
     lines += _params_lines(params)
     py = env.get("python", {})
     lines.append(f"python    {py.get('version')}   {env.get('os', {}).get('platform')}")
+    cpu = env.get("cpu") if isinstance(env.get("cpu"), dict) else {}
+    if cpu:
+        # What decides the model's bytes on a CPU (docs/reproduce.md): the machine, and
+        # whether the run pinned its kernels.
+        lines.append(f"cpu       {log_text(cpu.get('vendor') or '-')} {log_text(cpu.get('machine'))} "
+                     f"family {log_text(cpu.get('family') or '-')} model "
+                     f"{log_text(cpu.get('model_id') or '-')}   determinism "
+                     f"{log_text(record.get('determinism') or 'native')}")
     if env.get("lock"):
         lines.append(f"env lock  {log_text(env['lock'].get('path'))} "
                      f"{short(env['lock'].get('sha256'))}")
