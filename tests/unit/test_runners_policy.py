@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import time
 from dataclasses import replace
 
 import pytest
@@ -222,10 +224,72 @@ def test_a_lost_job_is_rerun_once_when_github_has_finished_it() -> None:
     assert decide(world(jobs=jobs)).rerun == [1]
 
 
+def _busy_world(now: float = NOW) -> World:
+    """A world on which every rule has something to say (so comparing two decisions on it
+    compares launches, drains, removals, deregistrations, adoptions, forgets, lost jobs,
+    re-runs and unservable jobs, not two empty decisions), at the clock ``now``: every
+    timestamp in it is placed relative to ``now``."""
+    w = world(
+        pools=[pool(gpus=1, max=10), pool("cpu", ("big",), min_idle=1)],
+        jobs=[*(job(i) for i in range(5)), job(7, ("self-hosted", "tpu")),
+              job(8, status="completed", lost=True, conclusion="failure")],
+        runners=[runner("idle", IDLE, since=400), runner("old", IDLE, age=7 * 3600, since=10),
+                 runner("boot", BOOTING, since=181), runner("busy", BUSY, job_id=3),
+                 runner("gone-busy", BUSY, job_id=4), runner("done", DONE, since=200),
+                 runner("crashed", LAUNCHING, boot="old-process", github_id=9),
+                 runner("vanished", IDLE), runner("cpu-idle", IDLE, pool="cpu", since=900)],
+        machines=[machine("idle"), machine("old"), machine("boot"), machine("busy"),
+                  machine("done"), machine("crashed", age=5), machine("cpu-idle"),
+                  machine("orphan", age=121), machine("young-orphan", age=30),
+                  machine("exited", state="exited")],
+        gh_runners=[GhRunner(1, "gm-stale", "offline", False),
+                    GhRunner(2, "someone-elses", "online", False)],
+        free_gpus=3)
+    return _shifted(w, now - NOW)
+
+
+def _shifted(w: World, dt: float) -> World:
+    """``w`` lived ``dt`` seconds later: the clock and every timestamp in it moved by ``dt``."""
+    return replace(
+        w, now=w.now + dt,
+        jobs=[replace(j, queued_at=j.queued_at + dt) for j in w.jobs],
+        runners=[replace(r, created_at=r.created_at + dt, state_since=r.state_since + dt)
+                 for r in w.runners],
+        machines=[replace(m, created_at=m.created_at + dt) for m in w.machines or ()])
+
+
 def test_the_decision_is_deterministic() -> None:
     w = world(jobs=[job(i) for i in range(6)], runners=[runner("a", IDLE, since=400)],
               machines=[machine("zz", age=500)])
     assert decide(w) == decide(replace(w))
+    # Pure: the decision is a function of the world and of nothing else. The busy world makes
+    # every rule fire, so the comparisons below are between full decisions.
+    w = _busy_world()
+    before = copy.deepcopy(w)
+    d = decide(w)
+    assert all((d.launch, d.drain, d.remove_machines, d.deregister, d.adopt, d.forget, d.lost,
+                d.rerun, d.unservable))
+    assert w == before, "decide() changed the world it was given"
+    # No hidden state: again, and on an equal world that shares no object with this one.
+    assert decide(w) == d
+    assert decide(copy.deepcopy(before)) == d
+    assert w == before
+
+
+def test_the_decision_reads_the_clock_in_the_world_and_no_other() -> None:
+    # The test worlds live at NOW, decades before the real clock: a policy that reads
+    # time.time() (or monotonic()) would find every runner ancient there and decide otherwise
+    # than on the same world moved to the real present.
+    real_now = time.time()
+    assert abs(real_now - NOW) > 10 * 365 * 86400
+    at_now = decide(_busy_world(NOW))
+    assert decide(_busy_world(real_now)) == at_now
+    assert decide(_busy_world(NOW + 1e9)) == at_now
+    # ...and it does read the world's clock: two seconds on, an idle runner crosses its
+    # idle_timeout and goes.
+    w = world(runners=[runner("a", IDLE, since=299)])
+    assert decide(w).drain == []
+    assert [n for n, _ in decide(replace(w, now=NOW + 2)).drain] == ["gm-a"]
 
 
 def test_a_runner_that_moved_on_before_its_machine_was_noted_gets_it_adopted() -> None:
