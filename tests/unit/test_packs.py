@@ -319,17 +319,28 @@ def test_progress_reports_running_totals(src: ContentCache, dst: ContentCache,
 
 
 class FlakyStore(MemoryStore):
-    """Drops the first ``drops`` ranged reads, and cuts downloads off after ``cut`` bytes."""
+    """Drops the first ``drops`` ranged reads of packs, and cuts downloads off after ``cut``
+    bytes. Every ranged read of a pack is noted in ``pack_reads``, failed ones included."""
+
+    # A retry loop with no bound would spin on a store that always fails: past this many pack
+    # reads the store stops answering with a transient error, so such a loop fails the test
+    # instead of hanging it.
+    RUNAWAY = 100
 
     def __init__(self, *, drops: int = 0, cut: int | None = None, cuts: int = 0) -> None:
         super().__init__()
         self.drops, self.cut, self.cuts = drops, cut, cuts
         self.offsets: list[int] = []
+        self.pack_reads: list[tuple[str, int, int]] = []
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
-        if key.endswith(".pack") and self.drops:
-            self.drops -= 1
-            raise TransientStoreError("connection reset")
+        if key.endswith(".pack"):
+            self.pack_reads.append((key, start, end))
+            if len(self.pack_reads) > self.RUNAWAY:
+                raise RuntimeError(f"still reading {key} after {self.RUNAWAY} tries")
+            if self.drops:
+                self.drops -= 1
+                raise TransientStoreError("connection reset")
         return super().read_range(key, start, end)
 
     def download(self, key: str, dest: Path, *, offset: int = 0) -> None:
@@ -348,8 +359,34 @@ def test_transient_read_failures_are_retried(src: ContentCache, dst: ContentCach
     store = FlakyStore(drops=2)
     digests = _blobs(src, 10, 100)
     transfer.push(store, src, digests, index_dir=tmp_path / "idx")
-    transfer.fetch(store, dst, digests, index_dir=tmp_path / "idx")
+    # What a fetch asks of a store that does not fail: one ranged read of the one pack.
+    calm = FlakyStore()
+    calm.objects = store.objects
+    clean = transfer.fetch(calm, ContentCache(tmp_path / "calm"), digests,
+                           index_dir=tmp_path / "idx")
+    (read,) = calm.pack_reads
+    stats = transfer.fetch(store, dst, digests, index_dir=tmp_path / "idx")
     _assert_verified(dst, digests)
+    # Both failures were hit, and the same read was asked again after each: three tries in
+    # all, each one counted as a request.
+    assert store.drops == 0
+    assert store.pack_reads == [read, read, read]
+    assert stats.requests == clean.requests + 2
+
+
+def test_a_read_that_keeps_failing_is_given_up_after_a_bounded_number_of_tries(
+        src: ContentCache, dst: ContentCache, tmp_path: Path) -> None:
+    store = FlakyStore()
+    digests = _blobs(src, 10, 100)
+    transfer.push(store, src, digests, index_dir=tmp_path / "idx")
+    store.drops = 10**9  # the network never comes back
+    with pytest.raises(TransientStoreError, match="connection reset"):
+        transfer.fetch(store, dst, digests, index_dir=tmp_path / "idx")
+    # Retried (more than once), but no more than the transfer's bound, and nothing half-done
+    # entered the cache.
+    assert 1 < len(store.pack_reads) == transfer.ATTEMPTS < FlakyStore.RUNAWAY
+    assert len(set(store.pack_reads)) == 1
+    assert _cache_files(dst) == []
 
 
 def test_an_interrupted_large_download_resumes_from_the_partial(
