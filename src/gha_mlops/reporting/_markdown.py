@@ -13,8 +13,11 @@ safe for each place it is shown; the names here are the reports' short spellings
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from tabulate import DataRow, TableFormat, tabulate
 
 from gha_mlops.gha.safe import markdown_code, markdown_name, markdown_text
 
@@ -45,22 +48,54 @@ def md_name(value: object) -> str:
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]],
                    align: str = "") -> str:
-    """A GFM table. Cells are Markdown already (escape text with :func:`md_text` or
-    :func:`md_code`); ``align`` has one letter per column, ``l``, ``r`` or ``c``."""
+    """A GFM table, laid out by tabulate: the one table builder of the reports (the PR
+    report, the step summary, a sweep's summary). Cells are Markdown already (escape text
+    with :func:`md_text`, :func:`md_name` or :func:`md_code`), and each still goes through
+    :func:`table_cell`; ``align`` has one letter per column, ``l``, ``r`` or ``c``."""
     return "\n".join(table_lines(header, rows, align))
+
+
+# A line break in a cell would end the row; a pipe not escaped by a backslash would end the
+# cell (GFM splits a row on pipes before it parses anything else, code spans included).
+_LINE_BREAK = re.compile(r"\r\n|[\r\n]")
+_BARE_PIPE = re.compile(r"(?<!\\)\|")
+_SEPARATOR = {"l": "---", "r": "--:", "c": ":-:"}
+
+
+def table_cell(cell: object) -> str:
+    """``cell`` (Markdown, escaped by the ``md_*`` helpers) made safe for one table cell:
+    a defence in depth for a cell built without them. Line breaks become ``<br>`` and a
+    bare ``|`` becomes ``\\|``; text the helpers escaped has neither, so it is unchanged."""
+    return _BARE_PIPE.sub(r"\\|", _LINE_BREAK.sub("<br>", str(cell)))
+
+
+def _table_format(align: Sequence[str]) -> TableFormat:
+    """tabulate's ``pipe`` format without padding: a cell is written as it is (padding every
+    cell to its column's width would only add bytes to a comment with a size limit), and the
+    separator carries the alignment, ``---``, ``--:`` or ``:-:``, of each column."""
+    def separator(widths: Sequence[int], _aligns: Sequence[str]) -> str:
+        return "| " + " | ".join(align[i] for i in range(len(widths))) + " |"
+
+    return TableFormat(lineabove=None, linebelowheader=separator, linebetweenrows=None,
+                       linebelow=None, headerrow=DataRow("|", "|", "|"),
+                       datarow=DataRow("|", "|", "|"), padding=1, with_header_hide=None)
 
 
 def table_lines(header: Sequence[str], rows: Iterable[Sequence[str]],
                 align: str = "") -> list[str]:
-    """The lines of :func:`markdown_table`: header, separator, then one per row."""
+    """The lines of :func:`markdown_table`: header, separator, then one per row. A row with
+    fewer cells than ``header`` is filled with empty ones; cells past the header's are
+    dropped. Every cell goes through :func:`table_cell`, so none can end early or split."""
     width = len(header)
-    marks = {"l": "---", "r": "--:", "c": ":-:"}
-    seps = [marks.get(align[i] if i < len(align) else "l", "---") for i in range(width)]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(seps) + " |"]
-    for row in rows:
-        cells = [*row[:width], *[""] * (width - len(row))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    seps = [_SEPARATOR.get(align[i] if i < len(align) else "l", "---") for i in range(width)]
+    body = [[table_cell(c) for c in [*row[:width], *[""] * (width - len(row))]]
+            for row in rows]
+    # No number parsing (a cell is text: "0010" or "1e5" stay as written) and no alignment
+    # in tabulate (None: no padding); the separator line says how each column is aligned.
+    text = tabulate(body, headers=[table_cell(h) for h in header],
+                    tablefmt=_table_format(seps), disable_numparse=True,
+                    numalign=None, stralign=None)
+    return text.split("\n")
 
 
 def format_number(value: Any) -> str:
