@@ -1,5 +1,6 @@
 """The size of the PR report's Markdown with the tables laid out by tabulate (issue 13) next
-to the hand-built layout it replaced (``table_lines`` at git HEAD~ or a given revision).
+to the hand-built layout it replaced (``table_lines`` of the last commit before it, or of
+the revision given).
 
 tabulate pads every cell to its column's width by default; the reports turn that off, so a
 report must come out byte for byte as before: this prints both sizes and whether the texts
@@ -57,7 +58,8 @@ def _cases() -> dict[str, tuple[Any, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rev", default="HEAD~1", help="the revision with the old layout")
+    parser.add_argument("--rev", default="44b1250bdb828877ce42f106540209f50e2f7ed5",
+                        help="a revision with the hand-built layout (before issue 13)")
     args = parser.parse_args()
     old, new = _old_table_lines(args.rev), markdown.table_lines
     for name, (comparison, verdict) in _cases().items():

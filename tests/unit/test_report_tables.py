@@ -66,11 +66,13 @@ def _texts(table: list[list[Token]]) -> list[list[str]]:
 
 def test_the_table_helper_keeps_a_raw_hostile_cell_in_one_cell() -> None:
     # A cell built without the md_* escapes (a bug elsewhere) still cannot end its cell or
-    # its row: table_lines escapes the table's own syntax, a bare pipe and a line break.
-    text = markdown_table(["k", "v"], [["a | b", "x\ny\r\nz"], ["ok", "1"]], "lr")
+    # its row: table_lines escapes the table's own syntax, a bare pipe and a line break, and
+    # tabulate's ("\x01", its SEPARATING_LINE, would turn the row into a line).
+    text = markdown_table(["k", "v"], [["a | b", "x\ny\r\nz"], ["ok", "1"],
+                                       ["\x01", "s"], ["t", " \x01 "]], "lr")
     [table] = _assert_one_cell_each(text, tables=1)
-    assert len(table) == 3
-    assert _texts(table)[1] == ["a | b", "xyz"]
+    assert len(table) == 5
+    assert _texts(table)[1:] == [["a | b", "xyz"], ["ok", "1"], ["␁", "s"], ["t", "␁"]]
     assert len(table_lines(["k"], [["1\n2\n3"]])) == 3  # header, separator, one row
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tabulate import DataRow, TableFormat, tabulate
+if TYPE_CHECKING:
+    from tabulate import TableFormat
 
 from gha_mlops.gha.safe import markdown_code, markdown_name, markdown_text
 
@@ -60,19 +61,26 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]],
 _LINE_BREAK = re.compile(r"\r\n|[\r\n]")
 _BARE_PIPE = re.compile(r"(?<!\\)\|")
 _SEPARATOR = {"l": "---", "r": "--:", "c": ":-:"}
+# Other control characters are shown as their Control Pictures (as gha.safe does): tabulate
+# takes a cell that is "\x01" (its SEPARATING_LINE) as an order to draw a line, not a row.
+_CONTROLS = {c: 0x2400 + c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)} | {0x7F: 0x2421}
 
 
 def table_cell(cell: object) -> str:
     """``cell`` (Markdown, escaped by the ``md_*`` helpers) made safe for one table cell:
-    a defence in depth for a cell built without them. Line breaks become ``<br>`` and a
-    bare ``|`` becomes ``\\|``; text the helpers escaped has neither, so it is unchanged."""
-    return _BARE_PIPE.sub(r"\\|", _LINE_BREAK.sub("<br>", str(cell)))
+    a defence in depth for a cell built without them. Line breaks become ``<br>``, a bare
+    ``|`` becomes ``\\|`` and other control characters their pictures (``␁``); text the
+    helpers escaped has none of them, so it is unchanged."""
+    text = _LINE_BREAK.sub("<br>", str(cell)).translate(_CONTROLS)
+    return _BARE_PIPE.sub(r"\\|", text)
 
 
 def _table_format(align: Sequence[str]) -> TableFormat:
     """tabulate's ``pipe`` format without padding: a cell is written as it is (padding every
     cell to its column's width would only add bytes to a comment with a size limit), and the
     separator carries the alignment, ``---``, ``--:`` or ``:-:``, of each column."""
+    from tabulate import DataRow, TableFormat
+
     def separator(widths: Sequence[int], _aligns: Sequence[str]) -> str:
         return "| " + " | ".join(align[i] for i in range(len(widths))) + " |"
 
@@ -86,6 +94,10 @@ def table_lines(header: Sequence[str], rows: Iterable[Sequence[str]],
     """The lines of :func:`markdown_table`: header, separator, then one per row. A row with
     fewer cells than ``header`` is filled with empty ones; cells past the header's are
     dropped. Every cell goes through :func:`table_cell`, so none can end early or split."""
+    # Imported here: tabulate (and the importlib.metadata it loads) costs ~15 ms, paid only
+    # by a command that writes a table, not by every one that imports the reports' modules.
+    from tabulate import tabulate
+
     width = len(header)
     seps = [_SEPARATOR.get(align[i] if i < len(align) else "l", "---") for i in range(width)]
     body = [[table_cell(c) for c in [*row[:width], *[""] * (width - len(row))]]
