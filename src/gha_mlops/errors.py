@@ -2,19 +2,43 @@
 
 Every error carries a message (what is wrong), a hint (what to do next) and optionally the
 file and line it concerns, so the CLI boundary can print it, and in GitHub Actions annotate it,
-without a traceback.
+without a traceback. :class:`ExitCode` is the one table of exit codes (docs/exit-codes.md
+lists it for users): every error class takes its code from there, and no two meanings share
+one.
 """
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Any
+
+
+@enum.unique
+class ExitCode(enum.IntEnum):
+    """Every exit code of ``gha-mlops``, one meaning each. Users script on these numbers:
+    never renumber one, only add new ones."""
+
+    OK = 0  # the command did what it was asked
+    FAILURE = 1  # a stage or a promotion gate failed, or an error with no code of its own
+    USAGE = 2  # bad configuration, command line or state file, or nothing to compare with
+    MISSING_EXTRA = 3  # an optional dependency is not installed
+    REPRODUCTION = 4  # a reproduction could not start, or its results differ from the record
+    ENVIRONMENT_DRIFT = 5  # the environment differs from the one recorded
+    DATA_REMOTE = 6  # a data remote cannot be used (credentials, bucket, network, object)
+    DATA_INTEGRITY = 7  # bytes did not hash to their digest; nothing entered the cache
+    UNSAFE_PATH = 8  # a path to write, remove or restore leads out of the workspace
+    GITHUB = 9  # a GitHub API call failed (permission, rate limit, not found, ...)
+    RUNNER_BACKEND = 10  # a runner backend (Docker, ...) call failed
+    INTERNAL = 70  # EX_SOFTWARE: a bug in gha-mlops; the traceback went to a file
+    WORKSPACE_BUSY = 75  # EX_TEMPFAIL: another gha-mlops process holds the workspace
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM (a cancelled job); partial outputs rolled back
 
 
 class GhaMlopsError(Exception):
     """Root of every error that is the user's to fix (bad input, a busy workspace, ...)."""
 
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.FAILURE
 
     def __init__(
         self,
@@ -49,19 +73,19 @@ class GhaMlopsError(Exception):
 class ConfigError(GhaMlopsError):
     """``mlops.yaml`` or the params file is malformed or inconsistent."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class UsageError(GhaMlopsError):
     """The command line asks for something that does not exist (an unknown stage or run)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class WorkspaceBusyError(GhaMlopsError):
     """Another gha-mlops process holds the workspace lock."""
 
-    exit_code = 75  # EX_TEMPFAIL: try again later
+    exit_code = ExitCode.WORKSPACE_BUSY
 
 
 class StageFailedError(GhaMlopsError):
@@ -70,39 +94,39 @@ class StageFailedError(GhaMlopsError):
     ``result`` holds the engine's result (with the run record) of the failed run.
     """
 
-    exit_code = 1
+    exit_code = ExitCode.FAILURE
     result: Any = None
 
 
 class InterruptedRunError(GhaMlopsError):
     """The run was interrupted (Ctrl-C or SIGTERM); partial outputs were rolled back."""
 
-    exit_code = 130
+    exit_code = ExitCode.INTERRUPTED
 
 
 class MissingExtraError(GhaMlopsError):
     """An optional dependency is not installed; the hint names the pip command."""
 
-    exit_code = 3
+    exit_code = ExitCode.MISSING_EXTRA
 
 
 class ReproductionError(GhaMlopsError):
     """A reproduction could not be started, or its results differ from the record."""
 
-    exit_code = 4
+    exit_code = ExitCode.REPRODUCTION
 
 
 class EnvironmentDriftError(ReproductionError):
     """The current environment differs from the recorded one."""
 
-    exit_code = 5
+    exit_code = ExitCode.ENVIRONMENT_DRIFT
 
 
 class UnsafePathError(GhaMlopsError):
     """A path the command would write, remove or restore leaves the workspace once its
     symlinks are resolved (or is not a plain relative path), so nothing was done there."""
 
-    exit_code = 8
+    exit_code = ExitCode.UNSAFE_PATH
 
 
 def missing_extra(module: str, extra: str) -> MissingExtraError:
@@ -118,11 +142,11 @@ class RemoteError(GhaMlopsError):
     credentials, an absent bucket, denied access, an unreachable endpoint, an object missing
     from the remote. The message names the remote URL; the hint says what to change."""
 
-    exit_code = 6
+    exit_code = ExitCode.DATA_REMOTE
 
 
 class DataIntegrityError(GhaMlopsError):
     """Bytes did not hash to the digest they were stored or fetched under. Nothing was put in
     the cache; the message names the object, its source, and the expected and actual hashes."""
 
-    exit_code = 7
+    exit_code = ExitCode.DATA_INTEGRITY

@@ -80,7 +80,7 @@ def test_the_baseline_can_be_a_url_of_an_artifact_zip(
     # The token is sent to the API host: a bad one is refused, and the error says so.
     denied = _cli(ws, "report", "--baseline", url,
                   env={"GITHUB_API_URL": github.url, "GITHUB_TOKEN": "nope"})
-    assert denied.returncode == 6 and "HTTP 401" in denied.stderr
+    assert denied.returncode == 9 and "HTTP 401" in denied.stderr
     assert "GITHUB_TOKEN" in denied.stderr
 
 
@@ -115,5 +115,5 @@ def test_a_token_without_actions_read_names_the_permission(
     _, event = _pull(github, tmp_path)
     proc = _cli(ws, "report", "--publish",
                 env=_env(github, event, tmp_path, GITHUB_TOKEN="no-actions"))
-    assert proc.returncode == 6, proc.stderr
+    assert proc.returncode == 9, proc.stderr
     assert "HTTP 403" in proc.stderr and "actions: read" in proc.stderr

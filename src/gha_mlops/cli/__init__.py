@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from gha_mlops import __version__
-from gha_mlops.errors import GhaMlopsError
+from gha_mlops.errors import ExitCode, GhaMlopsError
 
 _COMMANDS = {
     "run": ("gha_mlops.cli.run", "run", "Run the pipeline; stages whose inputs are unchanged come from the cache."),
@@ -80,12 +80,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         rc = report_error(err)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        rc = 130
+        rc = ExitCode.INTERRUPTED
     except click.ClickException as err:
         rc = _show_usage_error(err)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
-        rc = 130
+        rc = ExitCode.INTERRUPTED
+    except Exception as err:  # the one boundary: anything else is a bug in gha-mlops
+        rc = report_bug(err)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 
@@ -118,6 +120,65 @@ def report_error(err: GhaMlopsError) -> int:
             note += ["", markdown_text(err.hint, breaks=True)]
         actions.summary(markdown_quote(note))
     return err.exit_code
+
+
+def report_bug(err: Exception) -> int:
+    """The one place an unexpected exception (a bug in gha-mlops, not the user's to fix)
+    becomes output: exactly one line on stderr naming the exception and the file that holds
+    its full traceback, an ``::error::`` annotation in Actions, and exit code 70.
+
+    The exception's text may carry user input (a path, a value), so the line goes through
+    :func:`~gha_mlops.gha.safe.log_text` and the annotation through the Actions escaping."""
+    import traceback
+
+    from gha_mlops.gha import Actions
+    from gha_mlops.gha.safe import log_text
+
+    what = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    text = "".join(traceback.format_exception(err))
+    saved = _save_traceback(text)
+    where = (f"the traceback is in {saved}" if saved is not None
+             else "the traceback could not be saved to a file")
+    detail = (f"{what} (a bug in gha-mlops; {where}; please report it: docs/security.md "
+              "for security issues, else the issue tracker)")
+    click.echo(click.style("internal error: ", fg="red", bold=True) + log_text(detail),
+               err=True)
+    if saved is None:
+        # Nowhere to keep it: the traceback is worth more than the one-line promise.
+        from gha_mlops.gha.safe import log_block
+
+        click.echo(log_block(text.rstrip("\n")), err=True)
+    Actions(os.environ).annotate("error", f"internal error: {detail}",
+                                 title="gha-mlops internal error")
+    return ExitCode.INTERNAL
+
+
+def _save_traceback(text: str) -> str | None:
+    """Write ``text`` atomically (owner-only: a traceback may quote paths and values) to a new
+    ``gha-mlops-internal-<UTC time>-<pid>.log`` under ``$RUNNER_TEMP`` (kept with the job's
+    other temporary files) or else the system temp dir; its path, or None if none could be
+    written."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from gha_mlops._fs import atomic_write_bytes
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dirs = [d for d in (os.environ.get("RUNNER_TEMP"), tempfile.gettempdir()) if d]
+    for directory in dirs:
+        for n in range(100):
+            suffix = f"-{n}" if n else ""
+            path = os.path.join(os.path.abspath(directory),
+                                f"gha-mlops-internal-{stamp}-{os.getpid()}{suffix}.log")
+            if os.path.lexists(path):
+                continue  # a unique name: never replace an earlier report
+            try:
+                atomic_write_bytes(Path(path), text.encode("utf-8", "replace"), mode=0o600)
+            except OSError:
+                break  # this directory is not writable: try the next one
+            return path
+    return None
 
 
 def _show_usage_error(err: click.ClickException) -> int:

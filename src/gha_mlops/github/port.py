@@ -8,13 +8,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from gha_mlops.errors import GhaMlopsError
+from gha_mlops.errors import ExitCode, GhaMlopsError
 
 
 class GitHubError(GhaMlopsError):
     """A GitHub API call failed; the message names the call, the status and what to do."""
 
-    exit_code = 6
+    exit_code = ExitCode.GITHUB
 
     def __init__(self, message: str, *, status: int | None = None, hint: str | None = None,
                  permission: str | None = None) -> None:

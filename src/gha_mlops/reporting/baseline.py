@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from gha_mlops.config import STATE_DIR
-from gha_mlops.errors import GhaMlopsError, UsageError
+from gha_mlops.errors import ExitCode, GhaMlopsError, UsageError
 from gha_mlops.github.port import ActionsPort, ArtifactRef, GitHubError, WorkflowRunRef
 
 DEFAULT_ARTIFACT = "gha-mlops-run"
@@ -29,7 +29,7 @@ MAX_RUNS = 30  # successful runs looked at before giving up
 class NoChampionError(GhaMlopsError):
     """The base branch has no usable champion: nothing to compare with."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gha_mlops.config.model import Gate
-from gha_mlops.errors import GhaMlopsError
+from gha_mlops.errors import ExitCode, GhaMlopsError
 from gha_mlops.reporting._markdown import format_number
 from gha_mlops.reporting.compare import Comparison, Direction, MetricDiff
 
@@ -78,7 +78,7 @@ class Verdict:
 class GateFailedError(GhaMlopsError):
     """At least one promotion gate failed: the head model may not replace the baseline."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILURE
 
 
 def gate_failed_error(verdict: Verdict) -> GateFailedError:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gha_mlops.errors import GhaMlopsError
+from gha_mlops.errors import ExitCode, GhaMlopsError
 from gha_mlops.github.port import GhJob
 from gha_mlops.runners.policy import ALIVE, GONE, RESERVED, JobView, RunnerView
 
@@ -82,7 +82,7 @@ _ORDER = {"waiting": 0, "queued": 1, "in_progress": 2, "completed": 3}
 
 
 class StateError(GhaMlopsError):
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

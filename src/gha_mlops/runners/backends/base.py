@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gha_mlops.errors import GhaMlopsError
+from gha_mlops.errors import ExitCode, GhaMlopsError
 
 # Labels (container labels, instance tags) every machine carries; list() filters on OWNER.
 LABEL_OWNER = "dev.gha-mlops.autoscaler"  # the autoscaler instance id (config `id`)
@@ -28,7 +28,7 @@ class BackendError(GhaMlopsError):
     GPU) or not (a missing image, a bad option: the pool's configuration must change).
     """
 
-    exit_code = 7
+    exit_code = ExitCode.RUNNER_BACKEND
 
     def __init__(self, message: str, *, hint: str | None = None, retryable: bool = True) -> None:
         super().__init__(message, hint=hint)
