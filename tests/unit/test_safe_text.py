@@ -95,7 +95,21 @@ def test_log_json_is_the_same_json_and_no_command(value: Any) -> None:
         text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=True)
         out = log_json(text)
         _assert_log_safe(out)
-        assert json.loads(out) == json.loads(text)
+        assert _paired(json.loads(out)) == _paired(json.loads(text))
+
+
+def _paired(value: Any) -> Any:
+    """``value`` with each high surrogate followed by a low one read as the one character
+    they encode. A JSON reader must do that to the escapes ``\\ud800\\udfff``, so two lone
+    surrogates that happen to be adjacent (no UTF-8 text can hold them raw) come back as
+    their pair: the one difference log_json cannot avoid, and no text a user can write."""
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    if isinstance(value, list):
+        return [_paired(v) for v in value]
+    if isinstance(value, dict):
+        return {_paired(k): _paired(v) for k, v in value.items()}
+    return value
 
 
 # --------------------------------------------------------------------------- Markdown
