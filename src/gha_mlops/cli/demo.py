@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shlex
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -105,26 +104,11 @@ def _display(path: Path) -> str:
 def _git_init(directory: Path) -> None:
     """Make the example a git repository with one commit, unless a repository around it
     already versions it (one that ignores the directory does not count)."""
-    if not _has_git():
-        return
-    inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=directory,
-                            capture_output=True, text=True, check=False)
-    ignored = subprocess.run(["git", "check-ignore", "-q", "."], cwd=directory,
-                             capture_output=True, check=False)
-    if inside.returncode == 0 and ignored.returncode != 0:
-        return
-    has_ident = subprocess.run(["git", "config", "user.email"], cwd=directory,
-                               capture_output=True, check=False).returncode == 0
-    ident = [] if has_ident else ["-c", "user.name=gha-mlops demo",
-                                  "-c", "user.email=demo@gha-mlops.invalid"]
-    for args in (["init", "-q"], ["add", "-A"],
-                 [*ident, "commit", "-q", "-m", "gha-mlops example project"]):
-        subprocess.run(["git", *args], cwd=directory, capture_output=True, check=False)
+    from gha_mlops import git
 
-
-def _has_git() -> bool:
-    try:
-        subprocess.run(["git", "--version"], capture_output=True, check=False)
-    except OSError:
-        return False
-    return True
+    if not git.available():
+        return
+    if git.is_inside_work_tree(directory) and not git.is_ignored(directory):
+        return
+    git.init_and_commit(directory, "gha-mlops example project",
+                        name="gha-mlops demo", email="demo@gha-mlops.invalid")

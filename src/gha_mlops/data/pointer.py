@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -134,15 +133,13 @@ def write_pointer(root: Path, ds: Dataset) -> None:
 
 
 def _pointer_paths(root: Path) -> Iterator[str]:
-    from gha_mlops.pipeline.environment import ignored_by_git
+    from gha_mlops.git import is_ignored, ls_files
 
-    proc = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
-         f"*{POINTER_SUFFIX}"], cwd=root, capture_output=True, check=False)
-    # git lists nothing in a directory its repository ignores: walk it instead.
-    if proc.returncode == 0 and not ignored_by_git(root):
-        yield from (p for p in proc.stdout.decode().split("\0")
-                    if p and not p.startswith(".gha-mlops/"))
+    listed = ls_files(root, [f"*{POINTER_SUFFIX}"])
+    # git lists nothing in a directory its repository ignores: walk it instead (and walk
+    # where there is no git).
+    if listed is not None and not is_ignored(root):
+        yield from (p for p in listed if not p.startswith(".gha-mlops/"))
         return
     for dirpath, dirnames, filenames in os.walk(root):
         pointed = {f[: -len(POINTER_SUFFIX)] for f in filenames if f.endswith(POINTER_SUFFIX)}

@@ -10,12 +10,12 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gha_mlops import git
 from gha_mlops._fs import atomic_write_json
 from gha_mlops.pipeline.secrets import looks_secret_name
 
@@ -200,23 +200,6 @@ def _system() -> dict[str, Any]:
     }
 
 
-def _git_toplevel(workspace: Path) -> Path | None:
-    """The nearest directory holding ``.git`` (a directory, or a file for worktrees and
-    submodules): what ``git rev-parse --show-toplevel`` says, without another process."""
-    here = workspace.resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return None
-
-
-def ignored_by_git(workspace: Path) -> bool:
-    """True when ``workspace`` lies in a git repository that ignores it."""
-    proc = subprocess.run(["git", "check-ignore", "-q", "."], cwd=workspace,
-                          capture_output=True, check=False)
-    return proc.returncode == 0
-
-
 def git_info(workspace: Path) -> dict[str, Any] | None:
     """Commit, branch, dirty flag and repository root of ``workspace``; None outside git.
 
@@ -224,34 +207,21 @@ def git_info(workspace: Path) -> dict[str, Any] | None:
     make the tree dirty; untracked files do, since a stage may read them.
     """
     try:
-        proc = subprocess.run(
-            ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=normal"],
-            cwd=workspace, capture_output=True, text=True, timeout=60, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if proc.returncode != 0 or ignored_by_git(workspace):
+        found = git.status(workspace)
         # Outside git, or in a repository that ignores this directory (its files are then
         # in no commit, so naming one would mislead `reproduce`).
+        if found is None or git.is_ignored(workspace):
+            return None
+    except git.GitError:  # a git that hangs: the record goes without git facts
         return None
-    commit = branch = None
-    changed: list[str] = []
-    for line in proc.stdout.splitlines():
-        if line.startswith("# branch.oid "):
-            oid = line.split(" ", 2)[2]
-            commit = None if oid == "(initial)" else oid
-        elif line.startswith("# branch.head "):
-            head = line.split(" ", 2)[2]
-            branch = None if head == "(detached)" else head
-        elif line and not line.startswith("#"):
-            changed.append(line.rsplit(" ", 1)[-1] if line[0] in "12" else line[2:])
-    top = _git_toplevel(workspace)
+    commit, branch, changed = found.commit, found.branch, found.changed
+    top = git.toplevel(workspace)
     subdir = os.path.relpath(workspace.resolve(), top) if top else "."
     return {
         "commit": commit,
         "branch": branch,
         "dirty": bool(changed) or commit is None,
-        "changed": changed[:50],
+        "changed": list(changed[:50]),
         "root": str(top) if top else None,
         "subdir": subdir.replace(os.sep, "/"),
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,9 +27,10 @@ from gha_mlops.errors import (
     ReproductionError,
     UsageError,
 )
+from gha_mlops.git import GitError, is_ignored, ls_files, worktree_add, worktree_remove
 from gha_mlops.pipeline.cache import ContentCache
 from gha_mlops.pipeline.engine import Reporter, RunOptions, RunResult, run_pipeline
-from gha_mlops.pipeline.environment import ignored_by_git, installed_packages, system_info
+from gha_mlops.pipeline.environment import installed_packages, system_info
 from gha_mlops.pipeline.hashing import Hasher, StatCache, is_tree
 from gha_mlops.train._portable import DISPATCH_VARS, normalize_machine, portable_pins
 
@@ -339,28 +339,26 @@ def reproduce_run(record: Mapping[str, Any], workspace: Path, *, environ: Mappin
     finally:
         if not keep:
             if worktree_repo is not None:
-                subprocess.run(["git", "worktree", "remove", "--force",
-                                str(scratch_root / "tree")], cwd=worktree_repo,
-                               capture_output=True, check=False)
+                worktree_remove(worktree_repo, scratch_root / "tree")
             shutil.rmtree(scratch_root, ignore_errors=True)
 
 
 def _git_worktree(repo: Path, commit: str, dest: Path, subdir: str) -> Path:
-    proc = subprocess.run(["git", "worktree", "add", "--detach", str(dest), commit],
-                          cwd=repo, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
+    try:
+        worktree_add(repo, dest, commit)
+    except GitError as err:
         raise ReproductionError(
-            f"cannot check out commit {commit[:12]} of {repo}: {proc.stderr.strip()}",
-            hint="fetch the commit (e.g. `git fetch --unshallow`) and try again")
+            f"cannot check out commit {commit[:12]} of {repo}: {err.stderr or err.message}",
+            hint=err.hint or "fetch the commit (e.g. `git fetch --unshallow`) and try again",
+        ) from None
     return dest / subdir if subdir != "." else dest
 
 
 def _listed_files(workspace: Path) -> list[str]:
     """Files git would consider part of the project (tracked + untracked, not ignored)."""
-    proc = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                          cwd=workspace, capture_output=True, check=False)
-    if proc.returncode == 0 and not ignored_by_git(workspace):
-        return [p for p in proc.stdout.decode().split("\0") if p]
+    listed = ls_files(workspace)
+    if listed is not None and not is_ignored(workspace):
+        return listed
     out = []
     for dirpath, dirnames, filenames in os.walk(workspace):
         dirnames[:] = [d for d in dirnames if d not in (STATE_DIR, ".git")]
