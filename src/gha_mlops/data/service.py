@@ -11,19 +11,16 @@ import functools
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gha_mlops._fs import atomic_write_bytes, resolve_inside
 from gha_mlops.config import STATE_DIR, ensure_state_dir
 from gha_mlops.config._remotes import remote_url_problem
 from gha_mlops.config.model import Remote
 from gha_mlops.data.pointer import NAME, Dataset, find_datasets, pointer_for, write_pointer
-from gha_mlops.data.ports import ObjectStore
-from gha_mlops.data.transfer import Progress, TransferStats
 from gha_mlops.errors import GhaMlopsError, RemoteError, UsageError
 from gha_mlops.pipeline.cache import ContentCache, ManifestError, Tree, remove_path
 from gha_mlops.pipeline.hashing import (
@@ -35,6 +32,13 @@ from gha_mlops.pipeline.hashing import (
     tree_manifest_bytes,
     walk_files,
 )
+
+if TYPE_CHECKING:
+    # Only for annotations: a no-op `gha-mlops run` imports this module (to name the remote
+    # of its datasets), and the transfer module brings the whole network stack (http.client,
+    # ssl, email, urllib): the functions that move data import it when they run.
+    from gha_mlops.data.ports import ObjectStore
+    from gha_mlops.data.transfer import Progress, TransferStats
 
 
 class Workspace:
@@ -157,6 +161,8 @@ def add(ws: Workspace, path: Path, *, name: str | None = None,
 
 
 def _store_tree(ws: Workspace, rel: str) -> tuple[list[dict[str, Any]], int]:
+    from concurrent.futures import ThreadPoolExecutor  # ~3 ms (logging): only when adding
+
     base = ws.root / rel
     items = list(walk_files(base, inside=ws.root))
 
@@ -291,6 +297,8 @@ class VerifyProblem:
 
 def verify(ws: Workspace, datasets: Iterable[Dataset]) -> list[VerifyProblem]:
     """Re-hash (no stat cache) every cached object and workspace file of the datasets."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from gha_mlops.pipeline.hashing import sha256_file
 
     problems: list[VerifyProblem] = []
@@ -361,12 +369,15 @@ def _destination(ws: Workspace, ds: Dataset, to: Path | None) -> tuple[Path, Pat
 
 def referenced_objects(ws: Workspace, *, keep_days: float = 30.0) -> set[str]:
     """Objects that gc must keep: every dataset pointer's, every run-cache entry's outputs,
-    and everything a run record of the last ``keep_days`` names."""
+    and everything a run record of the last ``keep_days`` names.
+
+    A run-cache entry or a recent run record that cannot be read, is not JSON, or lacks the
+    form gha-mlops writes (objects where gc looks, digests of 64 lowercase hex digits with an
+    optional ``.dir``) raises :class:`UsageError` naming the file: skipped, it would let gc
+    delete the objects it names. Nothing is deleted before every one has been read."""
     keep: set[str] = set()
 
     def add_digest(digest: str) -> None:
-        if not is_object_digest(digest):
-            return  # not a digest (a damaged record): names no object
         keep.add(digest)
         if is_tree(digest):
             try:
@@ -377,28 +388,94 @@ def referenced_objects(ws: Workspace, *, keep_days: float = 30.0) -> set[str]:
                 keep.update(tree.digests())
 
     for ds in ws.datasets().values():
-        add_digest(ds.version)
-    for entry in ws.cache.runs.glob("*/*.json"):
-        try:
-            outs: Mapping[str, str] = json.loads(entry.read_bytes()).get("outs", {})
-        except (OSError, ValueError):
-            continue
-        for digest in outs.values():
+        if is_object_digest(ds.version):  # pointers are validated as they are read
+            add_digest(ds.version)
+    for entry in sorted(ws.cache.runs.glob("*/*.json")):
+        for digest in _gc_digests(entry, "run-cache entry", _entry_digests, _ENTRY_HINT):
             add_digest(digest)
     horizon = time.time() - keep_days * 86400
-    for record_path in (ws.state / "runs").glob("*.json"):
+    for record_path in sorted((ws.state / "runs").glob("*.json")):
         if record_path.name == "index.json" or record_path.stat().st_mtime < horizon:
             continue
-        try:
-            record = json.loads(record_path.read_bytes())
-        except (OSError, ValueError):
-            continue
-        for digest in (record.get("deps") or {}).values():
+        for digest in _gc_digests(record_path, "run record", _record_digests,
+                                  _RECORD_HINT):
             add_digest(digest)
-        for entry in (record.get("outputs") or {}).values():
-            if isinstance(entry, dict):
-                add_digest(entry.get("sha256", ""))
     return keep
+
+
+_RECORD_HINT = ("move it out of .gha-mlops/runs/ or delete it, then run `gha-mlops data gc` "
+                "again; nothing was deleted")
+_ENTRY_HINT = ("delete it (the stage it remembers then runs again instead of coming from the "
+               "cache), then run `gha-mlops data gc` again; nothing was deleted")
+
+
+class _Malformed(Exception):
+    """What is wrong with a run record or run-cache entry that gc must read."""
+
+
+def _gc_digests(path: Path, what: str, digests_of: Callable[[object], list[str]],
+                hint: str) -> list[str]:
+    """The object digests that the JSON file ``path`` (a ``what``) names, by
+    ``digests_of(document)``; an unreadable or malformed file raises :class:`UsageError`
+    naming it."""
+    try:
+        return digests_of(json.loads(path.read_bytes()))
+    except OSError as err:
+        problem = f"cannot be read ({err.strerror or type(err).__name__})"
+    except ValueError as err:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
+        problem = f"is not valid JSON ({err})"
+    except _Malformed as err:
+        problem = str(err)
+    raise UsageError(f"this {what} {problem}, so data gc cannot tell which cache objects it "
+                     "names", hint=hint, file=path)
+
+
+def _entry_digests(doc: object) -> list[str]:
+    """The outputs of a run-cache entry: ``{"outs": {path: digest}, ...}``."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("outs"), dict):
+        raise _Malformed('is not a JSON object with an "outs" object')
+    return _checked_digests("outs", doc["outs"].items())
+
+
+def _record_digests(doc: object) -> list[str]:
+    """What a run record names: its ``deps`` (``{dep: digest}``) and its ``outputs``
+    (``{path: {"sha256": digest, ...}}``); either may be absent or null."""
+    from gha_mlops.pipeline.records import RECORD_SCHEMA
+
+    if not isinstance(doc, dict):
+        raise _Malformed("is not a JSON object")
+    schema = doc.get("schema", RECORD_SCHEMA)
+    if schema != RECORD_SCHEMA:
+        raise _Malformed(f"has the schema {_shown(schema)}, not {RECORD_SCHEMA} (a record "
+                         "of another version of gha-mlops?)")
+    deps = {} if doc.get("deps") is None else doc["deps"]
+    outputs = {} if doc.get("outputs") is None else doc["outputs"]
+    if not isinstance(deps, dict) or not isinstance(outputs, dict):
+        raise _Malformed('has "deps" or "outputs" that is not a JSON object')
+    named = _checked_digests("deps", deps.items())
+    for path, entry in outputs.items():
+        if not isinstance(entry, dict) or "sha256" not in entry:
+            raise _Malformed(f'has the output {_shown(path)} without a "sha256"')
+        named += _checked_digests("outputs", [(path, entry["sha256"])])
+    return named
+
+
+def _checked_digests(where: str, pairs: Iterable[tuple[str, object]]) -> list[str]:
+    digests = []
+    for key, value in pairs:
+        if not is_object_digest(value):
+            raise _Malformed(f"names {_shown(value)} for {where} {_shown(key)}, which is not an "
+                             "object digest (64 lowercase hex digits, then .dir for a "
+                             "directory)")
+        digests.append(str(value))
+    return digests
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``value`` for a message: quoted, escaped (no control characters reach the terminal)
+    and cut to ``limit`` characters."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass
@@ -498,6 +575,8 @@ class TransferListener(Protocol):
 
 
 def _add(a: TransferStats, b: TransferStats) -> TransferStats:
+    from gha_mlops.data.transfer import TransferStats
+
     return TransferStats(a.objects + b.objects, a.bytes + b.bytes, a.requests + b.requests,
                          a.seconds + b.seconds, a.packs + b.packs)
 
@@ -507,6 +586,7 @@ def push(ws: Workspace, datasets: Iterable[Dataset], remote: Remote, *, jobs: in
     """Upload every object of ``datasets`` that the remote lacks (packed when small), one
     dataset after the other; an object two datasets share is sent once."""
     from gha_mlops.data import transfer
+    from gha_mlops.data.transfer import TransferStats
 
     datasets = list(datasets)
     ws.open_state()  # the remote's pack index is kept there
@@ -539,6 +619,8 @@ def fetch(ws: Workspace, datasets: Iterable[Dataset], remote: Remote | None, *,
           jobs: int = 16, listener: TransferListener | None = None) -> TransferStats:
     """Bring every object of ``datasets`` into the local cache: from the remote, or for a
     single-file dataset with a pinned ``source:`` URL, from that URL. Verified on arrival."""
+    from gha_mlops.data.transfer import TransferStats
+
     ws.open_state()
     total = TransferStats()
     with contextlib.closing(_LazyStore(ws, remote)) as store:
@@ -571,6 +653,7 @@ class _LazyStore:
 def _fetch_one(ws: Workspace, ds: Dataset, store: _LazyStore, jobs: int,
                listener: TransferListener | None) -> TransferStats:
     from gha_mlops.data import transfer
+    from gha_mlops.data.transfer import TransferStats
 
     objects = objects_of(ws, ds)
     if objects is not None and not ws.cache.absent(objects):
