@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -89,6 +88,7 @@ def _plain_params(value: Any, loc: Loc, bad: list[tuple[Loc, str]]) -> Any:
 
 def _params_hint(params_file: str, params: Mapping[str, Any], key: str) -> str:
     """A did-you-mean for the first part of ``key`` that is missing, and what exists there."""
+    import difflib  # only on an error: a valid load never needs it
     node: Any = params
     parts = key.split(".")
     found: list[str] = []

@@ -3,7 +3,6 @@ what was expected and an example of the expected form."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -100,6 +99,8 @@ def form_hint(loc: Loc) -> str | None:
 def schema_problems(problems: Problems, errors: Sequence[Mapping[str, Any]],
                        raw: Any) -> None:
     """Turn pydantic's errors into problems worded for someone editing the YAML."""
+    import difflib  # only when the config is wrong: a valid load never needs it
+
     # A missing key and an unknown key that is a typo of it are one mistake: report the typo.
     # Compared within one mapping only: 20,000 stages with a typo each are 20,000 lookups,
     # not 20,000 squared.
@@ -166,6 +167,8 @@ def schema_problems(problems: Problems, errors: Sequence[Mapping[str, Any]],
 
 
 def _unknown_key_hint(loc: Loc, raw: Any) -> str:
+    import difflib
+
     parent = loc[:-1]
     allowed = _allowed_keys(parent)
     key = str(loc[-1])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import hashlib
 import json
 import os
@@ -356,6 +355,8 @@ def _normalize_gates(problems: Problems, gates: Mapping[str, Any],
     any gate), and a ``FILE:KEY`` name whose file looks like a path must be a metrics file
     that a stage declares. Whether the metric is in the file is checked on every load, by
     :func:`gha_mlops.config._gates.check_gate_metrics`."""
+    import difflib  # only for did-you-mean hints: a load from the validated cache skips it
+
     from gha_mlops.config.schema import GATE_RULES
 
     if not gates:

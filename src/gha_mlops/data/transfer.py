@@ -20,13 +20,10 @@ import contextlib
 import fcntl
 import functools
 import hashlib
-import http.client
 import os
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -606,6 +603,12 @@ def fetch_url(url: str, sha256: str, cache: ContentCache, *, dest_tmp: Path | No
 def _http_download(url: str, partial: Path, offset: int, timeout: float, tally: _Tally) -> None:
     """One GET of ``url`` from ``offset`` on, appended to ``partial``; raises :class:`_Dropped`
     for what a retry may fix and :class:`RemoteError` for what it will not."""
+    # The network stack (http.client, ssl, email, urllib: ~20 ms) only when a download runs:
+    # a no-op `gha-mlops run` imports this module's callers, and must not pay for it.
+    import http.client
+    import urllib.error
+    import urllib.request
+
     headers = {"User-Agent": "gha-mlops", "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
