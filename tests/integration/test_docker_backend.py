@@ -453,8 +453,9 @@ def test_a_runner_name_in_use_is_refused(
 
 def test_the_daemon_is_the_environments_by_default(
         dockerd: Dockerd, owner: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOCKER_HOST", dockerd.base_url)
-    backend = DockerBackend(owner, gpus=("0",))
+    # The environment the CLI read is the one used, not the process's own.
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    backend = DockerBackend(owner, gpus=("0",), environ={"DOCKER_HOST": dockerd.base_url})
     try:
         assert backend.daemon_url == dockerd.base_url
         assert backend.health() == Health(ok=True, detail=f"Docker daemon at {dockerd.base_url}",

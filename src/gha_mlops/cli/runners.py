@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,9 @@ def serve(config: Path, log_level: str, port: int | None) -> None:
     from gha_mlops.runners.service import Service
 
     setup_logging(log_level)
-    cfg = load_config(config)
-    Service.build(cfg, port=port).serve_forever()
+    environ = dict(os.environ)  # read here, once; the service reads only this mapping
+    cfg = load_config(config, environ)
+    Service.build(cfg, port=port, environ=environ).serve_forever()
 
 
 @runners.command()
@@ -50,7 +52,7 @@ def status(config: Path, as_json: bool) -> None:
     from gha_mlops.runners.policy import AVAILABLE, pool_for, wants_self_hosted
     from gha_mlops.runners.state import State
 
-    cfg = load_config(config, need_secrets=False)
+    cfg = load_config(config, dict(os.environ), need_secrets=False)
     if not cfg.state_path.exists():
         raise UsageError(f"no autoscaler state at {cfg.state_path}",
                          hint="start the service first: gha-mlops runners serve "

@@ -20,7 +20,6 @@ environment variables or files the file names.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -205,11 +204,11 @@ class RunnersConfig:
         return next((p for p in self.pools if p.name == name), None)
 
 
-def load_config(path: Path, env: Mapping[str, str] | None = None, *,
+def load_config(path: Path, env: Mapping[str, str], *,
                 need_secrets: bool = True) -> RunnersConfig:
-    """Read and check ``runners.yaml``; secrets are read from the environment (``env``) or
-    the files named. ``need_secrets=False`` (``runners status``) does not require them."""
-    env = os.environ if env is None else env
+    """Read and check ``runners.yaml``; secrets are read from ``env`` (the environment the
+    CLI read; tests pass a mapping of their own) or the files named.
+    ``need_secrets=False`` (``runners status``) does not require them."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:

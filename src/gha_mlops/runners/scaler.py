@@ -19,7 +19,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -52,10 +52,15 @@ PRUNE_EVERY = 3600.0
 FINISHED_CHECK = 1.0  # seconds between machine listings while a finished runner's machine lingers
 
 
-def failpoint(name: str) -> None:
-    """Crash here with SIGKILL when ``$GHA_MLOPS_FAILPOINTS`` names this point (for the
-    crash tests: "killed between container started and state written")."""
-    if name in os.environ.get(FAILPOINTS_ENV, "").split(","):
+def armed_failpoints(environ: Mapping[str, str]) -> frozenset[str]:
+    """The failpoints ``$GHA_MLOPS_FAILPOINTS`` (comma-separated) arms in ``environ``."""
+    return frozenset(name for name in environ.get(FAILPOINTS_ENV, "").split(",") if name)
+
+
+def failpoint(name: str, armed: Collection[str]) -> None:
+    """Crash here with SIGKILL when ``armed`` names this point (for the crash tests:
+    "killed between container started and state written")."""
+    if name in armed:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -69,8 +74,10 @@ class _Backoff:
 class Scaler:
     def __init__(self, config: RunnersConfig, state: State, github: RunnersPort,
                  backends: Mapping[str, RunnerBackend], *, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.time, launch_workers: int = 8) -> None:
+                 clock: Callable[[], float] = time.time, launch_workers: int = 8,
+                 failpoints: Collection[str] = ()) -> None:
         self.config = config
+        self.failpoints = frozenset(failpoints)  # see armed_failpoints
         self.state = state
         self.github = github
         self.backends = dict(backends)
@@ -534,7 +541,7 @@ class Scaler:
             self._launch_failed(pool, name, jit.runner_id, err.message, "backend",
                                 retryable=err.retryable)
             return
-        failpoint("after-launch")
+        failpoint("after-launch", self.failpoints)
         self.state.set_runner(name, BOOTING, machine_id=machine.id, only_from=(LAUNCHING,))
         self._backoff.pop(pool.name, None)
         self.metrics.launch_seconds.labels(pool.name).observe(self.clock() - started)

@@ -17,7 +17,7 @@ from gha_mlops.runners.backends.base import RunnerBackend
 from gha_mlops.runners.config import RunnersConfig
 from gha_mlops.runners.intake import Intake, IntakeServer
 from gha_mlops.runners.observe import Metrics, log
-from gha_mlops.runners.scaler import Scaler
+from gha_mlops.runners.scaler import Scaler, armed_failpoints
 from gha_mlops.runners.state import State
 
 BATCH = 500  # webhooks applied in one state transaction at most
@@ -32,7 +32,10 @@ def connect_github(config: RunnersConfig) -> RunnersPort:
                            installation_id=a.installation_id, base_url=config.api_url)
 
 
-def make_backends(config: RunnersConfig) -> dict[str, RunnerBackend]:
+def make_backends(config: RunnersConfig,
+                  environ: Mapping[str, str] | None = None) -> dict[str, RunnerBackend]:
+    """The backends ``config``'s pools use; ``environ`` (the environment the CLI read) finds
+    the Docker daemon when the file names none."""
     backends: dict[str, RunnerBackend] = {}
     if any(p.backend == "docker" for p in config.pools):
         from gha_mlops.runners.backends.docker import DockerBackend
@@ -40,7 +43,7 @@ def make_backends(config: RunnersConfig) -> dict[str, RunnerBackend]:
         d = config.docker
         backends["docker"] = DockerBackend(config.id, base_url=d.host, gpus=tuple(d.gpus),
                                            network=d.network, extra_env=d.env,
-                                           gpu_driver=d.gpu_driver)
+                                           gpu_driver=d.gpu_driver, environ=environ)
     return backends
 
 
@@ -57,14 +60,18 @@ class Service:
     @classmethod
     def build(cls, config: RunnersConfig, *, github: RunnersPort | None = None,
               backends: Mapping[str, RunnerBackend] | None = None,
-              port: int | None = None, state: State | None = None) -> Service:
+              port: int | None = None, state: State | None = None,
+              environ: Mapping[str, str] | None = None) -> Service:
         """Wire the service; ``github``, ``backends`` and ``state`` default to the real ones
-        the configuration names (tests pass fakes of their own)."""
+        the configuration names (tests pass fakes of their own). ``environ`` is the
+        environment the CLI read (the Docker daemon's variables, ``$GHA_MLOPS_FAILPOINTS``);
+        nothing here reads the process's own."""
+        environ = environ or {}
         state = state if state is not None else State(config.state_path)
         metrics = Metrics()
         scaler = Scaler(config, state, github or connect_github(config),
-                        backends if backends is not None else make_backends(config),
-                        metrics=metrics)
+                        backends if backends is not None else make_backends(config, environ),
+                        metrics=metrics, failpoints=armed_failpoints(environ))
         intake = Intake(secret=config.webhook_secret, path=config.webhook_path,
                         max_body=config.max_body, first_delivery=state.claim_delivery,
                         forget_delivery=state.release_deliveries, metrics=metrics)

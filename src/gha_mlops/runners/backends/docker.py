@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import builtins
 import math
-import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -101,15 +100,17 @@ def _machine(summary: Mapping[str, Any]) -> Machine:
 
 
 class DockerBackend:
-    """Runners as containers on the Docker daemon at ``base_url`` (``None``: the environment's,
-    ``$DOCKER_HOST`` or the local socket)."""
+    """Runners as containers on the Docker daemon at ``base_url`` (``None``: the one
+    ``environ`` names, as the ``docker`` CLI finds it: ``$DOCKER_HOST``, ``$DOCKER_TLS_VERIFY``,
+    ``$DOCKER_CERT_PATH``, ``$DOCKER_CONTEXT``; ``environ`` empty or ``None``: the local
+    socket). The process's own environment is never read here: the CLI passes it in."""
 
     name = "docker"
 
     def __init__(self, owner: str, *, base_url: str | None = None, gpus: Sequence[str] = (),
                  network: str = "bridge", extra_env: Mapping[str, str] | None = None,
                  gpu_driver: str = "nvidia", stop_timeout: float = 10,
-                 timeout: float = 60) -> None:
+                 timeout: float = 60, environ: Mapping[str, str] | None = None) -> None:
         _require_sdk()
         bad = [gpu for gpu in gpus if not gpu or "," in gpu or gpu.strip() != gpu]
         if bad or len(set(gpus)) != len(gpus):
@@ -118,7 +119,8 @@ class DockerBackend:
                               hint="list each GPU once, by index or UUID (nvidia-smi -L)")
         self.owner = owner
         self.base_url = base_url
-        self.daemon_url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+        self.environ = dict(environ or {})
+        self.daemon_url = base_url or self.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
         self.gpus = tuple(gpus)
         self.network = network
         self.extra_env = dict(extra_env or {})
@@ -270,11 +272,14 @@ class DockerBackend:
                 import docker
 
                 try:
-                    if self.base_url is None:
-                        client = docker.from_env(timeout=int(self.timeout))
+                    # The SDK reads os.environ when handed an empty environment: without
+                    # one, the daemon is named (the local socket) rather than looked up.
+                    if self.base_url is None and self.environ:
+                        client = docker.from_env(timeout=int(self.timeout),
+                                                 environment=self.environ)
                         self._api_client = client.api
                     else:
-                        self._api_client = docker.APIClient(base_url=self.base_url,
+                        self._api_client = docker.APIClient(base_url=self.daemon_url,
                                                             timeout=int(self.timeout))
                 except docker.errors.DockerException as err:
                     raise self._unreachable("connecting", err) from err
