@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.test_data_cli import gha
 
 STAGES = """\
 stages:
@@ -16,12 +17,6 @@ stages:
     deps: [data:images]
     outs: [count.txt]
 """
-
-
-def gha(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "CI")}
-    return subprocess.run([sys.executable, "-m", "gha_mlops", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, check=False, timeout=300)
 
 
 def git(cwd: Path, *args: str) -> str:
