@@ -191,14 +191,19 @@ def test_help_is_fast_and_imports_nothing_heavy(ws: Path) -> None:
     subprocess.run([CLI[0], "-c", code], check=True, timeout=60)
 
 
-def test_image_plots_a_stage_declares_are_in_the_report(tmp_path: Path) -> None:
-    root = tmp_path / "img"
+def image_plot_workspace(root: Path) -> Path:
+    """``root``: the pipeline with a declared image plot whose bytes end in the accuracy."""
     root.mkdir()
     (root / "mlops.yaml").write_text(PIPELINE.replace(
         "plots: [plots/history.csv]", "plots: [plots/history.csv, plots/fig.png]"))
     (root / "params.yaml").write_text("train:\n  acc: 0.95\n  nan: false\n  broken: false\n")
     (root / "train.py").write_text(TRAIN + '\npathlib.Path("plots/fig.png").write_bytes('
                                    'b"\\x89PNG\\r\\n\\x1a\\n" + str(acc).encode())\n')
+    return root
+
+
+def test_image_plots_a_stage_declares_are_in_the_report(tmp_path: Path) -> None:
+    root = image_plot_workspace(tmp_path / "img")
     _ok(_cli(root, "run"))
     champion = tmp_path / "champion"  # the baseline as a downloaded artifact keeps its files
     shutil.copytree(root, champion)

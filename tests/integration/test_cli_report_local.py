@@ -7,17 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.integration.test_cli_report import PIPELINE, TRAIN, _cli, _ok
+from tests.integration.test_cli_report import _cli, _ok, image_plot_workspace
 
 
 def _workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "local"
-    root.mkdir()
-    (root / "mlops.yaml").write_text(PIPELINE.replace(
-        "plots: [plots/history.csv]", "plots: [plots/history.csv, plots/fig.png]"))
-    (root / "params.yaml").write_text("train:\n  acc: 0.95\n  nan: false\n  broken: false\n")
-    (root / "train.py").write_text(TRAIN + '\npathlib.Path("plots/fig.png").write_bytes('
-                                   'b"\\x89PNG\\r\\n\\x1a\\n" + str(acc).encode())\n')
+    root = image_plot_workspace(tmp_path / "local")
     _ok(_cli(root, "run"))  # the baseline
     _ok(_cli(root, "run", "--set", "train.acc=0.96"))  # the head, over the same files
     return root
