@@ -196,7 +196,7 @@ def bench_dvc(endpoint: str, data: Path, times: dict[str, list[float]]) -> None:
 
 def bench_hashing(runs: int) -> tuple[float, float]:
     """(gha-mlops MB/s, sha256sum MB/s) on one 1 GB file, page cache warm."""
-    from gha_mlops.pipeline.hashing import sha256_file
+    from gha_mlops.store.hashing import sha256_file
 
     big = WORK / "hash-1GB.bin"
     if not big.exists() or big.stat().st_size != 1 << 30:

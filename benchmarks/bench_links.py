@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gha_mlops.pipeline.cache import ContentCache
+from gha_mlops.store.objects import ContentCache
 
 
 def used_mb(mnt: Path) -> float:

@@ -95,7 +95,7 @@ def test_corrupted_remote_is_rejected_and_nothing_enters_the_cache(
     assert pull.returncode != 0
     assert "sha256" in pull.stderr and "Traceback" not in pull.stderr
     cache = other / ".gha-mlops/cache/objects"
-    from gha_mlops.pipeline.hashing import sha256_file
+    from gha_mlops.store.hashing import sha256_file
 
     for obj in (p for p in cache.rglob("*") if p.is_file()) if cache.exists() else []:
         name = obj.parent.name + obj.name

@@ -29,7 +29,7 @@ from gha_mlops.data import transfer
 from gha_mlops.data.packs import object_key
 from gha_mlops.data.stores import LocalStore, S3Store, open_store
 from gha_mlops.errors import DataIntegrityError, MissingExtraError, RemoteError
-from gha_mlops.pipeline.cache import ContentCache
+from gha_mlops.store.objects import ContentCache
 
 boto3 = pytest.importorskip("boto3")
 
@@ -273,7 +273,7 @@ import sys
 from pathlib import Path
 from gha_mlops.data import transfer
 from gha_mlops.data.stores import open_store
-from gha_mlops.pipeline.cache import ContentCache
+from gha_mlops.store.objects import ContentCache
 remote, cache, index_dir, *digests = sys.argv[1:]
 transfer.fetch(open_store(remote), ContentCache(Path(cache)), digests, index_dir=Path(index_dir))
 """

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from gha_mlops.data.pointer import find_datasets, read_pointer
-from gha_mlops.data.service import Workspace, add, checkout, gc, status, verify
+from gha_mlops.data.service import Workspace, add, checkout, status, verify
 from gha_mlops.errors import ConfigError, GhaMlopsError, UsageError
-from gha_mlops.pipeline.hashing import sha256_file
+from gha_mlops.pipeline.gc import gc
+from gha_mlops.store.hashing import sha256_file
 
 
 @pytest.fixture

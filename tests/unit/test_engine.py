@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gha_mlops.errors import StageFailedError, UsageError
-from gha_mlops.pipeline.cache import ContentCache
-from gha_mlops.pipeline.hashing import sha256_file
+from gha_mlops.store.objects import ContentCache
+from gha_mlops.store.hashing import sha256_file
 from tests.conftest import Workspace
 
 
@@ -263,7 +263,7 @@ def test_secrets_from_the_environment_never_enter_a_record(workspace: Workspace)
 
 
 def test_stat_cache_avoids_rereading_unchanged_files(workspace: Workspace) -> None:
-    from gha_mlops.pipeline.hashing import Hasher, StatCache
+    from gha_mlops.store.hashing import Hasher, StatCache
 
     path = workspace.root / "data/a.txt"
     old = 1_600_000_000
@@ -285,7 +285,7 @@ def test_stat_cache_avoids_rereading_unchanged_files(workspace: Workspace) -> No
 
 def test_recently_modified_files_are_not_trusted_to_the_stat_cache(
         workspace: Workspace) -> None:
-    from gha_mlops.pipeline.hashing import Hasher, StatCache
+    from gha_mlops.store.hashing import Hasher, StatCache
 
     db = workspace.root / "stat.db"
     hasher = Hasher(workspace.root, StatCache(db))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gha_mlops.pipeline import _links
-from gha_mlops.pipeline.cache import SMALL_OBJECT, ContentCache
+from gha_mlops.store import links as _links
+from gha_mlops.store.objects import SMALL_OBJECT, ContentCache
 
 BIG = SMALL_OBJECT + 12345  # large files take the link/clone path
 
@@ -69,7 +69,7 @@ def test_hardlink_mode_shares_the_file_and_keeps_it_read_only(tmp_path: Path) ->
 
 
 def test_hardlink_mode_rejects_bytes_that_do_not_match(tmp_path: Path) -> None:
-    from gha_mlops.pipeline.cache import ObjectMismatch
+    from gha_mlops.store.objects import ObjectMismatch
 
     cache = ContentCache(tmp_path / "cache", link="hardlink")
     _big(tmp_path / "a.bin")

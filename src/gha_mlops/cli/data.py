@@ -169,7 +169,8 @@ def checkout_cmd(names: tuple[str, ...], workspace: Path, to: Path | None, link:
               help="Keep what run records of this many recent days name.")
 def gc_cmd(workspace: Path, dry_run: bool, keep_days: float) -> None:
     """Remove cache objects no dataset pointer, run-cache entry or recent run names."""
-    from gha_mlops.data.service import Workspace, gc
+    from gha_mlops.data.service import Workspace
+    from gha_mlops.pipeline.gc import gc
     from gha_mlops.pipeline.lock import WorkspaceLock
 
     ws = Workspace(workspace)

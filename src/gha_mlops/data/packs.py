@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gha_mlops._fs import canonical_json_bytes, temp_file
-from gha_mlops.pipeline.hashing import is_object_digest, is_sha256
+from gha_mlops.store.hashing import is_object_digest, is_sha256
 
 __all__ = [
     "FORMAT",

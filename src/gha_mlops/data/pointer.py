@@ -24,7 +24,7 @@ from typing import Any
 
 from gha_mlops._fs import atomic_write_text
 from gha_mlops.errors import ConfigError
-from gha_mlops.pipeline.hashing import is_object_digest, relpath_problem
+from gha_mlops.store.hashing import is_object_digest, relpath_problem
 
 POINTER_SUFFIX = ".lock.yaml"
 # \Z, not $: "$" also matches before a trailing newline.

@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,8 +22,7 @@ from gha_mlops.config._remotes import remote_url_problem
 from gha_mlops.config.model import Remote
 from gha_mlops.data.pointer import NAME, Dataset, find_datasets, pointer_for, write_pointer
 from gha_mlops.errors import GhaMlopsError, RemoteError, UsageError
-from gha_mlops.pipeline.cache import ContentCache, ManifestError, Tree, remove_path
-from gha_mlops.pipeline.hashing import (
+from gha_mlops.store.hashing import (
     Hasher,
     StatCache,
     is_object_digest,
@@ -32,6 +31,7 @@ from gha_mlops.pipeline.hashing import (
     tree_manifest_bytes,
     walk_files,
 )
+from gha_mlops.store.objects import ContentCache, ManifestError, Tree
 
 if TYPE_CHECKING:
     # Only for annotations: a no-op `gha-mlops run` imports this module (to name the remote
@@ -299,7 +299,7 @@ def verify(ws: Workspace, datasets: Iterable[Dataset]) -> list[VerifyProblem]:
     """Re-hash (no stat cache) every cached object and workspace file of the datasets."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from gha_mlops.pipeline.hashing import sha256_file
+    from gha_mlops.store.hashing import sha256_file
 
     problems: list[VerifyProblem] = []
     for ds in datasets:
@@ -330,7 +330,7 @@ def checkout(ws: Workspace, ds: Dataset, *, to: Path | None = None) -> Path:
     ``to`` the user named outside the workspace, when it leaves ``to``. A symlink inside
     the existing tree where the dataset has a folder is refused too. A malformed manifest
     raises :class:`ManifestError` before anything is written."""
-    from gha_mlops.pipeline.cache import CacheMiss
+    from gha_mlops.store.objects import CacheMiss
 
     inside, dest = _destination(ws, ds, to)
     ws.open_state()
@@ -367,151 +367,11 @@ def _destination(ws: Workspace, ds: Dataset, to: Path | None) -> tuple[Path, Pat
     return full, full / name
 
 
-def referenced_objects(ws: Workspace, *, keep_days: float = 30.0) -> set[str]:
-    """Objects that gc must keep: every dataset pointer's, every run-cache entry's outputs,
-    and everything a run record of the last ``keep_days`` names.
-
-    A run-cache entry or a recent run record that cannot be read, is not JSON, or lacks the
-    form gha-mlops writes (objects where gc looks, digests of 64 lowercase hex digits with an
-    optional ``.dir``) raises :class:`UsageError` naming the file: skipped, it would let gc
-    delete the objects it names. Nothing is deleted before every one has been read."""
-    keep: set[str] = set()
-
-    def add_digest(digest: str) -> None:
-        keep.add(digest)
-        if is_tree(digest):
-            try:
-                tree = ws.cache.tree_if_known(digest)
-            except ManifestError:
-                return  # a malformed manifest holds nothing gc can vouch for; keep it alone
-            if tree is not None:
-                keep.update(tree.digests())
-
-    for ds in ws.datasets().values():
-        if is_object_digest(ds.version):  # pointers are validated as they are read
-            add_digest(ds.version)
-    for entry in sorted(ws.cache.runs.glob("*/*.json")):
-        for digest in _gc_digests(entry, "run-cache entry", _entry_digests, _ENTRY_HINT):
-            add_digest(digest)
-    horizon = time.time() - keep_days * 86400
-    for record_path in sorted((ws.state / "runs").glob("*.json")):
-        if record_path.name == "index.json" or record_path.stat().st_mtime < horizon:
-            continue
-        for digest in _gc_digests(record_path, "run record", _record_digests,
-                                  _RECORD_HINT):
-            add_digest(digest)
-    return keep
-
-
-_RECORD_HINT = ("move it out of .gha-mlops/runs/ or delete it, then run `gha-mlops data gc` "
-                "again; nothing was deleted")
-_ENTRY_HINT = ("delete it (the stage it remembers then runs again instead of coming from the "
-               "cache), then run `gha-mlops data gc` again; nothing was deleted")
-
-
-class _Malformed(Exception):
-    """What is wrong with a run record or run-cache entry that gc must read."""
-
-
-def _gc_digests(path: Path, what: str, digests_of: Callable[[object], list[str]],
-                hint: str) -> list[str]:
-    """The object digests that the JSON file ``path`` (a ``what``) names, by
-    ``digests_of(document)``; an unreadable or malformed file raises :class:`UsageError`
-    naming it."""
-    try:
-        return digests_of(json.loads(path.read_bytes()))
-    except OSError as err:
-        problem = f"cannot be read ({err.strerror or type(err).__name__})"
-    except ValueError as err:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
-        problem = f"is not valid JSON ({err})"
-    except _Malformed as err:
-        problem = str(err)
-    raise UsageError(f"this {what} {problem}, so data gc cannot tell which cache objects it "
-                     "names", hint=hint, file=path)
-
-
-def _entry_digests(doc: object) -> list[str]:
-    """The outputs of a run-cache entry: ``{"outs": {path: digest}, ...}``."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("outs"), dict):
-        raise _Malformed('is not a JSON object with an "outs" object')
-    return _checked_digests("outs", doc["outs"].items())
-
-
-def _record_digests(doc: object) -> list[str]:
-    """What a run record names: its ``deps`` (``{dep: digest}``) and its ``outputs``
-    (``{path: {"sha256": digest, ...}}``); either may be absent or null."""
-    from gha_mlops.pipeline.records import RECORD_SCHEMA
-
-    if not isinstance(doc, dict):
-        raise _Malformed("is not a JSON object")
-    schema = doc.get("schema", RECORD_SCHEMA)
-    if schema != RECORD_SCHEMA:
-        raise _Malformed(f"has the schema {_shown(schema)}, not {RECORD_SCHEMA} (a record "
-                         "of another version of gha-mlops?)")
-    deps = {} if doc.get("deps") is None else doc["deps"]
-    outputs = {} if doc.get("outputs") is None else doc["outputs"]
-    if not isinstance(deps, dict) or not isinstance(outputs, dict):
-        raise _Malformed('has "deps" or "outputs" that is not a JSON object')
-    named = _checked_digests("deps", deps.items())
-    for path, entry in outputs.items():
-        if not isinstance(entry, dict) or "sha256" not in entry:
-            raise _Malformed(f'has the output {_shown(path)} without a "sha256"')
-        named += _checked_digests("outputs", [(path, entry["sha256"])])
-    return named
-
-
-def _checked_digests(where: str, pairs: Iterable[tuple[str, object]]) -> list[str]:
-    digests = []
-    for key, value in pairs:
-        if not is_object_digest(value):
-            raise _Malformed(f"names {_shown(value)} for {where} {_shown(key)}, which is not an "
-                             "object digest (64 lowercase hex digits, then .dir for a "
-                             "directory)")
-        digests.append(str(value))
-    return digests
-
-
-def _shown(value: object, limit: int = 80) -> str:
-    """``value`` for a message: quoted, escaped (no control characters reach the terminal)
-    and cut to ``limit`` characters."""
-    text = ascii(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-@dataclass
-class GcResult:
-    removed: int
-    freed: int
-    kept: int
-
-
-def gc(ws: Workspace, *, dry_run: bool = False, keep_days: float = 30.0) -> GcResult:
-    """Remove cache objects nothing references (see :func:`referenced_objects`)."""
-    ws.open_state()
-    keep = referenced_objects(ws, keep_days=keep_days)
-    removed = freed = kept = 0
-    if not ws.cache.objects.exists():
-        return GcResult(0, 0, 0)
-    stale = time.time() - 86400
-    for sub in ws.cache.objects.iterdir():
-        if sub.is_symlink() or not sub.is_dir():
-            continue  # not a fan-out folder gha-mlops made: never remove through it
-        for obj in sub.iterdir():
-            if obj.name.startswith("."):
-                # A temp file of a writer in flight (fetches do not take the workspace
-                # lock); only day-old leftovers of a crash are removed.
-                if obj.stat().st_mtime < stale and not dry_run:
-                    remove_path(obj)
-                continue
-            digest = sub.name + obj.name
-            if digest in keep:
-                kept += 1
-                continue
-            removed += 1
-            freed += obj.stat().st_size
-            if not dry_run:
-                remove_path(obj)
-    return GcResult(removed, freed, kept)
+def dataset_roots(ws: Workspace) -> list[str]:
+    """The object digests that the workspace's dataset pointers name: roots that garbage
+    collection keeps (with the objects of every tree among them)."""
+    # Pointers are validated as they are read; the check keeps a root a digest.
+    return [ds.version for ds in ws.datasets().values() if is_object_digest(ds.version)]
 
 
 # --------------------------------------------------------------------------- remotes

@@ -53,8 +53,8 @@ from gha_mlops.data.packs import (
 )
 from gha_mlops.data.ports import ObjectStore, TransientStoreError
 from gha_mlops.errors import DataIntegrityError, GhaMlopsError, RemoteError
-from gha_mlops.pipeline.cache import MAX_MANIFEST_BYTES, ContentCache, ManifestError, ObjectMismatch
-from gha_mlops.pipeline.hashing import CHUNK, TREE_SUFFIX, is_object_digest, is_tree
+from gha_mlops.store.hashing import CHUNK, TREE_SUFFIX, is_object_digest, is_tree
+from gha_mlops.store.objects import MAX_MANIFEST_BYTES, ContentCache, ManifestError, ObjectMismatch
 
 __all__ = [
     "Progress",

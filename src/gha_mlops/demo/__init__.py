@@ -54,7 +54,7 @@ def seed_remote(project: Path) -> bool:
 
     from gha_mlops.data import transfer
     from gha_mlops.data.service import Workspace, open_remote, resolve_remote
-    from gha_mlops.pipeline.cache import ContentCache
+    from gha_mlops.store.objects import ContentCache
 
     ws = Workspace(project)
     dataset = ws.datasets().get(DATASET)

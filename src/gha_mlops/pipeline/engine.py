@@ -36,14 +36,12 @@ from gha_mlops.errors import (
     UnsafePathError,
     UsageError,
 )
-from gha_mlops.pipeline.cache import CacheMiss, ContentCache, remove_path
 from gha_mlops.pipeline.environment import (
     git_info,
     installed_packages,
     recorded_variables,
     system_info,
 )
-from gha_mlops.pipeline.hashing import Hasher, StatCache, is_tree, sha256_file
 from gha_mlops.pipeline.lock import WorkspaceLock
 from gha_mlops.pipeline.records import (
     RECORD_SCHEMA,
@@ -52,8 +50,11 @@ from gha_mlops.pipeline.records import (
     iso_time,
     new_run_id,
 )
+from gha_mlops.pipeline.runcache import RunCache
 from gha_mlops.pipeline.secrets import scrub, secret_values
 from gha_mlops.pipeline.signature import stage_signature
+from gha_mlops.store.hashing import Hasher, StatCache, is_tree, sha256_file
+from gha_mlops.store.objects import CacheMiss, ContentCache, remove_path
 
 if TYPE_CHECKING:
     from gha_mlops.data.pointer import Dataset
@@ -203,6 +204,7 @@ class _Engine:
         self.root = pipeline.root
         self.state = self.root / STATE_DIR
         self.cache = ContentCache(self.state / "cache")
+        self.runcache = RunCache(self.cache)
         self.stat_cache = StatCache(self.state / "tmp" / "stat.db")
         self.hasher = Hasher(self.root, self.stat_cache)
         self.store = RunStore(self.state / "runs")
@@ -439,7 +441,7 @@ class _Engine:
             determinism=self.p.determinism)
 
         if not self.o.force:
-            entry = self.cache.lookup_run(res.signature)
+            entry = self.runcache.lookup(res.signature)
             if entry is not None:
                 res.outs = dict(entry["outs"])
                 res.metrics = entry.get("metrics") or {}
@@ -483,7 +485,7 @@ class _Engine:
         res.status = "ran"
         # Journaled before the run cache names this run as the outputs' producer.
         self._journal(res)
-        self.cache.save_run(res.signature, res.outs, {
+        self.runcache.save(res.signature, res.outs, {
             "stage": stage.name, "run_id": self.run_id, "metrics": res.metrics,
             "runtime": res.runtime})
 

@@ -28,10 +28,10 @@ from gha_mlops.errors import (
     UsageError,
 )
 from gha_mlops.git import GitError, is_ignored, ls_files, worktree_add, worktree_remove
-from gha_mlops.pipeline.cache import ContentCache
 from gha_mlops.pipeline.engine import Reporter, RunOptions, RunResult, run_pipeline
 from gha_mlops.pipeline.environment import installed_packages, system_info
-from gha_mlops.pipeline.hashing import Hasher, StatCache, is_tree
+from gha_mlops.store.hashing import Hasher, StatCache, is_tree
+from gha_mlops.store.objects import ContentCache
 from gha_mlops.train._portable import DISPATCH_VARS, normalize_machine, portable_pins
 
 # Packages whose version cannot change a model: tooling around the run, not in it.

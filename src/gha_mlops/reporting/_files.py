@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from gha_mlops.config import STATE_DIR
-from gha_mlops.pipeline.hashing import is_sha256, sha256_file
+from gha_mlops.store.hashing import is_sha256, sha256_file
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from urllib.parse import quote
 
 from gha_mlops.errors import UsageError
 from gha_mlops.gha.safe import html_text
-from gha_mlops.pipeline.hashing import sha256_file
 
 # Re-exported: these helpers lived here first (the explicit ``as`` keeps them public).
 from gha_mlops.reporting._markdown import format_duration as format_duration
@@ -37,6 +36,7 @@ from gha_mlops.reporting._markdown import markdown_table as markdown_table
 from gha_mlops.reporting._markdown import md_code as md_code
 from gha_mlops.reporting._markdown import md_text as md_text
 from gha_mlops.reporting._markdown import table_lines
+from gha_mlops.store.hashing import sha256_file
 
 STEP_SUMMARY_LIMIT = 1024 * 1024
 """GitHub's limit on one step's summary, in bytes; a larger one is not shown at all."""

@@ -1,8 +1,8 @@
 """The content-addressed cache under ``.gha-mlops/cache``.
 
 ``objects/ab/cdef...`` holds file contents by sha256 (tree manifests are objects too, named by
-their ``.dir`` hash); ``runs/ab/<signature>.json`` maps a stage signature to the hashes of the
-outputs it produced, so returning to an earlier signature restores instead of re-running.
+their ``.dir`` hash). The run cache beside it (``runs/``) belongs to the pipeline
+(:mod:`gha_mlops.pipeline.runcache`).
 
 Every write is a temp file plus a rename, and an object is only ever renamed into place after
 its bytes were hashed on the way in, so a reader never sees a partial or mislabelled object.
@@ -17,15 +17,13 @@ import itertools
 import json
 import os
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
-from gha_mlops._fs import atomic_write_json, resolve_inside, temp_dir, temp_file
+from gha_mlops._fs import resolve_inside, temp_dir, temp_file
 from gha_mlops.errors import DataIntegrityError, UnsafePathError
-from gha_mlops.pipeline._links import LINK_MODES, clone_into, place
-from gha_mlops.pipeline.hashing import (
+from gha_mlops.store.hashing import (
     CHUNK,
     TREE_SUFFIX,
     Hasher,
@@ -36,6 +34,7 @@ from gha_mlops.pipeline.hashing import (
     sha256_file,
     walk_files,
 )
+from gha_mlops.store.links import LINK_MODES, clone_into, place
 
 # Files below this size are read whole into memory when cached.
 SMALL_OBJECT = 1 << 20
@@ -226,7 +225,7 @@ class ObjectMismatch(Exception):
 
 class ContentCache:
     """``link`` says how large files move between the cache and the workspace (see
-    :mod:`gha_mlops.pipeline._links`): ``auto`` (reflink where possible, else copy), ``copy``
+    :mod:`gha_mlops.store.links`): ``auto`` (reflink where possible, else copy), ``copy``
     or ``hardlink``."""
 
     def __init__(self, root: Path, *, link: str = "auto") -> None:
@@ -235,7 +234,6 @@ class ContentCache:
         self.link = link
         self.root = root
         self.objects = root / "objects"
-        self.runs = root / "runs"
         self.tmp = root / "tmp"
         self._dirs: set[Path | str] = set()
         self._objects = str(self.objects)
@@ -563,30 +561,6 @@ class ContentCache:
     def tree_files(self, digest: str) -> dict[str, str]:
         """``{relative path: sha256}`` of a cached tree (validated, see :meth:`tree`)."""
         return self.tree(digest).files()
-
-    # ----------------------------------------------------------------- run cache
-
-    def run_entry_path(self, signature: str) -> Path:
-        return self.runs / signature[:2] / f"{signature}.json"
-
-    def lookup_run(self, signature: str) -> dict[str, Any] | None:
-        """The outputs recorded for ``signature``, if every one of them is still cached."""
-        try:
-            entry: dict[str, Any] = json.loads(self.run_entry_path(signature).read_bytes())
-        except (OSError, ValueError):
-            return None
-        outs = entry.get("outs")
-        if not isinstance(outs, dict) or not all(is_object_digest(d) for d in outs.values()):
-            return None  # a damaged entry: the stage runs again
-        try:
-            if not all(self.has(d) for d in outs.values()):
-                return None
-        except ManifestError:
-            return None  # an output whose manifest is damaged cannot be restored: re-run
-        return entry
-
-    def save_run(self, signature: str, outs: Mapping[str, str], extra: Mapping[str, Any]) -> None:
-        atomic_write_json(self.run_entry_path(signature), {"outs": dict(outs), **extra})
 
 
 def _size_mismatch(tree: Tree, entry: TreeEntry, actual: int) -> ManifestError:
