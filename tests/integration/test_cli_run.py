@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gha_mlops.pipeline.lock import WorkspaceLock
+from gha_mlops.store.lock import WorkspaceLock
 from tests.conftest import CLI, Workspace
 
 SLOW_STAGE = """\

@@ -57,7 +57,7 @@ def add_cmd(path: Path, name: str | None, source: str | None, workspace: Path,
             link: str) -> None:
     """Hash PATH (a file or directory), cache it and write PATH.lock.yaml to commit."""
     from gha_mlops.data.service import Workspace, add
-    from gha_mlops.pipeline.lock import WorkspaceLock
+    from gha_mlops.store.lock import WorkspaceLock
 
     ws = Workspace(workspace, link=link)
     with WorkspaceLock(ws.open_state(), wait=60, what="data add"):
@@ -171,7 +171,7 @@ def gc_cmd(workspace: Path, dry_run: bool, keep_days: float) -> None:
     """Remove cache objects no dataset pointer, run-cache entry or recent run names."""
     from gha_mlops.data.service import Workspace
     from gha_mlops.pipeline.gc import gc
-    from gha_mlops.pipeline.lock import WorkspaceLock
+    from gha_mlops.store.lock import WorkspaceLock
 
     ws = Workspace(workspace)
     with WorkspaceLock(ws.open_state(), wait=60, what="data gc"):
@@ -254,7 +254,7 @@ def pull_cmd(names: tuple[str, ...], workspace: Path, remote: str | None, jobs: 
              to: Path | None, link: str) -> None:
     """Fetch datasets and put their pinned version in place (or under --to DIR)."""
     from gha_mlops.data.service import checkout
-    from gha_mlops.pipeline.lock import WorkspaceLock
+    from gha_mlops.store.lock import WorkspaceLock
 
     ws, datasets = _fetch(names, workspace, remote, jobs, link)
     with WorkspaceLock(ws.open_state(), wait=60, what="data pull"):

@@ -12,9 +12,9 @@ from gha_mlops.config import STATE_DIR
 from gha_mlops.errors import ReproductionError
 from gha_mlops.gha import Actions
 from gha_mlops.gha.safe import log_text
-from gha_mlops.pipeline.lock import WorkspaceLock
 from gha_mlops.pipeline.records import RunStore
 from gha_mlops.pipeline.reproduce import reproduce_run
+from gha_mlops.store.lock import WorkspaceLock
 
 
 @click.command()

@@ -42,7 +42,6 @@ from gha_mlops.pipeline.environment import (
     recorded_variables,
     system_info,
 )
-from gha_mlops.pipeline.lock import WorkspaceLock
 from gha_mlops.pipeline.records import (
     RECORD_SCHEMA,
     RunStore,
@@ -54,6 +53,7 @@ from gha_mlops.pipeline.runcache import RunCache
 from gha_mlops.pipeline.secrets import scrub, secret_values
 from gha_mlops.pipeline.signature import stage_signature
 from gha_mlops.store.hashing import Hasher, StatCache, is_tree, sha256_file
+from gha_mlops.store.lock import WorkspaceLock
 from gha_mlops.store.objects import CacheMiss, ContentCache, remove_path
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@
   typed, validated tree manifest.
 - :mod:`~gha_mlops.store.links`: how bytes move between the store and a workspace (reflink,
   hard link or copy).
+- :mod:`~gha_mlops.store.lock`: the workspace lock (one writer of a workspace's state at a time).
 - :mod:`~gha_mlops.store.gc`: removal of the objects no *root* names. The roots come from the
   layers above (dataset pointers, the run cache, run records): the store knows none of them.
 
