@@ -257,16 +257,36 @@ class RunRecord:
 
     def summary(self) -> dict[str, Any]:
         """The line of ``index.json`` for this run."""
-        return {
-            "id": self.id, "status": self.status, "started_at": self.started_at,
-            "finished_at": self.finished_at, "duration_s": self.doc.get("duration_s"),
-            "git_commit": self.git.commit if self.git else None,
-            "git_dirty": self.git.dirty if self.git else None,
-            "model_sha256": self.model.sha256 if self.model else None,
-            "stages_ran": sum(1 for s in self.stages if s.status == "ran"),
-            "stages_cached": sum(1 for s in self.stages if s.came_from_cache),
-            "metrics": self.flat_metrics(), "kind": self.kind,
-        }
+        return summary_of(self.doc)
+
+
+def summary_of(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The line of ``index.json`` for the record document ``doc``: read leniently (a field of
+    the wrong type reads as absent), because the writer calls it on every run and validating
+    a whole record there would cost the no-op run its budget. ``KeyError`` without an id."""
+    def part(key: str) -> Mapping[str, Any]:
+        value = doc.get(key)
+        return value if isinstance(value, Mapping) else {}
+
+    metrics: dict[str, Any] = {}
+    for values in part("metrics").values():
+        if isinstance(values, Mapping):
+            metrics.update(values)
+    stages = [s for s in (doc.get("stages") or []) if isinstance(s, Mapping)]
+    return {
+        "id": doc["id"],
+        "status": doc.get("status"),
+        "started_at": doc.get("started_at"),
+        "finished_at": doc.get("finished_at"),
+        "duration_s": doc.get("duration_s"),
+        "git_commit": part("git").get("commit"),
+        "git_dirty": part("git").get("dirty"),
+        "model_sha256": part("model").get("sha256"),
+        "stages_ran": sum(1 for s in stages if s.get("status") == "ran"),
+        "stages_cached": sum(1 for s in stages if s.get("status") in ("cached", "restored")),
+        "metrics": metrics,
+        "kind": doc.get("kind", "run"),
+    }
 
 
 def _metrics(doc: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
