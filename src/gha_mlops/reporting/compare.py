@@ -39,7 +39,8 @@ _CSV_SUFFIXES = frozenset({".csv", ".tsv"})
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
 """Image plot files the report shows as they are."""
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
-_MAX_FILE_BYTES = 16 << 20
+"""The largest image plot a report embeds (files are read up to
+:data:`gha_mlops.runs.files.MAX_RUN_FILE_BYTES`)."""
 
 
 def default_direction(name: str) -> Direction:
@@ -210,12 +211,12 @@ class RunFiles:
 
 def read_run_files(record: Mapping[str, Any], root: Path | None) -> RunFiles:
     """The files of ``record`` under ``root`` (its workspace, or the directory a downloaded
-    record sits in), each read by the sha256 the record gives it: from the workspace's
-    content cache, else from the workspace file when its bytes are the run's (see
-    :func:`gha_mlops.reporting._files.read_recorded`), so a baseline run whose files a later
+    record sits in), each read by the sha256 the record gives it through
+    :func:`gha_mlops.runs.files.read_run_file`: from the workspace's content cache, else from
+    the workspace file when its bytes are the run's, so a baseline run whose files a later
     run of the same workspace overwrote is still shown whole. Never raises for a missing,
     changed or unparseable file: it is left out and named in ``problems``."""
-    from gha_mlops.reporting._files import read_recorded
+    from gha_mlops.runs.files import RunFileError, read_run_file
 
     if root is None:
         return RunFiles()
@@ -231,20 +232,23 @@ def read_run_files(record: Mapping[str, Any], root: Path | None) -> RunFiles:
         if kind not in ("metric", "plot") or (kind == "plot" and suffix not in _CSV_SUFFIXES
                                               and not image):
             continue
-        found = read_recorded(root, rel, digest,
-                              max_bytes=MAX_IMAGE_BYTES if image else _MAX_FILE_BYTES)
-        if found.data is None:
-            if found.problem:
-                problems.append(found.problem)
+        try:
+            data = read_run_file(root, rel, digest).data
+        except RunFileError as err:
+            if err.reason not in ("unsafe", "absent"):
+                problems.append(err.message)
             continue  # not downloaded with the record: the record's numbers are used
         if image:
-            images[rel] = found.data
+            if len(data) > MAX_IMAGE_BYTES:  # what a comment may embed, below the read limit
+                problems.append(f"{rel} is too large to read")
+            else:
+                images[rel] = data
             continue
         try:
             if kind == "metric":
-                documents[rel] = json.loads(found.data)
+                documents[rel] = json.loads(data)
             else:
-                curves[rel] = found.data.decode("utf-8-sig")
+                curves[rel] = data.decode("utf-8-sig")
         except (UnicodeDecodeError, ValueError) as err:
             problems.append(f"{rel} cannot be read: {err}")
     model_size = _model_size(record, root)
@@ -266,7 +270,7 @@ def _record_files(record: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
 
 
 def _model_size(record: Mapping[str, Any], root: Path) -> int | None:
-    from gha_mlops.reporting._files import recorded_size
+    from gha_mlops.runs.files import recorded_size
 
     model = record.get("model")
     if not isinstance(model, Mapping) or not model.get("path") or not model.get("sha256"):

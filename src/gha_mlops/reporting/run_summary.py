@@ -36,7 +36,6 @@ from gha_mlops.reporting._markdown import markdown_table as markdown_table
 from gha_mlops.reporting._markdown import md_code as md_code
 from gha_mlops.reporting._markdown import md_text as md_text
 from gha_mlops.reporting._markdown import table_lines
-from gha_mlops.store.hashing import sha256_file
 
 STEP_SUMMARY_LIMIT = 1024 * 1024
 """GitHub's limit on one step's summary, in bytes; a larger one is not shown at all."""
@@ -52,7 +51,6 @@ _MAX_CHARTS_PER_FILE = 4
 _CATEGORY_LABELS = 20  # more x values than this: a numeric axis when x is evenly spaced
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".bmp"})
 _DELIMITERS = {".csv": ",", ".tsv": "\t"}
-_MAX_PLOT_BYTES = 16 << 20
 _INLINE_GROUP = 8  # a nested group with more values than this goes to a collapsible section
 _MAX_MATRIX = 50
 _NOTE_RESERVE = 1024
@@ -353,33 +351,28 @@ def _fenced(text: str, lang: str = "") -> str:
     return f"{fence}{lang}\n{text}\n{fence}"
 
 
-def _safe_rel(rel: str) -> bool:
-    path = PurePosixPath(rel)
-    return bool(rel) and not path.is_absolute() and ".." not in path.parts
+def _run_file(workspace: Path, rel: str, digest: object) -> tuple[bytes | None, str | None]:
+    """The bytes of ``workspace/rel`` when they are this run's, else why not (``None`` for
+    a file the record gives no digest or no safe path). Only the workspace is read, not its
+    cache: the summary describes the files a run left in its workspace."""
+    from gha_mlops.runs.files import RunFileError, read_run_file
 
-
-def _run_file(workspace: Path, rel: str, digest: str | None) -> tuple[Path | None, str | None]:
-    """``workspace/rel`` when it holds this run's bytes, else why not."""
-    if not digest or not _safe_rel(rel):
+    if not digest:
         return None, None
-    path = workspace / rel
-    if not path.is_file():
-        return None, f"{rel} is not in the workspace"
-    if path.stat().st_size > _MAX_PLOT_BYTES:
-        return None, f"{rel} is too large to show ({format_size(path.stat().st_size)})"
-    if sha256_file(path) != digest:
-        return None, f"{rel} in the workspace is not this run's (its sha256 differs)"
-    return path, None
+    try:
+        return read_run_file(workspace, rel, str(digest), cache=False).data, None
+    except RunFileError as err:
+        return None, None if err.reason == "unsafe" else err.message
 
 
-def _run_file_json(workspace: Path, rel: str, digest: str | None) -> tuple[Any, str | None]:
-    path, problem = _run_file(workspace, rel, digest)
-    if path is None:
+def _run_file_json(workspace: Path, rel: str, digest: object) -> tuple[Any, str | None]:
+    data, problem = _run_file(workspace, rel, digest)
+    if data is None:
         # A missing metrics file only hides its lists; say so only when one differs.
         return None, (problem + ": lists in it, such as a confusion matrix, are not shown"
                       if problem and "not this run's" in problem else None)
     try:
-        return json.loads(path.read_bytes()), None
+        return json.loads(data), None
     except ValueError:
         return None, None
 
@@ -485,9 +478,9 @@ def _plots(record: Mapping[str, Any], workspace: Path, opts: SummaryOptions) -> 
                           f"({origin} {md_text(statuses.get(stage) or 'not run')})")
             continue
         if suffix in _DELIMITERS:
-            file, problem = _run_file(workspace, path, digest)
-            charts, problem = (_csv_charts(file, path, _DELIMITERS[suffix]) if file
-                               else ([], problem))
+            data, problem = _run_file(workspace, path, digest)
+            charts, problem = (_csv_charts(data, path, _DELIMITERS[suffix])
+                               if data is not None else ([], problem))
             if charts:
                 blocks += [_Block(f"chart of {path}", c) for c in charts]
                 continue
@@ -534,10 +527,10 @@ def _number(cell: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _csv_charts(path: Path, rel: str, delimiter: str) -> tuple[list[str], str | None]:
+def _csv_charts(data: bytes, rel: str, delimiter: str) -> tuple[list[str], str | None]:
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
         return [], f"unreadable ({err})"
     table = _read_table(text, delimiter)
     if table is None or not table.rows:
