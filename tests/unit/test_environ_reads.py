@@ -23,6 +23,9 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "gha_mlops"
 ENVIRON_NAMES = frozenset({"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"})
 ALLOWED = (
     "cli/",  # the entry points: each command reads the environment once and passes it in
+    # The composition root: builds the real adapters from the environment the CLI hands it
+    # (its builders take a mapping; it may read the process's own as a default).
+    "bootstrap.py",
     "train/",  # by design: the helpers a stage's script imports read that stage's environment
     "testing/",  # fakes and the GitHub emulator, for tests (the product never imports them)
     # The adapter that runs git hands the process's environment on to the child (PATH, HOME,

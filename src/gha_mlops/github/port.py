@@ -1,6 +1,8 @@
 """The GitHub operations gha-mlops needs, as a port: services depend on this Protocol, the
-PyGithub adapter implements it against GitHub.com or GitHub Enterprise, and unit tests use
-fakes. Every method raises :class:`GitHubError` (never an SDK exception)."""
+PyGithub adapter implements it against GitHub.com or GitHub Enterprise, and tests use the fakes
+of :mod:`gha_mlops.testing.fakes`. Every method raises :class:`GitHubError` (never an SDK
+exception). Every port owns ``close()`` and is a context manager (:class:`Closing`): a client
+holds pooled connections until it is closed. :mod:`gha_mlops.bootstrap` builds the real ones."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from gha_mlops._closing import Closing
 from gha_mlops.errors import ExitCode, GhaMlopsError
 
 
@@ -30,16 +33,22 @@ class Comment:
     url: str = ""
 
 
-class GitHubPort(Protocol):
+class GitHubPort(Closing, Protocol):
+    """Writing where a report shows (comments, checks, statuses, a branch of files): needs
+    the ``permissions:`` :data:`gha_mlops.github.pygithub.PERMISSIONS` names per call."""
+
     def issue_comments(self, repo: str, number: int) -> Iterator[Comment]:
         """Every comment of an issue or pull request, oldest first (all pages)."""
 
-    def create_issue_comment(self, repo: str, number: int, body: str) -> Comment: ...
+    def create_issue_comment(self, repo: str, number: int, body: str) -> Comment:
+        """A new comment on issue or pull request ``number``; returns it as GitHub stored it."""
 
     def edit_issue_comment(self, repo: str, number: int, comment_id: int,
-                           body: str) -> Comment: ...
+                           body: str) -> Comment:
+        """Replace the body of comment ``comment_id`` (of issue or pull ``number``)."""
 
-    def create_commit_comment(self, repo: str, sha: str, body: str) -> Comment: ...
+    def create_commit_comment(self, repo: str, sha: str, body: str) -> Comment:
+        """A new comment on commit ``sha`` (where a push's report goes)."""
 
     def create_check_run(self, repo: str, sha: str, *, name: str, conclusion: str,
                          title: str, summary: str, text: str = "",
@@ -47,7 +56,9 @@ class GitHubPort(Protocol):
         """A completed check run; returns its html URL."""
 
     def create_status(self, repo: str, sha: str, *, state: str, context: str,
-                      description: str, target_url: str | None = None) -> None: ...
+                      description: str, target_url: str | None = None) -> None:
+        """A commit status (the fallback when the token may not create check runs);
+        ``description`` is cut to GitHub's 140 characters."""
 
     def commit_files(self, repo: str, branch: str, files: Mapping[str, bytes],
                      message: str) -> str:
@@ -74,7 +85,7 @@ class ArtifactRef:
     size: int = 0
 
 
-class ActionsPort(Protocol):
+class ActionsPort(Closing, Protocol):
     """Reading the Actions API (runs and their artifacts): needs ``actions: read``."""
 
     def successful_runs(self, repo: str, branch: str) -> Iterator[WorkflowRunRef]:
@@ -99,6 +110,12 @@ class StoredReportPort(GitHubPort, Protocol):
 
     def pull_head_sha(self, repo: str, number: int) -> str:
         """The sha of the pull request's head commit now."""
+
+
+class GitHubAPI(StoredReportPort, ActionsPort, Protocol):
+    """Every REST port one token-backed client serves (what
+    :func:`gha_mlops.bootstrap.github` builds): the report's writes, the stored report's
+    check and the Actions reads of the champion."""
 
 
 # -- self-hosted runners (the autoscaler) ---------------------------------------------------
@@ -151,7 +168,7 @@ class RateBudget:
     reset: float  # unix seconds
 
 
-class RunnersPort(Protocol):
+class RunnersPort(Closing, Protocol):
     """What the autoscaler needs from GitHub, for one scope: a repository (``owner/name``) or
     an organization. Repository scope needs the App permission ``administration: write`` (or a
     token with ``repo``); organization scope ``organization_self_hosted_runners: write``; both
@@ -172,7 +189,8 @@ class RunnersPort(Protocol):
         """Every job of the scope waiting for a runner now (status ``queued``), from the
         workflow runs that are queued or in progress (all pages, all repositories)."""
 
-    def get_job(self, repo: str, job_id: int) -> GhJob: ...
+    def get_job(self, repo: str, job_id: int) -> GhJob:
+        """One workflow job of ``repo`` as GitHub sees it now."""
 
     def rerun_job(self, repo: str, job_id: int) -> None:
         """Re-run one job (and its dependants) of a completed workflow run."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gha_mlops.errors import missing_extra
-from gha_mlops.github.port import ArtifactRef, Comment, GitHubError, WorkflowRunRef
+from gha_mlops.github.port import ArtifactRef, Comment, GitHubAPI, GitHubError, WorkflowRunRef
 
 if TYPE_CHECKING:
     from github import Github
@@ -70,7 +70,10 @@ def connect(token: str, base_url: str = "https://api.github.com", *,
     return PyGitHub(client, token=token, base_url=base_url, timeout=timeout)
 
 
-class PyGitHub:
+class PyGitHub(GitHubAPI):
+    """Every REST port over one PyGithub client (its connection pool lives until
+    :meth:`close`; ``with`` closes it too)."""
+
     def __init__(self, client: Github, *, token: str | None = None,
                  base_url: str = "https://api.github.com", timeout: float = 15) -> None:
         self.client = client
@@ -78,6 +81,11 @@ class PyGitHub:
         self._token = token
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
+
+    def close(self) -> None:
+        """Close the client's connection pool (PyGithub opens a new one if used again)."""
+        self._repos.clear()
+        self.client.close()
 
     def _repo(self, name: str) -> Repository:
         if name not in self._repos:

@@ -26,6 +26,7 @@ from gha_mlops.github.port import (
     JitConfig,
     RateBudget,
     RunnerBusyError,
+    RunnersPort,
 )
 from gha_mlops.github.pygithub import client_options, translate
 
@@ -110,9 +111,9 @@ def _installation_id(scope: RunnerScope, app: Any, options: Mapping[str, Any]) -
         integration.close()
 
 
-class PyGitHubRunners:
+class PyGitHubRunners(RunnersPort):
     """The runners of one scope. ``make_client`` builds the PyGithub client (again after a
-    refused App token)."""
+    refused App token); :meth:`close` (or leaving a ``with`` block) closes its connections."""
 
     def __init__(self, scope: RunnerScope, make_client: Callable[[], Github], *,
                  app: bool = False) -> None:
@@ -124,6 +125,10 @@ class PyGitHubRunners:
         kind = "organization_self_hosted_runners" if scope.org else "administration"
         self._write, self._read = f"{kind}: write", f"{kind}: read"
 
+    def close(self) -> None:
+        """Close the client's connection pool (a later call opens a new one)."""
+        self.client.close()
+
     def _call(self, what: str, need: str, fn: Callable[[], T],
               hints: Mapping[int, str] | None = None) -> T:
         try:
@@ -131,7 +136,9 @@ class PyGitHubRunners:
         except GitHubError as err:
             if err.status != 401 or not self._app:
                 raise
-        self.client = self._make_client()  # a new installation token, then once more
+        # A new installation token, then once more (the old client's pool is let go).
+        old, self.client = self.client, self._make_client()
+        old.close()
         return _guard(what, need, fn, app=self._app, hints=hints)
 
     def _owner(self) -> Repository | Organization:
