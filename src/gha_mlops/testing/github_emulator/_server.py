@@ -528,6 +528,8 @@ class GitHubEmulator:
         headers: Mapping[str, str],
         raw: bytes,
     ) -> tuple[_Outcome, Any, Token | None]:
+        """Validate the request against the operation, admit its token, then run its handler
+        (an outcome that refuses it is returned at the first step that does)."""
         body: Any = None
         if raw.strip():
             try:
@@ -535,7 +537,34 @@ class GitHubEmulator:
             except ValueError:
                 self._violation("request", method, sub, op, "the body is not JSON")
                 return self._error(op, 400, "Problems parsing JSON"), None, None
+        parsed = self._parse_parameters(method, sub, op, path_params, query)
+        if isinstance(parsed, _Outcome):
+            return parsed, body, None
+        refused = self._check_body(method, sub, op, body)
+        if refused is not None:
+            return refused, body, None
+        token, refused = self._admit(method, sub, op, headers)
+        if refused is not None:
+            return refused, body, token
+        handler = HANDLERS[op.operation_id]
+        params, parsed_query = parsed
+        req = Request(method, sub, params, parsed_query, body, token, self.url, self.root_url,
+                      self.store, self.spec)
+        try:
+            with self.store.lock:
+                resp: Response = handler(req)
+            outcome = _Outcome(resp.status, resp.body, headers=dict(resp.headers))
+        except ApiError as err:
+            outcome = self._error(op, err.status, err.message, err.errors)
+        self._check_response(method, sub, op, outcome)
+        return outcome, body, token
 
+    def _parse_parameters(
+        self, method: str, sub: str, op: Operation, path_params: dict[str, str],
+        query: Mapping[str, list[str]],
+    ) -> tuple[dict[str, Any], dict[str, Any]] | _Outcome:
+        """The path and query parameters, coerced to their schema types; or the outcome that
+        refuses the request as GitHub would (404 for a bad path, 422 for a bad query)."""
         params: dict[str, Any] = {}
         for p in op.parameters:
             if p.location != "path":
@@ -543,7 +572,7 @@ class GitHubEmulator:
             value, problem = self._coerce(p, path_params[p.name])
             if problem:
                 self._violation("request", method, sub, op, f"path parameter {p.name}: {problem}")
-                return self._error(op, 404, "Not Found"), body, None
+                return self._error(op, 404, "Not Found")
             params[p.name] = value
         parsed_query: dict[str, Any] = {}
         for p in op.parameters:
@@ -554,47 +583,41 @@ class GitHubEmulator:
                     self._violation(
                         "request", method, sub, op, f"query parameter {p.name} is required"
                     )
-                    return self._error(op, 422, "Validation Failed"), body, None
+                    return self._error(op, 422, "Validation Failed")
                 continue
             value, problem = self._coerce(p, query[p.name][-1])
             if problem:
                 self._violation("request", method, sub, op, f"query parameter {p.name}: {problem}")
-                return (
-                    self._error(
-                        op,
-                        422,
-                        "Validation Failed",
-                        [{"resource": "Search", "field": p.name, "code": "invalid"}],
-                    ),
-                    body,
-                    None,
-                )
+                return self._error(op, 422, "Validation Failed",
+                                   [{"resource": "Search", "field": p.name, "code": "invalid"}])
             parsed_query[p.name] = value
-        if op.body_pointer is not None:
-            if body is None and op.body_required:
-                self._violation("request", method, sub, op, "a JSON request body is required")
-                return (
-                    self._error(
-                        op, 422, "Invalid request.\n\nFor 'links/0/schema', nil is not an object."
-                    ),
-                    body,
-                    None,
-                )
-            if body is not None:
-                errs = self.spec.errors(op.body_pointer, body)
-                if errs:
-                    self._violation(
-                        "request", method, sub, op, "; ".join(f"body{str(e)[1:]}" for e in errs)
-                    )
-                    return (
-                        self._error(op, 422, f"Invalid request.\n\n{errs[0].message}"),
-                        body,
-                        None,
-                    )
+        return params, parsed_query
 
+    def _check_body(self, method: str, sub: str, op: Operation, body: Any) -> _Outcome | None:
+        """The outcome that refuses a body the operation's schema rejects, else None."""
+        if op.body_pointer is None:
+            return None
+        if body is None and op.body_required:
+            self._violation("request", method, sub, op, "a JSON request body is required")
+            return self._error(
+                op, 422, "Invalid request.\n\nFor 'links/0/schema', nil is not an object.")
+        if body is not None:
+            errs = self.spec.errors(op.body_pointer, body)
+            if errs:
+                self._violation(
+                    "request", method, sub, op, "; ".join(f"body{str(e)[1:]}" for e in errs)
+                )
+                return self._error(op, 422, f"Invalid request.\n\n{errs[0].message}")
+        return None
+
+    def _admit(
+        self, method: str, sub: str, op: Operation, headers: Mapping[str, str]
+    ) -> tuple[Token | None, _Outcome | None]:
+        """The request's token, and the outcome that refuses it (authentication, the rate
+        limit, an injected fault, an operation the emulator lacks, a permission) or None."""
         token, refused = self._authenticate(op, headers.get("authorization"))
         if refused is not None:
-            return refused, body, None
+            return None, refused
         if token is not None and op.operation_id != "rate-limit/get":  # free, as on GitHub
             with self.store.lock:
                 token.used += 1
@@ -602,46 +625,17 @@ class GitHubEmulator:
                     if time.time() >= token.reset_at:
                         token.used, token.reset_at = 1, int(time.time()) + 3600
                     else:
-                        return self._rate_limited(op, token), body, token
-
+                        return token, self._rate_limited(op, token)
         fault = self._take_fault(method, sub, op)
         if fault is not None:
-            return self._fault_outcome(op, fault, token), body, token
-
-        handler = HANDLERS.get(op.operation_id)
-        if handler is None:
+            return token, self._fault_outcome(op, fault, token)
+        if op.operation_id not in HANDLERS:
             self._violation(
-                "unimplemented",
-                method,
-                sub,
-                op,
+                "unimplemented", method, sub, op,
                 "GitHub has this operation but the emulator does not implement it",
             )
-            return self._error(op, 404, "Not Found"), body, token
-        denied = self._authorize(op, method, token)
-        if denied is not None:
-            return denied, body, token
-
-        req = Request(
-            method,
-            sub,
-            params,
-            parsed_query,
-            body,
-            token,
-            self.url,
-            self.root_url,
-            self.store,
-            self.spec,
-        )
-        try:
-            with self.store.lock:
-                resp: Response = handler(req)
-            outcome = _Outcome(resp.status, resp.body, headers=dict(resp.headers))
-        except ApiError as err:
-            outcome = self._error(op, err.status, err.message, err.errors)
-        self._check_response(method, sub, op, outcome)
-        return outcome, body, token
+            return token, self._error(op, 404, "Not Found")
+        return token, self._authorize(op, method, token)
 
     @staticmethod
     def _coerce(p: Parameter, text: str) -> tuple[Any, str | None]:
