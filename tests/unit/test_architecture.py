@@ -156,3 +156,27 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     found = [name for name, _ in _imports("store/m.py", module)]
     assert found == ["gha_mlops.cli", "boto3"]
     assert "cli" not in ALLOWED["store"]
+
+
+MAX_FUNCTION_LINES = 80
+MAX_CLI_MODULE_LINES = 150
+
+
+def test_no_function_is_over_80_lines() -> None:
+    long = []
+    for rel, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                size = (node.end_lineno or node.lineno) - start + 1
+                if size > MAX_FUNCTION_LINES:
+                    long.append(f"{rel}:{start} {node.name} is {size} lines")
+    assert not long, "functions over the limit (split them):\n" + "\n".join(long)
+
+
+def test_commands_are_thin() -> None:
+    big = [f"{rel} is {n} lines" for rel, path in _modules().items()
+           if rel.startswith("cli/") and (n := len(path.read_text().splitlines()))
+           > MAX_CLI_MODULE_LINES]
+    assert not big, ("command modules over the limit (move the logic into its service):\n"
+                     + "\n".join(big))
