@@ -13,7 +13,7 @@ import yaml
 from gha_mlops.config import parse_overrides
 from gha_mlops.errors import ConfigError, GhaMlopsError, UsageError
 from gha_mlops.pipeline.records import RECORD_SCHEMA
-from gha_mlops.pipeline.sweep import (
+from gha_mlops.sweep import (
     MAX_MATRIX_LEGS,
     Grid,
     find_records,

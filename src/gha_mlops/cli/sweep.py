@@ -1,18 +1,15 @@
-"""``gha-mlops sweep plan`` and ``gha-mlops sweep select``."""
+"""``gha-mlops sweep plan`` and ``gha-mlops sweep select``: options in, one call to
+:mod:`gha_mlops.sweep`, its result out."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from gha_mlops.pipeline.sweep import MAX_MATRIX_LEGS
-
-if TYPE_CHECKING:
-    from gha_mlops.pipeline.sweep import Selection
+from gha_mlops.sweep.plan import MAX_MATRIX_LEGS
 
 
 @click.group()
@@ -44,16 +41,10 @@ def plan(grid_file: Path | None, grid_json: str | None, max_legs: int | None) ->
     {"include": [{"leg": ID, "set": "KEY=VALUE\\n..."}, ...]} on stdout and, in GitHub
     Actions, sets the step outputs `matrix` and `legs` (the count).
     """
-    from gha_mlops.errors import UsageError
     from gha_mlops.gha import Actions, log_block, log_json, log_text
-    from gha_mlops.pipeline.sweep import load_grid_file, parse_grid_json, plan_sweep
+    from gha_mlops.sweep.plan import plan_grid
 
-    if (grid_file is None) == (grid_json is None):
-        raise UsageError("give the grid with exactly one of --grid FILE and --grid-json JSON",
-                         hint="e.g. gha-mlops sweep plan --grid-json "
-                         "'{\"train.lr\": [0.01, 0.001]}'")
-    grid = load_grid_file(grid_file) if grid_file is not None else parse_grid_json(grid_json or "")
-    result = plan_sweep(grid, max_legs=max_legs)
+    result = plan_grid(grid_file, grid_json, max_legs=max_legs)
     for warning in result.warnings:
         click.echo(click.style("warning: ", fg="yellow", bold=True) + log_block(warning),
                    err=True)
@@ -87,56 +78,16 @@ def select(paths: tuple[Path, ...], metric: str, direction: str, as_json: bool) 
     `ranking`, `skipped`, `metric`, and the ranking in the step summary.
     """
     from gha_mlops.gha import Actions, log_block, log_json
-    from gha_mlops.pipeline.sweep import find_records, select_best
+    from gha_mlops.sweep.markdown import ranking_markdown
+    from gha_mlops.sweep.select import select_legs
 
-    selection = select_best(find_records(list(paths)), metric, direction)
-    best = selection.best
-    ranking = json.dumps(selection.ranking_json(), ensure_ascii=False, separators=(",", ":"))
-    skipped = json.dumps([c.to_json() for c in selection.skipped], ensure_ascii=False,
-                         separators=(",", ":"))
+    selection = select_legs(list(paths), metric, direction)
     if as_json:
-        click.echo(log_json(json.dumps({"metric": selection.metric, "direction": direction,
-                                        "best": {"rank": 1, **best.to_json()},
-                                        "ranking": selection.ranking_json(),
-                                        "skipped": [c.to_json() for c in selection.skipped]},
-                                       indent=2, ensure_ascii=False)))
+        click.echo(log_json(json.dumps(selection.to_json(), indent=2, ensure_ascii=False)))
     else:
         click.echo(log_block(ranking_markdown(selection)))
     actions = Actions(os.environ)
     if actions.active:
-        actions.set_output("best-leg", best.leg)
-        actions.set_output("best-run-id", best.run_id or "")
-        actions.set_output("best-value", json.dumps(best.value))
-        actions.set_output("best-overrides", json.dumps(dict(best.overrides), sort_keys=True,
-                                                        ensure_ascii=False))
-        actions.set_output("ranking", ranking)
-        actions.set_output("skipped", skipped)
-        actions.set_output("metric", selection.metric)
+        for name, value in selection.step_outputs().items():
+            actions.set_output(name, value)
         actions.summary(ranking_markdown(selection))
-
-
-def ranking_markdown(selection: Selection) -> str:
-    """The selection as Markdown: the best leg, the ranking table, the skipped legs."""
-    from gha_mlops.reporting.run_summary import markdown_table, md_code, md_text
-
-    best = selection.best
-    key = selection.metric_key
-    lines = [f"### 🏆 Sweep: best leg by {md_code(selection.metric, in_table=False)} "
-             f"({selection.direction})", "",
-             f"**{md_text(best.leg)}**: {md_code(key, in_table=False)} = "
-             f"{_value(best.value)}, run {md_code(best.run_id or '-', in_table=False)}", ""]
-    rows = [[str(n), md_code(c.leg), _value(c.value), md_code(c.run_id or "-"),
-             md_text(", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
-                               for k, v in c.overrides.items()) or "-")]
-            for n, c in enumerate(selection.ranking, 1)]
-    lines.append(markdown_table(["Rank", "Leg", md_code(key), "Run", "Overrides"], rows,
-                                "rlrll"))
-    if selection.skipped:
-        lines += ["", "Not ranked:", ""]
-        lines += [f"- {md_code(c.leg, in_table=False)}: {md_text(c.reason)}"
-                  for c in selection.skipped]
-    return "\n".join(lines)
-
-
-def _value(value: float | None) -> str:
-    return "-" if value is None else f"{value:.10g}"
