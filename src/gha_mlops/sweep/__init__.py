@@ -1,8 +1,7 @@
 """Parameter sweeps, a service of their own above the pipeline: a grid of params values
 becomes a GitHub Actions matrix of *legs* (:mod:`~gha_mlops.sweep.plan`, one pipeline run each
 with ``gha-mlops run --set KEY=VALUE`` overrides), and the legs' run records are ranked by one
-metric to select the best (:mod:`~gha_mlops.sweep.select`, rendered by
-:mod:`~gha_mlops.sweep.markdown`).
+metric to select the best (:mod:`~gha_mlops.sweep.select`; the command renders it).
 
 The decisions are pure: :func:`plan_sweep` takes a parsed :class:`Grid`, :func:`select_best`
 the records that :func:`find_records` read. Errors name the grid (file, key, line) or the
