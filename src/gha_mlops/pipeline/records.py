@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gha_mlops.runs import store as runs_store
-from gha_mlops.runs.record import RECORD_SCHEMA, RUN_ID, TREE_SUFFIX
+from gha_mlops.runs._doc import RECORD_SCHEMA, RUN_ID, TREE_SUFFIX
 
 __all__ = ["RECORD_SCHEMA", "RunStore", "fill_stage_fields", "iso_time", "model_entry",
            "new_run_id"]

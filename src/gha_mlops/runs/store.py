@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gha_mlops._fs import atomic_write_json
 from gha_mlops.config._state import STATE_DIR
 from gha_mlops.errors import UsageError
-from gha_mlops.runs.record import RUN_ID, RecordError, RunRecord, summary_of
+from gha_mlops.runs._doc import RUN_ID, summary_of
+
+if TYPE_CHECKING:
+    from gha_mlops.runs.record import RunRecord
 
 RUNS_FOLDER = "runs"
 
@@ -53,6 +56,9 @@ def read_record(path: Path, *, what: str | None = None) -> RunRecord:
         raise UsageError(f"{what or path} is not a gha-mlops run record",
                          hint="give a run id, `latest`, or a .gha-mlops/runs/<id>.json file",
                          file=path)
+    # Imported here for start-up speed (see runs._doc): writing a record never reads one.
+    from gha_mlops.runs.record import RecordError, RunRecord
+
     try:
         return RunRecord.from_json(doc)
     except RecordError as err:
