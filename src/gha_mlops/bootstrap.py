@@ -10,13 +10,22 @@ a command: what it is handed (fakes, in tests) is used instead of what it would 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
+from gha_mlops._closing import Closing
 from gha_mlops.errors import UsageError
 
 if TYPE_CHECKING:
-    from gha_mlops.github.port import GitHubAPI
+    from gha_mlops.gha.runtime import Actions
+    from gha_mlops.github.port import GitHubAPI, RunnersPort
+    from gha_mlops.runners.backends.base import RunnerBackend
+    from gha_mlops.runners.config import RunnersConfig
+    from gha_mlops.runners.service import Service
+    from gha_mlops.runners.state import State
+
+_P = TypeVar("_P", bound=Closing)
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_SERVER_URL = "https://github.com"
@@ -57,3 +66,110 @@ def github(environ: Mapping[str, str], *, need: str = "--publish",
     from gha_mlops.github.pygithub import connect
 
     return connect(token, github_api_url(environ), timeout=timeout)
+
+
+def actions(environ: Mapping[str, str], stream: TextIO | None = None) -> Actions:
+    """The Actions runtime (workflow commands, outputs, summaries) bound to ``environ`` and
+    ``stream`` (stdout by default); a no-op outside Actions."""
+    from gha_mlops.gha.runtime import Actions
+
+    return Actions(environ, stream)
+
+
+# ------------------------------------------------------------------------------ a command's
+
+
+class Adapters(Closing):
+    """The adapters one command uses, each built from ``environ`` on first use unless it was
+    given (a fake, in tests). It owns what it hands out: :meth:`close`, or leaving a ``with``
+    block, closes each port once, the last opened first."""
+
+    def __init__(self, environ: Mapping[str, str], *, github: GitHubAPI | None = None,
+                 actions: Actions | None = None) -> None:
+        self.environ = environ
+        self._github = github
+        self._actions = actions
+        self._open: list[Closing] = []
+
+    def github(self, *, need: str = "--publish") -> GitHubAPI:
+        """The GitHub client (:func:`github`); ``need`` names what asks for it in the error
+        when no token is set."""
+        if self._github is None:
+            self._github = github(self.environ, need=need)
+        return self._owned(self._github)
+
+    def actions(self) -> Actions:
+        """The Actions runtime bound to the environment (:func:`actions`)."""
+        if self._actions is None:
+            self._actions = actions(self.environ)
+        return self._actions
+
+    def _owned(self, port: _P) -> _P:
+        if not any(port is held for held in self._open):
+            self._open.append(port)
+        return port
+
+    def close(self) -> None:
+        """Close every port handed out, the last opened first; each closes once."""
+        while self._open:
+            self._open.pop().close()
+
+
+def build(environ: Mapping[str, str], *, github: GitHubAPI | None = None,
+          actions: Actions | None = None) -> Adapters:
+    """The adapters of a command run in ``environ``; ``github`` and ``actions``, when given,
+    are used instead of the real ones (tests pass :mod:`gha_mlops.testing.fakes`)."""
+    return Adapters(environ, github=github, actions=actions)
+
+
+# ------------------------------------------------------------------------------ runners
+
+
+def runner_github(config: RunnersConfig) -> RunnersPort:
+    """The autoscaler's GitHub for the configuration's scope, with its token or as its GitHub
+    App (the configuration already read the secrets from the environment)."""
+    from gha_mlops.github.runners import RunnerScope, connect_runners
+
+    scope = RunnerScope(repo=config.repo, org=config.org, repos=config.repos)
+    a = config.auth
+    return connect_runners(scope, token=a.token, app_id=a.app_id, private_key=a.private_key,
+                           installation_id=a.installation_id, base_url=config.api_url)
+
+
+def runner_backends(config: RunnersConfig,
+                    environ: Mapping[str, str]) -> dict[str, RunnerBackend]:
+    """The backends ``config``'s pools use; ``environ`` finds the Docker daemon
+    (``$DOCKER_HOST``, ``$DOCKER_CONTEXT``...) when the file names none."""
+    backends: dict[str, RunnerBackend] = {}
+    if any(p.backend == "docker" for p in config.pools):
+        from gha_mlops.runners.backends.docker import DockerBackend
+
+        d = config.docker
+        backends["docker"] = DockerBackend(config.id, base_url=d.host, gpus=tuple(d.gpus),
+                                           network=d.network, extra_env=d.env,
+                                           gpu_driver=d.gpu_driver, environ=environ)
+    return backends
+
+
+def runner_service(config: RunnersConfig, environ: Mapping[str, str], *,
+                   github: RunnersPort | None = None,
+                   backends: Mapping[str, RunnerBackend] | None = None,
+                   port: int | None = None, state: State | None = None) -> Service:
+    """``gha-mlops runners serve``'s service: the GitHub and backends ``config`` names, built
+    from ``environ`` unless given (fakes, in tests), and ``$GHA_MLOPS_FAILPOINTS`` from
+    ``environ``. The service closes its ports when it stops."""
+    from gha_mlops.runners.service import Service
+
+    with contextlib.ExitStack() as undo:  # a step that fails closes what came before it
+        if backends is None:
+            backends = runner_backends(config, environ)
+        for backend in backends.values():
+            undo.callback(backend.close)
+        if github is None:
+            github = runner_github(config)
+        undo.callback(github.close)
+        service = Service.build(config, github=github, backends=backends, port=port,
+                                state=state, environ=environ)
+        undo.pop_all()
+    return service
+

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from gha_mlops.bootstrap import runner_backends
 from gha_mlops.runners.backends.docker import DEFAULT_DOCKER_HOST, DockerBackend
 from gha_mlops.runners.config import load_config
 from gha_mlops.runners.scaler import FAILPOINTS_ENV, armed_failpoints
-from gha_mlops.runners.service import make_backends
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "gha_mlops"
 # The os module's ways into the process environment.
@@ -80,7 +80,7 @@ def test_the_service_is_wired_from_the_environment_it_is_given(
         "pools: [{name: gpu, labels: [gpu], image: img, max: 1}]\n")
     config = load_config(tmp_path / "runners.yaml", {"TOKEN": "t", "SECRET": "s" * 20})
     given = {"DOCKER_HOST": "tcp://given.invalid:2375", FAILPOINTS_ENV: "after-launch,,x"}
-    backend = make_backends(config, given)["docker"]
+    backend = runner_backends(config, given)["docker"]
     try:
         assert isinstance(backend, DockerBackend)
         assert backend.daemon_url == "tcp://given.invalid:2375"
@@ -88,7 +88,7 @@ def test_the_service_is_wired_from_the_environment_it_is_given(
         backend.close()
     assert armed_failpoints(given) == {"after-launch", "x"}
     assert armed_failpoints({}) == frozenset()
-    default = make_backends(config, {})["docker"]
+    default = runner_backends(config, {})["docker"]
     try:
         assert isinstance(default, DockerBackend) and default.daemon_url == DEFAULT_DOCKER_HOST
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from gha_mlops.reporting.publish import (
     load_stored_report,
     stored_report_json,
 )
+from gha_mlops.testing.fakes import FakeActions
 
 REPO = "octo/demo"
 
@@ -31,31 +31,6 @@ def _zip(files: dict[str, bytes]) -> bytes:
         for name, data in files.items():
             zf.writestr(name, data)
     return buf.getvalue()
-
-
-class FakeActions:
-    def __init__(self, runs: list[tuple[WorkflowRunRef, list[ArtifactRef]]],
-                 archives: dict[int, bytes] | None = None, gone: set[int] | None = None) -> None:
-        self.runs = runs
-        self.archives = archives or {}
-        self.gone = gone or set()
-        self.listed = 0
-
-    def successful_runs(self, repo: str, branch: str) -> Iterator[WorkflowRunRef]:
-        for run, _ in self.runs:
-            self.listed += 1
-            yield run
-
-    def run_artifacts(self, repo: str, run_id: int) -> list[ArtifactRef]:
-        return next(arts for run, arts in self.runs if run.id == run_id)
-
-    def download_artifact(self, repo: str, artifact_id: int) -> bytes:
-        if artifact_id in self.gone:
-            raise GitHubError("gone", status=410)
-        return self.archives[artifact_id]
-
-    def download(self, url: str) -> bytes:
-        raise AssertionError("not used")
 
 
 def run(i: int, event: str = "push", head_repo: str = REPO) -> WorkflowRunRef:

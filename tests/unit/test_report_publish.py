@@ -3,66 +3,13 @@ fallback, images by commit-SHA URLs, and the targets."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import pytest
 
 from gha_mlops.github.port import Comment, GitHubError
 from gha_mlops.reporting.publish import Target, marker, publish
-
-
-class FakeGitHub:
-    def __init__(self, *, checks_allowed: bool = True) -> None:
-        self.comments: dict[int, list[Comment]] = {}
-        self.commit_comments: list[tuple[str, str]] = []
-        self.checks: list[dict[str, object]] = []
-        self.statuses: list[dict[str, object]] = []
-        self.commits: list[dict[str, bytes]] = []
-        self.checks_allowed = checks_allowed
-        self.calls: list[str] = []
-        self._next = 100
-
-    def issue_comments(self, repo: str, number: int) -> Iterator[Comment]:
-        self.calls.append("list")
-        yield from self.comments.get(number, [])
-
-    def create_issue_comment(self, repo: str, number: int, body: str) -> Comment:
-        self.calls.append("create")
-        self._next += 1
-        c = Comment(self._next, body)
-        self.comments.setdefault(number, []).append(c)
-        return c
-
-    def edit_issue_comment(self, repo: str, number: int, comment_id: int,
-                           body: str) -> Comment:
-        self.calls.append("edit")
-        items = self.comments[number]
-        i = next(i for i, c in enumerate(items) if c.id == comment_id)
-        items[i] = Comment(comment_id, body)
-        return items[i]
-
-    def create_commit_comment(self, repo: str, sha: str, body: str) -> Comment:
-        self.commit_comments.append((sha, body))
-        return Comment(1, body)
-
-    def create_check_run(self, repo: str, sha: str, *, name: str, conclusion: str,
-                         title: str, summary: str, text: str = "",
-                         details_url: str | None = None) -> str:
-        if not self.checks_allowed:
-            raise GitHubError("GitHub refused: HTTP 403 Resource not accessible by integration",
-                              status=403, permission="checks: write")
-        self.checks.append({"sha": sha, "conclusion": conclusion, "title": title})
-        return f"https://github.com/{repo}/runs/1"
-
-    def create_status(self, repo: str, sha: str, *, state: str, context: str,
-                      description: str, target_url: str | None = None) -> None:
-        self.statuses.append({"sha": sha, "state": state, "context": context})
-
-    def commit_files(self, repo: str, branch: str, files: Mapping[str, bytes],
-                     message: str) -> str:
-        self.commits.append(dict(files))
-        return "c0ffee" * 6 + "abcd"
-
+from gha_mlops.testing.fakes import FakeGitHub
 
 PR = Target("octo/model", "pull_request", sha="a" * 40, number=7)
 

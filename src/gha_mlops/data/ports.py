@@ -3,7 +3,10 @@
 Implementations (adapters) live in :mod:`gha_mlops.data.stores`: a local directory (a shared
 disk or NAS, ``/path`` or ``file://``), S3 through boto3 (``s3://bucket/prefix``), and an
 in-memory store for tests. Keys are POSIX-style relative paths. The pack layer
-(:mod:`gha_mlops.data.packs`) builds the remote layout on top of this port.
+(:mod:`gha_mlops.data.packs`) builds the remote layout on top of this port. A store owns
+``close()`` and is a context manager (:class:`~gha_mlops._closing.Closing`): whoever opens one
+closes it (an S3 client holds pooled connections). Tests use the in-memory store that
+:mod:`gha_mlops.testing.fakes` exports.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from gha_mlops._closing import Closing
 from gha_mlops.errors import RemoteError
 
 
@@ -21,7 +25,7 @@ class TransientStoreError(RemoteError):
     transfer layer can retry with backoff; every other failure is final."""
 
 
-class ObjectStore(Protocol):
+class ObjectStore(Closing, Protocol):
     """Byte storage under keys. Writes become visible to readers whole or not at all."""
 
     url: str

@@ -23,30 +23,6 @@ from gha_mlops.runners.state import State
 BATCH = 500  # webhooks applied in one state transaction at most
 
 
-def connect_github(config: RunnersConfig) -> RunnersPort:
-    from gha_mlops.github.runners import RunnerScope, connect_runners
-
-    scope = RunnerScope(repo=config.repo, org=config.org, repos=config.repos)
-    a = config.auth
-    return connect_runners(scope, token=a.token, app_id=a.app_id, private_key=a.private_key,
-                           installation_id=a.installation_id, base_url=config.api_url)
-
-
-def make_backends(config: RunnersConfig,
-                  environ: Mapping[str, str] | None = None) -> dict[str, RunnerBackend]:
-    """The backends ``config``'s pools use; ``environ`` (the environment the CLI read) finds
-    the Docker daemon when the file names none."""
-    backends: dict[str, RunnerBackend] = {}
-    if any(p.backend == "docker" for p in config.pools):
-        from gha_mlops.runners.backends.docker import DockerBackend
-
-        d = config.docker
-        backends["docker"] = DockerBackend(config.id, base_url=d.host, gpus=tuple(d.gpus),
-                                           network=d.network, extra_env=d.env,
-                                           gpu_driver=d.gpu_driver, environ=environ)
-    return backends
-
-
 @dataclass
 class Service:
     config: RunnersConfig
@@ -58,20 +34,17 @@ class Service:
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def build(cls, config: RunnersConfig, *, github: RunnersPort | None = None,
-              backends: Mapping[str, RunnerBackend] | None = None,
-              port: int | None = None, state: State | None = None,
-              environ: Mapping[str, str] | None = None) -> Service:
-        """Wire the service; ``github``, ``backends`` and ``state`` default to the real ones
-        the configuration names (tests pass fakes of their own). ``environ`` is the
-        environment the CLI read (the Docker daemon's variables, ``$GHA_MLOPS_FAILPOINTS``);
-        nothing here reads the process's own."""
-        environ = environ or {}
+    def build(cls, config: RunnersConfig, *, github: RunnersPort,
+              backends: Mapping[str, RunnerBackend], port: int | None = None,
+              state: State | None = None, environ: Mapping[str, str] | None = None) -> Service:
+        """Wire the service over the ports it is given (:func:`gha_mlops.bootstrap.
+        runner_service` builds the real ones; tests pass fakes); it closes them when it stops.
+        ``state`` defaults to the configuration's file; ``environ`` is the environment the CLI
+        read, for ``$GHA_MLOPS_FAILPOINTS``: nothing here reads the process's own."""
         state = state if state is not None else State(config.state_path)
         metrics = Metrics()
-        scaler = Scaler(config, state, github or connect_github(config),
-                        backends if backends is not None else make_backends(config, environ),
-                        metrics=metrics, failpoints=armed_failpoints(environ))
+        scaler = Scaler(config, state, github, backends, metrics=metrics,
+                        failpoints=armed_failpoints(environ or {}))
         intake = Intake(secret=config.webhook_secret, path=config.webhook_path,
                         max_body=config.max_body, first_delivery=state.claim_delivery,
                         forget_delivery=state.release_deliveries, metrics=metrics)
@@ -132,6 +105,7 @@ class Service:
             t.join(timeout=10)
         for backend in self.scaler.backends.values():
             backend.close()
+        self.scaler.github.close()
         self.state.close()
         log(20, "stopped; runners keep running their jobs and are picked up at the next start")
 

@@ -20,8 +20,15 @@ from gha_mlops.github.port import (
     JitConfig,
     RateBudget,
     RunnerBusyError,
+    RunnersPort,
 )
-from gha_mlops.runners.backends.base import BackendError, Health, LaunchSpec, Machine
+from gha_mlops.runners.backends.base import (
+    BackendError,
+    Health,
+    LaunchSpec,
+    Machine,
+    RunnerBackend,
+)
 
 
 @dataclass
@@ -37,7 +44,7 @@ class _Faults:
             raise errs.pop(0)
 
 
-class FakeRunnersGitHub:
+class FakeRunnersGitHub(RunnersPort):
     """A repository's (or organization's) runners and jobs, as the RunnersPort sees them."""
 
     def __init__(self, repo: str = "octo/demo", *, clock: Callable[[], float] = time.time,
@@ -53,6 +60,11 @@ class FakeRunnersGitHub:
         self._limit = rate_limit
         self._used = 0
         self._reset = clock() + 3600
+        self.closed = False
+
+    def close(self) -> None:
+        """Remember that the service let go (``closed``)."""
+        self.closed = True
 
     def fail_next(self, method: str, err: Exception | None = None, times: int = 1) -> None:
         self.faults.add(method, err or GitHubError(f"{method}: 502 Bad Gateway", status=502),
@@ -181,7 +193,7 @@ class FakeRunnersGitHub:
                 self.runners[r.id] = replace(r, status="offline", busy=False)
 
 
-class FakeBackend:
+class FakeBackend(RunnerBackend):
     """Machines that exist as soon as they are launched (boot times are the simulator's)."""
 
     name = "docker"
@@ -198,6 +210,7 @@ class FakeBackend:
         self.on_launch = on_launch
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self.closed = False
 
     def fail_next(self, method: str, err: Exception | None = None, times: int = 1) -> None:
         self.faults.add(method, err or BackendError(f"{method}: the daemon is restarting"),
@@ -234,7 +247,8 @@ class FakeBackend:
         return Health(True, "ok", capacity)
 
     def close(self) -> None:
-        pass
+        """Remember that the service let go (``closed``)."""
+        self.closed = True
 
     def free_gpus(self) -> int:
         used = sum(len(m.gpus) for m in self.machines.values())

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gha_mlops._closing import Closing
 from gha_mlops.errors import ExitCode, GhaMlopsError
 
 # Labels (container labels, instance tags) every machine carries; list() filters on OWNER.
@@ -71,7 +72,9 @@ class Health:
     capacity: Mapping[str, int] = field(default_factory=dict)
 
 
-class RunnerBackend(Protocol):
+class RunnerBackend(Closing, Protocol):
+    """Machines for runners; owns ``close()`` and is a context manager (:class:`Closing`)."""
+
     name: str  # "docker", "ec2", ...
 
     def launch(self, spec: LaunchSpec) -> Machine:
@@ -86,7 +89,10 @@ class RunnerBackend(Protocol):
         """Stop and remove the machine and free what it held (its GPUs); a machine that is
         already gone is not an error."""
 
-    def health(self) -> Health: ...
+    def health(self) -> Health:
+        """Whether the backend can launch now (``ok``, with ``detail`` saying why not) and the
+        free capacity it knows of."""
 
     def close(self) -> None:
-        """Let go of connections (the service calls it when it stops)."""
+        """Let go of connections (the service calls it when it stops); closing twice is
+        harmless, and a later call opens new ones."""

@@ -40,6 +40,7 @@ from gha_mlops.runners.backends.base import (
     Health,
     LaunchSpec,
     Machine,
+    RunnerBackend,
 )
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def _machine(summary: Mapping[str, Any]) -> Machine:
                    gpus=_split(labels.get(LABEL_GPUS)), detail=summary.get("Status", ""))
 
 
-class DockerBackend:
+class DockerBackend(RunnerBackend):
     """Runners as containers on the Docker daemon at ``base_url`` (``None``: the one
     ``environ`` names, as the ``docker`` CLI finds it: ``$DOCKER_HOST``, ``$DOCKER_TLS_VERIFY``,
     ``$DOCKER_CERT_PATH``, ``$DOCKER_CONTEXT``; ``environ`` empty or ``None``: the local

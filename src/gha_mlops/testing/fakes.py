@@ -1,0 +1,162 @@
+"""In-memory fakes of gha-mlops' ports, for this project's tests and for users' own: hand them
+to the services (or to :func:`gha_mlops.bootstrap.build`) instead of the real adapters.
+
+- :class:`FakeActions`: the Actions API (:class:`~gha_mlops.github.port.ActionsPort`):
+  successful runs, their artifacts and the archives' bytes.
+- :class:`FakeGitHub`: every GitHub port (:class:`~gha_mlops.github.port.GitHubAPI`):
+  comments, check runs (or a token refused ``checks: write``), statuses, commits on a branch,
+  pull requests' heads, and the Actions reads of :class:`FakeActions`.
+- :class:`~gha_mlops.data.stores.MemoryStore`: the object store
+  (:class:`~gha_mlops.data.ports.ObjectStore`), counting requests and bytes.
+- :class:`~gha_mlops.testing.fake_runners.FakeRunnersGitHub` and
+  :class:`~gha_mlops.testing.fake_runners.FakeBackend`: the runner autoscaler's two ports.
+
+Each implements our own Protocol (none patches an SDK) and records what it was asked, so a test
+asserts on the calls; ``closed`` says whether :meth:`close` ran. A fault is injected by
+subclassing and raising :class:`~gha_mlops.github.port.GitHubError` where GitHub would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+
+from gha_mlops.data.stores import MemoryStore
+from gha_mlops.github.port import (
+    ActionsPort,
+    ArtifactRef,
+    Comment,
+    GitHubAPI,
+    GitHubError,
+    WorkflowRunRef,
+)
+from gha_mlops.testing.fake_runners import FakeBackend, FakeRunnersGitHub
+
+__all__ = ["FakeActions", "FakeBackend", "FakeGitHub", "FakeRunnersGitHub", "MemoryStore"]
+
+RunListing = tuple[WorkflowRunRef, list[ArtifactRef]]
+
+
+class FakeActions(ActionsPort):
+    """A repository's successful workflow runs (newest first), each with its artifacts.
+
+    ``archives`` maps an artifact id to its zip's bytes; an id in ``gone`` expires while it is
+    downloaded (410); ``downloads`` maps a URL to what ``GET`` answers. ``listed`` counts the
+    runs handed out, so a test can prove the search stopped early."""
+
+    def __init__(self, runs: Iterable[RunListing] = (), archives: Mapping[int, bytes] | None = None,
+                 gone: Iterable[int] = (), downloads: Mapping[str, bytes] | None = None) -> None:
+        self.runs = list(runs)
+        self.archives = dict(archives or {})
+        self.gone = set(gone)
+        self.downloads = dict(downloads or {})
+        self.listed = 0
+        self.closed = False
+
+    def successful_runs(self, repo: str, branch: str) -> Iterator[WorkflowRunRef]:
+        """Every run given, in order, counted in ``listed`` as it is handed out."""
+        for run, _ in self.runs:
+            self.listed += 1
+            yield run
+
+    def run_artifacts(self, repo: str, run_id: int) -> list[ArtifactRef]:
+        """The artifacts given with run ``run_id``; 404 for a run not given."""
+        for run, artifacts in self.runs:
+            if run.id == run_id:
+                return list(artifacts)
+        raise GitHubError(f"no workflow run {run_id} in {repo}: HTTP 404", status=404)
+
+    def download_artifact(self, repo: str, artifact_id: int) -> bytes:
+        """The archive given for ``artifact_id``: 410 if it is in ``gone``, 404 if unknown."""
+        if artifact_id in self.gone:
+            raise GitHubError(f"artifact {artifact_id} has expired: HTTP 410", status=410)
+        if artifact_id not in self.archives:
+            raise GitHubError(f"no artifact {artifact_id} in {repo}: HTTP 404", status=404)
+        return self.archives[artifact_id]
+
+    def download(self, url: str) -> bytes:
+        """What ``downloads`` holds for ``url``; 404 otherwise."""
+        if url not in self.downloads:
+            raise GitHubError(f"could not download {url}: HTTP 404", status=404)
+        return self.downloads[url]
+
+    def close(self) -> None:
+        """Remember that the caller let go (``closed``)."""
+        self.closed = True
+
+
+class FakeGitHub(FakeActions, GitHubAPI):
+    """One GitHub, its repositories' comments, checks, statuses and commits kept in lists.
+
+    ``checks_allowed=False`` answers check runs as a token without ``checks: write`` is
+    answered (403); ``heads`` maps a pull request's number to its head sha now. ``calls``
+    lists the comment calls in order (``list``, ``create``, ``edit``)."""
+
+    def __init__(self, *, checks_allowed: bool = True, heads: Mapping[int, str] | None = None,
+                 runs: Iterable[RunListing] = (), archives: Mapping[int, bytes] | None = None,
+                 gone: Iterable[int] = (), downloads: Mapping[str, bytes] | None = None) -> None:
+        super().__init__(runs, archives, gone, downloads)
+        self.comments: dict[int, list[Comment]] = {}
+        self.commit_comments: list[tuple[str, str]] = []
+        self.checks: list[dict[str, object]] = []
+        self.statuses: list[dict[str, object]] = []
+        self.commits: list[dict[str, bytes]] = []
+        self.checks_allowed = checks_allowed
+        self.heads = dict(heads or {})
+        self.calls: list[str] = []
+        self._next = 100
+
+    def issue_comments(self, repo: str, number: int) -> Iterator[Comment]:
+        """The comments of ``number``, oldest first."""
+        self.calls.append("list")
+        yield from self.comments.get(number, [])
+
+    def create_issue_comment(self, repo: str, number: int, body: str) -> Comment:
+        """Append a comment with the next id."""
+        self.calls.append("create")
+        self._next += 1
+        comment = Comment(self._next, body)
+        self.comments.setdefault(number, []).append(comment)
+        return comment
+
+    def edit_issue_comment(self, repo: str, number: int, comment_id: int,
+                           body: str) -> Comment:
+        """Replace the body of ``comment_id``; 404 if ``number`` has no such comment."""
+        self.calls.append("edit")
+        items = self.comments.get(number, [])
+        for i, comment in enumerate(items):
+            if comment.id == comment_id:
+                items[i] = Comment(comment_id, body)
+                return items[i]
+        raise GitHubError(f"no comment {comment_id} on #{number}: HTTP 404", status=404)
+
+    def create_commit_comment(self, repo: str, sha: str, body: str) -> Comment:
+        """Record ``(sha, body)`` in ``commit_comments``."""
+        self.commit_comments.append((sha, body))
+        return Comment(1, body)
+
+    def create_check_run(self, repo: str, sha: str, *, name: str, conclusion: str,
+                         title: str, summary: str, text: str = "",
+                         details_url: str | None = None) -> str:
+        """Record the check run, or refuse it (403) when ``checks_allowed`` is False."""
+        if not self.checks_allowed:
+            raise GitHubError("GitHub refused: HTTP 403 Resource not accessible by integration",
+                              status=403, permission="checks: write")
+        self.checks.append({"sha": sha, "conclusion": conclusion, "title": title})
+        return f"https://github.com/{repo}/runs/1"
+
+    def create_status(self, repo: str, sha: str, *, state: str, context: str,
+                      description: str, target_url: str | None = None) -> None:
+        """Record the status in ``statuses``."""
+        self.statuses.append({"sha": sha, "state": state, "context": context})
+
+    def commit_files(self, repo: str, branch: str, files: Mapping[str, bytes],
+                     message: str) -> str:
+        """Record the files in ``commits``; every commit has the same sha."""
+        self.commits.append(dict(files))
+        return "c0ffee" * 6 + "abcd"
+
+    def pull_head_sha(self, repo: str, number: int) -> str:
+        """The head ``heads`` gives for ``number``; 404 for a pull request not given."""
+        if number not in self.heads:
+            raise GitHubError(f"no pull request #{number} in {repo}: HTTP 404", status=404)
+        return self.heads[number]
