@@ -1,4 +1,5 @@
-"""``gha-mlops reproduce``."""
+"""``gha-mlops reproduce``: options in, :func:`gha_mlops.pipeline.reproduce.reproduce`, the
+verdict out (and, in GitHub Actions, as step outputs)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,10 @@ from pathlib import Path
 import click
 
 from gha_mlops.cli._render import TerminalReporter, short
-from gha_mlops.config import STATE_DIR
-from gha_mlops.errors import ReproductionError
 from gha_mlops.gha import Actions
 from gha_mlops.gha.safe import log_text
-from gha_mlops.pipeline.records import RunStore
-from gha_mlops.pipeline.reproduce import reproduce_run
-from gha_mlops.store.lock import WorkspaceLock
+from gha_mlops.pipeline.reproduce import reproduce as reproduce_run
+from gha_mlops.runs.record import RunRecord
 
 
 @click.command()
@@ -40,44 +38,26 @@ def reproduce(run: str, workspace: Path, allow_env_drift: bool, keep: bool, jobs
     trained without on a machine that dispatches the same kernels (exit 5 otherwise, naming
     what differs). Exit 0 when every output and metric is bit-identical.
     """
-    store = RunStore(workspace / STATE_DIR / "runs")
-    record = store.load(run)
-    click.echo(f"reproducing run {log_text(record['id'])} "
-               f"({'commit ' + short(record['git']['commit']) if record.get('git') and record['git'].get('commit') else 'no git commit'}"
-               f"{', dirty tree' if (record.get('git') or {}).get('dirty') else ''})")
-    rep = reproduce_run(record, workspace.absolute(), environ=dict(os.environ),
+    rep = reproduce_run(run, workspace, environ=dict(os.environ),
                         allow_env_drift=allow_env_drift, keep=keep, jobs=jobs,
-                        reporter=TerminalReporter(quiet=quiet))
-    assert rep.result is not None
-    new = dict(rep.result.record)
-    new["verdict"] = {
-        "reproduces": record["id"],
-        "identical": rep.identical,
-        "method": rep.method,
-        "env_drift": rep.env_drift,
-        "differences": [d.__dict__ for d in rep.differences],
-    }
-    with WorkspaceLock(workspace / STATE_DIR, wait=60, what="reproduce"):
-        store.write(new)
+                        reporter=TerminalReporter(quiet=quiet), announce=_announce)
     actions = Actions(os.environ)
     actions.set_output("verdict", "bit-identical" if rep.identical else "differs")
-    actions.set_output("reproduction-id", new["id"])
+    actions.set_output("reproduction-id", rep.reproduction_id or "")
     if rep.env_drift:
         click.echo(click.style(f"note: environment drift allowed ({len(rep.env_drift)} "
                                "differences)", fg="yellow"))
     if keep:
         click.echo(f"scratch workspace kept at {rep.workspace}")
-    if rep.identical:
-        click.echo(click.style("bit-identical", fg="green", bold=True)
-                   + f": {rep.compared_outputs} outputs and {rep.compared_metrics} metrics match "
-                   f"run {log_text(record['id'])} (reproduction recorded as {new['id']})")
-        return
-    lines = []
-    for d in rep.differences:
-        lines.append(f"{d.what} {d.name}: recorded {d.recorded}, reproduced {d.reproduced}")
-    raise ReproductionError(
-        f"run {record['id']} did not reproduce: {len(rep.differences)} differences "
-        f"(of {rep.compared_outputs} outputs and {rep.compared_metrics} metrics)",
-        hint="look for unseeded randomness, non-deterministic ops or undeclared inputs; "
-        "`gha-mlops reproduce --keep` keeps the scratch workspace to compare files",
-        notes=lines)
+    if not rep.identical:
+        raise rep.error()
+    click.echo(click.style("bit-identical", fg="green", bold=True)
+               + f": {rep.compared_outputs} outputs and {rep.compared_metrics} metrics match "
+               f"run {log_text(rep.run_id)} (reproduction recorded as {rep.reproduction_id})")
+
+
+def _announce(record: RunRecord) -> None:
+    git = record.git
+    where = f"commit {short(git.commit)}" if git and git.commit else "no git commit"
+    click.echo(f"reproducing run {log_text(record.id)} ({where}"
+               f"{', dirty tree' if git and git.dirty else ''})")

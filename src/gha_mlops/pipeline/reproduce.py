@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,10 @@ from gha_mlops.errors import (
 from gha_mlops.git import GitError, is_ignored, ls_files, worktree_add, worktree_remove
 from gha_mlops.pipeline.engine import Reporter, RunOptions, RunResult, run_pipeline
 from gha_mlops.pipeline.environment import installed_packages, system_info
+from gha_mlops.runs.record import RunRecord
+from gha_mlops.runs.store import RunStore
 from gha_mlops.store.hashing import Hasher, StatCache, is_tree
+from gha_mlops.store.lock import WorkspaceLock
 from gha_mlops.store.objects import ContentCache
 from gha_mlops.train._portable import DISPATCH_VARS, normalize_machine, portable_pins
 
@@ -48,6 +51,10 @@ class Difference:
 
 @dataclass
 class Reproduction:
+    """The outcome of reproducing run ``run_id``: how (``method``: ``git-worktree`` or
+    ``copy``), where (``workspace``, the scratch one), what differs, and, once recorded, the id
+    of the reproduction record (``reproduction_id``)."""
+
     run_id: str
     workspace: Path
     method: str  # "git-worktree" or "copy"
@@ -56,10 +63,57 @@ class Reproduction:
     compared_outputs: int = 0
     compared_metrics: int = 0
     env_drift: list[str] = field(default_factory=list)
+    reproduction_id: str | None = None
 
     @property
     def identical(self) -> bool:
         return not self.differences
+
+    def verdict(self) -> dict[str, Any]:
+        """The ``verdict`` field of the reproduction record."""
+        return {"reproduces": self.run_id, "identical": self.identical, "method": self.method,
+                "env_drift": self.env_drift,
+                "differences": [d.__dict__ for d in self.differences]}
+
+    def error(self) -> ReproductionError:
+        """The error that ends ``gha-mlops reproduce`` when the run did not reproduce: every
+        difference is a note."""
+        return ReproductionError(
+            f"run {self.run_id} did not reproduce: {len(self.differences)} differences "
+            f"(of {self.compared_outputs} outputs and {self.compared_metrics} metrics)",
+            hint="look for unseeded randomness, non-deterministic ops or undeclared inputs; "
+            "`gha-mlops reproduce --keep` keeps the scratch workspace to compare files",
+            notes=[f"{d.what} {d.name}: recorded {d.recorded}, reproduced {d.reproduced}"
+                   for d in self.differences])
+
+
+def reproduce(ref: str, workspace: Path, *, environ: Mapping[str, str],
+              allow_env_drift: bool = False, keep: bool = False, jobs: int = 1,
+              reporter: Reporter | None = None,
+              announce: Callable[[RunRecord], None] | None = None,
+              lock_wait: float = 60.0) -> Reproduction:
+    """``gha-mlops reproduce``: reproduce the run ``ref`` names among ``workspace``'s records
+    (an id, a unique prefix, ``latest``, ``latest~N``) with :func:`reproduce_run`, then write
+    the reproduction's own record (kind ``reproduction``, with the ``verdict``) under the
+    workspace lock (waiting up to ``lock_wait`` seconds for it). ``announce`` is told the run
+    before anything runs.
+
+    Returns the reproduction whatever the verdict (the caller decides how a difference ends);
+    raises as :func:`reproduce_run` does.
+    """
+    store = RunStore.of(workspace)
+    record = store.record(ref)
+    if announce is not None:
+        announce(record)
+    rep = reproduce_run(record, workspace.absolute(), environ=environ,
+                        allow_env_drift=allow_env_drift, keep=keep, jobs=jobs, reporter=reporter)
+    assert rep.result is not None
+    new = dict(rep.result.record)
+    new["verdict"] = rep.verdict()
+    with WorkspaceLock(workspace / STATE_DIR, wait=lock_wait, what="reproduce"):
+        store.write(new)
+    rep.reproduction_id = str(new["id"])
+    return rep
 
 
 def environment_drift(record: Mapping[str, Any], packages: Mapping[str, str],
@@ -266,81 +320,94 @@ def _describe(cpu: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def reproduce_run(record: Mapping[str, Any], workspace: Path, *, environ: Mapping[str, str],
-                  allow_env_drift: bool = False, keep: bool = False, jobs: int = 1,
-                  reporter: Reporter | None = None) -> Reproduction:
-    """Reproduce ``record`` (a run of ``workspace``) and return the comparison.
+def reproduce_run(record: RunRecord | Mapping[str, Any], workspace: Path, *,
+                  environ: Mapping[str, str], allow_env_drift: bool = False, keep: bool = False,
+                  jobs: int = 1, reporter: Reporter | None = None) -> Reproduction:
+    """Reproduce ``record`` (a run of ``workspace``; a JSON document is validated first) and
+    return the comparison.
 
     Raises :class:`EnvironmentDriftError` when the environment differs and drift is not
     allowed, and :class:`ReproductionError` when the recorded inputs are not available.
     """
-    if record.get("kind", "run") != "run":
-        raise ReproductionError(f"{record['id']} is a reproduction record, not a run",
+    rec = record if isinstance(record, RunRecord) else RunRecord.from_json(record)
+    if rec.kind != "run":
+        raise ReproductionError(f"{rec.id} is a reproduction record, not a run",
                                 hint="reproduce the run it names instead")
-    if record.get("status") != "succeeded":
+    if rec.status != "succeeded":
         raise ReproductionError(
-            f"run {record['id']} did not succeed ({record.get('status')}): "
+            f"run {rec.id} did not succeed ({rec.status}): "
             "there are no complete results to reproduce",
             hint="pick a successful run from `gha-mlops runs list`")
-    facts_cache = workspace / STATE_DIR / "tmp"
-    system = system_info(facts_cache)
-    # The CPU first: it answers in one line, before minutes of running, why bytes would differ.
-    kernels = kernel_mismatch(record, system["cpu"], environ)
-    if kernels is not None and not allow_env_drift:
-        raise EnvironmentDriftError(kernels.message, hint=kernels.hint, notes=list(kernels.notes))
-    drift = environment_drift(record, installed_packages(facts_cache), system)
-    if kernels is not None:
-        drift[:0] = [f"cpu ({kernels.factor}): {kernels.message}"]
-    if drift and not allow_env_drift:
-        raise EnvironmentDriftError(
-            f"the environment differs from the one run {record['id']} used, so bit-identical "
-            "results are not expected",
-            hint="install the recorded versions (see `gha-mlops runs show RUN --json`, "
-            "env.packages), or pass --allow-env-drift to compare anyway",
-            notes=drift[:30] + ([f"... and {len(drift) - 30} more"] if len(drift) > 30 else []))
-
-    scratch_root = Path(tempfile.mkdtemp(prefix=f"gha-mlops-reproduce-{record['id']}-"))
-    git = record.get("git") or {}
+    drift = _environment_check(rec, workspace, environ, allow_env_drift)
+    scratch_root = Path(tempfile.mkdtemp(prefix=f"gha-mlops-reproduce-{rec.id}-"))
+    git = rec.git
     worktree_repo: Path | None = None
     try:
-        if git.get("commit") and not git.get("dirty") and git.get("root"):
-            worktree_repo = Path(git["root"])
-            scratch = _git_worktree(worktree_repo, git["commit"], scratch_root / "tree",
-                                    git.get("subdir") or ".")
+        if git is not None and git.commit and not git.dirty and git.root:
+            worktree_repo = Path(git.root)
+            scratch = _git_worktree(worktree_repo, git.commit, scratch_root / "tree",
+                                    git.subdir or ".")
             method = "git-worktree"
         else:
-            scratch = _copy_workspace(workspace, scratch_root / "tree", record)
+            scratch = _copy_workspace(workspace, scratch_root / "tree", rec)
             method = "copy"
-        rep = Reproduction(run_id=record["id"], workspace=scratch, method=method,
-                           env_drift=drift)
+        rep = Reproduction(run_id=rec.id, workspace=scratch, method=method, env_drift=drift)
         cache = ContentCache(workspace / STATE_DIR / "cache")
-        _bring_missing_inputs(workspace, scratch, record)
-        _materialize_datasets(workspace, scratch, record, cache)
-        _check_inputs(scratch, record, cache)
-
-        config = scratch / (record.get("config") or {}).get("path", "mlops.yaml")
-        # A sweep leg ran with `--set` overrides: the same values, in the same order.
-        overrides = (record.get("params") or {}).get("overrides") or {}
-        try:
-            pipeline = load_pipeline(config, overrides=overrides)
-        except UsageError as err:  # only overrides make a load a usage error
-            raise ReproductionError(
-                f"the params overrides of run {record['id']} do not apply to its params file: "
-                f"{err.message}", hint=err.hint) from None
-        stages = tuple(s["name"] for s in record.get("stages", []))
-        rep.result = run_pipeline(
-            pipeline,
-            RunOptions(environ=environ, force=True, targets=stages, jobs=jobs,
-                       kind="reproduction", extra={"reproduces": record["id"]}),
-            reporter,
-        )
-        _compare(record, rep)
+        _bring_missing_inputs(workspace, scratch, rec)
+        _materialize_datasets(workspace, scratch, rec, cache)
+        _check_inputs(scratch, rec, cache)
+        rep.result = _rerun(scratch, rec, environ=environ, jobs=jobs, reporter=reporter)
+        _compare(rec, rep)
         return rep
     finally:
         if not keep:
             if worktree_repo is not None:
                 worktree_remove(worktree_repo, scratch_root / "tree")
             shutil.rmtree(scratch_root, ignore_errors=True)
+
+
+def _environment_check(rec: RunRecord, workspace: Path, environ: Mapping[str, str],
+                       allow_env_drift: bool) -> list[str]:
+    """How this machine differs from the run's (the CPU kernels, Python, the packages); an
+    :class:`EnvironmentDriftError` when it does and drift is not allowed."""
+    facts_cache = workspace / STATE_DIR / "tmp"
+    system = system_info(facts_cache)
+    # The CPU first: it answers in one line, before minutes of running, why bytes would differ.
+    kernels = kernel_mismatch(rec.doc, system["cpu"], environ)
+    if kernels is not None and not allow_env_drift:
+        raise EnvironmentDriftError(kernels.message, hint=kernels.hint, notes=list(kernels.notes))
+    drift = environment_drift(rec.doc, installed_packages(facts_cache), system)
+    if kernels is not None:
+        drift[:0] = [f"cpu ({kernels.factor}): {kernels.message}"]
+    if drift and not allow_env_drift:
+        raise EnvironmentDriftError(
+            f"the environment differs from the one run {rec.id} used, so bit-identical "
+            "results are not expected",
+            hint="install the recorded versions (see `gha-mlops runs show RUN --json`, "
+            "env.packages), or pass --allow-env-drift to compare anyway",
+            notes=drift[:30] + ([f"... and {len(drift) - 30} more"] if len(drift) > 30 else []))
+    return drift
+
+
+def _rerun(scratch: Path, rec: RunRecord, *, environ: Mapping[str, str], jobs: int,
+           reporter: Reporter | None) -> RunResult:
+    """Run the recorded stages again in ``scratch``, forced (the cache bypassed)."""
+    config = scratch / str(rec.config.get("path", "mlops.yaml"))
+    # A sweep leg ran with `--set` overrides: the same values, in the same order.
+    overrides = rec.params.get("overrides") or {}
+    try:
+        pipeline = load_pipeline(config, overrides=overrides)
+    except UsageError as err:  # only overrides make a load a usage error
+        raise ReproductionError(
+            f"the params overrides of run {rec.id} do not apply to its params file: "
+            f"{err.message}", hint=err.hint) from None
+    stages = tuple(s.name for s in rec.stages)
+    return run_pipeline(
+        pipeline,
+        RunOptions(environ=environ, force=True, targets=stages, jobs=jobs,
+                   kind="reproduction", extra={"reproduces": rec.id}),
+        reporter,
+    )
 
 
 def _git_worktree(repo: Path, commit: str, dest: Path, subdir: str) -> Path:
@@ -367,8 +434,8 @@ def _listed_files(workspace: Path) -> list[str]:
     return out
 
 
-def _copy_workspace(workspace: Path, dest: Path, record: Mapping[str, Any]) -> Path:
-    outputs = list((record.get("outputs") or {}).keys())
+def _copy_workspace(workspace: Path, dest: Path, record: RunRecord) -> Path:
+    outputs = list(record.outputs)
     for rel in _listed_files(workspace):
         if any(rel == o or rel.startswith(o + "/") for o in outputs):
             continue  # outputs are what we re-create
@@ -381,15 +448,13 @@ def _copy_workspace(workspace: Path, dest: Path, record: Mapping[str, Any]) -> P
     return dest
 
 
-def _bring_missing_inputs(workspace: Path, scratch: Path, record: Mapping[str, Any]) -> None:
+def _bring_missing_inputs(workspace: Path, scratch: Path, record: RunRecord) -> None:
     """Copy recorded inputs that the checkout lacks (data kept out of git) from the workspace.
 
     Whatever is copied is checked against the record's hashes afterwards."""
-    named = [(record.get("config") or {}).get("path", "mlops.yaml"),
-             (record.get("params") or {}).get("file"),
-             ((record.get("env") or {}).get("lock") or {}).get("path")]
-    for rel in [*filter(None, named), *(d for d in record.get("data") or {}
-                                        if not d.startswith("data:"))]:
+    named = [record.config.get("path", "mlops.yaml"), record.params.get("file"),
+             (record.env.get("lock") or {}).get("path")]
+    for rel in [*filter(None, named), *(d for d in record.data if not d.startswith("data:"))]:
         if not (scratch / rel).exists() and (workspace / rel).exists():
             src = workspace / rel
             if src.is_dir():
@@ -399,7 +464,7 @@ def _bring_missing_inputs(workspace: Path, scratch: Path, record: Mapping[str, A
                 shutil.copy2(src, scratch / rel)
 
 
-def _materialize_datasets(workspace: Path, scratch: Path, record: Mapping[str, Any],
+def _materialize_datasets(workspace: Path, scratch: Path, record: RunRecord,
                           cache: ContentCache) -> None:
     """Pin each recorded dataset version in the scratch workspace (its pointer as the run saw
     it) and put exactly that version in place: from the workspace's cache, fetched first (and
@@ -407,7 +472,7 @@ def _materialize_datasets(workspace: Path, scratch: Path, record: Mapping[str, A
     from gha_mlops.data.pointer import Dataset, write_pointer
 
     hasher = Hasher(scratch, StatCache(None))
-    for name, entry in (record.get("datasets") or {}).items():
+    for name, entry in (record.datasets or {}).items():
         ds = Dataset(name=name, path=entry["path"], pointer=entry["pointer"],
                      version=entry["version"], files=entry["files"], size=entry["size"],
                      source=entry.get("source"))
@@ -415,7 +480,7 @@ def _materialize_datasets(workspace: Path, scratch: Path, record: Mapping[str, A
         if hasher.hash_path(ds.path) == ds.version:
             continue
         if not cache.has(ds.version):
-            _fetch_recorded(workspace, ds, entry.get("remote"), record["id"])
+            _fetch_recorded(workspace, ds, entry.get("remote"), record.id)
         cache.checkout(ds.version, scratch / ds.path)
 
 
@@ -444,21 +509,20 @@ def _fetch_recorded(workspace: Path, ds: Any, remote_entry: Mapping[str, Any] | 
             "machine whose cache holds it), then reproduce again") from None
 
 
-def _check_inputs(scratch: Path, record: Mapping[str, Any], cache: ContentCache) -> None:
+def _check_inputs(scratch: Path, record: RunRecord, cache: ContentCache) -> None:
     problems: list[str] = []
     differing = 0
     checks: list[tuple[str, str | None]] = []
-    config = record.get("config") or {}
+    config = record.config
     checks.append((config.get("path", "mlops.yaml"), config.get("sha256")))
-    params = record.get("params") or {}
+    params = record.params
     if params.get("sha256"):
         checks.append((params["file"], params["sha256"]))
-    lock = (record.get("env") or {}).get("lock")
+    lock = record.env.get("lock")
     if lock:
         checks.append((lock["path"], lock["sha256"]))
-    checks.extend((k, v) for k, v in (record.get("data") or {}).items()
-                  if not k.startswith("data:"))
-    checks.extend((ds["path"], ds["version"]) for ds in (record.get("datasets") or {}).values())
+    checks.extend((k, v) for k, v in record.data.items() if not k.startswith("data:"))
+    checks.extend((ds["path"], ds["version"]) for ds in (record.datasets or {}).values())
     hasher = Hasher(scratch, StatCache(None))
     for rel, expected in checks:
         if expected is None:
@@ -481,32 +545,31 @@ def _check_inputs(scratch: Path, record: Mapping[str, Any], cache: ContentCache)
                     problems.append(f"  {rel}/{name}: {state}")
     if problems:
         raise ReproductionError(
-            f"the inputs of run {record['id']} are not available as recorded: "
+            f"the inputs of run {record.id} are not available as recorded: "
             f"{differing} differ",
             hint="restore the files the run used (e.g. `git checkout` the data or code), "
             "then reproduce again",
             notes=problems)
 
 
-def _compare(record: Mapping[str, Any], rep: Reproduction) -> None:
+def _compare(record: RunRecord, rep: Reproduction) -> None:
     assert rep.result is not None
     new = rep.result.record
-    for path, entry in (record.get("outputs") or {}).items():
+    for path, entry in record.outputs.items():
         rep.compared_outputs += 1
         other = (new.get("outputs") or {}).get(path)
         got = other["sha256"] if other else None
-        if got == entry["sha256"]:
+        if got == entry.sha256:
             continue
-        rep.differences.append(Difference("output", path, entry["sha256"], got))
-        if is_tree(entry["sha256"]) and other and "files" in other:
-            a, b = entry.get("files", {}), other["files"]
+        rep.differences.append(Difference("output", path, entry.sha256, got))
+        if entry.is_tree and other and "files" in other:
+            a, b = entry.files or {}, other["files"]
             for name in sorted(set(a) | set(b)):
                 if a.get(name) != b.get(name):
                     rep.differences.append(
                         Difference("file", f"{path}/{name}", a.get(name), b.get(name)))
-    rec_metrics = record.get("metrics") or {}
     new_metrics = new.get("metrics") or {}
-    for file, values in rec_metrics.items():
+    for file, values in record.metrics.items():
         for key, value in values.items():
             rep.compared_metrics += 1
             got = (new_metrics.get(file) or {}).get(key)
