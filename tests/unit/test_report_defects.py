@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gha_mlops.cli._render import headline_metrics
-from gha_mlops.cli.runs import _describe
+from gha_mlops.cli._run_text import describe as _describe
 from gha_mlops.config.model import Gate
 from gha_mlops.reporting import plots
 from gha_mlops.reporting.compare import RunFiles, compare, read_run_files
