@@ -127,7 +127,7 @@ def test_when_neither_cache_nor_workspace_has_the_file_the_report_says_so(
                                    {"acc": Gate("acc", min=0.99)},
                                    {"acc": Gate("acc", min=0.5), "x": Gate("x", max=1)}])
 def test_report_md_and_report_json_state_one_verdict(gates: dict[str, Gate]) -> None:
-    from gha_mlops.cli.report import _stored
+    from gha_mlops.reporting.pr_report import stored_json as _stored
 
     record = {"id": "r", "status": "succeeded", "stages": [], "metrics": {"m.json":
                                                                            {"acc": 0.9}}}

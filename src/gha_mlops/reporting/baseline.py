@@ -10,17 +10,20 @@ metrics and plot files beside it) into a directory the report reads it from.
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from gha_mlops.config import STATE_DIR
 from gha_mlops.errors import ExitCode, GhaMlopsError, UsageError
 from gha_mlops.github.port import ActionsPort, ArtifactRef, GitHubError, WorkflowRunRef
+
+# Unpacking a downloaded run is the RUN resolver's (one reader of artifacts); re-exported.
+from gha_mlops.runs.refs import extract_record as extract_record
+from gha_mlops.runs.refs import unpack
+
+record_from_download = unpack
 
 DEFAULT_ARTIFACT = "gha-mlops-run"
 MAX_RUNS = 30  # successful runs looked at before giving up
@@ -105,53 +108,6 @@ def find_champion(port: ActionsPort, repo: str, branch: str,
         hint=f"looked at the last {seen} successful run(s) of {branch}; the workflow on "
              f"{branch} must upload it (actions/run with upload: \"true\", artifact-name: "
              f"{artifact}), or name another with --baseline-artifact / --base-branch")
-
-
-def extract_record(archive: bytes, dest: Path, *, source: str) -> Path:
-    """Unpack the zip ``archive`` (an artifact of actions/run) into ``dest`` and return the
-    run record in it: ``.gha-mlops/runs/<id>.json`` (its metrics and plots lie beside it, as
-    in the workspace it came from), else the only JSON file of the archive."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(archive)) as zf:
-            for name in zf.namelist():
-                parts = PurePosixPath(name).parts
-                if name.startswith(("/", "\\")) or ".." in parts or ":" in name:
-                    raise UsageError(f"{source}: unsafe path {name!r} in the archive",
-                                     hint="the artifact was not made by actions/run")
-            zf.extractall(dest)
-    except zipfile.BadZipFile as err:
-        raise UsageError(f"{source} is not a zip archive: {err}",
-                         hint="give a run record JSON or the zip of a gha-mlops-run "
-                              "artifact") from None
-    records = sorted(p for p in dest.rglob("*.json")
-                     if p.parent.name == "runs" and p.parent.parent.name == STATE_DIR)
-    if not records:
-        records = sorted(dest.rglob("*.json"))
-        if len(records) != 1:
-            raise UsageError(f"{source} holds no run record ({STATE_DIR}/runs/<id>.json)",
-                             hint="upload the run with actions/run (upload: \"true\")")
-    if len(records) > 1:
-        names = ", ".join(str(p.relative_to(dest)) for p in records)
-        raise UsageError(f"{source} holds several run records ({names})",
-                         hint="upload one run per artifact, or pass the record file as "
-                              "--baseline")
-    return records[0]
-
-
-def record_from_download(data: bytes, dest: Path, *, source: str) -> Path:
-    """A downloaded ``--baseline URL``, a zip archive or a run record JSON, saved in ``dest``;
-    returns the record's path."""
-    if data[:4] == b"PK\x03\x04":
-        return extract_record(data, dest, source=source)
-    try:
-        json.loads(data)
-    except ValueError as err:
-        raise UsageError(f"{source} is neither a zip archive nor JSON: {err}",
-                         hint="give the URL of a run record JSON or of an artifact's zip"
-                         ) from None
-    path = dest / "record.json"
-    path.write_bytes(data)
-    return path
 
 
 def fetch_champion(port: ActionsPort, repo: str, branch: str, dest: Path,

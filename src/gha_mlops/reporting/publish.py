@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gha_mlops.github.port import Comment, GitHubError, GitHubPort, StoredReportPort
+from gha_mlops.reporting.images import AssetsBranchHost, ImageHost
 from gha_mlops.reporting.markdown import marker, sanitize_report_id
 
 
@@ -43,13 +44,12 @@ class Published:
 def publish(port: GitHubPort, target: Target, render: Callable[[Mapping[str, str]], str], *,
             report_id: str, passed: bool, headline: str,
             images: Mapping[str, bytes] | Callable[[], Mapping[str, bytes]] | None = None,
-            assets_branch: str = "gha-mlops-assets",
-            upload_images: Callable[[Mapping[str, bytes]], dict[str, str]] | None = None,
+            assets_branch: str = "gha-mlops-assets", host: ImageHost | None = None,
             server_url: str = "https://github.com", check_name: str = "gha-mlops report",
             details_url: str | None = None) -> Published:
     """Publish the report ``render(image_urls)`` (Markdown, already within GitHub's limits and
-    carrying :func:`marker` ``(report_id)``) to ``target``. Images go to ``assets_branch``,
-    or through ``upload_images`` (name -> bytes to name -> URL) when given."""
+    carrying :func:`marker` ``(report_id)``) to ``target``. Images go to ``host`` when given
+    (the caller closes it), else to ``assets_branch`` (:class:`AssetsBranchHost`)."""
     out = Published()
     if target.kind == "summary":
         return out
@@ -64,16 +64,16 @@ def publish(port: GitHubPort, target: Target, render: Callable[[Mapping[str, str
                          if tag in c.body), None)
     if callable(images):
         images = images()
-    if images and upload_images is not None:  # the user's own storage (a bucket)
-        out.image_urls = upload_images(images)
+    if images and host is not None:  # the user's own storage (a bucket)
+        out.image_urls = host.upload(images)
     elif images:
-        folder = f"{sanitize_report_id(report_id)}/{(target.sha or 'no-sha')[:12]}"
-        files = {f"{folder}/{name}": data for name, data in images.items()}
-        out.assets_commit = port.commit_files(
-            target.repo, assets_branch, files,
-            f"gha-mlops report {report_id} images for {(target.sha or '')[:12]}")
-        out.image_urls = {name: f"{server_url.rstrip('/')}/{target.repo}/raw/"
-                          f"{out.assets_commit}/{folder}/{name}" for name in images}
+        assets = AssetsBranchHost(
+            port, target.repo, assets_branch,
+            f"{sanitize_report_id(report_id)}/{(target.sha or 'no-sha')[:12]}",
+            server_url=server_url,
+            message=f"gha-mlops report {report_id} images for {(target.sha or '')[:12]}")
+        out.image_urls = assets.upload(images)
+        out.assets_commit = assets.commit
     body = render(out.image_urls)
     if tag not in body:
         body = f"{tag}\n{body}"

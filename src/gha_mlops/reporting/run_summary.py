@@ -40,6 +40,21 @@ from gha_mlops.reporting._markdown import table_lines
 STEP_SUMMARY_LIMIT = 1024 * 1024
 """GitHub's limit on one step's summary, in bytes; a larger one is not shown at all."""
 
+SUMMARY_RESERVE = 8 * 1024
+"""Bytes left free in the step summary for what may follow (the CLI's error note, later
+steps' text)."""
+
+
+def summary_room_bytes(path: Path) -> int:
+    """The bytes a step summary ``path`` still has room for, :data:`SUMMARY_RESERVE` kept
+    free (negative when it is full already; a file that cannot be read counts as empty)."""
+    try:
+        used = path.stat().st_size
+    except OSError:
+        used = 0
+    return STEP_SUMMARY_LIMIT - used - SUMMARY_RESERVE
+
+
 MAX_CHART_POINTS = 100
 """The most x values a chart gets; longer series are downsampled evenly."""
 
