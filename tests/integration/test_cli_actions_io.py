@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gha_mlops.pipeline.engine import _HeldInterrupts
+from gha_mlops.pipeline.execute import HeldInterrupts as _HeldInterrupts
 from gha_mlops.store.hashing import sha256_file
 from tests.conftest import CLI, Workspace
 from tests.unit.test_gha_runtime import parse_command, parse_env_file
