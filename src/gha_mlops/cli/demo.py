@@ -1,19 +1,17 @@
-"""``gha-mlops demo``: the embedded example, end to end."""
+"""``gha-mlops demo``: the embedded example, end to end (:func:`gha_mlops.demo.run.demo`)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
 from pathlib import Path
-from typing import Any
 
 import click
 
 from gha_mlops.cli._render import TerminalReporter, format_metric
-from gha_mlops.config import load_pipeline
-from gha_mlops.errors import missing_extra
-from gha_mlops.pipeline.engine import RunOptions, run_pipeline
+from gha_mlops.demo import DATASET
+from gha_mlops.demo.run import DemoOutcome, Setup
+from gha_mlops.demo.run import demo as run_demo
 
 DEFAULT_DIR = "gha-mlops-demo"
 
@@ -32,46 +30,41 @@ def demo(directory: Path, reset: bool, no_run: bool, jobs: int) -> None:
     shows the pipeline fully cached. The project is made a git repository (unless it is inside
     one already), so its runs record a commit and `gha-mlops reproduce` checks it out.
     """
-    from gha_mlops.demo import DATASET, project_files, seed_remote, write_project
-
-    if not no_run and importlib.util.find_spec("torch") is None:
-        raise missing_extra("torch", "torch")
-    written = write_project(directory, overwrite=reset)
     shown = _display(directory)
-    kept = len(project_files()) - len(written)
-    click.echo(f"example project in {shown}/ ({len(written)} files written"
-               + (f", {kept} already there kept as they are" if kept and not reset else "")
-               + (f", {kept} already up to date" if kept and reset else "") + ")")
-    _git_init(directory)
-    if seed_remote(directory):
-        click.echo(f"dataset {DATASET} put in the project's dataset remote {shown}/demo-remote/ "
-                   "(a directory standing in for a shared disk or a bucket)")
+
+    def prepared(setup: Setup) -> None:
+        kept = setup.total - setup.written
+        click.echo(f"example project in {shown}/ ({setup.written} files written"
+                   + (f", {kept} already there kept as they are" if kept and not reset else "")
+                   + (f", {kept} already up to date" if kept and reset else "") + ")")
+        if setup.seeded:
+            click.echo(f"dataset {DATASET} put in the project's dataset remote "
+                       f"{shown}/demo-remote/ (a directory standing in for a shared disk or a "
+                       "bucket)")
+
+    outcome = run_demo(directory, reset=reset, run=not no_run, environ=dict(os.environ),
+                       jobs=jobs, reporter=TerminalReporter(), prepared=prepared)
     if no_run:
         click.echo(f"run it with: cd {shlex.quote(shown)} && gha-mlops run")
         return
-    pipeline = load_pipeline(directory / "mlops.yaml")
-    result = run_pipeline(pipeline, RunOptions(environ=dict(os.environ), jobs=jobs),
-                          TerminalReporter())
-    record = result.record
-    stages = record["stages"]
-    ran = [s["name"] for s in stages if s["status"] == "ran"]
-    cached = [s["name"] for s in stages if s["status"] in ("cached", "restored")]
+    _show(outcome, shown)
+
+
+def _show(outcome: DemoOutcome, shown: str) -> None:
+    record = outcome.record
+    assert record is not None
     click.echo("")
-    click.echo(click.style("demo finished", bold=True) + f" in {record['duration_s']:.1f} s")
-    click.echo(f"  stages run     {', '.join(ran) or 'none'}")
-    click.echo(f"  from cache     {', '.join(cached) or 'none'}"
-               + ("   (fully cached: nothing changed)" if not ran else ""))
-    metrics = record.get("metrics", {}).get("metrics/eval.json", {})
-    for key in ("test_accuracy", "macro_f1"):
-        if key in metrics:
-            click.echo(f"  {key:<14} {format_metric(metrics[key])}")
-    model = record.get("model") or {}
-    if model:
-        click.echo(f"  model sha256   {model['sha256']}  ({model['path']})")
-    kernels = _kernels(record)
-    if kernels:
-        click.echo(f"  CPU kernels    {kernels}")
-    click.echo(f"  run id         {record['id']}")
+    click.echo(click.style("demo finished", bold=True) + f" in {record.duration_s or 0:.1f} s")
+    click.echo(f"  stages run     {', '.join(outcome.ran) or 'none'}")
+    click.echo(f"  from cache     {', '.join(outcome.cached) or 'none'}"
+               + ("   (fully cached: nothing changed)" if not outcome.ran else ""))
+    for key, value in outcome.headline:
+        click.echo(f"  {key:<14} {format_metric(value)}")
+    if outcome.model:
+        click.echo(f"  model sha256   {outcome.model.sha256}  ({outcome.model.path})")
+    if outcome.kernels:
+        click.echo(f"  CPU kernels    {outcome.kernels}")
+    click.echo(f"  run id         {record.id}")
     click.echo("")
     click.echo("next, try:")
     cd = f"cd {shlex.quote(shown)}"
@@ -80,35 +73,8 @@ def demo(directory: Path, reset: bool, no_run: bool, jobs: int) -> None:
     click.echo(f"  edit {shown}/params.yaml (train.epochs), then: {cd} && gha-mlops run   # only affected stages rerun")
 
 
-def _kernels(record: dict[str, Any]) -> str | None:
-    """Whether the stages that ran pinned their CPU kernels (portable mode), in words."""
-    reports = [(s.get("runtime") or {}).get("cpu_dispatch") for s in record.get("stages", [])]
-    dispatch = [d for d in reports if isinstance(d, dict)]
-    if not dispatch:
-        return None  # nothing ran (fully cached)
-    machine = (record.get("env") or {}).get("cpu", {}).get("machine", "")
-    if all(d.get("portable") is True for d in dispatch):
-        return (f"portable: the same model on any {machine} machine with these packages "
-                "(docs/reproduce.md)")
-    levels = sorted({str(d.get("aten_capability")) for d in dispatch})
-    return f"native to this CPU ({', '.join(levels)}): portable mode was off"
-
-
 def _display(path: Path) -> str:
     try:
         return os.path.relpath(path)
     except ValueError:
         return str(path)
-
-
-def _git_init(directory: Path) -> None:
-    """Make the example a git repository with one commit, unless a repository around it
-    already versions it (one that ignores the directory does not count)."""
-    from gha_mlops import git
-
-    if not git.available():
-        return
-    if git.is_inside_work_tree(directory) and not git.is_ignored(directory):
-        return
-    git.init_and_commit(directory, "gha-mlops example project",
-                        name="gha-mlops demo", email="demo@gha-mlops.invalid")
