@@ -234,9 +234,10 @@ class PyGitHub(GitHubAPI):
     # ------------------------------------------------------------------ pulls
 
     def pull_head_sha(self, repo: str, number: int) -> str:
-        pull = self._call(f"read pull request #{number} of {repo}", "pulls",
-                          lambda: self._repo(repo).get_pull(number))
-        return str(pull.head.sha)
+        # Read the sha inside the call: the client is lazy, so the request (and a 404 for a
+        # pull request that does not exist) happens when an attribute is first read.
+        return self._call(f"read pull request #{number} of {repo}", "pulls",
+                          lambda: str(self._repo(repo).get_pull(number).head.sha))
 
 
 def download(url: str, *, token: str | None = None, api_url: str = "https://api.github.com",
