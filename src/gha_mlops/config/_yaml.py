@@ -105,18 +105,24 @@ def safe_loader() -> Any:
     except ImportError:  # PyYAML built without libyaml
         from yaml import SafeLoader as Base  # type: ignore[assignment]
 
+    return _unique_key_loader(yaml, _memo_loader(yaml, Base))
+
+
+# Built on first use (yaml is imported lazily: a no-op run reads no YAML), hence factories.
+def _memo_loader(yaml: Any, base: Any) -> Any:
+    """``base`` that resolves the tag of each distinct plain scalar once and builds each
+    distinct immutable scalar once."""
     scalar = yaml.ScalarNode
     plain_tags = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool",
                                                                 "null"))
+    base_resolve: Any = base.resolve
 
-    base_resolve: Any = Base.resolve
-    seq_tag = "tag:yaml.org,2002:seq"
-    map_tag = "tag:yaml.org,2002:map"
-
-    class UniqueKeyLoader(Base):
+    class MemoLoader(base):  # type: ignore[misc]
         # A large pipeline repeats the same keys and values thousands of times: the tag of
         # each distinct plain scalar is resolved once, and each distinct immutable scalar
         # built once. Both are pure functions of the text, so the result is the same.
+        PLAIN_TAGS = plain_tags
+
         def __init__(self, stream: Any) -> None:
             super().__init__(stream)
             self._tags: dict[tuple[str, Any], str] = {}
@@ -141,6 +147,18 @@ def safe_loader() -> Any:
                 value = self._scalars[key] = super().construct_object(node, deep=deep)
                 return value
 
+    return MemoLoader
+
+
+def _unique_key_loader(yaml: Any, base: Any) -> Any:
+    """``base`` (a :func:`_memo_loader`) that refuses duplicate keys and nesting deeper than
+    MAX_DEPTH, and builds plain mappings and lists itself."""
+    scalar = yaml.ScalarNode
+    plain_tags = base.PLAIN_TAGS
+    seq_tag = "tag:yaml.org,2002:seq"
+    map_tag = "tag:yaml.org,2002:map"
+
+    class UniqueKeyLoader(base):  # type: ignore[misc]
         def construct_tree(self, node: Any) -> Any:
             """``construct_document(node)``, refusing nesting deeper than MAX_DEPTH, for a
             document without recursive aliases (:func:`_check_expansion` passed it). Plain
@@ -150,8 +168,8 @@ def safe_loader() -> Any:
             try:
                 return self._tree(node, 1)
             finally:
-                self.constructed_objects = {}
-                self.recursive_objects = {}
+                self.constructed_objects: dict[Any, Any] = {}
+                self.recursive_objects: dict[Any, Any] = {}
 
         def _tree(self, node: Any, depth: int) -> Any:
             cls = node.__class__
@@ -190,7 +208,7 @@ def safe_loader() -> Any:
                 raise _depth_error(off.node.start_mark) from None
             return self.construct_object(node, deep=True)
 
-        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: dict[Any, int] = {}
             for key_node, _ in node.value:
                 if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
