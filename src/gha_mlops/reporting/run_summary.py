@@ -25,7 +25,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from gha_mlops.errors import UsageError
 from gha_mlops.gha.safe import html_text
 
 # Re-exported: these helpers lived here first (the explicit ``as`` keeps them public).
@@ -192,18 +191,11 @@ def render_run_summary(record: Mapping[str, Any], workspace: Path,
 
 
 def load_record_file(path: Path) -> dict[str, Any]:
-    """A run record read from a JSON file (e.g. one downloaded from another job's artifact)."""
-    try:
-        data = json.loads(path.read_bytes())
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}", file=path) from err
-    except ValueError as err:
-        raise UsageError(f"{path} is not valid JSON: {err}", file=path) from err
-    if not isinstance(data, dict) or "id" not in data or "stages" not in data:
-        raise UsageError(f"{path} is not a gha-mlops run record",
-                         hint="give a run id, `latest`, or a .gha-mlops/runs/<id>.json file",
-                         file=path)
-    return data
+    """A run record read from a JSON file (e.g. one downloaded from another job's artifact),
+    validated by :func:`gha_mlops.runs.store.read_record` (a UsageError names the file)."""
+    from gha_mlops.runs.store import read_record
+
+    return read_record(path).to_json()
 
 
 def _headline(record: Mapping[str, Any], opts: SummaryOptions) -> _Block:
