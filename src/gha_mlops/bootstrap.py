@@ -173,3 +173,20 @@ def runner_service(config: RunnersConfig, environ: Mapping[str, str], *,
         undo.pop_all()
     return service
 
+
+# --- object stores (data)
+# (written by the data side of issue 13: data/service.py takes this opener as a port)
+
+if TYPE_CHECKING:
+    from gha_mlops.data.service import StoreOpener
+
+
+def object_stores() -> StoreOpener:
+    """The opener of the object stores of data remotes (:func:`gha_mlops.data.stores.
+    open_remote`): a directory (a shared disk or NAS) or S3 through boto3. boto3 reads its
+    credentials (``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID``, OIDC web identity...) from the
+    process environment itself; gha-mlops reads none of it. The stores it opens are closed
+    by the service that opened them."""
+    from gha_mlops.data.stores import open_remote
+
+    return open_remote

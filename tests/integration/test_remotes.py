@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from gha_mlops.data import transfer
+from gha_mlops.data import https, transfer
 from gha_mlops.data.packs import object_key
 from gha_mlops.data.stores import LocalStore, S3Store, open_store
 from gha_mlops.errors import DataIntegrityError, MissingExtraError, RemoteError
@@ -375,10 +375,10 @@ def test_https_source_resumes_after_a_dropped_connection(http_server: _Server,
     http_server.drops, http_server.drop_after = 1, 300_000
     cache = ContentCache(tmp_path / "cache")
     sha = hashlib.sha256(http_server.payload).hexdigest()
-    transfer.fetch_url(_url(http_server), sha, cache)
+    https.fetch_url(_url(http_server), sha, cache)
     assert http_server.log == [None, "bytes=300000-"]
     _assert_verified(cache, [sha])
-    transfer.fetch_url(_url(http_server), sha, cache)  # already cached: no request
+    https.fetch_url(_url(http_server), sha, cache)  # already cached: no request
     assert len(http_server.log) == 2
 
 
@@ -388,7 +388,7 @@ def test_a_source_that_ignores_range_is_downloaded_again_whole(http_server: _Ser
     http_server.drops, http_server.drop_after = 2, 300_000
     cache = ContentCache(tmp_path / "cache")
     sha = hashlib.sha256(http_server.payload).hexdigest()
-    transfer.fetch_url(_url(http_server), sha, cache)
+    https.fetch_url(_url(http_server), sha, cache)
     assert len(http_server.log) == 3
     _assert_verified(cache, [sha])
 
@@ -399,14 +399,14 @@ def test_a_source_that_keeps_dropping_fails_and_a_later_run_resumes(
     cache = ContentCache(tmp_path / "cache")
     sha = hashlib.sha256(http_server.payload).hexdigest()
     with pytest.raises(RemoteError, match="failed after") as info:
-        transfer.fetch_url(_url(http_server), sha, cache)
+        https.fetch_url(_url(http_server), sha, cache)
     assert info.value.hint and "resume" in info.value.hint
     partial = cache.tmp / f"{sha}.partial"
     assert partial.stat().st_size == transfer.ATTEMPTS * 100_000
     assert not cache.object_path(sha).exists()
     http_server.drops = 0
     http_server.log.clear()
-    transfer.fetch_url(_url(http_server), sha, cache)
+    https.fetch_url(_url(http_server), sha, cache)
     assert http_server.log == [f"bytes={transfer.ATTEMPTS * 100_000}-"]
     _assert_verified(cache, [sha])
 
@@ -418,7 +418,7 @@ def test_a_source_serving_wrong_bytes_is_rejected(http_server: _Server, tmp_path
     cache = ContentCache(tmp_path / "cache")
     sha = hashlib.sha256(http_server.payload).hexdigest()
     with pytest.raises(DataIntegrityError) as info:
-        transfer.fetch_url(_url(http_server), sha, cache)
+        https.fetch_url(_url(http_server), sha, cache)
     message = info.value.message
     assert _url(http_server) in message and sha in message
     assert hashlib.sha256(wrong).hexdigest() in message
@@ -427,10 +427,10 @@ def test_a_source_serving_wrong_bytes_is_rejected(http_server: _Server, tmp_path
 
 def test_a_missing_source_is_a_remote_error(http_server: _Server, tmp_path: Path) -> None:
     with pytest.raises(RemoteError, match="HTTP 404"):
-        transfer.fetch_url(_url(http_server).replace("data.bin", "gone"), "0" * 64,
+        https.fetch_url(_url(http_server).replace("data.bin", "gone"), "0" * 64,
                            ContentCache(tmp_path / "cache"))
     with pytest.raises(RemoteError, match="only https"):
-        transfer.fetch_url("ftp://x/y", "0" * 64, ContentCache(tmp_path / "cache"))
+        https.fetch_url("ftp://x/y", "0" * 64, ContentCache(tmp_path / "cache"))
 
 
 def test_s3_without_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,13 @@ _DATASET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # 5: each gate keeps the line it is written on.
 _CACHE_FORMAT = 5
 
+# The datasets of a workspace by name, given its root: ``gha_mlops.data.pointer.find_datasets``.
+# config sits below data, so the services hand it in; the loader only asks it for names.
+DatasetFinder = Callable[[Path], Mapping[str, Any]]
 
-def load_pipeline(config_path: Path, *, overrides: Mapping[str, Any] | None = None) -> Pipeline:
+
+def load_pipeline(config_path: Path, *, overrides: Mapping[str, Any] | None = None,
+                  datasets: DatasetFinder | None = None) -> Pipeline:
     """Load and validate ``config_path``; the workspace root is its directory.
 
     Raises :class:`ConfigError` naming the file, the key path and, where the YAML gives one,
@@ -53,14 +58,20 @@ def load_pipeline(config_path: Path, *, overrides: Mapping[str, Any] | None = No
     (:class:`~gha_mlops.errors.UsageError` otherwise). They are applied to the validated
     config after the cache, which always holds the params file as it is, so a load with
     overrides is as fast as one without and never changes what a later load sees.
+
+    ``datasets`` finds the workspace's datasets (``gha_mlops.data.pointer.find_datasets``):
+    with it, each ``data:NAME`` dep must name one (:class:`ConfigError` naming the dep's line
+    otherwise) and :attr:`Pipeline.datasets` holds what it found; without it, ``data:`` deps
+    are not checked here and :attr:`Pipeline.datasets` stays None.
     """
     # Loading allocates objects by the hundred thousand for a large pipeline and makes no
     # cyclic garbage: left running, the collector would scan them again and again.
     with gc_paused():
-        return _load(config_path, overrides)
+        return _load(config_path, overrides, datasets)
 
 
-def _load(config_path: Path, overrides: Mapping[str, Any] | None) -> Pipeline:
+def _load(config_path: Path, overrides: Mapping[str, Any] | None,
+          find_datasets: DatasetFinder | None) -> Pipeline:
     config_path = config_path.absolute()
     root = config_path.parent
     try:
@@ -100,7 +111,7 @@ def _load(config_path: Path, overrides: Mapping[str, Any] | None) -> Pipeline:
         params = apply_overrides(pipeline.params, overrides, params_file=pipeline.params_file,
                                  stages=list(pipeline.stages.values()))
         pipeline = dataclasses.replace(pipeline, params=params, overrides=dict(overrides))
-    datasets = _check_deps_exist(pipeline, config_path, config_bytes)
+    datasets = _check_deps_exist(pipeline, config_path, config_bytes, find_datasets)
     if datasets is not None:
         pipeline = dataclasses.replace(pipeline, datasets=datasets)
     if pipeline.gates:  # the metrics files exist or not whether the config is cached or not
@@ -236,20 +247,7 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
                      "name a file that a stage declares in `outs:` (or a file inside one); "
                      + ("declared outs: " + ", ".join(declared) if declared
                         else "no stage declares `outs:` yet"))
-    remotes = {name: r.model_dump() for name, r in cfg.remotes.items()}
-    if cfg.remotes:
-        from gha_mlops.config._remotes import remote_url_problem
-    for name, remote in cfg.remotes.items():
-        if not _DATASET_NAME.match(name):
-            problems.add(("remotes", name), f"remote name {name!r} is not allowed",
-                         "use letters, digits, '_', '-' and '.'", key=True)
-        wrong = remote_url_problem(remote.url)
-        if wrong is not None:
-            problems.add(("remotes", name, "url"), *wrong)
-    if cfg.default_remote is not None and cfg.default_remote not in cfg.remotes:
-        problems.add(("default_remote",), f"no remote named {cfg.default_remote!r}",
-                     ("remotes: " + ", ".join(cfg.remotes)) if cfg.remotes
-                     else "declare it under `remotes:` first")
+    remotes = _normalize_remotes(problems, cfg.remotes, cfg.default_remote)
     gates = _normalize_gates(problems, cfg.gates, stages)
     problems.raise_if_any()
     return {
@@ -266,6 +264,26 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
         "env_lock": env_lock,
         "stages": stages,
     }
+
+
+def _normalize_remotes(problems: Problems, remotes: Mapping[str, Any],
+                       default: str | None) -> dict[str, dict[str, Any]]:
+    """``remotes:`` as plain mappings, after checking each name and URL and that
+    ``default_remote`` names one of them."""
+    if remotes:
+        from gha_mlops.config._remotes import remote_url_problem
+    for name, remote in remotes.items():
+        if not _DATASET_NAME.match(name):
+            problems.add(("remotes", name), f"remote name {name!r} is not allowed",
+                         "use letters, digits, '_', '-' and '.'", key=True)
+        wrong = remote_url_problem(remote.url)
+        if wrong is not None:
+            problems.add(("remotes", name, "url"), *wrong)
+    if default is not None and default not in remotes:
+        problems.add(("default_remote",), f"no remote named {default!r}",
+                     ("remotes: " + ", ".join(remotes)) if remotes
+                     else "declare it under `remotes:` first")
+    return {name: r.model_dump() for name, r in remotes.items()}
 
 
 def _norm_path(problems: Problems, loc: Loc, value: str | None) -> str | None:
@@ -407,10 +425,12 @@ def _normalize_gates(problems: Problems, gates: Mapping[str, Any],
     return out
 
 
-def _check_deps_exist(pipeline: Pipeline, config_path: Path,
-                      config_bytes: bytes) -> Mapping[str, Any] | None:
+def _check_deps_exist(pipeline: Pipeline, config_path: Path, config_bytes: bytes,
+                      find_datasets: DatasetFinder | None) -> Mapping[str, Any] | None:
     """The checks that depend on the file system, done on every load, cached or not: each dep
-    must exist or overlap a stage output, and the environment lock must exist."""
+    must exist or overlap a stage output, each ``data:NAME`` dep must name a dataset that
+    ``find_datasets`` finds (when given), and the environment lock must exist. Returns the
+    datasets found, or None when none were looked for."""
     problems = Problems(config_path, config_bytes)
     outputs = OutputIndex()
     for stage in pipeline.stages.values():
@@ -421,9 +441,9 @@ def _check_deps_exist(pipeline: Pipeline, config_path: Path,
     for stage in pipeline.stages.values():
         for i, dep in enumerate(stage.deps):
             if dep.startswith(DATA_PREFIX):
+                if find_datasets is None:
+                    continue
                 if datasets is None:
-                    from gha_mlops.data.pointer import find_datasets
-
                     datasets = find_datasets(pipeline.root)
                 if dep[len(DATA_PREFIX):] not in datasets:
                     problems.add(("stages", stage.name, "deps", i),

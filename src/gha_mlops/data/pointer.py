@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from gha_mlops._fs import atomic_write_text
+from gha_mlops.config._yaml import parse_yaml
 from gha_mlops.errors import ConfigError
 from gha_mlops.store.hashing import is_object_digest, relpath_problem
 
@@ -58,8 +59,6 @@ def pointer_for(data_rel: str) -> str:
 
 def read_pointer(root: Path, pointer_rel: str) -> Dataset:
     """Parse one pointer file; every problem names the file and the key."""
-    from gha_mlops.config._yaml import parse_yaml
-
     path = root / pointer_rel
     try:
         data = path.read_bytes()

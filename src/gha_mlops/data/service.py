@@ -1,7 +1,14 @@
-"""Dataset operations on a workspace: add, list, status, verify, checkout, gc.
+"""Dataset operations on a workspace: add, list, status, verify, checkout, push, fetch.
 
 Datasets live in the same content-addressed cache as pipeline outputs
 (``.gha-mlops/cache/objects``), so a dataset that is also a stage output is stored once.
+
+The operations that change the workspace or its cache's roots take the workspace lock
+themselves (:class:`~gha_mlops.store.lock.WorkspaceLock`): :func:`add` and
+:func:`checkout_all` (``data gc`` is :func:`gha_mlops.pipeline.gc.gc`). The building blocks
+they share with a run (:func:`checkout`, :func:`fetch`) do not: a run holds the lock already.
+Object stores are opened through the :class:`StoreOpener` a caller hands in (the CLI gets it
+from :mod:`gha_mlops.bootstrap`).
 """
 
 from __future__ import annotations
@@ -11,17 +18,16 @@ import functools
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gha_mlops._fs import atomic_write_bytes, resolve_inside
 from gha_mlops.config import STATE_DIR, ensure_state_dir
-from gha_mlops.config._remotes import remote_url_problem
 from gha_mlops.config.model import Remote
 from gha_mlops.data.pointer import NAME, Dataset, find_datasets, pointer_for, write_pointer
-from gha_mlops.errors import GhaMlopsError, RemoteError, UsageError
+from gha_mlops.errors import GhaMlopsError, UsageError
 from gha_mlops.store.hashing import (
     Hasher,
     StatCache,
@@ -31,6 +37,7 @@ from gha_mlops.store.hashing import (
     tree_manifest_bytes,
     walk_files,
 )
+from gha_mlops.store.lock import WorkspaceLock
 from gha_mlops.store.objects import ContentCache, ManifestError, Tree
 
 if TYPE_CHECKING:
@@ -39,6 +46,9 @@ if TYPE_CHECKING:
     # ssl, email, urllib): the functions that move data import it when they run.
     from gha_mlops.data.ports import ObjectStore
     from gha_mlops.data.transfer import Progress, TransferStats
+
+# How long a data command waits for a run (or another data command) to release the workspace.
+LOCK_WAIT = 60.0
 
 
 class Workspace:
@@ -105,7 +115,8 @@ class AddResult:
 
 def add(ws: Workspace, path: Path, *, name: str | None = None,
         source: str | None = None) -> AddResult:
-    """Hash ``path`` (a file or a tree), put its contents in the cache and write its pointer.
+    """Hash ``path`` (a file or a tree), put its contents in the cache and write its pointer,
+    holding the workspace lock (waiting up to :data:`LOCK_WAIT` seconds for it).
 
     Files are read once: a file the cache lacks is hashed while it is copied in; a file the
     stat cache vouches for and the cache holds is not read at all. Runs on all cores.
@@ -114,8 +125,14 @@ def add(ws: Workspace, path: Path, *, name: str | None = None,
     """
     if source is not None and not source.startswith(("https://", "http://")):
         raise UsageError(f"--source must be an https:// URL, got {source!r}")
+    with WorkspaceLock(ws.open_state(), wait=LOCK_WAIT, what="data add"):
+        return _store_and_pin(ws, path, name, source)
+
+
+def _store_and_pin(ws: Workspace, path: Path, name: str | None,
+                   source: str | None) -> AddResult:
+    """:func:`add`, with the workspace lock held."""
     started = time.monotonic()
-    ws.open_state()
     rel = ws.rel(path)
     full = ws.root / rel
     if not full.exists():
@@ -254,10 +271,19 @@ def objects_of(ws: Workspace, ds: Dataset) -> list[str] | None:
     return [ds.version, *sorted(tree.digests())]
 
 
-def status(ws: Workspace, datasets: Iterable[Dataset],
-           remote: Remote | None = None) -> list[DatasetStatus]:
+def status_named(ws: Workspace, names: Iterable[str], *, remote: str | None,
+                 opener: StoreOpener | None = None) -> list[DatasetStatus]:
+    """:func:`status` of the datasets called ``names`` (all when empty). ``remote``: None asks
+    no remote, ``""`` the default one (:func:`resolve_remote`), else the one of that name."""
+    target = resolve_remote(ws, remote or None) if remote is not None else None
+    return status(ws, ws.select(names), target, opener=opener)
+
+
+def status(ws: Workspace, datasets: Iterable[Dataset], remote: Remote | None = None, *,
+           opener: StoreOpener | None = None) -> list[DatasetStatus]:
     """Per dataset: the workspace copy against the pin, the objects the local cache lacks and,
-    with ``remote``, the objects the remote lacks (one listing of the remote)."""
+    with ``remote``, the objects the remote lacks (one listing of the remote, opened with
+    ``opener``)."""
     datasets = list(datasets)
     ws.open_state()  # the stat cache is written below
     out = []
@@ -278,9 +304,10 @@ def status(ws: Workspace, datasets: Iterable[Dataset],
         from gha_mlops.data.transfer import missing_on_remote
 
         wanted = {ds.name: objects_of(ws, ds) or [ds.version] for ds in datasets}
-        absent = missing_on_remote(open_remote(ws, remote),
-                                   {d for objs in wanted.values() for d in objs},
-                                   index_dir=_index_dir(ws, remote))
+        with contextlib.closing(_LazyStore(ws, remote, opener)) as store:
+            absent = missing_on_remote(store.get(),
+                                       {d for objs in wanted.values() for d in objs},
+                                       index_dir=_index_dir(ws, remote))
         for row in out:
             row.remote_missing = sum(1 for d in wanted[row.dataset.name] if d in absent)
     return out
@@ -293,6 +320,22 @@ class VerifyProblem:
     item: str
     expected: str
     actual: str | None
+
+
+def verify_named(ws: Workspace, names: Iterable[str]) -> int:
+    """:func:`verify` the datasets called ``names`` (all when empty): the number verified, or
+    :class:`GhaMlopsError` listing every problem found."""
+    datasets = ws.select(names)
+    problems = verify(ws, datasets)
+    if problems:
+        raise GhaMlopsError(
+            f"{len(problems)} problems found",
+            hint="a corrupted cache object can be deleted and fetched again (`gha-mlops data "
+            "pull`); a modified workspace file is restored by `gha-mlops data pull` or pinned "
+            "anew by `gha-mlops data add`",
+            notes=[f"{p.dataset}: {p.where} {p.item}: expected {p.expected[:16]}, got "
+                   f"{(p.actual or 'missing')[:16]}" for p in problems])
+    return len(datasets)
 
 
 def verify(ws: Workspace, datasets: Iterable[Dataset]) -> list[VerifyProblem]:
@@ -322,8 +365,21 @@ def verify(ws: Workspace, datasets: Iterable[Dataset]) -> list[VerifyProblem]:
     return problems
 
 
+def checkout_all(ws: Workspace, datasets: Iterable[Dataset], *, to: Path | None = None,
+                 placed: Callable[[Dataset, Path], None] | None = None,
+                 what: str = "data checkout") -> None:
+    """:func:`checkout` each of ``datasets`` holding the workspace lock (``what`` tells who
+    holds it to a command that waits); ``placed(dataset, destination)`` after each."""
+    with WorkspaceLock(ws.open_state(), wait=LOCK_WAIT, what=what):
+        for ds in datasets:
+            dest = checkout(ws, ds, to=to)
+            if placed is not None:
+                placed(ds, dest)
+
+
 def checkout(ws: Workspace, ds: Dataset, *, to: Path | None = None) -> Path:
-    """Materialize ``ds`` from the cache at its path (or under ``to``), atomically.
+    """Materialize ``ds`` from the cache at its path (or under ``to``), atomically. The caller
+    holds the workspace lock (:func:`checkout_all` takes it).
 
     Nothing is written outside the workspace through a symlink: the destination is resolved
     first and refused (:class:`UnsafePathError`) when it leaves the workspace, or, for a
@@ -381,7 +437,7 @@ def resolve_remote(ws: Workspace, name: str | None) -> Remote:
     """The remote called ``name``, else ``default_remote``, else the only one declared."""
     from gha_mlops.config import load_pipeline
 
-    pipeline = load_pipeline(ws.root / "mlops.yaml")
+    pipeline = load_pipeline(ws.root / "mlops.yaml", datasets=find_datasets)
     return choose_remote(pipeline.remotes, pipeline.default_remote, name)
 
 
@@ -402,20 +458,29 @@ def choose_remote(remotes: Mapping[str, Remote], default: str | None,
     return remotes[chosen]
 
 
-def open_remote(ws: Workspace, remote: Remote) -> ObjectStore:
-    """The store of ``remote``; a relative directory is taken relative to the workspace.
-    A URL of no known form (``s3:/bucket``: one slash) raises :class:`RemoteError` before
-    it could be taken for a directory and created."""
-    from gha_mlops.data.stores import open_store
+class StoreOpener(Protocol):
+    """Opens the object store of a remote declared in ``mlops.yaml``: the real adapters
+    (:func:`gha_mlops.data.stores.open_remote`, from :mod:`gha_mlops.bootstrap`) or, in tests,
+    a fake (e.g. one that hands out a :class:`~gha_mlops.data.stores.MemoryStore`)."""
 
-    wrong = remote_url_problem(remote.url)
-    if wrong is not None:
-        raise RemoteError(f"remote {remote.name}: {wrong[0]}", hint=wrong[1])
-    url = remote.url
-    if "://" not in url and not os.path.isabs(url):
-        url = str((ws.root / url).resolve())  # a shared directory relative to the workspace
-    return open_store(url, endpoint_url=remote.endpoint_url, region=remote.region,
-                      profile=remote.profile)
+    def __call__(self, remote: Remote, *, root: Path) -> ObjectStore:
+        """The store of ``remote`` for the workspace ``root`` (a relative directory is taken
+        relative to it); the caller closes it."""
+
+
+def _opener(opener: StoreOpener | None) -> StoreOpener:
+    """``opener``, else the real adapters: imported only when a store is opened, since a no-op
+    run imports this module and needs none (speed, not a cycle: stores sits below)."""
+    if opener is not None:
+        return opener
+    from gha_mlops.data.stores import open_remote
+
+    return open_remote
+
+
+def open_remote(ws: Workspace, remote: Remote) -> ObjectStore:
+    """The store of ``remote`` through the real adapters (see :class:`StoreOpener`)."""
+    return _opener(None)(remote, root=ws.root)
 
 
 def _index_dir(ws: Workspace, remote: Remote) -> Path:
@@ -441,10 +506,51 @@ def _add(a: TransferStats, b: TransferStats) -> TransferStats:
                          a.seconds + b.seconds, a.packs + b.packs)
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """What a push or fetch of named datasets did, and where from or to."""
+
+    stats: TransferStats
+    datasets: list[Dataset]
+    remote: Remote | None  # None: a fetch that needed no remote (cache or source URLs)
+
+
+def push_named(ws: Workspace, names: Iterable[str], remote: str | None, *, jobs: int = 16,
+               listener: TransferListener | None = None,
+               opener: StoreOpener | None = None) -> Transfer:
+    """:func:`push` the datasets called ``names`` (all when empty) to the remote called
+    ``remote`` (see :func:`resolve_remote`)."""
+    target = resolve_remote(ws, remote)
+    datasets = ws.select(names)
+    stats = push(ws, datasets, target, jobs=jobs, listener=listener, opener=opener)
+    return Transfer(stats, datasets, target)
+
+
+def fetch_named(ws: Workspace, names: Iterable[str], remote: str | None, *, jobs: int = 16,
+                listener: TransferListener | None = None,
+                opener: StoreOpener | None = None) -> Transfer:
+    """:func:`fetch` the datasets called ``names`` (all when empty) from the remote called
+    ``remote``. With no remote named and none declared, datasets the cache holds or that
+    have a source URL are still fetched (the remote is only asked for when needed)."""
+    datasets = ws.select(names)
+    needs_remote = any(not (ds.source and not ds.is_tree) for ds in datasets)
+    target = None
+    if needs_remote:
+        try:
+            target = resolve_remote(ws, remote)
+        except UsageError:  # no remote declared: the datasets may all be in the cache
+            if remote is not None:
+                raise
+    stats = fetch(ws, datasets, target, jobs=jobs, listener=listener, opener=opener)
+    return Transfer(stats, datasets, target)
+
+
 def push(ws: Workspace, datasets: Iterable[Dataset], remote: Remote, *, jobs: int = 16,
-         listener: TransferListener | None = None) -> TransferStats:
+         listener: TransferListener | None = None,
+         opener: StoreOpener | None = None) -> TransferStats:
     """Upload every object of ``datasets`` that the remote lacks (packed when small), one
-    dataset after the other; an object two datasets share is sent once."""
+    dataset after the other; an object two datasets share is sent once. The store is opened
+    with ``opener`` (see :class:`StoreOpener`) and closed at the end."""
     from gha_mlops.data import transfer
     from gha_mlops.data.transfer import TransferStats
 
@@ -463,7 +569,7 @@ def push(ws: Workspace, datasets: Iterable[Dataset], remote: Remote, *, jobs: in
                 f"data (`gha-mlops data add {ds.path}`)")
         plan.append((ds, objects or []))
     total = TransferStats()
-    with contextlib.closing(_LazyStore(ws, remote)) as store:
+    with contextlib.closing(_LazyStore(ws, remote, opener)) as store:
         for ds, objects in plan:
             progress = listener.started(ds, None, None) if listener else None
             stats = transfer.push(store.get(), ws.cache, objects,
@@ -476,14 +582,17 @@ def push(ws: Workspace, datasets: Iterable[Dataset], remote: Remote, *, jobs: in
 
 
 def fetch(ws: Workspace, datasets: Iterable[Dataset], remote: Remote | None, *,
-          jobs: int = 16, listener: TransferListener | None = None) -> TransferStats:
-    """Bring every object of ``datasets`` into the local cache: from the remote, or for a
-    single-file dataset with a pinned ``source:`` URL, from that URL. Verified on arrival."""
+          jobs: int = 16, listener: TransferListener | None = None,
+          opener: StoreOpener | None = None) -> TransferStats:
+    """Bring every object of ``datasets`` into the local cache: from the remote (opened with
+    ``opener`` when first needed, see :class:`StoreOpener`), or for a single-file dataset
+    with a pinned ``source:`` URL, from that URL. Verified on arrival. Takes no lock: a run
+    that holds it fetches the datasets its stages need."""
     from gha_mlops.data.transfer import TransferStats
 
     ws.open_state()
     total = TransferStats()
-    with contextlib.closing(_LazyStore(ws, remote)) as store:
+    with contextlib.closing(_LazyStore(ws, remote, opener)) as store:
         for ds in datasets:
             total = _add(total, _fetch_one(ws, ds, store, jobs, listener))
     return total
@@ -493,26 +602,27 @@ class _LazyStore:
     """The remote's store, opened on first use and closed after (an S3 client holds
     connections)."""
 
-    def __init__(self, ws: Workspace, remote: Remote | None) -> None:
+    def __init__(self, ws: Workspace, remote: Remote | None,
+                 opener: StoreOpener | None) -> None:
         self.ws = ws
         self.remote = remote
+        self._opener = opener
         self._store: ObjectStore | None = None
 
     def get(self) -> ObjectStore:
         if self._store is None:
             assert self.remote is not None
-            self._store = open_remote(self.ws, self.remote)
+            self._store = _opener(self._opener)(self.remote, root=self.ws.root)
         return self._store
 
     def close(self) -> None:
-        close = getattr(self._store, "close", None)
-        if close is not None:
-            close()
+        if self._store is not None:
+            self._store.close()
 
 
 def _fetch_one(ws: Workspace, ds: Dataset, store: _LazyStore, jobs: int,
                listener: TransferListener | None) -> TransferStats:
-    from gha_mlops.data import transfer
+    from gha_mlops.data import https, transfer
     from gha_mlops.data.transfer import TransferStats
 
     objects = objects_of(ws, ds)
@@ -523,7 +633,7 @@ def _fetch_one(ws: Workspace, ds: Dataset, store: _LazyStore, jobs: int,
     if ds.source and not ds.is_tree:
         progress = listener.started(ds, 1, ds.size) if listener else None
         started = time.monotonic()
-        transfer.fetch_url(ds.source, ds.version, ws.cache, progress=progress)
+        https.fetch_url(ds.source, ds.version, ws.cache, progress=progress)
         stats = TransferStats(objects=1, bytes=ds.size, requests=1,
                               seconds=time.monotonic() - started)
         if listener:

@@ -7,9 +7,12 @@
 - :class:`MemoryStore`: a dict, counting the requests and bytes it serves; shipped in the
   package so tests (ours and users') can exercise the transfer layer without a network.
 
-:func:`open_store` turns a remote URL into one of them. Every failure a user can cause becomes a
-:class:`~gha_mlops.errors.RemoteError` that names the remote and says what to do; failures worth
-retrying are :class:`~gha_mlops.data.ports.TransientStoreError`.
+:func:`open_store` turns a remote URL into one of them, :func:`open_remote` a remote declared
+in ``mlops.yaml`` (the opener the data service is handed, through :mod:`gha_mlops.bootstrap`).
+Each store is a context manager whose ``close()`` releases what it holds (an S3 client's
+connections). Every failure a user can cause becomes a :class:`~gha_mlops.errors.RemoteError`
+that names the remote and says what to do; failures worth retrying are
+:class:`~gha_mlops.data.ports.TransientStoreError`.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from urllib.parse import unquote, urlsplit
 from gha_mlops._fs import temp_file
 from gha_mlops.config._remotes import URL_FORMS as _URL_FORMS
 from gha_mlops.config._remotes import remote_url_problem
+from gha_mlops.config.model import Remote
 from gha_mlops.data.ports import ObjectStore, TransientStoreError
 from gha_mlops.errors import RemoteError, missing_extra
 
-__all__ = ["LocalStore", "MemoryStore", "S3Store", "open_store"]
+__all__ = ["LocalStore", "MemoryStore", "S3Store", "open_remote", "open_store"]
 
 _CHUNK = 1 << 20
 
@@ -42,6 +46,21 @@ def _check_key(key: str) -> None:
         raise ValueError(f"invalid object key {key!r}")
 
 
+def open_remote(remote: Remote, *, root: Path) -> ObjectStore:
+    """The store of ``remote``, declared in the ``mlops.yaml`` of the workspace ``root``: a
+    relative directory is taken relative to ``root``. A URL of no known form (``s3:/bucket``:
+    one slash) raises :class:`RemoteError` naming the remote before it could be taken for a
+    directory and created. The caller closes the store."""
+    wrong = remote_url_problem(remote.url)
+    if wrong is not None:
+        raise RemoteError(f"remote {remote.name}: {wrong[0]}", hint=wrong[1])
+    url = remote.url
+    if "://" not in url and not os.path.isabs(url):
+        url = str((root / url).resolve())  # a shared directory relative to the workspace
+    return open_store(url, endpoint_url=remote.endpoint_url, region=remote.region,
+                      profile=remote.profile)
+
+
 def open_store(url: str, *, endpoint_url: str | None = None, region: str | None = None,
                profile: str | None = None) -> ObjectStore:
     """The store a remote URL names: ``s3://bucket[/prefix]``, ``file:///abs/path`` or a plain
@@ -51,7 +70,7 @@ def open_store(url: str, *, endpoint_url: str | None = None, region: str | None 
 
     ``endpoint_url``, ``region`` and ``profile`` only apply to ``s3://``. An unknown scheme,
     or an ``https://`` URL (read-only sources are pinned per dataset, see
-    :func:`gha_mlops.data.transfer.fetch_url`), raises :class:`RemoteError`.
+    :func:`gha_mlops.data.https.fetch_url`), raises :class:`RemoteError`.
     """
     wrong = remote_url_problem(url)
     if wrong is not None:  # e.g. s3:/bucket, which would be a folder named 's3:' here
@@ -83,7 +102,7 @@ def open_store(url: str, *, endpoint_url: str | None = None, region: str | None 
 # --------------------------------------------------------------------------------- local
 
 
-class LocalStore:
+class LocalStore(ObjectStore):
     """A directory as an object store: key ``a/b`` is the file ``root/a/b``.
 
     Writes go to a hidden temp file beside the key and are renamed into place, so a reader
@@ -98,6 +117,9 @@ class LocalStore:
 
     def __repr__(self) -> str:
         return f"LocalStore({self.url!r})"
+
+    def close(self) -> None:
+        """Nothing to release: every call opens and closes its own files."""
 
     def _path(self, key: str) -> Path:
         _check_key(key)
@@ -200,7 +222,7 @@ class LocalStore:
 # --------------------------------------------------------------------------------- memory
 
 
-class MemoryStore:
+class MemoryStore(ObjectStore):
     """An in-memory store for tests. Thread-safe.
 
     ``requests`` counts calls by kind (a listing counts one request per 1,000 keys, as S3
@@ -215,6 +237,9 @@ class MemoryStore:
         self.bytes_read = 0
         self.bytes_written = 0
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Nothing to release (the objects stay readable: tests look at them after)."""
 
     def reset_counters(self) -> None:
         """Zero the request and byte counters."""
@@ -300,7 +325,7 @@ def _import_boto3() -> Any:
     return boto3
 
 
-class S3Store:
+class S3Store(ObjectStore):
     """An S3 bucket (AWS, MinIO, moto, ...) under an optional key prefix, through boto3.
 
     One client is shared by all threads (boto3 clients are thread-safe); its connection pool
@@ -338,12 +363,6 @@ class S3Store:
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
-
-    def __enter__(self) -> S3Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -8,7 +8,9 @@ thousand small files costs a few dozen requests, not ten thousand.
 - :func:`fetch` brings objects into the cache: ranged GETs of just the needed parts of packs,
   resumable streaming downloads of large objects; every object is verified against its hash
   before it enters the cache.
-- :func:`fetch_url` brings one file from a read-only ``https://`` source pinned by sha256.
+
+A read-only ``https://`` source pinned by sha256 is fetched by :mod:`gha_mlops.data.https`,
+which shares this module's resumable, verified download (:func:`resumable_download`).
 
 Digests are opaque keys: a plain sha256 for a file, ``<sha256>.dir`` for a tree manifest (whose
 bytes hash to the part before ``.dir``). Trees are not expanded here; callers pass the members.
@@ -58,11 +60,12 @@ from gha_mlops.store.objects import MAX_MANIFEST_BYTES, ContentCache, ManifestEr
 
 __all__ = [
     "Progress",
+    "Tally",
     "TransferStats",
     "fetch",
-    "fetch_url",
     "missing_on_remote",
     "push",
+    "resumable_download",
 ]
 
 Progress = Callable[[int, int], None]
@@ -94,8 +97,8 @@ class TransferStats:
     packs: int = 0
 
 
-class _Tally:
-    """Thread-safe running totals, reported to the progress callback."""
+class Tally:
+    """Thread-safe running totals of a transfer, reported to the progress callback."""
 
     def __init__(self, progress: Progress | None) -> None:
         self.objects = self.bytes = self.requests = self.packs = 0
@@ -121,7 +124,7 @@ class _Tally:
                              time.monotonic() - self._start, self.packs)
 
 
-def _retry(fn: Callable[[], T], tally: _Tally) -> T:
+def _retry(fn: Callable[[], T], tally: Tally) -> T:
     """Call ``fn`` (one store request) until it does not raise a transient error."""
     for attempt in range(ATTEMPTS):
         tally.request()
@@ -187,7 +190,7 @@ class _RemoteIndex:
             self.where.setdefault(e.digest, (index.pack_id, e))
 
     @classmethod
-    def load(cls, store: ObjectStore, index_dir: Path, pool: ThreadPoolExecutor, tally: _Tally,
+    def load(cls, store: ObjectStore, index_dir: Path, pool: ThreadPoolExecutor, tally: Tally,
              *, objects: bool) -> _RemoteIndex:
         """List the remote's packs (one paginated LIST), download the indexes not cached in
         ``index_dir``, and with ``objects`` also list the large objects."""
@@ -266,7 +269,7 @@ def missing_on_remote(store: ObjectStore, digests: Iterable[str], *, index_dir: 
     """The digests among ``digests`` that ``store`` does not hold (two LISTs plus the
     indexes not yet cached in ``index_dir``)."""
     with ThreadPoolExecutor(jobs) as pool:
-        index = _RemoteIndex.load(store, index_dir, pool, _Tally(None), objects=True)
+        index = _RemoteIndex.load(store, index_dir, pool, Tally(None), objects=True)
     return {d for d in digests if not index.has(d)}
 
 
@@ -284,7 +287,7 @@ def push(store: ObjectStore, cache: ContentCache, digests: Iterable[str], *, ind
     caller pushed with it. Every digest must be in ``cache`` (else :class:`GhaMlopsError`).
     Objects the remote holds are not sent: a second push sends nothing.
     """
-    tally = _Tally(progress)
+    tally = Tally(progress)
     large_threshold = min(large_threshold, MAX_PACKED_OBJECT)  # what readers accept in packs
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         remote = _RemoteIndex.load(store, index_dir, pool, tally, objects=True)
@@ -316,7 +319,7 @@ def push(store: ObjectStore, cache: ContentCache, digests: Iterable[str], *, ind
 
 
 def _push_pack(store: ObjectStore, cache: ContentCache, group: list[str], index_dir: Path,
-               tally: _Tally) -> None:
+               tally: Tally) -> None:
     tmp, index = write_pack(((d, cache.object_path(d)) for d in group), cache.tmp)
     try:
         _retry(lambda: store.upload_file(pack_key(index.pack_id), tmp), tally)
@@ -330,7 +333,7 @@ def _push_pack(store: ObjectStore, cache: ContentCache, group: list[str], index_
 
 
 def _push_large(store: ObjectStore, cache: ContentCache, digest: str, size: int,
-                tally: _Tally) -> None:
+                tally: Tally) -> None:
     _retry(lambda: store.upload_file(object_key(digest), cache.object_path(digest)), tally)
     tally.done(1, size)
 
@@ -350,7 +353,7 @@ def fetch(store: ObjectStore, cache: ContentCache, digests: Iterable[str], *, in
     fetches into one cache (threads or processes) are safe. A cache that already holds
     everything costs no request.
     """
-    tally = _Tally(progress)
+    tally = Tally(progress)
     wanted = _unique(digests)
     for d in wanted:
         if not is_object_digest(d):
@@ -388,7 +391,7 @@ def fetch(store: ObjectStore, cache: ContentCache, digests: Iterable[str], *, in
 
 
 def _fetch_range(store: ObjectStore, cache: ContentCache, pack_id: str, plan: ReadPlan,
-                 tally: _Tally, installs: threading.Semaphore) -> None:
+                 tally: Tally, installs: threading.Semaphore) -> None:
     key = pack_key(pack_id)
     want = plan.end - plan.start
 
@@ -429,7 +432,7 @@ def _integrity(digest: str, source: str, actual: str) -> DataIntegrityError:
         f"got {actual}", hint=_DAMAGED_HINT)
 
 
-def _fetch_large(store: ObjectStore, cache: ContentCache, digest: str, tally: _Tally) -> None:
+def _fetch_large(store: ObjectStore, cache: ContentCache, digest: str, tally: Tally) -> None:
     key = object_key(digest)
     size = _retry(lambda: store.size(key), tally)
     if size is None:
@@ -445,7 +448,7 @@ def _fetch_large(store: ObjectStore, cache: ContentCache, digest: str, tally: _T
             raise RemoteError(f"object {digest} was deleted from remote {store.url} during "
                               "the download", hint="push it again") from None
 
-    if _resumable_download(cache, digest, source, size, download, tally):
+    if resumable_download(cache, digest, source, size, download, tally):
         tally.done(1, size)
 
 
@@ -484,8 +487,8 @@ def _locked_partial(cache: ContentCache, tmp_dir: Path, digest: str) -> Iterator
             os.close(fd)  # releases the lock
 
 
-def _resumable_download(cache: ContentCache, digest: str, source: str, size: int | None,
-                        download: Callable[[Path, int], None], tally: _Tally,
+def resumable_download(cache: ContentCache, digest: str, source: str, size: int | None,
+                        download: Callable[[Path, int], None], tally: Tally,
                         tmp_dir: Path | None = None) -> bool:
     """Complete ``<digest>.partial`` with ``download(partial, offset)`` (resuming from the
     partial's size, retrying transient failures), verify it and rename it into the cache.
@@ -555,99 +558,3 @@ def _sha256_fd(fd: int) -> str:
     while chunk := os.read(fd, CHUNK):
         h.update(chunk)
     return h.hexdigest()
-
-
-# --------------------------------------------------------------------------------- https
-
-
-class _Dropped(Exception):
-    """An HTTP transfer that may succeed when resumed (internal)."""
-
-
-def fetch_url(url: str, sha256: str, cache: ContentCache, *, dest_tmp: Path | None = None,
-              timeout: float = 60.0, progress: Progress | None = None) -> None:
-    """Download one file from a read-only ``https://`` (or ``http://``) source pinned by
-    ``sha256`` into ``cache`` (nothing to do when it is there already).
-
-    Bytes land in ``dest_tmp/<sha256>.partial`` (``cache.tmp`` by default; it must be on the
-    cache's filesystem, as the verified file is renamed into the cache); a dropped
-    connection is resumed with a ``Range`` request where the server supports it (from the
-    start otherwise), on this call's retries or on a later call. The file enters the cache only
-    after its hash matched: a mismatch deletes the partial and raises
-    :class:`DataIntegrityError`; a server that cannot be reached, answers an error, or keeps
-    dropping the connection raises :class:`RemoteError`.
-    """
-    scheme = url.partition("://")[0].lower()
-    if scheme not in ("http", "https"):
-        raise RemoteError(f"cannot download {url!r}: only https:// (and http://) sources can "
-                          "be pinned by sha256", hint="use an https:// URL")
-    if len(sha256) != 64 or not set(sha256) <= set("0123456789abcdef"):
-        raise GhaMlopsError(f"{sha256!r} is not a sha256 (64 lowercase hex digits) for {url}",
-                            hint="pin the source with the file's sha256 (sha256sum FILE)")
-    if cache.object_path(sha256).exists():
-        return
-    tally = _Tally(progress)
-
-    def download(partial: Path, offset: int) -> None:
-        try:
-            _http_download(url, partial, offset, timeout, tally)
-        except _Dropped as err:
-            raise TransientStoreError(
-                f"download of {url} failed after {partial.stat().st_size} bytes: {err}",
-                hint="run again: the download resumes where it stopped") from None
-
-    if _resumable_download(cache, sha256, url, None, download, tally, dest_tmp):
-        tally.done(1, 0)  # the bytes were counted as they arrived
-
-
-def _http_download(url: str, partial: Path, offset: int, timeout: float, tally: _Tally) -> None:
-    """One GET of ``url`` from ``offset`` on, appended to ``partial``; raises :class:`_Dropped`
-    for what a retry may fix and :class:`RemoteError` for what it will not."""
-    # The network stack (http.client, ssl, email, urllib: ~20 ms) only when a download runs:
-    # a no-op `gha-mlops run` imports this module's callers, and must not pay for it.
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    headers = {"User-Agent": "gha-mlops", "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        resp = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        err.close()
-        if err.code == 416 and offset:
-            return  # nothing past offset: the partial is complete (the hash decides)
-        if err.code in (408, 429) or err.code >= 500:
-            raise _Dropped(f"HTTP {err.code}") from None
-        raise RemoteError(f"{url} answered HTTP {err.code} {err.reason}",
-                          hint="check the URL: the dataset may have moved; if it did, pin "
-                               "its new location (and keep the sha256)") from None
-    except urllib.error.URLError as err:
-        raise _Dropped(f"cannot connect ({err.reason})") from None
-    except (OSError, http.client.HTTPException) as err:
-        raise _Dropped(str(err) or type(err).__name__) from None
-    with resp:
-        mode = "ab"
-        if offset and resp.status != 206:
-            mode = "wb"  # the server ignored Range: start over
-        elif offset:
-            first = resp.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
-            if first != str(offset):
-                with open(partial, "wb"):
-                    pass  # start over on the next try
-                raise _Dropped(f"the server resumed at {first!r}, not at byte {offset}")
-        length = resp.headers.get("Content-Length")
-        expected = int(length) if length and length.isdigit() else None
-        got = 0
-        with open(partial, mode) as fh:
-            try:
-                while chunk := resp.read(CHUNK):
-                    fh.write(chunk)
-                    got += len(chunk)
-                    tally.done(0, len(chunk))
-            except (OSError, http.client.HTTPException) as err:
-                raise _Dropped(f"connection lost ({err or type(err).__name__})") from None
-        if expected is not None and got < expected:
-            raise _Dropped(f"connection closed after {got} of {expected} bytes")

@@ -4,7 +4,8 @@ The roots are every dataset pointer's version, every run-cache entry's outputs a
 a run record of the last ``keep_days`` names (its deps and outputs). A run-cache entry or a
 recent run record that cannot be read, is not JSON, or lacks the form gha-mlops writes stops
 gc with a :class:`UsageError` naming the file: skipped, it would let gc delete the objects it
-names. Nothing is deleted before every root has been read.
+names. Nothing is deleted before every root has been read, and all of it is done holding the
+workspace lock: a run in progress stores objects that no root names yet.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from gha_mlops.data.service import Workspace, dataset_roots
+from gha_mlops.data.service import LOCK_WAIT, Workspace, dataset_roots
 from gha_mlops.errors import UsageError
 from gha_mlops.pipeline.runcache import RunCache
 from gha_mlops.runs.record import RecordError, RunRecord
 from gha_mlops.store.gc import GcResult, sweep
 from gha_mlops.store.hashing import is_object_digest
+from gha_mlops.store.lock import WorkspaceLock
 
 __all__ = ["GcResult", "gc", "roots"]
 
@@ -34,10 +36,11 @@ class _Malformed(Exception):
 
 
 def gc(ws: Workspace, *, dry_run: bool = False, keep_days: float = 30.0) -> GcResult:
-    """Remove cache objects nothing references (see the module's docstring). The caller holds
-    the workspace lock."""
-    ws.open_state()
-    return sweep(ws.cache, roots(ws, keep_days=keep_days), dry_run=dry_run)
+    """Remove cache objects nothing references (see the module's docstring), holding the
+    workspace lock (waiting up to :data:`~gha_mlops.data.service.LOCK_WAIT` seconds for it:
+    :class:`~gha_mlops.errors.WorkspaceBusyError` after that)."""
+    with WorkspaceLock(ws.open_state(), wait=LOCK_WAIT, what="data gc"):
+        return sweep(ws.cache, roots(ws, keep_days=keep_days), dry_run=dry_run)
 
 
 def roots(ws: Workspace, *, keep_days: float = 30.0) -> list[str]:
