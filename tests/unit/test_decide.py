@@ -67,5 +67,5 @@ def test_an_entry_is_read_into_typed_fields_and_wrong_types_are_dropped() -> Non
     assert parse_entry(ENTRY, DECLARED) == CachedRun(
         outs=OUTS, metrics=ENTRY["metrics"], runtime=ENTRY["runtime"], run_id=ENTRY["run_id"])
     odd = {"outs": OUTS, "metrics": "x", "runtime": [1], "run_id": 7}
-    assert parse_entry(odd, DECLARED) == CachedRun(outs=OUTS)
+    assert parse_entry(odd, DECLARED) == CachedRun(OUTS, {}, {}, None)
 

@@ -51,6 +51,8 @@ class Recorder:
         self.root = ctx.root
         self._datasets = datasets
         self._env_lock = env_lock
+        # Once per run (the environment stage commands inherit does not change during it).
+        self._secrets = secret_values(ctx.options.environ)
         self._results: Mapping[str, StageResult] = {}
         self._started = 0.0
         self._lock = threading.Lock()
@@ -69,7 +71,7 @@ class Recorder:
         finished stage (``stages.jsonl``, a ``ran`` one before the run cache names this run
         as its producer). The next run makes a dead run's journal its record
         (:func:`recover_dead_runs`). O(1) per stage; a no-op run writes nothing."""
-        secrets = secret_values(self.ctx.options.environ)
+        secrets = self._secrets
         with self._lock:
             if self._journaled is None:
                 if finished is not None:  # a stage done before the first command
@@ -105,7 +107,7 @@ class Recorder:
         record = self._head(started, finished, status, git_info(self.root))
         fill_stage_fields(record, [self._stage_parts(s) for s in stages], self.p.model)
         record["env"] = self._env_entry()
-        return dict(scrub(record, secret_values(self.ctx.options.environ)))
+        return dict(scrub(record, self._secrets))
 
     def _head(self, started: float, finished: float, status: str,
               git: dict[str, Any] | None) -> dict[str, Any]:
@@ -208,12 +210,13 @@ def recover_dead_runs(state: Path, store: RunStore, *, run_id: str,
     # Imported only after a dead run: a no-op run never needs it.
     from gha_mlops.pipeline._procs import stop_leftovers
 
+    secrets = secret_values(environ)
     for dead_id in dead:
         folder = runs_tmp / dead_id
         left = stop_leftovers(folder / "procs", dead_id)
         running = [scrub(StageResult(x.stage, "interrupted", cmd=x.cmd, error="interrupted: "
                                      "the run's process died while it ran").to_json(),
-                         secret_values(environ)) for x in left]
+                         secrets) for x in left]
         adopted = store.adopt_journal(folder, dead_id, recorded_by=run_id, running=running)
         remove_path(folder)
         stopped = sum(x.stopped for x in left)

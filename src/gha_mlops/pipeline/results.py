@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from gha_mlops.config import STATE_DIR, Pipeline
 from gha_mlops.errors import UnsafePathError
@@ -138,10 +138,10 @@ class RunFlags:
             self.unsafe = self.unsafe or err
 
 
-@dataclass(frozen=True)
-class RunContext:
+class RunContext(NamedTuple):
     """What every part of one run works on and with: the pipeline, how it was asked to run,
-    where it reports, the run's id, the workspace's object store and hasher, and its flags."""
+    where it reports, the run's id, the workspace's object store and hasher, and its flags.
+    (A named tuple: a frozen dataclass costs ~0.5 ms more to define, on every run.)"""
 
     pipeline: Pipeline
     options: RunOptions
