@@ -4,9 +4,13 @@ one only in the shape it writes, for exactly the stage's declared outputs."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from gha_mlops.pipeline import engine
 from tests.conftest import Workspace
 
 
@@ -42,3 +46,30 @@ def test_an_entry_naming_a_path_the_stage_does_not_declare_writes_nothing_there(
     result = workspace.run()
     assert workspace.statuses(result)["report"] == "ran"
     assert victim.read_text() == "the user's own notes\n"
+
+
+def test_an_entry_nested_deeper_than_the_parser_goes_makes_the_stage_run_again(
+        workspace: Workspace) -> None:
+    workspace.run()
+    _entry_of(workspace, "report").write_text("[" * 200_000 + "]" * 200_000)
+    result = workspace.run()
+    assert workspace.statuses(result)["report"] == "ran"
+
+
+def test_an_entry_over_the_size_bound_is_not_read(workspace: Workspace,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "MAX_ENTRY_BYTES", 4096)
+    workspace.run()
+    path = _entry_of(workspace, "report")
+    path.write_text(path.read_text() + " " * 4096)  # still the same, valid entry
+    result = workspace.run()
+    assert workspace.statuses(result)["report"] == "ran"
+
+
+def test_an_entry_that_is_not_a_regular_file_is_not_read(workspace: Workspace) -> None:
+    workspace.run()
+    path = _entry_of(workspace, "report")
+    path.unlink()
+    os.mkfifo(path)  # opening it to read would wait for a writer forever
+    result = workspace.run()
+    assert workspace.statuses(result)["report"] == "ran"
