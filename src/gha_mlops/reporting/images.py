@@ -20,10 +20,12 @@ from typing import Protocol
 
 from gha_mlops.errors import UsageError
 from gha_mlops.github.port import GitHubPort
+from gha_mlops.reporting.compare import MAX_IMAGE_BYTES
 from gha_mlops.reporting.markdown import sanitize_report_id
 
-MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-"""The largest picture a host accepts (a report shows charts, not data sets)."""
+MAX_UPLOAD_BYTES = MAX_IMAGE_BYTES
+"""The largest picture a host accepts: the largest a report embeds (a report shows charts,
+not data sets); checked again here because a stored report's images come from an artifact."""
 
 
 class ImageHost(Protocol):
