@@ -42,8 +42,9 @@ from gha_mlops.store.objects import ContentCache, ManifestError, Tree
 
 if TYPE_CHECKING:
     # Only for annotations: a no-op `gha-mlops run` imports this module (to name the remote
-    # of its datasets), and the transfer module brings the whole network stack (http.client,
-    # ssl, email, urllib): the functions that move data import it when they run.
+    # of its datasets), and the modules that move data bring thread pools and, for https://
+    # sources, the whole network stack (http.client, ssl, email, urllib): the functions that
+    # move data import them when they run.
     from gha_mlops.data.ports import ObjectStore
     from gha_mlops.data.transfer import Progress, TransferStats
 
@@ -479,7 +480,8 @@ def _opener(opener: StoreOpener | None) -> StoreOpener:
 
 
 def open_remote(ws: Workspace, remote: Remote) -> ObjectStore:
-    """The store of ``remote`` through the real adapters (see :class:`StoreOpener`)."""
+    """The store of ``remote`` through the real adapters (see :class:`StoreOpener`), for a
+    caller that has no opener handed to it yet (``demo.seed_remote``); the caller closes it."""
     return _opener(None)(remote, root=ws.root)
 
 
