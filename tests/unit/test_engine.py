@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gha_mlops.errors import StageFailedError, UsageError
-from gha_mlops.store.objects import ContentCache
 from gha_mlops.store.hashing import sha256_file
+from gha_mlops.store.objects import ContentCache
 from tests.conftest import Workspace
 
 

@@ -15,8 +15,8 @@ import pytest
 from gha_mlops.config import STATE_DIR, load_pipeline, param_value, parse_overrides
 from gha_mlops.errors import ReproductionError, UsageError
 from gha_mlops.pipeline.engine import RunOptions, RunResult, run_pipeline
-from gha_mlops.store.hashing import sha256_file
 from gha_mlops.pipeline.reproduce import reproduce_run
+from gha_mlops.store.hashing import sha256_file
 from tests.conftest import Workspace
 
 

@@ -28,8 +28,8 @@ from gha_mlops.data.packs import (
 from gha_mlops.data.ports import TransientStoreError
 from gha_mlops.data.stores import MemoryStore
 from gha_mlops.errors import DataIntegrityError, GhaMlopsError, RemoteError
-from gha_mlops.store.objects import ContentCache
 from gha_mlops.store.hashing import tree_digest, tree_manifest_bytes
+from gha_mlops.store.objects import ContentCache
 
 
 @pytest.fixture(autouse=True)
