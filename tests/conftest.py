@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from gha_mlops.config import load_pipeline
 from gha_mlops.pipeline.engine import RunOptions, RunResult, run_pipeline
+from gha_mlops.pipeline.loading import load
 
 CLI = [sys.executable, "-m", "gha_mlops"]
 
@@ -52,7 +52,7 @@ class Workspace:
 
     def run(self, **options: Any) -> RunResult:
         """Run the pipeline in-process (the engine, without the CLI)."""
-        pipeline = load_pipeline(self.root / "mlops.yaml")
+        pipeline = load(self.root / "mlops.yaml")
         environ = options.pop("environ", {"PATH": os.environ.get("PATH", "")})
         return run_pipeline(pipeline, RunOptions(environ=environ, **options))
 

@@ -11,10 +11,11 @@ from typing import Any
 import click
 
 from gha_mlops.cli._render import TerminalReporter, run_summary
-from gha_mlops.config import DEFAULT_CONFIG, load_pipeline, parse_overrides
+from gha_mlops.config import DEFAULT_CONFIG, parse_overrides
 from gha_mlops.errors import StageFailedError
 from gha_mlops.gha import Actions, log_text
 from gha_mlops.pipeline.engine import Reporter, RunOptions, RunResult, run_pipeline
+from gha_mlops.pipeline.loading import load
 
 
 @click.command()
@@ -43,7 +44,7 @@ def run(config: Path, force: bool, stages: tuple[str, ...], overrides: tuple[str
     In GitHub Actions the step gets the outputs run-id, status, metrics, model-sha256 and
     record, and each stage's output is a collapsible log group (with -j 1).
     """
-    pipeline = load_pipeline(config, overrides=parse_overrides(overrides))
+    pipeline = load(config, overrides=parse_overrides(overrides))
     actions = Actions(os.environ)
     reporter: Reporter = TerminalReporter(quiet=quiet)
     if actions.active and jobs == 1:

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gha_mlops.config import load_pipeline
 from gha_mlops.demo import project_files, seed_remote, write_project
 from gha_mlops.errors import missing_extra
 from gha_mlops.pipeline.engine import Reporter, RunOptions, run_pipeline
+from gha_mlops.pipeline.loading import load
 from gha_mlops.runs.record import ModelRef, RunRecord
 
 HEADLINE = ("test_accuracy", "macro_f1")
@@ -88,7 +88,7 @@ def demo(directory: Path, *, reset: bool, run: bool, environ: Mapping[str, str],
         prepared(setup)
     if not run:
         return DemoOutcome(setup)
-    pipeline = load_pipeline(directory / "mlops.yaml")
+    pipeline = load(directory / "mlops.yaml")
     result = run_pipeline(pipeline, RunOptions(environ=environ, jobs=jobs), reporter)
     return DemoOutcome(setup, RunRecord.from_json(result.record))
 

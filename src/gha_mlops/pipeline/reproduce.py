@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gha_mlops.config import STATE_DIR, load_pipeline
+from gha_mlops.config import STATE_DIR
 from gha_mlops.errors import (
     ConfigError,
     EnvironmentDriftError,
@@ -30,6 +30,7 @@ from gha_mlops.errors import (
 from gha_mlops.git import GitError, is_ignored, ls_files, worktree_add, worktree_remove
 from gha_mlops.pipeline.engine import Reporter, RunOptions, RunResult, run_pipeline
 from gha_mlops.pipeline.environment import installed_packages, system_info
+from gha_mlops.pipeline.loading import load
 from gha_mlops.runs.record import RunRecord
 from gha_mlops.runs.store import RunStore
 from gha_mlops.store.hashing import Hasher, StatCache, is_tree
@@ -396,7 +397,7 @@ def _rerun(scratch: Path, rec: RunRecord, *, environ: Mapping[str, str], jobs: i
     # A sweep leg ran with `--set` overrides: the same values, in the same order.
     overrides = rec.params.get("overrides") or {}
     try:
-        pipeline = load_pipeline(config, overrides=overrides)
+        pipeline = load(config, overrides=overrides)
     except UsageError as err:  # only overrides make a load a usage error
         raise ReproductionError(
             f"the params overrides of run {rec.id} do not apply to its params file: "
