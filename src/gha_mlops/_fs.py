@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,29 @@ def atomic_write_json(path: Path, obj: Any, *, durable: bool = False) -> None:
 def canonical_json_bytes(obj: Any) -> bytes:
     """Compact canonical JSON used for hashing (key order and spacing never vary)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class JSONFileError(ValueError):
+    """A JSON file that cannot be read: ``reason`` is ``not-regular`` (a FIFO, a device: it
+    would block or never end), ``too-large`` or ``not-json``; the message says it in words."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def read_json_file(path: Path, *, max_bytes: int) -> Any:
+    """The JSON document in ``path``, read as hostile input: only a regular file, at most
+    ``max_bytes``, and nesting deeper than the parser goes is refused. :class:`OSError` when
+    it cannot be opened; :class:`JSONFileError` saying why it cannot be read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise JSONFileError("not-regular", "is not a regular file")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise JSONFileError("too-large", f"is larger than {max_bytes} bytes")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than it goes
+        raise JSONFileError("not-json", f"is not valid JSON ({err})") from None

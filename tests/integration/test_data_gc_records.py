@@ -68,6 +68,9 @@ ENTRY_BREAKAGES: dict[str, Breakage] = {
     "no outs object": lambda p: _edit_json(p, lambda d: d.update(outs="out.txt")),
     "a digest that is not one": lambda p: _edit_json(
         p, lambda d: d.update(outs={k: v[:-1] + "g" for k, v in d["outs"].items()})),
+    # A FIFO would block a plain read forever: gc must refuse it, not hang.
+    "not a regular file": lambda p: (p.unlink(), os.mkfifo(p)),
+    "nested deeper than the parser goes": lambda p: p.write_text("[" * 200_000 + "]" * 200_000),
 }
 
 

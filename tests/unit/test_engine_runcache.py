@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gha_mlops.pipeline import engine
+from gha_mlops.pipeline import runcache
 from tests.conftest import Workspace
 
 
@@ -58,7 +58,7 @@ def test_an_entry_nested_deeper_than_the_parser_goes_makes_the_stage_run_again(
 
 def test_an_entry_over_the_size_bound_is_not_read(workspace: Workspace,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "MAX_ENTRY_BYTES", 4096)
+    monkeypatch.setattr(runcache, "MAX_ENTRY_BYTES", 4096)
     workspace.run()
     path = _entry_of(workspace, "report")
     path.write_text(path.read_text() + " " * 4096)  # still the same, valid entry

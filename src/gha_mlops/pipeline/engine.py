@@ -15,9 +15,6 @@ record.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import stat
 import time
 from collections.abc import Callable
 
@@ -49,9 +46,6 @@ from gha_mlops.pipeline.schedule import Scheduler
 from gha_mlops.store.hashing import Hasher, StatCache
 from gha_mlops.store.lock import WorkspaceLock
 from gha_mlops.store.objects import CacheMiss, ContentCache, ManifestError, remove_path
-
-# The largest run-cache entry read (outputs, metrics and a stage's runtime report).
-MAX_ENTRY_BYTES = 64 * 1024 * 1024
 
 __all__ = ["OK_STATUSES", "TERM_GRACE_S", "Reporter", "RunOptions", "RunResult",
            "SilentReporter", "StageResult", "flatten_metrics", "run_pipeline"]
@@ -215,7 +209,7 @@ class _Engine:
         if self.o.force:
             return decide(force=True, declared=declared, entry=None, all_cached=False,
                           current={})
-        entry = self._read_entry(signature)
+        entry = self.runcache.read(signature)
         cached = parse_entry(entry, declared)
         try:
             all_cached = cached is not None and all(self.cache.has(d)
@@ -225,18 +219,3 @@ class _Engine:
         current = {p: self.hasher.hash_path(p) for p in declared} if all_cached else {}
         return decide(force=False, declared=declared, entry=entry, all_cached=all_cached,
                       current=current)
-
-    def _read_entry(self, signature: str) -> object:
-        """The run cache's entry for ``signature`` as parsed JSON; None when there is none or
-        it cannot be read (the stage then runs). The entry comes from disk (a checkout, a
-        restored CI cache): only a regular file is read (a FIFO would block the run), and at
-        most MAX_ENTRY_BYTES of it (an honest one holds digests, metrics and a report)."""
-        try:
-            fd = os.open(self.runcache.entry_path(signature), os.O_RDONLY | os.O_NONBLOCK)
-            with open(fd, "rb") as fh:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    return None
-                data = fh.read(MAX_ENTRY_BYTES + 1)
-            return json.loads(data) if len(data) <= MAX_ENTRY_BYTES else None
-        except (OSError, ValueError, RecursionError):  # nesting deeper than the parser goes
-            return None

@@ -10,15 +10,17 @@ workspace lock: a run in progress stores objects that no root names yet.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from gha_mlops._fs import JSONFileError, read_json_file
 from gha_mlops.data.service import LOCK_WAIT, Workspace, dataset_roots
 from gha_mlops.errors import UsageError
-from gha_mlops.pipeline.runcache import RunCache
+from gha_mlops.pipeline.runcache import MAX_ENTRY_BYTES, RunCache
+from gha_mlops.runs._doc import MAX_RECORD_BYTES
 from gha_mlops.runs.record import RecordError, RunRecord
+from gha_mlops.runs.store import runs_dir
 from gha_mlops.store.gc import GcResult, sweep
 from gha_mlops.store.hashing import is_object_digest
 from gha_mlops.store.lock import WorkspaceLock
@@ -47,27 +49,27 @@ def roots(ws: Workspace, *, keep_days: float = 30.0) -> list[str]:
     """Every digest gc must keep, read in full before anything is removed."""
     keep = dataset_roots(ws)
     for entry in RunCache(ws.cache).entries():
-        keep += _digests(entry, "run-cache entry", _entry_digests, _ENTRY_HINT)
+        keep += _digests(entry, "run-cache entry", _entry_digests, _ENTRY_HINT,
+                         max_bytes=MAX_ENTRY_BYTES)
     horizon = time.time() - keep_days * 86400
-    for record_path in sorted((ws.state / "runs").glob("*.json")):
+    for record_path in sorted(runs_dir(ws.root).glob("*.json")):
         if record_path.name == "index.json" or record_path.stat().st_mtime < horizon:
             continue
-        keep += _digests(record_path, "run record", _record_digests, _RECORD_HINT)
+        keep += _digests(record_path, "run record", _record_digests, _RECORD_HINT,
+                         max_bytes=MAX_RECORD_BYTES)
     return keep
 
 
 def _digests(path: Path, what: str, digests_of: Callable[[object], list[str]],
-             hint: str) -> list[str]:
+             hint: str, *, max_bytes: int) -> list[str]:
     """The object digests that the JSON file ``path`` (a ``what``) names, by
     ``digests_of(document)``; an unreadable or malformed file raises :class:`UsageError`
     naming it."""
     try:
-        return digests_of(json.loads(path.read_bytes()))
+        return digests_of(read_json_file(path, max_bytes=max_bytes))
     except OSError as err:
         problem = f"cannot be read ({err.strerror or type(err).__name__})"
-    except ValueError as err:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
-        problem = f"is not valid JSON ({err})"
-    except (_Malformed, RecordError) as err:
+    except (JSONFileError, _Malformed, RecordError) as err:
         problem = str(err)
     raise UsageError(f"this {what} {problem}, so data gc cannot tell which cache objects it "
                      "names", hint=hint, file=path)

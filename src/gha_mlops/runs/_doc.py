@@ -10,6 +10,9 @@ from typing import Any
 
 RECORD_SCHEMA = "gha-mlops/run-record@1"
 RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
+# The largest run record read (a record of 20,000 stages is ~20 MB): records come from
+# artifacts and other machines too.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 TREE_SUFFIX = ".dir"  # hashing.TREE_SUFFIX; not imported, so `runs list` does not load sqlite3
 
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gha_mlops._fs import atomic_write_json
+from gha_mlops._fs import JSONFileError, atomic_write_json, read_json_file
 from gha_mlops.config._state import STATE_DIR
 from gha_mlops.errors import UsageError
-from gha_mlops.runs._doc import RUN_ID, summary_of
+from gha_mlops.runs._doc import MAX_RECORD_BYTES, RUN_ID, summary_of
 
 if TYPE_CHECKING:
     from gha_mlops.runs.record import RunRecord
@@ -43,15 +43,15 @@ def read_record(path: Path, *, what: str | None = None) -> RunRecord:
     """The record in the JSON file ``path``, validated; a :class:`UsageError` naming the file
     says what is wrong (unreadable, not JSON, not a run record)."""
     try:
-        doc = json.loads(path.read_bytes())
+        doc = read_json_file(path, max_bytes=MAX_RECORD_BYTES)
     except FileNotFoundError:
         raise UsageError(f"no run record file {path}",
                          hint="give a record file, a run id, `latest` or `latest~N`",
                          file=path) from None
     except OSError as err:
         raise UsageError(f"cannot read {what or path}: {err.strerror}", file=path) from err
-    except ValueError as err:
-        raise UsageError(f"{what or path} is not valid JSON: {err}", file=path) from err
+    except JSONFileError as err:
+        raise UsageError(f"{what or path} {err}", file=path) from err
     if not isinstance(doc, dict) or "id" not in doc or "stages" not in doc:
         raise UsageError(f"{what or path} is not a gha-mlops run record",
                          hint="give a run id, `latest`, or a .gha-mlops/runs/<id>.json file",

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gha_mlops._fs import JSONFileError, read_json_file
 from gha_mlops.errors import GhaMlopsError, UsageError
+from gha_mlops.runs._doc import MAX_RECORD_BYTES
 from gha_mlops.runs.record import RECORD_SCHEMA, RecordError, RunRecord
 from gha_mlops.sweep.values import yaml_reads
-
-MAX_RECORD_BYTES = 64 * 1024 * 1024
-"""The largest JSON file read as a leg's run record (a record of 20,000 stages is ~20 MB)."""
 
 
 @dataclass(frozen=True)
@@ -59,15 +58,12 @@ def _read(path: Path, directory: str) -> FoundRecord | None:
     """The record at ``path``, a FoundRecord with the problem, or None for JSON that is not
     a run record."""
     try:
-        with path.open("rb") as f:
-            data = f.read(MAX_RECORD_BYTES + 1)
-        if len(data) > MAX_RECORD_BYTES:
-            return FoundRecord(str(path), directory, None,
-                               f"larger than {MAX_RECORD_BYTES} bytes: too large for a run "
-                               "record")
-        doc = json.loads(data)
-    except ValueError:
-        return FoundRecord(str(path), directory, None, "not valid JSON")
+        doc = read_json_file(path, max_bytes=MAX_RECORD_BYTES)
+    except JSONFileError as err:
+        problem = {"too-large": f"larger than {MAX_RECORD_BYTES} bytes: too large for a run "
+                                "record",
+                   "not-json": "not valid JSON"}.get(err.reason, str(err))
+        return FoundRecord(str(path), directory, None, problem)
     except OSError as err:
         return FoundRecord(str(path), directory, None, f"unreadable: {err.strerror}")
     if not (isinstance(doc, dict) and doc.get("schema") == RECORD_SCHEMA):
