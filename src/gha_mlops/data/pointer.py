@@ -66,8 +66,11 @@ def read_pointer(root: Path, pointer_rel: str) -> Dataset:
         raise ConfigError(f"dataset pointer {pointer_rel} does not exist",
                           file=pointer_rel) from None
     # A pointer comes with a pull request: read it with the bounded loader (aliases, depth
-    # and size limited), like every other YAML of the workspace.
-    raw = parse_yaml(Path(pointer_rel), data)
+    # and size limited), like every other YAML of the workspace, unless it has exactly the
+    # plain form gha-mlops writes (then both readings give the same mapping).
+    raw = plain_pointer(data)
+    if raw is None:
+        raw = parse_yaml(Path(pointer_rel), data)
     if not isinstance(raw, dict):
         raise ConfigError("a dataset pointer must be a mapping (name, path, version, ...)",
                           hint="re-create it with `gha-mlops data add PATH`", file=pointer_rel)
@@ -108,6 +111,46 @@ def read_pointer(root: Path, pointer_rel: str) -> Dataset:
                           file=pointer_rel)
     return Dataset(name=name, path=str(parent / rel) if str(parent) != "." else rel,
                    pointer=pointer_rel, version=version, files=files, size=size, source=source)
+
+
+# The form write_pointer gives, read without PyYAML: importing it and compiling its resolvers
+# costs a no-op run ~10 ms. Each value is one that YAML reads as this very string or integer
+# (a word starting with a letter that is none of YAML 1.1's booleans or nulls, a digest, a
+# decimal without leading zeros, a URL without spaces, quotes or flow characters); anything
+# else, comments after a value included, goes to the YAML loader.
+_PLAIN_LINE = re.compile(
+    rb"(?:(name|path): ([A-Za-z_][A-Za-z0-9_./-]{0,254})"
+    rb"|(version): ([0-9a-f]{64}(?:\.dir)?)"
+    rb"|(files|size): (0|[1-9][0-9]{0,18})"
+    rb"|(source): (https?://[A-Za-z0-9._~/?=&%+@:-]{1,2000}))\Z")
+_COMMENT = re.compile(rb"#[\x20-\x7e]*")
+_YAML_WORDS = frozenset(
+    w for base in ("y", "yes", "n", "no", "true", "false", "on", "off", "null")
+    for w in (base, base.capitalize(), base.upper()))
+
+
+def plain_pointer(data: bytes) -> dict[str, Any] | None:
+    """The mapping of a pointer in the plain form gha-mlops writes (comment lines, then one
+    ``key: value`` per line, each key once), the same that YAML would give; None for anything
+    else, which the YAML loader then reads (and reports on)."""
+    out: dict[str, Any] = {}
+    for line in data.split(b"\n"):
+        if not line:
+            continue
+        if line.startswith(b"#"):
+            if _COMMENT.fullmatch(line) is None:
+                return None  # YAML refuses some bytes even in a comment: let it say which
+            continue
+        match = _PLAIN_LINE.match(line)
+        if match is None:
+            return None
+        groups = [g for g in match.groups() if g is not None]
+        key, value = groups[0].decode(), groups[1].decode()
+        if key in out or value in _YAML_WORDS or value.endswith(":") or value.isdigit() != (
+                key in ("files", "size")):
+            return None  # a version of digits only is an integer to YAML
+        out[key] = int(value) if key in ("files", "size") else value
+    return out or None
 
 
 def _safe_data_path(path: str) -> bool:
