@@ -11,6 +11,10 @@ would make a folder named ``s3:`` in the workspace and push the datasets there. 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+
+from gha_mlops.config.model import Remote
+from gha_mlops.errors import UsageError
 
 URL_FORMS = "s3://bucket/prefix, file:///absolute/path or a plain directory path"
 
@@ -52,3 +56,22 @@ def remote_url_problem(url: str) -> tuple[str, str] | None:
     return (f"{url!r} starts with {(scheme + ':')!r}, which reads as a URL scheme gha-mlops "
             "does not know",
             f"use {URL_FORMS}; for a directory whose name has a ':', write ./{url}")
+
+
+def choose_remote(remotes: Mapping[str, Remote], default: str | None,
+                  name: str | None) -> Remote:
+    """The remote named ``name``, else ``default_remote``, else the only one declared;
+    :class:`UsageError` saying what to write when there is none to choose."""
+    if not remotes:
+        raise UsageError("no remotes are declared in mlops.yaml",
+                         hint="add one, e.g.\n  remotes:\n    storage:\n      url: s3://bucket/"
+                         "datasets   # or a shared directory: /mnt/nas/datasets")
+    chosen = name or default or (next(iter(remotes)) if len(remotes) == 1 else None)
+    if chosen is None:
+        raise UsageError("several remotes are declared and none was chosen",
+                         hint="pass --remote NAME or set `default_remote:` in mlops.yaml "
+                         f"(remotes: {', '.join(remotes)})")
+    if chosen not in remotes:
+        raise UsageError(f"no remote named {chosen!r} in mlops.yaml",
+                         hint="remotes: " + ", ".join(remotes))
+    return remotes[chosen]

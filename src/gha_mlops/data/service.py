@@ -18,13 +18,14 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gha_mlops._fs import atomic_write_bytes, resolve_inside
 from gha_mlops.config import STATE_DIR, ensure_state_dir
+from gha_mlops.config._remotes import choose_remote
 from gha_mlops.config.model import Remote
 from gha_mlops.data.pointer import NAME, Dataset, find_datasets, pointer_for, write_pointer
 from gha_mlops.errors import GhaMlopsError, UsageError
@@ -41,10 +42,10 @@ from gha_mlops.store.lock import WorkspaceLock
 from gha_mlops.store.objects import ContentCache, ManifestError, Tree
 
 if TYPE_CHECKING:
-    # Only for annotations: a no-op `gha-mlops run` imports this module (to name the remote
-    # of its datasets), and the modules that move data bring thread pools and, for https://
-    # sources, the whole network stack (http.client, ssl, email, urllib): the functions that
-    # move data import them when they run.
+    # Only for annotations: a run that must fetch a dataset imports this module, and the
+    # modules that move data bring thread pools and, for https:// sources, the whole network
+    # stack (http.client, ssl, email, urllib): the functions that move data import them when
+    # they run.
     from gha_mlops.data.ports import ObjectStore
     from gha_mlops.data.transfer import Progress, TransferStats
 
@@ -440,23 +441,6 @@ def resolve_remote(ws: Workspace, name: str | None) -> Remote:
 
     pipeline = load_pipeline(ws.root / "mlops.yaml", datasets=find_datasets)
     return choose_remote(pipeline.remotes, pipeline.default_remote, name)
-
-
-def choose_remote(remotes: Mapping[str, Remote], default: str | None,
-                  name: str | None) -> Remote:
-    if not remotes:
-        raise UsageError("no remotes are declared in mlops.yaml",
-                         hint="add one, e.g.\n  remotes:\n    storage:\n      url: s3://bucket/"
-                         "datasets   # or a shared directory: /mnt/nas/datasets")
-    chosen = name or default or (next(iter(remotes)) if len(remotes) == 1 else None)
-    if chosen is None:
-        raise UsageError("several remotes are declared and none was chosen",
-                         hint="pass --remote NAME or set `default_remote:` in mlops.yaml "
-                         f"(remotes: {', '.join(remotes)})")
-    if chosen not in remotes:
-        raise UsageError(f"no remote named {chosen!r} in mlops.yaml",
-                         hint="remotes: " + ", ".join(remotes))
-    return remotes[chosen]
 
 
 class StoreOpener(Protocol):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from gha_mlops import __version__
 from gha_mlops._fs import atomic_write_json, resolve_inside
+from gha_mlops.config._remotes import choose_remote
 from gha_mlops.config.loader import DATA_PREFIX
 from gha_mlops.errors import GhaMlopsError
 from gha_mlops.pipeline.environment import (
@@ -179,9 +180,6 @@ class Recorder:
     def _remote_entry(self) -> dict[str, Any] | None:
         """Where the run's datasets are kept (the default remote), so a reproduction can
         fetch the versions it needs."""
-        # Imported only for a stage that reads a pinned dataset.
-        from gha_mlops.data.service import choose_remote
-
         try:
             remote = choose_remote(self.p.remotes, self.p.default_remote, None)
         except GhaMlopsError:

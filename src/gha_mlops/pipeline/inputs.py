@@ -107,7 +107,8 @@ class StageInputs:
         """Fetch a pinned version the cache lacks: from its source URL or the remote."""
         # Imported only when a dataset must be fetched: a no-op run never needs the transfer
         # machinery (nor the network stack it may load).
-        from gha_mlops.data.service import Workspace, choose_remote, fetch
+        from gha_mlops.config._remotes import choose_remote
+        from gha_mlops.data.service import Workspace, fetch
 
         with self._lock:  # one fetch at a time; a second stage finds it cached
             if self.ctx.cache.has(ds.version):

@@ -8,7 +8,7 @@ record: :mod:`gha_mlops.runs.record`.
 from __future__ import annotations
 
 import json
-import secrets
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,7 +24,7 @@ __all__ = ["RECORD_SCHEMA", "RunStore", "fill_stage_fields", "iso_time", "model_
 def new_run_id(now: float | None = None) -> str:
     """Sortable and unique: UTC time to the second plus 6 random hex digits."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now if now is not None else time.time()))
-    return f"{stamp}-{secrets.token_hex(3)}"
+    return f"{stamp}-{os.urandom(3).hex()}"
 
 
 def iso_time(ts: float) -> str:
