@@ -204,24 +204,30 @@ def git_info(workspace: Path) -> dict[str, Any] | None:
     """Commit, branch, dirty flag and repository root of ``workspace``; None outside git.
 
     One ``git status --porcelain=v2 --branch`` call gives all of it. Files git ignores do not
-    make the tree dirty; untracked files do, since a stage may read them.
+    make the tree dirty; untracked files do, since a stage may read them. No git process is
+    started outside a repository, and ``status`` (which reads the whole work tree) is not run
+    for a workspace its repository ignores.
     """
+    top = git.toplevel(workspace)
+    if top is None:
+        return None
     try:
+        # In a repository that ignores this directory its files are in no commit, so naming
+        # one would mislead `reproduce`.
+        if git.is_ignored(workspace):
+            return None
         found = git.status(workspace)
-        # Outside git, or in a repository that ignores this directory (its files are then
-        # in no commit, so naming one would mislead `reproduce`).
-        if found is None or git.is_ignored(workspace):
+        if found is None:
             return None
     except git.GitError:  # a git that hangs: the record goes without git facts
         return None
     commit, branch, changed = found.commit, found.branch, found.changed
-    top = git.toplevel(workspace)
-    subdir = os.path.relpath(workspace.resolve(), top) if top else "."
+    subdir = os.path.relpath(workspace.resolve(), top)
     return {
         "commit": commit,
         "branch": branch,
         "dirty": bool(changed) or commit is None,
         "changed": list(changed[:50]),
-        "root": str(top) if top else None,
+        "root": str(top),
         "subdir": subdir.replace(os.sep, "/"),
     }
