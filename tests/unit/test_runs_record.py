@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gha_mlops.errors import UsageError
-from gha_mlops.runs.record import RECORD_SCHEMA, RecordError, RunRecord
+from gha_mlops.runs.record import RECORD_SCHEMA, ModelRef, RecordError, RunRecord
 from gha_mlops.runs.refs import resolve
 from gha_mlops.runs.store import RunStore, runs_dir
 
@@ -105,3 +105,37 @@ def test_a_record_the_engine_wrote_reads_back_typed(workspace: Workspace) -> Non
     assert rec.to_json() == json.loads(RunStore.of(workspace.root).path(rec.id).read_bytes())
     assert [s.name for s in rec.stages] == [s["name"] for s in result.record["stages"]]
     assert rec.summary()["stages_ran"] == 3
+
+
+def test_a_lenient_reading_shows_what_fits_and_never_raises() -> None:
+    # compare, the run summary and the CPU pre-check also take plain dicts, and show what they
+    # hold: a wrong type reads as absent, an entry that is not an object is left out, a digest
+    # keeps any string; the strict reading of the same document is refused.
+    doc = _record(schema="gha-mlops/run-record@9", id=None, seed="3", git="main", datasets=[],
+                  stages=["x", {"name": "s"}], metrics={"m.json": [1], "n.json": {"a": 1}},
+                  outputs={"odd": 7, "plots": {"sha256": "tree", "kind": "plot",
+                                               "files": {"a.csv": DIGEST}}},
+                  model={"path": "m", "sha256": "not a digest"})
+    rec = RunRecord.from_json(doc, lenient=True)
+    assert (rec.id, rec.seed, rec.git, rec.datasets) == ("?", None, None, {})
+    assert [(s.name, s.status) for s in rec.stages] == [("s", "?")]
+    assert list(rec.outputs) == ["plots"] and rec.outputs["plots"].sha256 == "tree"
+    assert rec.model == ModelRef("m", "not a digest") and rec.metrics == {"n.json": {"a": 1}}
+    with pytest.raises(RecordError, match="schema"):
+        RunRecord.from_json(doc)
+    with pytest.raises(RecordError, match="model"):  # leniency ends with its reading
+        RunRecord.from_json(_record(model={"path": "m", "sha256": "x"}))
+
+
+def test_output_sizes_stage_runtime_and_coerce() -> None:
+    doc = _record(
+        outputs={"m.bin": {"sha256": DIGEST, "size": 5},
+                 "models": {"sha256": "cd" * 32 + ".dir", "files": {"a": DIGEST},
+                            "sizes": {"a": 3, "b": "x"}}},
+        stages=[{"name": "t", "status": "ran", "runtime": {"cpu_dispatch": {"portable": True}}},
+                {"name": "u", "status": "ran", "runtime": "odd"}])
+    rec = RunRecord.coerce(doc)
+    assert rec.outputs["m.bin"].size == 5 and rec.outputs["models"].sizes == {"a": 3}
+    assert rec.outputs["models"].size is None
+    assert [s.runtime for s in rec.stages] == [{"cpu_dispatch": {"portable": True}}, {}]
+    assert RunRecord.coerce(rec) is rec

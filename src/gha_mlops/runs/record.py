@@ -10,6 +10,13 @@ round-trips byte for byte through ``canonical JSON``.
 
 Schema versions: ``gha-mlops/run-record@1``; a record without ``schema`` (written before the
 field existed) is read as version 1. Any other schema is refused: a newer gha-mlops wrote it.
+
+A *lenient* reading (``RunRecord.from_json(doc, lenient=True)``) runs the same checks but never
+raises: a value of the wrong type reads as absent (a required string as ``"?"``), an entry that
+is not a JSON object (an output, a stage, a metrics file) is left out, and a digest keeps any
+string it is given. It is for code whose contract is to show whatever a document it is handed
+holds (the report's comparison, the run summary, reproduce's CPU pre-check, when called with a
+plain dict); every reader of a record *file* reads strictly.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gha_mlops.runs._doc import RECORD_SCHEMA, RUN_ID, TREE_SUFFIX, summary_of
 
@@ -34,6 +42,24 @@ class RecordError(ValueError):
     and what was expected (the caller adds which file)."""
 
 
+_T = TypeVar("_T")
+# One set of checks for both readings: each failed check goes through _bad, which raises in a
+# strict reading and gives its fallback in a lenient one (see the module's docstring).
+_LENIENT: ContextVar[bool] = ContextVar("gha_mlops_lenient_record", default=False)
+
+
+def _bad(message: str, fallback: _T) -> _T:
+    if _LENIENT.get():
+        return fallback
+    raise RecordError(message)
+
+
+def _objects(entries: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The items of ``entries``; a lenient reading leaves out values that are not objects."""
+    lenient = _LENIENT.get()
+    return [(k, v) for k, v in entries.items() if not lenient or isinstance(v, Mapping)]
+
+
 def _shown(value: object, limit: int = 80) -> str:
     text = ascii(value)
     return text if len(text) <= limit else text[:limit] + "..."
@@ -45,7 +71,7 @@ def _map(doc: Mapping[str, Any], key: str, *, where: str = "") -> Mapping[str, A
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise RecordError(f"{where}{key!r} is {_shown(value)}, not a JSON object")
+        return _bad(f"{where}{key!r} is {_shown(value)}, not a JSON object", {})
     return value
 
 
@@ -55,14 +81,16 @@ def _str(doc: Mapping[str, Any], key: str, *, where: str = "", optional: bool = 
     if value is None and optional:
         return None
     if not isinstance(value, str):
-        raise RecordError(f"{where}{key!r} is {_shown(value)}, not a string")
+        return _bad(f"{where}{key!r} is {_shown(value)}, not a string",
+                    None if optional else default or "?")
     return value
 
 
 def _digest(value: object, what: str, *, tree: bool = True) -> str:
     if not isinstance(value, str) or not (_DIGEST if tree else _SHA256).fullmatch(value):
-        raise RecordError(f"{what} is {_shown(value)}, not an object digest (64 lowercase hex "
-                          "digits" + (", then .dir for a directory)" if tree else ")"))
+        return _bad(f"{what} is {_shown(value)}, not an object digest (64 lowercase hex digits"
+                    + (", then .dir for a directory)" if tree else ")"),
+                    value if isinstance(value, str) else "?")
     return value
 
 
@@ -71,20 +99,33 @@ def _number(doc: Mapping[str, Any], key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecordError(f"{key!r} is {_shown(value)}, not a number")
+        return _bad(f"{key!r} is {_shown(value)}, not a number", None)
     return float(value)
+
+
+def _byte_count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _byte_counts(value: object) -> dict[str, int]:
+    counts = value.items() if isinstance(value, Mapping) else ()
+    return {str(k): n for k, v in counts if (n := _byte_count(v)) is not None}
 
 
 @dataclass(frozen=True)
 class Output:
     """One output of the run: a file (``sha256`` of its bytes) or a tree (``sha256`` of its
-    manifest, ending ``.dir``, with ``files``: relative path -> sha256)."""
+    manifest, ending ``.dir``, with ``files``: relative path -> sha256). ``size`` (a file's
+    bytes) and ``sizes`` (a tree's, by relative path) are there when the writer recorded them;
+    a value that is not a byte count reads as absent."""
 
     path: str
     sha256: str
     kind: str = "out"
     stage: str | None = None
     files: Mapping[str, str] | None = None
+    size: int | None = None
+    sizes: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def is_tree(self) -> bool:
@@ -96,14 +137,15 @@ class Output:
         if not isinstance(doc, Mapping):
             raise RecordError(f"{where} is {_shown(doc)}, not a JSON object")
         files = doc.get("files")
+        if files is not None and not isinstance(files, Mapping):
+            files = _bad(f"{where}.files is not a JSON object", None)
         if files is not None:
-            if not isinstance(files, Mapping):
-                raise RecordError(f"{where}.files is not a JSON object")
             files = {str(k): _digest(v, f"{where}.files[{_shown(k)}]", tree=False)
                      for k, v in files.items()}
         return cls(path=path, sha256=_digest(doc.get("sha256"), f"{where}.sha256"),
                    kind=str(doc.get("kind") or "out"),
-                   stage=_str(doc, "stage", where=where + ".", optional=True), files=files)
+                   stage=_str(doc, "stage", where=where + ".", optional=True), files=files,
+                   size=_byte_count(doc.get("size")), sizes=_byte_counts(doc.get("sizes")))
 
 
 @dataclass(frozen=True)
@@ -120,6 +162,9 @@ class StageRun:
     params: Mapping[str, Any] = field(default_factory=dict)
     outs: Mapping[str, str] = field(default_factory=dict)
     produced_by_run: str | None = None
+    runtime: Mapping[str, Any] = field(default_factory=dict)
+    """What the stage reported of its process (e.g. ``cpu_dispatch``); a value that is not an
+    object reads as empty, as readers judge its parts one by one."""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -139,7 +184,9 @@ class StageRun:
             duration_s=_number(doc, "duration_s"),
             deps=dict(_map(doc, "deps", where=where)), params=dict(_map(doc, "params", where=where)),
             outs=dict(_map(doc, "outs", where=where)),
-            produced_by_run=_str(doc, "produced_by_run", where=where, optional=True), raw=doc)
+            produced_by_run=_str(doc, "produced_by_run", where=where, optional=True),
+            runtime=runtime if isinstance(runtime := doc.get("runtime"), Mapping) else {},
+            raw=doc)
 
 
 @dataclass(frozen=True)
@@ -193,29 +240,35 @@ class RunRecord:
     # ------------------------------------------------------------------ reading
 
     @classmethod
-    def from_json(cls, doc: object) -> RunRecord:
+    def from_json(cls, doc: object, *, lenient: bool = False) -> RunRecord:
         """Validate ``doc`` (a parsed JSON document) into a record; :class:`RecordError`
-        names what does not fit."""
+        names what does not fit. ``lenient``: never raise (see the module's docstring)."""
+        token = _LENIENT.set(lenient)
+        try:
+            return cls._read(doc)
+        finally:
+            _LENIENT.reset(token)
+
+    @classmethod
+    def _read(cls, doc: object) -> RunRecord:
         if not isinstance(doc, Mapping):
-            raise RecordError(f"is {_shown(doc)}, not a JSON object")
+            doc = _bad(f"is {_shown(doc)}, not a JSON object", {})
         schema = doc.get("schema", RECORD_SCHEMA)
         if schema != RECORD_SCHEMA:
-            raise RecordError(f"has the schema {_shown(schema)}, not {RECORD_SCHEMA} (a record "
-                              "of another version of gha-mlops?)")
-        run_id = _str(doc, "id")
-        assert run_id is not None
+            _bad(f"has the schema {_shown(schema)}, not {RECORD_SCHEMA} (a record of another "
+                 "version of gha-mlops?)", None)
         seed = doc.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise RecordError(f"'seed' is {_shown(seed)}, not an integer")
+            seed = _bad(f"'seed' is {_shown(seed)}, not an integer", None)
         return cls(
-            id=run_id, kind=str(_str(doc, "kind", default="run")),
+            id=str(_str(doc, "id")), kind=str(_str(doc, "kind", default="run")),
             status=str(_str(doc, "status", default="unknown")),
             started_at=_str(doc, "started_at", optional=True),
             finished_at=_str(doc, "finished_at", optional=True),
             duration_s=_number(doc, "duration_s"), seed=seed,
             determinism=str(_str(doc, "determinism", default="native")),
             workspace=_str(doc, "workspace", optional=True),
-            outputs={p: Output.from_json(p, o) for p, o in _map(doc, "outputs").items()},
+            outputs={p: Output.from_json(p, o) for p, o in _objects(_map(doc, "outputs"))},
             deps={d: _digest(h, f"deps[{_shown(d)}]") for d, h in _map(doc, "deps").items()},
             metrics=_metrics(doc), stages=_stages(doc), model=_model(doc), git=_git(doc),
             params=_map(doc, "params"), config=_map(doc, "config"), env=_map(doc, "env"),
@@ -225,6 +278,13 @@ class RunRecord:
             reproduces=_str(doc, "reproduces", optional=True),
             interrupted=_map(doc, "interrupted") if doc.get("interrupted") is not None else None,
             doc=doc)
+
+    @classmethod
+    def coerce(cls, record: RunRecord | Mapping[str, Any], *, lenient: bool = False
+               ) -> RunRecord:
+        """``record`` itself, or the JSON document ``record`` read by :meth:`from_json`."""
+        return record if isinstance(record, RunRecord) else cls.from_json(record,
+                                                                          lenient=lenient)
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON (a deep copy of the document it was read from)."""
@@ -264,17 +324,20 @@ class RunRecord:
 def _metrics(doc: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     out: dict[str, Mapping[str, Any]] = {}
     for path, values in _map(doc, "metrics").items():
-        if not isinstance(values, Mapping):
-            raise RecordError(f"metrics[{_shown(path)}] is {_shown(values)}, not a JSON object")
-        out[str(path)] = values
+        if isinstance(values, Mapping):
+            out[str(path)] = values
+        else:
+            _bad(f"metrics[{_shown(path)}] is {_shown(values)}, not a JSON object", None)
     return out
 
 
 def _stages(doc: Mapping[str, Any]) -> tuple[StageRun, ...]:
     stages = doc.get("stages") or []
     if not isinstance(stages, list):
-        raise RecordError(f"'stages' is {_shown(stages)}, not a list")
-    return tuple(StageRun.from_json(i, s) for i, s in enumerate(stages))
+        stages = _bad(f"'stages' is {_shown(stages)}, not a list", [])
+    lenient = _LENIENT.get()
+    return tuple(StageRun.from_json(i, s) for i, s in enumerate(stages)
+                 if not lenient or isinstance(s, Mapping))
 
 
 def _model(doc: Mapping[str, Any]) -> ModelRef | None:
@@ -282,7 +345,7 @@ def _model(doc: Mapping[str, Any]) -> ModelRef | None:
     if model is None:
         return None
     if not isinstance(model, Mapping):
-        raise RecordError(f"'model' is {_shown(model)}, not a JSON object")
+        return _bad(f"'model' is {_shown(model)}, not a JSON object", None)
     return ModelRef(path=str(_str(model, "path", where="model.")),
                     sha256=_digest(model.get("sha256"), "model.sha256", tree=False))
 
@@ -292,11 +355,11 @@ def _git(doc: Mapping[str, Any]) -> GitFacts | None:
     if git is None:
         return None
     if not isinstance(git, Mapping):
-        raise RecordError(f"'git' is {_shown(git)}, not a JSON object")
+        return _bad(f"'git' is {_shown(git)}, not a JSON object", None)
     dirty = git.get("dirty")
     changed = git.get("changed") or []
     if not isinstance(changed, list):
-        raise RecordError(f"'git.changed' is {_shown(changed)}, not a list")
+        changed = _bad(f"'git.changed' is {_shown(changed)}, not a list", [])
     return GitFacts(commit=_str(git, "commit", where="git.", optional=True),
                     dirty=dirty if isinstance(dirty, bool) else None,
                     branch=_str(git, "branch", where="git.", optional=True),
