@@ -117,18 +117,18 @@ def reproduce(ref: str, workspace: Path, *, environ: Mapping[str, str],
     return rep
 
 
-def environment_drift(record: Mapping[str, Any], packages: Mapping[str, str],
+def environment_drift(record: RunRecord, packages: Mapping[str, str],
                       system: Mapping[str, Any]) -> list[str]:
     """Human-readable differences between the recorded and the current environment."""
     drift = []
-    env = record.get("env") or {}
-    rec_py = (env.get("python") or {}).get("version")
+    env = record.env
+    rec_py = _part(env, "python").get("version")
     if rec_py and rec_py != system["python"]["version"]:
         drift.append(f"python: recorded {rec_py}, now {system['python']['version']}")
-    rec_machine = (env.get("cpu") or {}).get("machine")
+    rec_machine = _part(env, "cpu").get("machine")
     if rec_machine and rec_machine != system["cpu"]["machine"]:
         drift.append(f"machine: recorded {rec_machine}, now {system['cpu']['machine']}")
-    recorded = env.get("packages") or {}
+    recorded = _part(env, "packages")
     for name in sorted(set(recorded) | set(packages)):
         if name in _IGNORED_PACKAGES:
             continue
@@ -195,18 +195,19 @@ def _text(value: Any, limit: int = 60) -> str:
     return out if len(out) <= limit else out[:limit] + "..."
 
 
-def _recorded_dispatch(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    found = []
-    stages = record.get("stages")
-    for stage in stages if isinstance(stages, list) else []:
-        runtime = stage.get("runtime") if isinstance(stage, Mapping) else None
-        dispatch = runtime.get("cpu_dispatch") if isinstance(runtime, Mapping) else None
-        if isinstance(dispatch, Mapping):
-            found.append(dispatch)
-    return found
+def _part(env: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """``env[key]`` when it is an object, else empty: the record types ``env`` only as an
+    object, and a record is input."""
+    value = env.get(key)
+    return value if isinstance(value, Mapping) else {}
 
 
-def kernel_mismatch(record: Mapping[str, Any], here: Mapping[str, Any],
+def _recorded_dispatch(record: RunRecord) -> list[Mapping[str, Any]]:
+    return [d for s in record.stages
+            if isinstance(d := s.runtime.get("cpu_dispatch"), Mapping)]
+
+
+def kernel_mismatch(record: RunRecord | Mapping[str, Any], here: Mapping[str, Any],
                     environ: Mapping[str, str]) -> KernelMismatch | None:
     """Whether this machine (CPU facts ``here``, as :func:`system_info` gives them) under
     ``environ`` will run other CPU kernels than ``record``'s run did (pure).
@@ -215,16 +216,15 @@ def kernel_mismatch(record: Mapping[str, Any], here: Mapping[str, Any],
     do) are judged; None for the others and when nothing that decides the kernels differs.
     With portable mode on in every stage only the architecture (and a machine's own
     ``OPENBLAS_CORETYPE``) can differ; with it off, the CPU vendor, the instruction sets,
-    torch's dispatch level and the dispatch variables each can.
+    torch's dispatch level and the dispatch variables each can. A plain JSON document is read
+    leniently (:meth:`RunRecord.from_json`): a record edited by hand gets an answer too.
     """
-    stages = _recorded_dispatch(record)
+    rec = RunRecord.coerce(record, lenient=True)
+    stages = _recorded_dispatch(rec)
     if not stages:
         return None
-    run = _text(record.get("id", "?"))
-    env = record.get("env")
-    cpu = env.get("cpu") if isinstance(env, Mapping) else None
-    if not isinstance(cpu, Mapping):
-        cpu = {}
+    run = _text(rec.id)
+    cpu = _part(rec.env, "cpu")
     portable = all(d.get("portable") is True for d in stages)
     mode = "portable mode was on" if portable else "portable mode was off"
     found: list[tuple[str, str, str]] = []  # (factor, what differs, what to do)
@@ -374,10 +374,10 @@ def _environment_check(rec: RunRecord, workspace: Path, environ: Mapping[str, st
     facts_cache = workspace / STATE_DIR / "tmp"
     system = system_info(facts_cache)
     # The CPU first: it answers in one line, before minutes of running, why bytes would differ.
-    kernels = kernel_mismatch(rec.doc, system["cpu"], environ)
+    kernels = kernel_mismatch(rec, system["cpu"], environ)
     if kernels is not None and not allow_env_drift:
         raise EnvironmentDriftError(kernels.message, hint=kernels.hint, notes=list(kernels.notes))
-    drift = environment_drift(rec.doc, installed_packages(facts_cache), system)
+    drift = environment_drift(rec, installed_packages(facts_cache), system)
     if kernels is not None:
         drift[:0] = [f"cpu ({kernels.factor}): {kernels.message}"]
     if drift and not allow_env_drift:
@@ -555,24 +555,23 @@ def _check_inputs(scratch: Path, record: RunRecord, cache: ContentCache) -> None
 
 def _compare(record: RunRecord, rep: Reproduction) -> None:
     assert rep.result is not None
-    new = rep.result.record
+    new = RunRecord.from_json(rep.result.record)
     for path, entry in record.outputs.items():
         rep.compared_outputs += 1
-        other = (new.get("outputs") or {}).get(path)
-        got = other["sha256"] if other else None
+        other = new.outputs.get(path)
+        got = other.sha256 if other else None
         if got == entry.sha256:
             continue
         rep.differences.append(Difference("output", path, entry.sha256, got))
-        if entry.is_tree and other and "files" in other:
-            a, b = entry.files or {}, other["files"]
+        if entry.is_tree and other and other.files is not None:
+            a, b = entry.files or {}, other.files
             for name in sorted(set(a) | set(b)):
                 if a.get(name) != b.get(name):
                     rep.differences.append(
                         Difference("file", f"{path}/{name}", a.get(name), b.get(name)))
-    new_metrics = new.get("metrics") or {}
     for file, values in record.metrics.items():
         for key, value in values.items():
             rep.compared_metrics += 1
-            got = (new_metrics.get(file) or {}).get(key)
+            got = new.metrics.get(file, {}).get(key)
             if got != value:
                 rep.differences.append(Difference("metric", f"{file}:{key}", value, got))

@@ -1,8 +1,10 @@
 """The comparison of two run records: a *head* run (a pull request's model) against a
 *baseline* (the champion).
 
-:func:`compare` is pure: two records, and optionally the files of each run that were read
-beside them (:func:`read_run_files`, the only I/O here), become a :class:`Comparison`:
+:func:`compare` is pure: two records (typed :class:`~gha_mlops.runs.record.RunRecord` values;
+a plain JSON document is read leniently into one), and optionally the files of each run that
+were read beside them (:func:`read_run_files`, the only I/O here), become a
+:class:`Comparison`:
 
 - every metric, named ``FILE:KEY`` (nested keys joined with dots), with both values, the
   absolute and relative delta and a direction-aware :data:`Change`; a metric on one side only
@@ -26,6 +28,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+
+from gha_mlops.runs.record import RunRecord
 
 Direction = Literal["higher", "lower"]
 Change = Literal["better", "worse", "same", "added", "removed", "incomparable"]
@@ -209,7 +213,7 @@ class RunFiles:
 # --------------------------------------------------------------------------- reading files
 
 
-def read_run_files(record: Mapping[str, Any], root: Path | None) -> RunFiles:
+def read_run_files(record: RunRecord | Mapping[str, Any], root: Path | None) -> RunFiles:
     """The files of ``record`` under ``root`` (its workspace, or the directory a downloaded
     record sits in), each read by the sha256 the record gives it through
     :func:`gha_mlops.runs.files.read_run_file`: from the workspace's content cache, else from
@@ -220,12 +224,13 @@ def read_run_files(record: Mapping[str, Any], root: Path | None) -> RunFiles:
 
     if root is None:
         return RunFiles()
+    rec = RunRecord.coerce(record, lenient=True)
     documents: dict[str, Any] = {}
     curves: dict[str, str] = {}
     problems: list[str] = []
     images: dict[str, bytes] = {}
-    declared = _mapping(record.get("outputs"))
-    for rel, digest, kind in _record_files(record):
+    declared = rec.outputs
+    for rel, digest, kind in _record_files(rec):
         suffix = PurePosixPath(rel).suffix.lower()
         # Images a stage names one by one (not each file of a plots folder) are shown.
         image = kind == "plot" and suffix in IMAGE_SUFFIXES and rel in declared
@@ -251,45 +256,44 @@ def read_run_files(record: Mapping[str, Any], root: Path | None) -> RunFiles:
                 curves[rel] = data.decode("utf-8-sig")
         except (UnicodeDecodeError, ValueError) as err:
             problems.append(f"{rel} cannot be read: {err}")
-    model_size = _model_size(record, root)
+    model_size = _model_size(rec, root)
     return RunFiles(documents, curves, model_size, tuple(problems), images)
 
 
-def _record_files(record: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+def _record_files(record: RunRecord) -> Iterator[tuple[str, str, str]]:
     """``(path, sha256, kind)`` of every file output of ``record``, directories expanded."""
-    for path, entry in (record.get("outputs") or {}).items():
-        if not isinstance(entry, Mapping):
-            continue
-        kind = str(entry.get("kind", "out"))
-        files = entry.get("files")
-        if isinstance(files, Mapping):
-            for name, digest in sorted(files.items()):
-                yield f"{path}/{name}", str(digest), kind
-        elif entry.get("sha256"):
-            yield str(path), str(entry["sha256"]), kind
+    for path, entry in record.outputs.items():
+        if entry.files is not None:
+            for name, digest in sorted(entry.files.items()):
+                yield f"{path}/{name}", digest, entry.kind
+        elif entry.sha256:
+            yield path, entry.sha256, entry.kind
 
 
-def _model_size(record: Mapping[str, Any], root: Path) -> int | None:
+def _model_size(record: RunRecord, root: Path) -> int | None:
     from gha_mlops.runs.files import recorded_size
 
-    model = record.get("model")
-    if not isinstance(model, Mapping) or not model.get("path") or not model.get("sha256"):
+    model = record.model
+    if model is None or not model.path or not model.sha256:
         return None
-    return recorded_size(root, str(model["path"]), str(model["sha256"]))
+    return recorded_size(root, model.path, model.sha256)
 
 
 # --------------------------------------------------------------------------- comparing
 
 
-def compare(base: Mapping[str, Any], head: Mapping[str, Any], *,
+def compare(base: RunRecord | Mapping[str, Any], head: RunRecord | Mapping[str, Any], *,
             base_files: RunFiles | None = None, head_files: RunFiles | None = None,
             directions: Mapping[str, Direction] | None = None) -> Comparison:
     """Compare run record ``head`` with run record ``base`` (see the module documentation).
 
     ``directions`` maps a metric key or ``FILE:KEY`` to ``higher``/``lower`` (the gates'
     ``direction``); other metrics get :func:`default_direction` of their key. Never raises
-    for a record of an unexpected shape: what cannot be read is left out.
+    for a record of an unexpected shape: what cannot be read is left out (a plain JSON document
+    is read leniently: :meth:`RunRecord.from_json`).
     """
+    base = RunRecord.coerce(base, lenient=True)
+    head = RunRecord.coerce(head, lenient=True)
     base_files = base_files or RunFiles()
     head_files = head_files or RunFiles()
     directions = directions or {}
@@ -311,9 +315,9 @@ def compare(base: Mapping[str, Any], head: Mapping[str, Any], *,
         base=_side(base, base_files),
         head=_side(head, head_files),
         metrics=tuple(metrics),
-        params=tuple(_changes(_flat(_params(base)), _flat(_params(head)))),
+        params=tuple(_changes(_flat(base.param_values), _flat(head.param_values))),
         datasets=tuple(_changes(_versions(base), _versions(head))),
-        inputs=tuple(_changes(_mapping(base.get("data")), _mapping(head.get("data")))),
+        inputs=tuple(_changes(base.data, head.data)),
         matrices=tuple(matrices),
         curves=tuple(curves),
         notes=tuple(notes),
@@ -333,14 +337,14 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _metric_values(record: Mapping[str, Any], files: RunFiles
+def _metric_values(record: RunRecord, files: RunFiles
                    ) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], Any]]:
     """``(file, key) -> number`` and ``(file, key) -> matrix``. A metrics document read
     beside the record wins over the record's numbers: it also has NaN and ±inf (which
     records leave out) and lists."""
     values: dict[tuple[str, str], float] = {}
     matrices: dict[tuple[str, str], Any] = {}
-    metrics = _mapping(record.get("metrics"))
+    metrics = record.metrics
     for file in _union(metrics, files.documents):
         document = files.documents.get(file)
         if isinstance(document, Mapping):
@@ -350,7 +354,7 @@ def _metric_values(record: Mapping[str, Any], files: RunFiles
                 elif _is_matrix(value):
                     matrices[(file, key)] = value
         else:
-            for key, value in _mapping(metrics.get(file)).items():
+            for key, value in metrics.get(file, {}).items():
                 if is_number(value):
                     values[(file, str(key))] = float(value)
     return values, matrices
@@ -371,18 +375,14 @@ def _is_matrix(value: Any) -> bool:
                     and all(is_number(x) for x in row) for row in value))
 
 
-def _params(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    return _mapping(_mapping(record.get("params")).get("values"))
-
-
 def _flat(values: Mapping[str, Any]) -> dict[str, Any]:
     """Dotted key -> leaf value (lists are leaves)."""
     return dict(_flatten(values))
 
 
-def _versions(record: Mapping[str, Any]) -> dict[str, Any]:
+def _versions(record: RunRecord) -> dict[str, Any]:
     return {str(name): _mapping(ds).get("version")
-            for name, ds in _mapping(record.get("datasets")).items()}
+            for name, ds in (record.datasets or {}).items()}
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -401,53 +401,46 @@ def _changes(base: Mapping[str, Any], head: Mapping[str, Any]) -> Iterator[Value
         yield ValueChange(str(key), base.get(key), head.get(key), in_base, in_head)
 
 
-def _side(record: Mapping[str, Any], files: RunFiles) -> Side:
-    git = _mapping(record.get("git"))
+def _side(record: RunRecord, files: RunFiles) -> Side:
+    git = record.git
     ran: list[str] = []
     cached: list[str] = []
     other: list[tuple[str, str]] = []
-    for stage in record.get("stages") or []:
-        if not isinstance(stage, Mapping):
-            continue
-        name, status = str(stage.get("name", "?")), str(stage.get("status", "?"))
-        if status == "ran":
-            ran.append(name)
-        elif status in ("cached", "restored"):
-            cached.append(name)
+    for stage in record.stages:
+        if stage.status == "ran":
+            ran.append(stage.name)
+        elif stage.came_from_cache:
+            cached.append(stage.name)
         else:
-            other.append((name, status))
-    model = _mapping(record.get("model"))
-    model_path = str(model["path"]) if model.get("path") else None
-    overrides = _mapping(_mapping(record.get("params")).get("overrides"))
+            other.append((stage.name, stage.status))
+    model = record.model
+    model_path = model.path if model is not None and model.path else None
     return Side(
-        id=str(record.get("id", "?")),
-        status=str(record.get("status", "unknown")),
-        commit=str(git["commit"]) if git.get("commit") else None,
-        branch=str(git["branch"]) if git.get("branch") else None,
-        dirty=bool(git.get("dirty")),
+        id=record.id,
+        status=record.status,
+        commit=git.commit or None if git is not None else None,
+        branch=git.branch or None if git is not None else None,
+        dirty=bool(git is not None and git.dirty),
         ran=tuple(ran),
         cached=tuple(cached),
         other=tuple(other),
         model_path=model_path,
-        model_sha256=str(model["sha256"]) if model.get("sha256") else None,
+        model_sha256=model.sha256 or None if model is not None else None,
         model_size=_recorded_size(record, model_path) or files.model_size,
-        overrides=tuple((str(k), v) for k, v in overrides.items()),
+        overrides=tuple((str(k), v) for k, v in record.overrides.items()),
     )
 
 
-def _recorded_size(record: Mapping[str, Any], model_path: str | None) -> int | None:
+def _recorded_size(record: RunRecord, model_path: str | None) -> int | None:
     """The model's size when the record's ``outputs`` carry sizes."""
     if model_path is None:
         return None
-    outputs = _mapping(record.get("outputs"))
-    entry = _mapping(outputs.get(model_path))
-    size = entry.get("size")
-    if isinstance(size, int) and not isinstance(size, bool):
-        return size
-    for path, out in outputs.items():  # the model inside an output directory
-        sizes = _mapping(_mapping(out).get("sizes"))
-        rel = model_path[len(str(path)) + 1:] if model_path.startswith(f"{path}/") else None
-        if rel is not None and isinstance(sizes.get(rel), int):
-            return int(sizes[rel])
+    entry = record.outputs.get(model_path)
+    if entry is not None and entry.size is not None:
+        return entry.size
+    for path, out in record.outputs.items():  # the model inside an output directory
+        rel = model_path[len(path) + 1:] if model_path.startswith(f"{path}/") else None
+        if rel is not None and rel in out.sizes:
+            return out.sizes[rel]
     return None
 

@@ -125,9 +125,9 @@ def _compare(request: ReportRequest, context: GitHubContext, ports: ReportPorts,
     head = _files_root(resolve(request.head, workspace))
     base = _files_root(_baseline(request, context, ports, github, workspace, scratch))
     directions = {name: g.direction for name, g in gates.items() if g.direction}
-    base_doc, head_doc = base[0].record.to_json(), head[0].record.to_json()
-    base_files, head_files = read_run_files(base_doc, base[1]), read_run_files(head_doc, head[1])
-    comparison = compare(base_doc, head_doc, base_files=base_files, head_files=head_files,
+    base_rec, head_rec = base[0].record, head[0].record
+    base_files, head_files = read_run_files(base_rec, base[1]), read_run_files(head_rec, head[1])
+    comparison = compare(base_rec, head_rec, base_files=base_files, head_files=head_files,
                          directions=directions)
     # Drawn once, for the files and for publishing, in worker processes: importing matplotlib
     # and drawing take about a second, which overlaps the GitHub calls that need no image.

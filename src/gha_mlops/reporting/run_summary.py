@@ -1,6 +1,7 @@
 """A run record as GitHub-flavoured Markdown, for a job's step summary.
 
-:func:`render_run_summary` takes a run record (what ``gha-mlops runs show --json`` prints) and
+:func:`render_run_summary` takes a run record (a typed
+:class:`~gha_mlops.runs.record.RunRecord`, or what ``gha-mlops runs show --json`` prints) and
 the workspace that holds the run's files and returns Markdown: a headline, the metrics, the
 stages, the datasets, the parameter overrides and the plots. It reads only files the record
 names, and uses a file's content only when its sha256 is the one recorded, so a summary never
@@ -35,6 +36,7 @@ from gha_mlops.reporting._markdown import markdown_table as markdown_table
 from gha_mlops.reporting._markdown import md_code as md_code
 from gha_mlops.reporting._markdown import md_text as md_text
 from gha_mlops.reporting._markdown import table_lines
+from gha_mlops.runs.record import RunRecord
 
 STEP_SUMMARY_LIMIT = 1024 * 1024
 """GitHub's limit on one step's summary, in bytes; a larger one is not shown at all."""
@@ -172,22 +174,25 @@ def _titles(titles: Sequence[str], most: int = 8) -> str:
 # --------------------------------------------------------------------------- the summary
 
 
-def render_run_summary(record: Mapping[str, Any], workspace: Path,
+def render_run_summary(record: RunRecord | Mapping[str, Any], workspace: Path,
                        options: SummaryOptions | None = None) -> str:
     """The Markdown summary of ``record``, whose files are looked up under ``workspace``.
 
-    Deterministic for the same record and files. With ``options.limit_bytes`` the result is
-    at most that many UTF-8 bytes (for limits of a few KiB or more): sections that do not fit
-    are left out or cut short, and a note at the end says which.
+    A plain JSON document is read leniently (:meth:`RunRecord.from_json`): the summary shows
+    what it holds, escaped, and leaves out what does not fit. Deterministic for the same
+    record and files. With ``options.limit_bytes`` the result is at most that many UTF-8
+    bytes (for limits of a few KiB or more): sections that do not fit are left out or cut
+    short, and a note at the end says which.
     """
+    rec = RunRecord.coerce(record, lenient=True)
     opts = options or SummaryOptions()
-    blocks = [_headline(record, opts)]
-    blocks += _metrics(record, workspace)
-    blocks += _stages(record)
-    blocks += _datasets(record)
-    blocks += _overrides(record)
-    blocks += _plots(record, workspace, opts)
-    return _assemble(blocks, opts.limit_bytes, str(record.get("id", "RUN")))
+    blocks = [_headline(rec, opts)]
+    blocks += _metrics(rec, workspace)
+    blocks += _stages(rec)
+    blocks += _datasets(rec)
+    blocks += _overrides(rec)
+    blocks += _plots(rec, workspace, opts)
+    return _assemble(blocks, opts.limit_bytes, rec.id)
 
 
 def load_record_file(path: Path) -> dict[str, Any]:
@@ -198,43 +203,41 @@ def load_record_file(path: Path) -> dict[str, Any]:
     return read_record(path).to_json()
 
 
-def _headline(record: Mapping[str, Any], opts: SummaryOptions) -> _Block:
-    status = str(record.get("status") or "unknown")
-    kind = str(record.get("kind") or "run")
+def _headline(record: RunRecord, opts: SummaryOptions) -> _Block:
+    status = record.status or "unknown"
+    kind = record.kind or "run"
     rows: list[list[str]] = []
-    git = record.get("git") or {}
-    commit = git.get("commit")
-    if commit:
-        cell = md_code(str(commit)[:12])
+    git = record.git
+    if git is not None and git.commit:
+        cell = md_code(git.commit[:12])
         if opts.repo_url:
             # The commit comes from the record (maybe another job's artifact): quoted, it
             # cannot end the link's destination.
-            cell = f"[{cell}]({opts.repo_url}/commit/{quote(str(commit), safe='')})"
-        if git.get("branch"):
-            cell += f" on {md_code(git['branch'])}"
-        if git.get("dirty"):
+            cell = f"[{cell}]({opts.repo_url}/commit/{quote(git.commit, safe='')})"
+        if git.branch:
+            cell += f" on {md_code(git.branch)}"
+        if git.dirty:
             cell += " (with uncommitted changes)"
         rows.append(["Commit", cell])
-    if isinstance(record.get("duration_s"), (int, float)):
-        rows.append(["Duration", format_duration(float(record["duration_s"]))])
+    if record.duration_s is not None:
+        rows.append(["Duration", format_duration(record.duration_s)])
     counts: dict[str, int] = {}
-    for stage in record.get("stages") or []:
-        counts[str(stage.get("status"))] = counts.get(str(stage.get("status")), 0) + 1
+    for stage in record.stages:
+        counts[stage.status] = counts.get(stage.status, 0) + 1
     if counts:
         rows.append(["Stages", ", ".join(f"{n} {md_text(s)}" for s, n in counts.items())])
-    model = record.get("model")
-    if isinstance(model, Mapping) and model.get("sha256"):
-        rows.append(["Model", md_code(model.get("path", "?"))])
-        rows.append(["Model sha256", md_code(model["sha256"])])
-    if record.get("started_at"):
-        rows.append(["Started", md_text(record["started_at"])])
-    reproduces = (record.get("options") or {}).get("reproduces")
+    if record.model is not None and record.model.sha256:
+        rows.append(["Model", md_code(record.model.path)])
+        rows.append(["Model sha256", md_code(record.model.sha256)])
+    if record.started_at:
+        rows.append(["Started", md_text(record.started_at)])
+    reproduces = record.options.get("reproduces")
     if reproduces:
         rows.append(["Reproduces", md_code(reproduces)])
     mark = _RUN_MARK.get(status, "❔")
     title = f"## {mark} gha-mlops {md_text(kind)} {md_text(status)}"
     return _table_block("headline", title + "\n", [md_text(kind.capitalize()),
-                        md_code(record.get("id", "?"))], rows)
+                        md_code(record.id)], rows)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -261,18 +264,15 @@ def _split_metrics(values: Mapping[str, Any]) -> tuple[list[str], dict[str, list
     return inline, nested
 
 
-def _metrics(record: Mapping[str, Any], workspace: Path) -> list[_Block]:
-    metrics = record.get("metrics") or {}
-    if not metrics:
+def _metrics(record: RunRecord, workspace: Path) -> list[_Block]:
+    if not record.metrics:
         return []
-    outputs = record.get("outputs") or {}
     blocks = [_Block("metrics", "### Metrics")]
-    for file, values in metrics.items():
-        if not isinstance(values, Mapping):
-            continue
+    for file, values in record.metrics.items():
         inline, nested = _split_metrics(values)
         rows = [[md_code(k), format_number(values[k])] for k in inline]
-        data, problem = _run_file_json(workspace, file, (outputs.get(file) or {}).get("sha256"))
+        output = record.outputs.get(file)
+        data, problem = _run_file_json(workspace, file, output.sha256 if output else None)
         after = f"\n\n_{problem}_" if problem else ""
         if rows:
             blocks.append(_table_block(f"metrics of {file}", "", [md_code(file), "Value"],
@@ -387,27 +387,25 @@ def _run_file_json(workspace: Path, rel: str, digest: object) -> tuple[Any, str 
 # --------------------------------------------------------------------------- stages and data
 
 
-def _stages(record: Mapping[str, Any]) -> list[_Block]:
-    stages = record.get("stages") or []
-    if not stages:
+def _stages(record: RunRecord) -> list[_Block]:
+    if not record.stages:
         return []
     rows = []
-    for s in stages:
-        status = str(s.get("status"))
-        note = s.get("error") or ""
-        if not note and s.get("produced_by_run") and status in ("cached", "restored"):
-            note = f"outputs of run {s['produced_by_run']}"
-        seconds = s.get("duration_s")
-        rows.append([md_code(s.get("name", "?")),
-                     f"{_STAGE_MARK.get(status, '❔')} {md_text(status)}",
-                     f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "",
+    for s in record.stages:
+        note = s.error or ""
+        if not note and s.produced_by_run and s.came_from_cache:
+            note = f"outputs of run {s.produced_by_run}"
+        rows.append([md_code(s.name),
+                     f"{_STAGE_MARK.get(s.status, '❔')} {md_text(s.status)}",
+                     f"{s.duration_s:.1f}" if s.duration_s is not None else "",
                      md_text(note)])
     return [_table_block("stages", "### Stages\n", ["Stage", "Status", "Seconds", "Note"],
                          rows, "llrl")]
 
 
-def _datasets(record: Mapping[str, Any]) -> list[_Block]:
-    datasets = record.get("datasets") or {}
+def _datasets(record: RunRecord) -> list[_Block]:
+    # The record types datasets only as objects: a value of another type is not shown.
+    datasets = {n: ds for n, ds in (record.datasets or {}).items() if isinstance(ds, Mapping)}
     if not datasets:
         return []
     rows = []
@@ -429,8 +427,9 @@ def _datasets(record: Mapping[str, Any]) -> list[_Block]:
                          ["Dataset", "Version", "Files", "Size", "Remote"], rows, "llrrl")]
 
 
-def _overrides(record: Mapping[str, Any]) -> list[_Block]:
-    overrides = (record.get("params") or {}).get("overrides")
+def _overrides(record: RunRecord) -> list[_Block]:
+    # Not record.overrides, which is a mapping only: a list of KEY=VALUE strings is shown too.
+    overrides = record.params.get("overrides")
     if isinstance(overrides, list):  # KEY=VALUE strings, as given to --set
         pairs = [tuple(str(o).split("=", 1)) for o in overrides]
         items = [(p[0], p[1] if len(p) > 1 else "") for p in pairs]
@@ -448,31 +447,30 @@ def _overrides(record: Mapping[str, Any]) -> list[_Block]:
 # --------------------------------------------------------------------------- plots
 
 
-def _plot_files(record: Mapping[str, Any], declared: Mapping[str, str]
+def _plot_files(record: RunRecord, declared: Mapping[str, str]
                 ) -> list[tuple[str, str, str | None]]:
     """``(path, stage, sha256 or None)`` of every plot file, directories expanded."""
     found: dict[str, tuple[str, str | None]] = {}
-    for path, entry in (record.get("outputs") or {}).items():
-        if not isinstance(entry, Mapping) or entry.get("kind") != "plot":
+    for path, entry in record.outputs.items():
+        if entry.kind != "plot":
             continue
-        stage = str(entry.get("stage", "?"))
-        files = entry.get("files")
-        if isinstance(files, Mapping):
-            for name, digest in sorted(files.items()):
+        stage = entry.stage or "?"
+        if entry.files is not None:
+            for name, digest in sorted(entry.files.items()):
                 found[f"{path}/{name}"] = (stage, digest)
         else:
-            found[path] = (stage, entry.get("sha256"))
+            found[path] = (stage, entry.sha256)
     for path, stage in declared.items():
         if path not in found and not any(p.startswith(path + "/") for p in found):
             found[path] = (stage, None)
     return [(path, stage, digest) for path, (stage, digest) in found.items()]
 
 
-def _plots(record: Mapping[str, Any], workspace: Path, opts: SummaryOptions) -> list[_Block]:
+def _plots(record: RunRecord, workspace: Path, opts: SummaryOptions) -> list[_Block]:
     plots = _plot_files(record, opts.declared_plots)
     if not plots:
         return []
-    statuses = {s.get("name"): s.get("status") for s in record.get("stages") or []}
+    statuses = {s.name: s.status for s in record.stages}
     blocks = [_Block("plots", "### Plots")]
     listed: list[str] = []
     artifacts = (f"[the run's artifacts]({opts.run_url})" if opts.run_url

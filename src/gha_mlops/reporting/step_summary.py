@@ -43,11 +43,10 @@ def write_summary(request: SummaryRequest, context: GitHubContext, actions: Acti
     workspace = request.config.absolute().parent
     located = resolve(request.run, workspace)
     record, files = located.record, located.files_root or workspace
-    doc = record.to_json()
     repo_url, run_url = _urls(context)
     options = SummaryOptions(repo_url=repo_url, run_url=run_url,
                              declared_plots=_declared_plots(request.config, record))
-    markdown = render_run_summary(doc, files, options)
+    markdown = render_run_summary(record, files, options)
     output = request.output
     if output is not None:
         atomic_write_text(output, markdown)
@@ -55,7 +54,7 @@ def write_summary(request: SummaryRequest, context: GitHubContext, actions: Acti
         limit = max(summary_room_bytes(context.step_summary), 4096)
         shortened = len(markdown.encode()) > limit
         if shortened:
-            markdown = render_run_summary(doc, files,
+            markdown = render_run_summary(record, files,
                                           dataclasses.replace(options, limit_bytes=limit))
         actions.summary(markdown)
         echo(f"wrote the summary of run {log_text(record.id)} to the step summary"
