@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,9 @@ from gha_mlops.errors import StageFailedError
 from gha_mlops.gha import Actions, log_text
 from gha_mlops.pipeline.engine import Reporter, RunOptions, RunResult, run_pipeline
 from gha_mlops.pipeline.loading import load
+
+if TYPE_CHECKING:
+    from gha_mlops.runs.record import RunRecord
 
 
 @click.command()
@@ -65,12 +68,17 @@ def run(config: Path, force: bool, stages: tuple[str, ...], overrides: tuple[str
     click.echo(run_summary(result.record, first=tuple(pipeline.gates)))
 
 
-def step_outputs(record: Mapping[str, Any], record_path: Path,
+def step_outputs(record: RunRecord | Mapping[str, Any], record_path: Path,
                  base: Path) -> dict[str, str]:
     """The step outputs of a run: ``run-id``, ``status`` (the record's: succeeded, failed or
     interrupted), ``metrics`` (the record's metrics as compact JSON), ``model-sha256`` (empty
     without a model) and ``record`` (the record's path relative to ``base``, POSIX, or
-    absolute when outside it)."""
+    absolute when outside it). A JSON document is validated first (``RecordError``)."""
+    # Imported here, not with the command: the no-op run outside Actions never reads its
+    # record back, and the record's classes cost ~3.5 ms.
+    from gha_mlops.runs.record import RunRecord
+
+    rec = RunRecord.coerce(record)
     rel = str(record_path.absolute())
     for path, root in ((record_path.absolute(), base.absolute()),
                        (record_path.resolve(), base.resolve())):  # through symlinks too
@@ -80,16 +88,18 @@ def step_outputs(record: Mapping[str, Any], record_path: Path,
         except ValueError:
             continue
     return {
-        "run-id": str(record["id"]),
-        "status": str(record["status"]),
-        "metrics": json.dumps(record.get("metrics") or {}, separators=(",", ":"),
-                              sort_keys=True, ensure_ascii=False),
-        "model-sha256": str((record.get("model") or {}).get("sha256") or ""),
+        "run-id": rec.id,
+        "status": rec.status,
+        "metrics": json.dumps(dict(rec.metrics), separators=(",", ":"), sort_keys=True,
+                              ensure_ascii=False),
+        "model-sha256": rec.model.sha256 if rec.model is not None else "",
         "record": rel,
     }
 
 
 def _set_outputs(actions: Actions, result: RunResult) -> None:
+    if not actions.environ.get("GITHUB_OUTPUT"):
+        return  # no step to give outputs to (a run outside Actions): the record is not read
     # Relative to the checkout, where later steps (upload-artifact, ...) resolve paths.
     base = Path(actions.environ.get("GITHUB_WORKSPACE") or os.getcwd())
     for name, value in step_outputs(result.record, result.record_path, base).items():
