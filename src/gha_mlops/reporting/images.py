@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Protocol
 
+from gha_mlops._closing import Closing
 from gha_mlops.errors import UsageError
 from gha_mlops.github.port import GitHubPort
 from gha_mlops.reporting.compare import MAX_IMAGE_BYTES
@@ -28,23 +28,15 @@ MAX_UPLOAD_BYTES = MAX_IMAGE_BYTES
 not data sets); checked again here because a stored report's images come from an artifact."""
 
 
-class ImageHost(Protocol):
-    """Puts a report's pictures where readers of the pull request can see them."""
+class ImageHost(Closing, Protocol):
+    """Puts a report's pictures where readers of the pull request can see them; ``close()``
+    releases its connections (the host is not used afterwards)."""
 
     def upload(self, images: Mapping[str, bytes]) -> dict[str, str]:
         """Store ``images`` (file name -> bytes, each at most :data:`MAX_UPLOAD_BYTES`) and
         return file name -> the URL it is shown from; the URL never shows other bytes later.
         Raises a :class:`~gha_mlops.errors.GhaMlopsError` when the host refuses them."""
         ...
-
-    def close(self) -> None:
-        """Release connections; the host is not used afterwards."""
-        ...
-
-    def __enter__(self) -> ImageHost: ...
-
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
-                 tb: TracebackType | None) -> None: ...
 
 
 def check_sizes(images: Mapping[str, bytes]) -> None:
@@ -56,21 +48,7 @@ def check_sizes(images: Mapping[str, bytes]) -> None:
                              hint="make the plot smaller (fewer pixels or a lower dpi)")
 
 
-class _Closing:
-    """``with host:`` closes it."""
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-    def __enter__(self) -> ImageHost:
-        return self  # type: ignore[return-value]  # every subclass is an ImageHost
-
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-
-class AssetsBranchHost(_Closing):
+class AssetsBranchHost(ImageHost):
     """Pictures committed to ``branch`` of ``repo`` in folder ``folder`` (the report id and
     the head commit), linked by the commit's SHA; :attr:`commit` is the last commit made."""
 
@@ -91,6 +69,9 @@ class AssetsBranchHost(_Closing):
         self.commit = self._port.commit_files(self._repo, self._branch, files, self._message)
         return {name: f"{self._server}/{self._repo}/raw/{self.commit}/{self._folder}/{name}"
                 for name in images}
+
+    def close(self) -> None:
+        """Nothing to release: the GitHub client belongs to whoever built it."""
 
 
 class Bucket(Protocol):
@@ -123,7 +104,7 @@ class BucketLocation:
         return cls(url, root.rstrip("/"))
 
 
-class BucketImageHost(_Closing):
+class BucketImageHost(ImageHost):
     """Pictures put in a bucket, each under ``<report id>/<sha256[:16]>-<name>``. The store
     is opened (``open_bucket``) on the first upload: opening it imports the S3 SDK, which a
     report that publishes nothing never needs."""

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from types import TracebackType
 
 from gha_mlops.reporting.images import ImageHost, check_sizes
 
 
-class FakeImageHost:
+class FakeImageHost(ImageHost):
     """Keeps every uploaded picture in :attr:`stored` (URL -> bytes) and answers
     ``https://images.example/<sha256[:16]>/<name>`` URLs; :attr:`closed` says whether
     :meth:`close` was called. The same size limit as the real hosts applies."""
@@ -37,10 +36,3 @@ class FakeImageHost:
     def close(self) -> None:
         """Mark the host closed."""
         self.closed = True
-
-    def __enter__(self) -> ImageHost:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
