@@ -139,3 +139,17 @@ def test_output_sizes_stage_runtime_and_coerce() -> None:
     assert rec.outputs["models"].size is None
     assert [s.runtime for s in rec.stages] == [{"cpu_dispatch": {"portable": True}}, {}]
     assert RunRecord.coerce(rec) is rec
+
+
+def test_the_python_example_of_run_records_md_runs(workspace: Workspace,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "run-records.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)```", doc, re.S)
+    workspace.run()
+    monkeypatch.chdir(workspace.root)
+    exec(compile(snippet, "run-records.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "succeeded" in out and "train ran" in out
