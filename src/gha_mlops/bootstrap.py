@@ -178,6 +178,10 @@ def runner_service(config: RunnersConfig, environ: Mapping[str, str], *,
 # (written by the data side of issue 13: data/service.py takes this opener as a port)
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from gha_mlops.config.model import Remote
+    from gha_mlops.data.ports import ObjectStore
     from gha_mlops.data.service import StoreOpener
 
 
@@ -186,7 +190,12 @@ def object_stores() -> StoreOpener:
     open_remote`): a directory (a shared disk or NAS) or S3 through boto3. boto3 reads its
     credentials (``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID``, OIDC web identity...) from the
     process environment itself; gha-mlops reads none of it. The stores it opens are closed
-    by the service that opened them."""
-    from gha_mlops.data.stores import open_remote
+    by the service that opened them. The adapters are imported when a store is opened: a
+    run that fetches nothing (a no-op) never loads them."""
 
-    return open_remote
+    def open_store(remote: Remote, *, root: Path) -> ObjectStore:
+        from gha_mlops.data.stores import open_remote
+
+        return open_remote(remote, root=root)
+
+    return open_store

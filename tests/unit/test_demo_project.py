@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import gha_mlops
+from gha_mlops.bootstrap import object_stores
 from gha_mlops.config import load_pipeline
 from gha_mlops.data.pointer import read_pointer
 from gha_mlops.data.service import Workspace, checkout, fetch, resolve_remote
@@ -65,12 +66,12 @@ def test_the_pointer_pins_the_packaged_data(tmp_path: Path) -> None:
 def test_seed_remote_publishes_the_data_once_and_a_fresh_cache_fetches_it(
         tmp_path: Path) -> None:
     write_project(tmp_path)
-    assert seed_remote(tmp_path) is True
-    assert seed_remote(tmp_path) is False  # the remote has it: nothing is sent again
+    assert seed_remote(tmp_path, object_stores()) is True
+    assert seed_remote(tmp_path, object_stores()) is False  # the remote has it: nothing is sent again
     ws = Workspace(tmp_path)
     assert not ws.cache.has(DIGITS_VERSION)  # the workspace cache is left to the first run
     [ds] = ws.select(["digits"])
-    fetch(ws, [ds], resolve_remote(ws, None))
+    fetch(ws, [ds], resolve_remote(ws, None), opener=object_stores())
     assert checkout(ws, ds).read_bytes() == dataset_bytes()
 
 
@@ -78,7 +79,7 @@ def test_seed_remote_leaves_a_repinned_dataset_alone(tmp_path: Path) -> None:
     write_project(tmp_path)
     pointer = tmp_path / "data/digits.csv.gz.lock.yaml"
     pointer.write_text(pointer.read_text().replace(DIGITS_VERSION, "a" * 64))
-    assert seed_remote(tmp_path) is False
+    assert seed_remote(tmp_path, object_stores()) is False
     assert not (tmp_path / "demo-remote").exists()
 
 

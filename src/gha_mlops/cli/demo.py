@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from gha_mlops import bootstrap
 from gha_mlops.cli._render import TerminalReporter, format_metric
 from gha_mlops.demo import DATASET
 from gha_mlops.demo.run import DemoOutcome, Setup
@@ -43,6 +44,7 @@ def demo(directory: Path, reset: bool, no_run: bool, jobs: int) -> None:
                        "bucket)")
 
     outcome = run_demo(directory, reset=reset, run=not no_run, environ=dict(os.environ),
+                       open_store=bootstrap.object_stores(),
                        jobs=jobs, reporter=TerminalReporter(), prepared=prepared)
     if no_run:
         click.echo(f"run it with: cd {shlex.quote(shown)} && gha-mlops run")

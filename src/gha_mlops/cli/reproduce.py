@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from gha_mlops import bootstrap
 from gha_mlops.cli._render import TerminalReporter, short
 from gha_mlops.gha import Actions
 from gha_mlops.gha.safe import log_text
@@ -40,7 +41,8 @@ def reproduce(run: str, workspace: Path, allow_env_drift: bool, keep: bool, jobs
     """
     rep = reproduce_run(run, workspace, environ=dict(os.environ),
                         allow_env_drift=allow_env_drift, keep=keep, jobs=jobs,
-                        reporter=TerminalReporter(quiet=quiet), announce=_announce)
+                        reporter=TerminalReporter(quiet=quiet), announce=_announce,
+                        open_store=bootstrap.object_stores())
     actions = Actions(os.environ)
     actions.set_output("verdict", "bit-identical" if rep.identical else "differs")
     actions.set_output("reproduction-id", rep.reproduction_id or "")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from gha_mlops import bootstrap
 from gha_mlops.cli._render import TerminalReporter, run_summary
 from gha_mlops.config import DEFAULT_CONFIG, parse_overrides
 from gha_mlops.errors import StageFailedError
@@ -56,7 +57,7 @@ def run(config: Path, force: bool, stages: tuple[str, ...], overrides: tuple[str
         result = run_pipeline(
             pipeline,
             RunOptions(environ=dict(os.environ), force=force, targets=stages, jobs=jobs,
-                       wait=wait),
+                       wait=wait, open_store=bootstrap.object_stores()),
             reporter,
             recorded=lambda res: _set_outputs(actions, res),
         )

@@ -454,19 +454,14 @@ class StoreOpener(Protocol):
 
 
 def _opener(opener: StoreOpener | None) -> StoreOpener:
-    """``opener``, else the real adapters: imported only when a store is opened, since a no-op
-    run imports this module and needs none (speed, not a cycle: stores sits below)."""
-    if opener is not None:
-        return opener
-    from gha_mlops.data.stores import open_remote
-
-    return open_remote
-
-
-def open_remote(ws: Workspace, remote: Remote) -> ObjectStore:
-    """The store of ``remote`` through the real adapters (see :class:`StoreOpener`), for a
-    caller that has no opener handed to it yet (``demo.seed_remote``); the caller closes it."""
-    return _opener(None)(remote, root=ws.root)
+    """``opener``; the service never builds adapters itself (:mod:`gha_mlops.bootstrap` does),
+    so a caller that must open a remote and handed none is told so."""
+    if opener is None:
+        raise UsageError("a data remote must be opened, and no object-store opener was passed",
+                         hint="from Python, pass opener=gha_mlops.bootstrap.object_stores() "
+                         "(or a fake); from a command, this is a bug in gha-mlops: please "
+                         "report it")
+    return opener
 
 
 def _index_dir(ws: Workspace, remote: Remote) -> Path:

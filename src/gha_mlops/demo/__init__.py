@@ -21,6 +21,8 @@ from gha_mlops import _fs
 from gha_mlops.errors import UsageError
 
 if TYPE_CHECKING:
+    from gha_mlops.data.service import StoreOpener
+
     if sys.version_info >= (3, 11):
         from importlib.resources.abc import Traversable
     else:
@@ -45,15 +47,16 @@ def dataset_bytes() -> bytes:
     return (resources.files(__name__) / "data" / "digits.csv.gz").read_bytes()
 
 
-def seed_remote(project: Path) -> bool:
-    """Put the packaged digits data in the project's ``demo`` remote unless it holds the
-    pinned version already; True when it was put there. The workspace cache is left alone,
-    so the first run fetches the data from the remote, as on a fresh clone."""
+def seed_remote(project: Path, open_store: StoreOpener) -> bool:
+    """Put the packaged digits data in the project's ``demo`` remote (opened with
+    ``open_store``) unless it holds the pinned version already; True when it was put there.
+    The workspace cache is left alone, so the first run fetches the data from the remote, as
+    on a fresh clone."""
     import hashlib
     import tempfile
 
     from gha_mlops.data import transfer
-    from gha_mlops.data.service import Workspace, open_remote, resolve_remote
+    from gha_mlops.data.service import Workspace, resolve_remote
     from gha_mlops.store.objects import ContentCache
 
     ws = Workspace(project)
@@ -65,14 +68,14 @@ def seed_remote(project: Path) -> bool:
     remote = resolve_remote(ws, REMOTE)
     if "://" not in remote.url:
         (ws.root / remote.url).mkdir(parents=True, exist_ok=True)
-    store = open_remote(ws, remote)
     index_dir = ws.state / "remotes" / REMOTE
-    if not transfer.missing_on_remote(store, {version}, index_dir=index_dir):
-        return False
-    with tempfile.TemporaryDirectory(prefix="gha-mlops-demo-") as tmp:
-        cache = ContentCache(Path(tmp) / "cache")
-        cache.put_verified_bytes(data, version)
-        transfer.push(store, cache, [version], index_dir=index_dir)
+    with open_store(remote, root=ws.root) as store:
+        if not transfer.missing_on_remote(store, {version}, index_dir=index_dir):
+            return False
+        with tempfile.TemporaryDirectory(prefix="gha-mlops-demo-") as tmp:
+            cache = ContentCache(Path(tmp) / "cache")
+            cache.put_verified_bytes(data, version)
+            transfer.push(store, cache, [version], index_dir=index_dir)
     return True
 
 

@@ -8,13 +8,16 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gha_mlops.demo import project_files, seed_remote, write_project
 from gha_mlops.errors import missing_extra
 from gha_mlops.pipeline.engine import Reporter, RunOptions, run_pipeline
 from gha_mlops.pipeline.loading import load
 from gha_mlops.runs.record import ModelRef, RunRecord
+
+if TYPE_CHECKING:
+    from gha_mlops.data.service import StoreOpener
 
 HEADLINE = ("test_accuracy", "macro_f1")
 """The metrics of ``metrics/eval.json`` the demo shows."""
@@ -73,23 +76,24 @@ class DemoOutcome:
 
 
 def demo(directory: Path, *, reset: bool, run: bool, environ: Mapping[str, str],
-         jobs: int = 1, reporter: Reporter | None = None,
+         open_store: StoreOpener, jobs: int = 1, reporter: Reporter | None = None,
          prepared: Callable[[Setup], None] | None = None) -> DemoOutcome:
     """Write the example into ``directory`` (files already there are kept unless ``reset``),
-    make it a git repository, seed its dataset remote, tell ``prepared``, and run it when
-    ``run``. Raises the missing-extra error before writing anything when ``run`` and torch is
+    make it a git repository, seed its dataset remote (opened with ``open_store``), tell
+    ``prepared``, and run it when ``run``. Raises the missing-extra error before writing anything when ``run`` and torch is
     not installed."""
     if run and importlib.util.find_spec("torch") is None:
         raise missing_extra("torch", "torch")
     written = write_project(directory, overwrite=reset)
     _git_init(directory)
-    setup = Setup(len(written), len(project_files()), seed_remote(directory))
+    setup = Setup(len(written), len(project_files()), seed_remote(directory, open_store))
     if prepared is not None:
         prepared(setup)
     if not run:
         return DemoOutcome(setup)
     pipeline = load(directory / "mlops.yaml")
-    result = run_pipeline(pipeline, RunOptions(environ=environ, jobs=jobs), reporter)
+    result = run_pipeline(pipeline, RunOptions(environ=environ, jobs=jobs, open_store=open_store),
+                          reporter)
     return DemoOutcome(setup, RunRecord.from_json(result.record))
 
 

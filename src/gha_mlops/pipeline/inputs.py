@@ -123,7 +123,8 @@ class StageInputs:
                 remote = choose_remote(self.p.remotes, self.p.default_remote, None)
             listener = _NoteListener(self.ctx.reporter)
             try:
-                fetch(Workspace(self.root), [ds], remote, listener=listener)
+                fetch(Workspace(self.root), [ds], remote, listener=listener,
+                      opener=self.ctx.options.open_store)
             except GhaMlopsError as err:
                 raise StageFailure(f"dataset {ds.name!r} could not be fetched: {err.message}"
                                    + (f" ({err.hint})" if err.hint else "")) from None

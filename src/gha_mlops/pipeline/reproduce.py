@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gha_mlops.config import STATE_DIR
 from gha_mlops.errors import (
@@ -37,6 +37,9 @@ from gha_mlops.store.hashing import Hasher, StatCache, is_tree
 from gha_mlops.store.lock import WorkspaceLock
 from gha_mlops.store.objects import ContentCache
 from gha_mlops.train._portable import DISPATCH_VARS, normalize_machine, portable_pins
+
+if TYPE_CHECKING:
+    from gha_mlops.data.service import StoreOpener
 
 # Packages whose version cannot change a model: tooling around the run, not in it.
 _IGNORED_PACKAGES = frozenset({"pip", "setuptools", "wheel", "gha-mlops"})
@@ -92,7 +95,7 @@ def reproduce(ref: str, workspace: Path, *, environ: Mapping[str, str],
               allow_env_drift: bool = False, keep: bool = False, jobs: int = 1,
               reporter: Reporter | None = None,
               announce: Callable[[RunRecord], None] | None = None,
-              lock_wait: float = 60.0) -> Reproduction:
+              lock_wait: float = 60.0, open_store: StoreOpener | None = None) -> Reproduction:
     """``gha-mlops reproduce``: reproduce the run ``ref`` names among ``workspace``'s records
     (an id, a unique prefix, ``latest``, ``latest~N``) with :func:`reproduce_run`, then write
     the reproduction's own record (kind ``reproduction``, with the ``verdict``) under the
@@ -107,7 +110,8 @@ def reproduce(ref: str, workspace: Path, *, environ: Mapping[str, str],
     if announce is not None:
         announce(record)
     rep = reproduce_run(record, workspace.absolute(), environ=environ,
-                        allow_env_drift=allow_env_drift, keep=keep, jobs=jobs, reporter=reporter)
+                        allow_env_drift=allow_env_drift, keep=keep, jobs=jobs, reporter=reporter,
+                        open_store=open_store)
     assert rep.result is not None
     new = dict(rep.result.record)
     new["verdict"] = rep.verdict()
@@ -323,9 +327,11 @@ def _describe(cpu: Mapping[str, Any]) -> str:
 
 def reproduce_run(record: RunRecord | Mapping[str, Any], workspace: Path, *,
                   environ: Mapping[str, str], allow_env_drift: bool = False, keep: bool = False,
-                  jobs: int = 1, reporter: Reporter | None = None) -> Reproduction:
+                  jobs: int = 1, reporter: Reporter | None = None,
+                  open_store: StoreOpener | None = None) -> Reproduction:
     """Reproduce ``record`` (a run of ``workspace``; a JSON document is validated first) and
-    return the comparison.
+    return the comparison. ``open_store`` opens the remote a pinned dataset is fetched from
+    when the cache lacks it (see :class:`~gha_mlops.pipeline.results.RunOptions`).
 
     Raises :class:`EnvironmentDriftError` when the environment differs and drift is not
     allowed, and :class:`ReproductionError` when the recorded inputs are not available.
@@ -355,7 +361,7 @@ def reproduce_run(record: RunRecord | Mapping[str, Any], workspace: Path, *,
         rep = Reproduction(run_id=rec.id, workspace=scratch, method=method, env_drift=drift)
         cache = ContentCache(workspace / STATE_DIR / "cache")
         _bring_missing_inputs(workspace, scratch, rec)
-        _materialize_datasets(workspace, scratch, rec, cache)
+        _materialize_datasets(workspace, scratch, rec, cache, open_store)
         _check_inputs(scratch, rec, cache)
         rep.result = _rerun(scratch, rec, environ=environ, jobs=jobs, reporter=reporter)
         _compare(rec, rep)
@@ -466,7 +472,7 @@ def _bring_missing_inputs(workspace: Path, scratch: Path, record: RunRecord) -> 
 
 
 def _materialize_datasets(workspace: Path, scratch: Path, record: RunRecord,
-                          cache: ContentCache) -> None:
+                          cache: ContentCache, open_store: StoreOpener | None) -> None:
     """Pin each recorded dataset version in the scratch workspace (its pointer as the run saw
     it) and put exactly that version in place: from the workspace's cache, fetched first (and
     verified) from its source URL or the recorded remote when the cache lacks it."""
@@ -481,12 +487,12 @@ def _materialize_datasets(workspace: Path, scratch: Path, record: RunRecord,
         if hasher.hash_path(ds.path) == ds.version:
             continue
         if not cache.has(ds.version):
-            _fetch_recorded(workspace, ds, entry.get("remote"), record.id)
+            _fetch_recorded(workspace, ds, entry.get("remote"), record.id, open_store)
         cache.checkout(ds.version, scratch / ds.path)
 
 
 def _fetch_recorded(workspace: Path, ds: Any, remote_entry: Mapping[str, Any] | None,
-                    run_id: str) -> None:
+                    run_id: str, open_store: StoreOpener | None) -> None:
     from gha_mlops.config.model import Remote
     from gha_mlops.data.service import Workspace, fetch
 
@@ -500,7 +506,7 @@ def _fetch_recorded(workspace: Path, ds: Any, remote_entry: Mapping[str, Any] | 
                 "pointer at that version), then reproduce again")
         remote = Remote(**remote_entry)
     try:
-        fetch(Workspace(workspace), [ds], remote)
+        fetch(Workspace(workspace), [ds], remote, opener=open_store)
     except GhaMlopsError as err:
         where = f"remote {remote.name} ({remote.url})" if remote else ds.source
         raise ReproductionError(

@@ -11,12 +11,15 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from gha_mlops.config import STATE_DIR, Pipeline
 from gha_mlops.errors import UnsafePathError
 from gha_mlops.store.hashing import Hasher
 from gha_mlops.store.objects import ContentCache
+
+if TYPE_CHECKING:
+    from gha_mlops.data.service import StoreOpener
 
 # The statuses of a stage that let the stages after it run.
 OK_STATUSES = ("ran", "cached", "restored")
@@ -57,7 +60,10 @@ class SilentReporter:
 @dataclass(frozen=True)
 class RunOptions:
     """How to run. ``environ`` is the environment stage commands inherit (the CLI passes
-    ``os.environ``); ``kind`` is ``run`` or ``reproduction``."""
+    ``os.environ``); ``kind`` is ``run`` or ``reproduction``; ``open_store`` opens a data
+    remote's object store when a stage needs a pinned dataset the cache lacks (the CLI passes
+    :func:`gha_mlops.bootstrap.object_stores`; tests a fake; None: such a stage fails saying
+    no remote can be opened)."""
 
     environ: Mapping[str, str]
     force: bool = False
@@ -66,6 +72,7 @@ class RunOptions:
     wait: float = 0.0
     kind: str = "run"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    open_store: StoreOpener | None = None
 
 
 @dataclass
