@@ -7,7 +7,8 @@ prints the median of each figure per side. Both sides use this checkout's ``.ven
 packages), each with its own source on ``PYTHONPATH`` and its own benchmark scripts.
 
     git worktree add /tmp/before cf0a06a
-    .venv/bin/python benchmarks/bench_before_after.py --before /tmp/before
+    git worktree add /tmp/after HEAD
+    .venv/bin/python benchmarks/bench_before_after.py --before /tmp/before --after /tmp/after
 
 Figures are read from the lines the scripts print: ``<name> median <x> ms|s``, and the
 ``operation  gha-mlops`` table of bench_data_transfer.
@@ -32,6 +33,8 @@ BENCHES: dict[str, list[str]] = {
     "transfer": ["bench_data_transfer.py", "--skip-dvc", "--skip-hash", "--runs", "1"],
     "report": ["bench_report.py", "--runs", "5"],
 }
+# Installed, not checked in: linked from this checkout into --before.
+SHARED = (".venv", ".ci/npm/node_modules", "benchmarks/.work/dvc-venv")
 _MEDIAN = re.compile(r"^(?P<name>\S.*?)\s+median\s+(?P<value>[0-9.]+)\s*(?P<unit>ms|s)\b")
 _TRANSFER = re.compile(r"^(?P<name>add|status|push|pull|fetch)\s+(?P<value>[0-9.]+)s")
 
@@ -66,20 +69,29 @@ def run_side(tree: Path, argv: list[str]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", type=Path, required=True)
+    parser.add_argument("--after", type=Path, default=REPO,
+                        help="the newer checkout (default: this one). Put both on the same "
+                        "kind of path: where a workspace lies (inside a git repository or "
+                        "not, its disk) changes the figures of data transfers")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=sorted(BENCHES), action="append")
     args = parser.parse_args()
-    before = args.before.resolve()
-    if not (before / ".venv").exists():
-        (before / ".venv").symlink_to(REPO / ".venv")
-    sides = {"before": before, "after": REPO}
+    before, after = args.before.resolve(), args.after.resolve()
+    for tree in (before, after):
+        for shared in SHARED:  # what is installed, not checked in: the same for both sides
+            link = tree / shared
+            if not link.exists() and (REPO / shared).exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(REPO / shared)
+    sides = {"before": before, "after": after}
     results: dict[tuple[str, str], list[float]] = defaultdict(list)
     for bench in args.only or list(BENCHES):
         for i in range(args.rounds):
             for side, tree in (sides.items() if i % 2 == 0 else reversed(sides.items())):
                 for name, value in run_side(tree, BENCHES[bench]).items():
                     results[(name, side)].append(value)
-                print(f"{bench} round {i + 1} {side} done", file=sys.stderr, flush=True)
+                    print(f"{bench} round {i + 1} {side}: {name} {value * 1000:.1f} ms",
+                          file=sys.stderr, flush=True)
     names = sorted({name for name, _ in results}, key=str)
     print(f"{'figure':<36}{'before':>12}{'after':>12}{'after/before':>14}")
     for name in names:
