@@ -11,7 +11,8 @@ a command: what it is handed (fakes, in tests) is used instead of what it would 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from gha_mlops._closing import Closing
@@ -20,6 +21,8 @@ from gha_mlops.errors import UsageError
 if TYPE_CHECKING:
     from gha_mlops.gha.runtime import Actions
     from gha_mlops.github.port import GitHubAPI, RunnersPort
+    from gha_mlops.reporting.context import GitHubContext
+    from gha_mlops.reporting.images import Bucket, ImageHost
     from gha_mlops.runners.backends.base import RunnerBackend
     from gha_mlops.runners.config import RunnersConfig
     from gha_mlops.runners.service import Service
@@ -178,8 +181,6 @@ def runner_service(config: RunnersConfig, environ: Mapping[str, str], *,
 # (written by the data side of issue 13: data/service.py takes this opener as a port)
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from gha_mlops.config.model import Remote
     from gha_mlops.data.ports import ObjectStore
     from gha_mlops.data.service import StoreOpener
@@ -199,3 +200,56 @@ def object_stores() -> StoreOpener:
         return open_remote(remote, root=root)
 
     return open_store
+
+
+# --- reports
+
+
+def github_context(environ: Mapping[str, str]) -> GitHubContext:
+    """The facts of the Actions job a report needs (the ``GITHUB_*`` variables, the token by
+    :func:`github_token`, the API by :func:`github_api_url`, ``AWS_ENDPOINT_URL_S3`` else
+    ``AWS_ENDPOINT_URL`` for an image bucket); empty values count as unset."""
+    from gha_mlops.reporting.context import GitHubContext
+
+    summary = environ.get("GITHUB_STEP_SUMMARY")
+    return GitHubContext(
+        active=environ.get("GITHUB_ACTIONS") == "true",
+        repository=environ.get("GITHUB_REPOSITORY", ""),
+        server_url=environ.get("GITHUB_SERVER_URL") or None,
+        api_url=github_api_url(environ),
+        run_id=environ.get("GITHUB_RUN_ID") or None,
+        event_name=environ.get("GITHUB_EVENT_NAME", ""),
+        event_path=environ.get("GITHUB_EVENT_PATH") or None,
+        sha=environ.get("GITHUB_SHA", ""),
+        step_summary=Path(summary) if summary else None,
+        token=github_token(environ),
+        s3_endpoint=(environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+                     or None))
+
+
+def baseline_downloader(context: GitHubContext) -> Callable[[str], bytes]:
+    """``--baseline URL``: fetched with the job's token when the URL is on the API's host."""
+    def download(url: str) -> bytes:
+        from gha_mlops.github.pygithub import download
+
+        return download(url, token=context.token, api_url=context.api_url,
+                        what=f"download the baseline {url}")
+
+    return download
+
+
+def image_host(url: str | None, base_url: str | None, report_id: str,
+                context: GitHubContext) -> ImageHost | None:
+    """``--images s3://BUCKET/PREFIX``: the plots go to the bucket; None: the assets branch."""
+    if not url:
+        return None
+    from gha_mlops.reporting.images import BucketImageHost, BucketLocation
+
+    location = BucketLocation.parse(url, base_url, context.s3_endpoint)
+
+    def open_bucket() -> Bucket:
+        from gha_mlops.data.stores import open_store
+
+        return open_store(location.url, endpoint_url=context.s3_endpoint)
+
+    return BucketImageHost(location, report_id, open_bucket)

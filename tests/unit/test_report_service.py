@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gha_mlops import bootstrap
 from gha_mlops.errors import UsageError
 from gha_mlops.gha.runtime import Actions
 from gha_mlops.reporting.context import GitHubContext
@@ -150,10 +151,10 @@ def test_an_oversized_stored_image_is_refused_before_anything_is_published(
 
 
 def test_the_context_is_read_from_a_mapping_once() -> None:
-    context = GitHubContext.from_environ({
+    context = bootstrap.github_context({
         "GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": REPO, "GITHUB_RUN_ID": "9",
         "GH_TOKEN": "t2", "GITHUB_STEP_SUMMARY": "/tmp/s", "AWS_ENDPOINT_URL": "http://s3"})
     assert (context.active, context.token, context.s3_endpoint) == (True, "t2", "http://s3")
     assert context.run_url() == f"https://github.com/{REPO}/actions/runs/9"
     assert "t2" not in repr(context)  # the token is never printed with the context
-    assert GitHubContext.from_environ({}) == GitHubContext()
+    assert bootstrap.github_context({}) == GitHubContext()

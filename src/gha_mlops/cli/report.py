@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,8 +13,7 @@ from gha_mlops.config import DEFAULT_CONFIG
 from gha_mlops.errors import UsageError
 
 if TYPE_CHECKING:
-    from gha_mlops.reporting.context import GitHubContext
-    from gha_mlops.reporting.images import Bucket, ImageHost
+    pass
 
 @click.command()
 @click.argument("head", default="latest")
@@ -74,14 +72,13 @@ def report(head: str, baseline: str | None, base_branch: str | None,
     from gha_mlops import bootstrap
     from gha_mlops.gha import Actions
     from gha_mlops.reporting import pr_report as service
-    from gha_mlops.reporting.context import GitHubContext
 
-    context = GitHubContext.from_environ(os.environ)
-    host = _image_host(images_url, images_base_url, report_id, context)
+    context = bootstrap.github_context(os.environ)
+    host = bootstrap.image_host(images_url, images_base_url, report_id, context)
     with contextlib.ExitStack() as opened:  # closes the GitHub client and the image host
         ports = service.ReportPorts(
             github=lambda: opened.enter_context(bootstrap.github(os.environ)),
-            download=_download(context), actions=Actions(os.environ),
+            download=bootstrap.baseline_downloader(context), actions=Actions(os.environ),
             echo=click.echo, warn=_warn, images=host and opened.enter_context(host))
         if from_artifact is None:
             service.run_report(service.ReportRequest(
@@ -96,31 +93,3 @@ def report(head: str, baseline: str | None, base_branch: str | None,
 
 def _warn(text: str) -> None:
     click.echo(text, err=True)
-
-
-def _download(context: GitHubContext) -> Callable[[str], bytes]:
-    """``--baseline URL``: fetched with the job's token when the URL is on the API's host."""
-    def download(url: str) -> bytes:
-        from gha_mlops.github.pygithub import download
-
-        return download(url, token=context.token, api_url=context.api_url,
-                        what=f"download the baseline {url}")
-
-    return download
-
-
-def _image_host(url: str | None, base_url: str | None, report_id: str,
-                context: GitHubContext) -> ImageHost | None:
-    """``--images s3://BUCKET/PREFIX``: the plots go to the bucket; None: the assets branch."""
-    if not url:
-        return None
-    from gha_mlops.reporting.images import BucketImageHost, BucketLocation
-
-    location = BucketLocation.parse(url, base_url, context.s3_endpoint)
-
-    def open_bucket() -> Bucket:
-        from gha_mlops.data.stores import open_store
-
-        return open_store(location.url, endpoint_url=context.s3_endpoint)
-
-    return BucketImageHost(location, report_id, open_bucket)

@@ -25,10 +25,9 @@ def summary(run: str, config: Path, output: Path | None) -> None:
     Markdown goes to the job's step summary (shortened to fit its 1 MiB limit if need be),
     elsewhere to stdout; --output also writes it, whole, to FILE.
     """
-    from gha_mlops.gha import Actions
-    from gha_mlops.reporting.context import GitHubContext
+    from gha_mlops import bootstrap
     from gha_mlops.reporting.step_summary import SummaryRequest, write_summary
 
     environ = os.environ
-    write_summary(SummaryRequest(run, config, output), GitHubContext.from_environ(environ),
-                  Actions(environ), click.echo)
+    write_summary(SummaryRequest(run, config, output), bootstrap.github_context(environ),
+                  bootstrap.actions(environ), click.echo)

@@ -1,13 +1,12 @@
 """The facts of the GitHub Actions environment the reports need, as one typed value.
 
-The CLI reads the process environment once (:meth:`GitHubContext.from_environ`) and hands this
-value to the services, which never read ``os.environ`` themselves: a test builds the value it
+The CLI reads the process environment once (:func:`gha_mlops.bootstrap.github_context`) and
+hands this value to the services, which never read ``os.environ`` themselves: a test builds the value it
 wants instead of changing the process's environment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -35,24 +34,6 @@ class GitHubContext:
     step_summary: Path | None = None
     token: str | None = field(default=None, repr=False)  # GITHUB_TOKEN, else GH_TOKEN
     s3_endpoint: str | None = None  # AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> GitHubContext:
-        """The context an environment describes (empty values count as unset)."""
-        summary = environ.get("GITHUB_STEP_SUMMARY")
-        return cls(
-            active=environ.get("GITHUB_ACTIONS") == "true",
-            repository=environ.get("GITHUB_REPOSITORY", ""),
-            server_url=environ.get("GITHUB_SERVER_URL") or None,
-            api_url=environ.get("GITHUB_API_URL", "https://api.github.com"),
-            run_id=environ.get("GITHUB_RUN_ID") or None,
-            event_name=environ.get("GITHUB_EVENT_NAME", ""),
-            event_path=environ.get("GITHUB_EVENT_PATH") or None,
-            sha=environ.get("GITHUB_SHA", ""),
-            step_summary=Path(summary) if summary else None,
-            token=environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN") or None,
-            s3_endpoint=(environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
-                         or None))
 
     @property
     def server(self) -> str:
