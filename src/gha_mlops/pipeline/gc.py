@@ -69,8 +69,10 @@ def _digests(path: Path, what: str, digests_of: Callable[[object], list[str]],
         return digests_of(read_json_file(path, max_bytes=max_bytes))
     except OSError as err:
         problem = f"cannot be read ({err.strerror or type(err).__name__})"
-    except (JSONFileError, _Malformed, RecordError) as err:
+    except (JSONFileError, _Malformed) as err:
         problem = str(err)
+    except RecordError as err:
+        problem = f"does not have the form gha-mlops writes ({err.sentence()})"
     raise UsageError(f"this {what} {problem}, so data gc cannot tell which cache objects it "
                      "names", hint=hint, file=path)
 

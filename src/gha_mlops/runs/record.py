@@ -39,7 +39,14 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 class RecordError(ValueError):
     """A run record that does not have the form gha-mlops writes; the message names the field
-    and what was expected (the caller adds which file)."""
+    and what was expected (the caller adds which file): ``outputs['m'].sha256 is ...`` for a
+    field, ``is ...``/``has ...`` for the record as a whole (see :meth:`sentence`)."""
+
+    def sentence(self) -> str:
+        """The problem as the end of a sentence about the record: ``it is ...`` or
+        ``its outputs['m'].sha256 is ...``."""
+        text = str(self)
+        return f"it {text}" if text.startswith(("is ", "has ")) else f"its {text}"
 
 
 _T = TypeVar("_T")

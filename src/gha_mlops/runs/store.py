@@ -62,7 +62,7 @@ def read_record(path: Path, *, what: str | None = None) -> RunRecord:
     try:
         return RunRecord.from_json(doc)
     except RecordError as err:
-        raise UsageError(f"{what or path} is not a run record gha-mlops can read: it {err}",
+        raise UsageError(f"{what or path} is not a run record gha-mlops can read: {err.sentence()}",
                          hint="was it edited by hand, or written by another version of "
                               "gha-mlops?", file=path) from None
 
