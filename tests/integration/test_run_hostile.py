@@ -271,3 +271,49 @@ def test_a_planted_state_gitignore_link_is_replaced_not_written_through(
     assert not target.exists()
     ignore = workspace.root / ".gha-mlops/.gitignore"
     assert not ignore.is_symlink() and ignore.read_text().strip().endswith("*")
+
+
+def test_a_stage_command_never_runs_before_its_process_is_recorded(tmp_path: Path) -> None:
+    """The guard is told a stage's process group and its record is written before the
+    command may start; when writing the record fails, the command never runs. Without that
+    order, a runner killed in between left a stage running that nothing recorded."""
+    from gha_mlops.pipeline._procs import StageProcesses
+
+    seen: list[bool] = []
+
+    class SlowGuard(StageProcesses):
+        def _tell_guard(self, line: str) -> None:
+            if line.startswith("+"):  # a stage's group, told before its record is written
+                time.sleep(0.5)  # long enough for any shell to run `echo`
+                seen.append((tmp_path / "ran").exists())
+            super()._tell_guard(line)
+
+    env = {"PATH": os.environ["PATH"]}
+    procs = SlowGuard(tmp_path / "procs", "20260101-000000-abcdef")
+    proc = procs.start("a", "echo > ran", cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    assert procs.finish("a", proc) == 0
+    assert seen == [False] and (tmp_path / "ran").exists()  # it ran, once recorded
+
+    (tmp_path / "ran").unlink()
+    (tmp_path / "procs" / "b.json").mkdir()  # the record of stage b cannot be written
+    with pytest.raises(OSError):
+        procs.start("b", "echo > ran", cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
+    procs.close()
+    assert seen == [False, False] and not (tmp_path / "ran").exists()
+
+
+def test_a_stage_command_runs_as_before_behind_the_gate(tmp_path: Path) -> None:
+    """Behind the gate the command is the process the runner started (same pid, so `$$` and
+    the process group are what they were), with stdin from /dev/null and `$0` the shell."""
+    from gha_mlops.pipeline._procs import StageProcesses
+
+    procs = StageProcesses(tmp_path / "procs", "20260101-000000-abcdef")
+    proc = procs.start("train", 'echo "$$ $0" > out.txt; cat > in.txt', cwd=tmp_path,
+                       env={"PATH": os.environ["PATH"]}, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    assert procs.finish("train", proc) == 0
+    procs.close()
+    assert (tmp_path / "out.txt").read_text() == f"{proc.pid} /bin/sh\n"
+    assert (tmp_path / "in.txt").read_text() == ""

@@ -15,6 +15,11 @@ even one killed with ``kill -9`` (which no handler sees):
    run id). Should the guard have died too, the next ``gha-mlops run`` kills what is left
    under the workspace lock before it does anything (:func:`stop_leftovers`).
 
+The command does not start before the guard knows its group and its record is written: the
+stage's shell first waits for a line on its stdin (:data:`_GATE`), which the runner sends once
+both are done. A runner killed in between closes that pipe, and the shell exits without
+running the command, so no stage can run unrecorded.
+
 When a stage's command ends, what it left running in its group is stopped too: a background
 process writing an output after the stage was hashed would make the cache lie.
 """
@@ -146,7 +151,8 @@ class StageProcesses:
 
     def start(self, name: str, cmd: str, *, cwd: Path, env: Mapping[str, str],
               stdout: int | None, stderr: int | None) -> subprocess.Popen[bytes]:
-        """Start ``/bin/sh -c cmd`` in a new session (its own process group), guarded."""
+        """Start ``/bin/sh -c cmd`` in a new session (its own process group), guarded and
+        recorded before the command runs (see the module's docstring)."""
         with self._lock:
             if not self._loaded:
                 self._prctl_fn, self._loaded = _prctl(), True
@@ -154,8 +160,8 @@ class StageProcesses:
                 self.dir.mkdir(parents=True, exist_ok=True)
         prctl = self._prctl_fn
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", cmd], cwd=cwd, env=env, start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+            ["/bin/sh", "-c", _GATE, "/bin/sh", cmd], cwd=cwd, env=env, start_new_session=True,
+            stdin=subprocess.PIPE, stdout=stdout, stderr=stderr,
             preexec_fn=_die_with(os.getpid(), prctl) if prctl else None,
         )
         # The guard first (a pipe write): the durable record is for when the guard died too.
@@ -165,9 +171,11 @@ class StageProcesses:
                 "run_id": self.run_id, "stage": name, "cmd": cmd, "pid": proc.pid, "pgid": proc.pid,
                 "start": start_time(proc.pid), "runner": os.getpid()})
         except BaseException:
-            signal_group(proc.pid, signal.SIGKILL)  # unrecorded, it would be unguarded later
+            _close_gate(proc)  # end of file: the shell exits without running the command
+            signal_group(proc.pid, signal.SIGKILL)  # and in case: unrecorded is unguarded
             self.finish(name, proc)
             raise
+        _open_gate(proc)
         return proc
 
     def finish(self, name: str, proc: subprocess.Popen[bytes], *,
@@ -216,6 +224,27 @@ class StageProcesses:
         with self._lock, contextlib.suppress(OSError, ValueError):
             guard.stdin.write(line.encode())
             guard.stdin.flush()
+
+
+# The stage's shell: wait for the runner's line, then run the command in the same process
+# (exec: the same pid and group, `$$` as before) with stdin from /dev/null, as a stage always
+# had. End of file instead of the line (the runner died first): exit without running it.
+_GATE = 'IFS= read -r _ || exit 111; exec </dev/null; exec /bin/sh -c "$1"'
+
+
+def _open_gate(proc: subprocess.Popen[bytes]) -> None:
+    """Let the stage's command start (see :data:`_GATE`)."""
+    assert proc.stdin is not None
+    # A broken pipe: the shell is gone already, and finish() reports how it ended.
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.write(b"\n")
+    _close_gate(proc)
+
+
+def _close_gate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):  # a broken pipe while flushing: the shell is gone
+            proc.stdin.close()
 
 
 def _start_guard() -> subprocess.Popen[bytes] | None:
