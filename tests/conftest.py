@@ -18,6 +18,7 @@ from hypothesis import settings
 
 from gha_mlops.pipeline.engine import RunOptions, RunResult, run_pipeline
 from gha_mlops.pipeline.loading import load
+from gha_mlops.store.objects import ContentCache
 
 CLI = [sys.executable, "-m", "gha_mlops"]
 
@@ -101,6 +102,17 @@ stages:
     deps: [models/model.bin]
     outs: [report.txt]
 """
+
+
+def cache_object(workspace_root: Path, data: bytes) -> Path:
+    """Put ``data`` in the content cache of the workspace at ``workspace_root`` (where the
+    engine keeps every output) and return the object's path."""
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    cache = ContentCache(workspace_root / ".gha-mlops" / "cache")
+    cache.put_verified_bytes(data, digest)
+    return cache.object_path(digest)
 
 
 @pytest.fixture

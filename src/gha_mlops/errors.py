@@ -129,6 +129,13 @@ class UnsafePathError(GhaMlopsError):
     exit_code = ExitCode.UNSAFE_PATH
 
 
+def quoted(value: object, limit: int = 80) -> str:
+    """``value`` for an error message about hostile input: quoted by ``ascii`` (no control or
+    non-ASCII character reaches the terminal) and cut to ``limit`` characters."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def missing_extra(module: str, extra: str) -> MissingExtraError:
     """The error to raise when an optional import fails."""
     return MissingExtraError(

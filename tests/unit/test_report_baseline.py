@@ -20,6 +20,7 @@ from gha_mlops.reporting.publish import (
     load_stored_report,
     stored_report_json,
 )
+from gha_mlops.runs.refs import unpack
 from gha_mlops.testing.fakes import FakeActions
 
 REPO = "octo/demo"
@@ -128,14 +129,14 @@ def test_bad_archives_are_clear(tmp_path: Path, files: dict[str, bytes], message
 
 
 def test_a_download_is_a_zip_or_a_record(tmp_path: Path) -> None:
-    assert bl.record_from_download(b'{"id": "x"}', tmp_path, source="u").name == "record.json"
+    assert unpack(b'{"id": "x"}', tmp_path, source="u").name == "record.json"
     zipped = tmp_path / "z"
     zipped.mkdir()
-    record = bl.record_from_download(_zip({".gha-mlops/runs/r.json": b"{}"}), zipped,
+    record = unpack(_zip({".gha-mlops/runs/r.json": b"{}"}), zipped,
                                      source="u")
     assert record.name == "r.json"
     with pytest.raises(UsageError, match="neither a zip archive nor JSON"):
-        bl.record_from_download(b"<html>", tmp_path, source="https://x")
+        unpack(b"<html>", tmp_path, source="https://x")
 
 
 # ---------------------------------------------------------------------- report.json

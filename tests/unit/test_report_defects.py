@@ -22,6 +22,7 @@ from gha_mlops.reporting.gates import evaluate_gates
 from gha_mlops.reporting.markdown import render
 from gha_mlops.reporting.metric_order import headline_order
 from gha_mlops.reporting.outcome import outcome
+from tests.conftest import cache_object
 
 pytest.importorskip("matplotlib")
 
@@ -29,14 +30,6 @@ pytest.importorskip("matplotlib")
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
-
-def _cache(ws: Path, data: bytes) -> Path:
-    """Put ``data`` in the workspace's content cache, where the engine keeps every output."""
-    digest = _sha(data)
-    path = ws / ".gha-mlops" / "cache" / "objects" / digest[:2] / digest[2:]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 BASE_METRICS = json.dumps({"acc": 0.9, "cm": [[9, 1], [2, 8]]}).encode()
@@ -64,7 +57,7 @@ def overwritten(tmp_path: Path) -> Path:
     (ws / "plots/loss.csv").write_bytes(HEAD_CURVE)
     (ws / "plots/fig.png").write_bytes(b"\x89PNG\r\n\x1a\nhead")
     for data in (BASE_METRICS, HEAD_METRICS, BASE_CURVE, HEAD_CURVE, BASE_PNG):
-        _cache(ws, data)
+        cache_object(ws, data)
     return ws
 
 
@@ -89,11 +82,11 @@ def test_a_baseline_the_head_run_overwrote_is_read_from_the_cache(overwritten: P
 def test_a_cache_object_is_used_only_with_the_recorded_bytes(overwritten: Path,
                                                              tmp_path: Path) -> None:
     # Damaged: the object's bytes are not its name's.
-    _cache(overwritten, BASE_METRICS).write_bytes(b'{"acc": 1.0}')
+    cache_object(overwritten, BASE_METRICS).write_bytes(b'{"acc": 1.0}')
     # Planted: a link out of the cache, to a file that does hash right.
     outside = tmp_path / "secret.csv"
     outside.write_bytes(BASE_CURVE)
-    link = _cache(overwritten, BASE_CURVE)
+    link = cache_object(overwritten, BASE_CURVE)
     link.unlink()
     os.symlink(outside, link)
     files = read_run_files(_record(BASE_METRICS, BASE_CURVE, BASE_PNG), overwritten)
@@ -104,10 +97,10 @@ def test_a_cache_object_is_used_only_with_the_recorded_bytes(overwritten: Path,
 def test_when_neither_cache_nor_workspace_has_the_file_the_report_says_so(
         overwritten: Path) -> None:
     record = _record(BASE_METRICS, BASE_CURVE, BASE_PNG)
-    _cache(overwritten, BASE_METRICS).unlink()
-    _cache(overwritten, BASE_CURVE).unlink()
+    cache_object(overwritten, BASE_METRICS).unlink()
+    cache_object(overwritten, BASE_CURVE).unlink()
     (overwritten / "plots/fig.png").unlink()
-    _cache(overwritten, BASE_PNG).unlink()
+    cache_object(overwritten, BASE_PNG).unlink()
     files = read_run_files(record, overwritten)
     assert files.problems == (
         "m.json here is not the run's (its sha256 differs) and the cache does not hold the "

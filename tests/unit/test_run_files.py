@@ -15,23 +15,17 @@ from gha_mlops.runs.files import (
     read_run_file,
     recorded_size,
 )
+from tests.conftest import cache_object
 
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _cache_object(root: Path, data: bytes) -> Path:
-    digest = _sha(data)
-    path = root / ".gha-mlops" / "cache" / "objects" / digest[:2] / digest[2:]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
-
 
 def test_the_runs_bytes_come_from_the_cache_first_then_the_workspace(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_bytes(b"head")
-    _cache_object(tmp_path, b"base")
+    cache_object(tmp_path, b"base")
     assert read_run_file(tmp_path, "m.json", _sha(b"base")).source == "cache"
     assert read_run_file(tmp_path, "m.json", _sha(b"head")).data == b"head"
     # Told to read the workspace only, the cache's copy is not used.
@@ -57,7 +51,7 @@ def test_a_digest_is_never_made_into_a_path_and_links_out_of_the_cache_are_not_f
     secret = tmp_path / "secret"
     secret.write_bytes(b"secret")
     ws = tmp_path / "ws"
-    obj = _cache_object(ws, b"secret")
+    obj = cache_object(ws, b"secret")
     obj.unlink()
     os.symlink(secret, obj)
     with pytest.raises(RunFileError) as err:
@@ -74,7 +68,7 @@ def test_one_size_limit_for_every_copy(tmp_path: Path) -> None:
         read_run_file(tmp_path, "big.csv", _sha(big))
     assert err.value.reason == "too-large" and "big.csv is too large" in err.value.message
     (tmp_path / "big.csv").unlink()
-    _cache_object(tmp_path, big)  # the cache's copy is not read past the limit either
+    cache_object(tmp_path, big)  # the cache's copy is not read past the limit either
     with pytest.raises(RunFileError) as err:
         read_run_file(tmp_path, "big.csv", _sha(big))
     assert err.value.reason == "missing"

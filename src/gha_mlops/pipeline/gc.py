@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gha_mlops._fs import JSONFileError, read_json_file
 from gha_mlops.data.service import LOCK_WAIT, Workspace, dataset_roots
-from gha_mlops.errors import UsageError
+from gha_mlops.errors import UsageError, quoted
 from gha_mlops.pipeline.runcache import MAX_ENTRY_BYTES, RunCache
 from gha_mlops.runs._doc import MAX_RECORD_BYTES
 from gha_mlops.runs.record import RecordError, RunRecord
@@ -93,15 +93,8 @@ def _checked(where: str, pairs: Iterable[tuple[str, object]]) -> list[str]:
     digests = []
     for key, value in pairs:
         if not is_object_digest(value):
-            raise _Malformed(f"names {_shown(value)} for {where} {_shown(key)}, which is not an "
+            raise _Malformed(f"names {quoted(value)} for {where} {quoted(key)}, which is not an "
                              "object digest (64 lowercase hex digits, then .dir for a "
                              "directory)")
         digests.append(str(value))
     return digests
-
-
-def _shown(value: object, limit: int = 80) -> str:
-    """``value`` for a message: quoted, escaped (no control characters reach the terminal)
-    and cut to ``limit`` characters."""
-    text = ascii(value)
-    return text if len(text) <= limit else text[:limit] + "..."

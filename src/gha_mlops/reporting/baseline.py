@@ -21,9 +21,6 @@ from gha_mlops.github.port import ActionsPort, ArtifactRef, GitHubError, Workflo
 
 # Unpacking a downloaded run is the RUN resolver's (one reader of artifacts); re-exported.
 from gha_mlops.runs.refs import extract_record as extract_record
-from gha_mlops.runs.refs import unpack
-
-record_from_download = unpack
 
 DEFAULT_ARTIFACT = "gha-mlops-run"
 MAX_RUNS = 30  # successful runs looked at before giving up

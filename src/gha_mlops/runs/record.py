@@ -28,6 +28,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from gha_mlops.errors import quoted
 from gha_mlops.runs._doc import RECORD_SCHEMA, RUN_ID, TREE_SUFFIX, summary_of
 
 __all__ = ["RECORD_SCHEMA", "RUN_ID", "TREE_SUFFIX", "GitFacts", "ModelRef", "Output",
@@ -67,10 +68,6 @@ def _objects(entries: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return [(k, v) for k, v in entries.items() if not lenient or isinstance(v, Mapping)]
 
 
-def _shown(value: object, limit: int = 80) -> str:
-    text = ascii(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
 
 def _map(doc: Mapping[str, Any], key: str, *, where: str = "") -> Mapping[str, Any]:
     """``doc[key]`` as a JSON object; absent or null is empty."""
@@ -78,7 +75,7 @@ def _map(doc: Mapping[str, Any], key: str, *, where: str = "") -> Mapping[str, A
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        return _bad(f"{where}{key!r} is {_shown(value)}, not a JSON object", {})
+        return _bad(f"{where}{key!r} is {quoted(value)}, not a JSON object", {})
     return value
 
 
@@ -88,14 +85,14 @@ def _str(doc: Mapping[str, Any], key: str, *, where: str = "", optional: bool = 
     if value is None and optional:
         return None
     if not isinstance(value, str):
-        return _bad(f"{where}{key!r} is {_shown(value)}, not a string",
+        return _bad(f"{where}{key!r} is {quoted(value)}, not a string",
                     None if optional else default or "?")
     return value
 
 
 def _digest(value: object, what: str, *, tree: bool = True) -> str:
     if not isinstance(value, str) or not (_DIGEST if tree else _SHA256).fullmatch(value):
-        return _bad(f"{what} is {_shown(value)}, not an object digest (64 lowercase hex digits"
+        return _bad(f"{what} is {quoted(value)}, not an object digest (64 lowercase hex digits"
                     + (", then .dir for a directory)" if tree else ")"),
                     value if isinstance(value, str) else "?")
     return value
@@ -106,7 +103,7 @@ def _number(doc: Mapping[str, Any], key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return _bad(f"{key!r} is {_shown(value)}, not a number", None)
+        return _bad(f"{key!r} is {quoted(value)}, not a number", None)
     return float(value)
 
 
@@ -140,14 +137,14 @@ class Output:
 
     @classmethod
     def from_json(cls, path: str, doc: object) -> Output:
-        where = f"outputs[{_shown(path)}]"
+        where = f"outputs[{quoted(path)}]"
         if not isinstance(doc, Mapping):
-            raise RecordError(f"{where} is {_shown(doc)}, not a JSON object")
+            raise RecordError(f"{where} is {quoted(doc)}, not a JSON object")
         files = doc.get("files")
         if files is not None and not isinstance(files, Mapping):
             files = _bad(f"{where}.files is not a JSON object", None)
         if files is not None:
-            files = {str(k): _digest(v, f"{where}.files[{_shown(k)}]", tree=False)
+            files = {str(k): _digest(v, f"{where}.files[{quoted(k)}]", tree=False)
                      for k, v in files.items()}
         return cls(path=path, sha256=_digest(doc.get("sha256"), f"{where}.sha256"),
                    kind=str(doc.get("kind") or "out"),
@@ -182,7 +179,7 @@ class StageRun:
     def from_json(cls, index: int, doc: object) -> StageRun:
         where = f"stages[{index}]."
         if not isinstance(doc, Mapping):
-            raise RecordError(f"stages[{index}] is {_shown(doc)}, not a JSON object")
+            raise RecordError(f"stages[{index}] is {quoted(doc)}, not a JSON object")
         return cls(
             name=str(_str(doc, "name", where=where)), status=str(_str(doc, "status", where=where)),
             cmd=_str(doc, "cmd", where=where, optional=True),
@@ -259,14 +256,14 @@ class RunRecord:
     @classmethod
     def _read(cls, doc: object) -> RunRecord:
         if not isinstance(doc, Mapping):
-            doc = _bad(f"is {_shown(doc)}, not a JSON object", {})
+            doc = _bad(f"is {quoted(doc)}, not a JSON object", {})
         schema = doc.get("schema", RECORD_SCHEMA)
         if schema != RECORD_SCHEMA:
-            _bad(f"has the schema {_shown(schema)}, not {RECORD_SCHEMA} (a record of another "
+            _bad(f"has the schema {quoted(schema)}, not {RECORD_SCHEMA} (a record of another "
                  "version of gha-mlops?)", None)
         seed = doc.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            seed = _bad(f"'seed' is {_shown(seed)}, not an integer", None)
+            seed = _bad(f"'seed' is {quoted(seed)}, not an integer", None)
         return cls(
             id=str(_str(doc, "id")), kind=str(_str(doc, "kind", default="run")),
             status=str(_str(doc, "status", default="unknown")),
@@ -276,7 +273,7 @@ class RunRecord:
             determinism=str(_str(doc, "determinism", default="native")),
             workspace=_str(doc, "workspace", optional=True),
             outputs={p: Output.from_json(p, o) for p, o in _objects(_map(doc, "outputs"))},
-            deps={d: _digest(h, f"deps[{_shown(d)}]") for d, h in _map(doc, "deps").items()},
+            deps={d: _digest(h, f"deps[{quoted(d)}]") for d, h in _map(doc, "deps").items()},
             metrics=_metrics(doc), stages=_stages(doc), model=_model(doc), git=_git(doc),
             params=_map(doc, "params"), config=_map(doc, "config"), env=_map(doc, "env"),
             datasets=_map(doc, "datasets") if doc.get("datasets") is not None else None,
@@ -334,14 +331,14 @@ def _metrics(doc: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
         if isinstance(values, Mapping):
             out[str(path)] = values
         else:
-            _bad(f"metrics[{_shown(path)}] is {_shown(values)}, not a JSON object", None)
+            _bad(f"metrics[{quoted(path)}] is {quoted(values)}, not a JSON object", None)
     return out
 
 
 def _stages(doc: Mapping[str, Any]) -> tuple[StageRun, ...]:
     stages = doc.get("stages") or []
     if not isinstance(stages, list):
-        stages = _bad(f"'stages' is {_shown(stages)}, not a list", [])
+        stages = _bad(f"'stages' is {quoted(stages)}, not a list", [])
     lenient = _LENIENT.get()
     return tuple(StageRun.from_json(i, s) for i, s in enumerate(stages)
                  if not lenient or isinstance(s, Mapping))
@@ -352,7 +349,7 @@ def _model(doc: Mapping[str, Any]) -> ModelRef | None:
     if model is None:
         return None
     if not isinstance(model, Mapping):
-        return _bad(f"'model' is {_shown(model)}, not a JSON object", None)
+        return _bad(f"'model' is {quoted(model)}, not a JSON object", None)
     return ModelRef(path=str(_str(model, "path", where="model.")),
                     sha256=_digest(model.get("sha256"), "model.sha256", tree=False))
 
@@ -362,11 +359,11 @@ def _git(doc: Mapping[str, Any]) -> GitFacts | None:
     if git is None:
         return None
     if not isinstance(git, Mapping):
-        return _bad(f"'git' is {_shown(git)}, not a JSON object", None)
+        return _bad(f"'git' is {quoted(git)}, not a JSON object", None)
     dirty = git.get("dirty")
     changed = git.get("changed") or []
     if not isinstance(changed, list):
-        changed = _bad(f"'git.changed' is {_shown(changed)}, not a list", [])
+        changed = _bad(f"'git.changed' is {quoted(changed)}, not a list", [])
     return GitFacts(commit=_str(git, "commit", where="git.", optional=True),
                     dirty=dirty if isinstance(dirty, bool) else None,
                     branch=_str(git, "branch", where="git.", optional=True),

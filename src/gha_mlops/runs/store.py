@@ -144,10 +144,6 @@ class RunStore:
                              hint="give more characters of the id")
         raise UsageError(f"no run {ref!r}", hint="see the ids with: gha-mlops runs list")
 
-    def load(self, ref: str) -> dict[str, Any]:
-        """The record document of ``ref`` (see :meth:`resolve`), as JSON."""
-        return self.record(ref).to_json()
-
     def record(self, ref: str) -> RunRecord:
         """The typed record of ``ref`` (see :meth:`resolve`)."""
         run_id = self.resolve(ref)
