@@ -99,7 +99,7 @@ def step_outputs(record: RunRecord | Mapping[str, Any], record_path: Path,
 
 
 def _set_outputs(actions: Actions, result: RunResult) -> None:
-    if not actions.environ.get("GITHUB_OUTPUT"):
+    if not actions.takes_outputs:
         return  # no step to give outputs to (a run outside Actions): the record is not read
     # Relative to the checkout, where later steps (upload-artifact, ...) resolve paths.
     base = Path(actions.environ.get("GITHUB_WORKSPACE") or os.getcwd())

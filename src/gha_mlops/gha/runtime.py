@@ -78,6 +78,12 @@ class Actions:
         """Running as a step of a GitHub Actions job (``GITHUB_ACTIONS=true``)."""
         return self.environ.get("GITHUB_ACTIONS") == "true"
 
+    @property
+    def takes_outputs(self) -> bool:
+        """Whether :meth:`set_output` writes anywhere (``$GITHUB_OUTPUT`` names a file): a
+        caller can skip computing outputs nobody receives."""
+        return bool(self.environ.get("GITHUB_OUTPUT"))
+
     # ------------------------------------------------------------------ commands on stdout
 
     def _command(self, line: str) -> bool:
