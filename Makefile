@@ -25,7 +25,7 @@ $(DEMO_PY):
 
 $(DEMO_VENV)/.demo-installed: pyproject.toml | $(DEMO_PY)
 	$(DEMO_PIP) install --quiet "$(TORCH_PIN)"
-	$(DEMO_PIP) install --quiet -e ".[torch]"
+	$(DEMO_PIP) install --quiet -e ".[torch,package]"
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(PY)

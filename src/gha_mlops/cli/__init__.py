@@ -28,6 +28,8 @@ _COMMANDS = {
     "summary": ("gha_mlops.cli.summary", "summary", "Render a run as Markdown for the GitHub Actions step summary."),
     "sweep": ("gha_mlops.cli.sweep", "sweep", "Parameter sweeps: plan a matrix of runs, select the best one."),
     "report": ("gha_mlops.cli.report", "report", "Compare a run with a baseline run (metrics, params, data, plots) and check the gates."),
+    "model": ("gha_mlops.cli.model", "model", "The model registry in git tags: register, promote, demote, deprecate, list, show, history."),
+    "package": ("gha_mlops.cli.package", "package", "Build a container image that serves a registered model over the Open Inference Protocol."),
     "runners": ("gha_mlops.cli.runners", "runners", "Ephemeral self-hosted (GPU) runners: the autoscaler service and its status."),
 }
 
