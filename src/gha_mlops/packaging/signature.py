@@ -137,7 +137,7 @@ def signature_of(onnx_path: Path) -> Signature:
 
     try:
         import onnx
-        from google.protobuf.message import DecodeError
+        from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
     except ImportError as err:
         raise missing_extra("onnx", "package") from err
     try:
