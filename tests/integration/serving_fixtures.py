@@ -1,0 +1,106 @@
+"""What the packaging tests and benchmark build serving images from:
+
+- ``serving_base``: a slimmer base than docker_fixtures' ``base_image`` (Docker Hub cannot be
+  reached here, so no ``python:3.11-slim``): the same cached debootstrap rootfs, filtered
+  (docs, man pages, locales, apt lists and the Python stdlib's test suite, idlelib, tkinter,
+  ensurepip, lib2to3 dropped) and imported as ``gha-mlops-test/serving-base:bookworm``;
+- ``wheel_cache``: where the wheels for the image's Python are kept between sessions (the
+  first session downloads them with pip, as ``gha-mlops package`` does);
+- ``tiny_onnx()``: a 4-in, 3-out ONNX model (MatMul + Add) made with onnx.helper, and its
+  signature in the interfaces' JSON form.
+
+    pytest_plugins = ["tests.integration.docker_fixtures", "tests.integration.serving_fixtures"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.integration.docker_fixtures import Dockerd, _rootfs_tarball
+
+SERVING_BASE = "gha-mlops-test/serving-base:bookworm"
+_DROPPED = (
+    "usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/share/locale/",
+    "usr/share/lintian/", "var/cache/apt/", "var/lib/apt/lists/", "var/log/",
+    "usr/lib/python3.11/test/", "usr/lib/python3.11/idlelib/", "usr/lib/python3.11/tkinter/",
+    "usr/lib/python3.11/ensurepip/", "usr/lib/python3.11/lib2to3/",
+    "usr/lib/python3.11/turtledemo/", "usr/lib/python3.11/pydoc_data/",
+)
+_FILTER_VERSION = "1"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gha-mlops-tests"
+
+
+def _dropped(name: str) -> bool:
+    path = name[2:] if name.startswith("./") else name
+    return any(path.startswith(prefix) or path + "/" == prefix for prefix in _DROPPED)
+
+
+def slim_rootfs() -> Path:
+    """The debootstrap rootfs tarball, filtered (see the module docstring); cached."""
+    source = _rootfs_tarball()
+    key = hashlib.sha256(f"{source.name}:{_FILTER_VERSION}:{_DROPPED}".encode()).hexdigest()
+    slim = source.with_name(f"serving-rootfs-{key[:16]}.tar")
+    if slim.exists():
+        return slim
+    partial = slim.with_suffix(f".{os.getpid()}.partial")
+    with tarfile.open(source) as src, tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as dst:
+        for member in src:
+            if _dropped(member.name):
+                continue
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    os.replace(partial, slim)
+    return slim
+
+
+def import_serving_base(dockerd: Dockerd) -> str:
+    api = dockerd.client().api
+    repository, tag = SERVING_BASE.split(":")
+    api.import_image_from_file(str(slim_rootfs()), repository=repository, tag=tag)
+    return SERVING_BASE
+
+
+@pytest.fixture(scope="session")
+def serving_base(dockerd: Dockerd) -> str:
+    """``gha-mlops-test/serving-base:bookworm`` on the test daemon."""
+    return import_serving_base(dockerd)
+
+
+@pytest.fixture(scope="session")
+def wheel_cache() -> Path:
+    path = cache_dir() / "serving-wheels"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tiny_onnx(path: Path) -> dict[str, Any]:
+    """Write a small ONNX model (``output = input @ W + b``, batch dimension dynamic) to
+    ``path``; its signature in the interfaces' JSON form."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    weight = rng.standard_normal((4, 3)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "W"], ["xw"]),
+         helper.make_node("Add", ["xw", "b"], ["output"])],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
+            "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 3]}]}
