@@ -164,9 +164,11 @@ def test_third_party_actions_are_pinned_and_checkouts_keep_no_credentials(path: 
 
 
 # The only jobs that may write, and what: publishing a review (the sticky comment, the check
-# run, the plots on the assets branch).
+# run, the plots on the assets branch); a release (the version and stage tags, the image, the
+# OIDC token and the attestation of its provenance).
 WRITES = {("pr-review.yml", "review"): {"contents", "pull-requests", "checks"},
-          ("pr-review-publish.yml", "publish"): {"contents", "pull-requests", "checks"}}
+          ("pr-review-publish.yml", "publish"): {"contents", "pull-requests", "checks"},
+          ("release.yml", "release"): {"contents", "packages", "id-token", "attestations"}}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
