@@ -1,0 +1,934 @@
+"""A small, fast Open Inference Protocol (KServe V2 REST) server for one ONNX model.
+
+Standalone by contract: this file imports only the standard library, numpy and onnxruntime,
+because the service image copies it alone to ``/app/oip_server.py``. It must never import
+gha_mlops.
+
+    python3 oip_server.py --model-dir DIR [--host 127.0.0.1] [--port 8080] [--workers N]
+
+``DIR`` holds ``model.onnx`` and ``model.json`` (``name``, ``version``, ``platform``,
+``inputs``, ``outputs`` in the signature's JSON form, ``sha256`` of model.onnx, ``run_id``,
+``commit``). The server prints ``ready on http://HOST:PORT`` once every worker has loaded the
+model and warmed it up with one inference on zeros; SIGTERM or SIGINT stops it gracefully.
+
+Design, for speed on a couple of cores: an asyncio Protocol with a minimal, strict HTTP/1.1
+parser (keep-alive, pipelining, ``Content-Length`` bodies only; no chunked requests), and
+inference run inline on the event loop with one onnxruntime thread per worker (a small
+model's inference is shorter than a thread hand-off). ``--workers N`` forks N processes that
+accept on one pre-bound listening socket; their counters live in one shared anonymous mmap,
+one row per worker, so ``/metrics`` reports the whole server whichever worker answers.
+
+Hostile input is bounded: the request head (``--max-header-bytes``), the body (checked
+against ``Content-Length`` before any of it is read, ``--max-body-bytes``), the time a
+request may take to arrive (``--request-timeout``) and an idle keep-alive connection
+(``--keep-alive-timeout``). Bad requests get ``{"error": "..."}`` with a 4xx status and the
+server goes on serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import mmap
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import numpy as np
+import onnxruntime as ort
+
+SERVER_NAME = "gha-mlops-oip"
+SERVER_VERSION = "1.0"
+
+# OIP datatype -> numpy dtype; and which kinds of JSON values (numpy's dtype.kind of the
+# array json data becomes) each accepts: no silent string->number or float->int casts.
+DTYPES: dict[str, Any] = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
+    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+    "BYTES": np.object_,
+}
+_ACCEPTS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf", "O": "U"}
+_ORT_TYPES = {
+    "tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16", "tensor(int32)": "INT32", "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
+
+
+class BadRequest(Exception):
+    """A request the server refuses: ``status`` (4xx) and a message for ``{"error": ...}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ModelError(Exception):
+    """The model directory cannot be served (what is wrong and where); exit status 2."""
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One input or output of the signature: OIP datatype, shape with -1 for dynamic."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass
+class Model:
+    """A loaded, warmed-up model: its identity, signature and onnxruntime session."""
+
+    name: str
+    version: str
+    platform: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    session: Any
+
+    def metadata(self) -> dict[str, Any]:
+        """The KServe V2 model metadata response."""
+        return {"name": self.name, "versions": [self.version], "platform": self.platform,
+                "inputs": [t.to_json() for t in self.inputs],
+                "outputs": [t.to_json() for t in self.outputs]}
+
+
+def _ort_tensors(args: list[Any], where: str) -> tuple[Tensor, ...]:
+    found = []
+    for arg in args:
+        datatype = _ORT_TYPES.get(arg.type)
+        if datatype is None:
+            raise ModelError(f"{where}: {arg.name!r} has type {arg.type}, which the Open "
+                             "Inference Protocol cannot carry (tensors of numbers, bools or "
+                             "strings only)")
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
+        found.append(Tensor(arg.name, datatype, shape))
+    return tuple(found)
+
+
+def _declared(doc: dict[str, Any], key: str, where: str) -> tuple[Tensor, ...] | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    try:
+        return tuple(Tensor(str(t["name"]), str(t["datatype"]),
+                            tuple(int(d) for d in t["shape"])) for t in value)
+    except (TypeError, KeyError, ValueError) as err:
+        raise ModelError(f"{where}: {key} must be a list of {{name, datatype, shape}} "
+                         f"objects ({err!r})") from err
+
+
+def _check_declared(declared: tuple[Tensor, ...] | None, actual: tuple[Tensor, ...],
+                    key: str, where: str) -> tuple[Tensor, ...]:
+    """model.json's signature must agree with the graph's names, datatypes and ranks; its
+    shapes win where the graph's are looser (a declared fixed size is enforced)."""
+    if declared is None:
+        return actual
+    if [(t.name, t.datatype, len(t.shape)) for t in declared] != [
+            (t.name, t.datatype, len(t.shape)) for t in actual]:
+        raise ModelError(f"{where}: {key} {[t.to_json() for t in declared]} does not match "
+                         f"model.onnx's {[t.to_json() for t in actual]}: re-export the model "
+                         "or fix model.json")
+    return declared
+
+
+def _read_manifest(model_dir: Path) -> dict[str, Any]:
+    where = str(model_dir / "model.json")
+    try:
+        doc = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ModelError(f"{where}: cannot read it as JSON ({err})") from err
+    if not isinstance(doc, dict):
+        raise ModelError(f"{where}: expected a JSON object with name, version, inputs, outputs")
+    for key in ("name", "version"):
+        if not isinstance(doc.get(key), str) or not _NAME.fullmatch(doc[key]):
+            raise ModelError(f"{where}: {key} must be a string of letters, digits, '.', '_', "
+                             f"'-', '/' (got {doc.get(key)!r})")
+    return doc
+
+
+def load_model(model_dir: Path) -> Model:
+    """Read ``model.json`` and ``model.onnx`` (hash-checked when model.json has ``sha256``),
+    open a one-thread sequential onnxruntime session and warm it up; ModelError if unfit."""
+    doc = _read_manifest(model_dir)
+    where = str(model_dir / "model.json")
+    onnx_path = model_dir / "model.onnx"
+    try:
+        blob = onnx_path.read_bytes()
+    except OSError as err:
+        raise ModelError(f"{onnx_path}: cannot read the model ({err.strerror})") from err
+    if isinstance(doc.get("sha256"), str) and hashlib.sha256(blob).hexdigest() != doc["sha256"]:
+        raise ModelError(f"{onnx_path}: its sha256 is not the {doc['sha256']} that model.json "
+                         "states: the model directory is corrupt or mixed up")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own classes for every kind of bad model
+        raise ModelError(f"{onnx_path}: onnxruntime cannot load it ({err})") from err
+    inputs = _check_declared(_declared(doc, "inputs", where),
+                             _ort_tensors(session.get_inputs(), str(onnx_path)), "inputs", where)
+    outputs = _check_declared(_declared(doc, "outputs", where),
+                              _ort_tensors(session.get_outputs(), str(onnx_path)),
+                              "outputs", where)
+    model = Model(doc["name"], doc["version"], str(doc.get("platform", "onnxruntime_onnx")),
+                  inputs, outputs, session)
+    warm = {t.name: np.zeros([d if d >= 0 else 1 for d in t.shape], dtype=DTYPES[t.datatype])
+            for t in inputs}
+    for t in inputs:
+        if t.datatype == "BYTES":
+            warm[t.name] = np.full(warm[t.name].shape, "", dtype=np.object_)
+    try:
+        session.run(None, warm)
+    except Exception as err:  # the warm-up is the model's first run: report whatever it says
+        raise ModelError(f"{onnx_path}: the warm-up inference on zeros failed ({err})") from err
+    return model
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A validated inference request: feeds for the session, outputs wanted, the echoed id."""
+
+    id: str | None
+    feeds: dict[str, np.ndarray]
+    outputs: list[str]
+
+
+def _tensor_from_json(spec: Tensor, item: dict[str, Any], where: str) -> np.ndarray:
+    if item.get("datatype") != spec.datatype:
+        raise BadRequest(400, f"{where}: datatype {item.get('datatype')!r} is not the model's "
+                         f"{spec.datatype}")
+    shape = item.get("shape")
+    if (not isinstance(shape, list) or any(type(d) is not int or d < 0 for d in shape)):
+        raise BadRequest(400, f"{where}: shape must be a list of non-negative integers "
+                         f"(got {shape!r})")
+    if len(shape) != len(spec.shape) or any(
+            want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)):
+        raise BadRequest(400, f"{where}: shape {shape} does not fit the model's "
+                         f"{list(spec.shape)} (-1: any size)")
+    if "parameters" in item and isinstance(item["parameters"], dict) and \
+            "binary_data_size" in item["parameters"]:
+        raise BadRequest(400, f"{where}: binary tensor data is not supported: send the "
+                         "values in 'data' (tritonclient: binary_data=False)")
+    data = item.get("data")
+    if not isinstance(data, list):
+        raise BadRequest(400, f"{where}: data must be a list of values (flat or nested, "
+                         "row-major)")
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError) as err:
+        raise BadRequest(400, f"{where}: data is not a rectangular array of values") from err
+    if array.size and array.dtype.kind not in _ACCEPTS[np.dtype(DTYPES[spec.datatype]).kind]:
+        raise BadRequest(400, f"{where}: data holds {array.dtype.kind!r}-kind values "
+                         f"({_KIND_WORDS.get(array.dtype.kind, 'mixed values')}), not "
+                         f"{spec.datatype} values")
+    count = 1
+    for d in shape:
+        count *= d
+    if array.size != count or (array.ndim != 1 and list(array.shape) != shape):
+        raise BadRequest(400, f"{where}: shape {shape} needs {count} values, data has "
+                         f"{array.size} in the shape {list(array.shape)}")
+    return _cast(array, spec.datatype, where).reshape(shape)
+
+
+_KIND_WORDS = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers",
+               "U": "strings", "O": "mixed or oversized values"}
+
+
+def _cast(array: np.ndarray, datatype: str, where: str) -> np.ndarray:
+    dtype = np.dtype(DTYPES[datatype])
+    if dtype.kind in "iu" and array.size:
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise BadRequest(400, f"{where}: a value is out of range for {datatype} "
+                             f"[{info.min}, {info.max}]")
+    if dtype.kind == "O":
+        return array.astype(np.object_)
+    return array.astype(dtype, copy=False)
+
+
+def parse_infer_request(body: bytes, model: Model) -> InferRequest:
+    """Validate an infer request body against the model's signature; BadRequest(400) naming
+    the field and what was expected. Every model input must be given, each once."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as err:
+        raise BadRequest(400, "the body is not JSON (an inference request is "
+                         '{"inputs": [{"name", "shape", "datatype", "data"}]})') from err
+    if not isinstance(doc, dict):
+        raise BadRequest(400, "the body must be a JSON object with an 'inputs' list")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest(400, f"id must be a string (got {type(request_id).__name__})")
+    items = doc.get("inputs")
+    if not isinstance(items, list) or not items:
+        raise BadRequest(400, "inputs must be a non-empty list of "
+                         "{name, shape, datatype, data} objects")
+    specs = {t.name: t for t in model.inputs}
+    feeds: dict[str, np.ndarray] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BadRequest(400, f"inputs[{i}] must be an object with a string 'name'")
+        name = item["name"]
+        if name not in specs:
+            raise BadRequest(400, f"inputs[{i}]: the model has no input {name!r} "
+                             f"(its inputs: {sorted(specs)})")
+        if name in feeds:
+            raise BadRequest(400, f"inputs[{i}]: input {name!r} is given twice")
+        feeds[name] = _tensor_from_json(specs[name], item, f"input {name!r}")
+    missing = sorted(set(specs) - set(feeds))
+    if missing:
+        raise BadRequest(400, f"inputs: the model also needs {missing}")
+    return InferRequest(request_id, feeds, _requested_outputs(doc.get("outputs"), model))
+
+
+def _requested_outputs(requested: Any, model: Model) -> list[str]:
+    known = [t.name for t in model.outputs]
+    if requested is None:
+        return known
+    if not isinstance(requested, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
+        raise BadRequest(400, "outputs must be a list of {name} objects")
+    names = [o["name"] for o in requested]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise BadRequest(400, f"outputs: the model has no output {unknown} (its outputs: "
+                         f"{known})")
+    return list(dict.fromkeys(names))
+
+
+_NP_TO_OIP = {np.dtype(v).str: k for k, v in DTYPES.items() if k != "BYTES"}
+
+
+def infer(model: Model, request: InferRequest) -> dict[str, Any]:
+    """Run the session and build the V2 inference response (data flattened row-major)."""
+    try:
+        results = model.session.run(request.outputs, request.feeds)
+    except ort.capi.onnxruntime_pybind11_state.InvalidArgument as err:
+        raise BadRequest(400, f"the model refused the inputs: {err}") from err
+    outputs = []
+    for name, value in zip(request.outputs, results, strict=True):
+        array = np.asarray(value)
+        datatype = "BYTES" if array.dtype.kind in "OU" else _NP_TO_OIP[array.dtype.str]
+        data = array.ravel().tolist()
+        if datatype == "BYTES":
+            data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                    for v in data]
+        outputs.append({"name": name, "shape": list(array.shape), "datatype": datatype,
+                        "data": data})
+    response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if request.id is not None:
+        response["id"] = request.id
+    response["outputs"] = outputs
+    return response
+
+
+# ---------------------------------------------------------------------------- metrics
+
+ENDPOINTS = ("health_live", "health_ready", "server_metadata", "model_metadata",
+             "model_ready", "infer", "metrics", "other")
+CODES = (200, 400, 404, 405, 408, 411, 413, 431, 500, 503)
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_REQ = 0
+_HIST = len(ENDPOINTS) * len(CODES)        # one slot per bucket, then +Inf
+_HIST_SUM = _HIST + len(BUCKETS) + 1
+_LOADED = _HIST_SUM + 1
+SLOTS = _LOADED + 1
+
+
+class Metrics:
+    """Counters of every worker in one shared anonymous mmap (made before the fork), one row
+    per worker: a worker only ever writes its own row, so no locks are needed; reads sum."""
+
+    def __init__(self, workers: int) -> None:
+        self._map = mmap.mmap(-1, max(1, workers) * SLOTS * 8)
+        self.table = np.frombuffer(self._map, dtype=np.float64).reshape(max(1, workers), SLOTS)
+        self.row = self.table[0]
+
+    def use_row(self, worker: int) -> None:
+        self.row = self.table[worker]
+
+    def count(self, endpoint: int, status: int) -> None:
+        code = CODES.index(status) if status in CODES else CODES.index(500)
+        self.row[_REQ + endpoint * len(CODES) + code] += 1
+
+    def observe(self, seconds: float) -> None:
+        bucket = len(BUCKETS)
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                bucket = i
+                break
+        self.row[_HIST + bucket] += 1
+        self.row[_HIST_SUM] += seconds
+
+    def set_loaded(self, loaded: bool) -> None:
+        self.row[_LOADED] = 1.0 if loaded else 0.0
+
+    def render(self, model_name: str, model_version: str) -> bytes:
+        """Prometheus text exposition (format 0.0.4) of the sums over all workers."""
+        total = self.table.sum(axis=0)
+        out = ["# HELP oip_requests_total HTTP requests answered, by endpoint and status code.",
+               "# TYPE oip_requests_total counter"]
+        errors = []
+        for e, endpoint in enumerate(ENDPOINTS):
+            failed = 0.0
+            for c, code in enumerate(CODES):
+                n = total[_REQ + e * len(CODES) + c]
+                if n or (endpoint == "infer" and code == 200):
+                    out.append(f'oip_requests_total{{endpoint="{endpoint}",code="{code}"}} '
+                               f"{n:.0f}")
+                failed += n if code >= 400 else 0
+            errors.append(f'oip_request_errors_total{{endpoint="{endpoint}"}} {failed:.0f}')
+        out += ["# HELP oip_request_errors_total Requests answered with a 4xx or 5xx status.",
+                "# TYPE oip_request_errors_total counter", *errors]
+        out += ["# HELP oip_inference_duration_seconds Time to parse, run and answer an "
+                "inference request that succeeded.",
+                "# TYPE oip_inference_duration_seconds histogram"]
+        cumulative = 0.0
+        for i, bound in enumerate((*BUCKETS, "+Inf")):
+            cumulative += total[_HIST + i]
+            out.append(f'oip_inference_duration_seconds_bucket{{le="{bound}"}} {cumulative:.0f}')
+        out += [f"oip_inference_duration_seconds_sum {total[_HIST_SUM]:.6f}",
+                f"oip_inference_duration_seconds_count {cumulative:.0f}"]
+        loaded = int(bool(np.all(self.table[:, _LOADED] == 1.0)))
+        labels = f'model="{_label(model_name)}",version="{_label(model_version)}"'
+        out += ["# HELP oip_model_loaded 1 when every worker has loaded and warmed up the model.",
+                "# TYPE oip_model_loaded gauge", f"oip_model_loaded{{{labels}}} {loaded}",
+                "# HELP oip_workers_loaded Worker processes holding the loaded model.",
+                "# TYPE oip_workers_loaded gauge",
+                f"oip_workers_loaded {self.table[:, _LOADED].sum():.0f}"]
+        return ("\n".join(out) + "\n").encode()
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+# ---------------------------------------------------------------------------- routing
+
+REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 404: "Not Found",
+           405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
+           413: "Content Too Large", 431: "Request Header Fields Too Large",
+           500: "Internal Server Error", 503: "Service Unavailable"}
+JSON_TYPE = "application/json"
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a handler answers: status, body, content type, and the endpoint it counts as."""
+
+    status: int
+    body: bytes
+    endpoint: int
+    content_type: str = JSON_TYPE
+
+
+def _json(status: int, doc: Any, endpoint: str) -> Response:
+    return Response(status, json.dumps(doc, separators=(",", ":")).encode(),
+                    ENDPOINTS.index(endpoint))
+
+
+def error_response(status: int, message: str, endpoint: str = "other") -> Response:
+    """``{"error": message}`` with ``status``."""
+    return _json(status, {"error": message}, endpoint)
+
+
+class App:
+    """The routes of the V2 REST protocol over one model (None until loaded and warmed up)."""
+
+    def __init__(self, metrics: Metrics, name: str = "", version: str = "") -> None:
+        self.metrics = metrics
+        self.model: Model | None = None
+        self.name, self.version = name, version
+        self._live = _json(200, {"live": True}, "health_live")
+        self._server = _json(200, {"name": SERVER_NAME, "version": SERVER_VERSION,
+                                   "extensions": []}, "server_metadata")
+
+    def set_model(self, model: Model) -> None:
+        self.model, self.name, self.version = model, model.name, model.version
+        self.metrics.set_loaded(True)
+
+    def handle(self, method: str, target: str, body: bytes) -> Response:
+        """Answer one request; never raises for anything a client can send."""
+        path = target.split("?", 1)[0]
+        if path == "/v2/health/live":
+            return self._get(method, "health_live") or self._live
+        if path == "/v2/health/ready":
+            return self._get(method, "health_ready") or _json(
+                200 if self.model else 503, {"ready": self.model is not None}, "health_ready")
+        if path in ("/v2", "/v2/"):
+            return self._get(method, "server_metadata") or self._server
+        if path == "/metrics":
+            return self._get(method, "metrics") or Response(
+                200, self.metrics.render(self.name, self.version), ENDPOINTS.index("metrics"),
+                METRICS_TYPE)
+        if path.startswith("/v2/models/"):
+            return self._model_route(method, path[len("/v2/models/"):], body)
+        return error_response(404, f"no such endpoint: {path[:200]!r} (see GET /v2)")
+
+    @staticmethod
+    def _get(method: str, endpoint: str) -> Response | None:
+        if method == "GET":
+            return None
+        return error_response(405, f"{endpoint} answers GET, not {method}", endpoint)
+
+    def _model_route(self, method: str, rest: str, body: bytes) -> Response:
+        action = "metadata"
+        for suffix in ("/infer", "/ready"):
+            if rest.endswith(suffix):
+                action, rest = suffix[1:], rest[: -len(suffix)]
+                break
+        endpoint = {"metadata": "model_metadata", "ready": "model_ready",
+                    "infer": "infer"}[action]
+        name, _, version = rest.partition("/versions/")
+        name, version = unquote(name), unquote(version)
+        if self.model is None:
+            return error_response(503, "the model is not loaded yet: wait for "
+                                  "/v2/health/ready", endpoint)
+        if name != self.model.name or (version and version != self.model.version):
+            return error_response(404, f"no model {name[:200]!r}" + (
+                f" version {version[:100]!r}" if version else "") + f": this server serves "
+                f"{self.model.name!r} version {self.model.version!r}", endpoint)
+        wanted = "POST" if action == "infer" else "GET"
+        if method != wanted:
+            return error_response(405, f"{rest[:200]}/{action} answers {wanted}, not "
+                                  f"{method}", endpoint)
+        if action == "metadata":
+            return _json(200, self.model.metadata(), endpoint)
+        if action == "ready":
+            return _json(200, {"name": self.model.name, "ready": True}, endpoint)
+        return self._infer(body)
+
+    def _infer(self, body: bytes) -> Response:
+        assert self.model is not None
+        start = time.perf_counter()
+        try:
+            response = infer(self.model, parse_infer_request(body, self.model))
+        except BadRequest as err:
+            return error_response(err.status, err.message, "infer")
+        except Exception as err:  # the one boundary: a model failure is a 500, never a crash
+            return error_response(500, f"inference failed: {type(err).__name__}: {err}",
+                                  "infer")
+        answer = _json(200, response, "infer")
+        self.metrics.observe(time.perf_counter() - start)
+        return answer
+
+
+# ---------------------------------------------------------------------------- HTTP/1.1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds on what one client can make the server hold or wait for."""
+
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    max_body_bytes: int = 16 * 1024 * 1024
+    request_timeout: float = 10.0      # from a request's first byte to its last
+    keep_alive_timeout: float = 75.0   # an idle connection between requests
+    linger: float = 2.0                # reading and dropping a refused body before closing
+
+
+@dataclass(frozen=True)
+class Head:
+    """A parsed request head: what the connection needs to read the body and answer."""
+
+    method: str
+    target: str
+    length: int
+    keep_alive: bool
+    http10: bool = False
+    expect_continue: bool = False
+
+
+def parse_head(raw: bytes, limits: Limits) -> Head:
+    """Parse a request head (without its final CRLF CRLF) strictly; BadRequest with 400
+    (malformed), 411 (chunked, or a POST without Content-Length), 413 (body over the limit)
+    or 431 (too many header lines). Strict parsing also closes request-smuggling gaps:
+    space before a colon, obsolete line folding and conflicting lengths are refused."""
+    lines = raw.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[0].isalpha() or not parts[0].isupper() \
+            or not parts[1].startswith(b"/") or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise BadRequest(400, "malformed request line: expected 'METHOD /path HTTP/1.1'")
+    if len(lines) - 1 > limits.max_headers:
+        raise BadRequest(431, f"more than {limits.max_headers} header lines")
+    length: int | None = None
+    chunked = expect = False
+    connection = b""
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or b" " in name:
+            raise BadRequest(400, "malformed header line: expected 'Name: value'")
+        name, value = name.lower(), value.strip()
+        if name == b"content-length":
+            if not value.isdigit() or len(value) > 18 or (
+                    length is not None and length != int(value)):
+                raise BadRequest(400, "Content-Length must be one decimal number")
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"connection":
+            connection = value.lower()
+        elif name == b"expect":
+            expect = value.lower() == b"100-continue"
+    method, http10 = parts[0].decode(), parts[2] == b"HTTP/1.0"
+    if chunked or (length is None and method == "POST"):
+        raise BadRequest(411, "send the body with a Content-Length header (chunked request "
+                         "bodies are not supported)")
+    if length is not None and length > limits.max_body_bytes:
+        raise BadRequest(413, f"the body ({length} bytes) is over the limit of "
+                         f"{limits.max_body_bytes} bytes (--max-body-bytes)")
+    tokens = {t.strip() for t in connection.split(b",")}
+    keep_alive = b"keep-alive" in tokens if http10 else b"close" not in tokens
+    try:
+        target = parts[1].decode("ascii")
+    except UnicodeDecodeError as err:
+        raise BadRequest(400, "the request target must be ASCII (percent-encode it)") from err
+    return Head(method, target, length or 0, keep_alive, http10, expect)
+
+
+def render_response(response: Response, keep_alive: bool, http10: bool = False) -> bytes:
+    """The response bytes, head and body in one buffer (one write, one segment)."""
+    connection = ("Connection: keep-alive\r\n" if http10 else "") if keep_alive \
+        else "Connection: close\r\n"
+    head = (f"HTTP/1.1 {response.status} {REASONS[response.status]}\r\n"
+            f"Content-Type: {response.content_type}\r\n"
+            f"Content-Length: {len(response.body)}\r\n{connection}\r\n")
+    return head.encode("ascii") + response.body
+
+
+class Server:
+    """What the connections of one worker share: the app, the limits, the open connections."""
+
+    def __init__(self, app: App, limits: Limits) -> None:
+        self.app, self.limits = app, limits
+        self.connections: set[HttpConnection] = set()
+        self.stopping = False
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Time out slow and idle connections; a 1 s tick is cheaper than a timer per read."""
+        now = time.monotonic()
+        for conn in [c for c in self.connections if c.deadline < now]:
+            conn.timed_out()
+        loop.call_later(1.0, self.sweep, loop)
+
+    async def drain(self, grace: float) -> None:
+        """Stop: close idle connections now, let requests in flight finish within ``grace``."""
+        self.stopping = True
+        for conn in list(self.connections):
+            if conn.idle():
+                conn.close()
+        end = time.monotonic() + grace
+        while self.connections and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: reads request heads and bodies within the limits, answers in
+    order (pipelining works), and stops reading while the client does not read answers."""
+
+    def __init__(self, server: Server) -> None:
+        self.server, self.limits = server, server.limits
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.head: Head | None = None
+        self.deadline = time.monotonic() + self.limits.keep_alive_timeout
+        self.paused = self.draining = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.transport is not None:
+            self.transport.resume_reading()
+            self._process()
+
+    def data_received(self, data: bytes) -> None:
+        if self.draining:
+            return
+        if not self.buf and self.head is None:
+            self.deadline = time.monotonic() + self.limits.request_timeout
+        self.buf += data
+        if not self.paused:
+            self._process()
+
+    def idle(self) -> bool:
+        return not self.buf and self.head is None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def timed_out(self) -> None:
+        if self.draining or self.idle():
+            self.close()
+        else:
+            self._refuse(408, f"the request did not arrive within {self.limits.request_timeout}"
+                         " s (--request-timeout)")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer an error that ends the connection, then read and drop what the client still
+        sends for a short while: closing with unread data would reset the connection and
+        could destroy the answer before the client reads it."""
+        if self.transport is None or self.draining:
+            return
+        response = error_response(status, message)
+        self.transport.write(render_response(response, keep_alive=False))
+        self.server.app.metrics.count(response.endpoint, status)
+        self.draining, self.buf, self.head = True, bytearray(), None
+        self.deadline = time.monotonic() + self.limits.linger
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.transport.resume_reading()
+
+    def _process(self) -> None:
+        while not self.paused and self.transport is not None and not self.draining:
+            if self.head is None:
+                end = self.buf.find(b"\r\n\r\n")
+                if (len(self.buf) if end < 0 else end + 4) > self.limits.max_header_bytes:
+                    self._refuse(431, "the request head is over "
+                                 f"{self.limits.max_header_bytes} bytes (--max-header-bytes)")
+                    return
+                if end < 0:
+                    return
+                try:
+                    self.head = parse_head(bytes(self.buf[:end]), self.limits)
+                except BadRequest as err:
+                    self._refuse(err.status, err.message)
+                    return
+                del self.buf[:end + 4]
+                if self.head.expect_continue and len(self.buf) < self.head.length:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            head = self.head
+            if len(self.buf) < head.length:
+                return
+            body = bytes(self.buf[:head.length])
+            del self.buf[:head.length]
+            self.head = None
+            self._answer(head, body)
+
+    def _answer(self, head: Head, body: bytes) -> None:
+        assert self.transport is not None
+        response = self.server.app.handle(head.method, head.target, body)
+        keep = head.keep_alive and not self.server.stopping
+        self.transport.write(render_response(response, keep, head.http10))
+        self.server.app.metrics.count(response.endpoint, response.status)
+        if not keep:
+            self.transport.close()
+            self.transport = None
+            return
+        self.deadline = time.monotonic() + (
+            self.limits.request_timeout if self.buf else self.limits.keep_alive_timeout)
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+async def serve(sock: socket.socket, model_dir: Path, limits: Limits, metrics: Metrics,
+                on_ready: Callable[[], None]) -> int:
+    """Serve on ``sock`` until SIGTERM/SIGINT: live at once, ready once the model is loaded
+    (in a thread, so /v2/health/live answers meanwhile) and warmed up. Returns the exit
+    status: 0 after a graceful stop, 2 when the model cannot be served."""
+    loop = asyncio.get_running_loop()
+    state = Server(App(metrics), limits)
+    server = await loop.create_server(lambda: HttpConnection(state), sock=sock, backlog=1024)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.call_later(1.0, state.sweep, loop)
+    loading = loop.run_in_executor(None, load_model, model_dir)
+    stopping = asyncio.ensure_future(stop.wait())
+    pending: set[asyncio.Future[Any]] = {loading, stopping}
+    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    if loading.done():
+        try:
+            state.app.set_model(loading.result())
+        except ModelError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            server.close()
+            stopping.cancel()
+            return 2
+        on_ready()
+        await stopping
+    server.close()
+    await state.drain(grace=5.0)
+    return 0
+
+
+def _start_worker(index: int, sock: socket.socket, args: argparse.Namespace,
+                  metrics: Metrics, ready_fd: int) -> int:
+    """Fork one worker; in the child, serve and never return."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        metrics.use_row(index)
+
+        def ready() -> None:
+            os.write(ready_fd, b"1")
+            os.close(ready_fd)
+
+        code = asyncio.run(serve(sock, args.model_dir, _limits(args), metrics, ready))
+    except BaseException as err:  # a child must never return into the parent's code
+        print(f"error: worker {index}: {type(err).__name__}: {err}", file=sys.stderr)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _supervise(sock: socket.socket, args: argparse.Namespace, metrics: Metrics,
+               url: str) -> int:
+    """Fork ``--workers`` workers on the one listening socket, print the ready line once all
+    are ready, forward SIGTERM/SIGINT, and stop the server if a worker dies unexpectedly
+    (the container's restart policy, not this process, restarts it)."""
+    parent = os.getpid()
+    children: set[int] = set()
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        if os.getpid() != parent:  # a child that has not installed its own handler yet
+            os._exit(0)
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    read_fd, write_fd = os.pipe()
+    for index in range(args.workers):
+        children.add(_start_worker(index, sock, args, metrics, write_fd))
+    os.close(write_fd)
+    got = b""
+    while len(got) < args.workers:
+        chunk = os.read(read_fd, args.workers)
+        if not chunk:
+            break
+        got += chunk
+    os.close(read_fd)
+    if len(got) == args.workers and not stopping:
+        print(f"ready on {url}", flush=True)
+    status = 0
+    while children:
+        pid, wait_status = os.wait()
+        children.discard(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if not stopping:
+            print(f"error: worker process {pid} exited with status {code}: stopping the "
+                  "server", file=sys.stderr, flush=True)
+            status = code if code > 0 else 1
+            stop(signal.SIGTERM, None)
+        elif code and not status:
+            status = code if code > 0 else 1
+    return status
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(max_header_bytes=args.max_header_bytes, max_body_bytes=args.max_body_bytes,
+                  request_timeout=args.request_timeout,
+                  keep_alive_timeout=args.keep_alive_timeout)
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0 (got {text})")
+        return value
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; argparse exits with status 2 and a usage line on a bad flag."""
+    parser = argparse.ArgumentParser(
+        prog="oip_server.py", description="Serve model.onnx over the Open Inference Protocol "
+        "(KServe V2 REST).")
+    parser.add_argument("--model-dir", type=Path, required=True,
+                        help="folder with model.onnx and model.json")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
+    parser.add_argument("--workers", type=_positive(int), default=1,
+                        help="worker processes sharing the port (default 1)")
+    parser.add_argument("--max-body-bytes", type=_positive(int), default=16 * 1024 * 1024,
+                        help="largest request body accepted; larger: 413 (default 16 MiB)")
+    parser.add_argument("--max-header-bytes", type=_positive(int), default=16 * 1024,
+                        help="largest request head accepted; larger: 431 (default 16 KiB)")
+    parser.add_argument("--request-timeout", type=_positive(float), default=10.0,
+                        help="seconds a request may take to arrive; slower: 408 (default 10)")
+    parser.add_argument("--keep-alive-timeout", type=_positive(float), default=75.0,
+                        help="seconds an idle connection stays open (default 75)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535 or args.workers > 64:
+        parser.error("--port must be 0..65535 and --workers at most 64")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Bind, then serve in this process (one worker) or in forked workers; exit status."""
+    args = parse_args(argv)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    try:
+        sock = socket.create_server((args.host, args.port), family=family, backlog=1024)
+    except OSError as err:
+        print(f"error: cannot listen on {args.host}:{args.port}: {err.strerror or err}",
+              file=sys.stderr)
+        return 2
+    sock.setblocking(False)
+    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    metrics = Metrics(args.workers)
+    if args.workers > 1:
+        return _supervise(sock, args, metrics, url)
+    return asyncio.run(serve(sock, args.model_dir, _limits(args), metrics,
+                             lambda: print(f"ready on {url}", flush=True)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
