@@ -22,7 +22,9 @@ OpenBLAS) to the architecture's baseline, so it must run before torch or numpy i
 Every helper also works when the script is run by hand, outside the engine: the seed falls back
 to 0, the params file to ``params.yaml`` in the current directory, and the report and lineage
 files are skipped. torch, numpy and matplotlib are imported only by the helpers that need them,
-so importing this module is cheap and works without them.
+so importing this module is cheap and works without them. :func:`export_onnx` writes a
+model as a checked ONNX file with the same bytes on every run (it needs the ``package`` extra:
+onnx, onnxscript, onnxruntime).
 
 Environment set by the engine for each stage: ``GHA_MLOPS_SEED``, ``GHA_MLOPS_PARAMS``,
 ``GHA_MLOPS_STAGE_REPORT`` and ``GHA_MLOPS_LINEAGE`` (read here), plus ``GHA_MLOPS_STAGE``,
@@ -32,6 +34,7 @@ Environment set by the engine for each stage: ``GHA_MLOPS_SEED``, ``GHA_MLOPS_PA
 from __future__ import annotations
 
 from gha_mlops.train._atomic import atomic_write_bytes, atomic_write_text
+from gha_mlops.train._onnx import ExportMismatchError, export_onnx
 from gha_mlops.train._outputs import save_figure, save_torch, save_torchscript, write_metrics
 from gha_mlops.train._params import ParamsKeyError, lineage, params, params_path
 from gha_mlops.train._portable import dispatch_report, portable, portable_environment
@@ -46,12 +49,14 @@ from gha_mlops.train._seeding import (
 )
 
 __all__ = [
+    "ExportMismatchError",
     "ParamsKeyError",
     "atomic_write_bytes",
     "atomic_write_text",
     "dataloader_kwargs",
     "deterministic",
     "dispatch_report",
+    "export_onnx",
     "lineage",
     "params",
     "params_path",
