@@ -555,7 +555,7 @@ class Limits:
     max_body_bytes: int = 16 * 1024 * 1024
     request_timeout: float = 10.0      # from a request's first byte to its last
     keep_alive_timeout: float = 75.0   # an idle connection between requests
-    linger: float = 2.0                # reading and dropping a refused body before closing
+    linger: float = 5.0                # reading and dropping a refused body before closing
 
 
 @dataclass(frozen=True)
@@ -577,6 +577,10 @@ def parse_head(raw: bytes, limits: Limits) -> Head:
     space before a colon, obsolete line folding and conflicting lengths are refused."""
     lines = raw.split(b"\r\n")
     parts = lines[0].split(b" ")
+    if len(parts) == 3 and parts[1][:7].lower() in (b"http://", b"https:/"):
+        # the absolute form (RFC 9112 3.2.2), which a server must accept: keep the path
+        path_start = parts[1].find(b"/", parts[1].find(b"//") + 2)
+        parts[1] = parts[1][path_start:] if path_start > 0 else b"/"
     if len(parts) != 3 or not parts[0].isalpha() or not parts[0].isupper() \
             or not parts[1].startswith(b"/") or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise BadRequest(400, "malformed request line: expected 'METHOD /path HTTP/1.1'")
@@ -591,10 +595,9 @@ def parse_head(raw: bytes, limits: Limits) -> Head:
             raise BadRequest(400, "malformed header line: expected 'Name: value'")
         name, value = name.lower(), value.strip()
         if name == b"content-length":
-            if not value.isdigit() or len(value) > 18 or (
-                    length is not None and length != int(value)):
+            if not value.isdigit() or (length is not None and length != int(value[:19])):
                 raise BadRequest(400, "Content-Length must be one decimal number")
-            length = int(value)
+            length = int(value[:19]) if len(value) < 19 else limits.max_body_bytes + 1
         elif name == b"transfer-encoding":
             chunked = True
         elif name == b"connection":
