@@ -26,6 +26,7 @@ from gha_mlops._fs import atomic_write_text
 from gha_mlops.config._graph import OutputIndex, link_stages
 from gha_mlops.config._overrides import apply_overrides
 from gha_mlops.config._params import check_params, load_params, read_optional
+from gha_mlops.config._registry import build_registry, normalize_registry
 from gha_mlops.config._schema_errors import form_hint, schema_problems
 from gha_mlops.config._state import STATE_DIR
 from gha_mlops.config._yaml import Loc, Problems, display, gc_paused, parse_yaml, type_name
@@ -38,7 +39,8 @@ _DATASET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # 4: mappings keep the order of the files (a cached load must see params in the same order as
 # a fresh one: it is the order of the params file written for a run with --set overrides).
 # 5: each gate keeps the line it is written on.
-_CACHE_FORMAT = 5
+# 6: ``registry:``.
+_CACHE_FORMAT = 6
 
 # The datasets of a workspace by name, given its root: ``gha_mlops.data.pointer.find_datasets``.
 # config sits below data, so the services hand it in; the loader only asks it for names.
@@ -182,6 +184,7 @@ def _build(root: Path, config_path: Path, sha: str, n: Mapping[str, Any]) -> Pip
         default_remote=n.get("default_remote"),
         gates={name: _gate(config_path, name, rules)
                for name, rules in (n.get("gates") or {}).items()},
+        registry=build_registry(n.get("registry")),
     )
 
 
@@ -249,8 +252,11 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
                         else "no stage declares `outs:` yet"))
     remotes = _normalize_remotes(problems, cfg.remotes, cfg.default_remote)
     gates = _normalize_gates(problems, cfg.gates, stages)
+    registry = normalize_registry(problems, cfg.registry,
+                                  [o["path"] for st in stages for o in st["outs"]], _norm_path)
     problems.raise_if_any()
     return {
+        "registry": registry,
         "gates": gates,
         "remotes": remotes,
         "default_remote": cfg.default_remote,

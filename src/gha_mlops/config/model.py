@@ -73,6 +73,29 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class RegistryModel:
+    """A model of ``registry.models``: ``path`` is the run output (workspace-relative, POSIX)
+    that is the model; ``check_data`` an optional ``.npy`` run output of inputs that an export
+    is checked on, within ``atol``/``rtol``."""
+
+    path: str
+    description: str | None = None
+    check_data: str | None = None
+    atol: float = 1.0e-5
+    rtol: float = 1.0e-4
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """``registry:`` in mlops.yaml: the stages ``model promote`` accepts, the stage whose
+    model is the report's champion (one of ``stages``), and the models by name."""
+
+    stages: tuple[str, ...] = ("dev", "staging", "prod")
+    champion: str = "prod"
+    models: Mapping[str, RegistryModel] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """A validated ``mlops.yaml`` with its params, stages in a runnable (topological) order."""
 
@@ -99,6 +122,8 @@ class Pipeline:
     # to the architecture's baseline (gha_mlops.train.portable_environment); ``native`` leaves
     # them to the libraries.
     determinism: str = "native"
+    # ``registry:`` (the model registry in git tags, docs/registry.md); None when absent.
+    registry: RegistryConfig | None = None
 
     def stage(self, name: str) -> Stage:
         return self.stages[name]

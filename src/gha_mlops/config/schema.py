@@ -66,6 +66,29 @@ class GateSchema(_Strict):
 GATE_RULES = ("min", "max", "min_delta", "max_delta", "max_relative_drop")
 
 
+class ToleranceSchema(_Strict):
+    atol: float = Field(default=1.0e-5, ge=0, allow_inf_nan=False)
+    rtol: float = Field(default=1.0e-4, ge=0, allow_inf_nan=False)
+
+
+class RegistryModelSchema(_Strict):
+    """One model of the registry: the run output that is the model (see docs/registry.md)."""
+
+    path: str = Field(min_length=1)
+    description: str | None = None
+    check_data: str | None = Field(default=None, min_length=1)
+    tolerance: ToleranceSchema = Field(default_factory=ToleranceSchema)
+
+
+class RegistrySchema(_Strict):
+    """``registry:``: the models that can be registered, the stages they can be promoted to,
+    and the stage whose model ``gha-mlops report`` compares with."""
+
+    stages: list[str] = Field(default_factory=lambda: ["dev", "staging", "prod"], min_length=1)
+    champion: str = Field(default="prod", min_length=1)
+    models: dict[str, RegistryModelSchema] = Field(default_factory=dict)
+
+
 class ConfigSchema(_Strict):
     version: int = 1
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
@@ -77,6 +100,7 @@ class ConfigSchema(_Strict):
     default_remote: str | None = None
     stages: dict[str, StageSchema] = Field(min_length=1)
     gates: dict[str, GateSchema] = Field(default_factory=dict)
+    registry: RegistrySchema | None = None
 
     @field_validator("version")
     @classmethod

@@ -1,0 +1,161 @@
+"""The git commands of the registry, through :func:`gha_mlops.git._run` (one runner of git:
+argument lists, ``--`` before outside values, timeouts, no prompts)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+from gha_mlops.git import GitError, _run, _text
+
+NOTES_REF = "refs/notes/gha-mlops"
+PUSH_TIMEOUT = 300.0
+_OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+_FIELDS = ("%(refname:strip=2)", "%(objecttype)", "%(objectname)", "%(*objecttype)",
+           "%(*objectname)", "%(taggerdate:unix)", "%(taggername)", "%(taggeremail)",
+           "%(contents)")
+
+
+class RawTag(NamedTuple):
+    """One annotated tag as ``git for-each-ref`` gives it."""
+
+    name: str
+    object: str  # the tag object
+    target: str  # the commit it points to
+    time: int  # the tagger's date, Unix seconds
+    tagger: str
+    email: str
+    message: str
+
+
+def list_tags(repo: Path) -> list[RawTag]:
+    """Every annotated tag pointing at a commit, with its message, from ONE
+    ``git for-each-ref refs/tags``. Lightweight tags and tags of other objects are left out
+    (GTO ignores them too). Records end with a separator made fresh for each call, so no tag
+    message can forge a record boundary."""
+    token = os.urandom(12).hex()
+    fmt = "%00".join(_FIELDS) + f"%00{token}"
+    proc = _run(["for-each-ref", f"--format={fmt}", "refs/tags"], repo)
+    if proc.returncode != 0:
+        raise GitError(f"`git for-each-ref` failed in {repo}: {_text(proc.stderr).strip()}",
+                       stderr=_text(proc.stderr).strip())
+    out: list[RawTag] = []
+    for record in proc.stdout.split(f"\0{token}\n".encode()):
+        fields = record.split(b"\0", len(_FIELDS) - 1)
+        if len(fields) != len(_FIELDS) or fields[1] != b"tag" or fields[3] != b"commit":
+            continue
+        try:
+            when = int(fields[5] or b"0")
+        except ValueError:
+            when = 0
+        out.append(RawTag(_text(fields[0]), _text(fields[2]), _text(fields[4]), when,
+                          _text(fields[6]), _text(fields[7]).strip("<>"), _text(fields[8])))
+    return out
+
+
+def refs_fingerprint(repo: Path) -> bytes:
+    """What changes whenever a tag is created, moved or deleted: the object names of every
+    tag, from ``git for-each-ref --format=%(objectname)`` (no message is read)."""
+    proc = _run(["for-each-ref", "--format=%(refname)%00%(objectname)", "refs/tags"], repo)
+    return proc.stdout if proc.returncode == 0 else b""
+
+
+def commit_exists(repo: Path, commit: str) -> bool:
+    """True when ``commit`` (a full object name) is a commit of ``repo``."""
+    if not _OID.match(commit):
+        return False
+    proc = _run(["cat-file", "-t", commit], repo)
+    return proc.returncode == 0 and proc.stdout.strip() == b"commit"
+
+
+def git_dir_exists(repo: Path) -> bool:
+    proc = _run(["rev-parse", "--git-dir"], repo)
+    return proc.returncode == 0
+
+
+def create_tag(repo: Path, name: str, commit: str, message: str, *, when: int,
+               environ: Mapping[str, str]) -> None:
+    """An annotated tag ``name`` on ``commit`` with ``message``, dated ``when`` (the tagger
+    date GTO orders events by). ``environ`` may name the tagger (``GIT_COMMITTER_NAME``...);
+    without an identity configured, ``gha-mlops`` signs it. Never replaces a tag."""
+    ident = [] if (_run(["config", "--get", "user.email"], repo).returncode == 0
+                   or environ.get("GIT_COMMITTER_EMAIL")) else [
+        "-c", "user.name=gha-mlops", "-c", "user.email=gha-mlops@localhost"]
+    os_env = {**os.environ, **environ, "GIT_COMMITTER_DATE": f"{when} +0000"}
+    proc = _run_env([*ident, "tag", "-a", "-F", "-", "--", name, commit], repo, os_env,
+                    message.encode())
+    if proc.returncode != 0:
+        err = _text(proc.stderr).strip()
+        raise GitError(f"`git tag {name}` failed: {err}", stderr=err)
+
+
+def _run_env(args: list[str], repo: Path, env: Mapping[str, str], stdin: bytes
+             ) -> _Completed:
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-c", "core.quotepath=off", *args], cwd=repo,
+                              env={**env, "GIT_TERMINAL_PROMPT": "0"}, input=stdin,
+                              capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise GitError(f"cannot run `git {args[0]}` in {repo}: {err}") from None
+    return _Completed(done.returncode, done.stdout, done.stderr)
+
+
+class _Completed(NamedTuple):
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def rev_parse(repo: Path, ref: str) -> str | None:
+    proc = _run(["rev-parse", "-q", "--verify", "--end-of-options", ref], repo)
+    return _text(proc.stdout).strip() if proc.returncode == 0 else None
+
+
+def note_of(repo: Path, obj: str) -> str:
+    """The gha-mlops note on ``obj`` ("" when none)."""
+    if rev_parse(repo, NOTES_REF) is None:
+        return ""
+    proc = _run(["notes", f"--ref={NOTES_REF}", "show", obj], repo)
+    return _text(proc.stdout) if proc.returncode == 0 else ""
+
+
+def append_note(repo: Path, obj: str, line: str, environ: Mapping[str, str]) -> None:
+    """Append ``line`` to the gha-mlops note on ``obj`` (a commit of refs/notes/gha-mlops)."""
+    ident = [] if _run(["config", "--get", "user.email"], repo).returncode == 0 else [
+        "-c", "user.name=gha-mlops", "-c", "user.email=gha-mlops@localhost"]
+    proc = _run_env([*ident, "notes", f"--ref={NOTES_REF}", "append", "-F", "-", obj], repo,
+                    {**os.environ, **environ}, line.encode())
+    if proc.returncode != 0:
+        err = _text(proc.stderr).strip()
+        raise GitError(f"`git notes append` failed: {err}", stderr=err)
+
+
+def remote_ref(repo: Path, remote: str, ref: str) -> str | None:
+    """The object ``ref`` names on ``remote`` (``git ls-remote``), None when absent."""
+    proc = _run(["ls-remote", "--end-of-options", remote, ref], repo, timeout=PUSH_TIMEOUT)
+    if proc.returncode != 0:
+        err = _text(proc.stderr).strip()
+        raise GitError(f"`git ls-remote {remote}` failed: {err}", stderr=err,
+                       hint="check the remote's name or URL and your access to it")
+    for line in _text(proc.stdout).splitlines():
+        oid, _, name = line.partition("\t")
+        if name == ref:
+            return oid
+    return None
+
+
+def push(repo: Path, remote: str, refs: list[str]) -> None:
+    """``git push REMOTE REF...`` (never forced: a ref that differs remotely is refused by
+    git)."""
+    proc = _run(["push", "--porcelain", "--end-of-options", remote,
+                 *[f"{r}:{r}" for r in refs]], repo, timeout=PUSH_TIMEOUT)
+    if proc.returncode != 0:
+        err = _text(proc.stderr).strip() or _text(proc.stdout).strip()
+        raise GitError(f"`git push {remote}` failed: {err}", stderr=err,
+                       hint="nothing was forced; fetch the remote's tags (git fetch --tags) "
+                            "and try again")
