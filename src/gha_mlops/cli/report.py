@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 @click.option("--baseline", "-b", default=None, metavar="RUN|FILE|URL",
               help="The run to compare with (the champion): a run id, a unique prefix, "
                    "`latest~N`, a run record file (e.g. from a downloaded artifact), or an "
-                   "http(s) URL of a record JSON or an artifact zip. Default, in GitHub "
-                   "Actions: the record of the latest successful run on the base branch "
+                   "http(s) URL of a record JSON or an artifact zip. Default: with a "
+                   "`registry:` in mlops.yaml, the run of the model at its champion stage "
+                   "(docs/registry.md); else, in GitHub Actions, the record of the latest successful run on the base branch "
                    "that uploaded --baseline-artifact.")
 @click.option("--base-branch", metavar="NAME", help="Find the champion on this branch "
               "[default: the pull request's base, else the repository's default branch].")

@@ -123,7 +123,8 @@ def _compare(request: ReportRequest, context: GitHubContext, ports: ReportPorts,
     workspace = config.absolute().parent
     gates = _gates(config, explicit=request.config is not None)
     head = _files_root(resolve(request.head, workspace))
-    base = _files_root(_baseline(request, context, ports, github, workspace, scratch))
+    base = _files_root(_registry_baseline(request, config, workspace, ports.warn)
+                       or _baseline(request, context, ports, github, workspace, scratch))
     directions = {name: g.direction for name, g in gates.items() if g.direction}
     base_rec, head_rec = base[0].record, head[0].record
     base_files, head_files = read_run_files(base_rec, base[1]), read_run_files(head_rec, head[1])
@@ -151,6 +152,42 @@ def _gates(config: Path, *, explicit: bool) -> dict[str, Gate]:
     if not explicit and not config.exists():
         return {}
     return dict(load_pipeline(config).gates)
+
+
+def _registry_baseline(request: ReportRequest, config: Path, workspace: Path,
+                       warn: Callable[[str], None]) -> Located | None:
+    """Without ``--baseline``, when mlops.yaml has a ``registry:``: the run of the model at
+    its champion stage (``registry.champion``), the first declared model that has one. None
+    (the Actions API's champion is used) when there is no registry, no model at the stage,
+    or its run is not recorded in this workspace (said in a note)."""
+    if request.baseline is not None or not config.exists():
+        return None
+    from gha_mlops.config import load_pipeline
+    from gha_mlops.registry import open_registry
+    from gha_mlops.runs.store import RunStore
+
+    registry = load_pipeline(config).registry
+    if registry is None or not registry.models:
+        return None
+    reg = open_registry(workspace)
+    try:
+        state = reg.state
+    except GhaMlopsError:  # not a git repository: no registry to read
+        return None
+    for name in registry.models:
+        held = state[name].holders.get(registry.champion) if name in state else None
+        if held is None:
+            continue
+        run_id = reg.version(name, held, images=False).lineage.run_id
+        if RunStore.of(workspace).has(run_id):
+            warn(f"baseline: the champion {log_text(name)} {held} at stage "
+                 f"{log_text(registry.champion)} (run {log_text(run_id)})")
+            return resolve(run_id, workspace)
+        warn(f"note: the champion {log_text(name)} {held} at stage "
+             f"{log_text(registry.champion)} was made by run {log_text(run_id or '?')}, "
+             "which is not recorded here; looking for the champion as without a registry")
+        return None
+    return None
 
 
 def _baseline(request: ReportRequest, context: GitHubContext, ports: ReportPorts,
