@@ -66,6 +66,8 @@ STANDINS: Mapping[str, Path] = {
     "actions/cache": STANDINS_DIR / "cache",
     "actions/upload-artifact": STANDINS_DIR / "upload-artifact",
     "actions/download-artifact": STANDINS_DIR / "download-artifact",
+    "actions/attest-build-provenance": STANDINS_DIR / "attest-build-provenance",
+    "docker/login-action": STANDINS_DIR / "docker-login",
 }
 
 #: ``runs-on`` labels that run on the host.

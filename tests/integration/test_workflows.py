@@ -42,6 +42,11 @@ CLI_INPUTS: dict[str, tuple[list[str], dict[str, str]]] = {
                             "output": "--output", "from-artifact": "--from-artifact",
                             "fail-on-gate": "", "config": "--config",
                             "working-directory": "", "token": ""}),
+    "register": (["model", "register"], {"model": "", "run": "--run", "version": "--version",
+                                         "bump": "--bump", "push": "--push",
+                                         "working-directory": "", "token": ""}),
+    "package": (["package"], {"model": "", "tag": "--tag", "base": "--base", "push": "--push",
+                              "working-directory": ""}),
 }
 
 
