@@ -58,7 +58,7 @@ def test_demo_trains_an_accurate_model_and_records_it(demo: Path) -> None:
     runtime = record["runtime"]
     assert runtime["torch"].startswith("2.")
     assert runtime["determinism"]["use_deterministic_algorithms"] is True
-    assert {"package/model.ts", "package/MODEL_CARD.md"} <= {
+    assert {"package/model.onnx", "package/signature.json", "package/MODEL_CARD.md"} <= {
         f"package/{name}" for name in record["outputs"]["package"]["files"]}
 
 

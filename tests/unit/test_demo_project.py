@@ -32,7 +32,8 @@ OUTPUTS = {
     "plots/train_history.csv",
     "plots/confusion.png",
     "plots/loss.png",
-    "package/model.ts",
+    "package/model.onnx",
+    "package/signature.json",
     "package/MODEL_CARD.md",
 }
 PROJECT = {
