@@ -6,8 +6,8 @@
   ensurepip, lib2to3 dropped) and imported as ``gha-mlops-test/serving-base:bookworm``;
 - ``wheel_cache``: where the wheels for the image's Python are kept between sessions (the
   first session downloads them with pip, as ``gha-mlops package`` does);
-- ``tiny_onnx()``: a 4-in, 3-out ONNX model (MatMul + Add) made with onnx.helper, and its
-  signature in the interfaces' JSON form.
+
+(``tests.integration.package_helpers`` has the tiny ONNX model the tests serve.)
 
     pytest_plugins = ["tests.integration.docker_fixtures", "tests.integration.serving_fixtures"]
 """
@@ -18,9 +18,7 @@ import hashlib
 import os
 import tarfile
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
 from tests.integration.docker_fixtures import Dockerd, _rootfs_tarball
@@ -80,27 +78,3 @@ def wheel_cache() -> Path:
     path = cache_dir() / "serving-wheels"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def tiny_onnx(path: Path) -> dict[str, Any]:
-    """Write a small ONNX model (``output = input @ W + b``, batch dimension dynamic) to
-    ``path``; its signature in the interfaces' JSON form."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(7)
-    weight = rng.standard_normal((4, 3)).astype(np.float32)
-    bias = rng.standard_normal(3).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["input", "W"], ["xw"]),
-         helper.make_node("Add", ["xw", "b"], ["output"])],
-        "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3])],
-        initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
-    return {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
-            "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 3]}]}
