@@ -43,16 +43,15 @@ def list_tags(repo: Path) -> list[RawTag]:
         raise GitError(f"`git for-each-ref` failed in {repo}: {_text(proc.stderr).strip()}",
                        stderr=_text(proc.stderr).strip())
     out: list[RawTag] = []
-    for record in proc.stdout.split(f"\0{token}\n".encode()):
-        fields = record.split(b"\0", len(_FIELDS) - 1)
-        if len(fields) != len(_FIELDS) or fields[1] != b"tag" or fields[3] != b"commit":
+    # Decoded once (odd bytes shown, never an error), then split: 10,000 tags per call.
+    text = proc.stdout.decode("utf-8", "backslashreplace")
+    for record in text.split(f"\0{token}\n"):
+        fields = record.split("\0", len(_FIELDS) - 1)
+        if len(fields) != len(_FIELDS) or fields[1] != "tag" or fields[3] != "commit":
             continue
-        try:
-            when = int(fields[5] or b"0")
-        except ValueError:
-            when = 0
-        out.append(RawTag(_text(fields[0]), _text(fields[2]), _text(fields[4]), when,
-                          _text(fields[6]), _text(fields[7]).strip("<>"), _text(fields[8])))
+        when = int(fields[5]) if fields[5].isdigit() else 0
+        out.append(RawTag(fields[0], fields[2], fields[4], when, fields[6],
+                          fields[7].strip("<>"), fields[8]))
     return out
 
 

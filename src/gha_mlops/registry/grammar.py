@@ -19,8 +19,7 @@ has its own tag. A model name may hold ``/``; GTO's ``dir:name`` form is written
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Action = Literal["register", "deregister", "assign", "unassign", "deprecate"]
 
@@ -42,10 +41,9 @@ PLAIN_VERSION_RE = re.compile(r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{
 MAX_TAG_NAME = 250  # git refuses longer ref components on most file systems
 
 
-@dataclass(frozen=True)
-class TagName:
+class TagName(NamedTuple):
     """A parsed tag name. ``version`` is without the ``v``; ``counter`` None for a plain
-    ``NAME@vX.Y.Z``."""
+    ``NAME@vX.Y.Z``. (A named tuple: the index makes one per tag, 10,000 at a time.)"""
 
     model: str
     action: Action

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gha_mlops.registry._git import RawTag
 from gha_mlops.registry.grammar import TagName, parse_tag, semver_key
 
 
-@dataclass(frozen=True)
-class Event:
-    """One registry tag: what it says (``event``) and the git facts of it."""
+class Event(NamedTuple):
+    """One registry tag: what it says (``event``) and the git facts of it. (A named tuple:
+    one per tag, made 10,000 at a time.)"""
 
     event: TagName
     tag: str
@@ -60,6 +61,8 @@ class ModelState:
     holders: dict[str, str] = field(default_factory=dict)  # stage -> version
     max_counter: int = 0
     last_time: int = 0
+    # commit -> the version registered there last (GTO maps a stage tag to it)
+    at_commit: dict[str, VersionState] = field(default_factory=dict)
 
     def active_versions(self) -> list[VersionState]:
         """Active versions, highest SemVer first."""
@@ -79,6 +82,8 @@ def fold(tags: Iterable[RawTag]) -> dict[str, ModelState]:
     """Every model's state from the repository's tags (see the module's docstring)."""
     by_model: dict[str, list[tuple[RawTag, TagName]]] = {}
     for raw in tags:
+        if "@" not in raw.name and "#" not in raw.name:
+            continue  # a release tag: the grammar needs one of them
         parsed = parse_tag(raw.name)
         if parsed is not None:
             by_model.setdefault(parsed.model, []).append((raw, parsed))
@@ -103,14 +108,14 @@ def _apply(state: ModelState, raw: RawTag, parsed: TagName) -> None:
         if known is None:
             known = state.versions[version] = VersionState(
                 version, raw.name, raw.object, raw.target, raw.time, raw.message)
+            state.at_commit[raw.target] = known
         elif parsed.action == "register":  # registered again after a deregistration
             known.tag, known.object, known.message = raw.name, raw.object, raw.message
         known.active = parsed.action == "register"
     elif parsed.action in ("assign", "unassign"):
-        at_commit = [v for v in state.versions.values() if v.commit == raw.target]
-        if not at_commit:
+        target = state.at_commit.get(raw.target)
+        if target is None:
             return  # no version registered there (yet): GTO would invent one; not ours
-        target = max(at_commit, key=lambda v: v.time)
         version = target.version
         assert parsed.stage is not None
         if parsed.action == "assign":

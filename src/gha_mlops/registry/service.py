@@ -19,6 +19,7 @@ from typing import Any
 
 from gha_mlops.errors import quoted
 from gha_mlops.registry import _git
+from gha_mlops.registry._cache import cached_tags
 from gha_mlops.registry.errors import RegistryError
 from gha_mlops.registry.grammar import (
     MODEL_NAME_RE,
@@ -80,7 +81,7 @@ class Registry:
                 raise RegistryError(f"{self.workspace} is not in a git repository",
                                     hint="the registry lives in git tags: `git init` and "
                                          "commit the project first")
-            self._state = fold(_git.list_tags(self.workspace))
+            self._state = fold(cached_tags(self.workspace))
         return self._state
 
     def refresh(self) -> None:
