@@ -130,18 +130,25 @@ def _from_onnx(source: Path, check_inputs: Any | None) -> Converted:
     data = read_limited(source)
     try:
         model = onnx.load_model_from_string(data)
-        onnx.checker.check_model(model)
-    except (ValueError, DecodeError, onnx.checker.ValidationError) as err:
+    except (ValueError, DecodeError) as err:
         raise ExportError(f"{source}: not a valid ONNX model ({err})") from err
+    # Before the checker, which opens external data files at the paths the model names.
     for init in model.graph.initializer:
         if init.data_location == onnx.TensorProto.EXTERNAL:
             raise ExportError(
                 f"{source}: the weight {quoted(init.name)} is stored in an external file",
                 hint="save the model as one file (onnx.save(model, path, "
                      "save_as_external_data=False)); external paths are not followed")
+    try:
+        onnx.checker.check_model(model)
+    except (ValueError, onnx.checker.ValidationError) as err:
+        raise ExportError(f"{source}: not a valid ONNX model ({err})") from err
     if check_inputs is not None:
         session = inference_session(data, str(source))
-        session.run(None, feeds_for(session, (check_inputs,), str(source)))
+        try:
+            session.run(None, feeds_for(session, (check_inputs,), str(source)))
+        except (RuntimeError, ValueError) as err:  # onnxruntime's InvalidArgument and kin
+            raise ExportError(f"{source}: the model fails on the check data ({err})") from err
     return Converted(data, None, None)
 
 

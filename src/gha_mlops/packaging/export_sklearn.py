@@ -115,6 +115,7 @@ def from_sklearn_pickle(source: Path, check_inputs: Any | None) -> Converted:
         from skl2onnx import to_onnx
         from skl2onnx.common.data_types import FloatTensorType
         from skl2onnx.common.exceptions import MissingShapeCalculator
+        from sklearn.base import is_classifier
     except ImportError as err:
         raise missing_extra("skl2onnx", "package") from err
     model = load_restricted(source)
@@ -129,7 +130,7 @@ def from_sklearn_pickle(source: Path, check_inputs: Any | None) -> Converted:
                           hint="fit it with a current scikit-learn, or give check data")
     try:
         proto = to_onnx(model, initial_types=[("input", FloatTensorType([None, n_features]))],
-                        options={"zipmap": False})
+                        options={"zipmap": False} if is_classifier(model) else None)
     except (MissingShapeCalculator, RuntimeError, ValueError, NotImplementedError) as err:
         raise ExportError(f"{source}: skl2onnx cannot convert a {type(model).__name__}: "
                           f"{str(err).splitlines()[0]}") from err
