@@ -3,13 +3,15 @@ argument lists, ``--`` before outside values, timeouts, no prompts)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from gha_mlops.git import GitError, _run, _text
+from gha_mlops.git import GitError, _run, _text, has_config
 
 NOTES_REF = "refs/notes/gha-mlops"
 PUSH_TIMEOUT = 300.0
@@ -75,39 +77,42 @@ def git_dir_exists(repo: Path) -> bool:
     return proc.returncode == 0
 
 
-def create_tag(repo: Path, name: str, commit: str, message: str, *, when: int,
-               environ: Mapping[str, str]) -> None:
+def create_tag(repo: Path, name: str, commit: str, message: str, *, when: int) -> None:
     """An annotated tag ``name`` on ``commit`` with ``message``, dated ``when`` (the tagger
-    date GTO orders events by). ``environ`` may name the tagger (``GIT_COMMITTER_NAME``...);
-    without an identity configured, ``gha-mlops`` signs it. Never replaces a tag."""
-    ident = [] if (_run(["config", "--get", "user.email"], repo).returncode == 0
-                   or environ.get("GIT_COMMITTER_EMAIL")) else [
-        "-c", "user.name=gha-mlops", "-c", "user.email=gha-mlops@localhost"]
-    os_env = {**os.environ, **environ, "GIT_COMMITTER_DATE": f"{when} +0000"}
-    proc = _run_env([*ident, "tag", "-a", "-F", "-", "--", name, commit], repo, os_env,
-                    message.encode())
+    date GTO orders events by), signed by git's committer identity (``git var``: the
+    configuration or ``GIT_COMMITTER_NAME``/``_EMAIL``), else by ``gha-mlops``. The tag object
+    is written with ``hash-object`` and the ref created with ``update-ref`` expecting no old
+    value, so an existing tag is never replaced."""
+    proc = _run(["var", "GIT_COMMITTER_IDENT"], repo)
+    ident = _text(proc.stdout).strip() if proc.returncode == 0 else ""
+    who = ident.rsplit(" ", 2)[0] if ident.count(" ") >= 2 and ">" in ident else (
+        "gha-mlops <gha-mlops@localhost>")
+    body = (f"object {commit}\ntype commit\ntag {name}\ntagger {who} {when} +0000\n\n"
+            f"{message if message.endswith(chr(10)) else message + chr(10)}")
+    with _scratch(body) as path:
+        proc = _run(["hash-object", "-t", "tag", "-w", "--", str(path)], repo)
     if proc.returncode != 0:
         err = _text(proc.stderr).strip()
-        raise GitError(f"`git tag {name}` failed: {err}", stderr=err)
+        raise GitError(f"cannot write the tag object of {name}: {err}", stderr=err)
+    obj = _text(proc.stdout).strip()
+    proc = _run(["update-ref", "-m", "gha-mlops model", f"refs/tags/{name}", obj, ""], repo)
+    if proc.returncode != 0:
+        err = _text(proc.stderr).strip()
+        raise GitError(f"cannot create the tag {name}: {err}", stderr=err)
 
 
-def _run_env(args: list[str], repo: Path, env: Mapping[str, str], stdin: bytes
-             ) -> _Completed:
-    import subprocess
-
+@contextlib.contextmanager
+def _scratch(text: str) -> Iterator[Path]:
+    """A private temporary file holding ``text`` (git reads messages from files here: no
+    process of this module takes stdin)."""
+    fd, path = tempfile.mkstemp(prefix="gha-mlops-tag-")
     try:
-        done = subprocess.run(["git", "-c", "core.quotepath=off", *args], cwd=repo,
-                              env={**env, "GIT_TERMINAL_PROMPT": "0"}, input=stdin,
-                              capture_output=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise GitError(f"cannot run `git {args[0]}` in {repo}: {err}") from None
-    return _Completed(done.returncode, done.stdout, done.stderr)
-
-
-class _Completed(NamedTuple):
-    returncode: int
-    stdout: bytes
-    stderr: bytes
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        yield Path(path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def rev_parse(repo: Path, ref: str) -> str | None:
@@ -123,12 +128,13 @@ def note_of(repo: Path, obj: str) -> str:
     return _text(proc.stdout) if proc.returncode == 0 else ""
 
 
-def append_note(repo: Path, obj: str, line: str, environ: Mapping[str, str]) -> None:
+def append_note(repo: Path, obj: str, line: str) -> None:
     """Append ``line`` to the gha-mlops note on ``obj`` (a commit of refs/notes/gha-mlops)."""
-    ident = [] if _run(["config", "--get", "user.email"], repo).returncode == 0 else [
+    ident = [] if has_config(repo, "user.email") else [
         "-c", "user.name=gha-mlops", "-c", "user.email=gha-mlops@localhost"]
-    proc = _run_env([*ident, "notes", f"--ref={NOTES_REF}", "append", "-F", "-", obj], repo,
-                    {**os.environ, **environ}, line.encode())
+    with _scratch(line + "\n") as path:
+        proc = _run([*ident, "notes", f"--ref={NOTES_REF}", "append", "-F", str(path),
+                     "--", obj], repo)
     if proc.returncode != 0:
         err = _text(proc.stderr).strip()
         raise GitError(f"`git notes append` failed: {err}", stderr=err)

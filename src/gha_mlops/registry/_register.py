@@ -52,8 +52,7 @@ def register(reg: Registry, name: str, run: str, *, version: str | None, bump: B
     if push:
         check_remote_free(reg.workspace, remote, tag)
     text = message(f"Register {name} {new_version} from run {record.id}", lineage)
-    _git.create_tag(reg.workspace, tag, commit, text, when=reg.tag_time(event.model),
-                    environ=reg.environ)
+    _git.create_tag(reg.workspace, tag, commit, text, when=reg.tag_time(event.model))
     reg.refresh()
     if push:
         push_tags(reg.workspace, remote, [tag])

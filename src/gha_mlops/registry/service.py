@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,6 @@ class Registry:
     """The registry of ``workspace``'s git repository (see the module's docstring)."""
 
     workspace: Path
-    environ: Mapping[str, str] = field(default_factory=dict)
     now: Callable[[], float] = time.time
     _state: dict[str, ModelState] | None = None
 
@@ -167,7 +166,7 @@ class Registry:
         if not obj:
             raise RegistryError(f"the tag {mv.tag} is not in this repository")
         line = json.dumps({"image": image, "digest": digest}, sort_keys=True)
-        _git.append_note(self.workspace, obj, line, self.environ)
+        _git.append_note(self.workspace, obj, line)
 
     # ------------------------------------------------------------------ writing
 
@@ -264,7 +263,7 @@ class Registry:
         if push:
             check_remote_free(self.workspace, remote, tag)
         _git.create_tag(self.workspace, tag, commit, headline + "\n" + body,
-                        when=self.tag_time(event.model), environ=self.environ)
+                        when=self.tag_time(event.model))
         self.refresh()
         if push:
             push_tags(self.workspace, remote, [tag])
@@ -315,10 +314,11 @@ def push_tags(repo: Path, remote: str, tags: list[str]) -> None:
     _git.push(repo, remote, refs)
 
 
-def open_registry(workspace: Path, *, environ: Mapping[str, str] | None = None) -> Registry:
+def open_registry(workspace: Path) -> Registry:
     """The registry of the git repository holding ``workspace`` (the folder of mlops.yaml).
-    ``environ`` may set the tagger (``GIT_COMMITTER_NAME``, ``GIT_COMMITTER_EMAIL``)."""
-    return Registry(workspace.absolute(), dict(environ or {}))
+    Tags are signed by git's committer identity (its configuration, or
+    ``GIT_COMMITTER_NAME``/``GIT_COMMITTER_EMAIL``), else by ``gha-mlops``."""
+    return Registry(workspace.absolute())
 
 
 def semver_sorted(versions: list[str]) -> list[str]:
