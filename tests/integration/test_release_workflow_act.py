@@ -60,7 +60,7 @@ jobs:
       actions: read
     uses: gha-mlops/gha-mlops/.github/workflows/release.yml@%(ref)s
     with:
-      model: line
+      model: %(model)s
       run: ${{ needs.train.outputs.run-id }}
       stage: staging
       package: false
@@ -96,7 +96,7 @@ def gha_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
-def _consumer(tmp: Path) -> tuple[Path, Path, dict[str, str]]:
+def _consumer(tmp: Path, model: str = "line") -> tuple[Path, Path, dict[str, str]]:
     """examples/tiny with a registry section and the caller workflow; its remote, a bare
     repository at ``<server>/<owner>/<repo>``; and the environment (git configuration) that
     sends the steps' git from github.com to that server."""
@@ -105,7 +105,7 @@ def _consumer(tmp: Path) -> tuple[Path, Path, dict[str, str]]:
     config = repo / "mlops.yaml"
     config.write_text(config.read_text() + REGISTRY)
     (repo / ".github/workflows").mkdir(parents=True)
-    (repo / ".github/workflows/release.yml").write_text(CALLER % {"ref": REF})
+    (repo / ".github/workflows/release.yml").write_text(CALLER % {"ref": REF, "model": model})
     _commit(repo)
     server = tmp / "server"
     remote = server / CONSUMER
@@ -160,6 +160,21 @@ def test_without_packaging_no_registry_is_logged_in_to_nor_anything_attested(
     assert result.ok, result.log[-12000:]
     assert not (result.out_dir / "docker-login.jsonl").exists()
     assert not (result.out_dir / "attest-build-provenance.jsonl").exists()
+
+
+def test_a_model_not_in_mlops_yaml_fails_the_release_with_an_annotation_and_pushes_nothing(
+        gha_repo: Path, tmp_path: Path) -> None:
+    consumer, remote, redirect = _consumer(tmp_path, model="no-such-model")
+    act = Act(tmp_path / "act", consumer, repository=CONSUMER, repos={SELF: gha_repo})
+    result = act.run(consumer / ".github/workflows/release.yml", "workflow_dispatch",
+                     payload={"inputs": {}}, env=redirect,
+                     secrets={"GITHUB_TOKEN": "ghs_standin"}, timeout=840)
+    assert not result.ok
+    errors = [line for line in result.log.splitlines() if "::error" in line]
+    assert any("no-such-model" in line for line in errors), result.log[-8000:]
+    assert "Traceback" not in result.log
+    assert git(remote, "tag", "-l").strip() == ""
+    assert not (result.out_dir / "version").exists()  # the check job never ran
 
 
 def test_the_caller_in_the_docs_is_the_one_tested() -> None:
