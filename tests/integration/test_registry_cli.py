@@ -180,3 +180,17 @@ def test_the_report_compares_with_the_champion(reg_ws: Workspace) -> None:
     proc = _ok(ws.cli("report"))  # no --baseline and no GitHub: the registry's champion
     assert f"the champion digits 1.0.0 at stage prod (run {champion})" in proc.stderr
     assert champion in proc.stdout
+
+
+@pytest.mark.parametrize("message", ["x" * 400_000, "Register\n\n{\"schema\": [", "\x1b[31m"])
+def test_a_hostile_tag_message_reads_as_lineage_unknown(reg_ws: Workspace,
+                                                        message: str) -> None:
+    ws = reg_ws
+    (ws.root.parent / "msg.txt").write_text(message)
+    git(ws.root, "tag", "-a", "-F", str(ws.root.parent / "msg.txt"), "digits@v3.0.0", "HEAD")
+    listed = _json(ws, "list")
+    assert isinstance(listed, list) and listed[0]["latest"] == "3.0.0"
+    shown = _ok(ws.cli("model", "show", "digits@3.0.0"))
+    assert "lineage:   unknown" in shown.stdout and "\x1b" not in shown.stdout
+    one = _json(ws, "show", "digits@3.0.0")
+    assert isinstance(one, dict) and one["lineage"]["problem"]
