@@ -19,8 +19,10 @@ from gha_mlops._closing import Closing
 from gha_mlops.errors import UsageError
 
 if TYPE_CHECKING:
+    from gha_mlops.demo.release import EngineFactory
     from gha_mlops.gha.runtime import Actions
     from gha_mlops.github.port import GitHubAPI, RunnersPort
+    from gha_mlops.packaging.image import DockerImages
     from gha_mlops.reporting.context import GitHubContext
     from gha_mlops.reporting.images import Bucket, ImageHost
     from gha_mlops.runners.backends.base import RunnerBackend
@@ -203,6 +205,29 @@ def object_stores() -> StoreOpener:
 
 
 # --- reports
+
+
+def image_engine(environ: Mapping[str, str]) -> EngineFactory | None:
+    """The Docker daemon ``environ`` names (``DOCKER_HOST``, else the local socket) as the
+    packaging's image engine, made when used; None without the docker SDK (the package
+    extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("docker") is None:
+        return None
+
+    def engine() -> DockerImages:
+        from gha_mlops.packaging.image import DockerImages
+
+        return DockerImages(environ=dict(environ))
+
+    return engine
+
+
+def wheel_cache(environ: Mapping[str, str]) -> Path:
+    """Where the wheels of serving images are kept: ``$XDG_CACHE_HOME/gha-mlops/wheels``."""
+    root = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "gha-mlops" / "wheels"
 
 
 def github_context(environ: Mapping[str, str]) -> GitHubContext:

@@ -21,8 +21,15 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 pytestmark = pytest.mark.slow
 
 
-def gha(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+NO_DOCKER = "unix:///nonexistent/docker.sock"
+
+
+def gha(*args: str, cwd: Path, check: bool = True,
+        docker_host: str = NO_DOCKER) -> subprocess.CompletedProcess[str]:
+    # No Docker daemon here, whatever the machine has: the demo's packaging step is tested
+    # against the tests' own dockerd (test_demo_release.py).
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"}
+    env["DOCKER_HOST"] = docker_host
     proc = subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600, check=False)
     if check and proc.returncode != 0:
@@ -45,7 +52,21 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = gha("demo", "project", cwd=root)
     assert "demo finished" in proc.stdout and "model sha256" in proc.stdout
     assert "gha-mlops reproduce latest" in proc.stdout  # the next commands to try
+    (root / "demo.out").write_text(proc.stdout)
     return root / "project"
+
+
+def test_demo_registers_its_model_and_says_in_one_line_that_it_did_not_package(
+        demo: Path) -> None:
+    out = (demo.parent / "demo.out").read_text()
+    assert "model version  digits 1.0.0, registered: git tag digits@v1.0.0" in out
+    skipped = [line for line in out.splitlines() if "not packaged" in line]
+    assert skipped == [f"  not packaged: Docker is not reachable at {NO_DOCKER} "
+                       "(then: gha-mlops package digits; docs/packaging.md)"]
+    shown = json.loads(gha("model", "show", "digits@1.0.0", "--json", cwd=demo).stdout)
+    assert shown["lineage"]["run_id"] == latest(demo)["id"]
+    assert shown["lineage"]["signature"]["inputs"] == [
+        {"name": "input", "datatype": "FP32", "shape": [-1, 1, 16, 16]}]
 
 
 def test_demo_trains_an_accurate_model_and_records_it(demo: Path) -> None:

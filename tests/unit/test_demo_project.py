@@ -44,7 +44,7 @@ PROJECT = {
     "requirements.lock",
     "data/digits.csv.gz.lock.yaml",
     "data/LICENSE-digits.txt",
-    *(f"src/{name}.py" for name in (*STAGES, "model")),
+    *(f"src/{name}.py" for name in (*STAGES, "model", "query")),
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from gha_mlops import bootstrap
+from gha_mlops.cli._demo_release import show_release
 from gha_mlops.cli._render import TerminalReporter, format_metric
 from gha_mlops.demo import DATASET
 from gha_mlops.demo.run import DemoOutcome, Setup
@@ -45,7 +46,9 @@ def demo(directory: Path, reset: bool, no_run: bool, jobs: int) -> None:
 
     outcome = run_demo(directory, reset=reset, run=not no_run, environ=dict(os.environ),
                        open_store=bootstrap.object_stores(),
-                       jobs=jobs, reporter=TerminalReporter(), prepared=prepared)
+                       jobs=jobs, reporter=TerminalReporter(), prepared=prepared,
+                       release_to=(bootstrap.image_engine(os.environ),
+                                   bootstrap.wheel_cache(os.environ)))
     if no_run:
         click.echo(f"run it with: cd {shlex.quote(shown)} && gha-mlops run")
         return
@@ -67,16 +70,21 @@ def _show(outcome: DemoOutcome, shown: str) -> None:
     if outcome.kernels:
         click.echo(f"  CPU kernels    {outcome.kernels}")
     click.echo(f"  run id         {record.id}")
+    cd = f"cd {shlex.quote(shown)}"
+    if outcome.release is not None:
+        show_release(outcome.release, cd)
     click.echo("")
     click.echo("next, try:")
-    cd = f"cd {shlex.quote(shown)}"
     click.echo(f"  {cd} && gha-mlops runs show latest      # the run record: data, params, env, outputs")
     click.echo(f"  {cd} && gha-mlops reproduce latest      # re-run from scratch, prove bit-identical")
     click.echo(f"  edit {shown}/params.yaml (train.epochs), then: {cd} && gha-mlops run   # only affected stages rerun")
 
 
 def _display(path: Path) -> str:
+    """``path`` relative to the current directory when it lies below it, else absolute
+    (``cd ../../tmp/demo`` reads worse than ``cd /tmp/demo``)."""
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path)
     except ValueError:
-        return str(path)
+        return str(path.absolute())
+    return str(path.absolute()) if rel.startswith("..") else rel

@@ -18,6 +18,7 @@ from gha_mlops.runs.record import ModelRef, RunRecord
 
 if TYPE_CHECKING:
     from gha_mlops.data.service import StoreOpener
+    from gha_mlops.demo.release import EngineFactory, Release
 
 HEADLINE = ("test_accuracy", "macro_f1")
 """The metrics of ``metrics/eval.json`` the demo shows."""
@@ -39,6 +40,7 @@ class DemoOutcome:
 
     setup: Setup
     record: RunRecord | None = None
+    release: Release | None = None
 
     @property
     def ran(self) -> list[str]:
@@ -77,11 +79,14 @@ class DemoOutcome:
 
 def demo(directory: Path, *, reset: bool, run: bool, environ: Mapping[str, str],
          open_store: StoreOpener, jobs: int = 1, reporter: Reporter | None = None,
-         prepared: Callable[[Setup], None] | None = None) -> DemoOutcome:
+         prepared: Callable[[Setup], None] | None = None,
+         release_to: tuple[EngineFactory | None, Path] | None = None) -> DemoOutcome:
     """Write the example into ``directory`` (files already there are kept unless ``reset``),
     make it a git repository, seed its dataset remote (opened with ``open_store``), tell
-    ``prepared``, and run it when ``run``. Raises the missing-extra error before writing anything when ``run`` and torch is
-    not installed."""
+    ``prepared``, and run it when ``run``. With ``release_to`` (an image engine factory, or
+    None without the package extra, and the wheel cache), register the run's model and
+    package it (:mod:`gha_mlops.demo.release`). Raises the missing-extra error before writing
+    anything when ``run`` and torch is not installed."""
     if run and importlib.util.find_spec("torch") is None:
         raise missing_extra("torch", "torch")
     written = write_project(directory, overwrite=reset)
@@ -94,7 +99,14 @@ def demo(directory: Path, *, reset: bool, run: bool, environ: Mapping[str, str],
     pipeline = load(directory / "mlops.yaml")
     result = run_pipeline(pipeline, RunOptions(environ=environ, jobs=jobs, open_store=open_store),
                           reporter)
-    return DemoOutcome(setup, RunRecord.from_json(result.record))
+    record = RunRecord.from_json(result.record)
+    if release_to is None:
+        return DemoOutcome(setup, record)
+    from gha_mlops.demo.release import release
+
+    engine, wheel_cache = release_to
+    return DemoOutcome(setup, record, release(directory, record, engine=engine,
+                                              wheel_cache=wheel_cache))
 
 
 def _git_init(directory: Path) -> None:

@@ -1,0 +1,62 @@
+"""`gha-mlops demo` with a Docker daemon: after its run the demo registers the model and
+packages it as a serving image, and the example's own query script gets digits back from the
+container it prints how to start.
+
+The tests' dockerd has no Docker Hub, so the slim serving base the packaging tests import is
+tagged ``python:3.11-slim`` there: the demo's default base, as on a user's machine that has
+pulled it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from gha_mlops.packaging.image import wait_ready
+from tests.conftest import CLI
+from tests.integration.package_helpers import free_port
+
+if TYPE_CHECKING:
+    from tests.integration.docker_fixtures import Dockerd
+
+pytest_plugins = ["tests.integration.docker_fixtures", "tests.integration.serving_fixtures"]
+pytestmark = pytest.mark.slow
+
+
+def test_the_demo_registers_packages_and_serves_its_model(
+        dockerd: Dockerd, serving_base: str, wheel_cache: Path, tmp_path: Path) -> None:
+    dockerd.client().api.tag(serving_base, "python", "3.11-slim")
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"}
+    env.update(DOCKER_HOST=dockerd.base_url, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    # The packaging tests' wheel cache: the wheels for the image's Python are fetched once.
+    (tmp_path / "cache" / "gha-mlops").mkdir(parents=True)
+    (tmp_path / "cache" / "gha-mlops" / "wheels").symlink_to(wheel_cache)
+    proc = subprocess.run([*CLI, "demo", "demo"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "model version  digits 1.0.0, registered: git tag digits@v1.0.0" in proc.stdout
+    assert "image          gha-mlops/digits:1.0.0" in proc.stdout
+    assert "not packaged" not in proc.stdout
+    shown = re.search(r"docker run --rm -d -p 8080:8080 --name digits (\S+)", proc.stdout)
+    assert shown and shown.group(1) == "gha-mlops/digits:1.0.0"
+
+    port = free_port()
+    container = dockerd.client().containers.run(
+        "gha-mlops/digits:1.0.0", detach=True, network_mode="host",
+        environment={"PORT": str(port)})
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", timeout=60)
+        # The query script the demo points to, with the demo's own test images.
+        answer = subprocess.run([sys.executable, "src/query.py", f"127.0.0.1:{port}", "20"],
+                                cwd=tmp_path / "demo", capture_output=True, text=True,
+                                timeout=60, check=True).stdout
+        pairs = re.findall(r"predicted (\d)  true (\d)", answer)
+        assert len(pairs) == 20
+        assert sum(p == t for p, t in pairs) >= 18  # a 0.99-accurate model
+    finally:
+        container.remove(force=True)
