@@ -206,16 +206,14 @@ def _sha256(path: Path) -> str:
 
 
 def package(workspace: Path, request: PackageRequest, *, engine: ImageEngine, wheel_cache: Path,
-            environ: Mapping[str, str] | None = None,
             pip: Sequence[str] | None = None) -> PackageResult:
     """Build (and with ``request.push``, push and record) the serving image of a registered
     model; see the module's docstring. Errors are :class:`GhaMlopsError`: the registry's
     (unknown model or version, model bytes missing), the export's (mismatch beyond the
-    tolerance), :class:`PackageError` (Docker, the base image, wheels, the push).
-    ``environ`` names the git committer of the note that records a pushed image."""
+    tolerance), :class:`PackageError` (Docker, the base image, wheels, the push)."""
     from gha_mlops.registry import open_registry
 
-    reg = open_registry(workspace, environ=environ)
+    reg = open_registry(workspace)
     mv = reg.resolve(request.ref)
     image = image_reference(mv.name, mv.version, request.tag)
     model = reg.model_file(mv)
