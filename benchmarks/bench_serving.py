@@ -96,6 +96,19 @@ def request_body(folder: Path) -> tuple[Path, np.ndarray]:
     return path, x
 
 
+def binary_body(x: np.ndarray) -> tuple[Path, int]:
+    """The same image with the binary tensor extension (oip_server only: MLServer has none):
+    the body, and the length of its JSON part for the Inference-Header-Content-Length."""
+    header = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape),
+                                     "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "outputs": [{"name": "logits",
+                                      "parameters": {"binary_data": True}}]}).encode()
+    path = DIR / "body.bin"
+    path.write_bytes(header + x.astype("<f4").tobytes())
+    return path, len(header)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -167,10 +180,13 @@ def mlserver_dir(onnx_path: Path, port: int, workers: int) -> Path:
 _LINE = re.compile(r"^\s+(\d+)%+ in ([\d.]+) secs", re.M)
 
 
-def hey(url: str, body: Path, concurrency: int, seconds: int, qps: int = 0) -> dict[str, float]:
+def hey(url: str, body: Path, concurrency: int, seconds: int, qps: int = 0,
+        headers: Sequence[str] = ()) -> dict[str, float]:
     """One hey run: requests/s, p50 and p99 in ms, and how many answers were not 200."""
     argv = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST", "-T",
             "application/json", "-D", str(body)]
+    for header in headers:
+        argv += ["-H", header]
     if qps:
         argv += ["-q", str(qps)]
     out = subprocess.run([*argv, url], check=True, capture_output=True, text=True).stdout
@@ -191,18 +207,34 @@ def check_answer(url: str, body: Path, want: np.ndarray) -> None:
     np.testing.assert_allclose(np.array(out["data"]).reshape(out["shape"]), want, atol=1e-6)
 
 
-def measure(name: str, url: str, body: Path, runs: int, seconds: int) -> dict[str, object]:
-    """The median over ``runs`` of each load: 1, 8, 32 clients, and 100 req/s."""
-    loads = [(f"c={c}", c, 0) for c in CONCURRENCY] + [("100 req/s", 4, 25)]
-    hey(url, body, 8, 2)  # warm-up: connections, caches, allocator
+Load = tuple[str, int, int, Path, tuple[str, ...]]  # label, clients, req/s each, body, headers
+
+
+def loads_for(body: Path, binary: tuple[Path, int] | None = None) -> list[Load]:
+    """1, 8 and 32 clients as fast as they can, 100 req/s; binary tensors at 8 clients."""
+    loads: list[Load] = [(f"c={c}", c, 0, body, ()) for c in CONCURRENCY]
+    loads.append(("100 req/s", 4, 25, body, ()))
+    if binary:
+        loads.append(("c=8 binary", 8, 0, binary[0],
+                      (f"Inference-Header-Content-Length: {binary[1]}",)))
+    return loads
+
+
+def measure(name: str, url: str, loads: list[Load], runs: int,
+            seconds: int) -> dict[str, object]:
+    """The median over ``runs`` of each load, with the load average around it (the machine
+    is shared: a high one says the figures are the machine's, not the server's)."""
+    hey(url, loads[0][3], 8, 2)  # warm-up: connections, caches, allocator
     result: dict[str, object] = {}
-    for label, clients, qps in loads:
-        samples = [hey(url, body, clients, seconds, qps) for _ in range(runs)]
+    for label, clients, qps, body, headers in loads:
+        samples = [hey(url, body, clients, seconds, qps, headers) for _ in range(runs)]
         med = {k: statistics.median(s[k] for s in samples) for k in ("rps", "p50", "p99")}
         med["failed"] = sum(s["failed"] for s in samples)
+        med["loadavg_1m"] = os.getloadavg()[0]
         result[label] = med
         print(f"  {name:<28} {label:<10} {med['rps']:9.0f} req/s  p50 {med['p50']:6.2f} ms  "
-              f"p99 {med['p99']:6.2f} ms  non-200: {med['failed']:.0f}", flush=True)
+              f"p99 {med['p99']:6.2f} ms  non-200: {med['failed']:.0f}  "
+              f"load average {med['loadavg_1m']:.1f}", flush=True)
     return result
 
 
@@ -238,7 +270,8 @@ def main() -> None:
             url = f"{base}/v2/models/{NAME}/infer"
             check_answer(url, body, want)
             results[f"oip_server workers={workers}"] = measure(
-                f"oip_server workers={workers}", url, body, args.runs, args.seconds)
+                f"oip_server workers={workers}", url, loads_for(body, binary_body(x)),
+                args.runs, args.seconds)
     if not args.skip_mlserver:
         mlserver = ensure_mlserver()
         for workers in args.mlserver_workers:
@@ -252,7 +285,7 @@ def main() -> None:
                 url = f"{base}/v2/models/{NAME}/infer"
                 check_answer(url, body, want)
                 results[f"MLServer parallel_workers={workers}"] = measure(
-                    f"MLServer parallel_workers={workers}", url, body, args.runs,
+                    f"MLServer parallel_workers={workers}", url, loads_for(body), args.runs,
                     args.seconds)
     out = REPO / "benchmarks/results/serving.json"
     out.parent.mkdir(parents=True, exist_ok=True)

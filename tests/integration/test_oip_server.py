@@ -53,11 +53,11 @@ def _direct(model_dir: Path, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _triton_infer(client: triton.InferenceServerClient, x: np.ndarray, version: str = "",
-                  outputs: tuple[str, ...] = ("output", "label")) -> triton.InferResult:
-    given = triton.InferInput("input", list(x.shape), "FP32")
-    given.set_data_from_numpy(x, binary_data=False)
-    return client.infer("tiny", [given], model_version=version, request_id="req-7",
-                        outputs=[triton.InferRequestedOutput(n, binary_data=False)
+                  outputs: tuple[str, ...] = ("output", "label"),
+                  binary: bool = False) -> triton.InferResult:
+    return client.infer("tiny", [_input(x, binary)], model_version=version,
+                        request_id="req-7",
+                        outputs=[triton.InferRequestedOutput(n, binary_data=binary)
                                  for n in outputs])
 
 
@@ -75,17 +75,18 @@ def test_an_independent_client_sees_a_live_ready_model_with_its_signature(
     assert client.get_server_metadata()["name"] == "gha-mlops-oip"
 
 
+@pytest.mark.parametrize("binary", [False, True], ids=["JSON tensors", "binary tensors"])
 def test_inference_through_the_client_equals_onnxruntime_run_directly(
-        server: RunningServer, model_dir: Path) -> None:
+        server: RunningServer, model_dir: Path, binary: bool) -> None:
     client = _client(server)
     want = _direct(model_dir, X)
     for version in ("", "1.0.0"):
-        result = _triton_infer(client, X, version)
+        result = _triton_infer(client, X, version, binary=binary)
         assert result.get_response()["id"] == "req-7"
         np.testing.assert_array_equal(result.as_numpy("output"), want["output"])
         np.testing.assert_array_equal(result.as_numpy("label"), want["label"])
         assert result.as_numpy("output").dtype == np.float32
-    only = _triton_infer(client, X[:1], outputs=("label",))
+    only = _triton_infer(client, X[:1], outputs=("label",), binary=binary)
     assert [o["name"] for o in only.get_response()["outputs"]] == ["label"]
 
 
@@ -243,9 +244,9 @@ def test_workers_share_the_port_and_the_metrics_and_stop_on_sigterm(model_dir: P
     assert proc.returncode == 0
 
 
-def _input(x: np.ndarray) -> triton.InferInput:
+def _input(x: np.ndarray, binary: bool = False) -> triton.InferInput:
     given = triton.InferInput("input", list(x.shape), "FP32")
-    given.set_data_from_numpy(x, binary_data=False)
+    given.set_data_from_numpy(x, binary_data=binary)
     return given
 
 

@@ -101,8 +101,8 @@ def test_a_valid_request_runs_and_answers_in_the_v2_form(model: srv.Model) -> No
     x = np.array([[1, 2, 3, 4], [0.5, 0, 0, 1]], dtype=np.float32)
     for data in (x.tolist(), x.ravel().tolist()):  # nested or flat, row-major
         request = srv.parse_infer_request(json.dumps(_request(data=data)).encode(), model)
-        answer = srv.infer(model, request)
-        assert answer["model_name"] == "tiny" and answer["id"] == "r-1"
+        answer, blob = srv.infer(model, request)
+        assert blob == b"" and answer["model_name"] == "tiny" and answer["id"] == "r-1"
         out, label = answer["outputs"]
         assert out["name"] == "output" and out["datatype"] == "FP32" and out["shape"] == [2, 3]
         np.testing.assert_array_equal(np.array(out["data"]).reshape(2, 3), x @ W + B)
@@ -112,7 +112,7 @@ def test_a_valid_request_runs_and_answers_in_the_v2_form(model: srv.Model) -> No
 
 def test_outputs_asked_for_are_the_only_ones_answered(model: srv.Model) -> None:
     doc = {**_request(), "outputs": [{"name": "label"}]}
-    answer = srv.infer(model, srv.parse_infer_request(json.dumps(doc).encode(), model))
+    answer, _ = srv.infer(model, srv.parse_infer_request(json.dumps(doc).encode(), model))
     assert [o["name"] for o in answer["outputs"]] == ["label"]
 
 
@@ -137,7 +137,8 @@ BAD_REQUESTS: list[tuple[str, Any, str]] = [
     ("strings for numbers", _request(data=["1"] * 8), "strings"),
     ("booleans for numbers", _request(data=[True] * 8), "booleans"),
     ("data not a list", _request(data="AAAA"), "data must be a list"),
-    ("binary extension", _request(parameters={"binary_data_size": 32}), "binary tensor"),
+    ("binary data without the header", _request(parameters={"binary_data_size": 32}),
+     "does not fit the 0 bytes"),
     ("unknown output", {**_request(), "outputs": [{"name": "z"}]}, "no output ['z']"),
 ]
 
@@ -175,7 +176,7 @@ def test_the_routes_before_and_after_the_model_is_ready(model: srv.Model) -> Non
     app.set_model(model)
     assert _call(app, "GET", "/v2/health/ready")[0] == 200
     assert _call(app, "GET", "/v2") == (200, {"name": "gha-mlops-oip", "version": "1.0",
-                                              "extensions": []})
+                                              "extensions": ["binary_tensor_data"]})
     for path in ("/v2/models/tiny", "/v2/models/tiny/versions/1.0.0"):
         assert _call(app, "GET", path) == (200, model.metadata())
     assert _call(app, "GET", "/v2/models/tiny/versions/1.0.0/ready")[0] == 200
@@ -242,3 +243,42 @@ def test_a_missing_or_unreadable_model_is_refused(tmp_path: Path) -> None:
     _edit_manifest(folder, sha256=None)
     with pytest.raises(srv.ModelError, match="onnxruntime cannot load it"):
         srv.load_model(folder)
+
+
+# ---------------------------------------------------------------- binary tensor extension
+
+
+def _binary_request(x: np.ndarray, doc_changes: dict[str, Any] | None = None,
+                    size: int | None = None, extra: bytes = b"") -> tuple[bytes, int]:
+    item = {"name": "input", "shape": list(x.shape), "datatype": "FP32",
+            "parameters": {"binary_data_size": x.nbytes if size is None else size}}
+    header = json.dumps({"inputs": [item], **(doc_changes or {})}).encode()
+    return header + x.astype("<f4").tobytes() + extra, len(header)
+
+
+def test_binary_inputs_and_outputs_round_trip(model: srv.Model) -> None:
+    x = np.array([[1, 2, 3, 4], [0.5, 0, 0, 1]], dtype=np.float32)
+    body, json_length = _binary_request(x, {"outputs": [
+        {"name": "output", "parameters": {"binary_data": True}}, {"name": "label"}]})
+    answer, blob = srv.infer(model, srv.parse_infer_request(body, model, json_length))
+    out, label = answer["outputs"]
+    assert out["parameters"] == {"binary_data_size": 24} and "data" not in out
+    np.testing.assert_array_equal(np.frombuffer(blob, "<f4").reshape(2, 3), x @ W + B)
+    assert label["data"] == (x @ W + B).argmax(axis=1).tolist()
+    everything, json_length = _binary_request(x, {"parameters": {"binary_data_output": True}})
+    answer, blob = srv.infer(model, srv.parse_infer_request(everything, model, json_length))
+    assert len(blob) == 24 + 16 and all("data" not in o for o in answer["outputs"])
+
+
+@pytest.mark.parametrize(("size", "extra", "json_length", "says"), [
+    (31, b"", None, "needs 32"),                         # size is not shape x itemsize
+    (64, b"", None, "does not fit the 32 bytes"),        # size beyond the body
+    (32, b"junk", None, "4 bytes of binary data follow"),  # bytes no input claims
+    (32, b"", 10**6, "over the body's"),                 # header length beyond the body
+])
+def test_binary_data_that_does_not_add_up_is_a_400(
+        model: srv.Model, size: int, extra: bytes, json_length: int | None, says: str) -> None:
+    x = np.ones((2, 4), dtype=np.float32)
+    body, header_length = _binary_request(x, size=size, extra=extra)
+    with pytest.raises(srv.BadRequest, match=says):
+        srv.parse_infer_request(body, model, json_length or header_length)

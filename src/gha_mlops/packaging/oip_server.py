@@ -220,9 +220,10 @@ class InferRequest:
     id: str | None
     feeds: dict[str, np.ndarray]
     outputs: list[str]
+    binary: frozenset[str] = frozenset()  # outputs to answer as binary data
 
 
-def _tensor_from_json(spec: Tensor, item: dict[str, Any], where: str) -> np.ndarray:
+def _checked_shape(spec: Tensor, item: dict[str, Any], where: str) -> list[int]:
     if item.get("datatype") != spec.datatype:
         raise BadRequest(400, f"{where}: datatype {item.get('datatype')!r} is not the model's "
                          f"{spec.datatype}")
@@ -234,10 +235,11 @@ def _tensor_from_json(spec: Tensor, item: dict[str, Any], where: str) -> np.ndar
             want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)):
         raise BadRequest(400, f"{where}: shape {shape} does not fit the model's "
                          f"{list(spec.shape)} (-1: any size)")
-    if "parameters" in item and isinstance(item["parameters"], dict) and \
-            "binary_data_size" in item["parameters"]:
-        raise BadRequest(400, f"{where}: binary tensor data is not supported: send the "
-                         "values in 'data' (tritonclient: binary_data=False)")
+    return shape
+
+
+def _tensor_from_json(spec: Tensor, item: dict[str, Any], shape: list[int],
+                      where: str) -> np.ndarray:
     data = item.get("data")
     if not isinstance(data, list):
         raise BadRequest(400, f"{where}: data must be a list of values (flat or nested, "
@@ -259,6 +261,37 @@ def _tensor_from_json(spec: Tensor, item: dict[str, Any], where: str) -> np.ndar
     return _cast(array, spec.datatype, where).reshape(shape)
 
 
+def _tensor_from_binary(spec: Tensor, blob: memoryview, shape: list[int],
+                        where: str) -> np.ndarray:
+    """The binary tensor extension: raw little-endian values in row-major order; BYTES
+    elements each prefixed with their length (4 bytes, little-endian)."""
+    count = 1
+    for d in shape:
+        count *= d
+    if spec.datatype == "BYTES":
+        elements: list[bytes] = []
+        pos = 0
+        while pos + 4 <= len(blob) and len(elements) < count:
+            size = int.from_bytes(blob[pos:pos + 4], "little")
+            elements.append(bytes(blob[pos + 4:pos + 4 + size]))
+            pos += 4 + size
+        if len(elements) != count or pos != len(blob):
+            raise BadRequest(400, f"{where}: the binary data does not hold {count} "
+                             "length-prefixed elements")
+        try:
+            return np.array([e.decode() for e in elements], dtype=np.object_).reshape(shape)
+        except UnicodeDecodeError as err:
+            raise BadRequest(400, f"{where}: a BYTES element is not UTF-8") from err
+    dtype = np.dtype(DTYPES[spec.datatype]).newbyteorder("<")
+    if len(blob) != count * dtype.itemsize:
+        raise BadRequest(400, f"{where}: binary_data_size is {len(blob)} bytes; shape {shape} "
+                         f"of {spec.datatype} needs {count * dtype.itemsize}")
+    if spec.datatype == "BOOL" and np.frombuffer(blob, dtype=np.uint8).max(initial=0) > 1:
+        raise BadRequest(400, f"{where}: BOOL values must be bytes 0 or 1")
+    return np.frombuffer(blob, dtype=dtype).astype(dtype.newbyteorder("="),
+                                                    copy=False).reshape(shape)
+
+
 _KIND_WORDS = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers",
                "U": "strings", "O": "mixed or oversized values"}
 
@@ -275,11 +308,24 @@ def _cast(array: np.ndarray, datatype: str, where: str) -> np.ndarray:
     return array.astype(dtype, copy=False)
 
 
-def parse_infer_request(body: bytes, model: Model) -> InferRequest:
+def _split_body(body: bytes, json_length: int | None) -> tuple[bytes, memoryview]:
+    if json_length is None:
+        return body, memoryview(b"")
+    if json_length > len(body):
+        raise BadRequest(400, f"Inference-Header-Content-Length ({json_length}) is over the "
+                         f"body's {len(body)} bytes")
+    return body[:json_length], memoryview(body)[json_length:]
+
+
+def parse_infer_request(body: bytes, model: Model, json_length: int | None = None
+                        ) -> InferRequest:
     """Validate an infer request body against the model's signature; BadRequest(400) naming
-    the field and what was expected. Every model input must be given, each once."""
+    the field and what was expected. Every model input must be given, each once. With
+    ``json_length`` (the Inference-Header-Content-Length header) the body is that much JSON
+    followed by the binary data of the inputs whose parameters give binary_data_size."""
+    header, binary = _split_body(body, json_length)
     try:
-        doc = json.loads(body)
+        doc = json.loads(header)
     except (ValueError, RecursionError) as err:
         raise BadRequest(400, "the body is not JSON (an inference request is "
                          '{"inputs": [{"name", "shape", "datatype", "data"}]})') from err
@@ -294,6 +340,7 @@ def parse_infer_request(body: bytes, model: Model) -> InferRequest:
                          "{name, shape, datatype, data} objects")
     specs = {t.name: t for t in model.inputs}
     feeds: dict[str, np.ndarray] = {}
+    offset = 0
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadRequest(400, f"inputs[{i}] must be an object with a string 'name'")
@@ -303,17 +350,43 @@ def parse_infer_request(body: bytes, model: Model) -> InferRequest:
                              f"(its inputs: {sorted(specs)})")
         if name in feeds:
             raise BadRequest(400, f"inputs[{i}]: input {name!r} is given twice")
-        feeds[name] = _tensor_from_json(specs[name], item, f"input {name!r}")
+        where = f"input {name!r}"
+        shape = _checked_shape(specs[name], item, where)
+        params = item.get("parameters")
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is None:
+            feeds[name] = _tensor_from_json(specs[name], item, shape, where)
+            continue
+        if type(size) is not int or size < 0 or offset + size > len(binary):
+            raise BadRequest(400, f"{where}: binary_data_size {size!r} does not fit the "
+                             f"{len(binary)} bytes of binary data after the JSON")
+        feeds[name] = _tensor_from_binary(specs[name], binary[offset:offset + size], shape,
+                                          where)
+        offset += size
     missing = sorted(set(specs) - set(feeds))
     if missing:
         raise BadRequest(400, f"inputs: the model also needs {missing}")
-    return InferRequest(request_id, feeds, _requested_outputs(doc.get("outputs"), model))
+    if offset != len(binary):
+        raise BadRequest(400, f"{len(binary) - offset} bytes of binary data follow the JSON "
+                         "that no input's binary_data_size claims")
+    outputs, binary_out = _requested_outputs(doc, model)
+    return InferRequest(request_id, feeds, outputs, binary_out)
 
 
-def _requested_outputs(requested: Any, model: Model) -> list[str]:
+def _binary_flag(doc: dict[str, Any], key: str, default: bool) -> bool:
+    params = doc.get("parameters")
+    value = params.get(key, default) if isinstance(params, dict) else default
+    return value if isinstance(value, bool) else default
+
+
+def _requested_outputs(doc: dict[str, Any], model: Model) -> tuple[list[str], frozenset[str]]:
+    """The outputs to answer, and those to answer as binary data (the request's
+    binary_data_output parameter, overridden per output by its binary_data parameter)."""
     known = [t.name for t in model.outputs]
+    all_binary = _binary_flag(doc, "binary_data_output", False)
+    requested = doc.get("outputs")
     if requested is None:
-        return known
+        return known, frozenset(known if all_binary else ())
     if not isinstance(requested, list) or not all(
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
         raise BadRequest(400, "outputs must be a list of {name} objects")
@@ -322,33 +395,43 @@ def _requested_outputs(requested: Any, model: Model) -> list[str]:
     if unknown:
         raise BadRequest(400, f"outputs: the model has no output {unknown} (its outputs: "
                          f"{known})")
-    return list(dict.fromkeys(names))
+    binary = frozenset(o["name"] for o in requested
+                       if _binary_flag(o, "binary_data", all_binary))
+    return list(dict.fromkeys(names)), binary
 
 
 _NP_TO_OIP = {np.dtype(v).str: k for k, v in DTYPES.items() if k != "BYTES"}
 
 
-def infer(model: Model, request: InferRequest) -> dict[str, Any]:
-    """Run the session and build the V2 inference response (data flattened row-major)."""
+def infer(model: Model, request: InferRequest) -> tuple[dict[str, Any], bytes]:
+    """Run the session; the V2 inference response (data flattened row-major) and the binary
+    data of the outputs asked for as binary, in their order (empty when none)."""
     try:
         results = model.session.run(request.outputs, request.feeds)
     except ort.capi.onnxruntime_pybind11_state.InvalidArgument as err:
         raise BadRequest(400, f"the model refused the inputs: {err}") from err
-    outputs = []
+    outputs, blobs = [], []
     for name, value in zip(request.outputs, results, strict=True):
         array = np.asarray(value)
-        datatype = "BYTES" if array.dtype.kind in "OU" else _NP_TO_OIP[array.dtype.str]
-        data = array.ravel().tolist()
+        datatype = "BYTES" if array.dtype.kind in "OUS" else _NP_TO_OIP[array.dtype.str]
+        out: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
         if datatype == "BYTES":
             data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                    for v in data]
-        outputs.append({"name": name, "shape": list(array.shape), "datatype": datatype,
-                        "data": data})
+                    for v in array.ravel().tolist()]
+        if name in request.binary:
+            blob = b"".join(len(e).to_bytes(4, "little") + e for e in (
+                v.encode() for v in data)) if datatype == "BYTES" else \
+                array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            out["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            out["data"] = data if datatype == "BYTES" else array.ravel().tolist()
+        outputs.append(out)
     response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if request.id is not None:
         response["id"] = request.id
     response["outputs"] = outputs
-    return response
+    return response, b"".join(blobs)
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -450,6 +533,7 @@ class Response:
     body: bytes
     endpoint: int
     content_type: str = JSON_TYPE
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def _json(status: int, doc: Any, endpoint: str) -> Response:
@@ -471,13 +555,14 @@ class App:
         self.name, self.version = name, version
         self._live = _json(200, {"live": True}, "health_live")
         self._server = _json(200, {"name": SERVER_NAME, "version": SERVER_VERSION,
-                                   "extensions": []}, "server_metadata")
+                                   "extensions": ["binary_tensor_data"]}, "server_metadata")
 
     def set_model(self, model: Model) -> None:
         self.model, self.name, self.version = model, model.name, model.version
         self.metrics.set_loaded(True)
 
-    def handle(self, method: str, target: str, body: bytes) -> Response:
+    def handle(self, method: str, target: str, body: bytes,
+               json_length: int | None = None) -> Response:
         """Answer one request; never raises for anything a client can send."""
         path = target.split("?", 1)[0]
         if path == "/v2/health/live":
@@ -492,7 +577,7 @@ class App:
                 200, self.metrics.render(self.name, self.version), ENDPOINTS.index("metrics"),
                 METRICS_TYPE)
         if path.startswith("/v2/models/"):
-            return self._model_route(method, path[len("/v2/models/"):], body)
+            return self._model_route(method, path[len("/v2/models/"):], body, json_length)
         return error_response(404, f"no such endpoint: {path[:200]!r} (see GET /v2)")
 
     @staticmethod
@@ -501,7 +586,8 @@ class App:
             return None
         return error_response(405, f"{endpoint} answers GET, not {method}", endpoint)
 
-    def _model_route(self, method: str, rest: str, body: bytes) -> Response:
+    def _model_route(self, method: str, rest: str, body: bytes,
+                     json_length: int | None) -> Response:
         action = "metadata"
         for suffix in ("/infer", "/ready"):
             if rest.endswith(suffix):
@@ -526,19 +612,24 @@ class App:
             return _json(200, self.model.metadata(), endpoint)
         if action == "ready":
             return _json(200, {"name": self.model.name, "ready": True}, endpoint)
-        return self._infer(body)
+        return self._infer(body, json_length)
 
-    def _infer(self, body: bytes) -> Response:
+    def _infer(self, body: bytes, json_length: int | None) -> Response:
         assert self.model is not None
         start = time.perf_counter()
         try:
-            response = infer(self.model, parse_infer_request(body, self.model))
+            response, blob = infer(self.model,
+                                   parse_infer_request(body, self.model, json_length))
         except BadRequest as err:
             return error_response(err.status, err.message, "infer")
         except Exception as err:  # the one boundary: a model failure is a 500, never a crash
             return error_response(500, f"inference failed: {type(err).__name__}: {err}",
                                   "infer")
         answer = _json(200, response, "infer")
+        if blob:
+            answer = Response(200, answer.body + blob, answer.endpoint,
+                              "application/octet-stream",
+                              (("Inference-Header-Content-Length", str(len(answer.body))),))
         self.metrics.observe(time.perf_counter() - start)
         return answer
 
@@ -568,6 +659,7 @@ class Head:
     keep_alive: bool
     http10: bool = False
     expect_continue: bool = False
+    json_length: int | None = None  # Inference-Header-Content-Length (binary extension)
 
 
 def parse_head(raw: bytes, limits: Limits) -> Head:
@@ -588,6 +680,7 @@ def parse_head(raw: bytes, limits: Limits) -> Head:
         raise BadRequest(431, f"more than {limits.max_headers} header lines")
     length: int | None = None
     chunked = expect = False
+    json_length: int | None = None
     connection = b""
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
@@ -604,6 +697,10 @@ def parse_head(raw: bytes, limits: Limits) -> Head:
             connection = value.lower()
         elif name == b"expect":
             expect = value.lower() == b"100-continue"
+        elif name == b"inference-header-content-length":
+            if not value.isdigit() or len(value) > 18:
+                raise BadRequest(400, "Inference-Header-Content-Length must be a number")
+            json_length = int(value)
     method, http10 = parts[0].decode(), parts[2] == b"HTTP/1.0"
     if chunked or (length is None and method == "POST"):
         raise BadRequest(411, "send the body with a Content-Length header (chunked request "
@@ -617,7 +714,7 @@ def parse_head(raw: bytes, limits: Limits) -> Head:
         target = parts[1].decode("ascii")
     except UnicodeDecodeError as err:
         raise BadRequest(400, "the request target must be ASCII (percent-encode it)") from err
-    return Head(method, target, length or 0, keep_alive, http10, expect)
+    return Head(method, target, length or 0, keep_alive, http10, expect, json_length)
 
 
 def render_response(response: Response, keep_alive: bool, http10: bool = False) -> bytes:
@@ -626,7 +723,8 @@ def render_response(response: Response, keep_alive: bool, http10: bool = False) 
         else "Connection: close\r\n"
     head = (f"HTTP/1.1 {response.status} {REASONS[response.status]}\r\n"
             f"Content-Type: {response.content_type}\r\n"
-            f"Content-Length: {len(response.body)}\r\n{connection}\r\n")
+            f"Content-Length: {len(response.body)}\r\n{connection}"
+            + "".join(f"{k}: {v}\r\n" for k, v in response.headers) + "\r\n")
     return head.encode("ascii") + response.body
 
 
@@ -756,7 +854,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _answer(self, head: Head, body: bytes) -> None:
         assert self.transport is not None
-        response = self.server.app.handle(head.method, head.target, body)
+        response = self.server.app.handle(head.method, head.target, body, head.json_length)
         keep = head.keep_alive and not self.server.stopping
         self.transport.write(render_response(response, keep, head.http10))
         self.server.app.metrics.count(response.endpoint, response.status)
