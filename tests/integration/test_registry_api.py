@@ -102,6 +102,9 @@ def test_the_tag_cache_sees_every_change_git_makes(registered: Workspace) -> Non
     git(ws.root, "tag", "-f", "-a", "-m", "moved", "digits@v1.0.0", "HEAD")
     assert [t.message for t in cached_tags(ws.root)] == ["moved\n"]
     # A cache of another form is rebuilt, never trusted.
-    (ws.root / ".git/gha-mlops/tags.json").write_text(json.dumps(
-        {"format": 1, "key": "x", "tags": [[1, 2]]}))
+    cache = ws.root / ".git/gha-mlops/tags.json"
+    head, body = cache.read_bytes().split(b"\n", 1)
+    cache.write_bytes(head + b"\n" + body.replace(b"moved", b"MOVED"))
+    assert [t.message for t in cached_tags(ws.root)] == ["moved\n"]
+    cache.write_bytes(json.dumps({"format": 1, "key": "x", "tags": [[1, 2]]}).encode())
     assert names() == ["digits@v1.0.0"]
