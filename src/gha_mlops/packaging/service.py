@@ -45,10 +45,11 @@ SERVER = Path(__file__).with_name("oip_server.py")
 LABEL_PREFIX = "io.gha-mlops.model."
 MAX_CHECK_ROWS = 10_000  # rows of check_data the export is compared on
 # The distribution reference grammar (docker/distribution reference/regexp.go), simplified:
-# [domain[:port]/]path[/path...][:tag]
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?)"
-_REFERENCE = re.compile(rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?$")
+# [domain[:port]/]path[/path...][:tag]; the first part is a domain only when it has a '.' or
+# a ':' or is localhost (as Docker reads it), else it is a (lowercase) path component.
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DOMAIN = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
 
 
 class ImageEngine(Protocol):
@@ -107,11 +108,23 @@ def image_reference(name: str, version: str, tag: str | None) -> str:
         ref = tag
     else:
         ref = f"{tag}:{version}"
-    if len(ref) > 255 or not _REFERENCE.match(ref):
+    if len(ref) > 255 or not _valid_reference(ref):
         raise UsageError(f"{quoted(ref)} is not an image reference Docker accepts",
                          hint="give --tag as [REGISTRY/]PATH[:TAG] (lowercase path), or "
                               "REGISTRY/PATH/ to name only where it goes")
     return ref
+
+
+def _valid_reference(ref: str) -> bool:
+    parts = ref.split("/")
+    last, sep, tag = parts[-1].partition(":")
+    parts[-1] = last
+    if sep and not _TAG.fullmatch(tag):
+        return False
+    domain = len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost")
+    if domain and not _DOMAIN.fullmatch(parts.pop(0)):
+        return False
+    return all(_COMPONENT.fullmatch(part) for part in parts)
 
 
 def model_json(mv: ModelVersion, signature: Mapping[str, Any], onnx_sha256: str) -> dict[str, Any]:
