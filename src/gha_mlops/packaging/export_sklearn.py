@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gha_mlops.errors import missing_extra, quoted
+from gha_mlops.errors import MissingExtraError, quoted
 from gha_mlops.packaging.export import Converted, ExportError
 
 _PACKAGES = ("sklearn", "numpy", "scipy")
@@ -87,7 +87,7 @@ def load_restricted(source: Path) -> Any:
             _validate_fileobject_and_memmap,
         )
     except ImportError as err:
-        raise missing_extra("joblib", "package") from err
+        raise _missing_sklearn() from err
 
     class Restricted(NumpyUnpickler):  # type: ignore[misc]
         def find_class(self, module: str, name: str) -> Any:
@@ -106,6 +106,13 @@ def load_restricted(source: Path) -> Any:
             raise ExportError(f"{source}: not a readable pickle ({err})") from err
 
 
+def _missing_sklearn() -> MissingExtraError:
+    # No extra of gha-mlops installs scikit-learn: a project exporting its models has it.
+    return MissingExtraError(
+        "exporting a scikit-learn model needs scikit-learn and skl2onnx, which are not "
+        "installed", hint="pip install scikit-learn skl2onnx")
+
+
 def from_sklearn_pickle(source: Path, check_inputs: Any | None) -> Converted:
     """A scikit-learn estimator (or pipeline) to ONNX with a float32 input ``input`` of
     shape ``[-1, n_features]``; classifiers give ``label`` and ``probabilities`` (no ZipMap:
@@ -117,7 +124,7 @@ def from_sklearn_pickle(source: Path, check_inputs: Any | None) -> Converted:
         from skl2onnx.common.exceptions import MissingShapeCalculator
         from sklearn.base import is_classifier
     except ImportError as err:
-        raise missing_extra("skl2onnx", "package") from err
+        raise _missing_sklearn() from err
     model = load_restricted(source)
     if not hasattr(model, "fit"):
         raise ExportError(f"{source}: the pickle holds a {type(model).__name__}, not a "
