@@ -264,3 +264,17 @@ def test_a_model_it_cannot_serve_is_one_error_line_and_status_2(tmp_path: Path) 
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "sha256" in proc.stderr
     assert "Traceback" not in proc.stderr and "ready on" not in proc.stdout
+
+
+def test_connections_over_the_limit_get_503_and_the_server_goes_on(model_dir: Path) -> None:
+    with running_server(model_dir, "--max-connections", "2") as running:
+        idle = [socket.create_connection(running.host_port) for _ in range(2)]
+        try:
+            time.sleep(0.2)  # the server has accepted both
+            answer = _raw(running, b"GET /v2/health/live HTTP/1.1\r\n\r\n")
+            assert _status(answer) == 503 and b"--max-connections" in answer
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.2)
+        _still_serves(running)

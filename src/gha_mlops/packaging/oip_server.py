@@ -647,6 +647,7 @@ class Limits:
     request_timeout: float = 10.0      # from a request's first byte to its last
     keep_alive_timeout: float = 75.0   # an idle connection between requests
     linger: float = 5.0                # reading and dropping a refused body before closing
+    max_connections: int = 1024        # per worker; more get 503 and are closed
 
 
 @dataclass(frozen=True)
@@ -771,7 +772,11 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        full = len(self.server.connections) >= self.limits.max_connections
         self.server.connections.add(self)
+        if full:
+            self._refuse(503, f"over {self.limits.max_connections} open connections "
+                         "(--max-connections): retry later")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -974,7 +979,8 @@ def _supervise(sock: socket.socket, args: argparse.Namespace, metrics: Metrics,
 def _limits(args: argparse.Namespace) -> Limits:
     return Limits(max_header_bytes=args.max_header_bytes, max_body_bytes=args.max_body_bytes,
                   request_timeout=args.request_timeout,
-                  keep_alive_timeout=args.keep_alive_timeout)
+                  keep_alive_timeout=args.keep_alive_timeout,
+                  max_connections=args.max_connections)
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -1005,6 +1011,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds a request may take to arrive; slower: 408 (default 10)")
     parser.add_argument("--keep-alive-timeout", type=_positive(float), default=75.0,
                         help="seconds an idle connection stays open (default 75)")
+    parser.add_argument("--max-connections", type=_positive(int), default=1024,
+                        help="open connections per worker; more get 503 (default 1024)")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535 or args.workers > 64:
         parser.error("--port must be 0..65535 and --workers at most 64")
