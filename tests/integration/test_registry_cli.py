@@ -194,3 +194,17 @@ def test_a_hostile_tag_message_reads_as_lineage_unknown(reg_ws: Workspace,
     assert "lineage:   unknown" in shown.stdout and "\x1b" not in shown.stdout
     one = _json(ws, "show", "digits@3.0.0")
     assert isinstance(one, dict) and one["lineage"]["problem"]
+
+
+def test_a_failed_push_says_how_to_finish(reg_ws: Workspace, tmp_path: Path) -> None:
+    ws = reg_ws
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'tags are frozen' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    git(ws.root, "remote", "add", "origin", str(remote))
+    proc = ws.cli("model", "register", "digits", "--push")
+    assert proc.returncode != 0 and "the push to origin failed" in proc.stderr
+    assert "git push origin 'refs/tags/digits@v1.0.0'" in proc.stderr
+    assert _tags(ws) == ["digits@v1.0.0"] and not git(remote, "tag", "-l").strip()

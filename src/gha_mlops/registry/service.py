@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gha_mlops.errors import quoted
+from gha_mlops.git import GitError
 from gha_mlops.registry import _git
 from gha_mlops.registry._cache import cached_tags
 from gha_mlops.registry.errors import RegistryError
@@ -311,7 +312,13 @@ def push_tags(repo: Path, remote: str, tags: list[str]) -> None:
     refs = [f"refs/tags/{t}" for t in tags]
     if _git.rev_parse(repo, _git.NOTES_REF) is not None:
         refs.append(_git.NOTES_REF)
-    _git.push(repo, remote, refs)
+    try:
+        _git.push(repo, remote, refs)
+    except GitError as err:
+        raise RegistryError(
+            f"{', '.join(tags)} made here, but the push to {remote} failed: {err.stderr[:300]}",
+            hint=f"nothing was forced; push it when {remote} can take it: `git push {remote} "
+                 + " ".join(f"'{r}'" for r in refs) + "`") from err
 
 
 def open_registry(workspace: Path) -> Registry:
