@@ -536,9 +536,11 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps builds one per call
+
+
 def _json(status: int, doc: Any, endpoint: str) -> Response:
-    return Response(status, json.dumps(doc, separators=(",", ":")).encode(),
-                    ENDPOINTS.index(endpoint))
+    return Response(status, _ENCODE(doc).encode(), ENDPOINTS.index(endpoint))
 
 
 def error_response(status: int, message: str, endpoint: str = "other") -> Response:
