@@ -10,7 +10,7 @@ from gha_mlops.registry._files import find_model_bytes
 from gha_mlops.registry._record import lineage_of
 from gha_mlops.registry.bump import decide_bump
 from gha_mlops.registry.errors import RegistryError
-from gha_mlops.registry.grammar import Bump, TagName, bumped, semver_key
+from gha_mlops.registry.grammar import Bump, TagName, bumped, semver_key, tag_name
 from gha_mlops.registry.lineage import Lineage, message, read_message
 from gha_mlops.runs.record import RunRecord
 from gha_mlops.runs.refs import resolve
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def register(reg: Registry, name: str, run: str, *, version: str | None, bump: Bump | None,
              signature_of: SignatureOf | None, push: bool, remote: str) -> Written:
     """See :meth:`Registry.register`: every check is made before the tag."""
-    from gha_mlops.registry.service import Written, check_remote_free, parse_version_arg, push_tags
+    from gha_mlops.registry.service import Written, check_remote_free, push_tags
 
     model = reg.config().models.get(name)
     if model is None:
@@ -43,16 +43,15 @@ def register(reg: Registry, name: str, run: str, *, version: str | None, bump: B
                 "of a model",
                 hint="commit the change that made the new model, run the pipeline, and "
                      "register that run")
-    new_version, reason = _next_version(reg, name, lineage, version, bump, parse_version_arg)
+    new_version, reason = _next_version(reg, name, lineage, version, bump)
     if record.git is not None and record.git.dirty:
         notes.append(f"run {record.id} ran with uncommitted changes: commit {commit[:12]} "
                      "may not hold the exact code")
-    event = TagName(name, "register", version=new_version)
-    tag = f"{name.replace(':', '=')}@v{new_version}"
+    tag = tag_name(TagName(name, "register", version=new_version))
     if push:
         check_remote_free(reg.workspace, remote, tag)
     text = message(f"Register {name} {new_version} from run {record.id}", lineage)
-    _git.create_tag(reg.workspace, tag, commit, text, when=reg.tag_time(event.model))
+    _git.create_tag(reg.workspace, tag, commit, text, when=reg.tag_time(name))
     reg.refresh()
     if push:
         push_tags(reg.workspace, remote, [tag])
@@ -96,19 +95,21 @@ def _signature(reg: Registry, path: str, record: RunRecord,
 
 
 def _next_version(reg: Registry, name: str, lineage: Lineage, version: str | None,
-                  bump: Bump | None, parse: object) -> tuple[str, str]:
+                  bump: Bump | None) -> tuple[str, str]:
     """The new version and why: ``version`` as given (it must be new), else the highest
     existing version bumped by ``bump`` or by :func:`decide_bump`."""
     state = reg.state.get(name)
     existing = list(state.versions.values()) if state else []
     if version is not None:
-        new = parse(version)  # type: ignore[operator]
+        from gha_mlops.registry.service import parse_version_arg
+
+        new = parse_version_arg(version)
         if state is not None and new in state.versions:
             what = "" if state.versions[new].active else " (deprecated)"
             raise RegistryError(f"{name} {new} exists already{what}",
                                 hint="give another --version, or leave it out to bump "
                                      "the highest version")
-        return str(new), "given with --version"
+        return new, "given with --version"
     if not existing:
         return bumped(None, "major"), "the model's first version"
     top = max(existing, key=lambda v: semver_key(v.version))

@@ -99,6 +99,7 @@ def semver_key(version: str) -> tuple[int, int, int, int, str]:
 
 
 Bump = Literal["major", "minor", "patch"]
+FIRST_VERSION = "1.0.0"  # a model's first version (docs/registry.md, "The version rule")
 
 
 def bumped(version: str | None, bump: Bump) -> str:
@@ -111,9 +112,6 @@ def bumped(version: str | None, bump: Bump) -> str:
     if bump == "minor":
         return f"{major}.{minor + 1}.0"
     return f"{major}.{minor}.{patch + 1}"
-
-
-FIRST_VERSION = "1.0.0"
 
 
 def parse_version(text: str) -> str:

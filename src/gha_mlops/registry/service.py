@@ -27,7 +27,6 @@ from gha_mlops.registry.grammar import (
     Bump,
     TagName,
     parse_version,
-    semver_key,
     tag_name,
 )
 from gha_mlops.registry.index import Event, ModelState, fold
@@ -326,10 +325,6 @@ def open_registry(workspace: Path) -> Registry:
     Tags are signed by git's committer identity (its configuration, or
     ``GIT_COMMITTER_NAME``/``GIT_COMMITTER_EMAIL``), else by ``gha-mlops``."""
     return Registry(workspace.absolute())
-
-
-def semver_sorted(versions: list[str]) -> list[str]:
-    return sorted(versions, key=semver_key, reverse=True)
 
 
 __all__ = ["ModelVersion", "Registry", "Written", "open_registry"]
