@@ -208,3 +208,14 @@ def test_a_failed_push_says_how_to_finish(reg_ws: Workspace, tmp_path: Path) -> 
     assert proc.returncode != 0 and "the push to origin failed" in proc.stderr
     assert "git push origin 'refs/tags/digits@v1.0.0'" in proc.stderr
     assert _tags(ws) == ["digits@v1.0.0"] and not git(remote, "tag", "-l").strip()
+
+
+def test_a_run_whose_commit_is_not_here_is_refused(reg_ws: Workspace, tmp_path: Path) -> None:
+    ws = reg_ws
+    record = json.loads(_ok(ws.cli("runs", "show", "latest", "--json")).stdout)
+    record["git"]["commit"] = "0123456789abcdef0123456789abcdef01234567"
+    elsewhere = tmp_path / "record.json"
+    elsewhere.write_text(json.dumps(record))
+    proc = ws.cli("model", "register", "digits", "--run", str(elsewhere))
+    assert proc.returncode != 0 and "is not in this repository" in proc.stderr
+    assert _tags(ws) == []
