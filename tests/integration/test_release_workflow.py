@@ -165,3 +165,33 @@ def test_the_attest_stand_in_pushes_only_an_image_the_registry_has(
     statement = json.loads(Path(record["bundle-path"]).read_text())
     assert statement["subject"] == [{"name": name, "digest": {"sha256": pushed[7:]}}]
     assert "bundle-path=" in (tmp_path / "output").read_text()
+
+
+def _image_step(tmp: Path, registry: str, model: str) -> tuple[int, str, str]:
+    """Run the image-naming step's own script, as the runner would (bash, env, GITHUB_OUTPUT)."""
+    [step] = [s for s in _release()["jobs"]["release"]["steps"] if s.get("id") == "image"]
+    output = tmp / "output"
+    output.write_text("")
+    proc = subprocess.run(["bash", "-e", "-c", step["run"]], capture_output=True, text=True,
+                          check=False, env={"PATH": os.environ["PATH"], "REGISTRY": registry,
+                                            "MODEL": model, "GITHUB_OUTPUT": str(output)})
+    return proc.returncode, proc.stdout, output.read_text()
+
+
+def test_the_image_is_named_in_lowercase_from_the_registry_and_the_model(tmp_path: Path) -> None:
+    assert _image_step(tmp_path, "ghcr.io/Octo-Org", "digits")[2] == (
+        "name=ghcr.io/octo-org/digits\nhost=ghcr.io\n")
+    assert _image_step(tmp_path, "127.0.0.1:5000/team/", "vision/digits")[2] == (
+        "name=127.0.0.1:5000/team/vision/digits\nhost=127.0.0.1:5000\n")
+
+
+def test_a_registry_or_model_that_is_no_image_name_writes_no_output(tmp_path: Path) -> None:
+    # One class: values that would smuggle lines into $GITHUB_OUTPUT or the log, or are no
+    # image name at all.
+    for registry, model in [("ghcr.io/octo\ndigest=sha256:0", "digits"),
+                            ("ghcr.io/octo", "digits\n::add-mask::x"),
+                            ("ghcr.io/octo org", "digits"), ("", "digits"),
+                            ("ghcr.io/octo", "../etc")]:
+        rc, stdout, output = _image_step(tmp_path, registry, model)
+        assert rc == 2 and output == "", (registry, model, output)
+        assert stdout.count("\n") == 1 and stdout.startswith("::error "), stdout
