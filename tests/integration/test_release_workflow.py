@@ -1,8 +1,9 @@
 """release.yml's wiring, what act's run of it cannot show by itself (test_release_workflow_act
 runs it): the attestation's subject is the pushed image, every permission says what it is
 for, the pins are the ones docs/release.md names, and the stand-in of
-actions/attest-build-provenance refuses what the real action refuses, so a workflow that
-passes under act would pass its checks on GitHub too."""
+actions/attest-build-provenance refuses what the real action refuses (and a subject name with a
+tag, against its documented form), so a workflow that passes under act passes those checks on
+GitHub too."""
 
 from __future__ import annotations
 

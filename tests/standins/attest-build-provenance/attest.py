@@ -8,7 +8,7 @@ reached from the test machines. This stand-in keeps the part a workflow can get 
 * the subject is checked as the real action checks it: exactly one of ``subject-path``,
   ``subject-digest`` and ``subject-checksums``; a digest is ``algorithm:hex`` (64 hex digits for
   sha256); ``subject-name`` is required with a digest; ``push-to-registry`` needs a digest and a
-  fully-qualified image name;
+  fully-qualified image name (without a tag, the form the real action documents);
 * with ``push-to-registry``, the subject must exist: the image's manifest is looked up by its
   digest in its registry (plain HTTP for loopback registries, as the Docker daemon does), so a
   digest that is not the pushed image's fails the step;
