@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 def register(reg: Registry, name: str, run: str, *, version: str | None, bump: Bump | None,
              signature_of: SignatureOf | None, push: bool, remote: str) -> Written:
     """See :meth:`Registry.register`: every check is made before the tag."""
-    from gha_mlops.registry.service import Written, check_remote_free, push_tags
+    from gha_mlops.registry.service import Written, check_remote_free, parse_version_arg, push_tags
 
+    version = parse_version_arg(version) if version is not None else None  # input first
     model = reg.config().models.get(name)
     if model is None:
         declared = ", ".join(reg.config().models) or "none"
@@ -101,9 +102,7 @@ def _next_version(reg: Registry, name: str, lineage: Lineage, version: str | Non
     state = reg.state.get(name)
     existing = list(state.versions.values()) if state else []
     if version is not None:
-        from gha_mlops.registry.service import parse_version_arg
-
-        new = parse_version_arg(version)
+        new = version
         if state is not None and new in state.versions:
             what = "" if state.versions[new].active else " (deprecated)"
             raise RegistryError(f"{name} {new} exists already{what}",
