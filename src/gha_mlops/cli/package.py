@@ -10,15 +10,12 @@ from pathlib import Path
 
 import click
 
+from gha_mlops import bootstrap
+from gha_mlops.errors import missing_extra
 from gha_mlops.gha import Actions
 from gha_mlops.gha.safe import log_text
 from gha_mlops.packaging.service import DEFAULT_BASE, PackageRequest, PackageResult
 from gha_mlops.packaging.service import package as package_model
-
-
-def _wheel_cache() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "gha-mlops" / "wheels"
 
 
 def _source() -> str | None:
@@ -54,13 +51,14 @@ def package(model: str, tag: str | None, base: str, push: bool, workspace: Path,
     on port 8080 with a HEALTHCHECK, and carries a CycloneDX SBOM at /sbom/cyclonedx.json.
     The Docker daemon is the one DOCKER_HOST names (default: the local socket).
     """
-    from gha_mlops.packaging.image import DockerImages
-
-    with DockerImages(environ=dict(os.environ)) as engine:
+    engine_factory = bootstrap.image_engine(os.environ)
+    if engine_factory is None:
+        raise missing_extra("docker", "package")
+    with engine_factory() as engine:
         result = package_model(
             workspace, PackageRequest(ref=model, tag=tag, base=base, push=push,
                                       source=_source()),
-            engine=engine, wheel_cache=wheel_cache or _wheel_cache())
+            engine=engine, wheel_cache=wheel_cache or bootstrap.wheel_cache(os.environ))
     actions = Actions(os.environ)
     actions.set_output("image", result.image)
     actions.set_output("image-id", result.image_id)
