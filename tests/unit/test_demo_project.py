@@ -124,7 +124,8 @@ def test_the_environment_lock_pins_what_the_demo_imports(tmp_path: Path) -> None
     write_project(tmp_path)
     lines = (tmp_path / "requirements.lock").read_text().splitlines()
     pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
-    assert set(pins) == {"matplotlib", "numpy", "pyyaml", "torch"}
+    assert set(pins) == {"matplotlib", "numpy", "onnx", "onnxruntime", "onnxscript", "pyyaml",
+                         "torch"}
     assert pins["torch"] == "2.13.0"
 
 
@@ -151,7 +152,7 @@ def _run_stages(project: Path, scratch: Path) -> dict[str, str]:
         subprocess.run(
             [sys.executable, f"src/{stage}.py"], cwd=project, env=env, check=True, timeout=300
         )
-        if stage != "package":  # package needs no determinism switches: it only traces
+        if stage != "package":  # package needs no determinism switches: it only exports
             assert json.loads(report.read_text())["seed"] == SEED
     return {
         path.relative_to(project).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()

@@ -79,10 +79,11 @@ def _owns_repository(directory: Path) -> bool:
 def _signature_of() -> Callable[[Path], dict[str, object] | None] | None:
     """The signature deriver, or None without onnx (the version is then registered with no
     signature, as `gha-mlops model register` does)."""
-    try:
-        from gha_mlops.packaging.signature import signature_of
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
         return None
+    from gha_mlops.packaging.signature import signature_of
 
     def derive(path: Path) -> dict[str, object] | None:
         return dict(signature_of(path).to_json())

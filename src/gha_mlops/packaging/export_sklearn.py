@@ -107,10 +107,9 @@ def load_restricted(source: Path) -> Any:
 
 
 def _missing_sklearn() -> MissingExtraError:
-    # No extra of gha-mlops installs scikit-learn: a project exporting its models has it.
     return MissingExtraError(
         "exporting a scikit-learn model needs scikit-learn and skl2onnx, which are not "
-        "installed", hint="pip install scikit-learn skl2onnx")
+        "installed", hint="pip install 'gha-mlops[sklearn]'")
 
 
 def from_sklearn_pickle(source: Path, check_inputs: Any | None) -> Converted:
