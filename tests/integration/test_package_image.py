@@ -150,6 +150,9 @@ def test_container_serves_the_open_inference_protocol_to_tritonclient(
         assert time.monotonic() < deadline, (built.engine.health(container),
                                              built.engine.logs(container))
         time.sleep(0.5)
+    logs = built.engine.logs(container)
+    assert f"ready on http://0.0.0.0:{address.rpartition(':')[2]}" in logs
+    assert "[W:" not in logs, logs  # no warning at start (onnxruntime's need a HOME)
     client = httpclient.InferenceServerClient(address)
     try:
         assert client.is_server_live() and client.is_server_ready()

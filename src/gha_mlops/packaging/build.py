@@ -316,7 +316,9 @@ def dockerfile(base: str, *, compile_in_image: bool) -> str:
         f"COPY app/ /app/\n"
         f"{compile_step}"
         f"COPY sbom/ /sbom/\n"
-        f"ENV PYTHONPATH={SITE} PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PORT={PORT}\n"
+        # HOME: the uid has no home; onnxruntime keeps a device id there (else it warns).
+        f"ENV PYTHONPATH={SITE} PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp "
+        f"PORT={PORT}\n"
         f"USER {UID}:{UID}\n"
         f"EXPOSE {PORT}\n"
         f"HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3"
