@@ -126,6 +126,8 @@ def test_a_scikit_learn_model_is_exported_checked_and_served(
     import tritonclient.http as httpclient
 
     ws = pkg_ws
+    model = pickle.loads((ws.root / "models" / "skl.pkl").read_bytes())  # ours, for the check
+    (ws.root / "models" / "skl.pkl").unlink()  # the content cache's copy is packaged
     out = _ok(_package(ws, dockerd, serving_base, wheel_cache, "skl")).stdout
     assert "built gha-mlops/skl:1.0.0" in out
     assert _images(ws, "skl@1.0.0") == []  # not pushed: nothing to pull by digest, nothing recorded
@@ -143,8 +145,6 @@ def test_a_scikit_learn_model_is_exported_checked_and_served(
         result = client.infer("skl", [request], outputs=[
             httpclient.InferRequestedOutput(n, binary_data=False) for n in names])
         client.close()
-        # The model as trained (our own pickle, read here by the test only).
-        model = pickle.loads((ws.root / "models" / "skl.pkl").read_bytes())
         np.testing.assert_array_equal(result.as_numpy(names[0]).ravel(), model.predict(x))
         np.testing.assert_allclose(result.as_numpy(names[1]), model.predict_proba(x),
                                    atol=1e-5)

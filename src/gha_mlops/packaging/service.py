@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gha_mlops.errors import UsageError, quoted
@@ -198,8 +198,16 @@ def _export(workspace: Path, mv: ModelVersion, model: Path, dest: Path) -> dict[
     from gha_mlops.config import DEFAULT_CONFIG, load_pipeline
     from gha_mlops.packaging.export import export_to_onnx
 
+    suffix = PurePosixPath(mv.lineage.model_path).suffix
+    if model.suffix.lower() != suffix.lower():
+        # The content cache's copy is named by its sha256; the export reads the format from
+        # the name the run wrote it under.
+        named = dest.with_name(f"registered{suffix}")
+        shutil.copyfile(model, named)
+        model = named
     entry = None
-    registry = load_pipeline(workspace / DEFAULT_CONFIG).registry
+    config = workspace / DEFAULT_CONFIG
+    registry = load_pipeline(config).registry if config.is_file() else None
     if registry is not None:
         entry = registry.models.get(mv.name)
     check = None
