@@ -43,6 +43,9 @@ registry:
       path: models/skl.pkl
       check_data: checks/x.npy
       tolerance: {{atol: 1.0e-4, rtol: 1.0e-3}}
+    pickled:
+      path: models/skl.pkl
+      check_data: checks/pickled.npy
 """
 TRAIN = """\
 import pickle, shutil
@@ -58,6 +61,7 @@ y = (x @ np.array([1.0, -2.0, 0.5], dtype=np.float32) > 0).astype(np.int64)
 model = LogisticRegression().fit(x, y)
 Path("models/skl.pkl").write_bytes(pickle.dumps(model))
 np.save("checks/x.npy", x)
+np.save("checks/pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
 """
 
 
@@ -76,7 +80,7 @@ def pkg_ws(tmp_path: Path) -> Workspace:
     git(ws.root, "commit", "-q", "-m", "initial")
     result = ws.run()
     assert result.record["status"] == "succeeded", result.record
-    for name in ("tiny", "skl"):
+    for name in ("tiny", "skl", "pickled"):
         _ok(ws.cli("model", "register", name, env=_ident()))
     return ws
 
@@ -161,6 +165,7 @@ def test_bad_input_is_one_clear_message_and_records_nothing(
         (("tiny", "--tag", f"{nowhere}/", "--push"), f"pushing {nowhere}/tiny:1.0.0 failed"),
         (("nosuch",), "no model 'nosuch' in the registry"),
         (("tiny", "--tag", "Not A/Reference"), "is not an image reference Docker accepts"),
+        (("pickled",), "check_data 'checks/pickled.npy' is not a .npy array: Object arrays"),
     ]
     for args, message in cases:
         proc = _package(ws, dockerd, serving_base, wheel_cache, *args)
