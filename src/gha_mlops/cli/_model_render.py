@@ -29,7 +29,12 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 
 def echo_json(doc: Any) -> None:
-    click.echo(log_json(json.dumps(doc, indent=2, sort_keys=True)))
+    """``doc`` as JSON: indented when small; compact when large (json's indented encoder is
+    pure Python: 75 ms for the 400 versions of a model, more than the rest of the command)."""
+    text = json.dumps(doc, sort_keys=True)
+    if len(text) < 64 * 1024:
+        text = json.dumps(doc, indent=2, sort_keys=True)
+    click.echo(log_json(text))
 
 
 def _when(seconds: int) -> str:
