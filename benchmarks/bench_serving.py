@@ -2,7 +2,9 @@
 
 Load comes from a separate process, `hey` (Debian): 10 s runs at 1, 8 and 32 concurrent
 keep-alive clients (throughput, p50, p99), and a rate-limited run at 100 requests/s (4 clients
-x 25 req/s; hey's -q is per client) for p50/p99. Each figure is the median of --runs runs.
+x 25 req/s; hey's -q is per client) for p50/p99; oip_server also with binary tensors. All the
+servers run at once and take turns, run after run and load after load, so each sees the same
+background on a shared machine; each figure is the median of --runs runs.
 Goals (issue 14): p99 <= 10 ms at 100 req/s, throughput >= MLServer's.
 
 The model: DEMO_DIR/package/model.onnx when the demo has run there, else the demo's DigitNet
@@ -28,7 +30,8 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -220,22 +223,44 @@ def loads_for(body: Path, binary: tuple[Path, int] | None = None) -> list[Load]:
     return loads
 
 
-def measure(name: str, url: str, loads: list[Load], runs: int,
-            seconds: int) -> dict[str, object]:
-    """The median over ``runs`` of each load, with the load average around it (the machine
-    is shared: a high one says the figures are the machine's, not the server's)."""
-    hey(url, loads[0][3], 8, 2)  # warm-up: connections, caches, allocator
-    result: dict[str, object] = {}
-    for label, clients, qps, body, headers in loads:
-        samples = [hey(url, body, clients, seconds, qps, headers) for _ in range(runs)]
-        med = {k: statistics.median(s[k] for s in samples) for k in ("rps", "p50", "p99")}
-        med["failed"] = sum(s["failed"] for s in samples)
-        med["loadavg_1m"] = os.getloadavg()[0]
-        result[label] = med
-        print(f"  {name:<28} {label:<10} {med['rps']:9.0f} req/s  p50 {med['p50']:6.2f} ms  "
-              f"p99 {med['p99']:6.2f} ms  non-200: {med['failed']:.0f}  "
-              f"load average {med['loadavg_1m']:.1f}", flush=True)
-    return result
+@dataclass
+class Served:
+    """One server under test: its name, infer URL, the loads it takes, and the samples."""
+
+    name: str
+    url: str
+    loads: list[Load]
+    samples: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+
+def measure(servers: list[Served], runs: int, seconds: int) -> dict[str, object]:
+    """Interleaved: run after run, load after load, every server in turn, so that each sees
+    the same background on this shared machine; then the median of each load's runs."""
+    for server in servers:
+        hey(server.url, server.loads[0][3], 8, 2)  # warm-up: connections, caches, allocator
+    labels = list(dict.fromkeys(load[0] for server in servers for load in server.loads))
+    for run in range(runs):
+        for label in labels:
+            for server in servers:
+                for name, clients, qps, body, headers in server.loads:
+                    if name == label:
+                        sample = hey(server.url, body, clients, seconds, qps, headers)
+                        sample["loadavg_1m"] = os.getloadavg()[0]
+                        server.samples.setdefault(label, []).append(sample)
+        print(f"run {run + 1}/{runs} done, load average {os.getloadavg()[0]:.1f}", flush=True)
+    results: dict[str, object] = {}
+    for server in servers:
+        table = {}
+        for label, samples in server.samples.items():
+            med = {k: statistics.median(s[k] for s in samples)
+                   for k in ("rps", "p50", "p99", "loadavg_1m")}
+            med["failed"] = sum(s["failed"] for s in samples)
+            table[label] = med
+            print(f"  {server.name:<28} {label:<10} {med['rps']:9.0f} req/s  p50 "
+                  f"{med['p50']:6.2f} ms  p99 {med['p99']:6.2f} ms  non-200: "
+                  f"{med['failed']:.0f}  load average {med['loadavg_1m']:.1f}")
+        results[server.name] = table
+    return results
 
 
 def main() -> None:
@@ -259,34 +284,31 @@ def main() -> None:
         None, {"input": x})[0]
     print(f"model {onnx_path} ({onnx_path.stat().st_size} bytes), body {body.stat().st_size} "
           f"bytes; {os.cpu_count()} CPUs (shared with other work: figures are noisy)")
-    results: dict[str, object] = {}
-    for workers in args.workers:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        argv = [sys.executable, str(SERVER), "--model-dir", str(folder), "--port", str(port),
-                "--workers", str(workers)]
-        with started(argv, base, DIR / f"oip-{workers}.log") as ready_s:
-            print(f"oip_server --workers {workers}: ready in {ready_s:.2f} s", flush=True)
-            url = f"{base}/v2/models/{NAME}/infer"
-            check_answer(url, body, want)
-            results[f"oip_server workers={workers}"] = measure(
-                f"oip_server workers={workers}", url, loads_for(body, binary_body(x)),
-                args.runs, args.seconds)
-    if not args.skip_mlserver:
-        mlserver = ensure_mlserver()
-        for workers in args.mlserver_workers:
+    servers: list[Served] = []
+    with ExitStack() as stack:
+        for workers in args.workers:
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            cwd = mlserver_dir(onnx_path, port, workers)
-            with started([str(mlserver), "start", "."], base, DIR / f"mlserver-{workers}.log",
-                         cwd=cwd) as ready_s:
-                print(f"MLServer parallel_workers={workers}: ready in {ready_s:.2f} s",
-                      flush=True)
-                url = f"{base}/v2/models/{NAME}/infer"
-                check_answer(url, body, want)
-                results[f"MLServer parallel_workers={workers}"] = measure(
-                    f"MLServer parallel_workers={workers}", url, loads_for(body), args.runs,
-                    args.seconds)
+            argv = [sys.executable, str(SERVER), "--model-dir", str(folder), "--port",
+                    str(port), "--workers", str(workers)]
+            ready_s = stack.enter_context(started(argv, base, DIR / f"oip-{workers}.log"))
+            print(f"oip_server --workers {workers}: ready in {ready_s:.2f} s", flush=True)
+            servers.append(Served(f"oip_server workers={workers}",
+                                  f"{base}/v2/models/{NAME}/infer",
+                                  loads_for(body, binary_body(x))))
+        for workers in [] if args.skip_mlserver else args.mlserver_workers:
+            mlserver = ensure_mlserver()
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            ready_s = stack.enter_context(started(
+                [str(mlserver), "start", "."], base, DIR / f"mlserver-{workers}.log",
+                cwd=mlserver_dir(onnx_path, port, workers)))
+            print(f"MLServer parallel_workers={workers}: ready in {ready_s:.2f} s", flush=True)
+            servers.append(Served(f"MLServer parallel_workers={workers}",
+                                  f"{base}/v2/models/{NAME}/infer", loads_for(body)))
+        for server in servers:
+            check_answer(server.url, body, want)
+        results = measure(servers, args.runs, args.seconds)
     out = REPO / "benchmarks/results/serving.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
