@@ -58,7 +58,8 @@ def package(model: str, tag: str | None, base: str, push: bool, workspace: Path,
         result = package_model(
             workspace, PackageRequest(ref=model, tag=tag, base=base, push=push,
                                       source=_source()),
-            engine=engine, wheel_cache=wheel_cache or bootstrap.wheel_cache(os.environ))
+            engine=engine, wheel_cache=wheel_cache or bootstrap.wheel_cache(os.environ),
+            progress=lambda line: click.echo(log_text(line), err=True))
     actions = Actions(os.environ)
     actions.set_output("image", result.image)
     actions.set_output("image-id", result.image_id)

@@ -20,7 +20,7 @@ import io
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
@@ -226,23 +226,32 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _silent(line: str) -> None:
+    pass
+
+
 def package(workspace: Path, request: PackageRequest, *, engine: ImageEngine, wheel_cache: Path,
-            pip: Sequence[str] | None = None) -> PackageResult:
+            pip: Sequence[str] | None = None,
+            progress: Callable[[str], None] = _silent) -> PackageResult:
     """Build (and with ``request.push``, push and record) the serving image of a registered
     model; see the module's docstring. Errors are :class:`GhaMlopsError`: the registry's
     (unknown model or version, model bytes missing), the export's (mismatch beyond the
-    tolerance), :class:`PackageError` (Docker, the base image, wheels, the push)."""
+    tolerance), :class:`PackageError` (Docker, the base image, wheels, the push).
+    ``progress`` is told each step as it starts, in a line."""
     from gha_mlops.registry import open_registry
 
     reg = open_registry(workspace)
     mv = reg.resolve(request.ref)
     image = image_reference(mv.name, mv.version, request.tag)
     model = reg.model_file(mv)
+    progress(f"{mv.name} {mv.version} -> {image}; asking {request.base} for its Python")
     target = engine.python_of(request.base)  # first: a missing daemon or base fails fast
+    progress(f"numpy and onnxruntime wheels for Python {target.version} ({target.machine})")
     wheels = fetch_wheels(target, wheel_cache, host_pins(), pip=pip)
     work = Path(tempfile.mkdtemp(prefix="gha-mlops-package-"))
     try:
         onnx_path = work / "model.onnx"
+        progress(f"exporting {mv.lineage.model_path} to ONNX")
         signature = _export(workspace, mv, model, onnx_path)
         onnx_sha256 = _sha256(onnx_path)
         labels = labels_for(mv, base=request.base, onnx_sha256=onnx_sha256,
@@ -251,11 +260,13 @@ def package(workspace: Path, request: PackageRequest, *, engine: ImageEngine, wh
             work / "context", base=request.base, target=target, wheels=wheels, server=SERVER,
             model_onnx=onnx_path, model_json=model_json(mv, signature, onnx_sha256),
             subject={"name": image.rpartition(":")[0], "version": mv.version})
+        progress(f"building {image} on {engine.daemon_url}")
         image_id = engine.build(context.path, tag=image, labels=labels)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     digest = None
     if request.push:
+        progress(f"pushing {image}")
         digest = engine.push(image)
         reg.record_image(mv, image, digest)
     components = tuple(f"{c['name']}=={c['version']}" for c in context.sbom["components"])
