@@ -72,11 +72,6 @@ def commit_exists(repo: Path, commit: str) -> bool:
     return proc.returncode == 0 and proc.stdout.strip() == b"commit"
 
 
-def git_dir_exists(repo: Path) -> bool:
-    proc = _run(["rev-parse", "--git-dir"], repo)
-    return proc.returncode == 0
-
-
 def create_tag(repo: Path, name: str, commit: str, message: str, *, when: int) -> None:
     """An annotated tag ``name`` on ``commit`` with ``message``, dated ``when`` (the tagger
     date GTO orders events by), signed by git's committer identity (``git var``: the

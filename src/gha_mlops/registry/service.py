@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gha_mlops.errors import quoted
-from gha_mlops.git import GitError
+from gha_mlops.git import GitError, toplevel
 from gha_mlops.registry import _git
 from gha_mlops.registry._cache import cached_tags
+from gha_mlops.registry._git import RawTag
 from gha_mlops.registry.errors import RegistryError
 from gha_mlops.registry.grammar import (
     MODEL_NAME_RE,
@@ -70,24 +71,42 @@ class Registry:
     workspace: Path
     now: Callable[[], float] = time.time
     _state: dict[str, ModelState] | None = None
+    _tags: list[RawTag] | None = None
+    _models: dict[str, ModelState | None] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reading
 
-    @property
-    def state(self) -> dict[str, ModelState]:
-        if self._state is None:
-            if not _git.git_dir_exists(self.workspace):
+    def tags(self) -> list[RawTag]:
+        """Every annotated tag (one ``git for-each-ref``, or the cache of it)."""
+        if self._tags is None:
+            if toplevel(self.workspace) is None:
                 raise RegistryError(f"{self.workspace} is not in a git repository",
                                     hint="the registry lives in git tags: `git init` and "
                                          "commit the project first")
-            self._state = fold(cached_tags(self.workspace))
+            self._tags = cached_tags(self.workspace)
+        return self._tags
+
+    @property
+    def state(self) -> dict[str, ModelState]:
+        """Every model's state, by name."""
+        if self._state is None:
+            self._state = fold(self.tags())
         return self._state
 
     def refresh(self) -> None:
-        self._state = None
+        self._state, self._tags, self._models = None, None, {}
 
     def model(self, name: str) -> ModelState:
-        found = self.state.get(name)
+        """One model's state; only its own tags are folded (a model's tags start with its
+        name and '@' or '#'), unless every model's are already."""
+        if self._state is not None:
+            found = self._state.get(name)
+        elif name in self._models:
+            found = self._models[name]
+        else:
+            prefix = (name.replace(":", "=") + "@", name.replace(":", "=") + "#")
+            found = fold(t for t in self.tags() if t.name.startswith(prefix)).get(name)
+            self._models[name] = found
         if found is None:
             known = ", ".join(sorted(self.state)[:10]) or "none yet"
             raise RegistryError(f"no model {quoted(name)} in the registry",
