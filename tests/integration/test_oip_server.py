@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -250,10 +251,18 @@ def _input(x: np.ndarray, binary: bool = False) -> triton.InferInput:
     return given
 
 
-def test_sigterm_stops_the_server_with_status_0(model_dir: Path) -> None:
+def test_sigterm_stops_the_server_with_status_0_without_waiting_for_idle_clients(
+        model_dir: Path) -> None:
     with running_server(model_dir) as running:
         proc = running.proc
-    assert proc.returncode == 0
+        idle = http.client.HTTPConnection(*running.host_port, timeout=10)
+        idle.request("GET", "/v2/health/live")
+        assert idle.getresponse().read() == b'{"live":true}'  # kept alive, now idle
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - start < 3  # idle keep-alive connections do not hold it
+        idle.close()
 
 
 def test_a_model_it_cannot_serve_is_one_error_line_and_status_2(tmp_path: Path) -> None:
