@@ -70,9 +70,11 @@ class Registry:
 
     workspace: Path
     now: Callable[[], float] = time.time
-    _state: dict[str, ModelState] | None = None
-    _tags: list[RawTag] | None = None
-    _models: dict[str, ModelState | None] = field(default_factory=dict)
+    # What was read, kept until a write (``refresh``): the tags, the models folded from them.
+    _state: dict[str, ModelState] | None = field(default=None, init=False, repr=False)
+    _tags: list[RawTag] | None = field(default=None, init=False, repr=False)
+    _models: dict[str, ModelState | None] = field(default_factory=dict, init=False,
+                                                  repr=False)
 
     # ------------------------------------------------------------------ reading
 
