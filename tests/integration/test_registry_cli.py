@@ -219,3 +219,30 @@ def test_a_run_whose_commit_is_not_here_is_refused(reg_ws: Workspace, tmp_path: 
     proc = ws.cli("model", "register", "digits", "--run", str(elsewhere))
     assert proc.returncode != 0 and "is not in this repository" in proc.stderr
     assert _tags(ws) == []
+
+
+def test_a_code_change_is_a_patch_and_a_data_change_a_minor(reg_ws: Workspace) -> None:
+    """The version rule reads a run's plain dependencies: a script is code (the commit pins
+    it, a change is a patch), a data folder is data (a change is a minor)."""
+    ws = reg_ws
+    ws.write("prep.sh", "cat data/*.txt\n")
+    ws.write("mlops.yaml", ws.read("mlops.yaml").replace("    deps: [data]\n",
+                                                         "    deps: [data, prep.sh]\n"))
+    git(ws.root, "add", "-A")
+    git(ws.root, "commit", "-qm", "prep.sh")
+    ws.run()
+    _ok(ws.cli("model", "register", "digits"))
+    lineage = _json(ws, "show", "digits@1.0.0")["lineage"]  # type: ignore[index]
+    assert "prep.sh" not in lineage["datasets"] and "data" in lineage["datasets"]
+
+    ws.write("prep.sh", "# the same, commented\ncat data/*.txt\n")
+    git(ws.root, "commit", "-qam", "a comment")
+    ws.run()
+    out = _ok(ws.cli("model", "register", "digits")).stdout
+    assert "tagged digits@v1.0.1" in out and "patch" in out
+
+    ws.write("data/a.txt", "alpha, corrected\n")
+    git(ws.root, "commit", "-qam", "data fix")
+    ws.run()
+    out = _ok(ws.cli("model", "register", "digits")).stdout
+    assert "tagged digits@v1.1.0" in out and "minor: dataset changed: data" in out

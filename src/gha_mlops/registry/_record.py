@@ -11,6 +11,21 @@ from gha_mlops.registry.lineage import Lineage, params_hash
 from gha_mlops.runs.record import RunRecord
 
 DATA_PREFIX = "data:"
+# A run's plain dependencies (``record.data``) mix data files with the code and environment
+# files of its stages. Code is not data: the version rule makes a code change a patch, and
+# the lineage's commit pins the code anyway. These suffixes and names count as code.
+CODE_SUFFIXES = frozenset((
+    ".py", ".pyi", ".pyx", ".ipynb", ".sh", ".bash", ".zsh", ".ps1", ".r", ".jl", ".js",
+    ".mjs", ".ts", ".c", ".cc", ".cpp", ".cxx", ".h", ".hpp", ".cu", ".java", ".kt",
+    ".scala", ".go", ".rs", ".rb", ".pl", ".lua", ".sql", ".lock", ".toml", ".cfg", ".ini"))
+CODE_NAMES = frozenset(("dockerfile", "makefile", "containerfile"))
+
+
+def is_code(path: str) -> bool:
+    """Whether a plain dependency ``path`` is code or environment, not data."""
+    name = PurePosixPath(path).name.lower()
+    return (PurePosixPath(name).suffix in CODE_SUFFIXES or name in CODE_NAMES
+            or (name.startswith("requirements") and name.endswith(".txt")))
 
 
 def model_output_sha256(record: RunRecord, path: str) -> str:
@@ -40,7 +55,7 @@ def lineage_of(record: RunRecord, model_path: str, *, commit: str,
         version = entry.get("version") if hasattr(entry, "get") else None
         datasets[f"{DATA_PREFIX}{name}"] = str(version) if version is not None else "?"
     for path, digest in record.data.items():
-        if not path.startswith(DATA_PREFIX):
+        if not path.startswith(DATA_PREFIX) and not is_code(path):
             datasets[path] = digest
     metrics = {k: float(v) for k, v in record.flat_metrics().items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
