@@ -132,10 +132,14 @@ def print_written(written: Written, extra_notes: Sequence[str] = ()) -> None:
 def signature_deriver() -> tuple[Callable[[Path], dict[str, Any] | None] | None, str | None]:
     """``packaging.signature.signature_of`` as the registry takes it (it calls it for
     ``.onnx`` models only), or None and a note when it cannot be imported (onnx missing)."""
-    try:
-        from gha_mlops.packaging.signature import signature_of
-    except ImportError as err:
-        return None, f"no signature derived ({err}); the version rule cannot see one change"
+    import importlib.util
+
+    # signature_of imports onnx only when called: ask for it here, so a missing onnx gives
+    # the note instead of a failed register.
+    if importlib.util.find_spec("onnx") is None:
+        return None, ("no signature derived (onnx is not installed: pip install "
+                      "'gha-mlops[package]'); the version rule cannot see a signature change")
+    from gha_mlops.packaging.signature import signature_of
 
     def derive(path: Path) -> dict[str, Any] | None:
         doc: dict[str, Any] = signature_of(path).to_json()
