@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from gha_mlops._closing import Closing
 from gha_mlops.errors import UsageError
@@ -222,6 +222,25 @@ def image_engine(environ: Mapping[str, str]) -> EngineFactory | None:
         return DockerImages(environ=dict(environ))
 
     return engine
+
+
+def signature_deriver() -> tuple[Callable[[Path], dict[str, Any] | None] | None, str | None]:
+    """``packaging.signature.signature_of`` as the registry takes it (it calls it for
+    ``.onnx`` models only), or None and a note when it cannot be imported (onnx missing)."""
+    import importlib.util
+
+    # signature_of imports onnx only when called: ask for it here, so a missing onnx gives
+    # the note instead of a failed register.
+    if importlib.util.find_spec("onnx") is None:
+        return None, ("no signature derived (onnx is not installed: pip install "
+                      "'gha-mlops[package]'); the version rule cannot see a signature change")
+    from gha_mlops.packaging.signature import signature_of
+
+    def derive(path: Path) -> dict[str, Any] | None:
+        doc: dict[str, Any] = signature_of(path).to_json()
+        return doc
+
+    return derive, None
 
 
 def wheel_cache(environ: Mapping[str, str]) -> Path:

@@ -246,3 +246,24 @@ def test_a_code_change_is_a_patch_and_a_data_change_a_minor(reg_ws: Workspace) -
     ws.run()
     out = _ok(ws.cli("model", "register", "digits")).stdout
     assert "tagged digits@v1.1.0" in out and "minor: dataset changed: data" in out
+
+
+def test_in_actions_register_and_promote_set_the_step_outputs(reg_ws: Workspace,
+                                                             tmp_path: Path) -> None:
+    ws = reg_ws
+    out = tmp_path / "github_output"
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(out)}
+    _ok(ws.cli("model", "register", "digits", env=env))
+    assert _outputs(out) == {"version": "1.0.0", "tag": "digits@v1.0.0"}
+    _ok(ws.cli("model", "promote", "digits", "1.0.0", "--stage", "prod", env=env))
+    assert _outputs(out) == {"version": "1.0.0", "tag": "digits#prod#1"}
+
+
+def _outputs(path: Path) -> dict[str, str]:
+    """The step outputs in a $GITHUB_OUTPUT file (``name<<DELIMITER`` blocks), last wins."""
+    lines, found = path.read_text().splitlines(), {}
+    while lines:
+        name, _, delimiter = lines.pop(0).partition("<<")
+        end = lines.index(delimiter)
+        found[name], lines = "\n".join(lines[:end]), lines[end + 1:]
+    return found

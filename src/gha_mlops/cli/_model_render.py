@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from gha_mlops.cli._render import format_metric
+from gha_mlops.gha import Actions
 from gha_mlops.gha.safe import log_json, log_text
 
 if TYPE_CHECKING:
@@ -121,28 +123,16 @@ def print_history(events: Sequence[Event]) -> None:
 
 
 def print_written(written: Written, extra_notes: Sequence[str] = ()) -> None:
+    """Say what was tagged; in GitHub Actions also set the step outputs ``version`` (the
+    version written or moved) and ``tag`` (the last tag made)."""
+    actions = Actions(os.environ)
+    if written.version is not None:
+        actions.set_output("version", written.version.version)
+    if written.tags:
+        actions.set_output("tag", written.tags[-1])
     for tag in written.tags:
         click.echo(log_text(f"tagged {tag}" + (" and pushed it" if written.pushed else "")))
     if written.bump_reason:
         click.echo(log_text(f"version rule: {written.bump_reason}"))
     for note in (*written.notes, *extra_notes):
         click.echo(log_text(f"note: {note}"), err=True)
-
-
-def signature_deriver() -> tuple[Callable[[Path], dict[str, Any] | None] | None, str | None]:
-    """``packaging.signature.signature_of`` as the registry takes it (it calls it for
-    ``.onnx`` models only), or None and a note when it cannot be imported (onnx missing)."""
-    import importlib.util
-
-    # signature_of imports onnx only when called: ask for it here, so a missing onnx gives
-    # the note instead of a failed register.
-    if importlib.util.find_spec("onnx") is None:
-        return None, ("no signature derived (onnx is not installed: pip install "
-                      "'gha-mlops[package]'); the version rule cannot see a signature change")
-    from gha_mlops.packaging.signature import signature_of
-
-    def derive(path: Path) -> dict[str, Any] | None:
-        doc: dict[str, Any] = signature_of(path).to_json()
-        return doc
-
-    return derive, None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
+from gha_mlops import bootstrap
 from gha_mlops.cli import _model_render as ui
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def register(name: str, run: str, version: str | None, bump: str | None, push: b
     """Register the model NAME of a run as a new version (tag NAME@vX.Y.Z)."""
     if version and bump:
         raise click.UsageError("give --version or --bump, not both")
-    derive, note = ui.signature_deriver()
+    derive, note = bootstrap.signature_deriver()
     written = _open(workspace).register(name, run, version=version, bump=cast("Bump | None", bump),
                                         signature_of=derive, push=push, remote=remote)
     ui.print_written(written, extra_notes=(note,) if note else ())
