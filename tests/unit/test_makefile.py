@@ -27,7 +27,8 @@ def test_demo_and_test_install_into_separate_environments() -> None:
     demo_venvs, test_venvs = _venvs(demo), _venvs(test)
     assert demo_venvs and test_venvs, (demo, test)
     assert not demo_venvs & test_venvs, (demo_venvs, test_venvs)
-    assert ".[torch]" in demo and "dev" not in demo, demo
+    # The demo packages its model: the package extra (onnx, onnxruntime, docker SDK) too.
+    assert ".[torch,package]" in demo and "dev" not in demo, demo
     assert ".[torch,dev]" in test, test
     # `make demo` runs the command from the demo's environment, and says which one it is.
     run = _planned("demo")
