@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": _BASE | {"data", "train"},
     "registry": _BASE,
     "reporting": _BASE | {"registry"},
-    "packaging": _BASE | {"registry"},
+    "packaging": _BASE | {"registry", "train"},
     "runners": _BASE,
     "sweep": _BASE | {"pipeline", "data", "train"},
     "demo": _BASE | {"pipeline", "data", "registry", "packaging"},

@@ -23,7 +23,6 @@ are left out on purpose: ``InferenceSession`` needs only numpy.
 from __future__ import annotations
 
 import compileall
-import hashlib
 import json
 import os
 import py_compile
@@ -43,6 +42,7 @@ from typing import Any
 
 from gha_mlops._fs import atomic_write_text, resolve_inside
 from gha_mlops.errors import GhaMlopsError, UnsafePathError, quoted
+from gha_mlops.store.hashing import sha256_file
 
 # What the image's Python needs to serve an ONNX model, and nothing else.
 RUNTIME = ("numpy", "onnxruntime")
@@ -271,7 +271,7 @@ def sbom(site: Path, wheels: Mapping[str, Path], target: PythonTarget, *,
         component: dict[str, Any] = {
             "type": "library", "bom-ref": purl, "name": meta["Name"], "version": meta["Version"],
             "purl": purl,
-            "hashes": [{"alg": "SHA-256", "content": _sha256(wheel)}],
+            "hashes": [{"alg": "SHA-256", "content": sha256_file(wheel)}],
             "externalReferences": [{"type": "distribution",
                                     "url": f"https://pypi.org/project/{meta['Name']}/",
                                     "comment": wheel.name}]}
@@ -289,14 +289,6 @@ def sbom(site: Path, wheels: Mapping[str, Path], target: PythonTarget, *,
     serial = uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(doc, sort_keys=True))
     return {"bomFormat": "CycloneDX", "specVersion": "1.5", "serialNumber": f"urn:uuid:{serial}",
             **{k: v for k, v in doc.items() if k not in ("bomFormat", "specVersion")}}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _HEALTHCHECK = ("import os,urllib.request as u;u.urlopen('http://127.0.0.1:%s/v2/health/ready'"

@@ -23,6 +23,7 @@ from gha_mlops.packaging.export import (
     quiet_exporter,
     read_limited,
 )
+from gha_mlops.train._onnx import strip_debug_records
 
 MAX_MEMBERS = 100_000
 # What torch.load raises on a file that is not a weights-only archive, or is corrupt.
@@ -171,23 +172,6 @@ def _weights_only(source: Path, name: str, data: bytes, torch: Any) -> None:
             f"{source}: {quoted(name)} holds more than tensors ({str(err).splitlines()[0]}); "
             "loading it could run code",
             hint="save the program with plain tensors as weights and inputs") from err
-
-
-def strip_debug_records(proto: Any) -> None:
-    """Drop the exporter's ``metadata_props`` (Python stacks with absolute paths, fx names)
-    from every graph, node and value; the model-level ones (the user's) stay. Same rule as
-    ``gha_mlops.train``'s export, which this layer cannot import."""
-    graphs = [proto.graph]
-    while graphs:
-        graph = graphs.pop()
-        del graph.metadata_props[:]
-        for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
-            del value.metadata_props[:]
-        for node in graph.node:
-            del node.metadata_props[:]
-            for attr in node.attribute:
-                graphs.extend([attr.g] if attr.HasField("g") else [])
-                graphs.extend(attr.graphs)
 
 
 __all__: Sequence[str] = ("from_exported_program", "from_torchscript", "refuse_unsafe_pickles")

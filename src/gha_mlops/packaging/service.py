@@ -15,7 +15,6 @@ The image engine is a port (:class:`ImageEngine`): the CLI hands in the Docker a
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import shutil
@@ -33,6 +32,7 @@ from gha_mlops.packaging.build import (
     host_pins,
     make_context,
 )
+from gha_mlops.store.hashing import sha256_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -218,14 +218,6 @@ def _export(workspace: Path, mv: ModelVersion, model: Path, dest: Path) -> dict[
     return signature.to_json()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _silent(line: str) -> None:
     pass
 
@@ -253,7 +245,7 @@ def package(workspace: Path, request: PackageRequest, *, engine: ImageEngine, wh
         onnx_path = work / "model.onnx"
         progress(f"exporting {mv.lineage.model_path} to ONNX")
         signature = _export(workspace, mv, model, onnx_path)
-        onnx_sha256 = _sha256(onnx_path)
+        onnx_sha256 = sha256_file(onnx_path)
         labels = labels_for(mv, base=request.base, onnx_sha256=onnx_sha256,
                             source=request.source)
         context = make_context(
