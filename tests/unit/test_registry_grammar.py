@@ -7,7 +7,7 @@ import json
 
 import pytest
 from gto.tag import parse_name  # GTO from PyPI: the oracle of the grammar
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gha_mlops.registry._git import RawTag
@@ -31,10 +31,14 @@ _PIECES = st.sampled_from(["digits", "a", "dir=m", "x/y", "@v1.2.3", "@v0.0.1-rc
 @settings(deadline=None)
 @given(st.one_of(st.text(_ALPHABET, max_size=30),
                  st.lists(_PIECES, max_size=5).map("".join)))
+@example("digits@created")  # found by a CI run: GTO half-matches it, with no action
+@example("digits@created#3")
 def test_tags_parse_as_gto_parses_them(name: str) -> None:
     theirs = parse_name(name, raise_on_fail=False)
     ours = parse_tag(name)
-    if not theirs or theirs.get("action").value == "create":
+    # GTO gives no action for some names it half-matches (`digits@created`): no event, for
+    # GTO as for us.
+    if not theirs or "action" not in theirs or theirs["action"].value == "create":
         assert ours is None
         return
     assert ours is not None
