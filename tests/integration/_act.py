@@ -568,3 +568,28 @@ def resolve_self_references(directory: Path, repository: str, ref: str) -> list[
             path.write_text(new)
             changed.append(path)
     return changed
+
+
+SELF_REPOSITORY = "gha-mlops/gha-mlops"
+"""The name the act tests give this checkout, as callers write it in ``uses:``."""
+SELF_REF = "0123456789abcdef0123456789abcdef01234567"
+"""The ref the act tests resolve ``$/`` references to (a pinned-SHA look)."""
+
+
+def commit_snapshot(repo: Path) -> None:
+    """Make ``repo`` a git repository on ``main`` with everything in one commit."""
+    for args in (("init", "-q", "-b", "main"), ("add", "-A"), ("commit", "-q", "-m", "snapshot")):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                       env={**os.environ, "GIT_AUTHOR_NAME": "t",
+                            "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
+                            "GIT_COMMITTER_EMAIL": "t@example.invalid"})
+
+
+def self_snapshot(src: Path, parent: Path) -> Path:
+    """This checkout as a repository of its own under ``parent``, its ``$/`` references
+    resolved as the runner resolves them."""
+    dest = snapshot_repo(src, parent / "gha-mlops")
+    resolve_self_references(dest, SELF_REPOSITORY, SELF_REF)
+    commit_snapshot(dest)
+    return dest
+

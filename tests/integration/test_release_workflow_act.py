@@ -20,15 +20,22 @@ from typing import Any
 import pytest
 
 from tests.conftest import git
-from tests.integration._act import Act, ActResult, resolve_self_references, snapshot_repo
+from tests.integration._act import (
+    SELF_REF,
+    SELF_REPOSITORY,
+    Act,
+    ActResult,
+    commit_snapshot,
+    self_snapshot,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 pytest_plugins = ["tests.integration.docker_fixtures", "tests.integration.registry_fixtures",
                   "tests.integration.serving_fixtures"]
 
 REPO = Path(__file__).resolve().parents[2]
-SELF = "gha-mlops/gha-mlops"
-REF = "0123456789abcdef0123456789abcdef01234567"
+SELF = SELF_REPOSITORY
+REF = SELF_REF
 CONSUMER = "octo-org/line-model"
 
 REGISTRY = """
@@ -81,19 +88,13 @@ jobs:
 """
 
 
-def _commit(repo: Path) -> None:
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "snapshot")
+_commit = commit_snapshot
 
 
 @pytest.fixture(scope="module")
 def gha_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This checkout as a repository of its own, `$/` resolved as the runner resolves it."""
-    dest = snapshot_repo(REPO, tmp_path_factory.mktemp("gha") / "gha-mlops")
-    resolve_self_references(dest, SELF, REF)
-    _commit(dest)
-    return dest
+    return self_snapshot(REPO, tmp_path_factory.mktemp("gha"))
 
 
 def _consumer(tmp: Path, model: str = "line") -> tuple[Path, Path, dict[str, str]]:
