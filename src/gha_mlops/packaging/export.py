@@ -19,11 +19,9 @@ export and its check succeed (atomic write). docs/model-export.md is the user's 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,11 @@ from typing import Any
 from gha_mlops import _fs
 from gha_mlops.errors import GhaMlopsError, missing_extra, quoted
 from gha_mlops.packaging.signature import Signature, signature_of
+from gha_mlops.train._onnx import ExportMismatchError, compare_outputs
+
+_MISMATCH_HINT = ("nothing was written. Look for an operator the export approximates "
+                  "(docs/model-export.md, 'The check'); loosen the tolerance in mlops.yaml "
+                  "(registry: models: NAME: tolerance) only if that difference is acceptable")
 
 #: The largest model file read (a model from a pull request is hostile input).
 MAX_MODEL_BYTES = 2 * 1024**3
@@ -45,10 +48,6 @@ class ExportError(GhaMlopsError):
     name says, a pickle that names a forbidden global, an operator the exporter lacks."""
 
 
-class ExportMismatchError(ExportError):
-    """The ONNX model's outputs differ from the original's beyond the tolerance; nothing was
-    written. The message names the output, the largest absolute difference, the tolerance and
-    how many elements differ."""
 
 
 @dataclass(frozen=True)
@@ -200,68 +199,7 @@ def check_onnx(data: bytes, inputs: Sequence[Any], expected: Sequence[Any], *,
         raise ExportMismatchError(
             f"the ONNX model has {len(actual)} outputs, the original {len(expected)}")
     for out, want, got in zip(session.get_outputs(), expected, actual, strict=True):
-        compare_outputs(out.name, want, got, atol=atol, rtol=rtol)
-
-
-def compare_outputs(name: str, expected: Any, actual: Any, *, atol: float, rtol: float) -> None:
-    """Raise :class:`ExportMismatchError` unless ``actual`` has the shape of ``expected`` (a
-    column vector matches a flat one) and each element satisfies ``|actual - expected| <=
-    atol + rtol * |expected|`` (NaN equals NaN); non-numeric outputs (string labels) must be
-    equal."""
-    import numpy as np
-
-    expected, actual = np.asarray(expected), np.asarray(actual)
-    if expected.shape != actual.shape and expected.size == actual.size and actual.ndim <= 2:
-        expected = expected.reshape(actual.shape)  # (n,) from predict() vs ONNX's (n, 1)
-    if expected.shape != actual.shape:
-        raise ExportMismatchError(
-            f"output {quoted(name)} of the ONNX model has shape {list(actual.shape)}, the "
-            f"original's {list(expected.shape)}")
-    if expected.dtype.kind not in "fiub" or actual.dtype.kind not in "fiub":
-        differing = int(np.sum(expected.astype(str) != actual.astype(str)))
-        if differing:
-            raise ExportMismatchError(
-                f"output {quoted(name)} of the ONNX model differs from the original in "
-                f"{differing} of {expected.size} elements (not numbers: compared for equality)")
-        return
-    close = np.isclose(actual, expected, atol=atol, rtol=rtol, equal_nan=True)
-    if not close.all():
-        diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-        worst = float(np.nanmax(diff)) if not np.isnan(diff).all() else float("nan")
-        raise ExportMismatchError(
-            f"output {quoted(name)} of the ONNX model differs from the original: max abs "
-            f"difference {worst:.3g}, tolerance atol {atol:g} + rtol {rtol:g} x |original|, "
-            f"{int(close.size - close.sum())} of {close.size} elements beyond it",
-            hint="nothing was written. Look for an operator the export approximates "
-                 "(docs/model-export.md, 'The check'); loosen the tolerance in mlops.yaml "
-                 "(registry: models: NAME: tolerance) only if that difference is acceptable")
-
-
-@contextlib.contextmanager
-def quiet_exporter() -> Iterator[None]:
-    """Silence torch's ONNX exporter chatter (progress lines, missing-torchvision warnings,
-    deprecation warnings of its own internals: as errors under ``-W error`` they would stop a
-    correct export)."""
-    import io
-    import logging
-
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)`",
-                                    FutureWarning)
-            warnings.filterwarnings("ignore", r".*legacy TorchScript-based ONNX export",
-                                    DeprecationWarning)
-            warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated",
-                                    DeprecationWarning)
-            warnings.filterwarnings("ignore", r"The feature will be removed", DeprecationWarning)
-            # the TorchScript exporter's notes on its own tracing (no signature, folding)
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
-            yield
-    finally:
-        logger.setLevel(level)
+        compare_outputs(out.name, want, got, atol=atol, rtol=rtol, hint=_MISMATCH_HINT)
 
 
 def read_limited(path: Path) -> bytes:

@@ -20,10 +20,9 @@ from gha_mlops.errors import missing_extra, quoted
 from gha_mlops.packaging.export import (
     Converted,
     ExportError,
-    quiet_exporter,
     read_limited,
 )
-from gha_mlops.train._onnx import strip_debug_records
+from gha_mlops.train._onnx import quiet_exporter, strip_debug_records
 
 MAX_MEMBERS = 100_000
 # What torch.load raises on a file that is not a weights-only archive, or is corrupt.

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from gha_mlops.errors import GhaMlopsError
+from gha_mlops.errors import GhaMlopsError, quoted
 from gha_mlops.train._atomic import atomic_write_bytes
 from gha_mlops.train._imports import required
 
@@ -32,34 +32,40 @@ class ExportMismatchError(GhaMlopsError):
     and how many elements differ."""
 
 
+DEFAULT_HINT = ("nothing was written. Look for an operator the export approximates "
+                "(docs/model-export.md, 'The check'); loosen the tolerance only if that "
+                "difference is acceptable")
+
+
 def compare_outputs(name: str, expected: Any, actual: Any, *, atol: float, rtol: float,
-                    what: str = "the ONNX model") -> None:
-    """Raise :class:`ExportMismatchError` unless ``actual`` matches ``expected`` elementwise
-    within ``|actual - expected| <= atol + rtol * |expected|`` (numpy's ``allclose``; NaN
-    equals NaN), with the same shape."""
+                    hint: str = DEFAULT_HINT) -> None:
+    """Raise :class:`ExportMismatchError` unless ``actual`` (the ONNX model's output
+    ``name``) has the shape of ``expected`` (a column vector matches a flat one) and each
+    element satisfies ``|actual - expected| <= atol + rtol * |expected|`` (numpy's
+    ``isclose``; NaN equals NaN); non-numeric outputs (string labels) must be equal."""
     np = required("numpy")
     expected, actual = np.asarray(expected), np.asarray(actual)
+    if expected.shape != actual.shape and expected.size == actual.size and actual.ndim <= 2:
+        expected = expected.reshape(actual.shape)  # (n,) from predict() vs ONNX's (n, 1)
     if expected.shape != actual.shape:
         raise ExportMismatchError(
-            f"output {name!r} of {what} has shape {list(actual.shape)}, the original's "
-            f"{list(expected.shape)}")
-    if expected.dtype.kind not in "fiub" or actual.dtype.kind not in "fiub":  # labels: equal
-        if not np.array_equal(expected, actual):
-            differing = int(np.sum(expected != actual))
+            f"output {quoted(name)} of the ONNX model has shape {list(actual.shape)}, the "
+            f"original's {list(expected.shape)}")
+    if expected.dtype.kind not in "fiub" or actual.dtype.kind not in "fiub":
+        differing = int(np.sum(expected.astype(str) != actual.astype(str)))
+        if differing:
             raise ExportMismatchError(
-                f"output {name!r} of {what} differs from the original in {differing} of "
-                f"{expected.size} elements (compared for equality: not numbers)")
+                f"output {quoted(name)} of the ONNX model differs from the original in "
+                f"{differing} of {expected.size} elements (not numbers: compared for equality)")
         return
     close = np.isclose(actual, expected, atol=atol, rtol=rtol, equal_nan=True)
     if not close.all():
-        diff = np.abs(actual.astype("float64") - expected.astype("float64"))
-        worst = float(np.nanmax(diff)) if np.isfinite(diff).any() else float("nan")
+        diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+        worst = float(np.nanmax(diff)) if not np.isnan(diff).all() else float("nan")
         raise ExportMismatchError(
-            f"output {name!r} of {what} differs from the original: max abs difference "
-            f"{worst:.3g} beyond the tolerance (atol {atol:g} + rtol {rtol:g} x |original|) "
-            f"in {int(close.size - close.sum())} of {close.size} elements",
-            hint="look for an operator the export approximates (the export check in "
-                 "docs/model-export.md); loosen atol/rtol only if that difference is acceptable")
+            f"output {quoted(name)} of the ONNX model differs from the original: max abs "
+            f"difference {worst:.3g}, tolerance atol {atol:g} + rtol {rtol:g} x |original|, "
+            f"{int(close.size - close.sum())} of {close.size} elements beyond it", hint=hint)
 
 
 def export_onnx(model: Any, example: Any, path: PathLike, *, check_inputs: Any = None,
@@ -110,7 +116,7 @@ def _to_onnx_bytes(torch: Any, model: Any, args: tuple[Any, ...], input_names: l
     if dynamic_batch:
         batch = torch.export.Dim("batch")
         dims = tuple({0: batch} if a.dim() else None for a in args)
-    with _quiet():
+    with quiet_exporter():
         try:
             program = torch.export.export(model, args, dynamic_shapes=dims)
         except torch._dynamo.exc.UserError as err:  # the model fixes the batch size
@@ -181,17 +187,25 @@ def check_onnx_bytes(data: bytes, model: Any, inputs: tuple[Any, ...], input_nam
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the exporter's chatter, which is not the stage's output: its progress lines,
-    its warnings about absent torchvision, and one FutureWarning torch 2.13 raises from its
-    own pytree code (as an error under ``-W error``)."""
+def quiet_exporter() -> Iterator[None]:
+    """Silence torch's ONNX exporter chatter, which is not the caller's output: progress
+    lines, warnings about absent torchvision, and deprecation warnings from torch's own
+    internals (pytree, the TorchScript exporter), which as errors under ``-W error`` would
+    stop a correct export."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)`",
                                     FutureWarning)
+            warnings.filterwarnings("ignore", r".*legacy TorchScript-based ONNX export",
+                                    DeprecationWarning)
+            warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated",
+                                    DeprecationWarning)
+            warnings.filterwarnings("ignore", r"The feature will be removed", DeprecationWarning)
+            # the TorchScript exporter's notes on its own tracing (no signature, folding)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
             yield
     finally:
         logger.setLevel(level)
