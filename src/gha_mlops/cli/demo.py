@@ -12,6 +12,7 @@ from gha_mlops import bootstrap
 from gha_mlops.cli._demo_release import show_release
 from gha_mlops.cli._render import TerminalReporter, format_metric
 from gha_mlops.demo import DATASET
+from gha_mlops.demo.release import ReleaseTo
 from gha_mlops.demo.run import DemoOutcome, Setup
 from gha_mlops.demo.run import demo as run_demo
 
@@ -47,8 +48,9 @@ def demo(directory: Path, reset: bool, no_run: bool, jobs: int) -> None:
     outcome = run_demo(directory, reset=reset, run=not no_run, environ=dict(os.environ),
                        open_store=bootstrap.object_stores(),
                        jobs=jobs, reporter=TerminalReporter(), prepared=prepared,
-                       release_to=(bootstrap.image_engine(os.environ),
-                                   bootstrap.wheel_cache(os.environ)))
+                       release_to=ReleaseTo(bootstrap.image_engine(os.environ),
+                                            bootstrap.wheel_cache(os.environ),
+                                            bootstrap.signature_deriver()[0]))
     if no_run:
         click.echo(f"run it with: cd {shlex.quote(shown)} && gha-mlops run")
         return

@@ -18,12 +18,23 @@ from gha_mlops.packaging.build import PackageError
 from gha_mlops.packaging.service import DEFAULT_BASE, ImageEngine, PackageRequest, PackageResult
 from gha_mlops.packaging.service import package as package_model
 from gha_mlops.registry import ModelVersion, open_registry
+from gha_mlops.registry.service import SignatureOf
 from gha_mlops.runs.record import RunRecord
 
 MODEL = "digits"
 """The model the demo's mlops.yaml declares in ``registry.models``."""
 
 EngineFactory = Callable[[], AbstractContextManager[ImageEngine]]
+
+
+@dataclass(frozen=True)
+class ReleaseTo:
+    """What the demo's release step is handed: the image engine (None without the package
+    extra), the wheel cache, and the signature deriver (None without onnx)."""
+
+    engine: EngineFactory | None
+    wheel_cache: Path
+    signature_of: SignatureOf | None = None
 
 
 @dataclass(frozen=True)
@@ -37,8 +48,7 @@ class Release:
     note: str | None = None
 
 
-def release(directory: Path, record: RunRecord, *, engine: EngineFactory | None,
-            wheel_cache: Path,
+def release(directory: Path, record: RunRecord, to: ReleaseTo, *,
             base: str = DEFAULT_BASE) -> Release:
     """Register ``record``'s model as ``digits`` (unless this commit holds a version already)
     and, with an ``engine``, package that version on ``base``."""
@@ -52,17 +62,17 @@ def release(directory: Path, record: RunRecord, *, engine: EngineFactory | None,
     if known:
         version, now = reg.version(MODEL, known[0].version), False
     else:
-        written = reg.register(MODEL, record.id, signature_of=_signature_of())
+        written = reg.register(MODEL, record.id, signature_of=to.signature_of)
         assert written.version is not None
         version, now = written.version, True
-    if engine is None:
+    if to.engine is None:
         return Release(version, now, note="not packaged: the package extra is not installed "
                                           "(pip install 'gha-mlops[package]')")
     try:
-        with engine() as images:
+        with to.engine() as images:
             built = package_model(directory, PackageRequest(ref=version.tag.replace("@v", "@"),
                                                             base=base),
-                                  engine=images, wheel_cache=wheel_cache)
+                                  engine=images, wheel_cache=to.wheel_cache)
     except PackageError as err:
         # One line: the first clause says what is missing (no daemon, no base image); the
         # SDK's wording after it helps nobody starting out.
@@ -74,18 +84,3 @@ def release(directory: Path, record: RunRecord, *, engine: EngineFactory | None,
 def _owns_repository(directory: Path) -> bool:
     top = git.toplevel(directory) if git.available() else None
     return top is not None and top.resolve() == directory.resolve()
-
-
-def _signature_of() -> Callable[[Path], dict[str, object] | None] | None:
-    """The signature deriver, or None without onnx (the version is then registered with no
-    signature, as `gha-mlops model register` does)."""
-    import importlib.util
-
-    if importlib.util.find_spec("onnx") is None:
-        return None
-    from gha_mlops.packaging.signature import signature_of
-
-    def derive(path: Path) -> dict[str, object] | None:
-        return dict(signature_of(path).to_json())
-
-    return derive

@@ -18,7 +18,7 @@ from gha_mlops.runs.record import ModelRef, RunRecord
 
 if TYPE_CHECKING:
     from gha_mlops.data.service import StoreOpener
-    from gha_mlops.demo.release import EngineFactory, Release
+    from gha_mlops.demo.release import Release, ReleaseTo
 
 HEADLINE = ("test_accuracy", "macro_f1")
 """The metrics of ``metrics/eval.json`` the demo shows."""
@@ -80,12 +80,12 @@ class DemoOutcome:
 def demo(directory: Path, *, reset: bool, run: bool, environ: Mapping[str, str],
          open_store: StoreOpener, jobs: int = 1, reporter: Reporter | None = None,
          prepared: Callable[[Setup], None] | None = None,
-         release_to: tuple[EngineFactory | None, Path] | None = None) -> DemoOutcome:
+         release_to: ReleaseTo | None = None) -> DemoOutcome:
     """Write the example into ``directory`` (files already there are kept unless ``reset``),
     make it a git repository, seed its dataset remote (opened with ``open_store``), tell
-    ``prepared``, and run it when ``run``. With ``release_to`` (an image engine factory, or
-    None without the package extra, and the wheel cache), register the run's model and
-    package it (:mod:`gha_mlops.demo.release`). Raises the missing-extra error before writing
+    ``prepared``, and run it when ``run``. With ``release_to`` (the image engine, wheel cache
+    and signature deriver), register the run's model and package it
+    (:mod:`gha_mlops.demo.release`). Raises the missing-extra error before writing
     anything when ``run`` and torch is not installed."""
     if run and importlib.util.find_spec("torch") is None:
         raise missing_extra("torch", "torch")
@@ -104,9 +104,7 @@ def demo(directory: Path, *, reset: bool, run: bool, environ: Mapping[str, str],
         return DemoOutcome(setup, record)
     from gha_mlops.demo.release import release
 
-    engine, wheel_cache = release_to
-    return DemoOutcome(setup, record, release(directory, record, engine=engine,
-                                              wheel_cache=wheel_cache))
+    return DemoOutcome(setup, record, release(directory, record, release_to))
 
 
 def _git_init(directory: Path) -> None:
