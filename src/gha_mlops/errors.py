@@ -30,6 +30,8 @@ class ExitCode(enum.IntEnum):
     UNSAFE_PATH = 8  # a path to write, remove or restore leads out of the workspace
     GITHUB = 9  # a GitHub API call failed (permission, rate limit, not found, ...)
     RUNNER_BACKEND = 10  # a runner backend (Docker, ...) call failed
+    DEPLOY_FAILED = 11  # a rollout failed a check (ready, golden, gate) and was rolled back
+    DEPLOY_TARGET = 12  # a deploy target (Docker host, router) could not be used
     INTERNAL = 70  # EX_SOFTWARE: a bug in gha-mlops; the traceback went to a file
     WORKSPACE_BUSY = 75  # EX_TEMPFAIL: another gha-mlops process holds the workspace
     INTERRUPTED = 130  # Ctrl-C or SIGTERM (a cancelled job); partial outputs rolled back

@@ -96,6 +96,67 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class DeployHostConfig:
+    """One Docker host of an environment: the daemon (``unix://``, ``tcp://``, ``ssh://``) and
+    the address at which the deploying machine reaches ports on that host (default: the
+    daemon URL's host; ``127.0.0.1`` for ``unix://``)."""
+
+    docker: str
+    address: str
+
+
+@dataclass(frozen=True)
+class DeployGates:
+    """Gates on the new version's own metrics over each bake (docs/deploy.md):
+    ``max_error_rate`` (5xx answers / inference requests, 0..1), ``max_p99_ms`` (None: no
+    latency gate) and ``min_requests`` (fewer inference requests in a bake: the gate fails;
+    0: a bake without traffic passes, with a note)."""
+
+    max_error_rate: float = 0.01
+    max_p99_ms: float | None = None
+    min_requests: int = 0
+
+
+@dataclass(frozen=True)
+class DeployEnvironment:
+    """One environment of ``deploy.environments``: where it runs (``hosts``, the router's
+    ``listen`` address and ``port``, the two backend ports, the backends' ``bind`` address and
+    server ``workers``), the registry ``stage`` that a successful rollout moves, the rollout
+    ``steps`` (percent of traffic to the new version, strictly increasing, ending at 100;
+    ``[100]`` is blue/green), the ``bake_s`` per step, timeouts, the gates, and what GitHub is
+    told (``url``: the environment URL; ``production``)."""
+
+    name: str
+    stage: str
+    hosts: tuple[DeployHostConfig, ...]
+    port: int
+    backend_ports: tuple[int, int]
+    listen: str = "0.0.0.0"
+    bind: str = "127.0.0.1"
+    workers: int = 1
+    steps: tuple[int, ...] = (10, 50, 100)
+    bake_s: float = 10.0
+    ready_timeout_s: float = 60.0
+    drain_s: float = 5.0
+    gates: DeployGates = field(default_factory=DeployGates)
+    golden: bool = True
+    url: str | None = None
+    production: bool = False
+    # Where the environment is written (``mlops.yaml:40``), for messages.
+    source: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """``deploy:`` in mlops.yaml: the model deployed (a ``registry.models`` name; None: the
+    only one there), the router image (nginx) and the environments by name."""
+
+    model: str | None = None
+    router_image: str = "nginx:1.27-bookworm"
+    environments: Mapping[str, DeployEnvironment] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """A validated ``mlops.yaml`` with its params, stages in a runnable (topological) order."""
 
@@ -124,6 +185,8 @@ class Pipeline:
     determinism: str = "native"
     # ``registry:`` (the model registry in git tags, docs/registry.md); None when absent.
     registry: RegistryConfig | None = None
+    # ``deploy:`` (environments, docs/deploy.md); None when absent.
+    deploy: DeployConfig | None = None
 
     def stage(self, name: str) -> Stage:
         return self.stages[name]
