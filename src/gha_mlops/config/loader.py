@@ -23,6 +23,7 @@ from typing import Any
 
 from gha_mlops import __version__
 from gha_mlops._fs import atomic_write_text
+from gha_mlops.config._deploy import build_deploy, deploy_schema_problems, normalize_deploy
 from gha_mlops.config._graph import OutputIndex, link_stages
 from gha_mlops.config._overrides import apply_overrides
 from gha_mlops.config._params import check_params, load_params, read_optional
@@ -40,7 +41,8 @@ _DATASET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # a fresh one: it is the order of the params file written for a run with --set overrides).
 # 5: each gate keeps the line it is written on.
 # 6: ``registry:``.
-_CACHE_FORMAT = 6
+# 7: ``deploy:``.
+_CACHE_FORMAT = 7
 
 # The datasets of a workspace by name, given its root: ``gha_mlops.data.pointer.find_datasets``.
 # config sits below data, so the services hand it in; the loader only asks it for names.
@@ -185,6 +187,7 @@ def _build(root: Path, config_path: Path, sha: str, n: Mapping[str, Any]) -> Pip
         gates={name: _gate(config_path, name, rules)
                for name, rules in (n.get("gates") or {}).items()},
         registry=build_registry(n.get("registry")),
+        deploy=build_deploy(n.get("deploy"), config_path),
     )
 
 
@@ -221,7 +224,10 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
     try:
         cfg = ConfigSchema.model_validate(raw)
     except ValidationError as err:
-        schema_problems(problems, err.errors(), raw)
+        errors = err.errors()
+        # ``deploy:`` words its own errors (its keys, forms and allowed keys).
+        schema_problems(problems, [e for e in errors if e["loc"][:1] != ("deploy",)], raw)
+        deploy_schema_problems(problems, [e for e in errors if e["loc"][:1] == ("deploy",)])
         problems.raise_if_any()
         raise AssertionError("unreachable") from err
 
@@ -254,8 +260,10 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
     gates = _normalize_gates(problems, cfg.gates, stages)
     registry = normalize_registry(problems, cfg.registry,
                                   [o["path"] for st in stages for o in st["outs"]], _norm_path)
+    deploy = normalize_deploy(problems, cfg.deploy, registry)
     problems.raise_if_any()
     return {
+        "deploy": deploy,
         "registry": registry,
         "gates": gates,
         "remotes": remotes,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -89,6 +89,62 @@ class RegistrySchema(_Strict):
     models: dict[str, RegistryModelSchema] = Field(default_factory=dict)
 
 
+class DeployHostSchema(_Strict):
+    """One Docker host of an environment (docs/deploy-config.md)."""
+
+    docker: str = Field(min_length=1)
+    address: str | None = Field(default=None, min_length=1)
+
+
+class DeployGatesSchema(_Strict):
+    """The gates a new version's own metrics must pass over each bake."""
+
+    max_error_rate: float = Field(default=0.01, ge=0, le=1, allow_inf_nan=False)
+    max_p99_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    min_requests: int = Field(default=0, ge=0)
+
+
+def _duration(value: Any) -> Any:
+    """A duration key as seconds: a number, or a string such as ``10s``, ``2m``, ``500ms``
+    (bounds are checked in ``_deploy``, which names them)."""
+    from gha_mlops.config._deploy import parse_duration
+
+    return parse_duration(value)
+
+
+class DeployEnvironmentSchema(_Strict):
+    """One environment of ``deploy.environments``; the checks that span keys or sections
+    (ports all different, the stage a registry stage, ...) are ``_deploy``'s."""
+
+    stage: str = Field(min_length=1)
+    hosts: list[DeployHostSchema]
+    port: int = Field(ge=1, le=65535)
+    backend_ports: list[Annotated[int, Field(ge=1, le=65535)]] | None = Field(
+        default=None, min_length=2, max_length=2)
+    listen: str = "0.0.0.0"
+    bind: str = "127.0.0.1"
+    workers: int = Field(default=1, ge=1, le=64)
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 50, 100], min_length=1, max_length=10)
+    bake: float = 10.0
+    ready_timeout: float = 60.0
+    drain: float = 5.0
+    gates: DeployGatesSchema = Field(default_factory=DeployGatesSchema)
+    golden: bool = True
+    url: str | None = None
+    production: bool = False
+
+    _durations = field_validator("bake", "ready_timeout", "drain", mode="before")(_duration)
+
+
+class DeploySchema(_Strict):
+    """``deploy:``: the model deployed, the router image and the environments."""
+
+    model: str | None = Field(default=None, min_length=1)
+    router_image: str = "nginx:1.27-bookworm"
+    environments: dict[str, DeployEnvironmentSchema] = Field(default_factory=dict)
+
+
 class ConfigSchema(_Strict):
     version: int = 1
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
@@ -101,6 +157,7 @@ class ConfigSchema(_Strict):
     stages: dict[str, StageSchema] = Field(min_length=1)
     gates: dict[str, GateSchema] = Field(default_factory=dict)
     registry: RegistrySchema | None = None
+    deploy: DeploySchema | None = None
 
     @field_validator("version")
     @classmethod
