@@ -297,3 +297,34 @@ def image_host(url: str | None, base_url: str | None, report_id: str,
         return open_store(location.url, endpoint_url=context.s3_endpoint)
 
     return BucketImageHost(location, report_id, open_bucket)
+
+
+def deploy_config(workspace: Path, env_name: str) -> tuple[Any, Any]:
+    """``(DeployConfig, DeployEnvironment)`` of ``env_name`` in the workspace's mlops.yaml; a
+    UsageError when it has no ``deploy:`` or no such environment, naming the ones there are."""
+    from gha_mlops.config import DEFAULT_CONFIG, load_pipeline
+
+    config_file = workspace / DEFAULT_CONFIG
+    deploy = load_pipeline(config_file).deploy
+    if deploy is None:
+        raise UsageError(f"{config_file} has no `deploy:` section",
+                         hint="declare the environments to deploy to: docs/deploy.md")
+    env = deploy.environments.get(env_name)
+    if env is None:
+        raise UsageError(f"there is no environment {env_name!r} in {config_file}",
+                         hint="environments: " + (", ".join(sorted(deploy.environments))
+                                                  or "none"))
+    return deploy, env
+
+
+def deploy_environment(workspace: Path, env_name: str, *,
+                       progress: Callable[[str], None]) -> tuple[Any, Any]:
+    """``(DeployConfig, Environment)`` of ``env_name`` (see :func:`deploy_config`): the
+    Docker hosts it names (the docker SDK: ``pip install 'gha-mlops[package]'``), the router
+    image and the HTTP checks. The caller closes the hosts."""
+    from gha_mlops.deploy.docker_hosts import open_hosts
+    from gha_mlops.deploy.environment import Environment, HttpChecks
+
+    deploy, env = deploy_config(workspace, env_name)
+    return deploy, Environment(env, open_hosts(env), deploy.router_image, HttpChecks(),
+                               progress=progress)

@@ -30,6 +30,7 @@ _COMMANDS = {
     "report": ("gha_mlops.cli.report", "report", "Compare a run with a baseline run (metrics, params, data, plots) and check the gates."),
     "model": ("gha_mlops.cli.model", "model", "The model registry in git tags: register, promote, demote, deprecate, list, show, history."),
     "package": ("gha_mlops.cli.package", "package", "Build a container image that serves a registered model over the Open Inference Protocol."),
+    "deploy": ("gha_mlops.cli.deploy", "deploy", "Roll a packaged model out to an environment behind nginx, gated; status; rollback; KServe manifests."),
     "runners": ("gha_mlops.cli.runners", "runners", "Ephemeral self-hosted (GPU) runners: the autoscaler service and its status."),
 }
 
