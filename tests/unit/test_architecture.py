@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": _BASE | {"data", "train"},
     "registry": _BASE,
     "reporting": _BASE | {"registry"},
-    "packaging": _BASE | {"registry", "train"},
+    "packaging": _BASE | {"registry", "train", "deploy"},
     "runners": _BASE,
     "sweep": _BASE | {"pipeline", "data", "train"},
     "deploy": _BASE | {"registry"},

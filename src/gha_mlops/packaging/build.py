@@ -345,10 +345,12 @@ def _normalise(root: Path) -> None:
 
 def make_context(dest: Path, *, base: str, target: PythonTarget, wheels: Mapping[str, Path],
                  server: Path, model_onnx: Path, model_json: Mapping[str, Any],
-                 subject: Mapping[str, str]) -> Context:
+                 subject: Mapping[str, str],
+                 golden: Mapping[str, Any] | None = None) -> Context:
     """Lay out the build context in the empty directory ``dest`` (see the module's
     docstring). Bytecode is compiled here (deterministically: unchecked-hash pycs) when this
-    Python is the image's version, else by a RUN step in the image."""
+    Python is the image's version, else by a RUN step in the image. ``golden``: the golden
+    requests a rollout replays (model/golden.json), when there are some."""
     site = dest / "site"
     site.mkdir(parents=True)
     site_bytes = sum(unpack_wheel(wheel, site) for _, wheel in sorted(wheels.items()))
@@ -368,6 +370,8 @@ def make_context(dest: Path, *, base: str, target: PythonTarget, wheels: Mapping
     shutil.copyfile(model_onnx, dest / "model" / "model.onnx")
     atomic_write_text(dest / "model" / "model.json",
                       json.dumps(dict(model_json), indent=2, sort_keys=True) + "\n")
+    if golden is not None:
+        atomic_write_text(dest / "model" / "golden.json", json.dumps(golden) + "\n")
     atomic_write_text(dest / "Dockerfile", dockerfile(base, compile_in_image=not same_python))
     _normalise(dest)
     return Context(path=dest, sbom=doc, site_bytes=site_bytes)

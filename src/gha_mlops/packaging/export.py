@@ -202,6 +202,19 @@ def check_onnx(data: bytes, inputs: Sequence[Any], expected: Sequence[Any], *,
         compare_outputs(out.name, want, got, atol=atol, rtol=rtol, hint=_MISMATCH_HINT)
 
 
+def onnx_outputs(path: Path, inputs: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """The ONNX model at ``path`` run on ``inputs`` (onnxruntime, CPU): the feeds as the
+    model takes them (cast to its input types) and its outputs, both in the model's order
+    (what golden requests are made of)."""
+    session = inference_session(read_limited(path), str(path))
+    feeds = feeds_for(session, inputs, str(path))
+    try:
+        outputs = session.run(None, feeds)
+    except (RuntimeError, ValueError) as err:
+        raise ExportError(f"{path}: the model fails on the check data ({err})") from err
+    return [feeds[spec.name] for spec in session.get_inputs()], list(outputs)
+
+
 def read_limited(path: Path) -> bytes:
     """The bytes of ``path`` (a regular file no larger than :data:`MAX_MODEL_BYTES`)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

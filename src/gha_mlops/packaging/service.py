@@ -44,6 +44,7 @@ DEFAULT_REPOSITORY = "gha-mlops"
 SERVER = Path(__file__).with_name("oip_server.py")
 LABEL_PREFIX = "io.gha-mlops.model."
 MAX_CHECK_ROWS = 10_000  # rows of check_data the export is compared on
+GOLDEN_CASES = 8  # rows of check_data that become golden requests in the image
 # The distribution reference grammar (docker/distribution reference/regexp.go), simplified:
 # [domain[:port]/]path[/path...][:tag]; the first part is a domain only when it has a '.' or
 # a ':' or is localhost (as Docker reads it), else it is a (lowercase) path component.
@@ -193,8 +194,10 @@ def _output_digest(outputs: Mapping[str, Any], rel: str) -> str | None:
     return None
 
 
-def _export(workspace: Path, mv: ModelVersion, model: Path, dest: Path) -> dict[str, Any]:
-    """The model as ONNX at ``dest``; its signature (JSON form)."""
+def _export(workspace: Path, mv: ModelVersion, model: Path,
+            dest: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The model as ONNX at ``dest``; its signature (JSON form) and, when the registry names
+    check data, the golden requests (gha_mlops.deploy.golden) of its first rows."""
     from gha_mlops.config import DEFAULT_CONFIG, load_pipeline
     from gha_mlops.packaging.export import export_to_onnx
 
@@ -215,7 +218,17 @@ def _export(workspace: Path, mv: ModelVersion, model: Path, dest: Path) -> dict[
         check = check_inputs(workspace, mv, entry.check_data)
     tolerance = {"atol": entry.atol, "rtol": entry.rtol} if entry is not None else {}
     signature = export_to_onnx(model, dest, check_inputs=check, **tolerance)
-    return signature.to_json()
+    golden = None
+    if entry is not None and entry.check_data:
+        from gha_mlops.deploy.golden import golden_doc
+        from gha_mlops.packaging.export import onnx_outputs
+
+        rows = check[:GOLDEN_CASES] if check is not None else \
+            check_inputs(workspace, mv, entry.check_data)[:GOLDEN_CASES]
+        feeds, outputs = onnx_outputs(dest, [rows])
+        golden = golden_doc(feeds, outputs, atol=entry.atol, rtol=entry.rtol,
+                            cases=GOLDEN_CASES)
+    return signature.to_json(), golden
 
 
 def _silent(line: str) -> None:
@@ -244,13 +257,14 @@ def package(workspace: Path, request: PackageRequest, *, engine: ImageEngine, wh
     try:
         onnx_path = work / "model.onnx"
         progress(f"exporting {mv.lineage.model_path} to ONNX")
-        signature = _export(workspace, mv, model, onnx_path)
+        signature, golden = _export(workspace, mv, model, onnx_path)
         onnx_sha256 = sha256_file(onnx_path)
         labels = labels_for(mv, base=request.base, onnx_sha256=onnx_sha256,
                             source=request.source)
         context = make_context(
             work / "context", base=request.base, target=target, wheels=wheels, server=SERVER,
             model_onnx=onnx_path, model_json=model_json(mv, signature, onnx_sha256),
+            golden=golden,
             subject={"name": image.rpartition(":")[0], "version": mv.version})
         progress(f"building {image} on {engine.daemon_url}")
         image_id = engine.build(context.path, tag=image, labels=labels)
