@@ -145,6 +145,8 @@ MISTAKES = {
                    "'http://h:2375' is not a Docker daemon URL", "tcp://HOST:PORT"),
     "host twice": (_env("        - docker: 'unix:///var/run/../run/docker.sock'  # <-\n"),
                    "is listed twice (as hosts[0])", "remove one"),
+    "one machine twice": (_env("        - docker: ssh://deploy@127.0.0.1  # <-\n"),
+                          "is reached at '127.0.0.1', as hosts[0] is", "each machine once"),
     "address": (_env("          address: 'not a host'  # <-\n"),
                 "'not a host' is not a host name or an IP address", "`address` takes"),
     "port range": (HEAD + MINIMAL.replace("port: 8080", "port: 80800  # <-"),
@@ -153,8 +155,9 @@ MISTAKES = {
                      "must all differ, got 8080 and [8081, 8080]", "three different ports"),
     "ports between environments": (
         HEAD + MINIMAL + "    production:\n      stage: prod\n      port: 8082  # <-\n"
-        "      hosts: [{docker: 'unix:///var/run/docker.sock'}]\n",
-        "port 8082 is also used by environment 'staging'", "different ports"),
+        "      hosts: [{docker: 'tcp://127.0.0.1:2375'}]\n",
+        "port 8082 is also used by environment 'staging' on the host at '127.0.0.1'",
+        "different ports"),
     "listen address": (_env("      listen: localhost  # <-\n"),
                        "'localhost' is not an IP address", "`listen` takes"),
     "workers": (_env("      workers: 0  # <-\n"), "must be at least 1", "`workers` takes"),
@@ -216,7 +219,7 @@ def test_each_docker_url_rule(tmp_path: Path, docker: str, words: str) -> None:
 @pytest.mark.parametrize(("steps", "words"), [
     ("[50, 10, 100]", "not a rollout"), ("[10, 10, 100]", "not a rollout"),
     ("[0, 100]", "must be at least 1"), ("[10, 101]", "must be at most 100"),
-    ("[]", "expected at least 1 item"), (str(list(range(1, 11)) + [100]), "at most 10 items"),
+    ("[]", "expected at least 1 item"), (str([*range(1, 11), 100]), "at most 10 items"),
 ])
 def test_each_steps_rule(tmp_path: Path, steps: str, words: str) -> None:
     with pytest.raises(ConfigError) as caught:

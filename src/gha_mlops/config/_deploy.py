@@ -200,7 +200,7 @@ def normalize_deploy(problems: Problems, deploy: Any,
                      "port: 8080, hosts: [{docker: 'unix:///var/run/docker.sock'}]}`", key=True)
     lines = section_lines(problems.text, ("deploy", "environments"))
     environments: dict[str, dict[str, Any]] = {}
-    ports_by_host: dict[tuple[Any, ...], dict[int, str]] = {}
+    ports_by_host: dict[str, dict[int, str]] = {}
     for name, env in deploy.environments.items():
         normalized = _environment(problems, name, env, registry)
         line = lines.get(name) or problems.where.find((*base, "environments", name),
@@ -262,8 +262,9 @@ def _environment(problems: Problems, name: str, env: Any,
 
 
 def _hosts(problems: Problems, loc: Loc, hosts: Sequence[Any]) -> list[dict[str, Any]]:
-    """Each host's URL checked, its address defaulted, none twice; the normalized hosts carry
-    their identity (``key``) for the check between environments."""
+    """Each host's URL checked and its address defaulted. No host twice: not the same daemon,
+    and not the same address, since the containers run on the host's network and two daemons
+    on one machine would take the same ports."""
     if not hosts:
         problems.add((*loc, "hosts"), "an environment needs at least one host",
                      _form((*loc, "hosts")))
@@ -279,13 +280,31 @@ def _hosts(problems: Problems, loc: Loc, hosts: Sequence[Any]) -> list[dict[str,
         if host.address is not None and not _is_host(host.address):
             problems.add((*hloc, "address"), f"{host.address!r} is not a host name or an IP "
                          "address", _form((*hloc, "address")))
+        machine = ("address", _machine(address))
         if key in seen:
             problems.add((*hloc, "docker"), f"the host {host.docker!r} is listed twice "
                          f"(as hosts[{seen[key]}])", "remove one of them")
             continue
-        seen[key] = i
-        out.append({"docker": host.docker, "address": address, "key": list(key)})
+        if machine in seen:
+            problems.add((*hloc, "docker"), f"the host {host.docker!r} is reached at "
+                         f"{address!r}, as hosts[{seen[machine]}] is: on one machine their "
+                         "containers would take the same ports",
+                         "list each machine once (or give each its `address:`)")
+            continue
+        seen[key] = seen[machine] = i
+        out.append({"docker": host.docker, "address": address})
     return out
+
+
+def _machine(address: str) -> str:
+    """One spelling of an address (``::0001`` is ``::1``, names in lower case), so that one
+    machine written two ways is one machine. Names are not resolved: no DNS at load."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address.lower().rstrip(".")
 
 
 def _docker_url(problems: Problems, loc: Loc,
@@ -386,17 +405,18 @@ def _url(problems: Problems, loc: Loc, url: str) -> None:
 
 
 def _check_shared_hosts(problems: Problems, name: str, env: Mapping[str, Any],
-                        ports_by_host: dict[tuple[Any, ...], dict[int, str]]) -> None:
-    """Environments on one host run side by side on its network: no port twice."""
+                        ports_by_host: dict[str, dict[int, str]]) -> None:
+    """Environments on one host run side by side on its network: no port twice. A host is its
+    address (see :func:`_hosts`)."""
     ports = [env["port"], *env["backend_ports"]]
     for host in env["hosts"]:
-        taken = ports_by_host.setdefault(tuple(host["key"]), {})
+        taken = ports_by_host.setdefault(_machine(host["address"]), {})
         for port in ports:
             other = taken.get(port)
             if other is not None and other != name:
                 problems.add(("deploy", "environments", name, "port"),
                              f"port {port} is also used by environment {other!r} on the "
-                             f"host {host['docker']!r}",
+                             f"host at {host['address']!r}",
                              "give environments that share a host different ports")
                 return
         taken.update(dict.fromkeys(ports, name))
