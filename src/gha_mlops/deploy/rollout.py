@@ -14,8 +14,9 @@ caller's (:mod:`gha_mlops.cli.deploy`), since it owns the registry.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from gha_mlops.deploy.environment import SETTLE_S, Environment, latest_record
@@ -97,18 +98,16 @@ class Rollouts:
         return EnvLock(self.env.hosts[0], self.env.name, me(what, lease_s=lease),
                        image=self.env.router_image, wait_s=self.wait_s)
 
-    def _prepare(self, what: str) -> tuple[EnvLock, RouterState | None]:
+    @contextlib.contextmanager
+    def _held(self, what: str) -> Iterator[RouterState | None]:
+        """Hold the environment (its lock) with every host settled to one record; yields
+        that record (None: nothing deployed)."""
         for host in self.env.hosts:
             host.ensure_image(self.env.router_image)
-        lock = self._lock(what)
-        lock.__enter__()
-        try:
+        with self._lock(what) as lock:
             record, notes = self.env.recover()
-        except BaseException:
-            lock.__exit__(None, None, None)
-            raise
-        self.notes[:] = lock.notes + notes
-        return lock, record
+            self.notes[:] = lock.notes + notes
+            yield record
 
     # -- deploy -----------------------------------------------------------------------------
 
@@ -116,8 +115,7 @@ class Rollouts:
                expect_labels: dict[str, str]) -> Outcome:
         """Roll ``image`` (model ``model`` at ``version``) out (see the module's docstring)."""
         start = self.clock()
-        lock, record = self._prepare(f"{model} {version}")
-        with lock:
+        with self._held(f"{model} {version}") as record:
             release = self._release(model, version, image, expect_labels)
             stable = record.stable if record is not None else None
             if stable is not None and stable.image_id == release.image_id:
@@ -201,20 +199,21 @@ class Rollouts:
         every host that can still be reached. A host that cannot keeps its record; the next
         deploy, rollback or status finds it and settles it."""
         back = replace(record, canary=None, canary_slot=None, weight=0, rollout=None)
+        target = back.stable.label() if back.stable else "no version (the router answers 503)"
+        self.env.progress(f"rolling back: all traffic to {target}")
         reachable = []
         for host in self.env.hosts:
             try:
-                host.read(self.env.name)
+                self.env.write(back, hosts=[host])
                 reachable.append(host)
             except DeployTargetError:
                 continue
-        target = back.stable.label() if back.stable else "no version (the router answers 503)"
-        self.env.progress(f"rolling back: all traffic to {target}")
-        if reachable:
-            self.env.write(back, hosts=reachable)
-            self.env.sleep(SETTLE_S)
-            for host in reachable:
+        self.env.sleep(SETTLE_S)
+        for host in list(reachable):
+            try:
                 host.remove_backend(self.env.name, slot, grace=self.env.config.drain_s)
+            except DeployTargetError:
+                reachable.remove(host)
         if isinstance(err, DeployError):
             err.notes.append(f"traffic went back to {target}")
         if len(reachable) < len(self.env.hosts):
@@ -279,8 +278,7 @@ class Rollouts:
     def rollback(self) -> Outcome:
         """All traffic back to the release before the stable one (its recorded image)."""
         start = self.clock()
-        lock, record = self._prepare("rollback")
-        with lock:
+        with self._held("rollback") as record:
             if record is None or record.stable is None or record.stable_slot is None:
                 raise DeployError(f"nothing is deployed in {self.env.name}: nothing to roll "
                                   "back", hint="deploy a version first")
@@ -314,8 +312,8 @@ class Rollouts:
         first (under the lock, so a running deploy is left alone)."""
         if settle:
             try:
-                lock, _ = self._prepare("status")
-                lock.__exit__(None, None, None)
+                with self._held("status"):
+                    pass
             except DeployBusyError as busy:
                 self.notes.append(f"{busy.message}: shown as it is now")
         states = self.env.states()
