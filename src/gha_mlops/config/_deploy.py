@@ -14,41 +14,39 @@ import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from typing import TYPE_CHECKING, Any
 
 from gha_mlops.config._yaml import Loc, Problems, display, type_name
 from gha_mlops.config.model import DeployConfig, DeployEnvironment, DeployGates, DeployHostConfig
+
+if TYPE_CHECKING:
+    from urllib.parse import SplitResult
+
+    from pydantic import BaseModel
 
 # Environment names become container names (gha-mlops-<env>-router) and GitHub environments.
 ENV_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 _ENV_NAME_HINT = ("use 1 to 32 lower-case letters, digits and '-', starting and ending with a "
                   "letter or digit (e.g. `staging`, `prod-eu`): the name becomes container "
                   "and GitHub environment names")
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*$")
+# Patterns used only while validating are strings, compiled (and cached by re) on first use:
+# a load from the validated-config cache imports this module but never matches them.
+_DURATION = r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*$"
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # (key in the file, key in the normalized form, lowest, highest) in seconds.
 DURATIONS = (("bake", "bake_s", 0.0, 3600.0), ("ready_timeout", "ready_timeout_s", 1.0, 1800.0),
              ("drain", "drain_s", 0.0, 300.0))
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = (r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+             r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _DOCKER_HINT = ("write `unix:///var/run/docker.sock` (an absolute socket path), "
                 "`tcp://HOST:PORT` or `ssh://[USER@]HOST[:PORT]`")
 # Docker's reference grammar (distribution/reference): [DOMAIN[:PORT]/]PATH[:TAG][@DIGEST].
 _PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN = (r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)"
            r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]{1,5})?")
-_REFERENCE = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_PART}(?:/{_PATH_PART})*"
-                        r"(?::[\w][\w.-]{0,127})?"
-                        r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$")
-_ALLOWED = {
-    (): ("model", "router_image", "environments"),
-    ("environments", "*"): ("stage", "hosts", "port", "backend_ports", "listen", "bind",
-                            "workers", "steps", "bake", "ready_timeout", "drain", "gates",
-                            "golden", "url", "production"),
-    ("environments", "*", "hosts", "*"): ("docker", "address"),
-    ("environments", "*", "gates"): ("max_error_rate", "max_p99_ms", "min_requests"),
-}
+_REFERENCE = (rf"^(?:{_DOMAIN}/)?{_PATH_PART}(?:/{_PATH_PART})*"
+              r"(?::[\w][\w.-]{0,127})?"
+              r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$")
 _FORMS = {
     "deploy": "a mapping with `environments:`, e.g. `deploy: {environments: {staging: "
               "{stage: staging, port: 8080, hosts: [{docker: 'unix:///var/run/docker.sock'}]}}}`",
@@ -113,7 +111,7 @@ def parse_duration(value: Any) -> float:
     caller's."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
-    elif isinstance(value, str) and (found := _DURATION.match(value)):
+    elif isinstance(value, str) and (found := re.match(_DURATION, value)):
         seconds = float(found.group(1)) * _UNIT_S[found.group(2)]
     else:
         raise ValueError("expected a number of seconds or a duration such as '10s', '2m' or "
@@ -137,12 +135,24 @@ def _form(loc: Loc) -> str | None:
 def _allowed(parent: Loc) -> Sequence[str]:
     """The keys of the mapping at ``parent`` (``deploy`` first)."""
     # ("deploy", "environments", NAME, "hosts", N) -> ("environments", "*", "hosts", "*")
+    from gha_mlops.config.schema import (
+        DeployEnvironmentSchema,
+        DeployGatesSchema,
+        DeployHostSchema,
+        DeploySchema,
+    )
+
     shape = [str(p) for p in parent[1:]]
     if len(shape) >= 2:
         shape[1] = "*"
     if len(shape) >= 4 and shape[2] == "hosts":
         shape[3] = "*"
-    return _ALLOWED.get(tuple(shape), ())
+    models: dict[tuple[str, ...], type[BaseModel]] = {
+        (): DeploySchema, ("environments", "*"): DeployEnvironmentSchema,
+        ("environments", "*", "hosts", "*"): DeployHostSchema,
+        ("environments", "*", "gates"): DeployGatesSchema}
+    model = models.get(tuple(shape))
+    return list(model.model_fields) if model is not None else []
 
 
 def deploy_schema_problems(problems: Problems, errors: Sequence[Mapping[str, Any]]) -> None:
@@ -189,7 +199,7 @@ def normalize_deploy(problems: Problems, deploy: Any,
         return None
     base: Loc = ("deploy",)
     model = _model(problems, deploy.model, registry)
-    if not _REFERENCE.match(deploy.router_image) or len(deploy.router_image) > 512:
+    if not re.match(_REFERENCE, deploy.router_image) or len(deploy.router_image) > 512:
         problems.add((*base, "router_image"),
                      f"{deploy.router_image!r} is not a Docker image reference",
                      "write NAME[:TAG][@DIGEST], e.g. `nginx:1.27-bookworm` or "
@@ -311,6 +321,8 @@ def _docker_url(problems: Problems, loc: Loc,
                 url: str) -> tuple[tuple[Any, ...], str] | None:
     """(the host's identity, its default address) for a Docker daemon URL, or None after
     adding the problem."""
+    from urllib.parse import urlsplit  # only when validating
+
     wrong: str | None = None
     try:
         parts: SplitResult | None = urlsplit(url)
@@ -353,7 +365,7 @@ def _is_host(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        return bool(_HOSTNAME.match(text))
+        return bool(re.match(_HOSTNAME, text))
     return True
 
 
@@ -391,6 +403,8 @@ def _steps(problems: Problems, loc: Loc, steps: Sequence[int]) -> None:
 
 
 def _url(problems: Problems, loc: Loc, url: str) -> None:
+    from urllib.parse import urlsplit
+
     try:
         parts = urlsplit(url)
         ok = (parts.scheme in ("http", "https") and parts.hostname is not None
