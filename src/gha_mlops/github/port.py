@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gha_mlops._closing import Closing
 from gha_mlops.errors import ExitCode, GhaMlopsError
@@ -112,10 +112,60 @@ class StoredReportPort(GitHubPort, Protocol):
         """The sha of the pull request's head commit now."""
 
 
-class GitHubAPI(StoredReportPort, ActionsPort, Protocol):
+@dataclass(frozen=True)
+class DeploymentRef:
+    """A GitHub Deployment as created: its id (for the statuses), environment and API URL."""
+
+    id: int
+    environment: str
+    url: str
+
+
+@dataclass(frozen=True)
+class EnvironmentInfo:
+    """What a GitHub environment's protection rules demand before a job that names it runs.
+
+    ``required_reviewers``: how many people or teams may approve (0: no approval needed; one
+    approval of any of them suffices); ``wait_timer``: minutes a job waits once approved;
+    ``branch_policy``: whether only some branches may deploy to it."""
+
+    name: str
+    required_reviewers: int
+    wait_timer: int
+    branch_policy: bool
+
+
+# The states a deployment status may take (GitHub's enum).
+DEPLOYMENT_STATES = frozenset({"error", "failure", "inactive", "in_progress", "queued",
+                               "pending", "success"})
+
+
+class DeploymentsPort(Closing, Protocol):
+    """GitHub Deployments and environments: creating a deployment and posting its statuses
+    needs ``deployments: write``; reading an environment ``actions: read``."""
+
+    def create_deployment(self, repo: str, *, ref: str, environment: str, description: str,
+                          payload: Mapping[str, Any], production: bool) -> DeploymentRef:
+        """Record a deployment of ``ref`` (a sha, branch or tag) to ``environment``. No status
+        check is required and nothing is merged (the workflow's own gates already ran); the
+        environment is not transient; ``production`` marks it as the one users reach."""
+
+    def create_deployment_status(self, repo: str, deployment_id: int, *, state: str,
+                                 description: str, environment_url: str | None = None,
+                                 log_url: str | None = None) -> None:
+        """Post a status (one of :data:`DEPLOYMENT_STATES`) on a deployment; ``description``
+        is cut to GitHub's 140 characters. A ``success`` makes the environment's earlier
+        successful deployments ``inactive`` (GitHub's ``auto_inactive``)."""
+
+    def environment(self, repo: str, name: str) -> EnvironmentInfo | None:
+        """The environment's protection rules, or None when the repository has no
+        environment of that name."""
+
+
+class GitHubAPI(StoredReportPort, ActionsPort, DeploymentsPort, Protocol):
     """Every REST port one token-backed client serves (what
     :func:`gha_mlops.bootstrap.github` builds): the report's writes, the stored report's
-    check and the Actions reads of the champion."""
+    check, the Actions reads of the champion and the deployments of a rollout."""
 
 
 # -- self-hosted runners (the autoscaler) ---------------------------------------------------

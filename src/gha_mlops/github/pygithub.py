@@ -10,12 +10,22 @@ pauses a second between writes, which alone would cost a report seconds); idempo
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gha_mlops.errors import missing_extra
-from gha_mlops.github.port import ArtifactRef, Comment, GitHubAPI, GitHubError, WorkflowRunRef
+from gha_mlops.github.port import (
+    DEPLOYMENT_STATES,
+    ArtifactRef,
+    Comment,
+    DeploymentRef,
+    EnvironmentInfo,
+    GitHubAPI,
+    GitHubError,
+    WorkflowRunRef,
+)
 
 if TYPE_CHECKING:
     from github import Github
@@ -35,7 +45,12 @@ PERMISSIONS = {
     "read": "contents: read",
     "actions": "actions: read",
     "pulls": "pull-requests: read",
+    "deployments": "deployments: write",
+    "environments": "actions: read",
 }
+
+# owner/name as GitHub spells repositories: nothing that could leave /repos/{owner}/{repo}.
+_REPO_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
 
 # The largest artifact or record a baseline download may be (a zip bomb stops here).
 MAX_DOWNLOAD = 2 * 1024**3
@@ -238,6 +253,97 @@ class PyGitHub(GitHubAPI):
         # pull request that does not exist) happens when an attribute is first read.
         return self._call(f"read pull request #{number} of {repo}", "pulls",
                           lambda: str(self._repo(repo).get_pull(number).head.sha))
+
+    # ------------------------------------------------------------------ deployments
+
+    def _json(self, verb: str, path: str, body: Any = None) -> Any:
+        # PyGithub's Deployment.create_status knows no log_url: the documented requester
+        # sends the body as GitHub describes it (same client, retries and errors).
+        return self.client.requester.requestJsonAndCheck(verb, path, input=body)[1]
+
+    def create_deployment(self, repo: str, *, ref: str, environment: str, description: str,
+                          payload: Mapping[str, Any], production: bool) -> DeploymentRef:
+        what = f"create a deployment of {ref[:40]} to {environment} in {repo}"
+        body = {"ref": ref, "task": "deploy", "auto_merge": False, "required_contexts": [],
+                "payload": dict(payload), "environment": environment,
+                "description": description[:140], "transient_environment": False,
+                "production_environment": production}
+        data = self._call(what, "deployments", lambda: self._json(
+            "POST", f"/repos/{_repo_path(repo)}/deployments", body))
+        return _deployment_ref(data, what)
+
+    def create_deployment_status(self, repo: str, deployment_id: int, *, state: str,
+                                 description: str, environment_url: str | None = None,
+                                 log_url: str | None = None) -> None:
+        if state not in DEPLOYMENT_STATES:
+            raise GitHubError(f"{state!r} is not a deployment state",
+                              hint=f"use one of {', '.join(sorted(DEPLOYMENT_STATES))}")
+        body: dict[str, Any] = {"state": state, "description": description[:140],
+                                "auto_inactive": True}
+        if environment_url:
+            body["environment_url"] = environment_url
+        if log_url:
+            body["log_url"] = log_url
+        self._call(f"set deployment {deployment_id} of {repo} to {state}", "deployments",
+                   lambda: self._json(
+                       "POST", f"/repos/{_repo_path(repo)}/deployments/{int(deployment_id)}"
+                       "/statuses", body))
+
+    def environment(self, repo: str, name: str) -> EnvironmentInfo | None:
+        from urllib.parse import quote
+
+        path = f"/repos/{_repo_path(repo)}/environments/{quote(name, safe='')}"
+        try:
+            data = self._call(f"read environment {name!r} of {repo}", "environments",
+                              lambda: self._json("GET", path))
+        except GitHubError as err:
+            if err.status == 404:
+                return None
+            raise
+        return environment_info(name, data)
+
+
+def _repo_path(repo: str) -> str:
+    """``owner/name`` checked before it becomes part of a URL path."""
+    if not _REPO_NAME.fullmatch(repo) or repo.split("/")[1] in {".", ".."}:
+        raise GitHubError(f"{repo!r} is not a repository name owner/name",
+                          hint="check GITHUB_REPOSITORY (or the repository given)")
+    return repo
+
+
+def _deployment_ref(data: Any, what: str) -> DeploymentRef:
+    """The deployment GitHub answered, checked (a 202 merge answer has no id)."""
+    if not isinstance(data, dict) or not isinstance(data.get("id"), int) or isinstance(
+            data.get("id"), bool):
+        raise GitHubError(f"GitHub's answer to {what} names no deployment: "
+                          f"{str(data)[:200]}", hint="run again; report it if it persists")
+    return DeploymentRef(int(data["id"]), str(data.get("environment") or ""),
+                         str(data.get("url") or ""))
+
+
+def environment_info(name: str, data: Any) -> EnvironmentInfo:
+    """An environment's JSON (``GET /repos/{owner}/{repo}/environments/{name}``) as the
+    protection rules it carries; anything unexpected is an error, not a guess."""
+    where = f"GitHub's answer for environment {name!r}"
+    if not isinstance(data, dict):
+        raise GitHubError(f"{where} is not an object", hint="run again")
+    rules = data.get("protection_rules") or []
+    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+        raise GitHubError(f"{where}: protection_rules is not a list of objects",
+                          hint="run again")
+    reviewers = wait = 0
+    branch = data.get("deployment_branch_policy") is not None
+    for rule in rules:
+        kind = rule.get("type")
+        if kind == "required_reviewers":
+            listed = rule.get("reviewers") or []
+            reviewers += len(listed) if isinstance(listed, list) else 0
+        elif kind == "wait_timer":
+            minutes = rule.get("wait_timer")
+            wait = minutes if isinstance(minutes, int) and not isinstance(minutes, bool) else 0
+        elif kind == "branch_policy":
+            branch = True
+    return EnvironmentInfo(str(data.get("name") or name), reviewers, wait, branch)
 
 
 def download(url: str, *, token: str | None = None, api_url: str = "https://api.github.com",

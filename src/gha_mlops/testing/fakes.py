@@ -5,7 +5,8 @@ to the services (or to :func:`gha_mlops.bootstrap.build`) instead of the real ad
   successful runs, their artifacts and the archives' bytes.
 - :class:`FakeGitHub`: every GitHub port (:class:`~gha_mlops.github.port.GitHubAPI`):
   comments, check runs (or a token refused ``checks: write``), statuses, commits on a branch,
-  pull requests' heads, and the Actions reads of :class:`FakeActions`.
+  pull requests' heads, deployments with their statuses and environments (or a token
+  refused ``deployments: write``), and the Actions reads of :class:`FakeActions`.
 - :class:`~gha_mlops.data.stores.MemoryStore`: the object store
   (:class:`~gha_mlops.data.ports.ObjectStore`), counting requests and bytes.
 - :class:`~gha_mlops.testing.fake_runners.FakeRunnersGitHub` and
@@ -19,12 +20,15 @@ subclassing and raising :class:`~gha_mlops.github.port.GitHubError` where GitHub
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from gha_mlops.data.stores import MemoryStore
 from gha_mlops.github.port import (
     ActionsPort,
     ArtifactRef,
     Comment,
+    DeploymentRef,
+    EnvironmentInfo,
     GitHubAPI,
     GitHubError,
     WorkflowRunRef,
@@ -89,12 +93,22 @@ class FakeGitHub(FakeActions, GitHubAPI):
 
     ``checks_allowed=False`` answers check runs as a token without ``checks: write`` is
     answered (403); ``heads`` maps a pull request's number to its head sha now. ``calls``
-    lists the comment calls in order (``list``, ``create``, ``edit``)."""
+    lists the comment calls in order (``list``, ``create``, ``edit``). ``deployments`` maps a
+    deployment's id to what it was created with and ``deployment_statuses`` to its states,
+    oldest first; ``environments`` are the repository's environments by name (a deployment
+    to a new one creates it, as on GitHub); ``deployments_allowed=False`` answers as a token
+    without ``deployments: write`` is answered (403)."""
 
     def __init__(self, *, checks_allowed: bool = True, heads: Mapping[int, str] | None = None,
                  runs: Iterable[RunListing] = (), archives: Mapping[int, bytes] | None = None,
-                 gone: Iterable[int] = (), downloads: Mapping[str, bytes] | None = None) -> None:
+                 gone: Iterable[int] = (), downloads: Mapping[str, bytes] | None = None,
+                 environments: Mapping[str, EnvironmentInfo] | None = None,
+                 deployments_allowed: bool = True) -> None:
         super().__init__(runs, archives, gone, downloads)
+        self.deployments: dict[int, dict[str, Any]] = {}
+        self.deployment_statuses: dict[int, list[dict[str, Any]]] = {}
+        self.environments = dict(environments or {})
+        self.deployments_allowed = deployments_allowed
         self.comments: dict[int, list[Comment]] = {}
         self.commit_comments: list[tuple[str, str]] = []
         self.checks: list[dict[str, object]] = []
@@ -160,3 +174,46 @@ class FakeGitHub(FakeActions, GitHubAPI):
         if number not in self.heads:
             raise GitHubError(f"no pull request #{number} in {repo}: HTTP 404", status=404)
         return self.heads[number]
+
+    def _deployments_write(self) -> None:
+        if not self.deployments_allowed:
+            raise GitHubError("GitHub refused: HTTP 403 Resource not accessible by integration",
+                              status=403, permission="deployments: write")
+
+    def create_deployment(self, repo: str, *, ref: str, environment: str, description: str,
+                          payload: Mapping[str, Any], production: bool) -> DeploymentRef:
+        """Record the deployment under the next id (and its environment, if new)."""
+        self._deployments_write()
+        self._next += 1
+        self.deployments[self._next] = {"repo": repo, "ref": ref, "environment": environment,
+                                        "description": description[:140],
+                                        "payload": dict(payload), "production": production}
+        self.deployment_statuses[self._next] = []
+        self.environments.setdefault(environment, EnvironmentInfo(environment, 0, 0, False))
+        return DeploymentRef(self._next, environment,
+                             f"https://api.github.com/repos/{repo}/deployments/{self._next}")
+
+    def create_deployment_status(self, repo: str, deployment_id: int, *, state: str,
+                                 description: str, environment_url: str | None = None,
+                                 log_url: str | None = None) -> None:
+        """Append the status; 404 for an unknown deployment. A ``success`` makes the earlier
+        successful non-production deployments of the environment ``inactive``."""
+        self._deployments_write()
+        if deployment_id not in self.deployments:
+            raise GitHubError(f"no deployment {deployment_id} in {repo}: HTTP 404", status=404)
+        env = self.deployments[deployment_id]["environment"]
+        if state == "success":
+            for other, statuses in self.deployment_statuses.items():
+                mine = self.deployments[other]
+                if (other != deployment_id and mine["environment"] == env
+                        and not mine["production"] and statuses
+                        and statuses[-1]["state"] == "success"):
+                    statuses.append({"state": "inactive", "description": "",
+                                     "environment_url": None, "log_url": None})
+        self.deployment_statuses[deployment_id].append(
+            {"state": state, "description": description[:140],
+             "environment_url": environment_url, "log_url": log_url})
+
+    def environment(self, repo: str, name: str) -> EnvironmentInfo | None:
+        """The environment given (or created by a deployment), else None."""
+        return self.environments.get(name)

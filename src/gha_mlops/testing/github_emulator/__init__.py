@@ -10,7 +10,8 @@ description (npm ``@octokit/openapi``).
 
 It also stands in for what self-hosted runners need: just-in-time runner registration, jobs
 that runner stand-ins take over ``{root_url}/_runner/...``, signed ``workflow_job`` webhooks,
-organizations and GitHub Apps. See docs/github-emulator.md for what it serves and checks.
+organizations and GitHub Apps; and deployments, their statuses and environments. See
+docs/github-emulator.md for what it serves and checks.
 """
 
 from ._handlers import HANDLERS as _HANDLERS
@@ -24,7 +25,19 @@ from ._spec import (
     find_webhook_examples_file,
     load_spec,
 )
-from ._state import App, Installation, Job, Org, Repo, Runner, Token
+from ._state import (
+    App,
+    Deployment,
+    DeploymentStatus,
+    Environment,
+    Installation,
+    Job,
+    Org,
+    Repo,
+    Reviewer,
+    Runner,
+    Token,
+)
 from ._webhooks import Delivery
 
 IMPLEMENTED_OPERATIONS = frozenset(_HANDLERS)
@@ -36,6 +49,9 @@ __all__ = [
     "WEBHOOK_EXAMPLES_ENV_VAR",
     "App",
     "Delivery",
+    "Deployment",
+    "DeploymentStatus",
+    "Environment",
     "Fault",
     "GitHubEmulator",
     "Installation",
@@ -44,6 +60,7 @@ __all__ = [
     "OpenApiSpec",
     "Org",
     "Repo",
+    "Reviewer",
     "Runner",
     "SpecNotFoundError",
     "Token",

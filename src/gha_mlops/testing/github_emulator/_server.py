@@ -18,7 +18,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import _actions  # noqa: F401  (registers the Actions runner and job handlers)
+from . import (
+    _actions,  # noqa: F401  (registers the Actions runner and job handlers)
+    _deployments,  # noqa: F401  (registers deployments and environments)
+)
 from ._apps import JWT_OPERATIONS, authenticate_jwt, install, new_app
 from ._broker import RunnerBroker
 from ._handlers import HANDLERS, PERMISSIONS, ApiError, Request, Response
@@ -27,6 +30,7 @@ from ._state import (
     App,
     CheckRun,
     CommitStatus,
+    Deployment,
     IssueComment,
     Job,
     Org,
@@ -302,6 +306,15 @@ class GitHubEmulator:
                 key=lambda s: s.id,
             )
 
+    def deployments(self, full_name: str) -> list[Deployment]:
+        """The deployments of a repository, oldest first, each with its statuses (copies)."""
+        with self.store.lock:
+            repo = self.repo(full_name)
+            return [
+                dataclasses.replace(d, statuses=list(d.statuses))
+                for d in sorted(repo.deployments.values(), key=lambda d: d.id)
+            ]
+
     # -- organizations and GitHub Apps --------------------------------------------------------
 
     def create_org(self, login: str) -> Org:
@@ -467,7 +480,12 @@ class GitHubEmulator:
                 )
                 outcome = self._error(None, 404, "Not Found")
             else:
-                op, params, known = self.spec.match(method, sub.rstrip("/") or "/")
+                # Routed on the path as sent, so an encoded slash (%2F) stays inside its
+                # parameter (an environment's name), then each parameter is decoded.
+                routed = parts.path[len(self.prefix) :] if parts.path.startswith(
+                    self.prefix + "/") else sub
+                op, params, known = self.spec.match(method, routed.rstrip("/") or "/")
+                params = {k: unquote(v) for k, v in params.items()}
                 if op is None:
                     why = (
                         f"the path exists but has no {method} operation"

@@ -1,5 +1,6 @@
 """What the emulated GitHub holds: repositories with real git objects, issues and pull
-requests, comments, checks, statuses, workflow runs, jobs and artifacts, organizations,
+requests, comments, checks, statuses, deployments and environments, workflow runs, jobs and
+artifacts, organizations,
 self-hosted runners, GitHub Apps and their installations, plus the seed helpers tests use to
 create them directly (without going through the API)."""
 
@@ -142,6 +143,60 @@ class WorkflowRun:
     pull_requests: tuple[int, ...] = ()
     created_at: str = field(default_factory=now_iso)
     run_attempt: int = 1
+    updated_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class DeploymentStatus:
+    id: int
+    state: str
+    description: str
+    environment: str
+    log_url: str  # GitHub keeps target_url equal to it
+    environment_url: str
+    user: str
+    created_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class Deployment:
+    """A deployment of a repository and its statuses, oldest first."""
+
+    id: int
+    repo: str  # full name
+    sha: str
+    ref: str
+    task: str
+    payload: dict[str, Any] | str
+    environment: str
+    original_environment: str
+    description: str | None
+    transient: bool
+    production: bool
+    user: str
+    statuses: list[DeploymentStatus] = field(default_factory=list)
+    created_at: str = field(default_factory=now_iso)
+    updated_at: str = field(default_factory=now_iso)
+
+
+@dataclass(frozen=True)
+class Reviewer:
+    type: str  # "User" | "Team"
+    id: int
+
+
+@dataclass
+class Environment:
+    """A deployment environment and its protection rules (``branch_policy`` None: every
+    branch may deploy; else ``{"protected_branches": bool, "custom_branch_policies": bool}``)."""
+
+    id: int
+    name: str
+    wait_timer: int = 0
+    prevent_self_review: bool = False
+    reviewers: tuple[Reviewer, ...] = ()
+    branch_policy: dict[str, bool] | None = None
+    created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
 
 
@@ -307,6 +362,8 @@ class Repo:
     commits: dict[str, GitCommit] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)  # "refs/heads/main" -> commit sha
     issues: dict[int, Issue] = field(default_factory=dict)
+    deployments: dict[int, Deployment] = field(default_factory=dict)
+    environments: dict[str, Environment] = field(default_factory=dict)  # by lowercased name
     created_at: str = field(default_factory=now_iso)
 
     @property
@@ -505,6 +562,29 @@ class Repo:
                 run_id = self.add_workflow_run(name=workflow, status="queued", conclusion=None)
             run = self._store.runs[run_id]
             return self._store.add_job(run, name, tuple(labels), duration, conclusion).id
+
+    def set_environment(
+        self,
+        name: str,
+        *,
+        wait_timer: int = 0,
+        reviewers: Iterable[tuple[str, int]] = (),
+        prevent_self_review: bool = False,
+        branch_policy: Mapping[str, bool] | None = None,
+    ) -> Environment:
+        """Create or update environment ``name`` (names are case-insensitive, as on GitHub):
+        ``reviewers`` are ``("User" | "Team", id)`` pairs, ``wait_timer`` minutes,
+        ``branch_policy`` ``{"protected_branches": ..., "custom_branch_policies": ...}``."""
+        with self._store.lock:
+            env = self.environments.get(name.lower())
+            if env is None:
+                env = Environment(self._store.ids(), name)
+                self.environments[name.lower()] = env
+            env.wait_timer, env.prevent_self_review = wait_timer, prevent_self_review
+            env.reviewers = tuple(Reviewer(kind, int(i)) for kind, i in reviewers)
+            env.branch_policy = dict(branch_policy) if branch_policy is not None else None
+            env.updated_at = now_iso()
+            return env
 
     def add_artifact(self, run_id: int, name: str, data: bytes, *, expired: bool = False) -> int:
         """Attach an artifact (``data``: the zip archive's bytes) to a run; returns its id."""
