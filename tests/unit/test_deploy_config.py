@@ -4,6 +4,7 @@ line and what to write instead."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def test_every_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                                  environments={"staging": staging})
     assert found is not None and found.environments["staging"].source == "mlops.yaml:11"
     # Loaded again, from the validated-config cache: the same value, the same source.
-    assert (tmp_path / ".gha-mlops" / "tmp" / "config.json").is_file()
+    cached = json.loads((tmp_path / ".gha-mlops" / "tmp" / "config.json").read_text())
+    assert cached["deploy"]["environments"]["staging"]["line"] == 11
     again = load_pipeline(tmp_path / "mlops.yaml").deploy
     assert again == found
     assert again is not None and again.environments["staging"].source == "mlops.yaml:11"
