@@ -47,6 +47,11 @@ CLI_INPUTS: dict[str, tuple[list[str], dict[str, str]]] = {
                                          "working-directory": "", "token": ""}),
     "package": (["package"], {"model": "", "tag": "--tag", "base": "--base", "push": "--push",
                               "working-directory": ""}),
+    # `deploy NAME ...` runs the group's hidden `start` command, whose --help has the options.
+    "deploy": (["deploy", "start"], {"model": "", "version": "--version", "stage": "--stage",
+                                     "environment": "--env", "wait": "--wait",
+                                     "push": "--push", "github-deployment": "--github-deployment",
+                                     "working-directory": "", "token": ""}),
 }
 
 
@@ -170,10 +175,11 @@ def test_third_party_actions_are_pinned_and_checkouts_keep_no_credentials(path: 
 
 # The only jobs that may write, and what: publishing a review (the sticky comment, the check
 # run, the plots on the assets branch); a release (the version and stage tags, the image, the
-# OIDC token and the attestation of its provenance).
+# OIDC token and the attestation of its provenance); a deploy (the stage tag, the Deployment).
 WRITES = {("pr-review.yml", "review"): {"contents", "pull-requests", "checks"},
           ("pr-review-publish.yml", "publish"): {"contents", "pull-requests", "checks"},
-          ("release.yml", "release"): {"contents", "packages", "id-token", "attestations"}}
+          ("release.yml", "release"): {"contents", "packages", "id-token", "attestations"},
+          ("deploy.yml", "deploy"): {"contents", "deployments"}}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
