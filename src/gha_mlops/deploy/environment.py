@@ -82,10 +82,10 @@ class Environment:
         return self.config.backend_ports[SLOTS.index(slot)]
 
     def backend_url(self, host: DeployHost, slot: Slot) -> str:
-        return f"http://{host.address}:{self.port_of(slot)}"
+        return f"http://{_bracketed(host.address)}:{self.port_of(slot)}"
 
     def router_url(self, host: DeployHost) -> str:
-        return f"http://{host.address}:{self.config.port}"
+        return f"http://{_bracketed(host.address)}:{self.config.port}"
 
     @property
     def url(self) -> str:
@@ -184,6 +184,11 @@ class Environment:
         for backend in state.backends:
             if backend.slot != keep:
                 host.remove_backend(self.name, backend.slot, grace=self.config.drain_s)
+
+
+def _bracketed(address: str) -> str:
+    """An address as a URL holds it (an IPv6 one in brackets)."""
+    return f"[{address}]" if ":" in address else address
 
 
 def latest_record(states: Sequence[HostState]) -> RouterState | None:
