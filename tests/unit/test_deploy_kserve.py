@@ -205,7 +205,7 @@ def _local_image(doc: dict[str, Any]) -> None:
     (_unknown_predictor_field, r"spec\.predictor: .*'minReplica' was unexpected"),
     (_wrong_kind, r"apiVersion: 'serving.kserve.io/v1beta1' was expected"),
     (_bad_name, r"metadata\.name: 'my_model' is not a DNS-1035 label"),
-    (_bad_label, r"labels\.io\.gha-mlops\.model\.version: value '1\.2\.0\+build'"),
+    (_bad_label, r"metadata\.labels: the value '1\.2\.0\+build' of 'io\.gha-mlops\.model\.v"),
     (_reserved_env, r"env\[1\]: PORT is refused by Knative"),
     (_probe_elsewhere, r"readinessProbe\.httpGet\.port: 9090, not the container port 8080"),
     (_root, r"securityContext: runAsNonRoot must be true"),

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gha_mlops.config.model import DeployEnvironment
-from gha_mlops.errors import UsageError, missing_extra
+from gha_mlops.errors import UsageError, missing_extra, quoted
 from gha_mlops.registry.grammar import MODEL_NAME_RE, SEMVER_RE
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -50,7 +50,8 @@ _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # KServe's IsvcNameFmt
 _DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # The distribution reference grammar (docker/distribution reference/regexp.go), IPv6 hosts
 # left out: [domain[:port]/]path[:tag][@sha256:hex].
 _DOMAIN = (r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)"
@@ -122,7 +123,7 @@ def render_kserve(name: str, version: str, image: str, env: DeployEnvironment, *
         _check(namespace, _DNS_1123_LABEL, "namespace",
                "a Kubernetes namespace: lower-case letters, digits and '-', at most 63")
         if len(namespace) > 63:
-            raise UsageError(f"namespace {namespace!r} is longer than 63 characters",
+            raise UsageError(f"namespace {quoted(namespace)} is longer than 63 characters",
                              hint="use a shorter Kubernetes namespace")
     steps = _steps(env)
     ref = pinned_image(image)
@@ -173,7 +174,7 @@ def pinned_image(image: str) -> str:
     resolves to a digest when it creates the revision). Raises :class:`UsageError` for a
     malformed reference or a bare local image id."""
     if len(image) > MAX_IMAGE_REF or not image.isprintable():
-        raise UsageError(f"image reference {image[:80]!r}... is not a reference",
+        raise UsageError(f"image reference {quoted(image)} is not a reference",
                          hint="give REPOSITORY@sha256:DIGEST")
     if _IMAGE_ID.match(image):
         raise UsageError(
@@ -182,7 +183,7 @@ def pinned_image(image: str) -> str:
                  "or pass --image REPOSITORY@sha256:DIGEST")
     m = _IMAGE_REF.match(image)
     if m is None:
-        raise UsageError(f"image reference {image!r} is not valid",
+        raise UsageError(f"image reference {quoted(image)} is not valid",
                          hint="give REPOSITORY[:TAG][@sha256:DIGEST], the repository in "
                               "lower case")
     return f"{m['name']}@{m['digest']}" if m["digest"] else image
@@ -190,7 +191,7 @@ def pinned_image(image: str) -> str:
 
 def _check(value: str, pattern: re.Pattern[str], what: str, expected: str) -> None:
     if len(value) > 250 or not pattern.match(value):
-        raise UsageError(f"{what} {value[:80]!r} cannot be rendered", hint=f"give {expected}")
+        raise UsageError(f"{what} {quoted(value)} cannot be rendered", hint=f"give {expected}")
 
 
 def _steps(env: DeployEnvironment) -> list[int]:
@@ -202,7 +203,7 @@ def _steps(env: DeployEnvironment) -> list[int]:
           and all(a < b for a, b in itertools.pairwise(steps)))
     if not ok:
         raise UsageError(
-            f"environment {env.name!r}: steps {steps[:12]} cannot be a rollout",
+            f"environment {quoted(env.name)}: steps {quoted(steps)} cannot be a rollout",
             file=env.source,
             hint="steps are percentages of traffic, strictly increasing, ending at 100, "
                  "e.g. [10, 50, 100]; [100] is blue/green")
@@ -307,7 +308,8 @@ def validate_manifests(files: Mapping[str, str]) -> list[str]:
 
     Bounded: at most :data:`MAX_FILES` files of :data:`MAX_FILE_BYTES`, YAML aliases bounded
     as in mlops.yaml, at most :data:`MAX_PROBLEMS` problems. Never raises for bad input;
-    raises :class:`~gha_mlops.errors.MissingExtraError` when the ``kserve`` extra is not installed."""
+    raises :class:`~gha_mlops.errors.MissingExtraError` when the ``kserve`` extra is not
+    installed."""
     schema_validator, k8s = _validators()
     if len(files) > MAX_FILES:
         return [f"{len(files)} files: more than the {MAX_FILES} a rollout renders"]
@@ -381,13 +383,13 @@ def _rule_problems(doc: dict[str, Any]) -> list[str]:
     found: list[str] = []
     name = _at(doc, "metadata", "name")
     if isinstance(name, str) and not (_DNS_1035.match(name) and len(name) <= MAX_NAME):
-        found.append(f"metadata.name: {name[:80]!r} is not a DNS-1035 label of at most "
+        found.append(f"metadata.name: {quoted(name)} is not a DNS-1035 label of at most "
                      f"{MAX_NAME} characters (lower-case letters, digits, '-', a letter "
                      "first), which KServe requires and Knative's derived names fit in")
     namespace = _at(doc, "metadata", "namespace")
     if isinstance(namespace, str) and not (_DNS_1123_LABEL.match(namespace)
                                            and len(namespace) <= 63):
-        found.append(f"metadata.namespace: {namespace[:80]!r} is not a DNS-1123 label")
+        found.append(f"metadata.namespace: {quoted(namespace)} is not a DNS-1123 label")
     for where in (("metadata", "labels"), ("spec", "predictor", "labels")):
         found += _label_problems(_at(doc, *where), ".".join(where), values=True)
     found += _label_problems(_at(doc, "metadata", "annotations"), "metadata.annotations",
@@ -409,11 +411,11 @@ def _rule_problems(doc: dict[str, Any]) -> list[str]:
 def _label_problems(labels: Any, where: str, *, values: bool) -> list[str]:
     if not isinstance(labels, dict):
         return []
-    found = [f"{where}: key {key[:80]!r} is not a qualified name ([PREFIX/]NAME)"
+    found = [f"{where}: key {quoted(key)} is not a qualified name ([PREFIX/]NAME)"
              for key in labels if isinstance(key, str) and not _qualified_name(key)]
     if values:
-        found += [f"{where}.{key}: value {value[:80]!r} is not a label value (at most 63 of "
-                  "letters, digits, '-', '_', '.', alphanumeric at both ends)"
+        found += [f"{where}: the value {quoted(value)} of {quoted(key)} is not a label value "
+                  "(at most 63 of letters, digits, '-', '_', '.', alphanumeric at both ends)"
                   for key, value in labels.items()
                   if isinstance(value, str) and not (len(value) <= 63
                                                      and _LABEL_VALUE.match(value))]
@@ -432,7 +434,7 @@ def _qualified_name(key: str) -> bool:
 def _container_problems(container: dict[str, Any], where: str) -> list[str]:
     found: list[str] = []
     if container.get("name") != CONTAINER:
-        found.append(f"{where}.name: {str(container.get('name'))[:80]!r}, not {CONTAINER!r}, "
+        found.append(f"{where}.name: {quoted(container.get('name'))}, not {CONTAINER!r}, "
                      "the container KServe serves from")
     image = container.get("image")
     if not isinstance(image, str):
