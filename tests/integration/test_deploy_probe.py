@@ -88,6 +88,11 @@ def test_golden_requests_pass_on_the_model_and_a_wrong_expectation_fails_by_name
     assert check_golden(server.url, "tiny", wrong).failures == (
         f"case 1: output 'output' differs at [0, 2]: got {got:.9g}, want {got + 0.5:.9g} "
         "(atol 1e-05, rtol 0.0001)",)
+    # the example of docs/deploy-gates.md is this model's golden set
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "deploy-gates.md").read_text()
+    example = doc.split("```json\n", 1)[1].split("```", 1)[0]
+    assert check_golden(server.url, "tiny", load_golden(example.encode(), where="doc")
+                        ).failures == ()
     with pytest.raises(DeployError, match=f"^{server.url}/v2/models/other: model metadata "
                                           "answered 404: no model 'other'"):
         check_golden(server.url, "other", right)

@@ -5,6 +5,7 @@ histogram_quantile, windows over counter resets, and the verdicts as a table."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,18 @@ def test_judge(w: Window, gates: DeployGates, final: bool, want: dict[str, bool]
     results = judge(w, gates, final=final)
     assert {r.name: r.passed for r in results} == want
     assert any(detail in r.detail for r in results), [r.detail for r in results]
+
+
+def test_the_verdict_lines_in_the_docs_are_the_ones_judge_writes() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "deploy-gates.md").read_text()
+    block = doc.split("Each verdict is one line", 1)[1].split("```text\n", 1)[1]
+    shown = block.split("```", 1)[0].splitlines()
+    lines = [
+        *(r.detail for r in judge(_w(387, 12), GATES, final=False)[:1]),
+        *(r.detail for r in judge(_w(500, 1), GATES, final=True)[:1]),
+        *(r.detail for r in judge(_w(387, 0, p99=312.4), GATES, final=True)[1:]),
+        *(r.detail for r in judge(_w(12, 2), GATES, final=False)[:1]),
+        *(r.detail for r in judge(_w(0), GATES, final=True)[:1]),
+        *(r.detail for r in judge(_w(8), DeployGates(min_requests=200), final=True)[-1:]),
+    ]
+    assert shown == lines
