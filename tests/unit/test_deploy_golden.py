@@ -171,7 +171,7 @@ def test_a_golden_set_that_matches_passes_and_the_requests_follow_the_metadata(
         backend: Backend) -> None:
     backend.answer = _model
     report = check_golden(backend.url, "m", _golden())
-    assert (report.cases, report.failures, report.passed) == (3, (), True)
+    assert (report.cases, report.failures, report.failed, report.passed) == (3, (), 0, True)
     assert backend.requests[1] == {"id": "golden-1", "inputs": [
         {"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [3.0, -4.0]}]}
 
@@ -191,7 +191,9 @@ def test_a_wrong_answer_is_a_failure_line_with_the_case_the_index_and_the_number
         return status, answer
 
     backend.answer = off
-    assert check_golden(backend.url, "m", _golden()).failures == (
+    report = check_golden(backend.url, "m", _golden())
+    assert report.failed == 3
+    assert report.failures == (
         "case 0: output 'logits' differs at [0, 2]: got 0.301, want 0.300000012 "
         "(atol 1e-05, rtol 0.0001)",
         "case 1: output 'label' differs at [0]: got 1, want 0",
@@ -221,7 +223,7 @@ def test_failure_lines_are_bounded_and_a_different_model_is_one_line(backend: Ba
     backend.answer = lambda doc: (503, {"error": "x" * 10_000})
     many = GoldenSet(tuple(_golden().cases[:1]) * 40, 0, 0)
     report = check_golden(backend.url, "m", many)
-    assert report.cases == 40 and len(report.failures) == 6
+    assert (report.cases, report.failed, len(report.failures)) == (40, 40, 6)
     assert report.failures[-1] == "... and 35 more failures"
     assert all(len(line) <= 400 for line in report.failures)
     backend.meta = {**META, "outputs": META["outputs"][:1]}

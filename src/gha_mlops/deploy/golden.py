@@ -61,11 +61,17 @@ class GoldenSet:
 
 @dataclass(frozen=True)
 class GoldenReport:
-    """How a replay went: the number of ``cases`` sent and the ``failures``, one line each
-    (at most :data:`MAX_FAILURE_LINES`, then one line counting the rest)."""
+    """How a replay went: the number of ``cases`` sent, the ``failures``, one line each (at
+    most :data:`MAX_FAILURE_LINES`, then one line counting the rest), and how many cases
+    ``failed`` (all of them, shown or not; left out: one per line)."""
 
     cases: int
     failures: tuple[str, ...]
+    failed: int = -1
+
+    def __post_init__(self) -> None:
+        if self.failed < 0:
+            object.__setattr__(self, "failed", len(self.failures))
 
     @property
     def passed(self) -> bool:
@@ -326,11 +332,14 @@ def check_golden(base_url: str, model: str, golden: GoldenSet, *, timeout: float
         return GoldenReport(len(golden.cases), (
             f"the golden set has {len(first.inputs)} inputs and {len(first.outputs)} outputs "
             f"per case; model {model!r} has {len(ins)} and {len(outs)}: it is not the model "
-            "the golden requests were recorded for",))
+            "the golden requests were recorded for",), len(golden.cases))
     failures: list[str] = []
+    failed = 0
     for i, case in enumerate(golden.cases):
-        failures += _replay(base_url, model, i, case, (ins, outs), golden, timeout)
+        lines = _replay(base_url, model, i, case, (ins, outs), golden, timeout)
+        failures += lines
+        failed += bool(lines)
     shown = tuple(line[:400] for line in failures[:MAX_FAILURE_LINES])
     if len(failures) > MAX_FAILURE_LINES:
         shown += (f"... and {len(failures) - MAX_FAILURE_LINES} more failures",)
-    return GoldenReport(len(golden.cases), shown)
+    return GoldenReport(len(golden.cases), shown, failed)
