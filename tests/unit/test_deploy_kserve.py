@@ -19,6 +19,7 @@ from gha_mlops.deploy.kserve import (
     pinned_image,
     render_kserve,
     validate_manifests,
+    write_manifests,
 )
 from gha_mlops.errors import MissingExtraError, UsageError
 
@@ -256,6 +257,30 @@ def test_validation_without_the_kserve_extra_names_the_install(
     with pytest.raises(MissingExtraError) as err:
         validate_manifests({})
     assert err.value.hint == "pip install 'gha-mlops[kserve]'"
+
+
+def test_writing_removes_what_an_earlier_rendering_of_the_environment_would_apply_last(
+        tmp_path: Path) -> None:
+    out = tmp_path / "k8s"
+    write_manifests(render_kserve("digits", "1.2.0", IMAGE, _env()), out)
+    write_manifests(render_kserve("digits", "1.2.0", IMAGE, _env("production")), out)
+    (out / "README.md").write_text("ours\n")
+    target = tmp_path / "elsewhere.yaml"
+    target.write_text("kept\n")
+    (out / "04-staging-promote.yaml").symlink_to(target)
+    files = render_kserve("digits", "1.3.0", IMAGE, _env(steps=(25, 100)))
+    written = write_manifests(files, out)
+    assert [p.name for p in written] == ["01-staging-canary-25.yaml", "02-staging-promote.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "01-production-canary-10.yaml", "01-staging-canary-25.yaml",
+        "02-production-canary-50.yaml", "02-staging-promote.yaml",
+        "03-production-promote.yaml", "README.md"]
+    assert target.read_text() == "kept\n"  # the link went, not what it pointed to
+    assert all((out / n).read_text() == t for n, t in files.items())
+    with pytest.raises(UsageError):
+        write_manifests({"../01-staging-promote.yaml": "x"}, out)
+    with pytest.raises(UsageError):
+        write_manifests(files, out / "README.md")
 
 
 def test_the_docs_example_is_the_rendering() -> None:

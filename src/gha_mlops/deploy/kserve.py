@@ -22,8 +22,10 @@ import importlib
 import itertools
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from gha_mlops._fs import atomic_write_text
 from gha_mlops.config.model import DeployEnvironment
 from gha_mlops.errors import UsageError, missing_extra, quoted
 from gha_mlops.registry.grammar import MODEL_NAME_RE, SEMVER_RE
@@ -60,6 +62,9 @@ _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE_REF = re.compile(
     rf"^(?P<name>(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+# The names render_kserve gives: NN-<env>-canary-<percent>.yaml, NN-<env>-promote.yaml.
+_FILE_NAME = re.compile(
+    r"^[0-9]{2,3}-(?P<env>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-(canary-[0-9]{1,3}|promote)\.yaml$")
 _IMAGE_ID = re.compile(r"^(sha256:)?[0-9a-f]{64}$")
 MAX_IMAGE_REF = 512
 
@@ -142,6 +147,37 @@ def render_kserve(name: str, version: str, image: str, env: DeployEnvironment, *
                          pinned="@" in ref)
         files[f"{index:0{width}d}-{env_dns}-{what}.yaml"] = header + _dump(step_doc)
     return files
+
+
+def write_manifests(files: Mapping[str, str], out: Path) -> list[Path]:
+    """Write rendered ``files`` into the folder ``out`` (created when missing; the caller
+    decides where it may be), each atomically, and first remove the manifests an earlier
+    rendering for the same environment left there that this one does not write: a stale
+    ``03-staging-promote.yaml`` of a three-step rollout would otherwise be applied after the
+    last file of a new two-step one, promoting the old version. Other files stay. Returns
+    the paths written, in apply order. Raises :class:`UsageError` for a file name that
+    :func:`render_kserve` does not make, or an ``out`` that is not a folder."""
+    envs = set()
+    for fname in files:
+        m = _FILE_NAME.match(fname)
+        if m is None:
+            raise UsageError(f"{quoted(fname)} is not the name of a rendered manifest",
+                             hint="write what render_kserve returned, unchanged")
+        envs.add(m["env"])
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is not a folder", hint="give --out a folder for the manifests")
+    out.mkdir(parents=True, exist_ok=True)
+    for index, old in enumerate(sorted(out.iterdir())):
+        if index >= 10_000:  # a folder of manifests, not a dump: stop looking
+            break
+        m = _FILE_NAME.match(old.name)
+        if m and m["env"] in envs and old.name not in files and not old.is_dir():
+            old.unlink()  # a link itself, never what it points to
+    written = []
+    for fname in sorted(files):
+        atomic_write_text(out / fname, files[fname])
+        written.append(out / fname)
+    return written
 
 
 def isvc_name(model: str, env: str) -> str:
