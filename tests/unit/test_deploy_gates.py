@@ -19,6 +19,7 @@ from gha_mlops.deploy.gates import (
     Window,
     combine,
     histogram_quantile,
+    host_window,
     judge,
     parse_metrics,
     window,
@@ -123,6 +124,19 @@ def test_samples_of_several_hosts_add_up() -> None:
     assert (both.requests, both.server_errors) == (42, 2)
     assert dict(both.buckets)[0.005] == 10 and dict(both.buckets)[INF] == 40
     assert combine([]) == MetricsSample(0, 0, ())
+
+
+def test_a_window_over_hosts_sees_one_hosts_restart() -> None:
+    one, two = oip_server.Metrics(1), oip_server.Metrics(1)
+    before = [parse_metrics(_record(one, ok=100), where="h1"),
+              parse_metrics(_record(two, ok=100), where="h2")]
+    # host 1 restarts and answers 30 (10 of them 5xx); host 2 answers 150 more
+    after = [parse_metrics(_record(oip_server.Metrics(1), ok=20, server=10), where="h1"),
+             parse_metrics(_record(two, ok=150), where="h2")]
+    w = host_window(before, after)
+    assert (w.requests, w.server_errors) == (180, 10)
+    # the sums alone went from 200 to 280 and would hide the restart: 80 requests, 10 errors
+    assert window(combine(before), combine(after)).requests == 80
 
 
 GATES = DeployGates(max_error_rate=0.01, max_p99_ms=250, min_requests=0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gha_mlops.config.model import DeployGates
@@ -190,18 +190,39 @@ def histogram_quantile(q: float, buckets: tuple[tuple[float, float], ...]) -> fl
     return start + (end - start) * (rank - below) / (count - below)
 
 
+def _delta(before: MetricsSample, after: MetricsSample) -> MetricsSample:
+    """What was counted from ``before`` to ``after`` (``after`` alone after a reset)."""
+    if _reset(before, after):
+        return after
+    return MetricsSample(
+        requests=after.requests - before.requests,
+        server_errors=after.server_errors - before.server_errors,
+        buckets=tuple((le, count - _count_at(before.buckets, le))
+                      for le, count in after.buckets))
+
+
+def _window(delta: MetricsSample) -> Window:
+    p99 = histogram_quantile(0.99, delta.buckets)
+    return Window(requests=delta.requests, server_errors=delta.server_errors,
+                  error_rate=delta.server_errors / delta.requests if delta.requests > 0
+                  else None,
+                  p99_ms=p99 * 1000 if p99 is not None else None)
+
+
 def window(before: MetricsSample, after: MetricsSample) -> Window:
     """The window from ``before`` to ``after``. A counter that went down means the server
     restarted (its counters start again from zero): the window is then ``after`` alone."""
-    if _reset(before, after):
-        before = EMPTY
-    requests = after.requests - before.requests
-    errors = after.server_errors - before.server_errors
-    delta = tuple((le, count - _count_at(before.buckets, le)) for le, count in after.buckets)
-    p99 = histogram_quantile(0.99, delta)
-    return Window(requests=requests, server_errors=errors,
-                  error_rate=errors / requests if requests > 0 else None,
-                  p99_ms=p99 * 1000 if p99 is not None else None)
+    return _window(_delta(before, after))
+
+
+def host_window(before: Sequence[MetricsSample], after: Sequence[MetricsSample]) -> Window:
+    """The window of several hosts, ``before[i]`` and ``after[i]`` being host ``i``'s: each
+    host's difference (with its own reset check) is taken first, then they are added up.
+    Better than ``window(combine(before), combine(after))``, where one host's restart can
+    hide under the others' growth and shrink the window."""
+    if len(before) != len(after):
+        raise ValueError(f"host_window: {len(before)} samples before, {len(after)} after")
+    return _window(combine(_delta(b, a) for b, a in zip(before, after, strict=True)))
 
 
 @dataclass(frozen=True)
