@@ -165,3 +165,25 @@ def test_the_fake_answers_as_the_adapter_does(github: GitHubEmulator) -> None:
         fake.create_deployment(REPO, ref=sha, environment="e", description="", payload={},
                                production=False)
     assert err.value.permission == "deployments: write"
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"name": "p", "protection_rules": [{"type": "wait_timer", "wait_timer": True},
+                                        {"type": "required_reviewers", "reviewers": "all"},
+                                        {"type": "branch_policy"}, {"type": "future_rule"}]},
+     EnvironmentInfo("p", 0, 0, True)),
+    ({"name": "p", "protection_rules": None, "deployment_branch_policy": None},
+     EnvironmentInfo("p", 0, 0, False)),
+    ([], None), ({"protection_rules": "wait_timer"}, None), ({"protection_rules": [1]}, None),
+])
+def test_an_environment_answer_is_read_strictly(data: object,
+                                                expected: EnvironmentInfo | None) -> None:
+    """What GitHub answers is checked, never guessed at: odd values count as no rule, a shape
+    that is not GitHub's is an error."""
+    from gha_mlops.github.pygithub import environment_info
+
+    if expected is None:
+        with pytest.raises(GitHubError, match="environment 'p'"):
+            environment_info("p", data)
+    else:
+        assert environment_info("p", data) == expected
