@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from gha_mlops import bootstrap
-from gha_mlops._fs import atomic_write_text
 from gha_mlops.cli import _deploy_render as render_out
 from gha_mlops.errors import GhaMlopsError, UsageError
 from gha_mlops.gha.safe import log_text
@@ -35,7 +34,7 @@ def render(model: str | None, target: str, version: str | None, stage: str | Non
            workspace: Path) -> None:
     """Write KServe manifests for a version: one InferenceService per rollout step
     (canaryTrafficPercent), validated offline. Rendering only: apply them with kubectl."""
-    from gha_mlops.deploy.kserve import render_kserve, validate_manifests
+    from gha_mlops.deploy.kserve import render_kserve, validate_manifests, write_manifests
     from gha_mlops.registry import open_registry
 
     if (version is None) == (stage is None):
@@ -51,9 +50,7 @@ def render(model: str | None, target: str, version: str | None, stage: str | Non
         raise GhaMlopsError("the rendered manifests do not validate: " + problems[0],
                             hint="this is a bug in gha-mlops (please report it)",
                             notes=problems[1:])
-    out.mkdir(parents=True, exist_ok=True)
-    for file_name, text in sorted(files.items()):
-        atomic_write_text(out / file_name, text)
-        click.echo(f"wrote {log_text(out / file_name)}")
+    for path in write_manifests(files, out):
+        click.echo(f"wrote {log_text(path)}")
     click.echo("rendering only: apply them in order with `kubectl apply -f FILE` "
                "(docs/kserve.md)")
