@@ -6,9 +6,12 @@ over /metrics counting exactly the requests a constant load sent."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,3 +121,41 @@ def test_the_window_counts_exactly_what_a_constant_load_sent(server: RunningServ
                                        final=True))
     with pytest.raises(DeployError, match=r"^http://127\.0\.0\.1:1/metrics: GET failed"):
         probe.scrape("http://127.0.0.1:1")
+
+
+def _hostile_backend(body_chunks: Iterator[bytes], length: int) -> tuple[str, threading.Thread]:
+    """A backend on loopback that answers one request with ``length`` announced bytes, sent
+    as ``body_chunks`` come."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode())
+                with contextlib.suppress(OSError):  # the client hangs up: that is the point
+                    for chunk in body_chunks:
+                        conn.sendall(chunk)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", thread
+
+
+def test_a_backend_cannot_hold_the_deployer_with_a_slow_or_huge_answer() -> None:
+    def trickle() -> Iterator[bytes]:
+        for _ in range(100):
+            time.sleep(0.1)  # each byte well within the socket timeout
+            yield b"#"
+
+    url, thread = _hostile_backend(trickle(), 100)
+    start = time.monotonic()
+    with pytest.raises(DeployError, match=f"^{url}/metrics: no answer within 0.5 s"):
+        probe.scrape(url, timeout=0.5)
+    assert time.monotonic() - start < 2
+    thread.join(timeout=15)
+    url, thread = _hostile_backend(iter([b"#" * (2 << 20)]), 2 << 20)
+    with pytest.raises(DeployError, match=f"^{url}/metrics: the answer is over 1048576 bytes"):
+        probe.scrape(url)
+    thread.join(timeout=15)

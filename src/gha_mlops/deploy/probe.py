@@ -80,10 +80,11 @@ def _request(base_url: str, method: str, path: str, *, timeout: float, limit: in
     url = base_url.rstrip("/") + path
     conn = kind(host, port, timeout=timeout)
     headers = {"Content-Type": "application/json"} if body is not None else {}
+    deadline = time.monotonic() + timeout
     try:
         conn.request(method, prefix + path, body=body, headers=headers)
         response = conn.getresponse()
-        data = response.read(limit + 1)
+        data = _read(response, limit, deadline)
     except TimeoutError as err:
         raise DeployError(f"{url}: no answer within {timeout:g} s", hint=_HINT) from err
     except (OSError, http.client.HTTPException) as err:
@@ -93,6 +94,22 @@ def _request(base_url: str, method: str, path: str, *, timeout: float, limit: in
     if len(data) > limit:
         raise DeployError(f"{url}: the answer is over {limit} bytes", hint=_HINT)
     return _Answer(url, response.status, data)
+
+
+def _read(response: http.client.HTTPResponse, limit: int, deadline: float) -> bytes:
+    """At most ``limit + 1`` bytes of the body, within ``deadline``: the socket timeout
+    bounds each read, not a server trickling a byte at a time."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the answer kept arriving past the timeout")
+        chunk = response.read1(min(64 * 1024, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _why(err: BaseException) -> str:
