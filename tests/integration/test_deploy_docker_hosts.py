@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -26,17 +27,19 @@ from gha_mlops.deploy.errors import DeployTargetError
 from gha_mlops.deploy.model import LABEL_PREFIX, LockInfo, Release, RouterState
 from gha_mlops.deploy.router import GENERATION_PATH, render
 from gha_mlops.errors import ExitCode
-from gha_mlops.packaging.image import wait_ready
+from gha_mlops.packaging.image import DockerImages, wait_ready
 from gha_mlops.testing.load import ConstantLoad
 from tests.integration.package_helpers import free_port
 
 if TYPE_CHECKING:
     from tests.integration.deploy_fixtures import OipImage
     from tests.integration.docker_fixtures import Dockerd
+    from tests.integration.registry_fixtures import OciRegistry
 
 pytest_plugins = ["tests.integration.docker_fixtures", "tests.integration.serving_fixtures",
-                  "tests.integration.deploy_fixtures"]
+                  "tests.integration.registry_fixtures", "tests.integration.deploy_fixtures"]
 
+REPO = Path(__file__).resolve().parents[2]
 ENV = "t-hosts"
 EMPTY_ENV = "t-hosts-empty"
 BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
@@ -232,10 +235,19 @@ def test_read_file_returns_regular_files_within_the_limit_only(env: Env) -> None
     assert env.host.backend_logs("t-nothing", "a") == ""
 
 
-def test_images_are_looked_up_or_pulled_with_a_clear_error(env: Env) -> None:
+def test_images_are_looked_up_or_pulled_by_digest_with_a_clear_error(
+        env: Env, dockerd: Dockerd, oci_registry: OciRegistry) -> None:
     image_id, labels = env.host.ensure_image(env.v1.image)
     assert image_id == env.v1.image_id
     assert labels["io.gha-mlops.model.version"] == "1.0.0"
+    pushed = f"{oci_registry.host}/deploy-hosts/tiny:1.0.0"
+    api = dockerd.client().api
+    api.tag(env.v1.image, pushed)
+    with DockerImages(base_url=dockerd.base_url) as images:
+        digest = images.push(pushed)
+    api.remove_image(pushed)  # the tag and the digest reference go; the layers stay
+    by_digest = f"{oci_registry.host}/deploy-hosts/tiny@{digest}"
+    assert env.host.ensure_image(by_digest)[0] == env.v1.image_id  # pulled
     missing = "127.0.0.1:9/tiny@sha256:" + "0" * 64
     with pytest.raises(DeployTargetError) as caught:
         env.host.ensure_image(missing)
@@ -312,3 +324,34 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
         dst.shutdown(socket.SHUT_WR)
     except OSError:
         pass
+
+
+def _documented_labels() -> dict[str, set[str]]:
+    """docs/deploy-hosts.md's label table: role -> the labels it lists for that role."""
+    text = (REPO / "docs" / "deploy-hosts.md").read_text()
+    table = text.split("## Labels", 1)[1].split("\n\n", 2)[1]
+    roles: dict[str, set[str]] = {}
+    for row in table.splitlines()[2:]:
+        label, on = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        for role in on.split(", "):
+            roles.setdefault(role, set()).add(label.strip("`"))
+    return roles
+
+
+def test_docs_list_the_labels_each_container_carries(env: Env, dockerd: Dockerd) -> None:
+    now = time.time()
+    lock = LockInfo(owner="me:1", hostname="me", pid=1, started=now, expires=now + 60)
+    assert env.host.acquire_lock(ENV, lock, image=env.router_image) is None
+    try:
+        # The filter docs/deploy-hosts.md tells users to run, through the SDK.
+        found = dockerd.client().api.containers(
+            all=True, filters={"label": "io.gha-mlops.deploy.env=" + ENV})
+        by_role = {s["Labels"][f"{LABEL_PREFIX}role"]: set(s["Labels"]) for s in found
+                   if s["Names"][0] != "/" + container_name(ENV, "b")}
+        ours = {role: {k for k in keys if k.startswith(LABEL_PREFIX)}
+                for role, keys in by_role.items()}
+        assert ours == _documented_labels()
+        assert sorted(s["Names"][0] for s in found) == [
+            f"/gha-mlops-{ENV}-{role}" for role in ("a", "b", "lock", "router")]
+    finally:
+        env.host.release_lock(ENV, lock)
