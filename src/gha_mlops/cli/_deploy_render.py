@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -17,6 +18,7 @@ from gha_mlops.gha.safe import log_json, log_text, markdown_code, markdown_text
 
 if TYPE_CHECKING:
     from gha_mlops.config.model import RegistryConfig
+    from gha_mlops.deploy.model import Release
     from gha_mlops.deploy.rollout import Outcome, Status
     from gha_mlops.registry import ModelVersion
 
@@ -54,6 +56,18 @@ def pushed_image(mv: ModelVersion) -> str:
                  "hosts pull it by digest), or --image REF for an image already on the hosts")
     last = mv.lineage.images[-1]
     return f"{split_reference(last.image)[0]}@{last.digest}"
+
+
+def stage_mover(workspace: Path, stage: str, *, push: bool) -> Callable[[Release], None]:
+    """What runs once a release serves: the registry's ``stage`` moved to it (read afresh:
+    another deploy may have moved it while this one waited), unless it holds it already."""
+    def move(release: Release) -> None:
+        from gha_mlops.registry import open_registry
+
+        reg = open_registry(workspace)
+        if stage not in reg.version(release.model, release.version).stages:
+            reg.promote(release.model, release.version, stage, push=push)
+    return move
 
 
 def expected_labels(mv: ModelVersion) -> dict[str, str]:

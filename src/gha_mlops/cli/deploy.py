@@ -81,10 +81,9 @@ def start(model: str | None, version: str | None, stage: str | None, env_name: s
     with github, render.closing(env.hosts):
         github.start(env, mv, ref)
         try:
-            outcome = Rollouts(env, wait_s=wait_s).deploy(mv.name, mv.version, ref,
-                                                          render.expected_labels(mv))
-            if env.config.stage not in mv.stages:
-                reg.promote(mv.name, mv.version, env.config.stage, push=push)
+            outcome = Rollouts(env, wait_s=wait_s).deploy(
+                mv.name, mv.version, ref, render.expected_labels(mv),
+                then=render.stage_mover(workspace, env.config.stage, push=push))
         except GhaMlopsError as err:
             github.finish(False, err.message, env.url)
             render.failure_summary(os.environ, env.name, f"{mv.name} {mv.version}", err)
@@ -111,11 +110,10 @@ def rollback(env_name: str, wait_s: float, push: bool, github_deployment: bool,
     github = Announcer.create(os.environ, enabled=github_deployment)
     with github, render.closing(env.hosts):
         try:
-            outcome = Rollouts(env, wait_s=wait_s).rollback()
-            mv = reg.version(outcome.release.model, outcome.release.version)
-            github.start(env, mv, outcome.release.image)
-            if env.config.stage not in mv.stages:
-                reg.promote(mv.name, mv.version, env.config.stage, push=push)
+            outcome = Rollouts(env, wait_s=wait_s).rollback(
+                then=render.stage_mover(workspace, env.config.stage, push=push))
+            github.start(env, reg.version(outcome.release.model, outcome.release.version),
+                         outcome.release.image)
         except GhaMlopsError as err:
             github.finish(False, err.message, env.url)
             render.failure_summary(os.environ, env.name, "rollback", err)

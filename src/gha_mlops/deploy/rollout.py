@@ -21,12 +21,16 @@ from dataclasses import dataclass, field, replace
 
 from gha_mlops.deploy.environment import SETTLE_S, Environment, latest_record
 from gha_mlops.deploy.errors import DeployBusyError, DeployError, DeployTargetError
-from gha_mlops.deploy.gates import GateResult, MetricsSample, Window, combine, judge, window
+from gha_mlops.deploy.gates import GateResult, MetricsSample, Window, host_window, judge
 from gha_mlops.deploy.golden import IMAGE_PATH, MAX_BYTES, GoldenReport, load_golden
 from gha_mlops.deploy.lock import EnvLock, me
 from gha_mlops.deploy.model import HISTORY_LIMIT, Release, Rollout, RouterState, Slot, other
 
 POLL_S = 1.0  # how often a bake reads the new version's metrics
+
+
+def _nothing(release: Release) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -111,19 +115,24 @@ class Rollouts:
 
     # -- deploy -----------------------------------------------------------------------------
 
-    def deploy(self, model: str, version: str, image: str,
-               expect_labels: dict[str, str]) -> Outcome:
-        """Roll ``image`` (model ``model`` at ``version``) out (see the module's docstring)."""
+    def deploy(self, model: str, version: str, image: str, expect_labels: dict[str, str],
+               *, then: Callable[[Release], None] = _nothing) -> Outcome:
+        """Roll ``image`` (model ``model`` at ``version``) out (see the module's docstring);
+        ``then(release)`` runs once it serves (also when it already did), still holding the
+        environment: where the caller moves the registry's stage."""
         start = self.clock()
         with self._held(f"{model} {version}") as record:
             release = self._release(model, version, image, expect_labels)
             stable = record.stable if record is not None else None
             if stable is not None and stable.image_id == release.image_id:
+                then(stable)
                 return Outcome(self.env.name, stable, None, self.env.url,
                                notes=(*self.notes, f"{stable.label()} already serves "
                                       f"{self.env.name}: nothing to do"), changed=False)
             base = record or RouterState(env=self.env.name)
-            return self._roll(base, release, start)
+            outcome = self._roll(base, release, start)
+            then(outcome.release)
+            return outcome
 
     def _release(self, model: str, version: str, image: str,
                  expect: dict[str, str]) -> Release:
@@ -239,7 +248,7 @@ class Rollouts:
                                             golden)
             if report.failures:
                 raise RolloutFailed(
-                    f"{release.label()} answered {len(report.failures)} of {report.cases} "
+                    f"{release.label()} answered {report.failed} of {report.cases} "
                     f"golden requests wrongly on {host.url}",
                     hint="the served model is not the one evaluated: check the export and "
                          "the image", notes=list(report.failures))
@@ -257,12 +266,12 @@ class Rollouts:
             final = elapsed >= bake
             if not final:
                 self.env.sleep(min(POLL_S, bake - elapsed))
-            current = window(before, self._scrape(slot))
+            current = host_window(before, self._scrape(slot))
             results = judge(current, gates, final=final)
             if final or not all(r.passed for r in results):
                 return Step(weight, self.clock() - begin, current, tuple(results))
 
-    def _scrape(self, slot: Slot) -> MetricsSample:
+    def _scrape(self, slot: Slot) -> list[MetricsSample]:
         samples = []
         for host in self.env.hosts:
             url = self.env.backend_url(host, slot)
@@ -271,12 +280,13 @@ class Rollouts:
             except DeployError as err:
                 raise RolloutFailed(f"the new version stopped answering on {host.url}: "
                                     f"{err.message}") from err
-        return combine(samples)
+        return samples
 
     # -- rollback ---------------------------------------------------------------------------
 
-    def rollback(self) -> Outcome:
-        """All traffic back to the release before the stable one (its recorded image)."""
+    def rollback(self, *, then: Callable[[Release], None] = _nothing) -> Outcome:
+        """All traffic back to the release before the stable one (its recorded image);
+        ``then(release)`` as for :meth:`deploy`."""
         start = self.clock()
         with self._held("rollback") as record:
             if record is None or record.stable is None or record.stable_slot is None:
@@ -301,6 +311,7 @@ class Rollouts:
             switch = self.clock() - start
             self.env.sleep(SETTLE_S)
             self.env.remove(record.stable_slot)
+            then(previous)
             return Outcome(self.env.name, previous, current, self.env.url, golden=golden,
                            notes=tuple(self.notes), elapsed_s=self.clock() - start,
                            switch_s=switch)
