@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from gha_mlops.deploy.docker_hosts import CONF_DIR, DockerHost, container_name
+from gha_mlops.deploy.docker_hosts import CONF_DIR, DockerHost, container_name, default_address
 from gha_mlops.deploy.errors import DeployTargetError
 from gha_mlops.deploy.model import LABEL_PREFIX, LockInfo, Release, RouterState
 from gha_mlops.deploy.router import GENERATION_PATH, render
@@ -355,3 +355,19 @@ def test_docs_list_the_labels_each_container_carries(env: Env, dockerd: Dockerd)
             f"/gha-mlops-{ENV}-{role}" for role in ("a", "b", "lock", "router")]
     finally:
         env.host.release_lock(ENV, lock)
+
+
+@pytest.mark.parametrize(("url", "address"), [
+    ("unix:///var/run/docker.sock", "127.0.0.1"), ("tcp://10.0.0.5:2375", "10.0.0.5"),
+    ("ssh://deploy@gpu-1.internal", "gpu-1.internal"), ("ssh://gpu-2:2222", "gpu-2")])
+def test_the_address_defaults_to_the_daemon_urls_host(url: str, address: str) -> None:
+    assert default_address(url) == address
+    assert DockerHost(url, "").address == address  # nothing is contacted yet
+    assert DockerHost(url, "192.0.2.1").address == "192.0.2.1"
+
+
+@pytest.mark.parametrize("url", ["http://h:2375", "/var/run/docker.sock", "npipe:////./pipe/x"])
+def test_a_url_of_no_known_scheme_is_refused_with_the_forms_that_work(url: str) -> None:
+    with pytest.raises(DeployTargetError) as caught:
+        DockerHost(url, "")
+    assert "unix:///" in str(caught.value.hint) and "ssh://" in str(caught.value.hint)

@@ -58,6 +58,7 @@ CONF_DIR = "/etc/gha-mlops"
 CONF_PATH = f"{CONF_DIR}/nginx.conf"
 ROUTER_READY_S = 10.0  # how long apply_router waits for the router to answer the generation
 GENERATION_ANSWERS = 3  # answers of the new generation in a row that make a reload live
+GENERATION_POLL_S = 0.02
 TAR_SLACK = 64 * 1024  # archive bytes beyond a file's limit: tar headers and padding
 LOG_CHARS = 4000  # of a container's output quoted in an error
 LOCK_TRIES = 3  # create, or find the holder, while another deploy takes and drops the lock
@@ -68,7 +69,7 @@ def _require_sdk() -> None:
     try:
         import docker  # noqa: F401
     except ImportError:
-        raise missing_extra("docker", "deploy") from None
+        raise missing_extra("docker", "package") from None
 
 
 def default_address(url: str) -> str:
@@ -344,7 +345,7 @@ class DockerHost:
                         hint=f"its logs are below; check that {self.address}:{port} is "
                              "reachable from here and that no other process has the port",
                         notes=[self._logs(name)])
-            time.sleep(0.05)
+            time.sleep(GENERATION_POLL_S)
 
     def _generation(self, port: int) -> str | None:
         """What the router answers on the generation path, for messages; None: no answer."""
