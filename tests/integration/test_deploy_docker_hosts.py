@@ -9,6 +9,7 @@ Everything the module started is removed by label at the end.
 from __future__ import annotations
 
 import http.client
+import http.server
 import json
 import socket
 import threading
@@ -42,6 +43,7 @@ pytest_plugins = ["tests.integration.docker_fixtures", "tests.integration.servin
 REPO = Path(__file__).resolve().parents[2]
 ENV = "t-hosts"
 EMPTY_ENV = "t-hosts-empty"
+RETRY_ENV = "t-hosts-retry"
 BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
                                "data": [1.0, 2.0, 3.0, 4.0]}]}).encode()
 
@@ -89,7 +91,7 @@ def _get(port: int, path: str, body: bytes | None = None) -> tuple[int, bytes]:
 
 def _remove_ours(dockerd: Dockerd) -> None:
     api = dockerd.client().api
-    for env in (ENV, EMPTY_ENV):
+    for env in (ENV, EMPTY_ENV, RETRY_ENV):
         for summary in api.containers(all=True, filters={"label": f"{LABEL_PREFIX}env={env}"}):
             api.remove_container(summary["Id"], force=True)
 
@@ -371,3 +373,45 @@ def test_a_url_of_no_known_scheme_is_refused_with_the_forms_that_work(url: str) 
     with pytest.raises(DeployTargetError) as caught:
         DockerHost(url, "")
     assert "unix:///" in str(caught.value.hint) and "ssh://" in str(caught.value.hint)
+
+
+class _Failing(http.server.BaseHTTPRequestHandler):
+    """A backend whose every answer is a 500 (a new version that fails requests)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.hits += 1  # type: ignore[attr-defined]
+        self.send_response(500)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("fault", ["500", "refused"])
+def test_a_request_one_backend_fails_is_answered_by_the_other(env: Env, fault: str) -> None:
+    failing = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    failing.hits = 0  # type: ignore[attr-defined]
+    port = int(failing.server_address[1])
+    if fault == "refused":
+        failing.server_close()  # nothing listens on the port any more
+    else:
+        threading.Thread(target=failing.serve_forever, daemon=True).start()
+    state = RouterState(RETRY_ENV, "a", env.v1, "b", env.v2, weight=50, generation=1)
+    router_port = free_port()
+    conf = render(state, listen="127.0.0.1", port=router_port, backend_host="127.0.0.1",
+                  backend_ports=(env.backend_ports[0], port))
+    try:
+        env.host.apply_router(RETRY_ENV, conf, 1, image=env.router_image, port=router_port)
+        answers = [_get(router_port, "/v2/models/tiny/infer", BODY) for _ in range(20)]
+        assert [status for status, _ in answers] == [200] * 20
+        assert {json.loads(body)["model_version"] for _, body in answers} == {"1.0.0"}
+        if fault == "500":
+            assert failing.hits >= 5  # type: ignore[attr-defined]  # it was tried
+    finally:
+        env.host.remove_router(RETRY_ENV)
+        if fault == "500":
+            failing.shutdown()
+            failing.server_close()

@@ -54,7 +54,8 @@ def test_render_sends_by_weight_retries_on_the_other_and_answers_its_generation(
     conf = _conf()
     assert "server 127.0.0.1:8081 weight=90 max_fails=0;" in conf
     assert "server 127.0.0.1:8082 weight=10 max_fails=0;" in conf
-    assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent;" in conf
+    assert ("proxy_next_upstream error timeout http_500 http_502 http_503 http_504 "
+            "non_idempotent;") in conf
     assert "proxy_next_upstream_tries 2;" in conf
     assert "keepalive 32;" in conf and 'proxy_set_header Connection "";' in conf
     assert f"location = {GENERATION_PATH} {{" in conf and 'return 200 "7";' in conf

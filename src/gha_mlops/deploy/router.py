@@ -10,8 +10,10 @@ record's generation on :data:`GENERATION_PATH`, so a writer knows when a reload 
 Routing (:func:`upstream_servers`): no canary, or weight 0, sends everything to the stable
 slot; weight 100 sends everything to the canary, with the stable slot as ``backup``; any other
 weight splits ``100 - weight`` / ``weight``. A request that cannot connect, times out or gets
-502/503 from one backend is retried once on the other; no backend is ever marked down for the
-whole configuration (``max_fails=0``): the rollout's own gates decide about a version.
+a 5xx answer (500, 502, 503, 504) from one backend is retried once on the other: a new
+version that fails requests fails no user's request the old one can answer, while its own
+metrics still count the failure for the gates. No backend is ever marked down for the whole
+configuration (``max_fails=0``): the rollout's own gates decide about a version.
 """
 
 from __future__ import annotations
@@ -139,8 +141,9 @@ def _proxy(upstream: str) -> list[str]:
         "            proxy_set_header Host $host;",
         "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
         # Inference is a POST: retrying it on the other backend is safe (no side effects),
-        # and it is what keeps a request from failing while one version goes away.
-        "            proxy_next_upstream error timeout http_502 http_503 non_idempotent;",
+        # and it is what keeps a request from failing while one version goes away or fails.
+        "            proxy_next_upstream error timeout http_500 http_502 http_503 http_504"
+        " non_idempotent;",
         "            proxy_next_upstream_tries 2;",
         "            proxy_connect_timeout 2s;",
         "            proxy_read_timeout 60s;",
