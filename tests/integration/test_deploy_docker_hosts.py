@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import importlib.util
 import json
 import socket
 import threading
@@ -27,7 +28,7 @@ from gha_mlops.deploy.docker_hosts import CONF_DIR, DockerHost, container_name, 
 from gha_mlops.deploy.errors import DeployTargetError
 from gha_mlops.deploy.model import LABEL_PREFIX, LockInfo, Release, RouterState
 from gha_mlops.deploy.router import GENERATION_PATH, render
-from gha_mlops.errors import ExitCode
+from gha_mlops.errors import ExitCode, MissingExtraError
 from gha_mlops.packaging.image import DockerImages, wait_ready
 from gha_mlops.testing.load import ConstantLoad
 from tests.integration.package_helpers import free_port
@@ -364,6 +365,12 @@ def test_docs_list_the_labels_each_container_carries(env: Env, dockerd: Dockerd)
     ("ssh://deploy@gpu-1.internal", "gpu-1.internal"), ("ssh://gpu-2:2222", "gpu-2")])
 def test_the_address_defaults_to_the_daemon_urls_host(url: str, address: str) -> None:
     assert default_address(url) == address
+    if url.startswith("ssh://") and importlib.util.find_spec("paramiko") is None:
+        # The SDK's ssh transport needs paramiko: said up front, not as an unreachable host.
+        with pytest.raises(MissingExtraError, match="paramiko") as caught:
+            DockerHost(url, "")
+        assert caught.value.exit_code == ExitCode.MISSING_EXTRA
+        return
     assert DockerHost(url, "").address == address  # nothing is contacted yet
     assert DockerHost(url, "192.0.2.1").address == "192.0.2.1"
 

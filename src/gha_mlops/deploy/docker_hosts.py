@@ -45,7 +45,7 @@ from gha_mlops.deploy.model import (
     RouterState,
     Slot,
 )
-from gha_mlops.errors import missing_extra, quoted
+from gha_mlops.errors import MissingExtraError, missing_extra, quoted
 
 if TYPE_CHECKING:
     from docker import APIClient
@@ -70,6 +70,19 @@ def _require_sdk() -> None:
         import docker  # noqa: F401
     except ImportError:
         raise missing_extra("docker", "package") from None
+
+
+def _require_ssh_transport() -> None:
+    """The Docker SDK's ssh transport imports paramiko, even when it runs the ``ssh``
+    client (as here): without it, every call would fail as if the host were unreachable."""
+    try:
+        import paramiko  # noqa: F401
+    except ImportError:
+        raise MissingExtraError(
+            "ssh:// Docker hosts need the Python package 'paramiko' (the Docker SDK's ssh "
+            "transport), which is not installed",
+            hint="pip install paramiko (or docker[ssh]); or reach the daemon at tcp:// "
+                 "through a tunnel") from None
 
 
 def default_address(url: str) -> str:
@@ -107,6 +120,8 @@ class DockerHost:
             raise DeployTargetError(
                 f"the Docker host {quoted(url)} is not a daemon URL",
                 hint="write unix:///var/run/docker.sock, tcp://HOST:PORT or ssh://USER@HOST")
+        if urlsplit(url).scheme == "ssh":
+            _require_ssh_transport()
         self.url = url
         self.address = address or default_address(url)
         self.timeout = timeout
