@@ -22,6 +22,7 @@ and typed.
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import io
 import math
 import socket
@@ -75,14 +76,12 @@ def _require_sdk() -> None:
 def _require_ssh_transport() -> None:
     """The Docker SDK's ssh transport imports paramiko, even when it runs the ``ssh``
     client (as here): without it, every call would fail as if the host were unreachable."""
-    try:
-        import paramiko  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("paramiko") is None:
         raise MissingExtraError(
             "ssh:// Docker hosts need the Python package 'paramiko' (the Docker SDK's ssh "
             "transport), which is not installed",
             hint="pip install paramiko (or docker[ssh]); or reach the daemon at tcp:// "
-                 "through a tunnel") from None
+                 "through a tunnel")
 
 
 def default_address(url: str) -> str:
