@@ -232,6 +232,8 @@ def test_read_file_returns_regular_files_within_the_limit_only(env: Env) -> None
     assert env.host.read_file(ENV, "a", "/model", limit=1 << 20) is None  # a directory
     assert env.host.read_file(ENV, "a", "/bin", limit=1 << 20) is None  # a symlink
     assert env.host.read_file(ENV, "a", "/model/golden.json.missing", limit=10) is None
+    with pytest.raises(DeployTargetError, match="there is no container gha-mlops-t-nothing-a"):
+        env.host.read_file("t-nothing", "a", "/model/model.json", limit=10)
     # The connection dropped after the refused read is replaced transparently.
     assert env.host.read_file(ENV, "b", "/model/model.json", limit=64 * 1024) is not None
     assert isinstance(env.host.backend_logs(ENV, "a", tail=50), str)

@@ -162,8 +162,10 @@ class DockerHost:
 
     def _router_state(self, env: str, container: str, name: str) -> RouterState | None:
         where = f"{self.url}: {name}:{CONF_PATH}"
+        # A router removed since the listing (another deploy recreating it) has no record.
         data = self._read_archive(container, CONF_PATH, limit=router.MAX_CONF_BYTES,
-                                  what=f"reading the configuration of router {name}")
+                                  what=f"reading the configuration of router {name}",
+                                  gone_ok=True)
         if data is None:
             return None
         try:
@@ -496,11 +498,12 @@ class DockerHost:
             return f"(its logs could not be read: {err.message})"
         return bytes(output)[-LOG_CHARS:].decode("utf-8", "replace")
 
-    def _read_archive(self, container: str, path: str, *, limit: int,
-                      what: str) -> bytes | None:
-        """The regular file at ``path`` in ``container`` (None: no such file, or not a
-        regular file), read through the archive API with at most ``limit`` bytes of file
-        and :data:`TAR_SLACK` of archive around it taken from the daemon."""
+    def _read_archive(self, container: str, path: str, *, limit: int, what: str,
+                      gone_ok: bool = False) -> bytes | None:
+        """The regular file at ``path`` in ``container`` (None: no such file, not a regular
+        file, or with ``gone_ok`` no such container), read through the archive API with at
+        most ``limit`` bytes of file and :data:`TAR_SLACK` of archive around it taken from
+        the daemon."""
         from docker.errors import NotFound
 
         api = self._api(what)
@@ -508,7 +511,7 @@ class DockerHost:
             try:
                 chunks, _stat = api.get_archive(container, path, chunk_size=64 * 1024)
             except NotFound as err:
-                if "no such container" in str(err.explanation or "").lower():
+                if not gone_ok and "no such container" in str(err.explanation or "").lower():
                     raise DeployTargetError(f"{self.url}: {what}: there is no container "
                                             f"{container}", hint="deploy again") from err
                 return None
