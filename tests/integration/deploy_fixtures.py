@@ -5,11 +5,11 @@
   :func:`tests.integration.serving_fixtures.cache_dir` keyed by the arguments and the mirror
   (only the first session pays for debootstrap), imported as
   ``gha-mlops-test/router:bookworm``;
-- ``oip_images``: the packaged serving image of the tiny ONNX model
-  (:func:`tests.integration.package_helpers.tiny_onnx`), built as ``gha-mlops package``
-  builds it (packaging.build's context, packaging.image's build) in two versions, 1.0.0 and
-  2.0.0, that differ only in the model's last layer (model.json's version), so a test tells
-  them apart by the ``model_version`` of their answers.
+- ``oip_images`` (and ``oip_image``, its 1.0.0): the packaged serving image of the tiny
+  ONNX model (:func:`tests.integration.package_helpers.tiny_onnx`), built as ``gha-mlops
+  package`` builds it (packaging.build's context, packaging.image's build) in two versions,
+  1.0.0 and 2.0.0, that differ only in the model's last layer (model.json's version), so a
+  test tells them apart by the ``model_version`` of their answers.
 
     pytest_plugins = ["tests.integration.docker_fixtures", "tests.integration.serving_fixtures",
                       "tests.integration.deploy_fixtures"]
@@ -122,3 +122,9 @@ def oip_images(dockerd: Dockerd, serving_base: str, wheel_cache: Path,
                 "io.gha-mlops.model.name": OIP_MODEL, "io.gha-mlops.model.version": version})
             images[version] = OipImage(tag, image_id, OIP_MODEL, version)
     return images
+
+
+@pytest.fixture(scope="session")
+def oip_image(oip_images: dict[str, OipImage]) -> OipImage:
+    """The tiny model's serving image, version 1.0.0 (see ``oip_images``)."""
+    return oip_images[OIP_VERSIONS[0]]
