@@ -19,55 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.integration.docker_fixtures import DEBIAN_MIRROR, Dockerd, _need, _remove_tree
+from tests.integration.docker_fixtures import Dockerd, debootstrap_tarball
 from tests.integration.package_helpers import tiny_onnx
-from tests.integration.serving_fixtures import cache_dir
 
 ROUTER_IMAGE = "gha-mlops-test/router:bookworm"
 ROUTER_DEBOOTSTRAP_ARGS = ("--variant=minbase", "--include=nginx", "bookworm")
 OIP_REPOSITORY = "gha-mlops-test/tiny"
 OIP_MODEL = "tiny"
 OIP_VERSIONS = ("1.0.0", "2.0.0")
-
-
-def debootstrap_tarball(args: tuple[str, ...], name: str) -> Path:
-    """A rootfs made by ``debootstrap ARGS`` as a tarball, from the cache (keyed by the
-    arguments and the mirror) or made now; apt's downloads and lists are left out."""
-    cache = cache_dir()
-    key = hashlib.sha256(json.dumps([list(args), DEBIAN_MIRROR]).encode()).hexdigest()
-    tarball = cache / f"{name}-{key[:16]}.tar"
-    if tarball.exists():
-        return tarball
-    _need(shutil.which("debootstrap") is not None, "debootstrap is not installed")
-    cache.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache))
-    try:
-        rootfs = work / "rootfs"
-        proc = subprocess.run(["debootstrap", *args, str(rootfs), DEBIAN_MIRROR],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            pytest.fail(f"debootstrap failed (exit {proc.returncode}; it needs {DEBIAN_MIRROR}):"
-                        f"\n{(proc.stdout + proc.stderr)[-4000:]}", pytrace=False)
-        for leftovers in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            for path in (rootfs / leftovers).glob("*"):
-                if path.is_file():
-                    path.unlink()
-        partial = work / "rootfs.tar"
-        subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."],
-                       check=True, capture_output=True)
-        os.replace(partial, tarball)  # atomic: a tarball in the cache is always whole
-    finally:
-        _remove_tree(work)
-    return tarball
 
 
 @pytest.fixture(scope="session")

@@ -184,20 +184,21 @@ def dockerd() -> Iterator[Dockerd]:
         daemon.close()
 
 
-def _rootfs_tarball() -> Path:
-    """The base image's rootfs as a tarball: from the cache, else made with debootstrap."""
+def debootstrap_tarball(args: tuple[str, ...], name: str) -> Path:
+    """A rootfs made by ``debootstrap ARGS`` as a tarball, from the cache (keyed by the
+    arguments and the mirror) or made now; apt's downloads and lists are left out."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gha-mlops-tests"
-    key = hashlib.sha256(json.dumps([DEBOOTSTRAP_ARGS, DEBIAN_MIRROR]).encode()).hexdigest()
-    tarball = cache / f"rootfs-bookworm-{key[:16]}.tar"
+    key = hashlib.sha256(json.dumps([list(args), DEBIAN_MIRROR]).encode()).hexdigest()
+    tarball = cache / f"{name}-{key[:16]}.tar"
     if tarball.exists():
         return tarball
     _need(shutil.which("debootstrap") is not None, "debootstrap is not installed")
     cache.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache))
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache))
     partial = work / "rootfs.tar"
     try:
         rootfs = work / "rootfs"
-        proc = subprocess.run(["debootstrap", *DEBOOTSTRAP_ARGS, str(rootfs), DEBIAN_MIRROR],
+        proc = subprocess.run(["debootstrap", *args, str(rootfs), DEBIAN_MIRROR],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             pytest.fail(f"debootstrap failed (exit {proc.returncode}; it needs {DEBIAN_MIRROR}):"
@@ -213,6 +214,11 @@ def _rootfs_tarball() -> Path:
     finally:
         _remove_tree(work)
     return tarball
+
+
+def _rootfs_tarball() -> Path:
+    """The base image's rootfs as a tarball: from the cache, else made with debootstrap."""
+    return debootstrap_tarball(DEBOOTSTRAP_ARGS, "rootfs-bookworm")
 
 
 @pytest.fixture(scope="session")

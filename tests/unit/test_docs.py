@@ -283,9 +283,10 @@ def test_a_missing_extra_names_the_smallest_install_that_provides_it() -> None:
                 module, extra = (a.value for a in node.args)  # type: ignore[attr-defined]
                 calls.append((f"{path.relative_to(REPO)}:{node.lineno}", _dist(module), extra))
     assert len(calls) >= 5
-    # The docker SDK serves two commands with their own extras: the runner autoscaler
-    # (`runners`, the smallest) and `gha-mlops package` (`package`, which also needs onnx).
-    also_right = {"docker": {"package"}}
+    # The docker SDK serves three commands with their own extras: the runner autoscaler
+    # (`runners`), `gha-mlops package` (`package`, which also needs onnx) and `gha-mlops
+    # deploy` (`deploy`, with paramiko for ssh:// hosts).
+    also_right = {"docker": {"package", "runners", "deploy"}}
     for where, dist, extra in calls:
         holders = sorted((len(reqs), name) for name, reqs in extras.items() if dist in reqs)
         assert holders, f"{where}: no extra provides {dist}"

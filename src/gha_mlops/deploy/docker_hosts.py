@@ -70,7 +70,7 @@ def _require_sdk() -> None:
     try:
         import docker  # noqa: F401
     except ImportError:
-        raise missing_extra("docker", "package") from None
+        raise missing_extra("docker", "deploy") from None
 
 
 def _require_ssh_transport() -> None:
@@ -80,8 +80,8 @@ def _require_ssh_transport() -> None:
         raise MissingExtraError(
             "ssh:// Docker hosts need the Python package 'paramiko' (the Docker SDK's ssh "
             "transport), which is not installed",
-            hint="pip install paramiko (or docker[ssh]); or reach the daemon at tcp:// "
-                 "through a tunnel")
+            hint="pip install 'gha-mlops[deploy]' (it has paramiko); or reach the daemon at "
+                 "tcp:// through a tunnel")
 
 
 def default_address(url: str) -> str:
