@@ -9,9 +9,10 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 # bench_links.py needs root (it mounts an XFS image); run it by hand. bench_image.py and
-# bench_serving.py start their own dockerd / servers and load generators (root, hey).
+# bench_serving.py start their own dockerd / servers and load generators (root, hey);
+# bench_deploy.py its own dockerd, registry and nginx (root; about 5 minutes).
 for script in ("bench_startup.py", "bench_noop_run.py", "bench_demo.py",
                "bench_data_transfer.py", "bench_registry.py", "bench_serving.py",
-               "bench_image.py"):
+               "bench_image.py", "bench_deploy.py"):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], cwd=HERE, check=True)
