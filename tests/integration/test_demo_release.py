@@ -24,12 +24,14 @@ from tests.integration.package_helpers import free_port
 if TYPE_CHECKING:
     from tests.integration.docker_fixtures import Dockerd
 
-pytest_plugins = ["tests.integration.docker_fixtures", "tests.integration.serving_fixtures"]
+pytest_plugins = ["tests.integration.docker_fixtures", "tests.integration.serving_fixtures",
+                  "tests.integration.deploy_fixtures"]
 pytestmark = pytest.mark.slow
 
 
-def test_the_demo_registers_packages_and_serves_its_model(
-        dockerd: Dockerd, serving_base: str, wheel_cache: Path, tmp_path: Path) -> None:
+def test_the_demo_registers_packages_serves_and_deploys_its_model(
+        dockerd: Dockerd, serving_base: str, wheel_cache: Path, router_image: str,
+        tmp_path: Path) -> None:
     dockerd.client().api.tag(serving_base, "python", "3.11-slim")
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"}
     env.update(DOCKER_HOST=dockerd.base_url, XDG_CACHE_HOME=str(tmp_path / "cache"))
@@ -60,3 +62,38 @@ def test_the_demo_registers_packages_and_serves_its_model(
         assert sum(p == t for p, t in pairs) >= 18  # a 0.99-accurate model
     finally:
         container.remove(force=True)
+    _deploy_as_getting_started_says(dockerd, router_image, tmp_path / "demo", env)
+
+
+def _deploy_as_getting_started_says(dockerd: Dockerd, router_image: str, demo: Path,
+                                    env: dict[str, str]) -> None:
+    """docs/getting-started.md's deploy of the demo's image to its staging environment, on
+    the tests' dockerd and a free port (the router image tagged as the demo's default)."""
+    dockerd.client().api.tag(router_image, "nginx", "1.27-bookworm")
+    port = free_port()
+    config = (demo / "mlops.yaml").read_text()
+    (demo / "mlops.yaml").write_text(
+        config.replace("unix:///var/run/docker.sock", dockerd.base_url)
+        .replace("port: 8080", f"port: {port}\n      backend_ports: [{free_port()}, "
+                                 f"{free_port()}]").replace("bake: 10s", "bake: 1s"))
+    try:
+        deploy = subprocess.run(
+            [*CLI, "deploy", "--version", "1.0.0", "--env", "staging", "--image",
+             "gha-mlops/digits:1.0.0"], cwd=demo, env=env, capture_output=True, text=True,
+            timeout=300, check=False)
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        assert "digits 1.0.0 serves staging" in deploy.stdout
+        assert "golden requests: 8 answered as expected" in deploy.stdout
+        status = subprocess.run([*CLI, "deploy", "status", "--env", "staging"], cwd=demo,
+                                env=env, capture_output=True, text=True, timeout=120,
+                                check=True)
+        assert f"digits 1.0.0 (100%) at http://127.0.0.1:{port}" in status.stdout
+        answer = subprocess.run([sys.executable, "src/query.py", f"127.0.0.1:{port}", "5"],
+                                cwd=demo, capture_output=True, text=True, timeout=60,
+                                check=True).stdout
+        assert len(re.findall(r"predicted (\d)  true (\d)", answer)) == 5
+    finally:
+        api = dockerd.client().api
+        for found in api.containers(all=True,
+                                    filters={"label": "io.gha-mlops.deploy.env=staging"}):
+            api.remove_container(found["Id"], force=True)
