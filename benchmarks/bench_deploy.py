@@ -96,7 +96,8 @@ def _ours(ws: Any, daemon: Dockerd, port: int, args: argparse.Namespace) -> dict
 
 def _print_load(what: str, took: float, report: LoadReport) -> None:
     print(f"  {what:8s} {took:6.2f} s; {report.sent} requests at {report.achieved_rate:.0f}/s, "
-          f"{report.failed} failed, p99 {report.p99_ms:.1f} ms, versions {report.versions}",
+          f"{report.failed} failed ({report.resent} resent once on a fresh connection after a "
+          f"kept-alive one was closed), p99 {report.p99_ms:.1f} ms, versions {report.versions}",
           flush=True)
 
 
