@@ -307,3 +307,18 @@ def test_unknown_environment_stage_or_both_flags_are_usage_errors(deployer: Depl
     assert both.returncode == 2 and "exactly one of" in both.stderr
     for proc in (unknown, stage, both):
         assert "Traceback" not in proc.stderr
+
+
+def test_render_kserve_pins_the_recorded_digest_and_validates(deployer: Deployer,
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "manifests"
+    rendered = ok(deployer.ws.cli("deploy", "render", "--target", "kserve", "--env",
+                                  deployer.env, "--version", "1.1.0", "--out", str(out)))
+    assert "rendering only" in rendered.stdout
+    files = sorted(p.name for p in out.iterdir())
+    assert files == [f"01-{deployer.env}-canary-10.yaml", f"02-{deployer.env}-canary-50.yaml",
+                     f"03-{deployer.env}-promote.yaml"]
+    text = (out / files[0]).read_text()
+    assert f"image: {_pushed(deployer, '1.1.0')}" in text
+    assert "canaryTrafficPercent: 10" in text
+    assert "canaryTrafficPercent:" not in (out / files[-1]).read_text()
