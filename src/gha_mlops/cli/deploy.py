@@ -29,11 +29,11 @@ _WAIT = click.option("--wait", "wait_s", type=click.FloatRange(0, 86400), defaul
 
 
 class _DefaultGroup(click.Group):
-    """``deploy NAME ...`` runs the hidden ``start`` command; ``deploy status|rollback|
-    render`` the others (so no model may be named like them)."""
+    """``deploy NAME ...`` runs the ``start`` command; ``deploy status|rollback|render`` the
+    others (so no model may be named like them)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["start", *args]
         return super().parse_args(ctx, args)
 
@@ -51,7 +51,7 @@ def deploy() -> None:
     """
 
 
-@deploy.command("start", hidden=True)
+@deploy.command("start")
 @click.argument("model", required=False)
 @click.option("--version", default=None, help="The version to deploy (X.Y.Z).")
 @click.option("--stage", default=None, help="Deploy the version at this registry stage.")
@@ -65,7 +65,7 @@ def deploy() -> None:
 def start(model: str | None, version: str | None, stage: str | None, env_name: str,
           image: str | None, wait_s: float, push: bool, github_deployment: bool,
           workspace: Path) -> None:
-    """Roll MODEL out (see `gha-mlops deploy --help`)."""
+    """Roll MODEL out (the default command: `deploy NAME ...` is `deploy start NAME ...`)."""
     from gha_mlops.deploy.rollout import Rollouts
     from gha_mlops.registry import open_registry
 
