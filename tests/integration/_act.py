@@ -451,7 +451,12 @@ class Act:
                 "--action-cache-path", str(run_dir / "act"),
                 "--env-file", str(empty), "--secret-file", str(empty),
                 "--var-file", str(empty), "--input-file", str(empty),
-                "--env", f"GITHUB_REPOSITORY={self.repository}"]
+                "--env", f"GITHUB_REPOSITORY={self.repository}",
+                # One job at a time: act's LocalRepositoryCache is a map without a lock, and
+                # two jobs resolving the same --local-repository at once crash act with
+                # "fatal error: concurrent map writes" (nektos/act PR #6055, open), as it did
+                # once in CI on pipeline.yml's parallel train and sweep jobs.
+                "--concurrent-jobs", "1"]
         for label in self.platforms:
             args += ["-P", f"{label}=-self-hosted"]
         if payload is not None:
