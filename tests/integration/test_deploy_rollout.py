@@ -35,11 +35,13 @@ from tests.integration.deploy_helpers import (
 )
 
 if TYPE_CHECKING:
+    from gha_mlops.testing.github_emulator import GitHubEmulator
     from tests.integration.docker_fixtures import Dockerd
     from tests.integration.registry_fixtures import OciRegistry
 
 pytest_plugins = ["tests.integration.docker_fixtures", "tests.integration.registry_fixtures",
-                  "tests.integration.serving_fixtures", "tests.integration.deploy_fixtures"]
+                  "tests.integration.serving_fixtures", "tests.integration.deploy_fixtures",
+                  "tests.integration.github_fixtures"]
 
 RATE = 150.0
 
@@ -70,9 +72,10 @@ class Deployer:
         config = section.split("port: ", 1)[1]
         self.port = int(config.split("\n", 1)[0])
 
-    def __call__(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return self.ws.cli("deploy", *args, env={"DOCKER_HOST": self.dockerd.base_url, **IDENT},
-                           timeout=timeout)
+    def __call__(self, *args: str, timeout: float = 180,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return self.ws.cli("deploy", *args, timeout=timeout,
+                           env={"DOCKER_HOST": self.dockerd.base_url, **IDENT, **(env or {})})
 
     def background(self, *args: str) -> subprocess.Popen[str]:
         from tests.conftest import CLI
@@ -116,13 +119,17 @@ def deployer(deploy_ws: Workspace, dockerd: Dockerd, router_image: str,
     return d
 
 
-def test_rollout_and_rollback_under_load_lose_no_request(deployer: Deployer) -> None:
+def test_rollout_and_rollback_under_load_lose_no_request(
+        deployer: Deployer, github: GitHubEmulator, tmp_path: Path) -> None:
     env = deployer.env
     first = ok(deployer(MODEL, "--version", "1.0.0", "--env", env))
     assert "tiny 1.0.0 serves" in first.stdout
     assert deployer.stage_holder() == "1.0.0"
+    actions = _in_actions(github, tmp_path)
     with deployer.load() as load:
-        done = ok(deployer(MODEL, "--version", "1.1.0", "--env", env))
+        done = ok(deployer(MODEL, "--version", "1.1.0", "--env", env, "--github-deployment",
+                           env=actions))
+    _reported_to_github_and_actions(github, actions, env, deployer.port)
     report = load.report()
     _no_failures(report)
     assert set(report.versions) == {"1.0.0", "1.1.0"}, report.versions
@@ -137,6 +144,35 @@ def test_rollout_and_rollback_under_load_lose_no_request(deployer: Deployer) -> 
     assert "tiny 1.0.0 serves" in back.stdout
     assert deployer.record()["stable"]["version"] == "1.0.0"  # type: ignore[index]
     assert deployer.stage_holder() == "1.0.0"
+
+
+def _in_actions(github: GitHubEmulator, tmp_path: Path) -> dict[str, str]:
+    """The environment of a GitHub Actions step whose token reaches the emulator."""
+    (tmp_path / "summary.md").write_text("")
+    (tmp_path / "output").write_text("")
+    return {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "octo/demo",
+            "GITHUB_SHA": github.repo("octo/demo").refs["refs/heads/main"],
+            "GITHUB_RUN_ID": "77", "GITHUB_SERVER_URL": "https://github.example",
+            "GITHUB_API_URL": github.url, "GITHUB_TOKEN": github.token,
+            "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+            "GITHUB_OUTPUT": str(tmp_path / "output")}
+
+
+def _reported_to_github_and_actions(github: GitHubEmulator, actions: dict[str, str],
+                                    env: str, port: int) -> None:
+    """One Deployment of tiny 1.1.0 with in_progress then success statuses, the step
+    outputs and the summary's table of steps."""
+    [deployment] = github.deployments("octo/demo")
+    assert deployment.environment == env and deployment.payload["version"] == "1.1.0"  # type: ignore[index]
+    states = [(s.state, s.environment_url, s.log_url) for s in deployment.statuses]
+    run = "https://github.example/octo/demo/actions/runs/77"
+    assert states == [("in_progress", "", run),
+                      ("success", f"http://127.0.0.1:{port}", run)], states
+    outputs = Path(actions["GITHUB_OUTPUT"]).read_text()
+    assert "version<<" in outputs and "1.1.0" in outputs and f"127.0.0.1:{port}" in outputs
+    summary = Path(actions["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "### Deployed tiny 1.1.0" in summary and "| 10% |" in summary, summary
+    assert summary.count("| pass |") == 3, summary
 
 
 def deployer_registry(deployer: Deployer) -> str:
