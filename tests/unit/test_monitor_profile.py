@@ -213,6 +213,8 @@ def _set(path: str, value: Any) -> Any:
     (_set("features.1.categories", [["b", 4000], ["b", 2000]]), "categories"),
     (_set("features.1.categories", [["a", 2000], ["b", 4000]]), "categories"),
     (_set("features.1.other_count", 1), "other_count"),
+    (_set("features.1.categories", [["b", 4000]]), "other_count"),  # sum holds, cut at 1 < 1000
+    (_set("features.1.distinct", 3), "other_count"),  # a third value, yet nothing cut
     (_set("predictions.0.values", None), None),  # allowed: the values are optional
 ])
 def test_load_refuses_each_malformed_field_naming_the_file_and_field(mutate: Any,
@@ -230,12 +232,24 @@ def test_load_refuses_each_malformed_field_naming_the_file_and_field(mutate: Any
 
 
 @pytest.mark.parametrize("data", [
-    b"\xff\xfe", b"{", b"[]", b'{"rows": NaN}', b'{"rows": Infinity}',
+    b"\xff\xfe", b"{", b"[]", b'{"rows": NaN}', b'{"rows": Infinity}', b'{"rows": -Infinity}',
     b"[" * 100_000, b'{"format": "gha-mlops.profile/1", "rows": 1e999}',
 ])
 def test_load_refuses_what_is_not_a_profile(data: bytes) -> None:
-    with pytest.raises(ProfileError, match=r"p\.json"):
+    with pytest.raises(ProfileError, match=r"p\.json: (not a JSON profile|.* must be)"):
         load_profile(data, where="p.json")
+
+
+def test_nan_is_refused_by_the_parser_not_later() -> None:
+    with pytest.raises(ProfileError, match=r"not a JSON profile.*NaN is not a finite number"):
+        load_profile(b'{"format": "gha-mlops.profile/1", "rows": 1, "x": NaN}', where="p")
+
+
+def test_resampling_reads_the_quantile_function_at_mid_points() -> None:
+    f = _one(np.linspace(0.0, 1.0, 10_001))
+    for size in (1, 2, 10, 333):
+        sample = reference_values(f, size=size)
+        assert sample.size == size and sample.mean() == pytest.approx(0.5, abs=1e-9)
 
 
 def test_load_refuses_an_oversized_profile_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
