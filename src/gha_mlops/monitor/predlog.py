@@ -204,6 +204,12 @@ def _row_problem(row: Any, header: Mapping[str, Any], hour: int, schema: Mapping
     return None
 
 
+def _all_str(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_all_str(v) for v in value)
+    return isinstance(value, str)
+
+
 def _convert(values: list[Any], datatype: str, shape: list[int]) -> np.ndarray | None:
     """``values`` (one per row) as one array of ``datatype`` with rows of ``shape`` (the
     schema's shape less the batch dimension, -1 any), or None if any row does not fit."""
@@ -217,8 +223,8 @@ def _convert(values: list[Any], datatype: str, shape: list[int]) -> np.ndarray |
         return None
     if any(d not in (-1, got) for d, got in zip(shape, arr.shape[1:], strict=True)):
         return None
-    if datatype == "BYTES":
-        return arr
+    if datatype == "BYTES":  # numpy turns [5, "a"] into strings: look at the leaves
+        return arr if _all_str(values) else None
     try:
         with np.errstate(over="raise"):
             out = arr.astype(_NUMPY[datatype], casting="unsafe")
@@ -327,10 +333,14 @@ def _newest_schema(reader: _Reader, model: str, files: list[tuple[str, str, int,
 def _read_file(reader: _Reader, path: Path, model: str, version: str, hour: int,
                schema: Mapping[str, Any], start: float, end: float) -> _Stage | None:
     """The usable rows of one batch file in ``[start, end)``; None if it cannot be read."""
+    corrupt = reader.skipped["file-corrupt"]
     lines = reader.open_lines(path)
     if lines is None:
         return None
-    header = _json(next(lines, b""))
+    first = next(lines, None)
+    if first is None and reader.skipped["file-corrupt"] > corrupt:
+        return None  # counted once, as corrupt
+    header = _json(first or b"")
     problem = _header_problem(header, model, version)
     if problem is None and check_schema(header["schema"]) != schema:
         problem = "file-other-schema"
