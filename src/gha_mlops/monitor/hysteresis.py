@@ -304,7 +304,7 @@ def _standing(state: AlarmState, config: HysteresisConfig, now: float) -> Verdic
     over = [s for s in scores if s > config.high]
     reason = (f"{len(over)} of the last {len(scores)} windows over {config.high:.2f}"
               + (f" ({_list(over)})" if over else f" ({latest})")
-              + (f"; trips at {config.k}" if over else ""))
+              + (f"; it trips at {config.k} of {config.n}" if over else ""))
     until = _cooldown_until(state, config, now)
     if until is not None:
         reason += f"; in the cooldown of a retraining until {_iso(until)}"
