@@ -169,6 +169,10 @@ def test_build_refuses_inconsistent_input() -> None:
         build_profile({})
     with pytest.raises(ProfileError, match="holds a dict"):
         build_profile({"a": np.array([{}, "x"], dtype=object)})
+    with pytest.raises(ProfileError, match="wider than float64"):
+        build_profile({"a": [-1.7e308, 1.7e308]})
+    with pytest.raises(ProfileError, match="overflows"):
+        build_profile({"a": [-1e300, 1e300, 0.0]})  # the variance is not a float64
     with pytest.raises(ProfileError, match="2 names for 3"):
         features_from_matrix(np.zeros((2, 3)), ["a", "b"])
     assert list(features_from_matrix(np.zeros((2, 3)))) == ["f0", "f1", "f2"]

@@ -238,6 +238,9 @@ def _numerical(name: str, arr: Any) -> FeatureProfile:
     if n == 0:
         return FeatureProfile(name=name, kind="numerical", count=0, missing=missing)
     lo, hi = float(finite[0]), float(finite[-1])
+    if not math.isfinite(hi - lo):
+        raise ProfileError(f"column {quoted(name)} spans [{lo}, {hi}], wider than float64 "
+                           "can subtract", hint="rescale the feature (e.g. a log or a unit)")
     quantiles = np.quantile(finite, np.linspace(0.0, 1.0, N_QUANTILES))
     # clip: linear interpolation can round a hair outside [lo, hi] or out of order
     quantiles = np.maximum.accumulate(np.clip(quantiles, lo, hi))
@@ -247,8 +250,10 @@ def _numerical(name: str, arr: Any) -> FeatureProfile:
         counts, _ = np.histogram(finite, bins=edges)
     else:
         edges, counts = np.array([lo, hi]), np.array([n])
-    mean = min(max(float(finite.mean()), lo), hi)
-    std = float(finite.std(ddof=1)) if n > 1 else 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked just below
+        raw_mean = float(finite.mean())
+        std = float(finite.std(ddof=1)) if n > 1 else 0.0
+    mean = min(max(raw_mean, lo), hi) if math.isfinite(raw_mean) else raw_mean
     if not math.isfinite(mean) or not math.isfinite(std):
         raise ProfileError(f"column {quoted(name)} overflows float64 statistics",
                            hint="rescale the feature")
