@@ -40,6 +40,7 @@ def rng() -> np.random.Generator:
         (np.tile([0.0, 1.0, 2.0], 300), np.tile([0.0, 1.0, 2.0], 100), "numerical", "chisquare"),
         (np.tile([0.0, 1.0], 300), np.tile([0.0, 1.0], 100), "numerical", "z"),
         (np.tile([0.0, 1.0, 2.0], 400), np.tile([0.0, 1.0], 100), "numerical", "jensenshannon"),
+        (np.tile([0.0, 1, 2, 3], 100), np.array([4.0, 1.0]), "numerical", "chisquare"),  # 5
         # n_values counts both samples: 5 in the reference plus a 6th in current -> KS
         (np.tile([0.0, 1, 2, 3, 4], 100), np.array([5.0, 1.0]), "numerical", "ks"),
         (np.array(["a", "b", "c"] * 10), np.array(["a", "b"]), "categorical", "chisquare"),
@@ -96,6 +97,17 @@ def test_z_hand_computed() -> None:
 def test_jensenshannon_of_disjoint_categories_is_sqrt_ln2() -> None:
     value = drift.jensenshannon(np.array(["a"] * 5), np.array(["b"] * 7), numerical=False)
     assert value == pytest.approx(math.sqrt(math.log(2)))
+
+
+def test_jensenshannon_bins_a_numerical_feature_only_above_20_distinct_values() -> None:
+    # 10 distinct values: one share per value, so moving every 9 to 8 is seen (Sturges bins
+    # would put 8 and 9 in one bin and see nothing)
+    ref = np.repeat(np.arange(10.0), 3)  # 60 rows in all: 7 Sturges bins, 8 and 9 share one
+    cur = np.where(ref == 9.0, 8.0, ref)
+    assert drift.jensenshannon(ref, cur, numerical=True) == pytest.approx(
+        drift.jensenshannon(ref, cur, numerical=False)
+    )
+    assert drift.jensenshannon(ref, cur, numerical=True) > 0.1
 
 
 def test_wasserstein_is_normed_by_the_reference_std_at_least_0_001() -> None:
