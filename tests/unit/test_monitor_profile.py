@@ -211,6 +211,8 @@ def _set(path: str, value: Any) -> Any:
     (_set("features.0.quantiles.500", 1e9), "quantiles"),
     (_set("features.0.quantiles", [0.0] * 10), "quantiles"),
     (_set("features.0.quantiles.3", "1"), "quantiles[3]"),
+    (_set("features.0.tail_quantiles", [0.0] * 3), "tail_quantiles"),
+    (_set("features.0.tail_quantiles", [1e3] * 14), "in order with the quantiles"),
     (_set("features.0.histogram.counts.0", 10**6), "histogram.counts"),
     (_set("features.0.values", [0.0] * 6000), "values"),
     (_set("features.1.categories.0", [{"x": 1}, 4000]), "categories[0]"),
@@ -314,6 +316,22 @@ def test_drift_from_the_reconstructed_reference_agrees_with_the_full_one(shift: 
     critical = 1.358 * np.sqrt((full.size + cur.size) / (full.size * cur.size))  # alpha 0.05
     assert (ks_full > critical) == (ks_rebuilt > critical)
     assert (wd_full >= 0.1) == (wd_rebuilt >= 0.1)  # Evidently's Wasserstein threshold
+
+
+@pytest.mark.parametrize("tail", ["lognormal", "student_t3"])
+def test_heavy_tails_are_kept_by_the_tail_quantiles(tail: str) -> None:
+    # Linear interpolation from the 0.999 quantile to the max spread a heavy tail's last
+    # 0.1 % over its whole range: the normed Wasserstein distance moved by 0.1 to 0.2.
+    rng = np.random.default_rng(13)
+
+    def draw(n: int) -> Any:
+        return rng.lognormal(0, 1, n) if tail == "lognormal" else rng.standard_t(3, n)
+    full = draw(200_000)
+    rebuilt = reference_values(_one(full))
+    for shift in (0.0, 0.1):
+        cur = draw(5_000) + shift * full.std()
+        assert abs(_wasserstein_normed(full, cur) - _wasserstein_normed(rebuilt, cur)) <= 0.005
+    assert len(_one(full).tail_quantiles) == 2 * 23  # 10**-3.1 .. 10**-5.3 >= 1 / 200,000
 
 
 def test_categorical_drift_from_the_profile_matches_the_full_data() -> None:
