@@ -113,6 +113,8 @@ def test_jensenshannon_bins_a_numerical_feature_only_above_20_distinct_values() 
 def test_wasserstein_is_normed_by_the_reference_std_at_least_0_001() -> None:
     ref, cur = np.array([0.0, 2.0]), np.array([1.0, 3.0])  # W = 1, std = 1
     assert drift.wasserstein_normed(ref, cur) == pytest.approx(1.0)
+    # unequal sizes: {0, 1} against {0, 1, 2} differ by 1 on (1/3, 1/2] and (2/3, 1]: W = 1/2
+    assert drift.wasserstein(np.array([1.0, 0.0]), np.array([2.0, 0.0, 1.0])) == pytest.approx(0.5)
     # a constant reference: std 0 is replaced by 0.001, so any move is a large drift
     assert drift.wasserstein_normed(np.zeros(5), np.ones(5)) == pytest.approx(1000.0)
 
@@ -178,6 +180,11 @@ def test_distances_and_chisquare_match_scipy() -> None:
     ref, cur = gen.normal(size=5000), gen.normal(0.1, 1.2, size=7000)
     expected = stats.wasserstein_distance(ref, cur) / np.std(ref)
     assert drift.wasserstein_normed(ref, cur) == pytest.approx(expected, rel=1e-12)
+    for n1, n2 in ((1000, 1000), (999, 1000), (3, 1001)):  # with ties
+        tied_ref, tied_cur = np.round(ref[:n1], 1), np.round(cur[:n2] * 2, 1)
+        assert drift.wasserstein(tied_ref, tied_cur) == pytest.approx(
+            stats.wasserstein_distance(tied_ref, tied_cur), rel=1e-12
+        )
     edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins="sturges")
     p, q = np.histogram(ref, edges)[0] / ref.size, np.histogram(cur, edges)[0] / cur.size
     assert drift.jensenshannon(ref, cur, numerical=True) == pytest.approx(
