@@ -530,7 +530,8 @@ def _load_categorical(v: _Validator, obj: dict[str, Any], field: str, name: str,
 def reference_values(feature: FeatureProfile, *, size: int | None = None) -> Any:
     """A reference sample for the drift tests, as a numpy array.
 
-    Numerical: the kept values when the profile has them (exact), otherwise ``size`` points
+    Numerical: the kept values when the profile has them and no ``size`` is asked (exact:
+    a small reference tests as the raw data would), otherwise ``size`` points
     (default ``min(count, RECONSTRUCT_CAP)``) of the quantile function, interpolated
     linearly between the stored quantiles at the mid-points ``(i + 0.5) / size``; the KS
     statistic against it is within about ``1 / (N_QUANTILES - 1)`` of the one against the
