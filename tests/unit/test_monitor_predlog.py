@@ -319,12 +319,14 @@ def test_a_slow_sink_never_blocks_add_rows_are_dropped_and_counted() -> None:
         for i in range(5000):
             w.add(f"r{i}", {}, {}, T0 + 1)
 
-    adder = threading.Thread(target=burst)
+    adder = threading.Thread(target=burst, daemon=True)
     adder.start()
-    adder.join(20)  # with a blocking add() this thread would hang on the stuck sink
-    assert not adder.is_alive()
-    assert w.dropped_rows >= 5000 - 10 * 4  # one being written, two queued, one open
-    sink.release.set()
+    try:
+        adder.join(20)  # with a blocking add() this thread would hang on the stuck sink
+        assert not adder.is_alive()
+        assert w.dropped_rows >= 5000 - 10 * 4  # one being written, two queued, one open
+    finally:
+        sink.release.set()
     w.close()
     assert w.written_rows + w.dropped_rows == w.rows_sampled == 5000
     assert w.written_rows == 10 * len(sink.keys)
