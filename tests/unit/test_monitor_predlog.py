@@ -332,6 +332,22 @@ def test_a_slow_sink_never_blocks_add_rows_are_dropped_and_counted() -> None:
     assert w.written_rows == 10 * len(sink.keys)
 
 
+def test_add_never_raises_a_row_it_cannot_log_is_counted(tmp_path: Path) -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    w = BatchWriter(tmp_path, "m", "v1", SCHEMA)
+    w.add("a", {"x": [1.0, 2.0, 3.0], "c": "a"}, {"y": 1}, T0 + 1)
+    w.add("loop", {"x": loop}, {}, T0 + 1)
+    w.add("key", {("t", "uple"): 1}, {}, T0 + 1)  # type: ignore[dict-item]
+    w.add("x" * 129, {}, {}, T0 + 1)
+    w.add(7, {}, {}, T0 + 1)  # type: ignore[arg-type]
+    w.add("nan", {}, {}, float("nan"))
+    w.add("str", {}, {}, "noon")  # type: ignore[arg-type]
+    w.close()
+    assert (w.bad_rows, w.written_rows, w.rows_sampled) == (6, 1, 7)
+    assert window(tmp_path).ids == ("a",)
+
+
 class BrokenSink:
     def put(self, key: str, data: bytes) -> None:
         raise OSError("disk full")

@@ -128,22 +128,29 @@ def _plain(value: Any) -> Any:
 @dataclass
 class _Batch:
     hour: int
+    first_t: float  # names the file
     opened: float  # monotonic, for max_age_s
-    rows: list[tuple[str, float, Mapping[str, Any], Mapping[str, Any]]]
+    rows: list[bytes]  # encoded lines
 
 
 class BatchWriter:
     """Sampled, batched, non-blocking prediction logging.
 
-    :meth:`add` takes the request thread's time only to sample and append to the open batch
-    (O(1), a lock held for an append). A batch is cut when it holds ``max_rows`` rows, is
+    :meth:`add` takes the request thread's time to sample and, for a sampled row only, to
+    encode it as one JSON line and append it to the open batch (a lock held for an append).
+    Encoding here, not on the background thread, is deliberate: pure-Python work on another
+    thread holds the GIL and delays the request thread by up to the switch interval (5 ms;
+    measured: p99 wake-up lateness 0.3 -> 2.8 ms), while the background thread's gzip and
+    write release the GIL. A batch is cut when it holds ``max_rows`` rows, is
     ``max_age_s`` old, or a row of another hour arrives; a cut batch goes into a queue of
     ``max_pending`` batches that one background thread encodes, gzips and hands to the sink.
     When that thread falls behind (a slow disk or store), a batch that finds the queue full
     is DROPPED and counted in :attr:`dropped_rows`: the log loses rows, never a request's
     time. A sink that raises is counted in :attr:`write_errors` (:attr:`last_error` says
-    why) and its rows in :attr:`dropped_rows`. Values passed to :meth:`add` are kept by
-    reference until written: do not mutate them afterwards.
+    why) and its rows in :attr:`dropped_rows`; a row that cannot be logged (an id that is
+    not a string of 1 to 128 characters, a time that is not a finite number, a value JSON
+    cannot hold) in :attr:`bad_rows`. :meth:`add` never raises. After :meth:`close`,
+    ``written_rows + dropped_rows + bad_rows == rows_sampled``.
     """
 
     def __init__(self, sink: str | os.PathLike[str] | Sink, model: str, version: str,
@@ -171,15 +178,20 @@ class BatchWriter:
         self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=max_pending)
         self._closed = False
         self.rows_seen = self.rows_sampled = self.written_rows = self.files_written = 0
-        self.dropped_rows = self.write_errors = 0
+        self.dropped_rows = self.write_errors = self.bad_rows = 0
+        self._header = json.dumps({"format": FORMAT, "model": model, "version": version,
+                                   "sample": sample, "schema": self.schema},
+                                  separators=(",", ":")).encode() + b"\n"
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="predlog-writer", daemon=True)
         self._thread.start()
 
     def add(self, request_id: str, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
             t: float | None = None) -> None:
-        """Log one instance (sampled at :attr:`sample`); never blocks on I/O. ``t`` defaults
-        to the clock. A row that cannot be logged (closed writer) is counted as dropped."""
+        """Log one instance (sampled at :attr:`sample`); never blocks on I/O, never raises.
+        ``t`` defaults to the clock. Values may be nested lists, scalars or anything with
+        ``tolist()`` (numpy arrays); they are encoded at once, so the caller may reuse them.
+        A row that cannot be logged (closed writer) is counted as dropped."""
         if t is None:
             t = self._clock()
         with self._lock:
@@ -187,6 +199,16 @@ class BatchWriter:
             if self.sample < 1.0 and self._random.random() >= self.sample:
                 return
             self.rows_sampled += 1
+        try:
+            if (not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_ID_CHARS
+                    or isinstance(t, bool) or not math.isfinite(t)):
+                raise ValueError("a bad id or time")  # readers would skip the row
+            line = self.encode_row(request_id, t, inputs, outputs)
+        except (TypeError, ValueError, RecursionError):  # also circular values, odd keys
+            with self._lock:
+                self.bad_rows += 1
+            return
+        with self._lock:
             if self._closed:
                 self.dropped_rows += 1
                 return
@@ -196,8 +218,8 @@ class BatchWriter:
                 self._cut_locked()
                 batch = None
             if batch is None:
-                batch = self._batch = _Batch(hour, time.monotonic(), [])
-            batch.rows.append((request_id, t, inputs, outputs))
+                batch = self._batch = _Batch(hour, t, time.monotonic(), [])
+            batch.rows.append(line)
             if len(batch.rows) >= self.max_rows:
                 self._cut_locked()
 
@@ -261,13 +283,15 @@ class BatchWriter:
                 self._cut_locked()
 
     def _write(self, batch: _Batch) -> None:
-        first_t = batch.rows[0][1]
+        first_t = batch.first_t
         self._seq += 1
         name = (f"{int(first_t * 1000):013d}-{os.getpid():07d}-{self._token}-"
                 f"{self._seq:06d}.jsonl.gz")
         key = f"{self.model}/{self.version}/{hour_path(first_t)}/{name}"
         try:
-            data = gzip.compress(self.encode(batch.rows), compresslevel=5, mtime=0)
+            # zlib and the sink's write release the GIL: the request thread runs meanwhile.
+            data = gzip.compress(self._header + b"".join(batch.rows), compresslevel=5,
+                                 mtime=0)
             self._sink.put(key, data)
         # Why so broad: the sink is the caller's (disk, S3 client, ...) and any failure of
         # it must neither kill this thread nor reach the request path; it is counted.
@@ -281,19 +305,14 @@ class BatchWriter:
             self.written_rows += len(batch.rows)
             self.files_written += 1
 
-    def encode(self, rows: Iterable[tuple[str, float, Mapping[str, Any],
-                                          Mapping[str, Any]]]) -> bytes:
-        """The uncompressed file: the header line, then one line per row."""
-        header = {"format": FORMAT, "model": self.model, "version": self.version,
-                  "sample": self.sample, "schema": self.schema}
-        lines = [json.dumps(header, separators=(",", ":"))]
-        for rid, t, inputs, outputs in rows:
-            lines.append(json.dumps(
-                {"id": rid, "t": t, "model": self.model, "version": self.version,
-                 "inputs": {k: _plain(v) for k, v in inputs.items()},
-                 "outputs": {k: _plain(v) for k, v in outputs.items()}},
-                separators=(",", ":"), default=str))
-        return ("\n".join(lines) + "\n").encode("utf-8")
+    def encode_row(self, request_id: str, t: float, inputs: Mapping[str, Any],
+                   outputs: Mapping[str, Any]) -> bytes:
+        """One row as its JSON line (unknown objects become their ``str``)."""
+        return json.dumps(
+            {"id": request_id, "t": t, "model": self.model, "version": self.version,
+             "inputs": {k: _plain(v) for k, v in inputs.items()},
+             "outputs": {k: _plain(v) for k, v in outputs.items()}},
+            separators=(",", ":"), default=str).encode() + b"\n"
 
 
 def write_feedback(sink: str | os.PathLike[str] | Sink, model: str,
