@@ -343,8 +343,9 @@ def test_add_never_raises_a_row_it_cannot_log_is_counted(tmp_path: Path) -> None
     w.add(7, {}, {}, T0 + 1)  # type: ignore[arg-type]
     w.add("nan", {}, {}, float("nan"))
     w.add("str", {}, {}, "noon")  # type: ignore[arg-type]
+    w.add("before-1970", {}, {}, -1.0)
     w.close()
-    assert (w.bad_rows, w.written_rows, w.rows_sampled) == (6, 1, 7)
+    assert (w.bad_rows, w.written_rows, w.rows_sampled) == (7, 1, 8)
     assert window(tmp_path).ids == ("a",)
 
 
@@ -456,6 +457,19 @@ def test_feedback_bad_lines_and_files_are_skipped_and_counted(tmp_path: Path) ->
     assert labels.skipped == {"bad-id": 1, "bad-label": 2, "bad-time": 1,
                               "time-outside-file-hour": 1, "bad-json": 1,
                               "file-corrupt": 1, "file-outside-root": 1}
+
+
+def test_labels_of_mixed_types_are_not_turned_into_strings(tmp_path: Path) -> None:
+    put(tmp_path, [header(), row("a"), row("b")])
+    joined = join_feedback(window(tmp_path), {"a": 1, "b": "cat"})
+    assert joined.labels.tolist() == [1, "cat"]
+
+
+def test_with_no_readable_header_each_file_is_counted_by_its_reason(tmp_path: Path) -> None:
+    put(tmp_path, [header(model="other"), row("a")])
+    put(tmp_path, [], raw=b"garbage", name="0000000000009-0000001-aaaaaaaa-000001.jsonl.gz")
+    win = window(tmp_path)
+    assert win.rows == 0 and win.skipped == {"file-other-model": 1, "file-corrupt": 1}
 
 
 def test_join_with_no_labels_is_empty(tmp_path: Path) -> None:

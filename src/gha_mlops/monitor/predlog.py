@@ -387,11 +387,8 @@ def read_window(root: Path, model: str, *, start: float, end: float,
     files = _log_files(base, _versions(base, version), start, end)
     want = check_schema(schema) if schema is not None else _newest_schema(reader, model, files)
     if want is None:  # no file with a readable header: count what is there and stop
-        for _name, _v, _h, path in files:
-            lines = reader.open_lines(path)
-            if lines is not None:
-                lines.close()  # type: ignore[attr-defined]
-                reader.skipped["file-bad-header"] += 1
+        for _name, version_, hour, path in files:  # each is counted with its reason
+            _read_file(reader, path, model, version_, hour, {}, start, end)
         return _empty(reader, None)
     shapes = {(side, name): list(spec[1][1:]) for side in ("inputs", "outputs")
               for name, spec in want[side].items()}
@@ -507,5 +504,8 @@ def join_feedback(window: LogWindow, labels: Mapping[str, Any]) -> Joined:
     rows = [i for i, rid in enumerate(window.ids) if rid in labels]
     ids = tuple(window.ids[i] for i in rows)
     values = [labels[rid] for rid in ids]
-    return Joined(ids=ids, labels=np.asarray(values) if values else np.zeros(0),
+    # Labels of mixed types stay Python objects: numpy would turn [1, "a"] into strings.
+    mixed = len({type(v) for v in values}) > 1
+    return Joined(ids=ids, labels=np.asarray(values, dtype=object if mixed else None)
+                  if values else np.zeros(0),
                   rows=np.asarray(rows, dtype=np.int64))

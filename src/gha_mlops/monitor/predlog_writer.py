@@ -44,6 +44,7 @@ from typing import Any, Protocol
 FORMAT = "gha-mlops.predlog/1"
 FEEDBACK_DIR = "feedback"  # a reserved name: no version may be called so
 MAX_ID_CHARS = 128
+_YEAR_10000 = 253402300800.0  # unix seconds; the path holds four digits of year
 DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
                        "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"})
 # A path component: no '/', no leading '.', so no '..' and no hidden temp-file names.
@@ -148,7 +149,7 @@ class BatchWriter:
     is DROPPED and counted in :attr:`dropped_rows`: the log loses rows, never a request's
     time. A sink that raises is counted in :attr:`write_errors` (:attr:`last_error` says
     why) and its rows in :attr:`dropped_rows`; a row that cannot be logged (an id that is
-    not a string of 1 to 128 characters, a time that is not a finite number, a value JSON
+    not a string of 1 to 128 characters, a time that is not unix seconds in years 1970 to 9999, a value JSON
     cannot hold) in :attr:`bad_rows`. :meth:`add` never raises. After :meth:`close`,
     ``written_rows + dropped_rows + bad_rows == rows_sampled``.
     """
@@ -201,7 +202,7 @@ class BatchWriter:
             self.rows_sampled += 1
         try:
             if (not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_ID_CHARS
-                    or isinstance(t, bool) or not math.isfinite(t)):
+                    or isinstance(t, bool) or not 0 <= t < _YEAR_10000):
                 raise ValueError("a bad id or time")  # readers would skip the row
             line = self.encode_row(request_id, t, inputs, outputs)
         except (TypeError, ValueError, RecursionError):  # also circular values, odd keys
