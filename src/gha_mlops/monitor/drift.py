@@ -459,32 +459,25 @@ def ks_exact_sf(n1: int, n2: int, d: float) -> float:
     if h == 0:
         return 1.0
     s = mg + ng
-    # q[x - lo]: probability that a path reaching (x, k - x) has left the band already.
-    lo, q = 0, np.zeros(1)
+    # buf[x + 1]: probability that a path reaching (x, k - x) has left the band already; 1 for
+    # every cell outside the current window (left behind, or not reached yet), buf[0] too.
+    buf = np.ones(m + 2)
+    buf[1] = 0.0  # (0, 0)
+    xs = np.arange(m + 1, dtype=np.float64)
+    lo_prev = 0
     for k in range(1, m + n + 1):
-        # Inside the band on diagonal k: |ng x - mg (k - x)| < h, and on the grid.
-        new_lo = max((mg * k - h) // s + 1, k - n, 0)
-        new_hi = min(-((-(mg * k + h)) // s) - 1, k, m)
-        if new_hi < new_lo:
+        # Inside the band on diagonal k: |ng x - mg (k - x)| < h, and on the grid. Both ends
+        # only move right as k grows.
+        lo = max((mg * k - h) // s + 1, k - n, 0)
+        hi = min(-(-(mg * k + h) // s) - 1, k, m)
+        if hi < lo:
             return 1.0
-        x = np.arange(new_lo, new_hi + 1)
-        prev_hi = lo + q.size - 1
-        left = _band_values(q, lo, prev_hi, x - 1)  # from (x - 1, y)
-        down = _band_values(q, lo, prev_hi, x)  # from (x, y - 1)
-        q = (x * left + (k - x) * down) / k
-        lo = new_lo
-    return float(np.clip(q[m - lo], 0.0, 1.0))
-
-
-def _band_values(
-    q: npt.NDArray[np.float64], lo: int, hi: int, x: npt.NDArray[np.int64]
-) -> npt.NDArray[np.float64]:
-    """Previous diagonal at ``x``: 1 outside the band (the path has left it); off the grid the
-    weight is 0 anyway, so any value will do."""
-    import numpy as np
-
-    inside = (x >= lo) & (x <= hi)
-    return np.where(inside, q[np.clip(x - lo, 0, q.size - 1)], 1.0)
+        x = xs[lo : hi + 1]
+        new = (x * buf[lo : hi + 1] + (k - x) * buf[lo + 1 : hi + 2]) / k
+        buf[lo_prev + 1 : lo + 1] = 1.0  # cells the window left behind: outside the band
+        buf[lo + 1 : hi + 2] = new
+        lo_prev = lo
+    return float(min(max(buf[m + 1], 0.0), 1.0))
 
 
 def kolmogorov_sf(t: float) -> float:
