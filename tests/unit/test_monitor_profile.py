@@ -347,28 +347,3 @@ def test_categorical_drift_from_the_profile_matches_the_full_data() -> None:
         js_full = _jensen_shannon(bucket_categories(f, full), bucket_categories(f, cur))
         js_rebuilt = _jensen_shannon(reference_values(f), bucket_categories(f, cur))
         assert js_full == pytest.approx(js_rebuilt, abs=1e-12)
-
-
-def test_agrees_with_evidentlys_own_kinds_and_default_tests_when_it_is_installed() -> None:
-    # Not a dependency: run with Evidently (0.7, pandas < 3) installed to check the claims.
-    prep = pytest.importorskip("evidently.legacy.utils.data_preprocessing")
-    registry = pytest.importorskip("evidently.legacy.calculations.stattests.registry")
-    mapping = pytest.importorskip("evidently.legacy.pipeline.column_mapping")
-    pd = pytest.importorskip("pandas")
-    for col in (np.array([0.5, 1.5]), np.array([0, 1, 2, 0]), np.arange(6), np.array(["a"])):
-        df = pd.DataFrame({"x": col})
-        theirs = prep._get_column_type("x", prep._InputData(reference=df, current=df),
-                                       mapping.ColumnMapping(target=None, prediction=None))
-        assert _one(col).kind[:3] == theirs.value
-    rng = np.random.default_rng(21)
-    for n_ref in (800, 100_000):
-        full = rng.lognormal(0, 1, n_ref)
-        rebuilt = reference_values(_one(full))
-        for shift in (0.0, 0.05, 0.2):
-            cur = pd.Series(rng.lognormal(0, 1, 2_000) + shift * full.std())
-            verdicts = []
-            for ref in (pd.Series(full), pd.Series(rebuilt)):
-                test = registry.get_stattest(ref, cur, "num", None)
-                result = test(ref, cur, "num", None)
-                verdicts.append((test.name, result.drifted, round(result.drift_score, 2)))
-            assert verdicts[0] == verdicts[1]
