@@ -291,3 +291,13 @@ def test_the_docs_example_is_the_rendering() -> None:
     assert "# gha-mlops: digits 1.2.0" + shown == files["01-staging-canary-10.yaml"]
     for name in files:
         assert f"`{name}`" in doc
+
+
+def test_the_image_facts_kserve_renders_are_packagings() -> None:
+    """deploy may not import packaging, so kserve keeps its own copy of the image's port, uid
+    and label prefix: held here to what the image is built with."""
+    from gha_mlops.deploy import kserve
+    from gha_mlops.packaging import build, service
+
+    assert (kserve.IMAGE_PORT, kserve.IMAGE_UID, kserve.MODEL_LABEL) == (
+        build.PORT, build.UID, service.LABEL_PREFIX)

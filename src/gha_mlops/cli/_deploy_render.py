@@ -72,7 +72,9 @@ def stage_mover(workspace: Path, stage: str, *, push: bool) -> Callable[[Release
 
 def expected_labels(mv: ModelVersion) -> dict[str, str]:
     """The labels an image of ``mv`` carries (gha_mlops.packaging.service.labels_for)."""
-    return {"io.gha-mlops.model.name": mv.name, "io.gha-mlops.model.version": mv.version}
+    from gha_mlops.packaging.service import LABEL_PREFIX
+
+    return {f"{LABEL_PREFIX}name": mv.name, f"{LABEL_PREFIX}version": mv.version}
 
 
 def outcome(environ: Mapping[str, str], done: Outcome, *, stage: str) -> None:

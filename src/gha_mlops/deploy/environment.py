@@ -161,29 +161,28 @@ class Environment:
         stale = [s for s in states if not _matches(s, target)]
         if not stale:
             return latest, notes
-        for state in stale:
-            host = next(h for h in self.hosts if h.url == state.host)
-            self._converge(host, state, target)
+        pairs = [(next(h for h in self.hosts if h.url == s.host), s) for s in stale]
+        for host, state in pairs:
+            self._start_stable(host, state, target)
+        record = self.write(target)
+        self.sleep(SETTLE_S)
+        for host, state in pairs:
+            for backend in state.backends:
+                if backend.slot != target.stable_slot:
+                    host.remove_backend(self.name, backend.slot, grace=self.config.drain_s)
         if not notes:
             notes.append("a host had missed the last change of the environment; it now "
                          "serves what the others serve")
-        return self.write(target), notes
+        return record, notes
 
-    def _converge(self, host: DeployHost, state: HostState, target: RouterState) -> None:
-        """Make ``host`` run the backends of ``target`` (and no other) before its router is
-        rewritten: a missing or wrong stable backend is started first, so the router never
-        points at nothing."""
+    def _start_stable(self, host: DeployHost, state: HostState, target: RouterState) -> None:
+        """Start ``target``'s stable release on ``host`` when it is missing or another there,
+        before any router is rewritten, so a router never points at nothing."""
         keep = target.stable_slot
-        if keep is not None and target.stable is not None:
-            current = state.backend(keep)
-            if not _serves(current, target.stable):
-                self.progress(f"{host.url}: starting {target.stable.label()} again")
-                self.start(target.stable, keep, hosts=[host])
-        self.write(target, hosts=[host])
-        self.sleep(SETTLE_S)
-        for backend in state.backends:
-            if backend.slot != keep:
-                host.remove_backend(self.name, backend.slot, grace=self.config.drain_s)
+        if keep is not None and target.stable is not None \
+                and not _serves(state.backend(keep), target.stable):
+            self.progress(f"{host.url}: starting {target.stable.label()} again")
+            self.start(target.stable, keep, hosts=[host])
 
 
 def _bracketed(address: str) -> str:

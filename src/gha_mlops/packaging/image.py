@@ -13,9 +13,6 @@ the daemon reports a refused push there, not in the HTTP status.
 from __future__ import annotations
 
 import json
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -269,19 +266,12 @@ class DockerImages:
 
 def wait_ready(url: str, *, timeout: float = 60, interval: float = 0.02) -> float:
     """Poll ``url`` (``.../v2/health/ready``) until it answers 200; the seconds it took. A
-    :class:`PackageError` when it does not within ``timeout``."""
-    start = time.monotonic()
-    last = "no answer"
-    while time.monotonic() - start < timeout:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return time.monotonic() - start
-                last = f"HTTP {response.status}"
-        except urllib.error.HTTPError as err:
-            last = f"HTTP {err.code}"
-        except (urllib.error.URLError, OSError) as err:
-            last = str(err)
-        time.sleep(interval)
-    raise PackageError(f"{url} was not ready after {timeout:.0f} s ({last})",
-                       hint="read the container's logs (docker logs)")
+    :class:`PackageError` when it does not within ``timeout`` (the deploy probe's wait)."""
+    from gha_mlops.deploy.errors import DeployError
+    from gha_mlops.deploy.probe import wait_ready as probe_ready
+
+    try:
+        return probe_ready(url.removesuffix("/v2/health/ready"), timeout=timeout,
+                           interval=interval)
+    except DeployError as err:
+        raise PackageError(err.message, hint="read the container's logs (docker logs)") from err
