@@ -160,10 +160,9 @@ class Rollouts:
 
     def _roll(self, base: RouterState, release: Release, start: float) -> Outcome:
         slot: Slot = other(base.stable_slot) if base.stable_slot else "a"
-        owner = me("", lease_s=0).owner
-        marked = replace(base, canary_slot=slot, canary=release, weight=0,
-                         rollout=Rollout(owner=owner, started=time.time()))
-        record = self.env.write(marked)
+        mark = Rollout(owner=me("", lease_s=0).owner, started=time.time())
+        record = self.env.write(replace(base, canary_slot=slot, canary=release, weight=0,
+                                        rollout=mark))
         steps: list[Step] = []
         baked = 0.0
         switch = 0.0
@@ -174,7 +173,6 @@ class Rollouts:
             golden = self._golden(release, slot)
             weights = self.env.config.steps if base.stable is not None else (100,)
             for index, weight in enumerate(weights):
-                mark = record.rollout or Rollout(owner=owner, started=time.time())
                 record = self.env.write(replace(record, weight=weight,
                                                 rollout=replace(mark, step=index)))
                 if weight == 100:
@@ -189,7 +187,7 @@ class Rollouts:
                     raise RolloutFailed(f"{release.label()} failed a gate at {weight}%: "
                                         f"{failed}", steps=tuple(steps))
         except BaseException as err:
-            self._abort(record, slot, err, steps)
+            self._abort(record, slot, err)
             raise
         history = ((base.stable,) if base.stable else ()) + base.history
         final = RouterState(env=self.env.name, stable_slot=slot, stable=release,
@@ -202,8 +200,7 @@ class Rollouts:
                        golden=golden, notes=tuple(self.notes),
                        elapsed_s=self.clock() - start, baked_s=baked, switch_s=switch)
 
-    def _abort(self, record: RouterState, slot: Slot, err: BaseException,
-               steps: list[Step]) -> None:
+    def _abort(self, record: RouterState, slot: Slot, err: BaseException) -> None:
         """After a failure: traffic back to the stable release, the new backend removed, on
         every host that can still be reached. A host that cannot keeps its record; the next
         deploy, rollback or status finds it and settles it."""
