@@ -31,6 +31,7 @@ _COMMANDS = {
     "model": ("gha_mlops.cli.model", "model", "The model registry in git tags: register, promote, demote, deprecate, list, show, history."),
     "package": ("gha_mlops.cli.package", "package", "Build a container image that serves a registered model over the Open Inference Protocol."),
     "deploy": ("gha_mlops.cli.deploy", "deploy", "Roll a packaged model out to an environment behind nginx, gated; status; rollback; KServe manifests."),
+    "monitor": ("gha_mlops.cli.monitor", "monitor", "Check a served model's prediction log for drift (with hysteresis), act on it, collect labelled feedback."),
     "runners": ("gha_mlops.cli.runners", "runners", "Ephemeral self-hosted (GPU) runners: the autoscaler service and its status."),
 }
 

@@ -157,6 +157,74 @@ class DeployConfig:
 
 
 @dataclass(frozen=True)
+class MonitorAlarm:
+    """The drift alarm's hysteresis (``gha_mlops.monitor.hysteresis.HysteresisConfig``): a
+    window drifts when its share of drifted features is over ``high``; the alarm trips when
+    ``k`` of the last ``n`` windows drift and clears when the last ``m`` are under ``low``;
+    no new trip for ``cooldown_s`` after a dispatched retraining; a window of fewer than
+    ``min_samples`` rows says "not enough data"."""
+
+    high: float = 0.5
+    low: float = 0.3
+    k: int = 2
+    n: int = 3
+    m: int = 1
+    cooldown_s: float = 604800.0
+    min_samples: int = 1000
+
+
+@dataclass(frozen=True)
+class MonitorRetrain:
+    """What a tripped alarm dispatches: the consumer's retraining ``workflow`` (a file name
+    under .github/workflows, e.g. ``retrain.yml``) on ``ref`` (None: the repository's default
+    branch) with ``inputs`` plus the reason in the input named ``reason_input`` (None: the
+    reason is not passed)."""
+
+    workflow: str
+    ref: str | None = None
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    reason_input: str | None = "reason"
+
+
+@dataclass(frozen=True)
+class MonitorModel:
+    """One model of ``monitor.models`` (keyed by its ``registry.models`` name):
+
+    - ``log``: where its prediction log lies: a directory (workspace-relative or absolute)
+      or ``s3://bucket/prefix`` (endpoint and credentials from the AWS environment);
+    - ``stage``: the registry stage whose version is judged (None: the newest version);
+    - ``window_s``: the default window of ``monitor check`` / ``monitor collect``;
+    - ``share``: the dataset drifts when this share of its features drift;
+    - ``features``: the feature columns tested (None: every one of the reference profile);
+    - ``label``: the output tensor whose value is the predicted class, compared with the
+      feedback's labels for performance (None: no performance section);
+    - ``alarm``, ``retrain`` (None: a tripped alarm opens the issue, dispatches nothing),
+      ``issue_labels`` (the labels of the drift issue), ``collect_into`` (the dataset that
+      ``monitor collect`` appends to by default; None: ``--into`` is required)."""
+
+    name: str
+    log: str
+    stage: str | None = None
+    window_s: float = 86400.0
+    share: float = 0.5
+    features: tuple[str, ...] | None = None
+    label: str | None = None
+    alarm: MonitorAlarm = field(default_factory=MonitorAlarm)
+    retrain: MonitorRetrain | None = None
+    issue_labels: tuple[str, ...] = ("drift",)
+    collect_into: str | None = None
+    # Where the model is written (``mlops.yaml:40``), for messages.
+    source: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """``monitor:`` in mlops.yaml: the monitored models by name (docs/monitoring.md)."""
+
+    models: Mapping[str, MonitorModel] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """A validated ``mlops.yaml`` with its params, stages in a runnable (topological) order."""
 
@@ -187,6 +255,8 @@ class Pipeline:
     registry: RegistryConfig | None = None
     # ``deploy:`` (environments, docs/deploy.md); None when absent.
     deploy: DeployConfig | None = None
+    # ``monitor:`` (drift checks, feedback collection, docs/monitoring.md); None when absent.
+    monitor: MonitorConfig | None = None
 
     def stage(self, name: str) -> Stage:
         return self.stages[name]

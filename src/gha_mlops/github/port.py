@@ -6,7 +6,7 @@ holds pooled connections until it is closed. :mod:`gha_mlops.bootstrap` builds t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -162,10 +162,50 @@ class DeploymentsPort(Closing, Protocol):
         environment of that name."""
 
 
-class GitHubAPI(StoredReportPort, ActionsPort, DeploymentsPort, Protocol):
+@dataclass(frozen=True)
+class IssueRef:
+    """An issue as monitoring needs it: its number, title, body, state (``open`` or
+    ``closed``), labels and web URL."""
+
+    number: int
+    title: str
+    body: str
+    state: str
+    labels: tuple[str, ...]
+    url: str
+
+
+class MonitorPort(Closing, Protocol):
+    """What acting on a drift verdict needs: the one open drift issue of a model (found by a
+    label and a marker in its body, created or edited in place) and a ``workflow_dispatch``
+    of the consumer's retraining workflow."""
+
+    def open_issues(self, repo: str, *, label: str) -> Iterator[IssueRef]:
+        """The open issues (not pull requests) carrying ``label``, newest first."""
+
+    def create_issue(self, repo: str, *, title: str, body: str,
+                     labels: Sequence[str]) -> IssueRef:
+        """Open an issue."""
+
+    def edit_issue(self, repo: str, number: int, *, title: str | None = None,
+                   body: str | None = None, state: str | None = None) -> IssueRef:
+        """Change an issue's title, body or state (``open``/``closed``); None: unchanged."""
+
+    def dispatch_workflow(self, repo: str, workflow: str, *, ref: str,
+                          inputs: Mapping[str, str]) -> None:
+        """``workflow_dispatch`` the workflow (its file name, e.g. ``retrain.yml``, or id) on
+        ``ref`` with ``inputs``; a :class:`GitHubError` naming the workflow when GitHub
+        refuses (no such workflow, no ``workflow_dispatch`` trigger, an unknown input)."""
+
+    def default_branch(self, repo: str) -> str:
+        """The repository's default branch."""
+
+
+class GitHubAPI(StoredReportPort, ActionsPort, DeploymentsPort, MonitorPort, Protocol):
     """Every REST port one token-backed client serves (what
     :func:`gha_mlops.bootstrap.github` builds): the report's writes, the stored report's
-    check, the Actions reads of the champion and the deployments of a rollout."""
+    check, the Actions reads of the champion, the deployments of a rollout and the drift
+    issue and retraining dispatch of monitoring."""
 
 
 # -- self-hosted runners (the autoscaler) ---------------------------------------------------
