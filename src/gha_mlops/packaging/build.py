@@ -40,7 +40,7 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from gha_mlops._fs import atomic_write_text, resolve_inside
+from gha_mlops._fs import atomic_write_bytes, atomic_write_text, resolve_inside
 from gha_mlops.errors import GhaMlopsError, UnsafePathError, quoted
 from gha_mlops.store.hashing import sha256_file
 
@@ -346,11 +346,13 @@ def _normalise(root: Path) -> None:
 def make_context(dest: Path, *, base: str, target: PythonTarget, wheels: Mapping[str, Path],
                  server: Path, model_onnx: Path, model_json: Mapping[str, Any],
                  subject: Mapping[str, str],
-                 golden: Mapping[str, Any] | None = None) -> Context:
+                 golden: Mapping[str, Any] | None = None,
+                 profile: bytes | None = None) -> Context:
     """Lay out the build context in the empty directory ``dest`` (see the module's
     docstring). Bytecode is compiled here (deterministically: unchecked-hash pycs) when this
     Python is the image's version, else by a RUN step in the image. ``golden``: the golden
-    requests a rollout replays (model/golden.json), when there are some."""
+    requests a rollout replays (model/golden.json), when there are some; ``profile``: the
+    reference profile's canonical JSON (model/profile.json, gha_mlops.monitor.profile)."""
     site = dest / "site"
     site.mkdir(parents=True)
     site_bytes = sum(unpack_wheel(wheel, site) for _, wheel in sorted(wheels.items()))
@@ -372,6 +374,8 @@ def make_context(dest: Path, *, base: str, target: PythonTarget, wheels: Mapping
                       json.dumps(dict(model_json), indent=2, sort_keys=True) + "\n")
     if golden is not None:
         atomic_write_text(dest / "model" / "golden.json", json.dumps(golden) + "\n")
+    if profile is not None:
+        atomic_write_bytes(dest / "model" / "profile.json", profile)
     atomic_write_text(dest / "Dockerfile", dockerfile(base, compile_in_image=not same_python))
     _normalise(dest)
     return Context(path=dest, sbom=doc, site_bytes=site_bytes)
