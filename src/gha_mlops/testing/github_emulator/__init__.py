@@ -10,7 +10,8 @@ description (npm ``@octokit/openapi``).
 
 It also stands in for what self-hosted runners need: just-in-time runner registration, jobs
 that runner stand-ins take over ``{root_url}/_runner/...``, signed ``workflow_job`` webhooks,
-organizations and GitHub Apps; and deployments, their statuses and environments. See
+organizations and GitHub Apps; deployments, their statuses and environments; issues and
+workflows with their ``workflow_dispatch``. See
 docs/github-emulator.md for what it serves and checks.
 """
 
@@ -29,14 +30,17 @@ from ._state import (
     App,
     Deployment,
     DeploymentStatus,
+    Dispatch,
     Environment,
     Installation,
+    Issue,
     Job,
     Org,
     Repo,
     Reviewer,
     Runner,
     Token,
+    Workflow,
 )
 from ._webhooks import Delivery
 
@@ -51,10 +55,12 @@ __all__ = [
     "Delivery",
     "Deployment",
     "DeploymentStatus",
+    "Dispatch",
     "Environment",
     "Fault",
     "GitHubEmulator",
     "Installation",
+    "Issue",
     "Job",
     "LoggedRequest",
     "OpenApiSpec",
@@ -65,6 +71,7 @@ __all__ = [
     "SpecNotFoundError",
     "Token",
     "Violation",
+    "Workflow",
     "find_spec_file",
     "find_webhook_examples_file",
     "load_spec",

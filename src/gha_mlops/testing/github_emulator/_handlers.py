@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from ._spec import OpenApiSpec
 from ._state import (
@@ -202,12 +202,13 @@ def render_issue(req: Request, repo: Repo, issue: Issue) -> dict[str, Any]:
         ),
         created_at=issue.created_at,
         updated_at=issue.updated_at,
-        labels=[],
+        labels=[render_label(req, repo, name) for name in issue.labels],
         assignee=None,
         assignees=[],
         milestone=None,
         closed_by=None,
-        closed_at=None,
+        closed_at=issue.closed_at,
+        state_reason=issue.state_reason,
     )
     if issue.pull is None:
         out.pop("pull_request", None)
@@ -221,6 +222,20 @@ def render_issue(req: Request, repo: Repo, issue: Issue) -> dict[str, Any]:
             "merged_at": None,
         }
     return out
+
+
+def render_label(req: Request, repo: Repo, name: str) -> dict[str, Any]:
+    """A label of an issue (a label is the repository's: one id per name, ignoring case)."""
+    label_id = req.store.label_id(f"{repo.full_name}:{name}")
+    return {
+        "id": label_id,
+        "node_id": f"LA_{label_id}",
+        "url": f"{req.api_url}/repos/{repo.full_name}/labels/{quote(name, safe='')}",
+        "name": name,
+        "description": None,
+        "color": "ededed",
+        "default": False,
+    }
 
 
 def render_pull(req: Request, repo: Repo, issue: Issue) -> dict[str, Any]:

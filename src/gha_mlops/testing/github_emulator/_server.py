@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from . import (
     _actions,  # noqa: F401  (registers the Actions runner and job handlers)
     _deployments,  # noqa: F401  (registers deployments and environments)
+    _issues,  # noqa: F401  (registers issues, workflows and workflow_dispatch)
 )
 from ._apps import JWT_OPERATIONS, authenticate_jwt, install, new_app
 from ._broker import RunnerBroker
@@ -31,6 +32,8 @@ from ._state import (
     CheckRun,
     CommitStatus,
     Deployment,
+    Dispatch,
+    Issue,
     IssueComment,
     Job,
     Org,
@@ -314,6 +317,23 @@ class GitHubEmulator:
                 dataclasses.replace(d, statuses=list(d.statuses))
                 for d in sorted(repo.deployments.values(), key=lambda d: d.id)
             ]
+
+    def issues(self, full_name: str, *, pulls: bool = False) -> list[Issue]:
+        """The issues of a repository (pull requests too with ``pulls``), oldest first, as
+        copies (``number, title, body, user, state, labels, closed_at, state_reason``)."""
+        with self.store.lock:
+            repo = self.repo(full_name)
+            return [
+                dataclasses.replace(i, labels=list(i.labels))
+                for _, i in sorted(repo.issues.items())
+                if pulls or i.pull is None
+            ]
+
+    def dispatches(self, full_name: str) -> list[Dispatch]:
+        """The ``workflow_dispatch`` events GitHub accepted for a repository, oldest first
+        (``workflow_id, path, ref, sha, inputs, actor, run_id, created_at``)."""
+        with self.store.lock:
+            return list(self.repo(full_name).dispatches)
 
     # -- organizations and GitHub Apps --------------------------------------------------------
 

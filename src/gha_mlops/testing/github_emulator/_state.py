@@ -61,6 +61,9 @@ class Issue:
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
     pull: PullRequest | None = None
+    labels: list[str] = field(default_factory=list)  # names, as given (matched ignoring case)
+    closed_at: str | None = None
+    state_reason: str | None = None
 
 
 @dataclass
@@ -144,6 +147,38 @@ class WorkflowRun:
     created_at: str = field(default_factory=now_iso)
     run_attempt: int = 1
     updated_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class Workflow:
+    """A workflow file of a repository, as much as ``workflow_dispatch`` needs: whether its
+    ``on:`` has ``workflow_dispatch`` and the ``inputs`` declared there (name -> the input's
+    settings as the workflow file writes them: ``required``, ``default``, ``type``,
+    ``options``). ``state`` is ``active`` or ``disabled_manually``."""
+
+    id: int
+    repo: str  # full name
+    name: str
+    path: str  # .github/workflows/retrain.yml
+    dispatch: bool = True
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state: str = "active"
+    created_at: str = field(default_factory=now_iso)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A ``workflow_dispatch`` GitHub accepted: the workflow, the ref and the commit it
+    resolved to, the inputs as sent, who sent them and the workflow run it queued."""
+
+    workflow_id: int
+    path: str
+    ref: str
+    sha: str
+    inputs: Mapping[str, Any]
+    actor: str
+    run_id: int
+    created_at: str = field(default_factory=now_iso)
 
 
 @dataclass
@@ -364,6 +399,8 @@ class Repo:
     issues: dict[int, Issue] = field(default_factory=dict)
     deployments: dict[int, Deployment] = field(default_factory=dict)
     environments: dict[str, Environment] = field(default_factory=dict)  # by lowercased name
+    workflows: dict[int, Workflow] = field(default_factory=dict)
+    dispatches: list[Dispatch] = field(default_factory=list)  # accepted ones, oldest first
     created_at: str = field(default_factory=now_iso)
 
     @property
@@ -498,12 +535,39 @@ class Repo:
             )
             return number
 
-    def create_issue(self, *, title: str, body: str | None = None, user: str = "octocat") -> int:
-        """Open an issue; returns its number."""
+    def create_issue(self, *, title: str, body: str | None = None, user: str = "octocat",
+                     labels: Iterable[str] = (), state: str = "open") -> int:
+        """Open an issue (or a closed one, with ``state="closed"``); returns its number."""
         with self._store.lock:
             number = max(self.issues, default=0) + 1
-            self.issues[number] = Issue(number, title, body, user)
+            issue = Issue(number, title, body, user, labels=list(labels))
+            if state == "closed":
+                issue.state, issue.closed_at, issue.state_reason = "closed", now_iso(), "completed"
+            self.issues[number] = issue
             return number
+
+    def add_workflow(
+        self,
+        path: str,
+        *,
+        name: str | None = None,
+        dispatch: bool = True,
+        inputs: Mapping[str, Mapping[str, Any]] | None = None,
+        state: str = "active",
+    ) -> int:
+        """Register the workflow file ``path`` (``.github/workflows/retrain.yml``; a bare file
+        name is put there): ``dispatch`` says whether its ``on:`` has ``workflow_dispatch``,
+        ``inputs`` are its ``workflow_dispatch.inputs`` as the file declares them (``{"epochs":
+        {"required": True}, "mode": {"type": "choice", "options": ["a", "b"]}}``). It counts as
+        present on every ref. Returns its id (the API takes the id or the file name)."""
+        if "/" not in path:
+            path = f".github/workflows/{path}"
+        with self._store.lock:
+            wf = Workflow(self._store.ids(), self.full_name, name or path.rsplit("/", 1)[-1],
+                          path, dispatch, {k: dict(v) for k, v in (inputs or {}).items()},
+                          state)
+            self.workflows[wf.id] = wf
+            return wf.id
 
     def add_workflow_run(
         self,
