@@ -25,6 +25,7 @@ from gha_mlops import __version__
 from gha_mlops._fs import atomic_write_text
 from gha_mlops.config._deploy import build_deploy, deploy_schema_problems, normalize_deploy
 from gha_mlops.config._graph import OutputIndex, link_stages
+from gha_mlops.config._monitor import build_monitor, monitor_schema_problems, normalize_monitor
 from gha_mlops.config._overrides import apply_overrides
 from gha_mlops.config._params import check_params, load_params, read_optional
 from gha_mlops.config._registry import build_registry, normalize_registry
@@ -42,7 +43,8 @@ _DATASET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # 5: each gate keeps the line it is written on.
 # 6: ``registry:``.
 # 7: ``deploy:``.
-_CACHE_FORMAT = 7
+# 8: ``monitor:``.
+_CACHE_FORMAT = 8
 
 # The datasets of a workspace by name, given its root: ``gha_mlops.data.pointer.find_datasets``.
 # config sits below data, so the services hand it in; the loader only asks it for names.
@@ -188,6 +190,7 @@ def _build(root: Path, config_path: Path, sha: str, n: Mapping[str, Any]) -> Pip
                for name, rules in (n.get("gates") or {}).items()},
         registry=build_registry(n.get("registry")),
         deploy=build_deploy(n.get("deploy"), config_path),
+        monitor=build_monitor(n.get("monitor"), config_path),
     )
 
 
@@ -225,9 +228,12 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
         cfg = ConfigSchema.model_validate(raw)
     except ValidationError as err:
         errors = err.errors()
-        # ``deploy:`` words its own errors (its keys, forms and allowed keys).
-        schema_problems(problems, [e for e in errors if e["loc"][:1] != ("deploy",)], raw)
+        # ``deploy:`` and ``monitor:`` word their own errors (their keys, forms and allowed
+        # keys).
+        own = (("deploy",), ("monitor",))
+        schema_problems(problems, [e for e in errors if tuple(e["loc"][:1]) not in own], raw)
         deploy_schema_problems(problems, [e for e in errors if e["loc"][:1] == ("deploy",)])
+        monitor_schema_problems(problems, [e for e in errors if e["loc"][:1] == ("monitor",)])
         problems.raise_if_any()
         raise AssertionError("unreachable") from err
 
@@ -261,8 +267,10 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
     registry = normalize_registry(problems, cfg.registry,
                                   [o["path"] for st in stages for o in st["outs"]], _norm_path)
     deploy = normalize_deploy(problems, cfg.deploy, registry)
+    monitor = normalize_monitor(problems, cfg.monitor, registry)
     problems.raise_if_any()
     return {
+        "monitor": monitor,
         "deploy": deploy,
         "registry": registry,
         "gates": gates,

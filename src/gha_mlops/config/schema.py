@@ -145,6 +145,64 @@ class DeploySchema(_Strict):
     environments: dict[str, DeployEnvironmentSchema] = Field(default_factory=dict)
 
 
+def _monitor_duration(value: Any) -> Any:
+    """A monitoring duration as seconds: a number, or a string such as ``90m``, ``24h``,
+    ``7d`` (bounds are checked in ``_monitor``, which names them)."""
+    from gha_mlops.config._monitor import parse_duration
+
+    return parse_duration(value)
+
+
+class MonitorAlarmSchema(_Strict):
+    """The drift alarm's hysteresis (docs/monitor-config.md); ``low < high`` and ``k``,
+    ``m`` at most ``n`` are ``_monitor``'s checks."""
+
+    high: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
+    low: float = Field(default=0.3, ge=0, le=1, allow_inf_nan=False)
+    k: int = Field(default=2, ge=1, le=100)
+    n: int = Field(default=3, ge=1, le=100)
+    m: int = Field(default=1, ge=1, le=100)
+    cooldown: float = 604800.0
+    min_samples: int = Field(default=1000, ge=1, le=10**12)
+
+    _durations = field_validator("cooldown", mode="before")(_monitor_duration)
+
+
+class MonitorRetrainSchema(_Strict):
+    """The retraining workflow a tripped alarm dispatches; the forms of the workflow file
+    name, the ref and the input names are ``_monitor``'s checks."""
+
+    workflow: str = Field(min_length=1)
+    ref: str | None = Field(default=None, min_length=1)
+    inputs: dict[str, str] = Field(default_factory=dict)
+    reason_input: str | None = Field(default="reason", min_length=1)
+
+
+class MonitorModelSchema(_Strict):
+    """One model of ``monitor.models``; the checks of forms and across sections (the model
+    a registry model, the stage a registry stage, the log location) are ``_monitor``'s."""
+
+    log: str = Field(min_length=1)
+    stage: str | None = Field(default=None, min_length=1)
+    window: float = 86400.0
+    share: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
+    features: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
+    label: str | None = Field(default=None, min_length=1)
+    alarm: MonitorAlarmSchema = Field(default_factory=MonitorAlarmSchema)
+    retrain: MonitorRetrainSchema | None = None
+    issue_labels: list[str] = Field(default_factory=lambda: ["drift"], min_length=1,
+                                    max_length=10)
+    collect_into: str | None = Field(default=None, min_length=1)
+
+    _durations = field_validator("window", mode="before")(_monitor_duration)
+
+
+class MonitorSchema(_Strict):
+    """``monitor:``: the monitored models by ``registry.models`` name."""
+
+    models: dict[str, MonitorModelSchema] = Field(default_factory=dict)
+
+
 class ConfigSchema(_Strict):
     version: int = 1
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
@@ -158,6 +216,7 @@ class ConfigSchema(_Strict):
     gates: dict[str, GateSchema] = Field(default_factory=dict)
     registry: RegistrySchema | None = None
     deploy: DeploySchema | None = None
+    monitor: MonitorSchema | None = None
 
     @field_validator("version")
     @classmethod
