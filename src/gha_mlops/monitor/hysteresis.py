@@ -330,10 +330,39 @@ _RECOVER = ("this file holds the drift alarm between runs: restore it (from the 
             "and its cooldown")
 
 
-def save_state(path: Path, state: AlarmState) -> None:
-    """Write ``state`` to ``path`` atomically and durably (it is the only copy): a reader
-    sees the old state or the new one, never a mix."""
-    doc: dict[str, Any] = {
+def dumps_state(state: AlarmState) -> bytes:
+    """``state`` as the bytes of its file (canonical JSON), for a file or an object store."""
+    from gha_mlops._fs import dumps_json
+
+    return dumps_json(_state_doc(state)).encode("utf-8")
+
+
+def loads_state(data: bytes | None, *, where: str) -> AlarmState:
+    """The alarm state in ``data`` (read from ``where``, named in errors); the empty state
+    when ``data`` is None (no state stored yet: a model never judged). Anything else that is
+    not a valid state is an :class:`AlarmStateError` naming ``where`` and the field, never an
+    empty state, which would silently forget an active alarm."""
+    import json
+
+    if data is None:
+        return AlarmState()
+    if len(data) > MAX_STATE_BYTES:
+        raise AlarmStateError(f"the drift alarm state {where} is larger than "
+                              f"{MAX_STATE_BYTES} bytes", hint=_RECOVER, file=where)
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise AlarmStateError(f"the drift alarm state {where} is not JSON", hint=_RECOVER,
+                              file=where) from None
+    try:
+        return _state_of(doc)
+    except HysteresisError as err:
+        raise AlarmStateError(f"the drift alarm state {where} is not one gha-mlops can use: "
+                              f"{err.message}", hint=_RECOVER, file=where) from None
+
+
+def _state_doc(state: AlarmState) -> dict[str, Any]:
+    return {
         "format": STATE_FORMAT,
         "tripped": state.tripped,
         "tripped_at": state.tripped_at,
@@ -341,7 +370,12 @@ def save_state(path: Path, state: AlarmState) -> None:
         "windows": [{"end": w.end, "score": w.score, "samples": w.samples}
                     for w in state.windows],
     }
-    atomic_write_json(path, doc, durable=True)
+
+
+def save_state(path: Path, state: AlarmState) -> None:
+    """Write ``state`` to ``path`` atomically and durably (it is the only copy): a reader
+    sees the old state or the new one, never a mix."""
+    atomic_write_json(path, _state_doc(state), durable=True)
 
 
 def load_state(path: Path) -> AlarmState:
