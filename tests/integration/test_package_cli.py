@@ -7,13 +7,16 @@ message and records nothing."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import pickle
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -152,8 +155,34 @@ def test_a_scikit_learn_model_is_exported_checked_and_served(
         np.testing.assert_array_equal(result.as_numpy(names[0]).ravel(), model.predict(x))
         np.testing.assert_allclose(result.as_numpy(names[1]), model.predict_proba(x),
                                    atol=1e-5)
+        in_image = _file_of(container, "/model/profile.json")
     finally:
         container.remove(force=True)
+    # The reference profile of the check data went into the image and is named in the
+    # lineage; monitoring finds the same bytes in the workspace's cache.
+    profile = json.loads(_ok(ws.cli("model", "show", "skl@1.0.0", "--json")).stdout)[
+        "lineage"]["profile"]
+    assert profile == {"sha256": hashlib.sha256(in_image).hexdigest(), "rows": 64}
+    from gha_mlops.monitor.profile import load_profile
+    from gha_mlops.monitor.reference import load_reference
+    from gha_mlops.registry import open_registry
+
+    ref = load_reference(ws.root, open_registry(ws.root).resolve("skl"))
+    assert ref == load_profile(in_image, where="image")
+    assert [f.name for f in ref.features] == [f"{meta['inputs'][0]['name']}[{i}]"
+                                              for i in range(3)]
+    assert [f.name for f in ref.predictions] == names[:1] + [f"{names[1]}[{i}]"
+                                                             for i in range(2)]
+    assert ref.predictions[0].kind == "categorical"
+
+
+def _file_of(container: Any, path: str) -> bytes:
+    """One file of a container, through the Docker API's archive."""
+    stream, _stat = container.get_archive(path)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.extractfile(tar.getmembers()[0])
+        assert member is not None
+        return member.read()
 
 
 def test_bad_input_is_one_clear_message_and_records_nothing(

@@ -58,6 +58,8 @@ def version_json(mv: ModelVersion) -> dict[str, Any]:
             "lineage": {**lineage.to_json(),
                         "images": [{"image": i.image, "digest": i.digest}
                                    for i in lineage.images],
+                        "profile": None if lineage.profile is None else {
+                            "sha256": lineage.profile.sha256, "rows": lineage.profile.rows},
                         "problem": lineage.problem}}
 
 
@@ -112,6 +114,8 @@ def print_version(mv: ModelVersion) -> None:
     click.echo(log_text(f"  signature: {json.dumps(sig)[:200] if sig else 'not derived'}"))
     for image in lin.images:
         click.echo(log_text(f"  image:     {image.image}@{image.digest}"))
+    if lin.profile is not None:
+        click.echo(f"  profile:   {lin.profile.rows} rows, sha256 {lin.profile.sha256[:16]}")
 
 
 def print_history(events: Sequence[Event]) -> None:

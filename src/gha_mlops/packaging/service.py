@@ -156,9 +156,10 @@ def labels_for(mv: ModelVersion, *, base: str, onnx_sha256: str,
     return labels
 
 
-def check_inputs(workspace: Path, mv: ModelVersion, rel: str) -> np.ndarray:
+def check_inputs(workspace: Path, mv: ModelVersion, rel: str,
+                 limit: int = MAX_CHECK_ROWS) -> np.ndarray:
     """The run's ``rel`` output (a .npy file), hash-checked against the run's record and
-    read without pickles, at most :data:`MAX_CHECK_ROWS` rows."""
+    read without pickles, at most ``limit`` rows."""
     import numpy as np
 
     from gha_mlops.runs.files import read_run_file
@@ -180,7 +181,7 @@ def check_inputs(workspace: Path, mv: ModelVersion, rel: str) -> np.ndarray:
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf" or array.ndim < 1:
         raise PackageError(f"check_data {quoted(rel)} holds no numeric array",
                            hint="write it with numpy.save (a numeric array, rows first)")
-    return array[:MAX_CHECK_ROWS]
+    return array[:limit]
 
 
 def _output_digest(outputs: Mapping[str, Any], rel: str) -> str | None:
@@ -194,10 +195,20 @@ def _output_digest(outputs: Mapping[str, Any], rel: str) -> str | None:
     return None
 
 
-def _export(workspace: Path, mv: ModelVersion, model: Path,
-            dest: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The model as ONNX at ``dest``; its signature (JSON form) and, when the registry names
-    check data, the golden requests (gha_mlops.deploy.golden) of its first rows."""
+@dataclass(frozen=True)
+class _Exported:
+    """What the export gives the image: the signature (JSON form) and, when the registry
+    names check data, the golden requests (gha_mlops.deploy.golden) of its first rows and
+    the reference profile's bytes (gha_mlops.monitor.reference)."""
+
+    signature: dict[str, Any]
+    golden: dict[str, Any] | None = None
+    profile: bytes | None = None
+    profile_rows: int = 0
+
+
+def _export(workspace: Path, mv: ModelVersion, model: Path, dest: Path) -> _Exported:
+    """The model as ONNX at ``dest`` and what goes with it into the image."""
     from gha_mlops.config import DEFAULT_CONFIG, load_pipeline
     from gha_mlops.packaging.export import export_to_onnx
 
@@ -218,17 +229,19 @@ def _export(workspace: Path, mv: ModelVersion, model: Path,
         check = check_inputs(workspace, mv, entry.check_data)
     tolerance = {"atol": entry.atol, "rtol": entry.rtol} if entry is not None else {}
     signature = export_to_onnx(model, dest, check_inputs=check, **tolerance)
-    golden = None
-    if entry is not None and entry.check_data:
-        from gha_mlops.deploy.golden import golden_doc
-        from gha_mlops.packaging.export import onnx_outputs
+    if entry is None or not entry.check_data:
+        return _Exported(signature.to_json())
+    from gha_mlops.deploy.golden import golden_doc
+    from gha_mlops.monitor.reference import PROFILE_ROWS, build_reference
+    from gha_mlops.packaging.export import onnx_outputs
 
-        rows = check[:GOLDEN_CASES] if check is not None else \
-            check_inputs(workspace, mv, entry.check_data)[:GOLDEN_CASES]
-        feeds, outputs = onnx_outputs(dest, [rows])
-        golden = golden_doc(feeds, outputs, atol=entry.atol, rtol=entry.rtol,
-                            cases=GOLDEN_CASES)
-    return signature.to_json(), golden
+    # The profile's rows: as many as the reference may have (the export's check used the
+    # first MAX_CHECK_ROWS of them).
+    rows = check_inputs(workspace, mv, entry.check_data, limit=PROFILE_ROWS)
+    feeds, outputs = onnx_outputs(dest, [rows[:GOLDEN_CASES]])
+    golden = golden_doc(feeds, outputs, atol=entry.atol, rtol=entry.rtol, cases=GOLDEN_CASES)
+    profile, profile_rows = build_reference(signature.to_json(), *onnx_outputs(dest, [rows]))
+    return _Exported(signature.to_json(), golden, profile, profile_rows)
 
 
 def _silent(line: str) -> None:
@@ -257,19 +270,26 @@ def package(workspace: Path, request: PackageRequest, *, engine: ImageEngine, wh
     try:
         onnx_path = work / "model.onnx"
         progress(f"exporting {mv.lineage.model_path} to ONNX")
-        signature, golden = _export(workspace, mv, model, onnx_path)
+        exported = _export(workspace, mv, model, onnx_path)
+        signature = exported.signature
         onnx_sha256 = sha256_file(onnx_path)
         labels = labels_for(mv, base=request.base, onnx_sha256=onnx_sha256,
                             source=request.source)
         context = make_context(
             work / "context", base=request.base, target=target, wheels=wheels, server=SERVER,
             model_onnx=onnx_path, model_json=model_json(mv, signature, onnx_sha256),
-            golden=golden,
+            golden=exported.golden, profile=exported.profile,
             subject={"name": image.rpartition(":")[0], "version": mv.version})
         progress(f"building {image} on {engine.daemon_url}")
         image_id = engine.build(context.path, tag=image, labels=labels)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if exported.profile is not None:
+        # Named in the lineage even for a local build: `monitor check` finds it by this.
+        from gha_mlops.monitor.reference import store_reference
+
+        reg.record_profile(mv, store_reference(workspace, exported.profile),
+                           exported.profile_rows)
     digest = None
     if request.push:
         progress(f"pushing {image}")

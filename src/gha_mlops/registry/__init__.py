@@ -9,8 +9,8 @@ agree on every repository either writes.
 from __future__ import annotations
 
 from gha_mlops.registry.errors import RegistryError
-from gha_mlops.registry.lineage import ImageRef, Lineage
+from gha_mlops.registry.lineage import ImageRef, Lineage, ProfileRef
 from gha_mlops.registry.service import ModelVersion, Registry, Written, open_registry
 
-__all__ = ["ImageRef", "Lineage", "ModelVersion", "Registry", "RegistryError", "Written",
+__all__ = ["ImageRef", "Lineage", "ProfileRef", "ModelVersion", "Registry", "RegistryError", "Written",
            "open_registry"]

@@ -37,11 +37,22 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
+class ProfileRef:
+    """The reference profile of a version (gha_mlops.monitor.profile), written when it was
+    packaged: the sha256 of its canonical bytes and the rows it summarises. The bytes are in
+    the workspace's content cache and in the image (``/model/profile.json``)."""
+
+    sha256: str
+    rows: int
+
+
+@dataclass(frozen=True)
 class Lineage:
     """Where a version came from: the run, its commit, the model file (path in the workspace
     and sha256), the datasets (name or path -> version or digest), a hash of the run's params
     values, the run's metrics, the model's signature (``Signature.to_json()`` form, None when
-    not derived), and the images built from it (git notes, see ``Registry.record_image``).
+    not derived), the images built from it and its reference profile (git notes, see
+    ``Registry.record_image`` and ``Registry.record_profile``).
     ``problem`` is None for a lineage read whole; otherwise it says why the fields are empty."""
 
     run_id: str
@@ -54,6 +65,7 @@ class Lineage:
     signature: dict[str, Any] | None = None
     images: tuple[ImageRef, ...] = ()
     problem: str | None = None
+    profile: ProfileRef | None = None
 
     @property
     def known(self) -> bool:
@@ -157,3 +169,22 @@ def read_images(note: str) -> tuple[ImageRef, ...]:
             ref = ImageRef(doc["image"][:500], doc["digest"][:200])
             seen[(ref.image, ref.digest)] = ref
     return tuple(seen.values())[-MAX_IMAGES:]
+
+
+def read_profile(note: str) -> ProfileRef | None:
+    """The reference profile a version's git note names (a line ``{"profile": {"sha256",
+    "rows"}}``; the last such line wins; lines of another form are skipped)."""
+    found = None
+    for line in note[:MAX_MESSAGE_BYTES].splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        ref = doc.get("profile") if isinstance(doc, dict) else None
+        if (isinstance(ref, dict) and isinstance(ref.get("sha256"), str)
+                and len(ref["sha256"]) == 64
+                and all(c in "0123456789abcdef" for c in ref["sha256"])
+                and isinstance(ref.get("rows"), int) and not isinstance(ref["rows"], bool)
+                and 0 < ref["rows"] <= 10**12):
+            found = ProfileRef(ref["sha256"], ref["rows"])
+    return found

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from gha_mlops.registry.grammar import (
     tag_name,
 )
 from gha_mlops.registry.index import Event, ModelState, fold
-from gha_mlops.registry.lineage import ImageRef, Lineage, read_images, read_message
+from gha_mlops.registry.lineage import Lineage, read_images, read_message, read_profile
 
 SignatureOf = Callable[[Path], "dict[str, Any] | None"]
 _DIGEST = "sha256:"
@@ -154,9 +154,9 @@ class Registry:
                                 hint=f"active versions: {known}")
         lineage = read_message(found.message)
         if images:
-            refs = read_images(_git.note_of(self.workspace, found.object))
-            if refs:
-                lineage = _with_images(lineage, refs)
+            note = _git.note_of(self.workspace, found.object)
+            lineage = replace(lineage, images=read_images(note) or lineage.images,
+                              profile=read_profile(note))
         return ModelVersion(name=name, version=version, tag=found.tag, commit=found.commit,
                             lineage=lineage, stages=state.stages_of(version),
                             deprecated=not found.active or state.deprecated,
@@ -183,11 +183,24 @@ class Registry:
         if not (digest.startswith(_DIGEST) and len(digest) == len(_DIGEST) + 64
                 and all(c in "0123456789abcdef" for c in digest[len(_DIGEST):])):
             raise RegistryError(f"{quoted(digest)} is not an image digest (sha256:<64 hex>)")
+        line = json.dumps({"image": image, "digest": digest}, sort_keys=True)
+        _git.append_note(self.workspace, self._tag_object(mv), line)
+
+    def record_profile(self, mv: ModelVersion, sha256: str, rows: int) -> None:
+        """Name the reference profile packaged with ``mv`` in its lineage: a line in the git
+        note on the version's tag (as :meth:`record_image`); a later one replaces it."""
+        if not (len(sha256) == 64 and all(c in "0123456789abcdef" for c in sha256)):
+            raise RegistryError(f"{quoted(sha256)} is not a sha256 (64 hex)")
+        if not 0 < rows <= 10**12:
+            raise RegistryError(f"a profile of {rows} rows is not a profile")
+        line = json.dumps({"profile": {"rows": rows, "sha256": sha256}}, sort_keys=True)
+        _git.append_note(self.workspace, self._tag_object(mv), line)
+
+    def _tag_object(self, mv: ModelVersion) -> str:
         obj = mv.tag_object or _git.rev_parse(self.workspace, f"refs/tags/{mv.tag}")
         if not obj:
             raise RegistryError(f"the tag {mv.tag} is not in this repository")
-        line = json.dumps({"image": image, "digest": digest}, sort_keys=True)
-        _git.append_note(self.workspace, obj, line)
+        return obj
 
     # ------------------------------------------------------------------ writing
 
@@ -306,12 +319,6 @@ def _split_ref(ref: str) -> tuple[str, str, str]:
         raise RegistryError(f"{quoted(ref)} does not name a model",
                             hint="write NAME, NAME@1.2.0 or NAME#STAGE")
     return name, sep, rest
-
-
-def _with_images(lineage: Lineage, images: tuple[ImageRef, ...]) -> Lineage:
-    from dataclasses import replace
-
-    return replace(lineage, images=images)
 
 
 def check_remote_free(repo: Path, remote: str, tag: str) -> None:

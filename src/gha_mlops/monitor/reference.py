@@ -1,0 +1,115 @@
+"""A version's reference profile: made when the model is packaged, found again when it is
+monitored.
+
+Made: :func:`build_reference` profiles the check data (the registry's ``check_data``, up to
+:data:`PROFILE_ROWS` rows) as the model takes it and the model's outputs on it, with the
+column names of :mod:`gha_mlops.monitor.features` (the names ``monitor check`` gives the
+logged tensors). ``gha-mlops package`` writes the bytes into the image
+(``/model/profile.json``) and the workspace's content cache, and names them in the version's
+lineage (``Registry.record_profile``: sha256 and rows, in the version's git note).
+
+Found: :func:`load_reference` takes ``--profile FILE`` when given, else the bytes the lineage
+names from the content cache, checked against the sha256; it never uses a profile the lineage
+does not name, and a missing one is an error saying how to get it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gha_mlops.config._state import STATE_DIR
+from gha_mlops.errors import quoted
+from gha_mlops.monitor.features import tensor_columns
+from gha_mlops.monitor.profile import (
+    MAX_PROFILE_BYTES,
+    Profile,
+    ProfileError,
+    build_profile,
+    dump_profile,
+    load_profile,
+)
+
+if TYPE_CHECKING:
+    from gha_mlops.registry import ModelVersion
+
+PROFILE_ROWS = 100_000  # rows of the check data the profile summarises at most
+IMAGE_PATH = "/model/profile.json"
+
+
+def build_reference(signature: Mapping[str, Any], feeds: Sequence[Any],
+                    outputs: Sequence[Any]) -> tuple[bytes, int]:
+    """The canonical bytes of the profile of ``feeds`` (the model's inputs, in the order of
+    ``signature["inputs"]``) and ``outputs`` (the model's outputs on them, in the order of
+    ``signature["outputs"]``), and the rows it summarises."""
+    inputs = {spec["name"]: feed for spec, feed in zip(signature["inputs"], feeds, strict=True)}
+    preds = {spec["name"]: out for spec, out in zip(signature["outputs"], outputs, strict=True)}
+    profile = build_profile(tensor_columns(inputs), predictions=tensor_columns(preds))
+    return dump_profile(profile), profile.rows
+
+
+def cache_path(workspace: Path, sha256: str) -> Path:
+    """Where the workspace's content cache keeps the bytes of ``sha256``."""
+    from gha_mlops.store.objects import ContentCache
+
+    return ContentCache(workspace / STATE_DIR / "cache").object_path(sha256)
+
+
+def store_reference(workspace: Path, data: bytes) -> str:
+    """Put the profile's bytes in the workspace's content cache; their sha256."""
+    from gha_mlops.store.objects import ContentCache
+
+    digest = hashlib.sha256(data).hexdigest()
+    ContentCache(workspace / STATE_DIR / "cache").put_verified_bytes(data, digest)
+    return digest
+
+
+def _read_bounded(path: Path) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_PROFILE_BYTES + 1)
+    except OSError as err:
+        raise ProfileError(f"cannot read the reference profile {path}: {err.strerror or err}",
+                           hint="give --profile the profile.json of the packaged model",
+                           file=str(path)) from err
+    return data  # load_profile refuses it when over the limit
+
+
+def load_reference(workspace: Path, mv: ModelVersion, *,
+                   profile_file: Path | None = None) -> Profile:
+    """The reference profile of ``mv``: ``profile_file`` when given, else the one its
+    lineage names, from the content cache (checked against the sha256). A
+    :class:`ProfileError` when there is none, saying how to get one."""
+    if profile_file is not None:
+        return load_profile(_read_bounded(profile_file), where=str(profile_file))
+    ref = mv.lineage.profile
+    image = next(iter(reversed(mv.lineage.images)), None)
+    extract = (f"docker cp \"$(docker create {image.image}@{image.digest})\":{IMAGE_PATH} "
+               "profile.json" if image is not None else
+               f"docker cp \"$(docker create IMAGE)\":{IMAGE_PATH} profile.json")
+    if ref is None:
+        raise ProfileError(
+            f"{mv.name} {mv.version} has no reference profile in its lineage (it was packaged "
+            "before gha-mlops wrote profiles, or without registry.models."
+            f"{mv.name}.check_data)",
+            hint=f"set check_data and package it again (`gha-mlops package {mv.name}@"
+                 f"{mv.version}`), or give --profile FILE")
+    path = cache_path(workspace, ref.sha256)
+    try:
+        data = _read_bounded(path) if path.is_file() else None
+    except ProfileError:
+        data = None
+    if data is None or hashlib.sha256(data).hexdigest() != ref.sha256:
+        raise ProfileError(
+            f"the reference profile of {mv.name} {mv.version} (sha256 {ref.sha256[:12]}, "
+            f"{ref.rows} rows) is not in this workspace's cache",
+            hint=f"take it from the image: {extract}, then pass --profile profile.json "
+                 "(or run the check where the model was packaged)")
+    return load_profile(data, where=f"the reference profile of {mv.name} {mv.version} "
+                                   f"({quoted(str(path))})")
+
+
+__all__ = ["IMAGE_PATH", "PROFILE_ROWS", "build_reference", "load_reference",
+           "store_reference"]
