@@ -81,7 +81,7 @@ def test_a_given_profile_file_is_validated(tmp_path: Path) -> None:
     assert load_reference(tmp_path, _version(None), profile_file=good).rows == 50
     bad = tmp_path / "bad.json"
     bad.write_bytes(b'{"format": "gha-mlops.profile/1", "rows": -1}')
-    with pytest.raises(ProfileError, match="bad.json"):
+    with pytest.raises(ProfileError, match=r"bad\.json"):
         load_reference(tmp_path, _version(None), profile_file=bad)
     with pytest.raises(ProfileError, match="cannot read the reference profile"):
         load_reference(tmp_path, _version(None), profile_file=tmp_path / "missing.json")

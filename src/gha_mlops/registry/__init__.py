@@ -12,5 +12,5 @@ from gha_mlops.registry.errors import RegistryError
 from gha_mlops.registry.lineage import ImageRef, Lineage, ProfileRef
 from gha_mlops.registry.service import ModelVersion, Registry, Written, open_registry
 
-__all__ = ["ImageRef", "Lineage", "ProfileRef", "ModelVersion", "Registry", "RegistryError", "Written",
-           "open_registry"]
+__all__ = ["ImageRef", "Lineage", "ModelVersion", "ProfileRef", "Registry", "RegistryError",
+           "Written", "open_registry"]
