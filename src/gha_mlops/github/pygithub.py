@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gha_mlops.errors import missing_extra
@@ -24,6 +24,7 @@ from gha_mlops.github.port import (
     EnvironmentInfo,
     GitHubAPI,
     GitHubError,
+    IssueRef,
     WorkflowRunRef,
 )
 
@@ -47,6 +48,8 @@ PERMISSIONS = {
     "pulls": "pull-requests: read",
     "deployments": "deployments: write",
     "environments": "actions: read",
+    "issues": "issues: write",
+    "dispatch": "actions: write",
 }
 
 # owner/name as GitHub spells repositories: nothing that could leave /repos/{owner}/{repo}.
@@ -54,6 +57,13 @@ _REPO_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100
 
 # The largest artifact or record a baseline download may be (a zip bomb stops here).
 MAX_DOWNLOAD = 2 * 1024**3
+
+# GitHub's limits on an issue and a workflow_dispatch.
+MAX_ISSUE_TITLE = 256
+MAX_ISSUE_BODY = 65536
+MAX_DISPATCH_INPUTS = 25
+# A workflow as the dispatch endpoint names it: its id or its file name (no path).
+_WORKFLOW_NAME = re.compile(r"[0-9]+|[A-Za-z0-9_.-]{1,255}\.ya?ml")
 
 
 def retry_policy(methods: Iterable[str]) -> Retry:
@@ -301,6 +311,125 @@ class PyGitHub(GitHubAPI):
                 return None
             raise
         return environment_info(name, data)
+
+    # ------------------------------------------------------------------ monitoring
+
+    def open_issues(self, repo: str, *, label: str) -> Iterator[IssueRef]:
+        if not label or "," in label:
+            raise GitHubError(f"cannot list the issues labelled {label!r}: GitHub's filter "
+                              "takes label names without commas",
+                              hint="name a label without a comma in monitor.models.*."
+                              "issue_labels")
+        what = f"list the open issues labelled {label!r} in {repo}"
+        listing = self._call(what, "issues", lambda: self._repo(repo).get_issues(
+            state="open", labels=[label], sort="created", direction="desc"))
+        iterator = iter(listing)
+        while True:
+            item = self._call(what, "issues", lambda: next(iterator, None))
+            if item is None:
+                return
+            data = item.raw_data
+            if isinstance(data, dict) and data.get("pull_request") is None:
+                yield issue_ref(data, f"GitHub's answer to {what}")
+
+    def create_issue(self, repo: str, *, title: str, body: str,
+                     labels: Sequence[str]) -> IssueRef:
+        what = f"open an issue in {repo}"
+        payload = {"title": title[:MAX_ISSUE_TITLE], "body": body, "labels": list(labels)}
+        data = self._monitor(what, "issues", lambda: self._json(
+            "POST", f"/repos/{_repo_path(repo)}/issues", payload), _ISSUE_HINTS)
+        return issue_ref(data, f"GitHub's answer to {what}")
+
+    def edit_issue(self, repo: str, number: int, *, title: str | None = None,
+                   body: str | None = None, state: str | None = None) -> IssueRef:
+        if state not in (None, "open", "closed"):
+            raise GitHubError(f"{state!r} is not an issue state", hint="use open or closed")
+        payload: dict[str, Any] = {}
+        if title is not None:
+            payload["title"] = title[:MAX_ISSUE_TITLE]
+        if body is not None:
+            payload["body"] = body
+        if state is not None:
+            payload["state"] = state
+        what = f"edit issue #{int(number)} in {repo}"
+        data = self._monitor(what, "issues", lambda: self._json(
+            "PATCH", f"/repos/{_repo_path(repo)}/issues/{int(number)}", payload), _ISSUE_HINTS)
+        return issue_ref(data, f"GitHub's answer to {what}")
+
+    def dispatch_workflow(self, repo: str, workflow: str, *, ref: str,
+                          inputs: Mapping[str, str]) -> None:
+        from urllib.parse import quote
+
+        what = f"dispatch workflow {workflow} on {ref} in {repo}"
+        if not _WORKFLOW_NAME.fullmatch(workflow):
+            raise GitHubError(f"cannot {what}: {workflow!r} is neither a workflow id nor a "
+                              "file name ending .yml or .yaml",
+                              hint="name the file under .github/workflows, e.g. retrain.yml")
+        if len(inputs) > MAX_DISPATCH_INPUTS or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in inputs.items()):
+            raise GitHubError(f"cannot {what}: GitHub takes at most {MAX_DISPATCH_INPUTS} "
+                              f"inputs, each a string (got {len(inputs)})",
+                              hint="declare fewer inputs in monitor.models.*.retrain.inputs")
+        hints = {
+            404: f"no workflow {workflow} under .github/workflows of {repo}, or the token "
+                 "cannot see the repository: check retrain.workflow (the file name) in "
+                 "mlops.yaml and that the file is on the default branch",
+            422: f"the workflow {workflow} on {ref} has no `workflow_dispatch:` trigger, is "
+                 "disabled, or an input is not declared under on.workflow_dispatch.inputs "
+                 "(or a required one is missing), or the ref is no branch or tag: "
+                 "GitHub's message above says which",
+        }
+        self._monitor(what, "dispatch", lambda: self._json(
+            "POST", f"/repos/{_repo_path(repo)}/actions/workflows/{quote(workflow, safe='')}"
+            "/dispatches", {"ref": ref, "inputs": dict(inputs)}), hints)
+
+    def default_branch(self, repo: str) -> str:
+        data = self._call(f"read repository {repo}", "read",
+                          lambda: self._json("GET", f"/repos/{_repo_path(repo)}"))
+        branch = data.get("default_branch") if isinstance(data, dict) else None
+        if not isinstance(branch, str) or not branch:
+            raise GitHubError(f"GitHub's answer for repository {repo} names no default branch",
+                              hint="run again; report it if it persists")
+        return branch
+
+    def _monitor(self, what: str, kind: str, fn: Callable[[], T],
+                 hints: Mapping[int, str]) -> T:
+        """:meth:`_call`, with the hint of ``hints`` for a 404 or 422 (monitoring knows what
+        they mean) and a 403 hint naming the permission (not the report's fork advice)."""
+        try:
+            return self._call(what, kind, fn)
+        except GitHubError as err:
+            if err.status is not None and err.status in hints:
+                raise GitHubError(err.message, status=err.status, hint=hints[err.status]) from None
+            if err.status == 403 and err.permission is not None:
+                raise GitHubError(err.message, status=403, permission=err.permission,
+                                  hint=f"grant the token `{err.permission}` in the workflow's "
+                                  "`permissions:` (a GitHub App token: give the App that "
+                                  "permission)") from None
+            raise
+
+
+_ISSUE_HINTS = {
+    404: "the repository does not exist, the token cannot see it, or the issue is gone",
+    410: "issues are turned off for this repository: turn them on in its settings",
+    422: f"GitHub refused the issue: a title is at most {MAX_ISSUE_TITLE} characters, a body "
+         f"at most {MAX_ISSUE_BODY}; this is a bug in gha-mlops if both fit: please report it",
+}
+
+
+def issue_ref(data: Any, where: str) -> IssueRef:
+    """An issue's JSON as an :class:`IssueRef`, checked (anything else is an error)."""
+    if not isinstance(data, dict):
+        raise GitHubError(f"{where} is not an issue", hint="run again")
+    number, state = data.get("number"), data.get("state")
+    labels = data.get("labels") or []
+    if (not isinstance(number, int) or isinstance(number, bool) or number < 1
+            or state not in ("open", "closed") or not isinstance(labels, list)):
+        raise GitHubError(f"{where} is not an issue (number {number!r}, state {state!r})",
+                          hint="run again; report it if it persists")
+    names = tuple(str(x.get("name", "")) if isinstance(x, dict) else str(x) for x in labels)
+    return IssueRef(number, str(data.get("title") or ""), str(data.get("body") or ""),
+                    str(state), names, str(data.get("html_url") or ""))
 
 
 def _repo_path(repo: str) -> str:

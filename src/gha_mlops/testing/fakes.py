@@ -6,7 +6,9 @@ to the services (or to :func:`gha_mlops.bootstrap.build`) instead of the real ad
 - :class:`FakeGitHub`: every GitHub port (:class:`~gha_mlops.github.port.GitHubAPI`):
   comments, check runs (or a token refused ``checks: write``), statuses, commits on a branch,
   pull requests' heads, deployments with their statuses and environments (or a token
-  refused ``deployments: write``), and the Actions reads of :class:`FakeActions`.
+  refused ``deployments: write``), the issues and ``workflow_dispatch`` of monitoring (or a
+  token refused ``issues: write`` / ``actions: write``), and the Actions reads of
+  :class:`FakeActions`.
 - :class:`~gha_mlops.data.stores.MemoryStore`: the object store
   (:class:`~gha_mlops.data.ports.ObjectStore`), counting requests and bytes.
 - :class:`~gha_mlops.testing.fake_runners.FakeRunnersGitHub` and
@@ -19,7 +21,8 @@ subclassing and raising :class:`~gha_mlops.github.port.GitHubError` where GitHub
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from gha_mlops.data.stores import MemoryStore
@@ -31,6 +34,7 @@ from gha_mlops.github.port import (
     EnvironmentInfo,
     GitHubAPI,
     GitHubError,
+    IssueRef,
     WorkflowRunRef,
 )
 from gha_mlops.testing.fake_runners import FakeBackend, FakeRunnersGitHub
@@ -97,14 +101,38 @@ class FakeGitHub(FakeActions, GitHubAPI):
     deployment's id to what it was created with and ``deployment_statuses`` to its states,
     oldest first; ``environments`` are the repository's environments by name (a deployment
     to a new one creates it, as on GitHub); ``deployments_allowed=False`` answers as a token
-    without ``deployments: write`` is answered (403)."""
+    without ``deployments: write`` is answered (403).
+
+    Monitoring: ``issues`` maps a number to its :class:`IssueRef` (pull requests are in it too,
+    their numbers in ``pulls``; :meth:`add_issue` seeds either); ``workflows`` maps a workflow
+    file name to the inputs its ``workflow_dispatch`` declares (name -> required) or to None
+    when it has no such trigger, and a dispatch is answered as GitHub does (404 unknown, 422
+    no trigger, unknown ref, unexpected or missing input); ``workflows=None`` (the default)
+    accepts any workflow and inputs. ``branches`` are the refs a dispatch may name (the first
+    is the default branch). Accepted dispatches are appended to ``dispatches`` (``repo,
+    workflow, ref, inputs``). ``issues_allowed=False`` / ``actions_allowed=False`` answer as
+    a token without ``issues: write`` / ``actions: write`` is answered (403);
+    ``failing_dispatches`` answers that many dispatches with a 502 first."""
 
     def __init__(self, *, checks_allowed: bool = True, heads: Mapping[int, str] | None = None,
                  runs: Iterable[RunListing] = (), archives: Mapping[int, bytes] | None = None,
                  gone: Iterable[int] = (), downloads: Mapping[str, bytes] | None = None,
                  environments: Mapping[str, EnvironmentInfo] | None = None,
-                 deployments_allowed: bool = True) -> None:
+                 deployments_allowed: bool = True,
+                 workflows: Mapping[str, Mapping[str, bool] | None] | None = None,
+                 branches: Sequence[str] = ("main",), issues_allowed: bool = True,
+                 actions_allowed: bool = True, failing_dispatches: int = 0) -> None:
         super().__init__(runs, archives, gone, downloads)
+        self.issues: dict[int, IssueRef] = {}
+        self.pulls: set[int] = set()
+        self.workflows = None if workflows is None else {
+            k: None if v is None else dict(v) for k, v in workflows.items()}
+        self.branches = list(branches)
+        self.dispatches: list[dict[str, Any]] = []
+        self.issues_allowed = issues_allowed
+        self.actions_allowed = actions_allowed
+        self.failing_dispatches = failing_dispatches
+        self.monitor_calls: list[str] = []  # "list", "create", "edit", "dispatch" in order
         self.deployments: dict[int, dict[str, Any]] = {}
         self.deployment_statuses: dict[int, list[dict[str, Any]]] = {}
         self.environments = dict(environments or {})
@@ -217,3 +245,98 @@ class FakeGitHub(FakeActions, GitHubAPI):
     def environment(self, repo: str, name: str) -> EnvironmentInfo | None:
         """The environment given (or created by a deployment), else None."""
         return self.environments.get(name)
+
+    # -- monitoring ------------------------------------------------------------------------
+
+    def add_issue(self, title: str, body: str = "", *, labels: Sequence[str] = (),
+                  state: str = "open", pull: bool = False) -> int:
+        """Seed an issue (or, with ``pull``, a pull request) under the next number."""
+        number = max(self.issues, default=0) + 1
+        self.issues[number] = IssueRef(number, title, body, state, tuple(labels),
+                                       f"https://github.com/o/r/issues/{number}")
+        if pull:
+            self.pulls.add(number)
+        return number
+
+    def _issues_write(self) -> None:
+        if not self.issues_allowed:
+            raise GitHubError("GitHub refused: HTTP 403 Resource not accessible by integration",
+                              status=403, permission="issues: write")
+
+    def open_issues(self, repo: str, *, label: str) -> Iterator[IssueRef]:
+        """The open issues (not pull requests) with ``label`` (ignoring case), newest first."""
+        self.monitor_calls.append("list")
+        for number in sorted(self.issues, reverse=True):
+            issue = self.issues[number]
+            if (number not in self.pulls and issue.state == "open"
+                    and label.lower() in {x.lower() for x in issue.labels}):
+                yield issue
+
+    def create_issue(self, repo: str, *, title: str, body: str,
+                     labels: Sequence[str]) -> IssueRef:
+        """Open an issue under the next number; 422 for GitHub's title or body limits."""
+        self.monitor_calls.append("create")
+        self._issues_write()
+        _issue_limits(title, body)
+        number = self.add_issue(title, body, labels=labels)
+        return self.issues[number]
+
+    def edit_issue(self, repo: str, number: int, *, title: str | None = None,
+                   body: str | None = None, state: str | None = None) -> IssueRef:
+        """Change the issue; 404 for an unknown number, 422 for GitHub's limits."""
+        self.monitor_calls.append("edit")
+        self._issues_write()
+        if number not in self.issues:
+            raise GitHubError(f"no issue #{number} in {repo}: HTTP 404", status=404)
+        _issue_limits(title, body)
+        issue = self.issues[number]
+        self.issues[number] = replace(
+            issue, title=issue.title if title is None else title,
+            body=issue.body if body is None else body,
+            state=issue.state if state is None else state)
+        return self.issues[number]
+
+    def dispatch_workflow(self, repo: str, workflow: str, *, ref: str,
+                          inputs: Mapping[str, str]) -> None:
+        """Record the dispatch, or refuse it as GitHub would (see the class)."""
+        self.monitor_calls.append("dispatch")
+        if not self.actions_allowed:
+            raise GitHubError("GitHub refused: HTTP 403 Resource not accessible by integration",
+                              status=403, permission="actions: write")
+        if self.failing_dispatches > 0:
+            self.failing_dispatches -= 1
+            raise GitHubError(f"GitHub refused to dispatch {workflow}: HTTP 502", status=502)
+        if self.workflows is not None:
+            if workflow not in self.workflows:
+                raise GitHubError(f"no workflow {workflow} in {repo}: HTTP 404", status=404)
+            declared = self.workflows[workflow]
+            problem = _dispatch_problem(declared, ref in self.branches, ref, inputs)
+            if problem:
+                raise GitHubError(f"GitHub refused to dispatch {workflow}: HTTP 422 {problem}",
+                                  status=422)
+        self.dispatches.append({"repo": repo, "workflow": workflow, "ref": ref,
+                                "inputs": dict(inputs)})
+
+    def default_branch(self, repo: str) -> str:
+        """The first of ``branches``."""
+        return self.branches[0]
+
+
+def _issue_limits(title: str | None, body: str | None) -> None:
+    if (title is not None and len(title) > 256) or (body is not None and len(body) > 65536):
+        raise GitHubError("GitHub refused the issue: HTTP 422 Validation Failed (a title is at "
+                          "most 256 characters, a body 65536)", status=422)
+
+
+def _dispatch_problem(declared: Mapping[str, bool] | None, known_ref: bool, ref: str,
+                      inputs: Mapping[str, str]) -> str | None:
+    """GitHub's 422 message for a dispatch it refuses, else None."""
+    if declared is None:
+        return "Workflow does not have 'workflow_dispatch' trigger"
+    if not known_ref:
+        return f"No ref found for: {ref}"
+    unexpected = sorted(set(inputs) - set(declared))
+    if unexpected:
+        return f"Unexpected inputs provided: {unexpected}"
+    missing = sorted(k for k, required in declared.items() if required and k not in inputs)
+    return f"Required input '{missing[0]}' not provided" if missing else None
