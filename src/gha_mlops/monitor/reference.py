@@ -66,6 +66,18 @@ def store_reference(workspace: Path, data: bytes) -> str:
     return digest
 
 
+def monitored_version(workspace: Path, name: str, *, version: str | None = None,
+                      stage: str | None = None) -> ModelVersion:
+    """The version of model ``name`` a check judges: ``version`` when given, else the one
+    at registry ``stage`` (``monitor.models.<name>.stage``), else the newest registered.
+    Registry errors (no such model, version or stage) say what is there."""
+    from gha_mlops.registry import open_registry
+
+    ref = name if version is None and stage is None else (
+        f"{name}@{version}" if version is not None else f"{name}#{stage}")
+    return open_registry(workspace).resolve(ref)
+
+
 def _read_bounded(path: Path) -> bytes:
     try:
         with path.open("rb") as fh:
@@ -112,4 +124,4 @@ def load_reference(workspace: Path, mv: ModelVersion, *,
 
 
 __all__ = ["IMAGE_PATH", "PROFILE_ROWS", "build_reference", "load_reference",
-           "store_reference"]
+           "monitored_version", "store_reference"]
