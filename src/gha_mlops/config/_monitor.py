@@ -414,7 +414,8 @@ def _retrain(problems: Problems, loc: Loc, retrain: Any) -> dict[str, Any]:
     if count > MAX_INPUTS:
         problems.add((*loc, "inputs"), f"{count} inputs (with reason_input) are more than the "
                      f"{MAX_INPUTS} GitHub accepts in a workflow_dispatch",
-                     "pass fewer inputs; the workflow can read settings from the repository")
+                     "pass fewer inputs; the workflow can read settings from the repository",
+                     key=True)
     return {"workflow": workflow, "ref": retrain.ref, "inputs": dict(retrain.inputs),
             "reason_input": retrain.reason_input}
 
