@@ -11,6 +11,7 @@ a command: what it is handed (fakes, in tests) is used instead of what it would 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
@@ -327,4 +328,28 @@ def deploy_environment(workspace: Path, env_name: str, *,
 
     deploy, env = deploy_config(workspace, env_name)
     return deploy, Environment(env, open_hosts(env), deploy.router_image, HttpChecks(),
-                               progress=progress)
+                               progress=progress, logs=prediction_logs(workspace, os.environ))
+
+
+# The variables a backend that logs to S3 gets from the deploying process (when set there).
+_AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+            "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
+def prediction_logs(workspace: Path, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The prediction log of each model of ``monitor.models`` (``PredictionLog`` by model
+    name) for the backends a deploy starts: its ``log`` (a directory made absolute against
+    the workspace) and ``sample``, and for S3 the AWS variables of ``environ``."""
+    from gha_mlops.config import DEFAULT_CONFIG, load_pipeline
+    from gha_mlops.deploy.model import PredictionLog
+
+    monitor = load_pipeline(workspace / DEFAULT_CONFIG).monitor
+    logs = {}
+    for name, model in (monitor.models if monitor is not None else {}).items():
+        if model.log.startswith("s3://"):
+            env = {k: environ[k] for k in _AWS_ENV if environ.get(k)}
+            logs[name] = PredictionLog(model.log, model.sample, env)
+        else:
+            location = str((workspace / model.log).resolve())
+            logs[name] = PredictionLog(location, model.sample)
+    return logs

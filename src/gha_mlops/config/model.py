@@ -192,6 +192,8 @@ class MonitorModel:
 
     - ``log``: where its prediction log lies: a directory (workspace-relative or absolute)
       or ``s3://bucket/prefix`` (endpoint and credentials from the AWS environment);
+    - ``sample``: the share of instances the served model logs (a deploy starts its
+      backends with it);
     - ``stage``: the registry stage whose version is judged (None: the newest version);
     - ``window_s``: the default window of ``monitor check`` / ``monitor collect``;
     - ``share``: the dataset drifts when this share of its features drift;
@@ -204,6 +206,7 @@ class MonitorModel:
 
     name: str
     log: str
+    sample: float = 0.1
     stage: str | None = None
     window_s: float = 86400.0
     share: float = 0.5

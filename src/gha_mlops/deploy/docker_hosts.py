@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -42,6 +43,7 @@ from gha_mlops.deploy.model import (
     Backend,
     HostState,
     LockInfo,
+    PredictionLog,
     Release,
     RouterState,
     Slot,
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
 SCHEMES = ("unix", "tcp", "ssh")
 CONF_DIR = "/etc/gha-mlops"
 CONF_PATH = f"{CONF_DIR}/nginx.conf"
+LOG_MOUNT = "/predlog"  # where a directory prediction log is mounted in a backend
 ROUTER_READY_S = 10.0  # how long apply_router waits for the router to answer the generation
 GENERATION_ANSWERS = 3  # answers of the new generation in a row that make a reload live
 GENERATION_POLL_S = 0.02
@@ -239,7 +242,7 @@ class DockerHost:
                                         f"{err.explanation or err}", hint=hint) from err
 
     def start_backend(self, env: str, slot: Slot, release: Release, *, port: int, bind: str,
-                      workers: int) -> Backend:
+                      workers: int, log: PredictionLog | None = None) -> Backend:
         _check_env(env)
         name = container_name(env, slot)
         what = f"starting {release.label()} as {name}"
@@ -248,14 +251,23 @@ class DockerHost:
                   _label("model"): release.model, _label("version"): release.version,
                   _label("image"): release.image, _label("image-id"): release.image_id,
                   _label("port"): str(port)}
+        command = ["--host", bind, "--workers", str(workers)]
+        environment = {"PORT": str(port)}
+        extra: dict[str, Any] = {}
+        if log is not None:
+            extra = self._log_mount(log)
+            command += ["--log", log.location if log.is_s3 else LOG_MOUNT,
+                        "--log-sample", repr(log.sample)]
+            environment.update(log.env)
+            labels[_label("log")] = log.location
         api = self._api(what)
         with self._translated(what):
             host_config = api.create_host_config(
-                network_mode="host", restart_policy={"Name": "unless-stopped"})
+                network_mode="host", restart_policy={"Name": "unless-stopped"},
+                binds=extra.get("binds"))
             created = api.create_container(
-                release.image, name=name, command=["--host", bind, "--workers", str(workers)],
-                environment={"PORT": str(port)}, labels=labels, host_config=host_config,
-                detach=True)
+                release.image, name=name, command=command, environment=environment,
+                labels=labels, host_config=host_config, detach=True, user=extra.get("user"))
         container = str(created["Id"])
         try:
             with self._translated(what):
@@ -267,6 +279,26 @@ class DockerHost:
             raise
         return Backend(slot=slot, release=release, port=port, container_id=container,
                        status=status)
+
+    def _log_mount(self, log: PredictionLog) -> dict[str, Any]:
+        """The mount and user of a directory log: only on a local daemon (the directory is
+        this machine's), an absolute directory that exists; the container runs as its owner
+        so the server can write there without the directory being opened to everyone."""
+        if log.is_s3:
+            return {}
+        hint = ("log to s3://bucket/prefix from remote Docker hosts, or give an absolute "
+                "directory on this machine for a local one")
+        if urlsplit(self.url).scheme != "unix":
+            raise DeployTargetError(f"the prediction log {quoted(log.location)} is a directory, "
+                                    f"but the Docker host {self.url} is not this machine",
+                                    hint=hint)
+        path = Path(log.location)
+        if not path.is_absolute() or not path.is_dir():
+            raise DeployTargetError(f"the prediction log {quoted(log.location)} is not an "
+                                    "existing absolute directory", hint=hint)
+        owner = path.stat()
+        return {"binds": {str(path): {"bind": LOG_MOUNT, "mode": "rw"}},
+                "user": f"{owner.st_uid}:{owner.st_gid}"}
 
     def remove_backend(self, env: str, slot: Slot, *, grace: float) -> None:
         _check_env(env)

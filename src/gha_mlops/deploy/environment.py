@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from gha_mlops.config.model import DeployEnvironment
@@ -20,7 +20,15 @@ from gha_mlops.deploy import router
 from gha_mlops.deploy.errors import DeployError
 from gha_mlops.deploy.gates import MetricsSample
 from gha_mlops.deploy.golden import GoldenReport, GoldenSet
-from gha_mlops.deploy.model import SLOTS, Backend, HostState, Release, RouterState, Slot
+from gha_mlops.deploy.model import (
+    SLOTS,
+    Backend,
+    HostState,
+    PredictionLog,
+    Release,
+    RouterState,
+    Slot,
+)
 from gha_mlops.deploy.ports import DeployHost
 
 Progress = Callable[[str], None]
@@ -73,6 +81,8 @@ class Environment:
     checks: Checks
     progress: Progress = _silent
     sleep: Callable[[float], None] = time.sleep
+    # The prediction log of each model's backends, by model name (monitor.models.<name>.log).
+    logs: Mapping[str, PredictionLog] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -118,7 +128,8 @@ class Environment:
         chosen = list(hosts if hosts is not None else self.hosts)
         for host in chosen:
             host.start_backend(self.name, slot, release, port=self.port_of(slot),
-                               bind=self.config.bind, workers=self.config.workers)
+                               bind=self.config.bind, workers=self.config.workers,
+                               log=self.logs.get(release.model))
         slowest = 0.0
         for host in chosen:
             try:

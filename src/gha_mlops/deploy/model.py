@@ -10,6 +10,7 @@ the hosts, not from a local file. A rollout in progress is marked in the record
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,6 +44,23 @@ class Release:
     def label(self) -> str:
         """``digits 1.2.0`` for messages."""
         return f"{self.model} {self.version}"
+
+
+@dataclass(frozen=True)
+class PredictionLog:
+    """Where a backend writes its prediction log (docs/monitoring.md): ``location`` is an
+    ``s3://bucket/prefix`` URL or an absolute directory on the Docker host (a local host
+    only: the directory is mounted into the container, which runs as the directory's
+    owner); ``sample`` the share of instances logged; ``env`` the AWS variables the server
+    needs for S3 (taken from the deploying process: credentials, region, endpoint)."""
+
+    location: str
+    sample: float = 0.1
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.location.startswith("s3://")
 
 
 @dataclass(frozen=True)

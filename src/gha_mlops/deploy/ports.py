@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from gha_mlops._closing import Closing
-from gha_mlops.deploy.model import Backend, HostState, LockInfo, Release, Slot
+from gha_mlops.deploy.model import Backend, HostState, LockInfo, PredictionLog, Release, Slot
 
 
 class DeployHost(Closing, Protocol):
@@ -27,10 +27,11 @@ class DeployHost(Closing, Protocol):
         it when absent; its image id and labels."""
 
     def start_backend(self, env: str, slot: Slot, release: Release, *, port: int, bind: str,
-                      workers: int) -> Backend:
+                      workers: int, log: PredictionLog | None = None) -> Backend:
         """Start a backend of ``release`` in ``slot`` (replacing whatever container is in
         that slot): host network, the server on ``bind:port`` with ``workers`` workers,
-        restart policy ``unless-stopped``, labels naming the env, slot and release."""
+        restart policy ``unless-stopped``, labels naming the env, slot and release; with
+        ``log``, the server writes its prediction log there."""
 
     def read_file(self, env: str, slot: Slot, path: str, *, limit: int) -> bytes | None:
         """The file at ``path`` inside the slot's backend container (at most ``limit``

@@ -13,14 +13,15 @@ from gha_mlops.deploy import router
 from gha_mlops.deploy.errors import DeployError, DeployTargetError
 from gha_mlops.deploy.gates import MetricsSample
 from gha_mlops.deploy.golden import GoldenReport, GoldenSet
-from gha_mlops.deploy.model import Backend, HostState, LockInfo, Release, Slot
+from gha_mlops.deploy.model import Backend, HostState, LockInfo, PredictionLog, Release, Slot
 
 
 @dataclass
 class FakeHost:
     """A Docker host in memory. ``images`` maps a reference to ``(id, labels)``;
     ``files`` maps an image id to the files its containers hold; set ``reachable`` False to
-    make every call fail as an unreachable daemon does."""
+    make every call fail as an unreachable daemon does; ``logs`` keeps the prediction log each
+    backend was started with."""
 
     url: str
     address: str = "127.0.0.1"
@@ -30,6 +31,7 @@ class FakeHost:
     backends: dict[tuple[str, Slot], Backend] = field(default_factory=dict)
     routers: dict[str, str] = field(default_factory=dict)
     locks: dict[str, LockInfo] = field(default_factory=dict)
+    logs: dict[tuple[str, Slot], PredictionLog | None] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     fail_on: Callable[[str], bool] = lambda call: False
 
@@ -55,8 +57,9 @@ class FakeHost:
         raise DeployTargetError(f"{image} is not on {self.url} and cannot be pulled")
 
     def start_backend(self, env: str, slot: Slot, release: Release, *, port: int, bind: str,
-                      workers: int) -> Backend:
+                      workers: int, log: PredictionLog | None = None) -> Backend:
         self._call(f"start {slot} {release.version}")
+        self.logs[(env, slot)] = log
         backend = Backend(slot, release, port, f"{env}-{slot}-{release.version}", "running")
         self.backends[(env, slot)] = backend
         return backend
