@@ -228,9 +228,7 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
         cfg = ConfigSchema.model_validate(raw)
     except ValidationError as err:
         errors = err.errors()
-        # ``deploy:`` and ``monitor:`` word their own errors (their keys, forms and allowed
-        # keys).
-        own = (("deploy",), ("monitor",))
+        own = (("deploy",), ("monitor",))  # these word their own errors (keys, forms)
         schema_problems(problems, [e for e in errors if tuple(e["loc"][:1]) not in own], raw)
         deploy_schema_problems(problems, [e for e in errors if e["loc"][:1] == ("deploy",)])
         monitor_schema_problems(problems, [e for e in errors if e["loc"][:1] == ("monitor",)])
