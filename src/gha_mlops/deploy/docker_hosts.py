@@ -282,8 +282,8 @@ class DockerHost:
 
     def _log_mount(self, log: PredictionLog) -> dict[str, Any]:
         """The mount and user of a directory log: only on a local daemon (the directory is
-        this machine's), an absolute directory that exists; the container runs as its owner
-        so the server can write there without the directory being opened to everyone."""
+        this machine's), an absolute directory (made when missing); the container runs as its
+        owner so the server can write there without the directory being opened to everyone."""
         if log.is_s3:
             return {}
         hint = ("log to s3://bucket/prefix from remote Docker hosts, or give an absolute "
@@ -293,10 +293,14 @@ class DockerHost:
                                     f"but the Docker host {self.url} is not this machine",
                                     hint=hint)
         path = Path(log.location)
-        if not path.is_absolute() or not path.is_dir():
-            raise DeployTargetError(f"the prediction log {quoted(log.location)} is not an "
-                                    "existing absolute directory", hint=hint)
-        owner = path.stat()
+        try:
+            if not path.is_absolute():
+                raise NotADirectoryError(log.location)
+            path.mkdir(mode=0o750, parents=True, exist_ok=True)
+            owner = path.stat()
+        except OSError as err:
+            raise DeployTargetError(f"the prediction log {quoted(log.location)} is not a "
+                                    f"directory this machine can make ({err})", hint=hint) from err
         return {"binds": {str(path): {"bind": LOG_MOUNT, "mode": "rw"}},
                 "user": f"{owner.st_uid}:{owner.st_gid}"}
 
