@@ -28,7 +28,11 @@ Feedback (the true label of a request id, arriving later) lives beside the versi
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gzip
+import hashlib
+import hmac
+import http.client
 import json
 import math
 import os
@@ -40,10 +44,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
 
 FORMAT = "gha-mlops.predlog/1"
 FEEDBACK_DIR = "feedback"  # a reserved name: no version may be called so
 MAX_ID_CHARS = 128
+MAX_LABEL_CHARS = 1024  # the reader (predlog.read_feedback) skips longer string labels
 _YEAR_10000 = 253402300800.0  # unix seconds; the path holds four digits of year
 DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
                        "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"})
@@ -134,81 +140,45 @@ class _Batch:
     rows: list[bytes]  # encoded lines
 
 
-class BatchWriter:
-    """Sampled, batched, non-blocking prediction logging.
+class _Batching:
+    """The machinery both writers share: encoded lines appended under a lock, cut into
+    batches (``max_rows`` rows, ``max_age_s`` old, or a line of another hour), a queue of
+    ``max_pending`` cut batches that one background thread gzips and hands to the sink.
+    A batch that finds the queue full is dropped and counted; a sink that raises is counted
+    in :attr:`write_errors` (:attr:`last_error` says why) and its rows in
+    :attr:`dropped_rows`. Subclasses say what a file starts with and where it goes."""
 
-    :meth:`add` takes the request thread's time to sample and, for a sampled row only, to
-    encode it as one JSON line and append it to the open batch (a lock held for an append).
-    Encoding here, not on the background thread, is deliberate: pure-Python work on another
-    thread holds the GIL and delays the request thread by up to the switch interval (5 ms;
-    measured: p99 wake-up lateness 0.3 -> 2.8 ms), while the background thread's gzip and
-    write release the GIL. A batch is cut when it holds ``max_rows`` rows, is
-    ``max_age_s`` old, or a row of another hour arrives; a cut batch goes into a queue of
-    ``max_pending`` batches that one background thread encodes, gzips and hands to the sink.
-    When that thread falls behind (a slow disk or store), a batch that finds the queue full
-    is DROPPED and counted in :attr:`dropped_rows`: the log loses rows, never a request's
-    time. A sink that raises is counted in :attr:`write_errors` (:attr:`last_error` says
-    why) and its rows in :attr:`dropped_rows`; a row that cannot be logged (an id that is
-    not a string of 1 to 128 characters, a time that is not unix seconds in years 1970 to 9999, a value JSON
-    cannot hold) in :attr:`bad_rows`. :meth:`add` never raises. After :meth:`close`,
-    ``written_rows + dropped_rows + bad_rows == rows_sampled``.
-    """
-
-    def __init__(self, sink: str | os.PathLike[str] | Sink, model: str, version: str,
-                 schema: Mapping[str, Any], *, max_rows: int = 1000, max_age_s: float = 5.0,
-                 sample: float = 1.0, seed: int | None = None, max_pending: int = 4,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.model = check_name(model, "model")
-        self.version = check_name(version, "version")
-        if version == FEEDBACK_DIR:
-            raise ValueError(f"version {version!r} is reserved for the feedback folder")
+    def __init__(self, sink: str | os.PathLike[str] | Sink, *, max_rows: int,
+                 max_age_s: float, max_pending: int, clock: Callable[[], float],
+                 thread_name: str) -> None:
         if not 1 <= max_rows <= 1_000_000 or not 1 <= max_pending <= 1024:
             raise ValueError("max_rows must be 1..1e6 and max_pending 1..1024")
-        if not (0.0 < max_age_s <= 3600.0 and 0.0 <= sample <= 1.0):
-            raise ValueError("max_age_s must be in (0, 3600] and sample in [0, 1]")
-        self.schema = check_schema(schema)
+        if not 0.0 < max_age_s <= 3600.0:
+            raise ValueError("max_age_s must be in (0, 3600]")
         self._sink: Sink = (sink if hasattr(sink, "put")  # type: ignore[assignment]
                             else DirectorySink(sink))
-        self.max_rows, self.max_age_s, self.sample = max_rows, max_age_s, sample
+        self.max_rows, self.max_age_s = max_rows, max_age_s
         self._clock = clock
-        self._random = random.Random(seed)
         self._token = os.urandom(4).hex()  # tells apart writers with one pid on many hosts
         self._seq = 0
         self._lock = threading.Lock()
         self._batch: _Batch | None = None
         self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=max_pending)
         self._closed = False
-        self.rows_seen = self.rows_sampled = self.written_rows = self.files_written = 0
+        self.written_rows = self.files_written = 0
         self.dropped_rows = self.write_errors = self.bad_rows = 0
-        self._header = json.dumps({"format": FORMAT, "model": model, "version": version,
-                                   "sample": sample, "schema": self.schema},
-                                  separators=(",", ":")).encode() + b"\n"
         self.last_error: str | None = None
-        self._thread = threading.Thread(target=self._run, name="predlog-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self._thread.start()
 
-    def add(self, request_id: str, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
-            t: float | None = None) -> None:
-        """Log one instance (sampled at :attr:`sample`); never blocks on I/O, never raises.
-        ``t`` defaults to the clock. Values may be nested lists, scalars or anything with
-        ``tolist()`` (numpy arrays); they are encoded at once, so the caller may reuse them.
-        A row that cannot be logged (closed writer) is counted as dropped."""
-        if t is None:
-            t = self._clock()
-        with self._lock:
-            self.rows_seen += 1
-            if self.sample < 1.0 and self._random.random() >= self.sample:
-                return
-            self.rows_sampled += 1
-        try:
-            if (not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_ID_CHARS
-                    or isinstance(t, bool) or not 0 <= t < _YEAR_10000):
-                raise ValueError("a bad id or time")  # readers would skip the row
-            line = self.encode_row(request_id, t, inputs, outputs)
-        except (TypeError, ValueError, RecursionError):  # also circular values, odd keys
-            with self._lock:
-                self.bad_rows += 1
-            return
+    def _header_bytes(self) -> bytes:
+        return b""
+
+    def _key(self, name: str, first_t: float) -> str:
+        raise NotImplementedError
+
+    def _append(self, line: bytes, t: float) -> None:
+        """Append one encoded line of time ``t`` to the open batch (never blocks on I/O)."""
         with self._lock:
             if self._closed:
                 self.dropped_rows += 1
@@ -246,7 +216,7 @@ class BatchWriter:
         return True
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Flush, then stop the background thread. Later :meth:`add` calls drop their row."""
+        """Flush, then stop the background thread. Later additions drop their row."""
         self.flush(timeout)
         with self._lock:
             self._closed = True
@@ -255,12 +225,6 @@ class BatchWriter:
         except queue.Full:
             return  # the sink is stuck: the daemon thread dies with the process
         self._thread.join(timeout)
-
-    def __enter__(self) -> BatchWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _run(self) -> None:
         while True:
@@ -288,10 +252,10 @@ class BatchWriter:
         self._seq += 1
         name = (f"{int(first_t * 1000):013d}-{os.getpid():07d}-{self._token}-"
                 f"{self._seq:06d}.jsonl.gz")
-        key = f"{self.model}/{self.version}/{hour_path(first_t)}/{name}"
+        key = self._key(name, first_t)
         try:
             # zlib and the sink's write release the GIL: the request thread runs meanwhile.
-            data = gzip.compress(self._header + b"".join(batch.rows), compresslevel=5,
+            data = gzip.compress(self._header_bytes() + b"".join(batch.rows), compresslevel=5,
                                  mtime=0)
             self._sink.put(key, data)
         # Why so broad: the sink is the caller's (disk, S3 client, ...) and any failure of
@@ -306,6 +270,92 @@ class BatchWriter:
             self.written_rows += len(batch.rows)
             self.files_written += 1
 
+
+class BatchWriter(_Batching):
+    """Sampled, batched, non-blocking prediction logging.
+
+    :meth:`add` takes the request thread's time to sample and, for a sampled row only, to
+    encode it as one JSON line and append it to the open batch (a lock held for an append).
+    Encoding here, not on the background thread, is deliberate: pure-Python work on another
+    thread holds the GIL and delays the request thread by up to the switch interval (5 ms;
+    measured: p99 wake-up lateness 0.3 -> 2.8 ms), while the background thread's gzip and
+    write release the GIL. A batch is cut when it holds ``max_rows`` rows, is
+    ``max_age_s`` old, or a row of another hour arrives; a cut batch goes into a queue of
+    ``max_pending`` batches that one background thread encodes, gzips and hands to the sink.
+    When that thread falls behind (a slow disk or store), a batch that finds the queue full
+    is DROPPED and counted in :attr:`dropped_rows`: the log loses rows, never a request's
+    time. A sink that raises is counted in :attr:`write_errors` (:attr:`last_error` says
+    why) and its rows in :attr:`dropped_rows`; a row that cannot be logged (an id that is
+    not a string of 1 to 128 characters, a time that is not unix seconds in years 1970 to
+    9999, a value JSON cannot hold) in :attr:`bad_rows`. :meth:`add` never raises. After
+    :meth:`close`, ``written_rows + dropped_rows + bad_rows == rows_sampled``.
+    """
+
+    def __init__(self, sink: str | os.PathLike[str] | Sink, model: str, version: str,
+                 schema: Mapping[str, Any], *, max_rows: int = 1000, max_age_s: float = 5.0,
+                 sample: float = 1.0, seed: int | None = None, max_pending: int = 4,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.model = check_name(model, "model")
+        self.version = check_name(version, "version")
+        if version == FEEDBACK_DIR:
+            raise ValueError(f"version {version!r} is reserved for the feedback folder")
+        if not 0.0 <= sample <= 1.0:
+            raise ValueError("sample must be in [0, 1]")
+        self.schema = check_schema(schema)
+        self.sample = sample
+        self._random = random.Random(seed)
+        self.rows_seen = self.rows_sampled = 0
+        self._header = json.dumps({"format": FORMAT, "model": model, "version": version,
+                                   "sample": sample, "schema": self.schema},
+                                  separators=(",", ":")).encode() + b"\n"
+        super().__init__(sink, max_rows=max_rows, max_age_s=max_age_s,
+                         max_pending=max_pending, clock=clock, thread_name="predlog-writer")
+
+    def _header_bytes(self) -> bytes:
+        return self._header
+
+    def _key(self, name: str, first_t: float) -> str:
+        return f"{self.model}/{self.version}/{hour_path(first_t)}/{name}"
+
+    def sampled(self) -> bool:
+        """Draw the sampling decision for one row and count it (``rows_seen``, and
+        ``rows_sampled`` when True): a caller may draw first and build the row only when
+        it is kept, then hand it to :meth:`add` with ``presampled=True``."""
+        with self._lock:
+            self.rows_seen += 1
+            if self.sample < 1.0 and self._random.random() >= self.sample:
+                return False
+            self.rows_sampled += 1
+            return True
+
+    def add(self, request_id: str, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
+            t: float | None = None, *, presampled: bool = False) -> None:
+        """Log one instance (sampled at :attr:`sample`); never blocks on I/O, never raises.
+        ``t`` defaults to the clock. Values may be nested lists, scalars or anything with
+        ``tolist()`` (numpy arrays); they are encoded at once, so the caller may reuse them.
+        A row that cannot be logged (closed writer) is counted as dropped. ``presampled``:
+        the caller has drawn :meth:`sampled` for this row already and it came out True."""
+        if t is None:
+            t = self._clock()
+        if not presampled and not self.sampled():
+            return
+        try:
+            if (not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_ID_CHARS
+                    or isinstance(t, bool) or not 0 <= t < _YEAR_10000):
+                raise ValueError("a bad id or time")  # readers would skip the row
+            line = self.encode_row(request_id, t, inputs, outputs)
+        except (TypeError, ValueError, RecursionError):  # also circular values, odd keys
+            with self._lock:
+                self.bad_rows += 1
+            return
+        self._append(line, t)
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def encode_row(self, request_id: str, t: float, inputs: Mapping[str, Any],
                    outputs: Mapping[str, Any]) -> bytes:
         """One row as its JSON line (unknown objects become their ``str``)."""
@@ -314,6 +364,62 @@ class BatchWriter:
              "inputs": {k: _plain(v) for k, v in inputs.items()},
              "outputs": {k: _plain(v) for k, v in outputs.items()}},
             separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def label_ok(label: Any) -> bool:
+    """Whether the reader keeps ``label``: a string of at most :data:`MAX_LABEL_CHARS`
+    characters, an int (a bool is one) or a finite float (predlog's ``_label_ok``)."""
+    if isinstance(label, str):
+        return len(label) <= MAX_LABEL_CHARS
+    if isinstance(label, float):
+        return math.isfinite(label)
+    return isinstance(label, int)
+
+
+def id_ok(request_id: Any) -> bool:
+    """Whether ``request_id`` is one the reader keeps: a string of 1 to 128 characters."""
+    return isinstance(request_id, str) and 0 < len(request_id) <= MAX_ID_CHARS
+
+
+class FeedbackWriter(_Batching):
+    """Batched, non-blocking feedback: :meth:`add` appends one ``{"id", "label", "t"}`` line;
+    batches go to ``<model>/feedback/YYYY/MM/DD/HH/<ms>-<pid>-<writer>-<seq>.jsonl.gz``
+    (the layout :func:`predlog.read_feedback` reads), cut as :class:`BatchWriter` cuts them.
+    A label the reader would skip is refused (False, counted in :attr:`bad_rows`)."""
+
+    def __init__(self, sink: str | os.PathLike[str] | Sink, model: str, *,
+                 max_rows: int = 1000, max_age_s: float = 5.0, max_pending: int = 4,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.model = check_name(model, "model")
+        super().__init__(sink, max_rows=max_rows, max_age_s=max_age_s,
+                         max_pending=max_pending, clock=clock, thread_name="feedback-writer")
+
+    def _key(self, name: str, first_t: float) -> str:
+        return f"{self.model}/{FEEDBACK_DIR}/{hour_path(first_t)}/{name}"
+
+    def add(self, request_id: str, label: Any, t: float | None = None) -> bool:
+        """Queue one label for ``request_id``; False (and counted) when the reader would
+        not keep it. Never blocks on I/O, never raises."""
+        if t is None:
+            t = self._clock()
+        try:
+            if (not id_ok(request_id) or not label_ok(label) or isinstance(t, bool)
+                    or not 0 <= t < _YEAR_10000):
+                raise ValueError("a bad id, label or time")
+            line = json.dumps({"id": request_id, "label": label, "t": t},
+                              allow_nan=False).encode() + b"\n"
+        except (TypeError, ValueError):
+            with self._lock:
+                self.bad_rows += 1
+            return False
+        self._append(line, t)
+        return True
+
+    def __enter__(self) -> FeedbackWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def write_feedback(sink: str | os.PathLike[str] | Sink, model: str,
@@ -351,3 +457,159 @@ def write_feedback(sink: str | os.PathLike[str] | Sink, model: str,
     target: Sink = sink if hasattr(sink, "put") else DirectorySink(sink)  # type: ignore
     target.put(key, body)
     return key
+
+
+# ---------------------------------------------------------------------------- S3
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX = re.compile(r"([A-Za-z0-9._+=-]+/)*")  # "" or segments ending in '/'
+_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){1,4}")
+S3_ATTEMPTS = 4  # one try and three retries, on 5xx answers and connection errors
+S3_TIMEOUT_S = 10.0
+
+
+class S3Error(Exception):
+    """A PUT the store refused (4xx), or that still failed after the retries."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """Where an S3 sink writes: the bucket, a key prefix ("" or ending in '/'), the region,
+    and the endpoint (None: AWS itself, virtual-hosted ``<bucket>.s3.<region>.amazonaws.com``
+    over HTTPS; a custom endpoint such as moto or MinIO is addressed path-style)."""
+
+    bucket: str
+    prefix: str
+    region: str
+    endpoint: str | None = None
+
+    @classmethod
+    def parse(cls, url: str, environ: Mapping[str, str]) -> S3Location:
+        """``s3://bucket[/prefix]`` with the region from ``AWS_REGION`` or
+        ``AWS_DEFAULT_REGION`` (default us-east-1) and the endpoint from ``AWS_ENDPOINT_URL``;
+        ValueError saying what is wrong."""
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not _BUCKET.fullmatch(parts.netloc) or ".." in parts.netloc:
+            raise ValueError(f"{url!r} is not s3://BUCKET[/PREFIX] with a valid bucket name "
+                             "(3-63 lower-case letters, digits, '.', '-')")
+        prefix = parts.path.strip("/")
+        prefix = prefix + "/" if prefix else ""
+        if parts.query or parts.fragment or not _PREFIX.fullmatch(prefix) or any(
+                seg in (".", "..") for seg in prefix.split("/")):
+            raise ValueError(f"{url!r}: the prefix must be '/'-separated names of letters, "
+                             "digits, '.', '_', '+', '=', '-'")
+        region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        if not _REGION.fullmatch(region):
+            raise ValueError(f"AWS_REGION {region!r} is not a region name like us-east-1")
+        endpoint = environ.get("AWS_ENDPOINT_URL") or None
+        if endpoint is not None:
+            ep = urlsplit(endpoint)
+            if ep.scheme not in ("http", "https") or not ep.hostname or ep.path not in ("", "/"):
+                raise ValueError(f"AWS_ENDPOINT_URL {endpoint!r} must be http(s)://HOST[:PORT]")
+        return cls(parts.netloc, prefix, region, endpoint)
+
+
+class S3Sink:
+    """A :class:`Sink` on an S3 bucket: one signed (AWS Signature Version 4) PUT per batch,
+    standard library only. An object appears whole or not at all (S3 PUT semantics).
+    Credentials are given (see :meth:`from_env`). A 5xx answer or a connection error is
+    retried ``S3_ATTEMPTS - 1`` times with a doubling backoff from ``backoff_s``; a 4xx
+    answer, or the last failure, raises :class:`S3Error` (the writer counts it)."""
+
+    def __init__(self, where: S3Location, access_key: str, secret_key: str,
+                 session_token: str | None = None, *, backoff_s: float = 0.2,
+                 clock: Callable[[], float] = time.time) -> None:
+        if not access_key or not secret_key:
+            raise ValueError("an S3 sink needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        self.where = where
+        self._access, self._secret, self._token = access_key, secret_key, session_token
+        self.backoff_s, self._clock = backoff_s, clock
+        if where.endpoint is None:
+            self._https, self._host = True, f"{where.bucket}.s3.{where.region}.amazonaws.com"
+            self._base = ""
+        else:
+            ep = urlsplit(where.endpoint)
+            self._https, self._host = ep.scheme == "https", ep.netloc
+            self._base = "/" + where.bucket
+
+    @classmethod
+    def from_env(cls, url: str, environ: Mapping[str, str]) -> S3Sink:
+        """The sink for ``s3://bucket[/prefix]`` with credentials from ``AWS_ACCESS_KEY_ID``,
+        ``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN``; ValueError naming what is
+        missing or wrong."""
+        return cls(S3Location.parse(url, environ), environ.get("AWS_ACCESS_KEY_ID", ""),
+                   environ.get("AWS_SECRET_ACCESS_KEY", ""),
+                   environ.get("AWS_SESSION_TOKEN") or None)
+
+    def url(self, key: str) -> str:
+        """Where ``key`` lands (for messages)."""
+        return f"s3://{self.where.bucket}/{self.where.prefix}{key}"
+
+    def signed_headers(self, path: str, data: bytes, now: float) -> dict[str, str]:
+        """The headers of a SigV4-signed PUT of ``data`` to ``path`` (already URI-encoded)."""
+        stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+        amz_date, day = stamp.strftime("%Y%m%dT%H%M%SZ"), stamp.strftime("%Y%m%d")
+        headers = {"host": self._host, "x-amz-content-sha256": hashlib.sha256(data).hexdigest(),
+                   "x-amz-date": amz_date}
+        if self._token:
+            headers["x-amz-security-token"] = self._token
+        names = sorted(headers)
+        canonical = "\n".join(["PUT", path, "", *(f"{n}:{headers[n].strip()}" for n in names),
+                               "", ";".join(names), headers["x-amz-content-sha256"]])
+        scope = f"{day}/{self.where.region}/s3/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                             hashlib.sha256(canonical.encode()).hexdigest()])
+        key = ("AWS4" + self._secret).encode()
+        for part in (day, self.where.region, "s3", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={self._access}/{scope}, "
+                                    f"SignedHeaders={';'.join(names)}, Signature={signature}")
+        return headers
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._base + "/" + quote(self.where.prefix + key, safe="/-_.~")
+        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        failure = ""
+        for attempt in range(S3_ATTEMPTS):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            conn = kind(self._host, timeout=S3_TIMEOUT_S)
+            try:
+                conn.request("PUT", path, body=data,
+                             headers=self.signed_headers(path, data, self._clock()))
+                answer = conn.getresponse()
+                body = answer.read(2048)
+            except (OSError, http.client.HTTPException) as err:
+                failure = f"{type(err).__name__}: {err}"
+                continue
+            finally:
+                conn.close()
+            if answer.status < 300:
+                return
+            failure = f"HTTP {answer.status}: {_s3_message(body)}"
+            if answer.status < 500:
+                break  # refused (credentials, bucket, policy): retrying will not help
+        raise S3Error(f"PUT {self.url(key)} failed: {failure}")
+
+
+def _s3_message(body: bytes) -> str:
+    """The <Code> and <Message> of an S3 error document, else its first bytes."""
+    text = body.decode("utf-8", "replace")
+    found = [m.group(1) for tag in ("Code", "Message")
+             if (m := re.search(f"<{tag}>([^<]{{0,300}})</{tag}>", text))]
+    return ": ".join(found) or text[:200]
+
+
+def open_sink(target: str, environ: Mapping[str, str]) -> Sink:
+    """The sink for ``target``: ``s3://bucket[/prefix]`` (see :class:`S3Sink`), else a local
+    directory (created now, so a missing permission shows at start); ValueError if unusable."""
+    if target.startswith("s3://"):
+        return S3Sink.from_env(target, environ)
+    try:
+        os.makedirs(target, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the log directory {target!r}: {err.strerror}") from err
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ValueError(f"the log directory {target!r} is not writable by uid {os.getuid()}")
+    return DirectorySink(target)

@@ -9,7 +9,8 @@ only COPYs:
 
     Dockerfile
     site/       -> /opt/gha-mlops/site (PYTHONPATH): numpy, onnxruntime, their dist-info
-    app/        -> /app/oip_server.py
+    app/        -> /app/oip_server.py, /app/predlog_writer.py (the prediction log's writer,
+                   which the server loads from beside itself)
     sbom/       -> /sbom/cyclonedx.json
     model/      -> /model/{model.onnx,model.json}   (the LAST layer: a new model version
                                                      re-uses every layer below it)
@@ -48,6 +49,8 @@ from gha_mlops.store.hashing import sha256_file
 RUNTIME = ("numpy", "onnxruntime")
 SITE = "/opt/gha-mlops/site"
 SERVER = "/app/oip_server.py"
+# The prediction log's writer (standard library only), copied beside the server.
+PREDLOG_WRITER = Path(__file__).resolve().parent.parent / "monitor" / "predlog_writer.py"
 SBOM = "/sbom/cyclonedx.json"
 MODEL_DIR = "/model"
 PORT = 8080
@@ -347,17 +350,20 @@ def make_context(dest: Path, *, base: str, target: PythonTarget, wheels: Mapping
                  server: Path, model_onnx: Path, model_json: Mapping[str, Any],
                  subject: Mapping[str, str],
                  golden: Mapping[str, Any] | None = None,
-                 profile: bytes | None = None) -> Context:
+                 profile: bytes | None = None,
+                 predlog_writer: Path = PREDLOG_WRITER) -> Context:
     """Lay out the build context in the empty directory ``dest`` (see the module's
     docstring). Bytecode is compiled here (deterministically: unchecked-hash pycs) when this
     Python is the image's version, else by a RUN step in the image. ``golden``: the golden
     requests a rollout replays (model/golden.json), when there are some; ``profile``: the
-    reference profile's canonical JSON (model/profile.json, gha_mlops.monitor.profile)."""
+    reference profile's canonical JSON (model/profile.json, gha_mlops.monitor.profile);
+    ``predlog_writer`` is copied beside the server (``--log`` needs it)."""
     site = dest / "site"
     site.mkdir(parents=True)
     site_bytes = sum(unpack_wheel(wheel, site) for _, wheel in sorted(wheels.items()))
     (dest / "app").mkdir()
     shutil.copyfile(server, dest / "app" / "oip_server.py")
+    shutil.copyfile(predlog_writer, dest / "app" / "predlog_writer.py")
     same_python = f"{sys.version_info[0]}.{sys.version_info[1]}" == target.version
     if same_python:
         # ddir: tracebacks name the image's paths, and no host path gets into the layer.

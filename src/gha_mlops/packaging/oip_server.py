@@ -18,6 +18,15 @@ model's inference is shorter than a thread hand-off). ``--workers N`` forks N pr
 accept on one pre-bound listening socket; their counters live in one shared anonymous mmap,
 one row per worker, so ``/metrics`` reports the whole server whichever worker answers.
 
+With ``--log DIR|s3://BUCKET/PREFIX`` (or ``PREDLOG``) every answered instance is offered to
+the prediction log (``predlog_writer.py``, loaded from beside this file or, in the source
+tree, from ``../monitor/``): sampled (``--log-sample``, default 0.1), encoded on the request
+path, batched and written by a background thread per worker, never waiting on I/O; a
+graceful stop flushes it. The response's ``id`` names the request in the log (see
+:class:`PredLog`), and ``POST /v2/models/{name}/feedback`` takes labels for those ids.
+``/metrics`` also counts predictions per class (one integer per instance) or by value (one
+float per instance), and what the log did with its rows.
+
 Hostile input is bounded: the request head (``--max-header-bytes``), the body (checked
 against ``Content-Length`` before any of it is read, ``--max-body-bytes``), the time a
 request may take to arrive (``--request-timeout``) and an idle keep-alive connection
@@ -30,7 +39,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import importlib.util
+import itertools
 import json
 import mmap
 import os
@@ -39,7 +51,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -403,16 +415,25 @@ def _requested_outputs(doc: dict[str, Any], model: Model) -> tuple[list[str], fr
 _NP_TO_OIP = {np.dtype(v).str: k for k, v in DTYPES.items() if k != "BYTES"}
 
 
-def infer(model: Model, request: InferRequest) -> tuple[dict[str, Any], bytes]:
-    """Run the session; the V2 inference response (data flattened row-major) and the binary
-    data of the outputs asked for as binary, in their order (empty when none)."""
+def run_model(model: Model, names: list[str], feeds: dict[str, np.ndarray]
+              ) -> dict[str, np.ndarray]:
+    """Run the session for the outputs ``names``; BadRequest(400) when the model refuses
+    the inputs."""
     try:
-        results = model.session.run(request.outputs, request.feeds)
+        results = model.session.run(names, feeds)
     except ort.capi.onnxruntime_pybind11_state.InvalidArgument as err:
         raise BadRequest(400, f"the model refused the inputs: {err}") from err
+    return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
+
+
+def infer_response(model: Model, request: InferRequest, arrays: dict[str, np.ndarray]
+                   ) -> tuple[dict[str, Any], bytes]:
+    """The V2 inference response of the outputs ``request`` asked for, taken from
+    ``arrays`` (data flattened row-major), and the binary data of the outputs asked for as
+    binary, in their order (empty when none)."""
     outputs, blobs = [], []
-    for name, value in zip(request.outputs, results, strict=True):
-        array = np.asarray(value)
+    for name in request.outputs:
+        array = arrays[name]
         datatype = "BYTES" if array.dtype.kind in "OUS" else _NP_TO_OIP[array.dtype.str]
         out: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
         if datatype == "BYTES":
@@ -434,30 +455,82 @@ def infer(model: Model, request: InferRequest) -> tuple[dict[str, Any], bytes]:
     return response, b"".join(blobs)
 
 
+def infer(model: Model, request: InferRequest) -> tuple[dict[str, Any], bytes]:
+    """Run the session; the V2 inference response (data flattened row-major) and the binary
+    data of the outputs asked for as binary, in their order (empty when none)."""
+    return infer_response(model, request, run_model(model, request.outputs, request.feeds))
+
+
 # ---------------------------------------------------------------------------- metrics
 
 ENDPOINTS = ("health_live", "health_ready", "server_metadata", "model_metadata",
-             "model_ready", "infer", "metrics", "other")
+             "model_ready", "infer", "metrics", "feedback", "other")
 CODES = (200, 400, 404, 405, 408, 411, 413, 431, 500, 503)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# The buckets of gha_mlops_prediction_value (outputs of one float per instance): scores and
+# probabilities in [0, 1] at 0.1, then a coarse tail for regressions. Fixed, so that every
+# server's histograms add up.
+VALUE_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 2.5, 5.0, 10.0,
+                 100.0, 1000.0)
+MAX_TRACKED = 8  # outputs counted per class or by value (the first ones of the signature)
+MAX_CLASSES = 64  # classes counted per output (the most frequent); the rest: class="other"
+LOG_COUNTERS = ("logged", "sampled_out", "dropped", "bad", "write_errors",
+                "feedback_written", "feedback_dropped", "feedback_bad")
 _REQ = 0
 _HIST = len(ENDPOINTS) * len(CODES)        # one slot per bucket, then +Inf
 _HIST_SUM = _HIST + len(BUCKETS) + 1
 _LOADED = _HIST_SUM + 1
-SLOTS = _LOADED + 1
+_LOG = _LOADED + 1
+_PRED = _LOG + len(LOG_COUNTERS)
+# Per tracked output: MAX_CLASSES class counts, "other", the number of classes used; or
+# the value histogram's buckets (+Inf last) and its sum.
+_PER_OUT = MAX_CLASSES + 2
+SLOTS = _PRED + MAX_TRACKED * _PER_OUT
+_INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32",
+                        "UINT64"})
+_FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
+
+
+def tracked_outputs(outputs: tuple[Tensor, ...]) -> tuple[tuple[str, str], ...]:
+    """``(name, "class" | "value")`` of the outputs holding one integer (counted per class)
+    or one float (a histogram) per instance: shape ``[batch]`` or ``[batch, 1]``."""
+    found = []
+    for t in outputs:
+        if len(t.shape) not in (1, 2) or (len(t.shape) == 2 and t.shape[1] != 1):
+            continue
+        if t.datatype in _INT_TYPES:
+            found.append((t.name, "class"))
+        elif t.datatype in _FLOAT_TYPES:
+            found.append((t.name, "value"))
+    return tuple(found[:MAX_TRACKED])
 
 
 class Metrics:
     """Counters of every worker in one shared anonymous mmap (made before the fork), one row
-    per worker: a worker only ever writes its own row, so no locks are needed; reads sum."""
+    per worker: a worker only ever writes its own row, so no locks are needed; reads sum.
+    The class values a worker has seen live in a second shared map beside its row (int64),
+    so /metrics can add up the classes of workers that met them in different orders."""
 
     def __init__(self, workers: int) -> None:
-        self._map = mmap.mmap(-1, max(1, workers) * SLOTS * 8)
-        self.table = np.frombuffer(self._map, dtype=np.float64).reshape(max(1, workers), SLOTS)
+        rows = max(1, workers)
+        self._map = mmap.mmap(-1, rows * SLOTS * 8)
+        self.table = np.frombuffer(self._map, dtype=np.float64).reshape(rows, SLOTS)
+        self._keys_map = mmap.mmap(-1, rows * MAX_TRACKED * MAX_CLASSES * 8)
+        self.keys = np.frombuffer(self._keys_map, dtype=np.int64).reshape(
+            rows, MAX_TRACKED, MAX_CLASSES)
+        self.index = 0
         self.row = self.table[0]
+        self.tracked: tuple[tuple[str, str], ...] = ()
+        self.logging = False
+        self._classes: list[dict[int, int]] = []
 
     def use_row(self, worker: int) -> None:
-        self.row = self.table[worker]
+        self.index, self.row = worker, self.table[worker]
+
+    def track(self, outputs: tuple[tuple[str, str], ...], logging: bool) -> None:
+        """What to count: the same in every worker (the same model)."""
+        self.tracked, self.logging = outputs, logging
+        self._classes = [{} for _ in outputs]
 
     def count(self, endpoint: int, status: int) -> None:
         code = CODES.index(status) if status in CODES else CODES.index(500)
@@ -471,6 +544,43 @@ class Metrics:
                 break
         self.row[_HIST + bucket] += 1
         self.row[_HIST_SUM] += seconds
+
+    def observe_outputs(self, arrays: dict[str, np.ndarray]) -> None:
+        """Count the predictions of the tracked outputs in ``arrays``."""
+        for o, (name, kind) in enumerate(self.tracked):
+            array = arrays.get(name)
+            if array is None or not array.size:
+                continue
+            base = _PRED + o * _PER_OUT
+            if kind == "class":
+                if array.size == 1:
+                    self._count_class(o, base, int(array.ravel()[0]), 1)
+                else:
+                    values, counts = np.unique(array, return_counts=True)
+                    for value, n in zip(values.tolist(), counts.tolist(), strict=True):
+                        self._count_class(o, base, int(value), n)
+                continue
+            values = array.ravel().astype(np.float64)
+            values = values[np.isfinite(values)]  # NaN has no bucket; inf would poison _sum
+            slots = np.searchsorted(VALUE_BUCKETS, values, side="left")  # value <= bound
+            np.add.at(self.row, base + slots, 1.0)
+            self.row[base + len(VALUE_BUCKETS) + 1] += float(values.sum())
+
+    def _count_class(self, o: int, base: int, value: int, n: int) -> None:
+        slots = self._classes[o]
+        slot = slots.get(value)
+        if slot is None:
+            if len(slots) < MAX_CLASSES and -2**63 <= value < 2**63:
+                slot = slots[value] = len(slots)
+                self.keys[self.index, o, slot] = value  # the key first, then the count
+                self.row[base + MAX_CLASSES + 1] = len(slots)
+            else:
+                slot = MAX_CLASSES
+        self.row[base + slot] += n
+
+    def publish_log(self, counts: tuple[int, ...]) -> None:
+        """This worker's log counters (in the order of LOG_COUNTERS)."""
+        self.row[_LOG:_LOG + len(LOG_COUNTERS)] = counts
 
     def set_loaded(self, loaded: bool) -> None:
         self.row[_LOADED] = 1.0 if loaded else 0.0
@@ -508,11 +618,221 @@ class Metrics:
                 "# HELP oip_workers_loaded Worker processes holding the loaded model.",
                 "# TYPE oip_workers_loaded gauge",
                 f"oip_workers_loaded {self.table[:, _LOADED].sum():.0f}"]
+        out += self._render_predictions(total)
+        if self.logging:
+            out += _render_log(total[_LOG:_LOG + len(LOG_COUNTERS)])
         return ("\n".join(out) + "\n").encode()
+
+    def _classes_of(self, o: int) -> tuple[list[tuple[int, float]], float]:
+        """The (class, count) pairs of output ``o`` over all workers, at most MAX_CLASSES
+        (the most frequent), and the count of the rest."""
+        base = _PRED + o * _PER_OUT
+        merged: dict[int, float] = {}
+        other = float(self.table[:, base + MAX_CLASSES].sum())
+        for w in range(self.table.shape[0]):
+            used = min(int(self.table[w, base + MAX_CLASSES + 1]), MAX_CLASSES)
+            for slot, key in enumerate(self.keys[w, o, :used].tolist()):
+                merged[key] = merged.get(key, 0.0) + float(self.table[w, base + slot])
+        ranked = sorted(merged, key=lambda k: (-merged[k], k))
+        other += sum(merged[k] for k in ranked[MAX_CLASSES:])
+        return sorted((k, merged[k]) for k in ranked[:MAX_CLASSES]), other
+
+    def _render_predictions(self, total: np.ndarray) -> list[str]:
+        classes = [(o, name) for o, (name, kind) in enumerate(self.tracked) if kind == "class"]
+        values = [(o, name) for o, (name, kind) in enumerate(self.tracked) if kind == "value"]
+        out: list[str] = []
+        if classes:
+            out += ["# HELP gha_mlops_predictions_total Predictions by output and class (the "
+                    f"{MAX_CLASSES} most frequent classes of an output; the rest as other).",
+                    "# TYPE gha_mlops_predictions_total counter"]
+        for o, name in classes:
+            pairs, other = self._classes_of(o)
+            out += [f'gha_mlops_predictions_total{{output="{_label(name)}",class="{k}"}} '
+                    f"{n:.0f}" for k, n in pairs]
+            if other:
+                out.append(f'gha_mlops_predictions_total{{output="{_label(name)}",'
+                           f'class="other"}} {other:.0f}')
+        if values:
+            out += ["# HELP gha_mlops_prediction_value Predicted values of the outputs with "
+                    "one float per instance (non-finite values are not counted).",
+                    "# TYPE gha_mlops_prediction_value histogram"]
+        for o, name in values:
+            base, label = _PRED + o * _PER_OUT, _label(name)
+            cumulative = 0.0
+            for i, bound in enumerate((*VALUE_BUCKETS, "+Inf")):
+                cumulative += total[base + i]
+                out.append(f'gha_mlops_prediction_value_bucket{{output="{label}",le="{bound}"}}'
+                           f" {cumulative:.0f}")
+            out += [f'gha_mlops_prediction_value_sum{{output="{label}"}} '
+                    f"{total[base + len(VALUE_BUCKETS) + 1]:.6f}",
+                    f'gha_mlops_prediction_value_count{{output="{label}"}} {cumulative:.0f}']
+        return out
+
+
+def _render_log(counts: np.ndarray) -> list[str]:
+    c = dict(zip(LOG_COUNTERS, counts.tolist(), strict=True))
+    return [
+        "# HELP gha_mlops_predlog_rows_total Instances offered to the prediction log, by "
+        "outcome (logged: written to the sink; sampled_out; dropped: queue full, sink failed "
+        "or stopping; bad: could not be encoded).",
+        "# TYPE gha_mlops_predlog_rows_total counter",
+        *(f'gha_mlops_predlog_rows_total{{outcome="{k}"}} {c[k]:.0f}'
+          for k in ("logged", "sampled_out", "dropped", "bad")),
+        "# HELP gha_mlops_predlog_write_errors_total Batches the sink failed to store "
+        "(prediction log and feedback).",
+        "# TYPE gha_mlops_predlog_write_errors_total counter",
+        f"gha_mlops_predlog_write_errors_total {c['write_errors']:.0f}",
+        "# HELP gha_mlops_feedback_labels_total Labels received on the feedback route, by "
+        "outcome.",
+        "# TYPE gha_mlops_feedback_labels_total counter",
+        *(f'gha_mlops_feedback_labels_total{{outcome="{k}"}} {c["feedback_" + k]:.0f}'
+          for k in ("written", "dropped", "bad"))]
 
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+# ---------------------------------------------------------------------------- prediction log
+
+MAX_FEEDBACK = 1000  # labels in one feedback request
+LOG_FLUSH_S = 10.0  # how long a graceful stop waits for the sink to take the last batches
+_PW: Any = None
+
+
+def predlog_writer() -> Any:
+    """The module predlog_writer.py, loaded by path: beside this file in the image
+    (``/app``), in ``../monitor/`` in the source tree. By path, not by import, because this
+    file never imports gha_mlops (see the module docstring); ModelError if neither is there."""
+    global _PW
+    if _PW is None:
+        here = Path(__file__).resolve().parent
+        for candidate in (here / "predlog_writer.py", here.parent / "monitor" / "predlog_writer.py"):
+            if candidate.is_file():
+                spec = importlib.util.spec_from_file_location("predlog_writer", candidate)
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                sys.modules.setdefault("predlog_writer", module)  # dataclasses look it up
+                spec.loader.exec_module(module)
+                _PW = module
+                break
+        else:
+            raise ModelError(f"--log needs predlog_writer.py beside {here / 'oip_server.py'} "
+                             "(the serving image has it): rebuild the image with gha-mlops "
+                             "package")
+    return _PW
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Where and how much to log: ``target`` a directory or ``s3://bucket[/prefix]``; the
+    fraction of instances kept; a batch is cut at ``batch_rows`` rows or ``batch_age_s``
+    seconds; ``environ`` holds the AWS_* settings of an S3 target."""
+
+    target: str
+    sample: float = 0.1
+    batch_rows: int = 1000
+    batch_age_s: float = 5.0
+    environ: tuple[tuple[str, str], ...] = ()
+
+
+class PredLog:
+    """The prediction log and feedback writers of one worker, for one model.
+
+    Request ids: the request's ``id`` when it is a string of 1 to 128 characters (and, for
+    a batch of N > 1 instances, ``<id>:<N-1>`` still fits 128); otherwise a generated one
+    (``<12 hex of this worker>-<counter in hex>``). Either way the response's ``id`` is it.
+    A batch's instances are logged as ``<id>`` (one instance) or ``<id>:<i>`` (i from 0):
+    feedback names the instance the same way."""
+
+    def __init__(self, config: LogConfig, model: Model) -> None:
+        pw = predlog_writer()
+        tensors = (*model.inputs, *model.outputs)
+        flat = [t.name for t in tensors if not t.shape]
+        if flat:
+            raise ModelError(f"--log: the tensors {flat} have no batch dimension; the "
+                             "prediction log needs one row per instance")
+        schema = {"inputs": {t.name: [t.datatype, list(t.shape)] for t in model.inputs},
+                  "outputs": {t.name: [t.datatype, list(t.shape)] for t in model.outputs}}
+        try:
+            sink = pw.open_sink(config.target, dict(config.environ))
+            self.rows = pw.BatchWriter(sink, model.name, model.version, schema,
+                                       max_rows=config.batch_rows, max_age_s=config.batch_age_s,
+                                       sample=config.sample)
+            self.feedback = pw.FeedbackWriter(sink, model.name, max_rows=config.batch_rows,
+                                              max_age_s=config.batch_age_s)
+        except ValueError as err:
+            raise ModelError(f"--log {config.target}: {err}") from err
+        self.id_ok, self.label_ok = pw.id_ok, pw.label_ok
+        self._prefix = os.urandom(6).hex() + "-"
+        self._serial = itertools.count(1)
+        self.unloggable = 0  # instances of requests whose tensors disagree on the batch size
+
+    def request_id(self, given: str | None, n: int) -> str:
+        """The id of a request of ``n`` instances (see the class docstring)."""
+        if given and len(given) + (len(str(n - 1)) + 1 if n > 1 else 0) <= 128:
+            return given
+        return f"{self._prefix}{next(self._serial):x}"
+
+    def log(self, request_id: str, feeds: dict[str, np.ndarray],
+            arrays: dict[str, np.ndarray], t: float) -> None:
+        """Offer every instance of one answered request to the log (sampled); never raises,
+        never waits on I/O. Only sampled instances are sliced and encoded."""
+        first = next(iter(feeds.values()))
+        n = first.shape[0] if first.ndim else 0
+        if any(v.ndim == 0 or v.shape[0] != n for v in (*feeds.values(), *arrays.values())):
+            self.unloggable += n or 1
+            return
+        rows = self.rows
+        for i in range(n):
+            if rows.sampled():
+                rows.add(request_id if n == 1 else f"{request_id}:{i}",
+                         {k: v[i] for k, v in feeds.items()},
+                         {k: v[i] for k, v in arrays.items()}, t, presampled=True)
+
+    def counters(self) -> tuple[int, ...]:
+        """The counts of LOG_COUNTERS."""
+        r, f = self.rows, self.feedback
+        return (r.written_rows, r.rows_seen - r.rows_sampled, r.dropped_rows,
+                r.bad_rows + self.unloggable, r.write_errors + f.write_errors,
+                f.written_rows, f.dropped_rows, f.bad_rows)
+
+    def close(self, timeout: float) -> None:
+        """Flush what is batched and stop the writers (a graceful stop)."""
+        self.rows.close(timeout)
+        self.feedback.close(timeout)
+
+
+def parse_feedback(body: bytes, pred: PredLog) -> list[tuple[str, Any]]:
+    """``(id, label)`` pairs of a feedback body: ``{"id", "label"}`` or ``{"feedback":
+    [{"id", "label"}, ...]}`` (1 to MAX_FEEDBACK); every pair must be one the reader keeps,
+    else BadRequest(400) naming it (and nothing is written)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as err:
+        raise BadRequest(400, 'the body is not JSON (feedback is {"id": ..., "label": ...} '
+                         'or {"feedback": [{"id", "label"}, ...]})') from err
+    if isinstance(doc, dict) and set(doc) == {"feedback"}:
+        items, where = doc["feedback"], "feedback[{}]"
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_FEEDBACK:
+            raise BadRequest(400, f"feedback must be a list of 1 to {MAX_FEEDBACK} "
+                             "{id, label} objects")
+    else:
+        items, where = [doc], "the body"
+    pairs = []
+    for i, item in enumerate(items):
+        at = where.format(i)
+        if not isinstance(item, dict) or set(item) != {"id", "label"}:
+            raise BadRequest(400, f"{at} must be an object with exactly 'id' and 'label'")
+        if not pred.id_ok(item["id"]):
+            raise BadRequest(400, f"{at}: id must be a string of 1 to 128 characters (the "
+                             "id an inference response carried, ':<i>' added for the i-th "
+                             "instance of a batch)")
+        if not pred.label_ok(item["label"]):
+            raise BadRequest(400, f"{at}: label must be a string of at most 1024 characters, "
+                             "an integer, a boolean or a finite number")
+        pairs.append((item["id"], item["label"]))
+    return pairs
 
 
 # ---------------------------------------------------------------------------- routing
@@ -549,19 +869,42 @@ def error_response(status: int, message: str, endpoint: str = "other") -> Respon
 
 
 class App:
-    """The routes of the V2 REST protocol over one model (None until loaded and warmed up)."""
+    """The routes of the V2 REST protocol over one model (None until loaded and warmed up),
+    and with ``log`` the prediction log and the feedback route."""
 
-    def __init__(self, metrics: Metrics, name: str = "", version: str = "") -> None:
+    def __init__(self, metrics: Metrics, name: str = "", version: str = "",
+                 log: LogConfig | None = None) -> None:
         self.metrics = metrics
         self.model: Model | None = None
         self.name, self.version = name, version
+        self.log_config = log
+        self.predlog: PredLog | None = None
+        self._wanted: list[str] = []  # outputs every inference runs (tracked or logged)
         self._live = _json(200, {"live": True}, "health_live")
         self._server = _json(200, {"name": SERVER_NAME, "version": SERVER_VERSION,
                                    "extensions": ["binary_tensor_data"]}, "server_metadata")
 
     def set_model(self, model: Model) -> None:
+        """Serve ``model`` (and open its prediction log when configured: ModelError if the
+        log cannot be opened)."""
+        if self.log_config is not None:
+            self.predlog = PredLog(self.log_config, model)
+        tracked = tracked_outputs(model.outputs)
+        self.metrics.track(tracked, logging=self.predlog is not None)
+        self._wanted = [t.name for t in model.outputs] if self.predlog else [n for n, _ in tracked]
         self.model, self.name, self.version = model, model.name, model.version
         self.metrics.set_loaded(True)
+
+    def publish(self) -> None:
+        """Copy this worker's log counters where every worker's /metrics reads them."""
+        if self.predlog is not None:
+            self.metrics.publish_log(self.predlog.counters())
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush and stop the prediction log (a graceful stop)."""
+        if self.predlog is not None:
+            self.predlog.close(timeout)
+            self.publish()
 
     def handle(self, method: str, target: str, body: bytes,
                json_length: int | None = None) -> Response:
@@ -575,6 +918,7 @@ class App:
         if path in ("/v2", "/v2/"):
             return self._get(method, "server_metadata") or self._server
         if path == "/metrics":
+            self.publish()
             return self._get(method, "metrics") or Response(
                 200, self.metrics.render(self.name, self.version), ENDPOINTS.index("metrics"),
                 METRICS_TYPE)
@@ -591,12 +935,12 @@ class App:
     def _model_route(self, method: str, rest: str, body: bytes,
                      json_length: int | None) -> Response:
         action = "metadata"
-        for suffix in ("/infer", "/ready"):
+        for suffix in ("/infer", "/ready", "/feedback"):
             if rest.endswith(suffix):
                 action, rest = suffix[1:], rest[: -len(suffix)]
                 break
         endpoint = {"metadata": "model_metadata", "ready": "model_ready",
-                    "infer": "infer"}[action]
+                    "infer": "infer", "feedback": "feedback"}[action]
         name, _, version = rest.partition("/versions/")
         name, version = unquote(name), unquote(version)
         if self.model is None:
@@ -606,7 +950,7 @@ class App:
             return error_response(404, f"no model {name[:200]!r}" + (
                 f" version {version[:100]!r}" if version else "") + f": this server serves "
                 f"{self.model.name!r} version {self.model.version!r}", endpoint)
-        wanted = "POST" if action == "infer" else "GET"
+        wanted = "POST" if action in ("infer", "feedback") else "GET"
         if method != wanted:
             return error_response(405, f"{rest[:200]}/{action} answers {wanted}, not "
                                   f"{method}", endpoint)
@@ -614,20 +958,45 @@ class App:
             return _json(200, self.model.metadata(), endpoint)
         if action == "ready":
             return _json(200, {"name": self.model.name, "ready": True}, endpoint)
+        if action == "feedback":
+            return self._feedback(body)
         return self._infer(body, json_length)
+
+    def _feedback(self, body: bytes) -> Response:
+        if self.predlog is None:
+            return error_response(404, "feedback goes to the prediction log, which this "
+                                  "server does not keep: start it with --log DIR|s3://BUCKET"
+                                  "/PREFIX (or PREDLOG=...)", "feedback")
+        try:
+            pairs = parse_feedback(body, self.predlog)
+        except BadRequest as err:
+            return error_response(err.status, err.message, "feedback")
+        t = time.time()
+        accepted = sum(self.predlog.feedback.add(rid, label, t) for rid, label in pairs)
+        return _json(200, {"accepted": accepted}, "feedback")
 
     def _infer(self, body: bytes, json_length: int | None) -> Response:
         assert self.model is not None
         start = time.perf_counter()
         try:
-            response, blob = infer(self.model,
-                                   parse_infer_request(body, self.model, json_length))
+            request = parse_infer_request(body, self.model, json_length)
+            if self.predlog is not None:
+                first = next(iter(request.feeds.values()))
+                request = dataclasses.replace(request, id=self.predlog.request_id(
+                    request.id, first.shape[0] if first.ndim else 1))
+            names = request.outputs + [n for n in self._wanted if n not in request.outputs]
+            arrays = run_model(self.model, names, request.feeds)
+            response, blob = infer_response(self.model, request, arrays)
         except BadRequest as err:
             return error_response(err.status, err.message, "infer")
         except Exception as err:  # the one boundary: a model failure is a 500, never a crash
             return error_response(500, f"inference failed: {type(err).__name__}: {err}",
                                   "infer")
         answer = _json(200, response, "infer")
+        self.metrics.observe_outputs(arrays)
+        if self.predlog is not None:
+            assert request.id is not None
+            self.predlog.log(request.id, request.feeds, arrays, time.time())
         if blob:
             answer = Response(200, answer.body + blob, answer.endpoint,
                               "application/octet-stream",
@@ -744,6 +1113,7 @@ class Server:
         now = time.monotonic()
         for conn in [c for c in self.connections if c.deadline < now]:
             conn.timed_out()
+        self.app.publish()  # other workers' /metrics see this one's log counters within 1 s
         loop.call_later(1.0, self.sweep, loop)
 
     async def drain(self, grace: float) -> None:
@@ -877,12 +1247,13 @@ class HttpConnection(asyncio.Protocol):
 
 
 async def serve(sock: socket.socket, model_dir: Path, limits: Limits, metrics: Metrics,
-                on_ready: Callable[[], None]) -> int:
+                on_ready: Callable[[], None], log: LogConfig | None = None) -> int:
     """Serve on ``sock`` until SIGTERM/SIGINT: live at once, ready once the model is loaded
-    (in a thread, so /v2/health/live answers meanwhile) and warmed up. Returns the exit
-    status: 0 after a graceful stop, 2 when the model cannot be served."""
+    (in a thread, so /v2/health/live answers meanwhile) and warmed up, and its prediction
+    log opened when ``log`` is given. Returns the exit status: 0 after a graceful stop (the
+    log flushed), 2 when the model cannot be served or its log cannot be opened."""
     loop = asyncio.get_running_loop()
-    state = Server(App(metrics), limits)
+    state = Server(App(metrics, log=log), limits)
     server = await loop.create_server(lambda: HttpConnection(state), sock=sock, backlog=1024)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -904,6 +1275,8 @@ async def serve(sock: socket.socket, model_dir: Path, limits: Limits, metrics: M
         await stopping
     server.close()
     await state.drain(grace=5.0)
+    # Off the loop: a slow sink must not stop the last answers from going out.
+    await loop.run_in_executor(None, state.app.close, LOG_FLUSH_S)
     return 0
 
 
@@ -921,7 +1294,8 @@ def _start_worker(index: int, sock: socket.socket, args: argparse.Namespace,
             os.write(ready_fd, b"1")
             os.close(ready_fd)
 
-        code = asyncio.run(serve(sock, args.model_dir, _limits(args), metrics, ready))
+        code = asyncio.run(serve(sock, args.model_dir, _limits(args), metrics, ready,
+                                 args.log_config))
     except BaseException as err:  # a child must never return into the parent's code
         print(f"error: worker {index}: {type(err).__name__}: {err}", file=sys.stderr)
     finally:
@@ -994,8 +1368,10 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; argparse exits with status 2 and a usage line on a bad flag."""
+def parse_args(argv: list[str] | None = None,
+               environ: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """The command line; argparse exits with status 2 and a usage line on a bad flag (or a
+    bad PREDLOG* variable: flags win over variables, variables over the defaults)."""
     parser = argparse.ArgumentParser(
         prog="oip_server.py", description="Serve model.onnx over the Open Inference Protocol "
         "(KServe V2 REST).")
@@ -1015,10 +1391,64 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds an idle connection stays open (default 75)")
     parser.add_argument("--max-connections", type=_positive(int), default=1024,
                         help="open connections per worker; more get 503 (default 1024)")
+    parser.add_argument("--log", metavar="DIR|s3://BUCKET[/PREFIX]",
+                        help="keep the prediction log there and take feedback (env PREDLOG; "
+                        "default: no log)")
+    parser.add_argument("--log-sample", type=float, metavar="FRACTION",
+                        help="fraction of instances logged, 0..1 (env PREDLOG_SAMPLE; "
+                        "default 0.1)")
+    parser.add_argument("--log-batch-rows", type=int, metavar="N",
+                        help="rows per log file at most, 1..1000000 (env PREDLOG_BATCH_ROWS; "
+                        "default 1000)")
+    parser.add_argument("--log-batch-age", type=float, metavar="SECONDS",
+                        help="seconds a log batch stays open at most, 0..3600 (env "
+                        "PREDLOG_BATCH_AGE_S; default 5)")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535 or args.workers > 64:
         parser.error("--port must be 0..65535 and --workers at most 64")
+    try:
+        args.log_config = log_config(args, os.environ if environ is None else environ)
+    except (ValueError, ModelError) as err:
+        parser.error(str(err))
     return args
+
+
+# flag, variable, parse, default, bounds (inclusive; 0 excluded for the age)
+_LOG_SETTINGS: tuple[tuple[str, str, Callable[[str], Any], Any, tuple[float, float]], ...] = (
+    ("log_sample", "PREDLOG_SAMPLE", float, 0.1, (0.0, 1.0)),
+    ("log_batch_rows", "PREDLOG_BATCH_ROWS", int, 1000, (1, 1_000_000)),
+    ("log_batch_age", "PREDLOG_BATCH_AGE_S", float, 5.0, (1e-3, 3600.0)))
+
+
+def log_config(args: argparse.Namespace, environ: Mapping[str, str]) -> LogConfig | None:
+    """The prediction log's settings: each from its flag, else its environment variable,
+    else the default; None without --log or PREDLOG. ValueError naming the flag or the
+    variable that is wrong."""
+    target = args.log if args.log is not None else environ.get("PREDLOG", "")
+    if not target:
+        return None
+    values = []
+    for attr, variable, kind, default, (low, high) in _LOG_SETTINGS:
+        flag = "--" + attr.replace("_", "-")
+        value, where = getattr(args, attr), flag
+        if value is None and environ.get(variable):
+            where = f"{variable}={environ[variable]!r}"
+            try:
+                value = kind(environ[variable])
+            except ValueError as err:
+                raise ValueError(f"{where} is not a number") from err
+        value = default if value is None else value
+        if not low <= value <= high or value != value:
+            raise ValueError(f"{where}: {value} is out of range {low}..{high}")
+        values.append(value)
+    aws = tuple(sorted((k, v) for k, v in environ.items() if k.startswith("AWS_")))
+    if target.startswith("s3://"):
+        pw = predlog_writer()
+        pw.S3Location.parse(target, dict(aws))  # a bad URL or region stops the start
+        if not environ.get("AWS_ACCESS_KEY_ID") or not environ.get("AWS_SECRET_ACCESS_KEY"):
+            raise ValueError(f"--log {target} needs AWS_ACCESS_KEY_ID and "
+                             "AWS_SECRET_ACCESS_KEY in the environment")
+    return LogConfig(target, float(values[0]), int(values[1]), float(values[2]), aws)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1038,7 +1468,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1:
         return _supervise(sock, args, metrics, url)
     return asyncio.run(serve(sock, args.model_dir, _limits(args), metrics,
-                             lambda: print(f"ready on {url}", flush=True)))
+                             lambda: print(f"ready on {url}", flush=True), args.log_config))
 
 
 if __name__ == "__main__":
