@@ -382,3 +382,51 @@ def test_feature_columns_are_the_profiles(tmp_path: Path) -> None:
     listed = "".join(f"        - '{n}'\n" for n in names)
     found = _load(tmp_path, _with("      features:\n" + listed))
     assert found is not None and found.models["digits"].features == tuple(names)
+
+
+# The example of docs/monitor-config.md, as it is written there.
+DOC_EXAMPLE = """\
+stages:
+  train:
+    cmd: python train.py
+    outs: [package]
+registry:
+  stages: [dev, staging, prod]
+  models:
+    digits:
+      path: package/model.onnx
+    churn:
+      path: package/churn.onnx
+monitor:
+  models:
+    digits:
+      log: logs/predictions          # a directory of the workspace
+      stage: prod                    # judge the version tagged prod
+      window: 24h
+      share: 0.5
+      features: ["x[0]", "x[1]"]     # quoted: brackets inside [...]
+      label: label
+      alarm: {high: 0.5, low: 0.3, k: 2, n: 3, m: 1, cooldown: 7d, min_samples: 1000}
+      retrain:
+        workflow: retrain.yml
+        ref: main
+        inputs: {epochs: "3"}
+        reason_input: reason
+      issue_labels: [drift, digits]
+      collect_into: feedback
+    churn:
+      log: s3://ml-logs/churn        # endpoint and credentials from the AWS environment
+      window: 7d
+"""
+
+
+def test_the_documented_example_loads(tmp_path: Path) -> None:
+    found = _load(tmp_path, DOC_EXAMPLE)
+    assert found is not None and list(found.models) == ["digits", "churn"]
+    digits, churn = found.models["digits"], found.models["churn"]
+    assert digits.stage == "prod" and digits.features == ("x[0]", "x[1]")
+    assert digits.retrain == MonitorRetrain(workflow="retrain.yml", ref="main",
+                                            inputs={"epochs": "3"}, reason_input="reason")
+    assert digits.issue_labels == ("drift", "digits")
+    assert churn.log == "s3://ml-logs/churn" and churn.window_s == 7 * 86400.0
+    assert churn.stage is None and churn.retrain is None and churn.alarm == MonitorAlarm()
