@@ -17,4 +17,5 @@ def monitor() -> None:
 
 # The subcommands, one module each (registered here, one line each).
 # -- check --
+monitor.add_command(__import__("gha_mlops.cli._monitor_check", fromlist=["_"]).check)
 # -- collect --

@@ -314,5 +314,113 @@ def _same(predicted: object, label: object) -> bool:
     return str(predicted) == str(label)
 
 
-__all__ = ["CheckError", "CheckResult", "Histogram", "Performance", "Untested", "check",
-           "hysteresis_config"]
+# -- the service around check(): where the log and the alarm state live ------------------
+
+STATE_KEY = "{model}/monitor/alarm.json"  # the alarm state, beside the model's log
+
+
+def open_log(location: str, workspace: Path) -> Any:
+    """The log at ``location`` (``monitor.models.<name>.log`` or ``--log``): a folder
+    (relative to ``workspace``) as a Path, ``s3://bucket/prefix`` as an object store (the
+    AWS environment gives the endpoint and credentials)."""
+    if location.startswith("s3://"):
+        from gha_mlops.data.stores import open_store
+
+        return open_store(location)
+    path = Path(location).expanduser()
+    return path if path.is_absolute() else workspace / path
+
+
+@dataclass(frozen=True)
+class StateLocation:
+    """Where the alarm state of ``model`` lives: ``file`` (``--state FILE``, or the log's
+    folder) or ``key`` in the object store ``store`` (the log's bucket)."""
+
+    model: str
+    file: Path | None = None
+    store: Any = None
+    key: str | None = None
+
+    @classmethod
+    def of(cls, model: str, log: Any, state_file: Path | None) -> StateLocation:
+        """``state_file`` when given, else ``<log>/<model>/monitor/alarm.json``."""
+        if state_file is not None:
+            return cls(model, file=state_file)
+        key = STATE_KEY.format(model=model)
+        if isinstance(log, Path):
+            return cls(model, file=log / key)
+        return cls(model, store=log, key=key)
+
+    @property
+    def where(self) -> str:
+        if self.file is not None:
+            return str(self.file)
+        return f"{getattr(self.store, 'url', 'the log store')}/{self.key}"
+
+    def load(self) -> AlarmState:
+        """The stored state; the empty state when none is stored yet; a damaged one is an
+        ``AlarmStateError`` naming it (never a silent reset)."""
+        from gha_mlops.monitor.hysteresis import MAX_STATE_BYTES, load_state, loads_state
+
+        if self.file is not None:
+            return load_state(self.file)
+        size = self.store.size(self.key)
+        if size is None:
+            return loads_state(None, where=self.where)
+        data: bytes = self.store.read_range(self.key, 0, min(size, MAX_STATE_BYTES + 1))
+        return loads_state(data, where=self.where)  # over the bound: refused there
+
+    def save(self, state: AlarmState) -> None:
+        """Store ``state`` atomically (a file through a rename; an object in one put)."""
+        from gha_mlops.monitor.hysteresis import dumps_state, save_state
+
+        if self.file is not None:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            save_state(self.file, state)
+        else:
+            self.store.upload_bytes(self.key, dumps_state(state))
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """One ``monitor check``: the model's config, the version and its reference profile,
+    the window ``[end - window_s, end)``, the log (``log`` overrides the config's) and the
+    alarm state file (None: beside the log)."""
+
+    workspace: Path
+    model: MonitorModel
+    version: str
+    profile: Profile
+    end: float
+    window_s: float
+    log: str | None = None
+    state_file: Path | None = None
+
+
+def run_check(request: CheckRequest, *, now: float) -> tuple[CheckResult, StateLocation]:
+    """Check the request's window and save the new alarm state, only once the check has
+    succeeded (an error leaves the stored state as it was). The result, and where its
+    state lives (to save what acting on it records)."""
+    log = open_log(request.log or request.model.log, request.workspace)
+    location = StateLocation.of(request.model.name, log, request.state_file)
+    state = location.load()
+    result = check(request.model, request.profile, log, start=request.end - request.window_s,
+                   end=request.end, version=request.version, state=state, now=now)
+    if result.state != state:
+        location.save(result.state)
+    return result, location
+
+
+__all__ = [
+    "CheckError",
+    "CheckRequest",
+    "CheckResult",
+    "Histogram",
+    "Performance",
+    "StateLocation",
+    "Untested",
+    "check",
+    "hysteresis_config",
+    "open_log",
+    "run_check",
+]

@@ -1,0 +1,124 @@
+"""``gha-mlops monitor check`` end to end: a real mlops.yaml in a temp workspace, a log
+written by BatchWriter, the CLI in a subprocess; the verdict on stdout, in the step outputs
+and summary, the report folder, the alarm state beside the log, and the errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gha_mlops.monitor.profile import dump_profile
+from tests.conftest import Workspace
+from tests.unit.test_monitor_check import HOUR, T0, reference, write
+
+CONFIG = """\
+stages:
+  train:
+    cmd: echo
+    outs: [package]
+registry:
+  stages: [dev, staging, production]
+  champion: production
+  models:
+    m:
+      path: package/model.onnx
+monitor:
+  models:
+    m:
+      log: logs
+      window: 1h
+      alarm: {high: 0.5, low: 0.3, k: 2, n: 3, min_samples: 300}
+"""
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    space = Workspace(tmp_path)
+    space.write("mlops.yaml", CONFIG)
+    (tmp_path / "profile.json").write_bytes(dump_profile(reference()))
+    return space
+
+
+def _check(ws: Workspace, end: float, *args: str, env: dict[str, str] | None = None,
+           ) -> tuple[int, str, str]:
+    proc = ws.cli("monitor", "check", "m", "--version", "v1", "--profile", "profile.json",
+                  "--end", str(int(end)), *args, env=env)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _outputs(path: Path) -> dict[str, str]:
+    """GITHUB_OUTPUT's name<<DELIM / value / DELIM records."""
+    lines, out, i = path.read_text().splitlines(), {}, 0
+    while i < len(lines):
+        name, _, delim = lines[i].partition("<<")
+        j = lines.index(delim, i + 1)
+        out[name] = "\n".join(lines[i + 1:j])
+        i = j + 1
+    return out
+
+
+def test_verdicts_outputs_report_and_state(ws: Workspace) -> None:
+    logs = ws.root / "logs"
+    write(logs, T0)
+    code, out, err = _check(ws, T0 + HOUR, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["schema"] == "gha-mlops.monitor-verdict/1" and doc["rows"] == 1000
+    assert doc["alarm"]["status"] == "ok" and doc["window"]["seconds"] == 3600
+    state = logs / "m" / "monitor" / "alarm.json"
+    assert json.loads(state.read_text())["windows"][0]["samples"] == 1000
+    for i in (1, 2):
+        write(logs, T0 + i * HOUR, shift=1.5, seed=i)
+    assert _check(ws, T0 + 2 * HOUR)[0] == 0
+    gh_out, summary = ws.root / "gh_out", ws.root / "gh_summary"
+    gh_out.touch()
+    summary.touch()
+    code, out, err = _check(ws, T0 + 3 * HOUR, "--output", "report", env={
+        "GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(gh_out),
+        "GITHUB_STEP_SUMMARY": str(summary)})
+    assert code == 0, err  # a drift is not a failure of the command
+    assert "m v1: drift" in out and "4 of 4 features drifted" in out
+    outputs = _outputs(gh_out)
+    assert (outputs["status"], outputs["tripped"], outputs["dispatch"]) == (
+        "drift", "true", "true")
+    assert json.loads(outputs["verdict"])["dataset_drift"]["drifted"] is True
+    assert "### Drift check of <code>m</code> <code>v1</code>: drift" in summary.read_text()
+    files = sorted(p.name for p in (ws.root / "report").iterdir())
+    assert "report.md" in files and "verdict.json" in files and "alarm-scores.png" in files
+    assert len([f for f in files if f.startswith("drift-")]) == 4
+
+
+def test_state_file_option_and_no_data(ws: Workspace) -> None:
+    code, out, err = _check(ws, T0 + HOUR, "--state", "alarm.json")
+    assert code == 0, err
+    assert "not enough data" in out and "0 rows" in out
+    assert json.loads((ws.root / "alarm.json").read_text())["windows"][0]["samples"] == 0
+    assert not (ws.root / "logs" / "m" / "monitor").exists()
+
+
+def test_a_damaged_state_stops_the_check_and_stays(ws: Workspace) -> None:
+    write(ws.root / "logs", T0)
+    state = ws.root / "logs" / "m" / "monitor" / "alarm.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"format": "gha-mlops.monitor.alarm/1", "tripped": tru')
+    code, _out, err = _check(ws, T0 + HOUR)
+    assert code == 2 and "alarm.json" in err and "not valid JSON" in err
+    assert "Traceback" not in err
+    assert state.read_text().endswith('"tripped": tru')  # never reset
+
+
+def test_usage_errors(ws: Workspace) -> None:
+    proc = ws.cli("monitor", "check", "other", "--version", "v1", "--profile", "profile.json")
+    assert proc.returncode == 2 and "does not monitor 'other'" in proc.stderr
+    assert "mlops.yaml" in proc.stderr and "monitored models: m" in proc.stderr
+    code, _, err = _check(ws, T0, "--window", "a day")
+    assert code == 2 and "--window 'a day'" in err
+    code, _, err = _check(ws, T0, "--window", "10s")
+    assert code == 2 and "1 minute to 366 days" in err
+    proc = ws.cli("monitor", "check", "m", "--version", "v1", "--profile", "profile.json",
+                  "--end", "yesterday")
+    assert proc.returncode == 2 and "not a time" in proc.stderr
+    code, _, err = _check(ws, T0, "--profile", "missing.json")
+    assert code == 2 and "missing.json" in err
