@@ -19,3 +19,4 @@ def monitor() -> None:
 # -- check --
 monitor.add_command(__import__("gha_mlops.cli._monitor_check", fromlist=["_"]).check)
 # -- collect --
+monitor.add_command(__import__("gha_mlops.cli._monitor_collect", fromlist=["_"]).collect)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from gha_mlops._fs import atomic_write_bytes
 from gha_mlops.data import service as data
-from gha_mlops.errors import GhaMlopsError, UsageError, quoted
+from gha_mlops.errors import ExitCode, GhaMlopsError, UsageError, quoted
 from gha_mlops.monitor.features import tensor_columns
 from gha_mlops.monitor.predlog import (
     LogWindow,
@@ -65,7 +65,9 @@ _FILE = re.compile(r"(?P<model>.+)-(?P<start>\d{8}T\d{6}Z)-(?P<end>\d{8}T\d{6}Z)
 
 class CollectError(GhaMlopsError):
     """The dataset cannot take collected rows (not a tracked directory, a damaged file of
-    earlier collects), or the call is bad."""
+    earlier collects), or the call is bad: the user's to fix, exit 2."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)
