@@ -5,6 +5,7 @@ instead; the bounds agree with the alarm (HysteresisConfig) and the names with t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ monitor:
   models:
     digits:
       log: logs/predictions
+      sample: 0.25
       stage: production
       window: 24h
       share: 0.5
@@ -80,7 +82,8 @@ def test_the_full_example_and_the_cache(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path)
     found = _load(tmp_path, HEAD + FULL)
     digits = MonitorModel(
-        name="digits", log="logs/predictions", stage="production", window_s=86400.0,
+        name="digits", log="logs/predictions", sample=0.25, stage="production",
+        window_s=86400.0,
         share=0.5, features=("x[0]", "x[1]"), label="label",
         alarm=MonitorAlarm(high=0.5, low=0.3, k=2, n=3, m=1, cooldown_s=604800.0,
                            min_samples=1000),
@@ -208,8 +211,11 @@ MISTAKES = {
     "empty log": (HEAD + MINIMAL.replace("logs/predictions", "''  # <-"),
                   "must not be empty", "`log` takes a directory"),
     "unknown key": (_with("      windw: 24h  # <-\n"), "unknown key 'windw'",
-                    "did you mean 'window'? allowed keys: log, stage, window"),
+                    "did you mean 'window'? allowed keys: log, sample, stage, window"),
     "share zero": (_with("      share: 0  # <-\n"), "must be more than 0", "`share` takes"),
+    "sample zero": (_with("      sample: 0  # <-\n"), "must be more than 0", "`sample` takes"),
+    "sample over one": (_with("      sample: 2  # <-\n"), "must be at most 1",
+                        "`sample` takes"),
     "share over one": (_with("      share: 1.5  # <-\n"), "must be at most 1",
                        "`share` takes"),
     "share a string": (_with("      share: half  # <-\n"),
@@ -384,47 +390,24 @@ def test_feature_columns_are_the_profiles(tmp_path: Path) -> None:
     assert found is not None and found.models["digits"].features == tuple(names)
 
 
-# The example of docs/monitor-config.md, as it is written there.
-DOC_EXAMPLE = """\
-stages:
-  train:
-    cmd: python train.py
-    outs: [package]
-registry:
-  stages: [dev, staging, prod]
-  models:
-    digits:
-      path: package/model.onnx
-    churn:
-      path: package/churn.onnx
-monitor:
-  models:
-    digits:
-      log: logs/predictions          # a directory of the workspace
-      stage: prod                    # judge the version tagged prod
-      window: 24h
-      share: 0.5
-      features: ["x[0]", "x[1]"]     # quoted: brackets inside [...]
-      label: label
-      alarm: {high: 0.5, low: 0.3, k: 2, n: 3, m: 1, cooldown: 7d, min_samples: 1000}
-      retrain:
-        workflow: retrain.yml
-        ref: main
-        inputs: {epochs: "3"}
-        reason_input: reason
-      issue_labels: [drift, digits]
-      collect_into: feedback
-    churn:
-      log: s3://ml-logs/churn        # endpoint and credentials from the AWS environment
-      window: 7d
-"""
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _doc_example() -> str:
+    """The example of docs/monitor-config.md, as it is written there."""
+    doc = (REPO / "docs" / "monitor-config.md").read_text()
+    found = re.search(r"<!-- example: loaded by tests/unit/test_config_monitor.py -->\n"
+                      r"```yaml\n(.*?)```", doc, re.S)
+    assert found, "docs/monitor-config.md lost its checked example"
+    return found.group(1)
 
 
 def test_the_documented_example_loads(tmp_path: Path) -> None:
-    found = _load(tmp_path, DOC_EXAMPLE)
+    found = _load(tmp_path, _doc_example())
     assert found is not None and list(found.models) == ["digits", "churn"]
     digits, churn = found.models["digits"], found.models["churn"]
     assert digits.stage == "prod" and digits.features == ("x[0]", "x[1]")
+    assert digits.sample == 0.2 and found.models["churn"].sample == 0.1
     assert digits.retrain == MonitorRetrain(workflow="retrain.yml", ref="main",
                                             inputs={"epochs": "3"}, reason_input="reason")
     assert digits.issue_labels == ("drift", "digits")

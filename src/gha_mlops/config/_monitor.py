@@ -57,6 +57,8 @@ _FORMS = {
     "models": "a mapping from `registry.models` names to what is monitored, e.g. "
               "`models: {digits: {log: logs/predictions}}`",
     "log": _LOG_FORMS,
+    "sample": "the share of served instances the model logs, a number more than 0 and at "
+              "most 1, e.g. `sample: 0.1`",
     "stage": "the registry stage whose version is judged, e.g. `stage: prod`",
     "window": "a duration such as `90m`, `24h` or `7d`, or seconds, from 1 minute to "
               "366 days",
@@ -250,7 +252,8 @@ def _model(problems: Problems, name: str, model: Any,
         problems.add((*loc, "collect_into"), f"{model.collect_into!r} is not a dataset name",
                      "use letters, digits, '_', '.' and '-' (the name in the dataset's "
                      ".lock.yaml), e.g. `collect_into: feedback`")
-    return {"log": _log_location(problems, (*loc, "log"), model.log), "stage": model.stage,
+    return {"log": _log_location(problems, (*loc, "log"), model.log), "sample": model.sample,
+            "stage": model.stage,
             "window_s": model.window, "share": model.share, "features": features,
             "label": model.label, "alarm": _alarm(problems, (*loc, "alarm"), model.alarm),
             "retrain": (None if model.retrain is None
@@ -481,7 +484,8 @@ def build_monitor(normalized: Mapping[str, Any] | None,
         line = m.get("line")
         retrain = m["retrain"]
         models[name] = MonitorModel(
-            name=name, log=m["log"], stage=m["stage"], window_s=m["window_s"],
+            name=name, log=m["log"], sample=m["sample"], stage=m["stage"],
+            window_s=m["window_s"],
             share=m["share"],
             features=tuple(m["features"]) if m["features"] is not None else None,
             label=m["label"], alarm=MonitorAlarm(**m["alarm"]),

@@ -183,6 +183,7 @@ class MonitorModelSchema(_Strict):
     a registry model, the stage a registry stage, the log location) are ``_monitor``'s."""
 
     log: str = Field(min_length=1)
+    sample: float = Field(default=0.1, gt=0, le=1, allow_inf_nan=False)
     stage: str | None = Field(default=None, min_length=1)
     window: float = 86400.0
     share: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
