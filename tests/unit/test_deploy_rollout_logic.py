@@ -9,6 +9,7 @@ import json
 import os
 import socket
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ from gha_mlops.config.model import DeployEnvironment, DeployGates, DeployHostCon
 from gha_mlops.deploy.environment import Environment
 from gha_mlops.deploy.errors import DeployBusyError, DeployError, DeployTargetError
 from gha_mlops.deploy.golden import IMAGE_PATH
-from gha_mlops.deploy.model import LockInfo, Release, Rollout
+from gha_mlops.deploy.model import LockInfo, PredictionLog, Release, Rollout
 from gha_mlops.deploy.rollout import Rollouts
 from gha_mlops.testing.fake_deploy import FakeChecks, FakeHost
 
@@ -198,3 +199,35 @@ def test_a_host_gone_mid_rollout_is_exit_12_and_the_others_go_back(
     assert state.router.canary is None and state.router.stable.version == "1.0.0"
     assert os.getpid()  # the lock on host 1 was given back
     assert state.lock is None
+
+
+def test_backends_start_with_their_models_prediction_log(hosts: list[FakeHost]) -> None:
+    rollouts, _ = _rollouts(hosts)
+    log = PredictionLog("s3://logs/pred", 0.5, {"AWS_REGION": "eu-west-1"})
+    rollouts.env = replace(rollouts.env, logs={"tiny": log})
+    _deploy(rollouts, "1.0.0")
+    for host in hosts:
+        assert list(host.logs.values()) == [log]
+    rollouts.env = replace(rollouts.env, logs={"other-model": log})
+    _deploy(rollouts, "1.1.0")
+    assert all(host.logs[(ENV, b.slot)] is None
+               for host in hosts for b in host.read(ENV).backends)
+
+
+def test_the_deploy_reads_each_models_log_from_the_monitor_section(tmp_path: Path) -> None:
+    from gha_mlops.bootstrap import prediction_logs
+
+    root = tmp_path
+    (root / "mlops.yaml").write_text(
+        "stages:\n  train:\n    cmd: python t.py\n    outs: [m]\n"
+        "registry:\n  models:\n    digits: {path: m/a.onnx}\n    churn: {path: m/b.onnx}\n"
+        "monitor:\n  models:\n    digits: {log: logs/pred, sample: 0.5}\n"
+        "    churn: {log: 's3://bucket/churn'}\n")
+    environ = {"AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "s", "HOME": "/root",
+               "AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "AWS_SESSION_TOKEN": ""}
+    found = prediction_logs(root, environ)
+    assert found == {
+        "digits": PredictionLog(str((root / "logs" / "pred").resolve()), 0.5),
+        "churn": PredictionLog("s3://bucket/churn", 0.1, {
+            "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "s",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:5000"})}
