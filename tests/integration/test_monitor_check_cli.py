@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from gha_mlops.monitor.profile import dump_profile
+from gha_mlops.testing.github_emulator import GitHubEmulator
 from tests.conftest import Workspace
 from tests.unit.test_monitor_check import HOUR, T0, reference, write
+
+pytest_plugins = ["tests.integration.github_fixtures"]
 
 CONFIG = """\
 stages:
@@ -122,3 +125,25 @@ def test_usage_errors(ws: Workspace) -> None:
     assert proc.returncode == 2 and "not a time" in proc.stderr
     code, _, err = _check(ws, T0, "--profile", "missing.json")
     assert code == 2 and "missing.json" in err
+
+
+def test_act_opens_the_issue_and_dispatches_once(ws: Workspace, github: GitHubEmulator,
+                                                 ) -> None:
+    ws.write("mlops.yaml", CONFIG + "      retrain: {workflow: retrain.yml}\n")
+    github.repo("octo/demo").add_workflow("retrain.yml", inputs={"reason": {"required": False}})
+    env = {"GITHUB_TOKEN": github.token, "GITHUB_API_URL": github.url,
+           "GITHUB_REPOSITORY": "octo/demo", "GITHUB_RUN_ID": "42"}
+    logs = ws.root / "logs"
+    for i in range(4):
+        write(logs, T0 + i * HOUR, shift=1.5, seed=i)
+        code, out, err = _check(ws, T0 + (i + 1) * HOUR, "--act", env=env)
+        assert code == 0, err
+    assert "drift" in out
+    [issue] = github.issues("octo/demo")
+    assert issue.state == "open" and "drift" in issue.labels
+    assert len(github.repo("octo/demo").dispatches) == 1  # tripped once, dispatched once
+    state = json.loads((logs / "m" / "monitor" / "alarm.json").read_text())
+    assert state["tripped"] and state["last_dispatch"] is not None
+    proc = ws.cli("monitor", "check", "m", "--version", "v1", "--profile", "profile.json",
+                  "--act", env={"GITHUB_TOKEN": "x"})
+    assert proc.returncode == 2 and "GITHUB_REPOSITORY" in proc.stderr

@@ -270,3 +270,41 @@ def test_a_window_that_is_not_an_interval(tmp_path: Path) -> None:
     with pytest.raises(CheckError, match="not an interval"):
         check(cfg(), reference(), tmp_path, start=T0, end=T0, version="v1",
               state=AlarmState(), now=T0)
+
+
+def test_few_valued_features_keep_their_values_past_the_raw_limit(tmp_path: Path) -> None:
+    # 6,000 reference rows: more than the profile keeps raw, so it holds only quantiles;
+    # the check must still test {0, 1, 2} as few values (Jensen-Shannon), as Evidently does.
+    gen = np.random.default_rng(4)
+    ref = gen.choice([0.0, 1.0, 2.0], size=6000, p=[0.5, 0.3, 0.2])
+    profile = build_profile({"x[0]": ref, "x[1]": gen.normal(size=6000),
+                             "x[2]": gen.normal(size=6000), "c": gen.choice(CATS, size=6000)})
+    assert profile.feature("x[0]").values is None
+    with BatchWriter(tmp_path, "m", "v1", SCHEMA, max_rows=10_000, max_age_s=3600) as writer:
+        for i, v in enumerate(gen.choice([0.0, 1.0, 2.0], size=1000, p=[0.5, 0.3, 0.2])):
+            writer.add(f"f{i}", {"x": [float(v), 0.0, 0.0], "c": "a"}, {"y": 0}, t=T0 + i)
+    result = run(tmp_path, T0, profile=profile)
+    few = next(f for f in result.features if f.name == "x[0]")
+    assert few.test == "jensenshannon" and not few.drifted and few.reference_rows == 6000
+
+
+def test_the_state_lives_beside_the_log_in_a_store(tmp_path: Path) -> None:
+    from gha_mlops.data.stores import LocalStore
+    from gha_mlops.monitor.check import StateLocation
+    from gha_mlops.monitor.hysteresis import AlarmStateError, Window, dumps_state
+
+    store = LocalStore(tmp_path)
+    where = StateLocation.of("m", store, None)
+    assert where.key == "m/monitor/alarm.json" and where.load() == AlarmState()
+    state = AlarmState(windows=(Window(T0, 0.5, 10),), tripped=True, tripped_at=T0)
+    where.save(state)
+    assert where.load() == state
+    assert (tmp_path / "m" / "monitor" / "alarm.json").read_bytes() == dumps_state(state)
+    (tmp_path / "m" / "monitor" / "alarm.json").write_bytes(b"x" * 70_000)
+    with pytest.raises(AlarmStateError, match="larger than"):
+        where.load()
+    (tmp_path / "m" / "monitor" / "alarm.json").write_bytes(b'{"format": 1}')
+    with pytest.raises(AlarmStateError, match=r"alarm\.json is not one gha-mlops can use"):
+        where.load()
+    assert StateLocation.of("m", tmp_path, None).file == tmp_path / "m/monitor/alarm.json"
+    assert StateLocation.of("m", store, tmp_path / "s.json").file == tmp_path / "s.json"

@@ -10,7 +10,6 @@ alarm state; the house's codes otherwise (docs/exit-codes.md).
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -102,9 +101,13 @@ def _reference(workspace: Path, model: MonitorModel, version: str | None,
 
 def _act(model: MonitorModel, result: CheckResult, report_md: str, location: Any,
          now: float) -> list[str]:
-    """Open/update/close the drift issue and dispatch the retraining (H3's act_on), then
-    store the state it returns (the dispatch recorded)."""
+    """Write the verdict to GitHub (the drift issue; the retraining when owed), then store
+    the state that comes back (the dispatch recorded). A GitHub failure is raised only
+    after that state is stored: a dispatch that failed stays owed for the next run."""
     from gha_mlops import bootstrap
+    from gha_mlops.gha.safe import log_text
+    from gha_mlops.github.port import GitHubError
+    from gha_mlops.monitor.act import act_on
 
     repo = os.environ.get("GITHUB_REPOSITORY")
     if not repo:
@@ -114,11 +117,17 @@ def _act(model: MonitorModel, result: CheckResult, report_md: str, location: Any
     run_id = os.environ.get("GITHUB_RUN_ID")
     run_url = (f"{bootstrap.github_server_url(os.environ)}/{repo}/actions/runs/{run_id}"
                if run_id else None)
-    act_on: Any = importlib.import_module("gha_mlops.monitor.act").act_on
     with bootstrap.github(os.environ, need="--act") as port:
         done = act_on(port, repo, model, verdict=result.verdict, state=result.state,
                       report_md=report_md, now=now, run_url=run_url)
-    location.save(done.state)
+    if done.state != result.state:
+        location.save(done.state)
+    if done.errors:
+        for note in done.notes:
+            click.echo(log_text(note), err=True)
+        raise GitHubError("acting on the drift verdict failed: " + "; ".join(done.errors),
+                          hint="the alarm state is saved; the next check retries what is "
+                               "owed")
     return list(done.notes)
 
 
