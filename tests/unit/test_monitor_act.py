@@ -102,7 +102,8 @@ def test_a_failed_dispatch_stays_owed_and_the_next_run_retries_it() -> None:
     failed = loop.window(0.9)
     assert not failed.dispatched and failed.state.dispatch_pending
     assert failed.issue is not None  # the issue is written even though the dispatch failed
-    assert "dispatch failed" in failed.issue.body and "next run retries" in failed.issue.body
+    assert "could not dispatch" in failed.issue.body and "next run retries" in failed.issue.body
+    assert "is dispatched by" not in failed.issue.body
     assert any("HTTP 502" in e for e in failed.errors)
     retried = loop.window(0.9)
     assert retried.dispatched and not retried.state.dispatch_pending
@@ -308,3 +309,13 @@ def test_a_model_without_issue_labels_is_a_clear_error() -> None:
     with pytest.raises(GhaMlopsError, match="issue_labels"):
         act_on(FakeGitHub(), REPO, replace(MODEL, issue_labels=()), verdict=verdict,
                state=AlarmState(), report_md="", now=T0)
+
+
+def test_a_run_url_that_could_end_its_link_is_not_linked() -> None:
+    verdict = Verdict("drift", True, True, False, True, "2 of the last 3 windows over 0.50")
+    body, _ = issue_body(MODEL, verdict, "r", now=T0, retraining="",
+                         run_url="https://x/run) [click](https://evil")
+    assert "](https://x/run)" not in body and "evil" not in body
+    good, _ = issue_body(MODEL, verdict, "r", now=T0, retraining="",
+                         run_url="https://github.com/o/r/actions/runs/7")
+    assert "([run](https://github.com/o/r/actions/runs/7))" in good

@@ -50,6 +50,7 @@ MARKER_PREFIX = "gha-mlops:drift"
 
 _MENTION = re.compile(r"@(?=[A-Za-z0-9_])")  # what GitHub could take as @user or @org/team
 _COMMENT_OPEN = "<!--"
+_URL = re.compile(r"https?://[A-Za-z0-9._~:/?#@!$&'*+,;=%-]{1,2000}")  # no ( ) < > or space
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})", re.MULTILINE)
 # Characters a consumer's shell or expression could act on, were it to interpolate the
 # reason input unquoted (it should not; this keeps a careless `run: echo ${{ ... }}` inert).
@@ -137,10 +138,9 @@ def act_on(port: MonitorPort, repo: str, model: MonitorModel, *, verdict: Verdic
         else:
             errors.append(failure)
             if issue is not None:  # the body said "dispatched by this run": correct it
-                line = (f"**Retraining:** the dispatch failed ({markdown_text(failure)}); "
-                        "the next run retries it.")
+                line = f"**Retraining:** {markdown_text(failure)}."
                 issue = _write_issue(port, repo, model, label, verdict, report_md, now,
-                                     run_url, line, notes, errors, found=issue)
+                                     run_url, line, [], errors, found=issue) or issue
     elif verdict.dispatch and retrain is None:
         notes.append(f"No retraining dispatched: monitor model {model.name!r} sets no "
                      "`retrain:` workflow.")
@@ -187,9 +187,16 @@ def _write_issue(port: MonitorPort, repo: str, model: MonitorModel, label: str,
         return None
 
 
+def _run_link(run_url: str | None, text: str) -> str | None:
+    """``[text](run_url)`` for an address that cannot end the link early, else None."""
+    if run_url is None or not _URL.fullmatch(run_url):
+        return None
+    return f"[{text}]({run_url})"
+
+
 def _dispatch_plan(model: MonitorModel, run_url: str | None) -> str:
     assert model.retrain is not None
-    by = f"[this run]({run_url})" if run_url else "this run"
+    by = _run_link(run_url, "this run") or "this run"
     return (f"**Retraining:** {markdown_name(model.retrain.workflow)} is dispatched by {by}. "
             "Nothing is promoted: the retrained model goes through review and the "
             "deployment approval.")
@@ -252,7 +259,8 @@ def issue_body(model: MonitorModel, verdict: Verdict, report_md: str, *, now: fl
     """The drift issue's body and whether the report had to be cut to fit ``limit``: the
     marker, the alarm's standing, the retraining line, then the (inert) report."""
     name = markdown_name(model.name)
-    run = f" ([run]({run_url}))" if run_url else ""
+    link = _run_link(run_url, "run")
+    run = f" ({link})" if link else ""
     if cleared:
         head = (f"### ✅ The drift alarm of {name} cleared\n\n"
                 f"Cleared {_iso(now)}{run}: {markdown_text(verdict.reason)}\n\n"
@@ -266,7 +274,8 @@ def issue_body(model: MonitorModel, verdict: Verdict, report_md: str, *, now: fl
     report = inert_report(report_md).rstrip() + "\n"
     if len(head) + len(report) <= limit:
         return head + report, False
-    where = f" The full report is in [the run's summary]({run_url})." if run_url else (
+    link = _run_link(run_url, "the run's summary")
+    where = f" The full report is in {link}." if link else (
         " The full report is in the run's step summary.")
     note = (f"\n\n> [!NOTE]\n> The report was cut to fit GitHub's {ISSUE_BODY_LIMIT:,}-"
             f"character issue body.{where}\n")
