@@ -57,8 +57,8 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})", re.MULTILINE)
 _REASON_UNSAFE = re.compile(r"[^A-Za-z0-9 .,:;=()\[\]/%+_#-]")
 _TOKEN_NOTE = ("a pull request the retraining workflow opens with GITHUB_TOKEN runs no "
                "workflows (GitHub's rule against recursive runs), so its CI will not run: "
-               "open it with a GitHub App token (actions/create-github-app-token) and say so "
-               "with --app-token")
+               "let it open the pull request with a GitHub App token "
+               "(actions/create-github-app-token)")
 
 
 @dataclass(frozen=True)
