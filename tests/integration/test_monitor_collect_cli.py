@@ -117,7 +117,7 @@ def test_a_file_dataset_or_a_missing_one_is_refused_with_what_to_run(ws: Workspa
 
 
 @pytest.mark.parametrize(("option", "value", "says"), [
-    ("--window", "10s", "1 minute to 366 days"), ("--window", "soon", "90m, 24h"),
+    ("--window", "10s", "1 minute to 366 days"), ("--window", "soon", "--window 24h"),
     ("--end", "yesterday", "not a time"), ("--end", "2026-13-01", "not a time"),
     ("--max-rows", "0", "0 is not in the range")])
 def test_bad_options_are_usage_errors(ws: Workspace, option: str, value: str,

@@ -3,12 +3,9 @@ prediction log into a new version of a directory dataset (:mod:`gha_mlops.monito
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import json
-import math
 import os
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,39 +18,6 @@ from gha_mlops.errors import UsageError, quoted
 if TYPE_CHECKING:
     from gha_mlops.config.model import MonitorModel
     from gha_mlops.monitor.collect import CollectResult
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)?")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_ISO = re.compile(r"(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d))?)?Z?")
-MAX_WINDOW_S = 366 * 86400.0
-
-
-def parse_window(text: str) -> float:
-    """Seconds of ``90m``, ``24h``, ``7d``, ``3600`` (1 minute to 366 days)."""
-    found = _DURATION.fullmatch(text.strip())
-    seconds = float(found.group(1)) * _UNIT_S[found.group(2) or "s"] if found else math.nan
-    if not 60 <= seconds <= MAX_WINDOW_S:
-        raise UsageError(f"--window {quoted(text)} is not a duration of 1 minute to 366 days",
-                         hint="write it as 90m, 24h, 7d or seconds (3600)")
-    return seconds
-
-
-def parse_end(text: str | None, now: float) -> float:
-    """Unix seconds of ``--end``: ``now`` when None, else ``2026-03-10T12:00Z`` (UTC),
-    ``2026-03-10`` or unix seconds."""
-    if text is None:
-        return now
-    value = text.strip()
-    if re.fullmatch(r"\d{9,11}(\.\d+)?", value):
-        return float(value)
-    found = _ISO.fullmatch(value)
-    if found:
-        parts = [int(p) if p else 0 for p in found.groups()]
-        with contextlib.suppress(ValueError, OverflowError):
-            if 1 <= parts[1] <= 12 and 1 <= parts[2] <= 31 and parts[3] < 24:
-                return float(calendar.timegm((*parts[:6],)))
-    raise UsageError(f"--end {quoted(text)} is not a time",
-                     hint="give UTC as 2026-03-10T12:00Z or 2026-03-10, or unix seconds")
 
 
 def model_config(workspace: Path, model: str, *, log: str | None,
@@ -77,15 +41,16 @@ def model_config(workspace: Path, model: str, *, log: str | None,
 
 @contextlib.contextmanager
 def log_source(workspace: Path, location: str) -> Iterator[Any]:
-    """The log at ``location``: a folder (relative to the workspace) or an ``s3://`` store
-    (closed after use)."""
-    if "://" not in location:
-        yield workspace / location
-        return
-    from gha_mlops.data.stores import open_store
+    """The log at ``location``, as ``monitor check`` opens it (a folder relative to the
+    workspace, or an ``s3://`` store, closed after use)."""
+    from gha_mlops.monitor.check import open_log
 
-    with open_store(location) as store:
-        yield store
+    source = open_log(location, workspace)
+    try:
+        yield source
+    finally:
+        if not isinstance(source, Path):
+            source.close()
 
 
 @click.command("collect")
@@ -122,6 +87,7 @@ def collect(model: str, into: str | None, window: str | None, end: str | None,
     version. See docs/monitoring.md.
     """
     from gha_mlops import bootstrap
+    from gha_mlops.cli._monitor_check import parse_time, parse_window
     from gha_mlops.data.service import Workspace
     from gha_mlops.monitor.collect import collect as run_collect
 
@@ -132,7 +98,7 @@ def collect(model: str, into: str | None, window: str | None, end: str | None,
                          hint=f"give --into DATASET, or set monitor.models.{model}."
                               "collect_into in mlops.yaml")
     now = time.time()
-    stop = parse_end(end, now)
+    stop = parse_time(end) if end is not None else now
     span = parse_window(window) if window is not None else cfg.window_s
     with log_source(workspace, log or cfg.log) as source:
         result = run_collect(Workspace(workspace), cfg, source, start=stop - span, end=stop,
