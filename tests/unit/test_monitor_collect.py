@@ -292,3 +292,20 @@ def test_a_feature_named_like_a_fixed_column_is_renamed(ws: Workspace,
     assert list(csv.reader(io.StringIO(text))) == [
         ["id", "t", "version", "input:t", "input:label", "label"],
         ["r", repr(T0), "v1", "1.5", "True", "False"]]
+
+
+def test_a_folder_older_than_its_pointer_gets_the_pinned_files_back_first(
+        ws: Workspace, tmp_path: Path) -> None:
+    log(tmp_path / "logs", [("a", T0 + 1), ("b", T0 + 2), ("c", T0 + 3)])
+    labels(tmp_path / "logs", [("a", 1)], T0 + 5)
+    opener = _Opener()
+    first = run(ws, tmp_path, opener=opener)
+    labels(tmp_path / "logs", [("b", 2)], T0 + 6)
+    second = run(ws, tmp_path, opener=opener)
+    # Another machine collected `second`; here the folder still has the first file only.
+    (ws.root / second.file).unlink()
+    labels(tmp_path / "logs", [("a", 9), ("c", 3)], T0 + 7)
+    third = run(ws, tmp_path, opener=opener)
+    assert (third.rows, third.already) == (1, 2)  # b's row came back, and counted as there
+    assert sorted(r["id"] for r in rows_of(ws)) == ["a", "b", "c"]
+    assert (ws.root / first.file).exists() and (ws.root / second.file).exists()

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gha_mlops._fs import atomic_write_bytes
+from gha_mlops._fs import atomic_write_bytes, resolve_inside
 from gha_mlops.data import service as data
 from gha_mlops.errors import ExitCode, GhaMlopsError, UsageError, quoted
 from gha_mlops.monitor.features import tensor_columns
@@ -173,18 +173,37 @@ def _present(ws: data.Workspace, ds: Dataset, remote: str | None,
     """The dataset's folder in the workspace, checked out first when it is missing (a fresh
     clone has the pointer only). A folder that differs from the pointer is kept as it is:
     it may hold the rows of a collect whose add or push failed."""
-    from gha_mlops._fs import resolve_inside
-
     folder = resolve_inside(ws.root, ds.path, what=f"dataset {ds.name} ({ds.pointer}) path")
     if folder.is_dir():
+        if ws.hasher.hash_path(ds.path) != ds.version:
+            _restore_pinned(ws, ds, remote, opener)
         return folder
     if folder.exists() or folder.is_symlink():
         raise CollectError(f"{ds.path} (dataset {ds.name}) is not a directory",
                            hint=f"remove it and run `gha-mlops data pull {ds.name}`")
-    if ws.cache.absent(data.objects_of(ws, ds) or [ds.version]):
-        data.fetch_named(ws, [ds.name], remote, opener=opener)
+    _in_cache(ws, ds, remote, opener)
     data.checkout_all(ws, [ds], what="monitor collect")
     return folder
+
+
+def _in_cache(ws: data.Workspace, ds: Dataset, remote: str | None,
+              opener: data.StoreOpener | None) -> None:
+    if ws.cache.absent(data.objects_of(ws, ds) or [ds.version]):
+        data.fetch_named(ws, [ds.name], remote, opener=opener)
+
+
+def _restore_pinned(ws: data.Workspace, ds: Dataset, remote: str | None,
+                    opener: data.StoreOpener | None) -> None:
+    """Put back the files of the pinned version that the folder lacks (a folder older than
+    its pointer, after a `git pull` without `data pull`): re-adding the folder without them
+    would drop rows others collected. Files the folder has are left as they are."""
+    _in_cache(ws, ds, remote, opener)
+    tree = data.tree_of(ws, ds)
+    for rel, sha in (tree.files() if tree is not None else {}).items():
+        target = resolve_inside(ws.root, f"{ds.path}/{rel}", what=f"dataset {ds.name} file")
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, ws.cache.object_path(sha).read_bytes())
 
 
 def collected_ids(folder: Path, model: str, where: str) -> set[str]:
