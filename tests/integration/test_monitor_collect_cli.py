@@ -1,5 +1,5 @@
 """`gha-mlops monitor collect` end to end through the real CLI: a prediction log and late
-feedback in a workspace, the rows appended to a tracked directory dataset, pushed to a real
+feedback in a workspace (or in a real moto S3 bucket), the rows appended to a tracked directory dataset, pushed to a real
 directory remote, the Actions outputs and summary, and the next `gha-mlops run` whose stage
 depends on data:feedback recording the new version."""
 
@@ -14,6 +14,7 @@ import pytest
 
 from gha_mlops.monitor.predlog_writer import BatchWriter, write_feedback
 from tests.conftest import Workspace
+from tests.integration.test_remotes import aws_env, bucket, moto_endpoint  # noqa: F401
 
 T0 = float(calendar.timegm((2026, 3, 10, 12, 0, 0)))
 SCHEMA = {"inputs": {"x": ["FP64", [-1, 2]]}, "outputs": {"y": ["INT64", [-1]]}}
@@ -125,3 +126,26 @@ def test_bad_options_are_usage_errors(ws: Workspace, option: str, value: str,
     args = ["monitor", "collect", "digits", "--into", "feedback", "--log", "logs"]
     proc = ws.cli(*args, option, value)
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_a_log_in_s3_is_collected_as_a_folder_is(ws: Workspace, bucket: str,  # noqa: F811
+                                                 moto_endpoint: str) -> None:  # noqa: F811
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=moto_endpoint)
+    try:
+        for path in sorted((ws.root / "logs").rglob("*")):
+            if path.is_file():
+                key = "prod/" + path.relative_to(ws.root / "logs").as_posix()
+                client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+    finally:
+        client.close()
+    (ws.root.parent / "remote").mkdir()
+    window = ["--log", f"s3://{bucket}/prod", *WINDOW[2:], "--json"]
+    proc = ws.cli("monitor", "collect", "digits", "--into", "feedback", *window,
+                  env={"AWS_ENDPOINT_URL": moto_endpoint})
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["rows"], result["window_rows"], result["remote"]) == (2, 6, "shared")
+    assert result["log_skipped"] == {} and result["feedback_skipped"] == {}

@@ -43,6 +43,7 @@ from gha_mlops.errors import ExitCode, GhaMlopsError, UsageError, quoted
 from gha_mlops.monitor.features import tensor_columns
 from gha_mlops.monitor.predlog import (
     LogWindow,
+    Source,
     join_feedback,
     read_feedback,
     read_window,
@@ -108,17 +109,18 @@ class _Rows:
     already: int
 
 
-def collect(ws: data.Workspace, model_cfg: MonitorModel, source: Any, *, start: float,
+def collect(ws: data.Workspace, model_cfg: MonitorModel, source: Source, *, start: float,
             end: float, into: str, version: str | None = None, max_rows: int = MAX_ROWS,
             labels_until: float | None = None, push: bool = True, remote: str | None = None,
             opener: data.StoreOpener | None = None) -> CollectResult:
     """Append the labelled rows of ``[start, end)`` of ``model_cfg.name``'s log under
-    ``source`` (a folder, or whatever :func:`read_window` reads) to the directory dataset
-    ``into`` as one new file, re-add the dataset and, with ``push``, push it to ``remote``
-    (None: the default one) through ``opener``. ``version`` limits the rows to one model
-    version (default: every version, in the newest one's schema). Labels are read from
-    ``start`` to ``labels_until`` (at least ``end``). At most ``max_rows`` rows are appended,
-    the oldest first. A dataset whose folder is missing is fetched first."""
+    ``source`` (a folder or an object store, as :func:`read_window` reads it) to the
+    directory dataset ``into`` as one new file, re-add the dataset and, with ``push``, push
+    it to ``remote`` (None: the default one) through ``opener``. ``version`` limits the rows
+    to one model version (default: every version, in the newest one's schema). Labels are
+    read from ``start`` to ``labels_until`` (at least ``end``). At most ``max_rows`` rows
+    are appended, the oldest first. A folder missing (or older than its pointer) is fetched
+    first. The log's bad data is skipped and counted in the result, never raised."""
     if not 0 < max_rows <= READ_MAX_ROWS:
         raise UsageError(f"--max-rows {max_rows} is out of range",
                          hint=f"give 1 to {READ_MAX_ROWS:,}")
@@ -246,7 +248,7 @@ def _ids_of(path: Path, where: str) -> set[str]:
     return ids
 
 
-def _row_versions(source: Any, model: str, win: LogWindow, start: float, end: float,
+def _row_versions(source: Source, model: str, win: LogWindow, start: float, end: float,
                   version: str | None) -> list[str]:
     """The model version of each row of ``win``. The window is read across versions; when
     more than one contributed, each is read again alone (in the same schema) to tell which
