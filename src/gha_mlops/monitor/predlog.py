@@ -691,14 +691,13 @@ def _columns(rows: list[Any], plan: _Plan,
             flat = (map(get, objs) if len(ts) == 1
                     else itertools.chain.from_iterable(map(get, objs)))
             block = np.fromiter(flat, wide, n * len(ts)).reshape(n, len(ts))
-            for j, t in enumerate(ts):
-                col = block[:, j]
-                if datatype in ("FP16", "FP32"):
-                    with np.errstate(over="ignore"):
-                        cast = col.astype(_NUMPY[datatype])
-                    bad |= np.isinf(cast) & np.isfinite(col)
-                    col = cast
-                out[side, t.name] = np.ascontiguousarray(col)
+            if datatype in ("FP16", "FP32"):  # a finite float64 that overflows is refused
+                with np.errstate(over="ignore"):
+                    cast = block.astype(_NUMPY[datatype])
+                bad |= (np.isinf(cast) & np.isfinite(block)).any(axis=1)
+                block = cast
+            for j, t in enumerate(ts):  # views: the window's concatenation copies them
+                out[side, t.name] = block[:, j]
     if bad.any():
         return {}, bad
     for t in plan.tensors:  # the first rows read fix the dynamic dimensions
