@@ -100,6 +100,27 @@ def test_collect_appends_pushes_and_the_next_run_records_the_version(
     assert result["version"] == outputs["version"] and result["remote"] == "shared"
 
 
+def test_the_log_window_and_dataset_come_from_monitor_models(ws: Workspace) -> None:
+    ws.write("mlops.yaml", PIPELINE + """\
+registry:
+  stages: [prod]
+  models:
+    digits:
+      path: rows.txt
+monitor:
+  models:
+    digits:
+      log: logs
+      window: 1h
+      collect_into: feedback
+""")
+    (ws.root.parent / "remote").mkdir()
+    proc = ws.cli("monitor", "collect", "digits", "--end", "2026-03-10T13:00Z", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["dataset"], result["rows"], result["window_rows"]) == ("feedback", 2, 6)
+
+
 def test_a_model_not_declared_needs_log_and_into(ws: Workspace) -> None:
     proc = ws.cli("monitor", "collect", "digits", "--into", "feedback")
     assert proc.returncode == 2
