@@ -107,7 +107,7 @@ def test_a_damaged_state_stops_the_check_and_stays(ws: Workspace) -> None:
     state.parent.mkdir(parents=True)
     state.write_text('{"format": "gha-mlops.monitor.alarm/1", "tripped": tru')
     code, _out, err = _check(ws, T0 + HOUR)
-    assert code == 2 and "alarm.json" in err and "not valid JSON" in err
+    assert code == 2 and "alarm.json" in err and "is not JSON" in err
     assert "Traceback" not in err
     assert state.read_text().endswith('"tripped": tru')  # never reset
 

@@ -290,6 +290,7 @@ def test_few_valued_features_keep_their_values_past_the_raw_limit(tmp_path: Path
 
 def test_the_state_lives_beside_the_log_in_a_store(tmp_path: Path) -> None:
     from gha_mlops.data.stores import LocalStore
+    from gha_mlops.errors import GhaMlopsError
     from gha_mlops.monitor.check import StateLocation
     from gha_mlops.monitor.hysteresis import AlarmStateError, Window, dumps_state
 
@@ -301,10 +302,10 @@ def test_the_state_lives_beside_the_log_in_a_store(tmp_path: Path) -> None:
     assert where.load() == state
     assert (tmp_path / "m" / "monitor" / "alarm.json").read_bytes() == dumps_state(state)
     (tmp_path / "m" / "monitor" / "alarm.json").write_bytes(b"x" * 70_000)
-    with pytest.raises(AlarmStateError, match="larger than"):
+    with pytest.raises(GhaMlopsError, match="larger than 65536 bytes"):
         where.load()
     (tmp_path / "m" / "monitor" / "alarm.json").write_bytes(b'{"format": 1}')
     with pytest.raises(AlarmStateError, match=r"alarm\.json is not one gha-mlops can use"):
         where.load()
-    assert StateLocation.of("m", tmp_path, None).file == tmp_path / "m/monitor/alarm.json"
+    assert StateLocation.of("m", tmp_path, None).where == str(tmp_path / "m/monitor/alarm.json")
     assert StateLocation.of("m", store, tmp_path / "s.json").file == tmp_path / "s.json"

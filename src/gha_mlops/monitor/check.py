@@ -365,12 +365,12 @@ def open_log(location: str, workspace: Path) -> Any:
 
 @dataclass(frozen=True)
 class StateLocation:
-    """Where the alarm state of ``model`` lives: ``file`` (``--state FILE``, or the log's
-    folder) or ``key`` in the object store ``store`` (the log's bucket)."""
+    """Where the alarm state of ``model`` lives: ``file`` (``--state FILE``), else ``key``
+    beside the log ``log`` (a folder or an object store: the reader's small files)."""
 
     model: str
     file: Path | None = None
-    store: Any = None
+    log: Any = None
     key: str | None = None
 
     @classmethod
@@ -378,39 +378,38 @@ class StateLocation:
         """``state_file`` when given, else ``<log>/<model>/monitor/alarm.json``."""
         if state_file is not None:
             return cls(model, file=state_file)
-        key = STATE_KEY.format(model=model)
-        if isinstance(log, Path):
-            return cls(model, file=log / key)
-        return cls(model, store=log, key=key)
+        return cls(model, log=log, key=STATE_KEY.format(model=model))
 
     @property
     def where(self) -> str:
         if self.file is not None:
             return str(self.file)
-        return f"{getattr(self.store, 'url', 'the log store')}/{self.key}"
+        if isinstance(self.log, Path):
+            return str(self.log / str(self.key))
+        return f"{getattr(self.log, 'url', 'the log store')}/{self.key}"
 
     def load(self) -> AlarmState:
         """The stored state; the empty state when none is stored yet; a damaged one is an
         ``AlarmStateError`` naming it (never a silent reset)."""
         from gha_mlops.monitor.hysteresis import MAX_STATE_BYTES, load_state, loads_state
+        from gha_mlops.monitor.predlog import read_small
 
         if self.file is not None:
             return load_state(self.file)
-        size = self.store.size(self.key)
-        if size is None:
-            return loads_state(None, where=self.where)
-        data: bytes = self.store.read_range(self.key, 0, min(size, MAX_STATE_BYTES + 1))
-        return loads_state(data, where=self.where)  # over the bound: refused there
+        return loads_state(read_small(self.log, str(self.key), MAX_STATE_BYTES),
+                           where=self.where)
 
     def save(self, state: AlarmState) -> None:
-        """Store ``state`` atomically (a file through a rename; an object in one put)."""
+        """Store ``state`` whole or not at all (a file through a rename, an object in one
+        put)."""
         from gha_mlops.monitor.hysteresis import dumps_state, save_state
+        from gha_mlops.monitor.predlog import write_small
 
         if self.file is not None:
             self.file.parent.mkdir(parents=True, exist_ok=True)
             save_state(self.file, state)
         else:
-            self.store.upload_bytes(self.key, dumps_state(state))
+            write_small(self.log, str(self.key), dumps_state(state))
 
 
 @dataclass(frozen=True)
