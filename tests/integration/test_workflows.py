@@ -52,6 +52,11 @@ CLI_INPUTS: dict[str, tuple[list[str], dict[str, str]]] = {
                                      "environment": "--env", "wait": "--wait",
                                      "push": "--push", "github-deployment": "--github-deployment",
                                      "working-directory": "", "token": ""}),
+    "monitor": (["monitor", "check"], {"model": "", "window": "--window", "end": "--end",
+                                       "version": "--version", "log": "--log",
+                                       "profile": "--profile", "state": "--state",
+                                       "output": "--output", "act": "--act",
+                                       "working-directory": "", "token": ""}),
 }
 
 
@@ -179,7 +184,8 @@ def test_third_party_actions_are_pinned_and_checkouts_keep_no_credentials(path: 
 WRITES = {("pr-review.yml", "review"): {"contents", "pull-requests", "checks"},
           ("pr-review-publish.yml", "publish"): {"contents", "pull-requests", "checks"},
           ("release.yml", "release"): {"contents", "packages", "id-token", "attestations"},
-          ("deploy.yml", "deploy"): {"contents", "deployments"}}
+          ("deploy.yml", "deploy"): {"contents", "deployments"},
+          ("monitor.yml", "monitor"): {"issues", "actions"}}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
