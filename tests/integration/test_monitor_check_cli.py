@@ -12,6 +12,7 @@ import pytest
 from gha_mlops.monitor.profile import dump_profile
 from gha_mlops.testing.github_emulator import GitHubEmulator
 from tests.conftest import Workspace
+from tests.integration.test_remotes import aws_env, bucket, moto_endpoint  # noqa: F401
 from tests.unit.test_monitor_check import HOUR, T0, reference, write
 
 pytest_plugins = ["tests.integration.github_fixtures"]
@@ -147,3 +148,31 @@ def test_act_opens_the_issue_and_dispatches_once(ws: Workspace, github: GitHubEm
     proc = ws.cli("monitor", "check", "m", "--version", "v1", "--profile", "profile.json",
                   "--act", env={"GITHUB_TOKEN": "x"})
     assert proc.returncode == 2 and "GITHUB_REPOSITORY" in proc.stderr
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_a_log_in_s3_keeps_its_state_there(ws: Workspace, bucket: str,  # noqa: F811
+                                           moto_endpoint: str) -> None:  # noqa: F811
+    import boto3
+
+    local = ws.root / "local"
+    for i in range(2):
+        write(local, T0 + i * HOUR, shift=1.5, seed=i)
+    client = boto3.client("s3", endpoint_url=moto_endpoint)
+    try:
+        for path in sorted(local.rglob("*.jsonl.gz")):
+            client.put_object(Bucket=bucket, Key="prod/" + path.relative_to(local).as_posix(),
+                              Body=path.read_bytes())
+        env = {"AWS_ENDPOINT_URL": moto_endpoint}
+        for i in range(2):
+            code, out, err = _check(ws, T0 + (i + 1) * HOUR, "--log", f"s3://{bucket}/prod",
+                                    "--json", env=env)
+            assert code == 0, err
+        doc = json.loads(out)
+        assert doc["rows"] == 1000 and doc["alarm"]["status"] == "drift"
+        body = client.get_object(Bucket=bucket, Key="prod/m/monitor/alarm.json")["Body"].read()
+    finally:
+        client.close()
+    state = json.loads(body)
+    assert state["tripped"] and [w["samples"] for w in state["windows"]] == [1000, 1000]
+    assert not (ws.root / "logs").exists()

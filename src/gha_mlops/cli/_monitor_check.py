@@ -177,7 +177,10 @@ def check(model: str, window: str | None, end: str | None, version: str | None,
         workspace=workspace, model=cfg, version=judged, profile=profile,
         end=parse_time(end) if end is not None else now, window_s=window_s, log=log,
         state_file=state_file), now=now)
-    _render(result, cfg, location, output=output, as_json=as_json, act=act, now=now)
+    try:
+        _render(result, cfg, location, output=output, as_json=as_json, act=act, now=now)
+    finally:
+        location.close()
 
 
 def _render(result: CheckResult, cfg: MonitorModel, location: Any, *, output: Path | None,

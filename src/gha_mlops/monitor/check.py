@@ -377,7 +377,7 @@ class StateLocation:
     def of(cls, model: str, log: Any, state_file: Path | None) -> StateLocation:
         """``state_file`` when given, else ``<log>/<model>/monitor/alarm.json``."""
         if state_file is not None:
-            return cls(model, file=state_file)
+            return cls(model, file=state_file, log=log)
         return cls(model, log=log, key=STATE_KEY.format(model=model))
 
     @property
@@ -398,6 +398,11 @@ class StateLocation:
             return load_state(self.file)
         return loads_state(read_small(self.log, str(self.key), MAX_STATE_BYTES),
                            where=self.where)
+
+    def close(self) -> None:
+        """Close the log's object store, if it is one."""
+        if self.log is not None:
+            _close(self.log)
 
     def save(self, state: AlarmState) -> None:
         """Store ``state`` whole or not at all (a file through a rename, an object in one
@@ -431,15 +436,26 @@ class CheckRequest:
 def run_check(request: CheckRequest, *, now: float) -> tuple[CheckResult, StateLocation]:
     """Check the request's window and save the new alarm state, only once the check has
     succeeded (an error leaves the stored state as it was). The result, and where its
-    state lives (to save what acting on it records)."""
+    state lives (to save what acting on it records); the caller closes it
+    (:meth:`StateLocation.close`: an object store holds connections)."""
     log = open_log(request.log or request.model.log, request.workspace)
-    location = StateLocation.of(request.model.name, log, request.state_file)
-    state = location.load()
-    result = check(request.model, request.profile, log, start=request.end - request.window_s,
-                   end=request.end, version=request.version, state=state, now=now)
-    if result.state != state:
-        location.save(result.state)
+    try:
+        location = StateLocation.of(request.model.name, log, request.state_file)
+        state = location.load()
+        result = check(request.model, request.profile, log,
+                       start=request.end - request.window_s, end=request.end,
+                       version=request.version, state=state, now=now)
+        if result.state != state:
+            location.save(result.state)
+    except BaseException:
+        _close(log)
+        raise
     return result, location
+
+
+def _close(log: Any) -> None:
+    if not isinstance(log, Path):
+        log.close()
 
 
 __all__ = [
