@@ -309,3 +309,29 @@ def test_the_state_lives_beside_the_log_in_a_store(tmp_path: Path) -> None:
         where.load()
     assert StateLocation.of("m", tmp_path, None).where == str(tmp_path / "m/monitor/alarm.json")
     assert StateLocation.of("m", store, tmp_path / "s.json").file == tmp_path / "s.json"
+
+
+def test_a_failed_check_leaves_the_stored_state_as_it_was(tmp_path: Path) -> None:
+    from gha_mlops.monitor.check import CheckRequest, run_check
+
+    write(tmp_path / "logs", T0)
+    state_file = tmp_path / "logs" / "m" / "monitor" / "alarm.json"
+
+    def request(model: MonitorModel, end: float) -> CheckRequest:
+        return CheckRequest(workspace=tmp_path, model=model, version="v1",
+                            profile=reference(), end=end, window_s=HOUR, log="logs")
+
+    result, where = run_check(request(cfg(), T0 + HOUR), now=T0 + HOUR)
+    assert where.where == str(state_file) and result.verdict.status == OK
+    before = state_file.read_bytes()
+    with pytest.raises(CheckError):  # the log has no output "proba"
+        run_check(request(cfg(label="proba"), T0 + 2 * HOUR), now=T0 + 2 * HOUR)
+    assert state_file.read_bytes() == before
+
+
+def test_enough_rows_but_nothing_to_test_is_no_verdict(tmp_path: Path) -> None:
+    write(tmp_path, T0)
+    result = run(tmp_path, T0, model=cfg(features=("nope",)))
+    assert result.rows == ROWS and result.features == () and not result.enough_data
+    assert result.verdict.status == NOT_ENOUGH_DATA  # an empty test is not a clean window
+    assert result.state.windows[-1].samples == 0
