@@ -165,6 +165,20 @@ def test_a_row_is_judged_alone_not_by_its_neighbours(tmp_path: Path, line: Any,
     assert win.ids == ("a", "b") and win.skipped == {reason: 1}
 
 
+def test_scalar_floats_past_their_type_are_refused_not_made_infinite(tmp_path: Path) -> None:
+    schema = {"inputs": {"f": ["FP32", [-1]], "h": ["FP16", [-1]]},
+              "outputs": {"y": ["FP64", [-1]]}}
+
+    def line(rid: str, f: float, h: float) -> dict[str, Any]:
+        return row(rid, inputs={"f": f, "h": h}, outputs={"y": 1e300})
+
+    put(tmp_path, [header(schema=schema), line("a", 3e38, 65504.0), line("f", 1e39, 1.0),
+                   line("h", 1.0, 70000.0), line("b", -1.5, -2.5)])
+    win = read_window(tmp_path, "m", start=T0, end=T0 + 3600)
+    assert win.ids == ("a", "b") and win.skipped == {"bad-value": 2}
+    assert win.inputs["f"].dtype == np.float32 and win.inputs["h"].tolist() == [65504.0, -2.5]
+
+
 def test_a_bad_value_outside_the_window_is_not_counted(tmp_path: Path) -> None:
     put(tmp_path, [header(), row("a", T0 + 1), row("b", T0 + 500, outputs={"y": 1.5})])
     win = read_window(tmp_path, "m", start=T0, end=T0 + 100)
