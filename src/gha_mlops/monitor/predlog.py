@@ -502,9 +502,18 @@ class _Tensor:
 
     side: str
     name: str
-    field: str  # the struct field that holds it (tensor names need not be identifiers)
-    datatype: str
+    index: int  # its field's place in the side's struct (tensor names need not be
+    datatype: str  # identifiers: the fields are f0, f1, ... renamed to them)
     dims: tuple[int, ...]  # the shape less the batch dimension
+
+    @property
+    def field(self) -> str:
+        return f"f{self.index}"
+
+    @property
+    def scalar(self) -> bool:
+        """One number per instance: read with its datatype's group in one numpy call."""
+        return not self.dims and self.datatype != "BYTES"
 
 
 @dataclass
@@ -519,9 +528,13 @@ class _Plan:
 
     @classmethod
     def of(cls, schema: dict[str, dict[str, list[Any]]], model: str) -> _Plan:
-        tensors = [_Tensor(side, name, f"f{i}", spec[0], tuple(spec[1][1:]))
-                   for side in ("inputs", "outputs")
-                   for i, (name, spec) in enumerate(schema[side].items())]
+        tensors = []
+        for side in ("inputs", "outputs"):
+            # Scalars first, grouped by datatype: each group is one slice of a row's tuple.
+            specs = sorted(schema[side].items(), key=lambda kv: (
+                len(kv[1][1]) > 1 or kv[1][0] == "BYTES", kv[1][0]))
+            tensors += [_Tensor(side, name, i, spec[0], tuple(spec[1][1:]))
+                        for i, (name, spec) in enumerate(specs)]
         return cls(schema, model, tensors, {(t.side, t.name): list(t.dims) for t in tensors})
 
     def decoder(self, version: str) -> Any:
@@ -659,19 +672,21 @@ def _columns(rows: list[Any], plan: _Plan,
 
     import numpy as np
 
+    astuple = _import_msgspec().structs.astuple
     n = len(rows)
     bad = np.zeros(n, dtype=bool)
     out: dict[tuple[str, str], np.ndarray] = {}
     for side in ("inputs", "outputs"):
-        objs = list(map(operator.attrgetter(side), rows))
+        # A struct's fields as a tuple (one C call) beat one getattr per value.
+        tuples = list(map(astuple, map(operator.attrgetter(side), rows)))
         scalars: dict[str, list[_Tensor]] = {}
         for t in plan.tensors:
             if t.side != side:
                 continue
-            if not t.dims and t.datatype != "BYTES":
+            if t.scalar:
                 scalars.setdefault(t.datatype, []).append(t)
                 continue
-            values = list(map(operator.attrgetter(t.field), objs))
+            values = list(map(operator.itemgetter(t.index), tuples))
             if not t.dims:  # strings, as the typed decoder checked: one call
                 out[side, t.name] = np.array(values, dtype=str)
                 continue
@@ -687,9 +702,10 @@ def _columns(rows: list[Any], plan: _Plan,
             out[side, t.name] = arr
         for datatype, ts in scalars.items():  # one numpy call for a group of scalars
             wide = "float64" if datatype.startswith("FP") else _NUMPY[datatype]
-            get = operator.attrgetter(*(t.field for t in ts))
-            flat = (map(get, objs) if len(ts) == 1
-                    else itertools.chain.from_iterable(map(get, objs)))
+            lo, hi = ts[0].index, ts[-1].index + 1  # contiguous: see _Plan.of
+            flat = (map(operator.itemgetter(lo), tuples) if len(ts) == 1 else
+                    itertools.chain.from_iterable(map(operator.itemgetter(slice(lo, hi)),
+                                                      tuples)))
             block = np.fromiter(flat, wide, n * len(ts)).reshape(n, len(ts))
             if datatype in ("FP16", "FP32"):  # a finite float64 that overflows is refused
                 with np.errstate(over="ignore"):
