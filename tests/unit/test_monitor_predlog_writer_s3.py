@@ -31,11 +31,11 @@ def test_the_signature_is_the_one_botocore_makes(endpoint: str | None,
     where = pw.S3Location("my-bucket", "logs/p/", "eu-west-3", endpoint)
     sink = pw.S3Sink(where, "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
     data = b"some gzip bytes \x00\xff"
+    key = "logs/p/Model/v1%2Bcpu/k.jsonl.gz"  # as put() quotes "v1+cpu"
     if endpoint:
-        url, path = f"{endpoint}/my-bucket/logs/p/m/v/k.jsonl.gz", "/my-bucket/logs/p/m/v/k.jsonl.gz"
+        url, path = f"{endpoint}/my-bucket/{key}", f"/my-bucket/{key}"
     else:
-        url = "https://my-bucket.s3.eu-west-3.amazonaws.com/logs/p/m/v/k.jsonl.gz"
-        path = "/logs/p/m/v/k.jsonl.gz"
+        url, path = f"https://my-bucket.s3.eu-west-3.amazonaws.com/{key}", f"/{key}"
     request = AWSRequest(method="PUT", url=url, data=data,
                          headers={"x-amz-content-sha256": hashlib.sha256(data).hexdigest()})
     S3SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token),
