@@ -46,6 +46,14 @@ def test_the_signature_is_the_one_botocore_makes(endpoint: str | None,
     assert ours["host"] == url.split("/")[2]
 
 
+def test_aws_is_addressed_virtual_hosted_unless_the_bucket_has_dots() -> None:
+    plain = pw.S3Sink(pw.S3Location("logs", "", "eu-west-1"), "a", "s")
+    dotted = pw.S3Sink(pw.S3Location("my.logs", "", "eu-west-1"), "a", "s")
+    assert plain.signed_headers("/k", b"", 0.0)["host"] == "logs.s3.eu-west-1.amazonaws.com"
+    assert dotted.signed_headers("/my.logs/k", b"", 0.0)["host"] == \
+        "s3.eu-west-1.amazonaws.com"
+
+
 @pytest.mark.parametrize(("url", "env", "want"), [
     ("s3://bucket", {}, pw.S3Location("bucket", "", "us-east-1")),
     ("s3://b.c-d/a/b/", {"AWS_DEFAULT_REGION": "eu-west-1"},

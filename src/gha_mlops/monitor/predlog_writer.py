@@ -531,7 +531,8 @@ class S3Error(Exception):
 class S3Location:
     """Where an S3 sink writes: the bucket, a key prefix ("" or ending in '/'), the region,
     and the endpoint (None: AWS itself, virtual-hosted ``<bucket>.s3.<region>.amazonaws.com``
-    over HTTPS; a custom endpoint such as moto or MinIO is addressed path-style)."""
+    over HTTPS, path-style for a bucket name with dots, which the certificate does not
+    cover; a custom endpoint such as moto or MinIO is addressed path-style)."""
 
     bucket: str
     prefix: str
@@ -579,9 +580,12 @@ class S3Sink:
         self.where = where
         self._access, self._secret, self._token = access_key, secret_key, session_token
         self.backoff_s, self._clock = backoff_s, clock
-        if where.endpoint is None:
+        if where.endpoint is None and "." not in where.bucket:
             self._https, self._host = True, f"{where.bucket}.s3.{where.region}.amazonaws.com"
             self._base = ""
+        elif where.endpoint is None:  # a dotted name breaks the *.s3 certificate: path-style
+            self._https, self._host = True, f"s3.{where.region}.amazonaws.com"
+            self._base = "/" + where.bucket
         else:
             ep = urlsplit(where.endpoint)
             self._https, self._host = ep.scheme == "https", ep.netloc
