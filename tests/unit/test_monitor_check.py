@@ -335,3 +335,27 @@ def test_enough_rows_but_nothing_to_test_is_no_verdict(tmp_path: Path) -> None:
     assert result.rows == ROWS and result.features == () and not result.enough_data
     assert result.verdict.status == NOT_ENOUGH_DATA  # an empty test is not a clean window
     assert result.state.windows[-1].samples == 0
+
+
+def test_a_cut_category_tail_tests_as_the_profile_buckets_it(tmp_path: Path) -> None:
+    from gha_mlops.monitor.drift import feature_drift
+    from gha_mlops.monitor.profile import bucket_categories, reference_values
+
+    gen = np.random.default_rng(6)
+    many = np.array([f"k{i}" for i in range(1500)])  # more than the profile keeps
+    ref_c = gen.choice(many, size=6000)
+    profile = build_profile({"c": ref_c})
+    fp = profile.feature("c")
+    assert fp.other_count > 0
+    cur = np.concatenate([many[np.minimum(gen.zipf(1.2, size=1000), 1500) - 1],
+                          np.array(["never-seen"] * 50)])
+    with BatchWriter(tmp_path, "m", "v1", {"inputs": {"c": ["BYTES", [-1]]},
+                                            "outputs": {"y": ["INT64", [-1]]}},
+                     max_rows=10_000, max_age_s=3600) as writer:
+        for i, v in enumerate(cur):
+            writer.add(f"k{i}", {"c": str(v)}, {"y": 0}, t=T0 + i)
+    [got] = run(tmp_path, T0, profile=profile).features
+    slow = feature_drift("c", reference_values(fp), bucket_categories(fp, cur),
+                         kind="categorical")
+    assert (got.test, got.value, got.drifted) == (slow.test, slow.value, slow.drifted)
+    assert got.reference_rows == slow.reference_rows and got.current_rows == 1050
