@@ -733,7 +733,7 @@ class LogConfig:
     sample: float = 0.1
     batch_rows: int = 1000
     batch_age_s: float = 5.0
-    environ: tuple[tuple[str, str], ...] = ()
+    environ: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)  # secrets
 
 
 class PredLog:
