@@ -15,12 +15,14 @@ verdicts that agree, and how our time splits between reading and testing.
 
 Goal (issue 16): agreement >= 99 % and >= 10x faster.
 Run: .venv/bin/python benchmarks/bench_monitor_check.py [--rows 1000000] [--repeats 3]
+[--evidently-json /tmp/evidently-1m.json] (Evidently's run takes minutes: keep it there)
 """
 
 from __future__ import annotations
 
 import argparse
 import calendar
+import json
 import statistics
 import sys
 import tempfile
@@ -79,6 +81,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--evidently-repeats", type=int, default=1)
+    parser.add_argument("--evidently-json", type=Path, default=None,
+                        help="reuse Evidently's times and verdicts from this file when it "
+                             "exists (the data is seeded: the same --rows gives the same "
+                             "data), else save them there")
     args = parser.parse_args()
     reference, current, kinds = make_data(args.rows, args.rows)
     t = time.perf_counter()
@@ -100,10 +106,21 @@ def main() -> None:
     print(f"gha-mlops  median {our_time:8.2f} s  (runs: "
           f"{', '.join(f'{r[0]:.2f}' for r in ours)}); reading alone {read_time:.2f} s, "
           f"tests and the rest {our_time - read_time:.2f} s", flush=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        theirs = [run_evidently(reference, current, kinds)
-                  for _ in range(args.evidently_repeats)]
+    cache = args.evidently_json
+    if cache is not None and cache.exists():
+        saved = json.loads(cache.read_text())
+        assert saved["rows"] == args.rows, "the cache is of another --rows"
+        theirs = [(t, saved["verdicts"], saved["methods"]) for t in saved["times"]]
+        print(f"Evidently  (reused from {cache})")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = [run_evidently(reference, current, kinds)
+                      for _ in range(args.evidently_repeats)]
+        if cache is not None:
+            cache.write_text(json.dumps({"rows": args.rows, "times": [t for t, _, _ in theirs],
+                                         "verdicts": {k: bool(v) for k, v in theirs[0][1].items()},
+                                         "methods": theirs[0][2]}))
     their_time = statistics.median(t for t, _, _ in theirs)
     print(f"Evidently  median {their_time:8.2f} s  (runs: "
           f"{', '.join(f'{t:.2f}' for t, _, _ in theirs)}; data in memory, not timed)")
