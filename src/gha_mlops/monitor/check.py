@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from gha_mlops.config.model import MonitorModel
-    from gha_mlops.monitor.predlog import LogWindow
+    from gha_mlops.monitor.predlog import LogWindow, Source
     from gha_mlops.monitor.profile import FeatureProfile, Profile
 
 MAX_CATEGORY_BARS = 20  # the categories a histogram shows; the rest are summed as "other"
@@ -143,7 +143,7 @@ def hysteresis_config(model_cfg: MonitorModel) -> HysteresisConfig:
                             cooldown_s=a.cooldown_s, min_samples=a.min_samples)
 
 
-def check(model_cfg: MonitorModel, profile: Profile, source: Any, *, start: float,
+def check(model_cfg: MonitorModel, profile: Profile, source: Source, *, start: float,
           end: float, version: str, state: AlarmState, now: float,
           features: Sequence[str] | None = None) -> CheckResult:
     """Check the window ``[start, end)`` of ``version``'s rows in the log ``source`` (a
@@ -176,7 +176,8 @@ def check(model_cfg: MonitorModel, profile: Profile, source: Any, *, start: floa
     untested = [Untested(n, NOT_IN_REFERENCE) for n in wanted if n not in known]
     if rows:
         untested += [Untested(n, NOT_IN_LOG) for n in wanted if n in known and n not in columns]
-        untested += [Untested(n, NOT_IN_REFERENCE) for n in columns if n not in known]
+        untested += [Untested(n, NOT_IN_REFERENCE) for n in columns
+                     if n not in known and n not in wanted]
     judged = rows >= alarm.min_samples  # below it no test runs: no verdict is claimed
     tested, empty = _drift(judged, [known[n] for n in wanted if n in known and n in columns],
                            columns)
@@ -201,13 +202,10 @@ def check(model_cfg: MonitorModel, profile: Profile, source: Any, *, start: floa
         window=window, verdict=verdict, state=new_state, alarm=alarm)
 
 
-def _read(source: Any, model: str, start: float, end: float, version: str) -> LogWindow:
-    from gha_mlops.monitor import predlog
+def _read(source: Source, model: str, start: float, end: float, version: str) -> LogWindow:
+    from gha_mlops.monitor.predlog import read_window
 
-    reader: Any = predlog.read_window  # takes a Path, or an ObjectStore once the log is remote
-    window: LogWindow = reader(source if not isinstance(source, str) else Path(source), model,
-                               start=start, end=end, version=version)
-    return window
+    return read_window(source, model, start=start, end=end, version=version)
 
 
 def _in_window(win: LogWindow, start: float) -> np.ndarray:
@@ -333,7 +331,7 @@ def _shares(counts: Sequence[int]) -> tuple[float, ...]:
 
 def _performance(model_cfg: MonitorModel, win: LogWindow, in_window: np.ndarray,
                  span_start: float, end: float, now: float,
-                 source: Any) -> Performance | None:
+                 source: Source) -> Performance | None:
     """Accuracy of ``model_cfg.label`` against the labels that arrived by ``now``."""
     if model_cfg.label is None:
         return None
@@ -347,9 +345,8 @@ def _performance(model_cfg: MonitorModel, win: LogWindow, in_window: np.ndarray,
             f"(outputs: {', '.join(map(quoted, win.outputs)) or 'none'})",
             hint=f"set monitor.models.{model_cfg.name}.label to the output tensor that holds "
                  "the predicted class, or remove it")
-    reader: Any = predlog.read_feedback
-    labels = reader(source if not isinstance(source, str) else Path(source), model_cfg.name,
-                    start=span_start, end=max(now, end) + 1e-6)
+    labels = predlog.read_feedback(source, model_cfg.name, start=span_start,
+                                   end=max(now, end) + 1e-6)
     joined = predlog.join_feedback(win, labels)
     if not win.rows or not joined.rows.size:
         return Performance(span_start, end, win.rows, 0, 0, 0)
