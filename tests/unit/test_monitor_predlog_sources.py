@@ -89,6 +89,9 @@ def test_a_store_is_listed_by_the_hours_of_the_window_only(tmp_path: Path) -> No
     store.reset_counters()
     week = read_window(store, "m", start=T0, end=T0 + 7 * 86400, version="v1")
     assert week.rows == 7 * 24 and store.requests["list"] == 8  # by day: 7 days and a bit
+    store.reset_counters()
+    year = read_window(store, "m", start=T0, end=T0 + 400 * 86400, version="v1")
+    assert year.rows == 30 * 24 and store.requests["list"] == 14  # by month: 2026-03..2027-04
     store.reset_counters()  # without a version, the versions come from one listing of m/
     assert read_window(store, "m", start=T0, end=T0 + 3600).rows == 1
     assert store.requests["list"] == 1 + 1

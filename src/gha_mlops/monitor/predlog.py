@@ -241,16 +241,19 @@ class _Store:
         hours = _hours_of(start, end)
         if not hours:
             return
-        # One LIST per hour for a day or two; coarser prefixes for long windows.
-        width = 13 if len(hours) <= 48 else 10 if len(hours) <= 62 * 24 else 7 if len(
-            hours) <= 24 * 24 * 31 else 4
-        prefixes = sorted({hour_path(h * 3600)[:width] for h in hours})
-        wanted = set(hours)
+        # The finest prefixes that keep the LISTs few: hours for two days, days for two
+        # months, months for two years, years beyond.
+        n = len(hours)
+        if n > 2 * 366 * 24:
+            first, last = (int(hour_path(h * 3600)[:4]) for h in (hours[0], hours[-1]))
+            prefixes = [f"{y:04d}" for y in range(first, last + 1)]
+        else:
+            width = 13 if n <= 48 else 10 if n <= 62 * 24 else 7
+            prefixes = sorted({hour_path(h * 3600)[:width] for h in hours})
         for prefix in prefixes:
             for key, size in self.store.list(f"{base}/{prefix}/"):
-                rest = key[len(base) + 1:].split("/")
-                hour = _parse_hour(rest)
-                if hour is not None and hour in wanted:
+                hour = _parse_hour(key[len(base) + 1:].split("/"))
+                if hour is not None and hours.start <= hour < hours.stop:
                     yield hour, key, size
 
     def versions(self, model: str) -> list[str]:
