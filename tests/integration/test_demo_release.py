@@ -8,10 +8,12 @@ pulled it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,12 +90,33 @@ def _deploy_as_getting_started_says(dockerd: Dockerd, router_image: str, demo: P
                                 env=env, capture_output=True, text=True, timeout=120,
                                 check=True)
         assert f"digits 1.0.0 (100%) at http://127.0.0.1:{port}" in status.stdout
-        answer = subprocess.run([sys.executable, "src/query.py", f"127.0.0.1:{port}", "5"],
+        answer = subprocess.run([sys.executable, "src/query.py", f"127.0.0.1:{port}", "200"],
                                 cwd=demo, capture_output=True, text=True, timeout=60,
                                 check=True).stdout
-        assert len(re.findall(r"predicted (\d)  true (\d)", answer)) == 5
+        assert len(re.findall(r"predicted (\d)  true (\d)", answer)) == 200
+        _monitor_as_getting_started_says(demo, env)
     finally:
         api = dockerd.client().api
         for found in api.containers(all=True,
                                     filters={"label": "io.gha-mlops.deploy.env=staging"}):
             api.remove_container(found["Id"], force=True)
+
+
+def _monitor_as_getting_started_says(demo: Path, env: dict[str, str]) -> None:
+    """The deployed backend logged what it served (monitor.models.digits, sample 1.0):
+    `monitor check` reads it against the profile packaged with 1.0.0."""
+    deadline = time.monotonic() + 30  # the server writes a batch within 5 s
+    log = demo / "logs" / "predictions" / "digits" / "1.0.0"
+    while not any(log.rglob("*.jsonl.gz")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    check = subprocess.run([*CLI, "monitor", "check", "digits", "--window", "1h", "--json",
+                            "--output", "monitor-report"], cwd=demo, env=env,
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    verdict = json.loads(check.stdout)
+    seen = {k: verdict[k] for k in ("version", "rows", "files", "skipped")}
+    # 200 test images and the 8 golden requests the rollout replayed (check data as well).
+    assert seen == {"version": "1.0.0", "rows": 208, "files": 1, "skipped": {}}, seen
+    # The test images come from the reference's own distribution: no verdict of drift.
+    assert verdict["alarm"]["status"] in ("ok", "watch"), verdict["alarm"]
+    assert (demo / "monitor-report" / "report.md").is_file()
