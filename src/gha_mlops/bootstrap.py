@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from gha_mlops._closing import Closing
-from gha_mlops.errors import UsageError
+from gha_mlops.errors import UsageError, quoted
 
 if TYPE_CHECKING:
     from gha_mlops.demo.release import EngineFactory
@@ -329,6 +329,28 @@ def deploy_environment(workspace: Path, env_name: str, *,
     deploy, env = deploy_config(workspace, env_name)
     return deploy, Environment(env, open_hosts(env), deploy.router_image, HttpChecks(),
                                progress=progress, logs=prediction_logs(workspace, os.environ))
+
+
+def monitor_model(workspace: Path, name: str, *, fallback: Any = None,
+                  also: str = "") -> Any:
+    """``monitor.models.<name>`` (a ``MonitorModel``) of the workspace's mlops.yaml;
+    ``fallback`` when it is not there, else a UsageError naming the file and the models
+    there are (``also``: another way out, for the hint)."""
+    from gha_mlops.config import DEFAULT_CONFIG, load_pipeline
+
+    config_file = workspace / DEFAULT_CONFIG
+    monitor = load_pipeline(config_file).monitor
+    models = monitor.models if monitor is not None else {}
+    if name in models:
+        return models[name]
+    if fallback is not None:
+        return fallback
+    raise UsageError(
+        f"{quoted(name)} is not under monitor.models"
+        + ("" if monitor is not None else " (there is no `monitor:` section)"),
+        hint="monitored models: " + (", ".join(sorted(models)) or "none") + "; declare "
+             f"it as `monitor: {{models: {{{name}: {{log: logs/predictions}}}}}}` "
+             f"(docs/monitor-config.md){also}", file=str(config_file))
 
 
 # The variables a backend that logs to S3 gets from the deploying process (when set there).

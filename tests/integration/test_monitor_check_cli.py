@@ -115,7 +115,7 @@ def test_a_damaged_state_stops_the_check_and_stays(ws: Workspace) -> None:
 
 def test_usage_errors(ws: Workspace) -> None:
     proc = ws.cli("monitor", "check", "other", "--version", "v1", "--profile", "profile.json")
-    assert proc.returncode == 2 and "does not monitor 'other'" in proc.stderr
+    assert proc.returncode == 2 and "'other' is not under monitor.models" in proc.stderr
     assert "mlops.yaml" in proc.stderr and "monitored models: m" in proc.stderr
     code, _, err = _check(ws, T0, "--window", "a day")
     assert code == 2 and "--window 'a day'" in err

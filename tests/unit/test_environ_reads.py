@@ -31,6 +31,9 @@ ALLOWED = (
     # The adapter that runs git hands the process's environment on to the child (PATH, HOME,
     # git's own variables) with two overrides; it passes it through, never interprets it.
     "git.py",
+    # The serving image's entry point (a script of its own, not a library): its settings
+    # come as flags or as the container's variables (PREDLOG, PREDLOG_SAMPLE, AWS_*).
+    "packaging/oip_server.py",
 )
 
 

@@ -13,30 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from gha_mlops.errors import UsageError, quoted
+from gha_mlops.errors import UsageError
 
 if TYPE_CHECKING:
-    from gha_mlops.config.model import MonitorModel
     from gha_mlops.monitor.collect import CollectResult
-
-
-def model_config(workspace: Path, model: str, *, log: str | None,
-                 into: str | None) -> MonitorModel:
-    """MODEL's ``monitor.models`` entry of mlops.yaml; with both ``--log`` and ``--into`` an
-    undeclared model is collected as given."""
-    from gha_mlops.config import load_pipeline
-    from gha_mlops.config.model import MonitorModel
-
-    config = workspace / "mlops.yaml"
-    pipeline = load_pipeline(config)
-    found = pipeline.monitor.models.get(model) if pipeline.monitor is not None else None
-    if found is not None:
-        return found
-    if log is not None and into is not None:
-        return MonitorModel(name=model, log=log, collect_into=into)
-    raise UsageError(f"model {quoted(model)} is not under monitor.models in {config}",
-                     hint="declare it there (log:, collect_into:), or give both --log and "
-                          "--into", file=str(config))
 
 
 @contextlib.contextmanager
@@ -88,10 +68,15 @@ def collect(model: str, into: str | None, window: str | None, end: str | None,
     """
     from gha_mlops import bootstrap
     from gha_mlops.cli._monitor_check import parse_time, parse_window
+    from gha_mlops.config.model import MonitorModel
     from gha_mlops.data.service import Workspace
     from gha_mlops.monitor.collect import collect as run_collect
 
-    cfg = model_config(workspace, model, log=log, into=into)
+    # With both --log and --into, an undeclared model is collected as given.
+    cfg = bootstrap.monitor_model(
+        workspace, model, also="; or give both --log and --into",
+        fallback=MonitorModel(name=model, log=log, collect_into=into)
+        if log is not None and into is not None else None)
     dataset = into or cfg.collect_into
     if dataset is None:
         raise UsageError(f"no dataset to collect {model} into",

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from gha_mlops.errors import GhaMlopsError, quoted
+from gha_mlops.errors import ExitCode, GhaMlopsError, quoted
 
 FORMAT = "gha-mlops.profile/1"
 N_QUANTILES = 1001  # every 0.1 %: KS statistics from the sketch are within ~1e-3 of exact
@@ -58,7 +58,10 @@ Category = str | int | bool | float
 
 
 class ProfileError(GhaMlopsError):
-    """A profile cannot be built from the given data, or a stored profile is malformed."""
+    """A profile cannot be built from the given data, or a stored profile is malformed or
+    missing: nothing to compare with (exit 2)."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,19 @@ def monitored_version(workspace: Path, name: str, *, version: str | None = None,
     return open_registry(workspace).resolve(ref)
 
 
+def reference_for(workspace: Path, name: str, *, stage: str | None = None,
+                  version: str | None = None,
+                  profile_file: Path | None = None) -> tuple[str, Profile]:
+    """The version a check of model ``name`` judges and its reference profile. A
+    ``version`` with a ``profile_file`` needs no registry; otherwise the registry names the
+    version (:func:`monitored_version`) and its lineage the profile (:func:`load_reference`,
+    which takes ``profile_file`` first)."""
+    if version is not None and profile_file is not None:
+        return version, load_profile(_read_bounded(profile_file), where=str(profile_file))
+    mv = monitored_version(workspace, name, version=version, stage=stage)
+    return mv.version, load_reference(workspace, mv, profile_file=profile_file)
+
+
 def _read_bounded(path: Path) -> bytes:
     try:
         with path.open("rb") as fh:
@@ -124,4 +137,4 @@ def load_reference(workspace: Path, mv: ModelVersion, *,
 
 
 __all__ = ["IMAGE_PATH", "PROFILE_ROWS", "build_reference", "load_reference",
-           "monitored_version", "store_reference"]
+           "monitored_version", "reference_for", "store_reference"]

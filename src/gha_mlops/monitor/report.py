@@ -11,7 +11,6 @@ the warning), as the run reports do.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -22,20 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gha_mlops._fs import atomic_write_bytes, atomic_write_text
-from gha_mlops.errors import MissingExtraError, missing_extra
-from gha_mlops.gha.safe import markdown_name, markdown_text, plot_title
+from gha_mlops.errors import MissingExtraError
+from gha_mlops.gha.safe import markdown_name, markdown_text
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from gha_mlops.monitor.check import CheckResult, Histogram
     from gha_mlops.monitor.drift import FeatureDrift
 
 SCHEMA = "gha-mlops.monitor-verdict/1"
 MAX_PLOTS = 12  # drifted features drawn; the rest are named in the report
 MAX_TABLE = 200  # feature rows in the Markdown table (the JSON has them all)
-REF_COLOR = "#94a3b8"
-CUR_COLOR = "#2563eb"
 SCORES_PLOT = "alarm-scores.png"
 
 
@@ -176,68 +171,26 @@ def _performance_lines(result: CheckResult) -> list[str]:
 # -------------------------------------------------------------------------------- plots
 
 
-def _figure(width: float, height: float) -> Figure:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as err:
-        raise missing_extra("matplotlib", "report") from err
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
-
-
 def histogram_png(hist: Histogram) -> bytes:
     """Reference against current shares of one drifted column, as PNG bytes."""
-    fig = _figure(6.0, 3.2)
-    ax = fig.subplots()
-    if hist.edges:
-        edges = list(hist.edges)
-        ax.stairs(hist.reference, edges, fill=True, color=REF_COLOR, alpha=0.7,
-                  label="reference")
-        ax.stairs(hist.current, edges, color=CUR_COLOR, linewidth=1.5, label="current")
-    else:
-        xs = range(len(hist.labels))
-        ax.bar([x - 0.2 for x in xs], hist.reference, width=0.4, color=REF_COLOR,
-               label="reference")
-        ax.bar([x + 0.2 for x in xs], hist.current, width=0.4, color=CUR_COLOR,
-               label="current")
-        ax.set_xticks(list(xs), [plot_title(lab, 12) for lab in hist.labels], rotation=45,
-                      ha="right", fontsize=7)
-    ax.set_title(plot_title(f"{hist.name}: reference vs current", 70), fontsize=10)
-    ax.set_ylabel("share of rows")
-    ax.legend(fontsize=8)
-    return _png(fig)
+    from gha_mlops.reporting.plots import shares_png
+
+    return shares_png(f"{hist.name}: reference vs current", edges=hist.edges,
+                      labels=hist.labels, reference=hist.reference, current=hist.current)
 
 
 def scores_png(result: CheckResult) -> bytes:
     """The drift score of the alarm's windows (oldest first) with the high and low lines;
     windows with too few samples are hollow markers at 0."""
-    fig = _figure(6.0, 3.0)
-    ax = fig.subplots()
+    from gha_mlops.reporting.plots import scores_png as draw
+
     windows = result.state.windows
-    xs = [(w.end - result.end) / 3600 for w in windows]  # hours before this window's end
-    enough = [w.samples >= result.alarm.min_samples for w in windows]
-    ax.plot([x for x, e in zip(xs, enough, strict=True) if e],
-            [w.score for w, e in zip(windows, enough, strict=True) if e], "o-", color=CUR_COLOR,
-            label="share of drifted features")
-    few = [x for x, e in zip(xs, enough, strict=True) if not e]
-    if few:
-        ax.plot(few, [0.0] * len(few), "o", mfc="none", color=REF_COLOR,
-                label="not enough data")
-    ax.axhline(result.alarm.high, color="#dc2626", linestyle="--", label="high")
-    ax.axhline(result.alarm.low, color="#16a34a", linestyle=":", label="low")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel(f"hours before {iso(result.end)}")
-    ax.set_title(plot_title(f"{result.model} {result.version}: drift alarm", 70), fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
-    return _png(fig)
+    return draw(f"{result.model} {result.version}: drift alarm",
+                hours=[(w.end - result.end) / 3600 for w in windows],  # before this window
+                scores=[w.score for w in windows],
+                enough=[w.samples >= result.alarm.min_samples for w in windows],
+                high=result.alarm.high, low=result.alarm.low,
+                xlabel=f"hours before {iso(result.end)}")
 
 
 def _slug(name: str) -> str:

@@ -253,6 +253,57 @@ def _class_ticks(ax: Axes, rows: int, cols: int) -> None:
 # --------------------------------------------------------------------------- a report's plots
 
 
+# -- monitoring's drift report (gha_mlops.monitor.report)
+
+_REF_COLOR = "#94a3b8"
+_CUR_COLOR = "#2563eb"
+
+
+def shares_png(title: str, *, edges: Sequence[float], labels: Sequence[str],
+               reference: Sequence[float], current: Sequence[float]) -> bytes:
+    """Reference against current shares of one column: steps on the bin ``edges`` of a
+    numerical column, or bars over the ``labels`` of a categorical one (``edges`` empty)."""
+    fig = _figure(6.0, 3.2)
+    ax = fig.subplots()
+    if edges:
+        ax.stairs(reference, list(edges), fill=True, color=_REF_COLOR, alpha=0.7,
+                  label="reference")
+        ax.stairs(current, list(edges), color=_CUR_COLOR, linewidth=1.5, label="current")
+    else:
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], reference, width=0.4, color=_REF_COLOR,
+               label="reference")
+        ax.bar([x + 0.2 for x in xs], current, width=0.4, color=_CUR_COLOR, label="current")
+        ax.set_xticks(list(xs), [label(lab, 12) for lab in labels], rotation=45, ha="right",
+                      fontsize=7)
+    ax.set_title(label(title, 70), fontsize=10)
+    ax.set_ylabel("share of rows")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def scores_png(title: str, *, hours: Sequence[float], scores: Sequence[float],
+               enough: Sequence[bool], high: float, low: float, xlabel: str) -> bytes:
+    """A drift alarm's window scores over time (``hours``), the ``high`` and ``low`` lines;
+    a window without ``enough`` samples is a hollow marker at 0."""
+    fig = _figure(6.0, 3.0)
+    ax = fig.subplots()
+    ax.plot([x for x, e in zip(hours, enough, strict=True) if e],
+            [s for s, e in zip(scores, enough, strict=True) if e], "o-", color=_CUR_COLOR,
+            label="share of drifted features")
+    few = [x for x, e in zip(hours, enough, strict=True) if not e]
+    if few:
+        ax.plot(few, [0.0] * len(few), "o", mfc="none", color=_REF_COLOR,
+                label="not enough data")
+    ax.axhline(high, color="#dc2626", linestyle="--", label="high")
+    ax.axhline(low, color="#16a34a", linestyle=":", label="low")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel(xlabel)
+    ax.set_title(label(title, 70), fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    return _png(fig)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60] or "plot"
 
