@@ -235,8 +235,6 @@ def _drift(judged: bool, profiles: list[FeatureProfile],
         ref: Any = None
         if fp.kind == "categorical":
             ref, current = _categories(fp, current)
-        else:
-            ref = _few_values(fp)
         try:
             tested.append(feature_drift(fp.name, reference_values(fp) if ref is None else ref,
                                         current, kind=fp.kind))
@@ -267,36 +265,6 @@ def _categories(fp: FeatureProfile, values: np.ndarray) -> tuple[np.ndarray | No
         counts.append(fp.other_count)
         values = np.where(np.isin(values, np.asarray(labels[:-1], dtype=str)), values, OTHER)
     return np.repeat(np.asarray(labels, dtype=str), counts), values
-
-
-def _few_values(fp: FeatureProfile) -> np.ndarray | None:
-    """The exact reference of a numerical column of at most ``FEW_VALUES`` distinct values
-    whose values the profile did not keep, or None for any other column.
-
-    Why: the quantile function interpolates between knots, so a column of the values 0, 1,
-    2 comes back with values in between; tested as continuous (Wasserstein) where the data
-    is tested as a few values (Jensen-Shannon), as Evidently does. The quantiles name the
-    values (a value held by a single row could hide between two knots: then the histogram
-    has counts elsewhere and this gives up); each lies in its own histogram bin, whose count
-    is its exact count."""
-    import numpy as np
-
-    from gha_mlops.monitor.drift import FEW_VALUES
-    from gha_mlops.monitor.profile import RECONSTRUCT_CAP
-
-    if fp.kind != "numerical" or fp.values is not None or not fp.count or not fp.hist_edges:
-        return None
-    values = sorted(set(fp.quantiles) | set(fp.tail_quantiles))
-    if len(values) > FEW_VALUES:
-        return None
-    edges = np.asarray(fp.hist_edges)
-    bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(fp.hist_counts) - 1)
-    counts = [fp.hist_counts[b] for b in bins]
-    if len(set(bins.tolist())) != len(values) or sum(counts) != fp.count:
-        return None
-    scale = min(1.0, RECONSTRUCT_CAP / fp.count)
-    return np.repeat(np.asarray(values, dtype=np.float64),
-                     [round(c * scale) for c in counts])
 
 
 def _histogram(fp: FeatureProfile, values: np.ndarray) -> Histogram:

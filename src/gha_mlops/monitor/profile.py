@@ -534,7 +534,9 @@ def reference_values(feature: FeatureProfile, *, size: int | None = None) -> Any
     """A reference sample for the drift tests, as a numpy array.
 
     Numerical: the kept values when the profile has them and no ``size`` is asked (exact:
-    a small reference tests as the raw data would), otherwise ``size`` points
+    a small reference tests as the raw data would); a column of at most ``FEW_VALUES``
+    distinct values that the histogram pins down exactly, those values by their counts
+    (scaled to ``RECONSTRUCT_CAP``); otherwise ``size`` points
     (default ``min(count, RECONSTRUCT_CAP)``) of the quantile function, interpolated
     linearly between the stored quantiles at the mid-points ``(i + 0.5) / size``; the KS
     statistic against it is within about ``1 / (N_QUANTILES - 1)`` of the one against the
@@ -553,6 +555,9 @@ def reference_values(feature: FeatureProfile, *, size: int | None = None) -> Any
             return np.empty(0, dtype=np.float64)
         if feature.values is not None and size is None:
             return np.array(feature.values, dtype=np.float64)
+        few = _few_values(feature) if size is None else None
+        if few is not None:
+            return few
         grid, values = _quantile_function(feature.quantiles, feature.tail_quantiles,
                                           feature.count)
         return np.interp((np.arange(target) + 0.5) / max(target, 1), np.array(grid),
@@ -566,6 +571,35 @@ def reference_values(feature: FeatureProfile, *, size: int | None = None) -> Any
     out = np.empty(sum(scaled), dtype=object)
     out[:] = [lab for lab, n in zip(labels, scaled, strict=True) for _ in range(n)]
     return out
+
+
+def _few_values(fp: FeatureProfile) -> Any:
+    """The exact reference of a numerical column of at most ``FEW_VALUES`` distinct values
+    whose values the profile did not keep (a numpy array), or None for any other column.
+
+    Why: the quantile function interpolates between knots, so a column of the values 0, 1,
+    2 comes back with values in between; tested as continuous (Wasserstein) where the data
+    is tested as a few values (Jensen-Shannon), as Evidently does. The quantiles name the
+    values (a value held by a single row could hide between two knots: then the histogram
+    has counts elsewhere and this gives up); each lies in its own histogram bin, whose count
+    is its exact count."""
+    import numpy as np
+
+    from gha_mlops.monitor.drift import FEW_VALUES
+
+    if fp.kind != "numerical" or fp.values is not None or not fp.count or not fp.hist_edges:
+        return None
+    values = sorted(set(fp.quantiles) | set(fp.tail_quantiles))
+    if len(values) > FEW_VALUES:
+        return None
+    edges = np.asarray(fp.hist_edges)
+    bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(fp.hist_counts) - 1)
+    counts = [fp.hist_counts[b] for b in bins]
+    if len(set(bins.tolist())) != len(values) or sum(counts) != fp.count:
+        return None
+    scale = min(1.0, RECONSTRUCT_CAP / fp.count)
+    return np.repeat(np.asarray(values, dtype=np.float64),
+                     [round(c * scale) for c in counts])
 
 
 def tail_probabilities(count: int) -> list[float]:
