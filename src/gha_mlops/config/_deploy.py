@@ -9,14 +9,14 @@ file, the line and what to write instead, rather than failing half-way through a
 from __future__ import annotations
 
 import itertools
-import math
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gha_mlops.config._yaml import Loc, Problems, display, type_name
+from gha_mlops.config._schema_errors import duration_seconds, section_schema_problems
+from gha_mlops.config._yaml import Loc, Problems, display
 from gha_mlops.config.model import DeployConfig, DeployEnvironment, DeployGates, DeployHostConfig
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ _ENV_NAME_HINT = ("use 1 to 32 lower-case letters, digits and '-', starting and 
                   "and GitHub environment names")
 # Patterns used only while validating are strings, compiled (and cached by re) on first use:
 # a load from the validated-config cache imports this module but never matches them.
-_DURATION = r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*$"
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # (key in the file, key in the normalized form, lowest, highest) in seconds.
 DURATIONS = (("bake", "bake_s", 0.0, 3600.0), ("ready_timeout", "ready_timeout_s", 1.0, 1800.0),
@@ -87,38 +86,12 @@ _FORMS = {
            "`url: https://staging.example.com`",
     "production": "`true` or `false`: GitHub marks the deployments as production",
 }
-_MESSAGES = {
-    "string_type": "expected a string, got {got}",
-    "int_type": "expected a whole number, got {got}",
-    "float_type": "expected a number, got {got}",
-    "bool_type": "expected true or false, got {got}",
-    "list_type": "expected a list, got {got}",
-    "dict_type": "expected a mapping, got {got}",
-    "model_type": "expected a mapping, got {got}",
-    "string_too_short": "must not be empty",
-    "too_short": "expected at least {min_length} item(s), got {actual_length}",
-    "too_long": "expected at most {max_length} items, got {actual_length}",
-    "greater_than": "must be more than {gt}, got {got}",
-    "greater_than_equal": "must be at least {ge}, got {got}",
-    "less_than_equal": "must be at most {le}, got {got}",
-    "finite_number": "expected a finite number, got {got}",
-}
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from a number (not a boolean) or a string ``<number><unit>`` with the unit
-    ``ms``, ``s``, ``m`` or ``h``; ValueError naming the forms otherwise. Bounds are the
-    caller's."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (found := re.match(_DURATION, value)):
-        seconds = float(found.group(1)) * _UNIT_S[found.group(2)]
-    else:
-        raise ValueError("expected a number of seconds or a duration such as '10s', '2m' or "
-                         f"'500ms', got {type_name(value)}")
-    if not math.isfinite(seconds):
-        raise ValueError(f"expected a finite number of seconds, got {type_name(value)}")
-    return seconds
+    """Seconds from a number (not a boolean) or a duration with the unit ``ms``, ``s``, ``m`` or ``h``;
+    ValueError naming the forms otherwise. Bounds are the caller's."""
+    return duration_seconds(value, _UNIT_S, "'10s', '2m' or '500ms'")
 
 
 def _form(loc: Loc) -> str | None:
@@ -156,35 +129,8 @@ def _allowed(parent: Loc) -> Sequence[str]:
 
 
 def deploy_schema_problems(problems: Problems, errors: Sequence[Mapping[str, Any]]) -> None:
-    """pydantic's errors under ``deploy:`` worded for someone editing the file: the key, what
-    was expected and the form it takes (with the keys allowed where one is unknown)."""
-    import difflib  # only when the section is wrong
-
-    for e in errors:
-        parts: Loc = tuple(e["loc"])
-        kind, value = e["type"], e.get("input")
-        if parts and parts[-1] == "[key]":  # a mapping key that is not a string
-            loc: Loc = (*parts[:-2], str(parts[-2]))
-            problems.add(loc, f"key {loc[-1]!r} is not a string",
-                         f"quote it (`'{loc[-1]}':`)", key=True)
-            continue
-        loc = tuple(p for p in parts if not (isinstance(p, str) and p.endswith("]")))
-        if kind == "extra_forbidden":
-            allowed = _allowed(loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            problems.add(loc, f"unknown key {loc[-1]!r}",
-                         (f"did you mean {close[0]!r}? " if close else "")
-                         + "allowed keys: " + ", ".join(allowed), key=True)
-        elif kind == "missing":
-            problems.add(loc[:-1], f"missing required key {loc[-1]!r}", _form(loc), key=True)
-        elif kind == "value_error":
-            problems.add(loc, str(e.get("msg", "")).removeprefix("Value error, "), _form(loc))
-        else:
-            template = _MESSAGES.get(kind)
-            message = (template.format(got=type_name(value), **(e.get("ctx") or {}))
-                       if template else f"{e.get('msg', 'invalid value')} "
-                                        f"(got {type_name(value)})")
-            problems.add(loc, message, _form(loc))
+    """pydantic's errors under ``deploy:`` worded for someone editing the file."""
+    section_schema_problems(problems, errors, allowed=_allowed, form=_form)
 
 
 def normalize_deploy(problems: Problems, deploy: Any,

@@ -10,7 +10,6 @@ that finds a drift.
 
 from __future__ import annotations
 
-import math
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
@@ -18,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gha_mlops.config._deploy import section_lines
+from gha_mlops.config._schema_errors import duration_seconds, section_schema_problems
 from gha_mlops.config._state import STATE_DIR
-from gha_mlops.config._yaml import Loc, Problems, display, type_name
+from gha_mlops.config._yaml import Loc, Problems, display
 from gha_mlops.config.model import MonitorAlarm, MonitorConfig, MonitorModel, MonitorRetrain
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 # Patterns used only while validating are strings, compiled (and cached by re) on first use:
 # a load from the validated-config cache imports this module but never matches them.
-_DURATION = r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)\s*$"
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DAY_S = 86400.0
 WINDOW_S = (60.0, 366 * DAY_S)  # a window: a minute to a (leap) year
@@ -95,37 +94,12 @@ _FORMS = {
     "collect_into": "the name of the dataset feedback is collected into, e.g. "
                     "`collect_into: feedback`",
 }
-_MESSAGES = {
-    "string_type": "expected a string, got {got}",
-    "int_type": "expected a whole number, got {got}",
-    "float_type": "expected a number, got {got}",
-    "list_type": "expected a list, got {got}",
-    "dict_type": "expected a mapping, got {got}",
-    "model_type": "expected a mapping, got {got}",
-    "string_too_short": "must not be empty",
-    "too_short": "expected at least {min_length} item(s), got {actual_length}",
-    "too_long": "expected at most {max_length} items, got {actual_length}",
-    "greater_than": "must be more than {gt}, got {got}",
-    "greater_than_equal": "must be at least {ge}, got {got}",
-    "less_than_equal": "must be at most {le}, got {got}",
-    "finite_number": "expected a finite number, got {got}",
-}
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from a number (not a boolean) or a string ``<number><unit>`` with the unit
-    ``s``, ``m``, ``h`` or ``d``; ValueError naming the forms otherwise. Bounds are the
-    caller's."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (found := re.match(_DURATION, value)):
-        seconds = float(found.group(1)) * _UNIT_S[found.group(2)]
-    else:
-        raise ValueError("expected a number of seconds or a duration such as '90m', '24h' or "
-                         f"'7d', got {type_name(value)}")
-    if not math.isfinite(seconds):
-        raise ValueError(f"expected a finite number of seconds, got {type_name(value)}")
-    return seconds
+    """Seconds from a number (not a boolean) or a duration with the unit ``s``, ``m``, ``h`` or ``d``;
+    ValueError naming the forms otherwise. Bounds are the caller's."""
+    return duration_seconds(value, _UNIT_S, "'90m', '24h' or '7d'")
 
 
 def _form(loc: Loc) -> str | None:
@@ -162,35 +136,8 @@ def _allowed(parent: Loc) -> Sequence[str]:
 
 
 def monitor_schema_problems(problems: Problems, errors: Sequence[Mapping[str, Any]]) -> None:
-    """pydantic's errors under ``monitor:`` worded for someone editing the file: the key, what
-    was expected and the form it takes (with the keys allowed where one is unknown)."""
-    import difflib  # only when the section is wrong
-
-    for e in errors:
-        parts: Loc = tuple(e["loc"])
-        kind, value = e["type"], e.get("input")
-        if parts and parts[-1] == "[key]":  # a mapping key that is not a string
-            loc: Loc = (*parts[:-2], str(parts[-2]))
-            problems.add(loc, f"key {loc[-1]!r} is not a string",
-                         f"quote it (`'{loc[-1]}':`)", key=True)
-            continue
-        loc = tuple(p for p in parts if not (isinstance(p, str) and p.endswith("]")))
-        if kind == "extra_forbidden":
-            allowed = _allowed(loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            problems.add(loc, f"unknown key {loc[-1]!r}",
-                         (f"did you mean {close[0]!r}? " if close else "")
-                         + "allowed keys: " + ", ".join(allowed), key=True)
-        elif kind == "missing":
-            problems.add(loc[:-1], f"missing required key {loc[-1]!r}", _form(loc), key=True)
-        elif kind == "value_error":
-            problems.add(loc, str(e.get("msg", "")).removeprefix("Value error, "), _form(loc))
-        else:
-            template = _MESSAGES.get(kind)
-            message = (template.format(got=type_name(value), **(e.get("ctx") or {}))
-                       if template else f"{e.get('msg', 'invalid value')} "
-                                        f"(got {type_name(value)})")
-            problems.add(loc, message, _form(loc))
+    """pydantic's errors under ``monitor:`` worded for someone editing the file."""
+    section_schema_problems(problems, errors, allowed=_allowed, form=_form)
 
 
 def normalize_monitor(problems: Problems, monitor: Any,

@@ -3,7 +3,9 @@ what was expected and an example of the expected form."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gha_mlops.config._yaml import Loc, Problems, type_name
@@ -216,3 +218,75 @@ def _allowed_keys(parent: Loc) -> list[str]:
     else:
         model = StageSchema
     return list(model.model_fields)
+
+
+# -- sections that word their own errors (deploy:, monitor:) --------------------------------
+
+SECTION_MESSAGES = {
+    "string_type": "expected a string, got {got}",
+    "int_type": "expected a whole number, got {got}",
+    "float_type": "expected a number, got {got}",
+    "bool_type": "expected true or false, got {got}",
+    "list_type": "expected a list, got {got}",
+    "dict_type": "expected a mapping, got {got}",
+    "model_type": "expected a mapping, got {got}",
+    "string_too_short": "must not be empty",
+    "too_short": "expected at least {min_length} item(s), got {actual_length}",
+    "too_long": "expected at most {max_length} items, got {actual_length}",
+    "greater_than": "must be more than {gt}, got {got}",
+    "greater_than_equal": "must be at least {ge}, got {got}",
+    "less_than_equal": "must be at most {le}, got {got}",
+    "finite_number": "expected a finite number, got {got}",
+}
+
+
+def section_schema_problems(problems: Problems, errors: Sequence[Mapping[str, Any]], *,
+                            allowed: Callable[[Loc], Sequence[str]],
+                            form: Callable[[Loc], str | None]) -> None:
+    """pydantic's errors under one section worded for someone editing the file: the key,
+    what was expected and ``form(loc)`` (the form it takes), with the keys ``allowed(parent)``
+    where one is unknown."""
+    import difflib  # only when the section is wrong
+
+    for e in errors:
+        parts: Loc = tuple(e["loc"])
+        kind, value = e["type"], e.get("input")
+        if parts and parts[-1] == "[key]":  # a mapping key that is not a string
+            loc: Loc = (*parts[:-2], str(parts[-2]))
+            problems.add(loc, f"key {loc[-1]!r} is not a string",
+                         f"quote it (`'{loc[-1]}':`)", key=True)
+            continue
+        loc = tuple(p for p in parts if not (isinstance(p, str) and p.endswith("]")))
+        if kind == "extra_forbidden":
+            keys = allowed(loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+            problems.add(loc, f"unknown key {loc[-1]!r}",
+                         (f"did you mean {close[0]!r}? " if close else "")
+                         + "allowed keys: " + ", ".join(keys), key=True)
+        elif kind == "missing":
+            problems.add(loc[:-1], f"missing required key {loc[-1]!r}", form(loc), key=True)
+        elif kind == "value_error":
+            problems.add(loc, str(e.get("msg", "")).removeprefix("Value error, "), form(loc))
+        else:
+            template = SECTION_MESSAGES.get(kind)
+            message = (template.format(got=type_name(value), **(e.get("ctx") or {}))
+                       if template else f"{e.get('msg', 'invalid value')} "
+                                        f"(got {type_name(value)})")
+            problems.add(loc, message, form(loc))
+
+
+def duration_seconds(value: Any, units: Mapping[str, float], examples: str) -> float:
+    """Seconds from a number (not a boolean) or a string ``<number><unit>`` with one of
+    ``units`` (unit -> seconds); ValueError naming the forms (``examples``) otherwise.
+    Bounds are the caller's."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (found := re.match(
+            r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(" + "|".join(units) + r")\s*$", value)):
+        seconds = float(found.group(1)) * units[found.group(2)]
+    else:
+        raise ValueError(f"expected a number of seconds or a duration such as {examples}, "
+                         f"got {type_name(value)}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a finite number of seconds, got {type_name(value)}")
+    return seconds
