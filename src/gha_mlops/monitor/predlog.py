@@ -432,9 +432,8 @@ def _finite_time(t: Any) -> bool:
         return False
 
 
-def _row_problem(row: Any, header: Mapping[str, Any], hour: int, schema: Mapping[str, Any],
-                 ) -> str | None:
-    """Why ``row`` (a parsed line) cannot be used, or None (its values are judged apart)."""
+def _id_time_problem(row: Any) -> str | None:
+    """Why a parsed line of the log or the feedback is not a row with an id and a time."""
     if not isinstance(row, dict):
         return "bad-json" if row is None else "bad-row"
     rid, t = row.get("id"), row.get("t")  # type: Any, Any
@@ -442,11 +441,20 @@ def _row_problem(row: Any, header: Mapping[str, Any], hour: int, schema: Mapping
         return "bad-id"
     if not _finite_time(t):
         return "bad-time"
+    return None
+
+
+def _row_problem(row: Any, header: Mapping[str, Any], hour: int, schema: Mapping[str, Any],
+                 ) -> str | None:
+    """Why ``row`` (a parsed line) cannot be used, or None (its values are judged apart)."""
+    problem = _id_time_problem(row)
+    if problem is not None:
+        return problem
     if row.get("model") != header["model"]:
         return "other-model"
     if row.get("version") != header["version"]:
         return "other-version"
-    if int(t // 3600) != hour:
+    if int(row["t"] // 3600) != hour:
         return "time-outside-file-hour"
     for side in ("inputs", "outputs"):
         values = row.get(side)
@@ -925,14 +933,10 @@ def _label_ok(label: Any) -> bool:
 
 
 def _label_problem(row: Any, hour: int) -> str | None:
-    if not isinstance(row, dict):
-        return "bad-json" if row is None else "bad-row"
-    rid, t = row.get("id"), row.get("t")  # type: Any, Any
-    if not isinstance(rid, str) or not 0 < len(rid) <= MAX_ID_CHARS:
-        return "bad-id"
-    if not _finite_time(t):
-        return "bad-time"
-    if int(t // 3600) != hour:
+    problem = _id_time_problem(row)
+    if problem is not None:
+        return problem
+    if int(row["t"] // 3600) != hour:
         return "time-outside-file-hour"
     if not _label_ok(row.get("label")):
         return "bad-label"
