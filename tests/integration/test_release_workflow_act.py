@@ -241,13 +241,14 @@ stages:
   train:
     cmd: python src/train.py
     deps: [src/train.py, src/model.onnx]
-    outs: [models/model.onnx]
+    outs: [models/model.onnx, checks]
     metrics: [metrics/train.json]
 registry:
   stages: [dev, staging, prod]
   models:
     tiny:
       path: models/model.onnx
+      check_data: checks/x.npy
 """
 
 TINY_TRAIN = """\
@@ -256,9 +257,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 Path("models").mkdir(exist_ok=True)
 Path("metrics").mkdir(exist_ok=True)
+Path("checks").mkdir(exist_ok=True)
 shutil.copyfile("src/model.onnx", "models/model.onnx")
+# The evaluation data: golden requests and the reference profile are made of it.
+np.save("checks/x.npy", np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32))
 Path("metrics/train.json").write_text(json.dumps({"accuracy": 0.9}))
 """
 
@@ -271,7 +277,7 @@ def _image_consumer(tmp: Path, registry: str, base: str) -> tuple[Path, Path, di
     tiny_onnx(repo / "src/model.onnx")
     (repo / "src/train.py").write_text(TINY_TRAIN)
     (repo / "mlops.yaml").write_text(TINY_MLOPS)
-    (repo / ".gitignore").write_text(".gha-mlops/\n/models/\n/metrics/\n")
+    (repo / ".gitignore").write_text(".gha-mlops/\n/models/\n/metrics/\n/checks/\n")
     (repo / ".github/workflows").mkdir(parents=True)
     (repo / ".github/workflows/release.yml").write_text(
         IMAGE_CALLER % {"ref": REF, "registry": registry, "base": base})
@@ -334,8 +340,15 @@ def test_the_image_digest_reaches_the_remote_as_a_note_and_the_stage_tag_follows
     # A fresh clone that fetches the notes sees the image in the version's lineage.
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(remote), str(clone)], check=True)
-    git(clone, "fetch", "-q", "origin", "refs/notes/gha-mlops:refs/notes/gha-mlops")
+    git(clone, "fetch", "-q", "origin", "refs/notes/*:refs/notes/*")
     shown = subprocess.run([sys.executable, "-m", "gha_mlops", "model", "show", "tiny@1.0.0",
                             "--json"], cwd=clone, capture_output=True, text=True, check=True)
     images = json.loads(shown.stdout)["lineage"]["images"]
     assert [i["digest"] for i in images] == [digest], images
+    # And the reference profile of its check data: monitoring finds it in the clone.
+    assert json.loads(shown.stdout)["lineage"]["profile"]["rows"] == 64
+    from gha_mlops.monitor.reference import load_reference
+    from gha_mlops.registry import open_registry
+
+    profile = load_reference(clone, open_registry(clone).resolve("tiny@1.0.0"))
+    assert [f.name for f in profile.features] == [f"input[{i}]" for i in range(4)]

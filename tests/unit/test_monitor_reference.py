@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -62,10 +64,11 @@ def test_the_cache_copy_is_found_by_sha256_and_checked(tmp_path: Path) -> None:
     mv = _version(ProfileRef(digest, 50))
     assert load_reference(tmp_path, mv) == load_profile(data, where="t")
     # Another profile's sha256 in the lineage: the cached bytes do not match it.
-    with pytest.raises(ProfileError, match="not in this workspace's cache") as err:
+    with pytest.raises(ProfileError, match="neither in this workspace's cache nor in its "
+                                           "git notes") as err:
         load_reference(tmp_path, _version(ProfileRef("e" * 64, 50), (
             ImageRef("reg/digits:1.0.0", "sha256:" + "1" * 64),)))
-    assert "docker cp" in str(err.value.hint) and "reg/digits:1.0.0@sha256:111" in str(
+    assert "refs/notes/" in str(err.value.hint) and "docker cp" in str(err.value.hint) and "reg/digits:1.0.0@sha256:111" in str(
         err.value.hint)
 
 
@@ -85,3 +88,46 @@ def test_a_given_profile_file_is_validated(tmp_path: Path) -> None:
         load_reference(tmp_path, _version(None), profile_file=bad)
     with pytest.raises(ProfileError, match="cannot read the reference profile"):
         load_reference(tmp_path, _version(None), profile_file=tmp_path / "missing.json")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "PATH": os.environ["PATH"], "HOME": str(cwd)}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_the_profile_travels_with_the_versions_notes(tmp_path: Path) -> None:
+    """A clone that fetched the notes finds the profile without the packaging workspace's
+    cache; one that did not is told to fetch them."""
+    from gha_mlops.registry import open_registry
+    from gha_mlops.registry.lineage import message
+
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    _git(origin, "init", "-q")
+    _git(origin, "commit", "-q", "--allow-empty", "-m", "c")
+    lineage = Lineage(run_id="r", commit=_git(origin, "rev-parse", "HEAD").strip(),
+                      model_path="m.onnx", model_sha256="0" * 64)
+    (tmp_path / "msg").write_text(message("Register digits 1.0.0", lineage))
+    _git(origin, "tag", "-a", "digits@v1.0.0", "-F", str(tmp_path / "msg"))
+    data = _profile()
+    reg = open_registry(origin)
+    digest = reg.record_profile(reg.resolve("digits@1.0.0"), data, 50)
+    assert digest == hashlib.sha256(data).hexdigest()
+    mv = open_registry(origin).resolve("digits@1.0.0")
+    assert mv.lineage.profile == ProfileRef(digest, 50)
+    assert load_reference(origin, mv) == load_profile(data, where="t")  # from the note
+
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(origin), str(clone))
+    with pytest.raises(ProfileError, match="has no reference profile"):  # no notes fetched
+        load_reference(clone, open_registry(clone).resolve("digits@1.0.0"))
+    _git(clone, "fetch", "-q", "origin", "refs/notes/*:refs/notes/*")
+    assert load_reference(clone, open_registry(clone).resolve("digits@1.0.0")).rows == 50
+    # A profile note that is not the one the lineage names is refused.
+    _git(clone, "notes", "--ref=gha-mlops-profiles", "add", "-f", "-m", "{}",
+         mv.tag_object)
+    with pytest.raises(ProfileError, match="nor in its git notes"):
+        load_reference(clone, open_registry(clone).resolve("digits@1.0.0"))

@@ -4,13 +4,17 @@ monitored.
 Made: :func:`build_reference` profiles the check data (the registry's ``check_data``, up to
 :data:`PROFILE_ROWS` rows) as the model takes it and the model's outputs on it, with the
 column names of :mod:`gha_mlops.monitor.features` (the names ``monitor check`` gives the
-logged tensors). ``gha-mlops package`` writes the bytes into the image
-(``/model/profile.json``) and the workspace's content cache, and names them in the version's
-lineage (``Registry.record_profile``: sha256 and rows, in the version's git note).
+logged tensors).
+
+Kept: ``gha-mlops package`` writes the bytes into the image (``/model/profile.json``), the
+workspace's content cache and the version's note in ``refs/notes/gha-mlops-profiles`` (pushed
+with the image notes by release.yml), and names them in the lineage
+(``Registry.record_profile``).
 
 Found: :func:`load_reference` takes ``--profile FILE`` when given, else the bytes the lineage
-names from the content cache, checked against the sha256; it never uses a profile the lineage
-does not name, and a missing one is an error saying how to get it.
+names, from the content cache or else the profile note, checked against the sha256; it never
+uses a profile the lineage does not name, and a missing one is an error saying how to get
+it.
 """
 
 from __future__ import annotations
@@ -126,14 +130,21 @@ def load_reference(workspace: Path, mv: ModelVersion, *,
         data = _read_bounded(path) if path.is_file() else None
     except ProfileError:
         data = None
+    where = f"the reference profile of {mv.name} {mv.version} ({quoted(str(path))})"
+    if data is None or hashlib.sha256(data).hexdigest() != ref.sha256:
+        from gha_mlops.registry import PROFILE_NOTES_REF, open_registry
+
+        data = open_registry(workspace).profile_bytes(mv, MAX_PROFILE_BYTES)
+        where = f"the reference profile of {mv.name} {mv.version} (its note in " \
+                f"{PROFILE_NOTES_REF})"
     if data is None or hashlib.sha256(data).hexdigest() != ref.sha256:
         raise ProfileError(
             f"the reference profile of {mv.name} {mv.version} (sha256 {ref.sha256[:12]}, "
-            f"{ref.rows} rows) is not in this workspace's cache",
-            hint=f"take it from the image: {extract}, then pass --profile profile.json "
-                 "(or run the check where the model was packaged)")
-    return load_profile(data, where=f"the reference profile of {mv.name} {mv.version} "
-                                   f"({quoted(str(path))})")
+            f"{ref.rows} rows) is neither in this workspace's cache nor in its git notes",
+            hint="fetch the notes (git fetch origin "
+                 "'refs/notes/*:refs/notes/*'), or take it from the image: "
+                 f"{extract}, then pass --profile profile.json")
+    return load_profile(data, where=where)
 
 
 __all__ = ["IMAGE_PATH", "PROFILE_ROWS", "build_reference", "load_reference",

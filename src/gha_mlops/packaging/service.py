@@ -285,11 +285,12 @@ def package(workspace: Path, request: PackageRequest, *, engine: ImageEngine, wh
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if exported.profile is not None:
-        # Named in the lineage even for a local build: `monitor check` finds it by this.
+        # Kept with the version even for a local build: `monitor check` finds it by this
+        # (the cache here; the profile note wherever the notes are fetched).
         from gha_mlops.monitor.reference import store_reference
 
-        reg.record_profile(mv, store_reference(workspace, exported.profile),
-                           exported.profile_rows)
+        store_reference(workspace, exported.profile)
+        reg.record_profile(mv, exported.profile, exported.profile_rows)
     digest = None
     if request.push:
         progress(f"pushing {image}")

@@ -8,9 +8,10 @@ agree on every repository either writes.
 
 from __future__ import annotations
 
+from gha_mlops.registry._git import PROFILE_NOTES_REF
 from gha_mlops.registry.errors import RegistryError
 from gha_mlops.registry.lineage import ImageRef, Lineage, ProfileRef
 from gha_mlops.registry.service import ModelVersion, Registry, Written, open_registry
 
-__all__ = ["ImageRef", "Lineage", "ModelVersion", "ProfileRef", "Registry", "RegistryError",
-           "Written", "open_registry"]
+__all__ = ["PROFILE_NOTES_REF", "ImageRef", "Lineage", "ModelVersion", "ProfileRef", "Registry",
+           "RegistryError", "Written", "open_registry"]

@@ -14,6 +14,8 @@ from typing import NamedTuple
 from gha_mlops.git import GitError, _run, _text, has_config
 
 NOTES_REF = "refs/notes/gha-mlops"
+# The reference profiles of versions, one note each (a profile is too large for NOTES_REF).
+PROFILE_NOTES_REF = "refs/notes/gha-mlops-profiles"
 PUSH_TIMEOUT = 300.0
 _OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 _FIELDS = ("%(refname:strip=2)", "%(objecttype)", "%(objectname)", "%(*objecttype)",
@@ -121,6 +123,29 @@ def note_of(repo: Path, obj: str) -> str:
         return ""
     proc = _run(["notes", f"--ref={NOTES_REF}", "show", obj], repo)
     return _text(proc.stdout) if proc.returncode == 0 else ""
+
+
+def profile_note(repo: Path, obj: str, limit: int) -> bytes | None:
+    """The bytes of the profile note on ``obj`` (refs/notes/gha-mlops-profiles; None when
+    none, or when larger than ``limit``: not ours)."""
+    if rev_parse(repo, PROFILE_NOTES_REF) is None:
+        return None
+    proc = _run(["notes", f"--ref={PROFILE_NOTES_REF}", "show", obj], repo)
+    if proc.returncode != 0 or len(proc.stdout) > limit + 1:
+        return None
+    return proc.stdout.removesuffix(b"\n")  # git ends a note with a newline
+
+
+def set_profile_note(repo: Path, obj: str, data: bytes) -> None:
+    """Make ``data`` (one line: a profile's canonical JSON) the profile note on ``obj``."""
+    ident = [] if has_config(repo, "user.email") else [
+        "-c", "user.name=gha-mlops", "-c", "user.email=gha-mlops@localhost"]
+    with _scratch(data.decode("ascii") + "\n") as path:
+        proc = _run([*ident, "notes", f"--ref={PROFILE_NOTES_REF}", "add", "-f", "-F",
+                     str(path), "--", obj], repo)
+    if proc.returncode != 0:
+        err = _text(proc.stderr).strip()
+        raise GitError(f"`git notes add` failed: {err}", stderr=err)
 
 
 def append_note(repo: Path, obj: str, line: str) -> None:

@@ -10,6 +10,7 @@ tagger date, orders them as they were made.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -186,15 +187,27 @@ class Registry:
         line = json.dumps({"image": image, "digest": digest}, sort_keys=True)
         _git.append_note(self.workspace, self._tag_object(mv), line)
 
-    def record_profile(self, mv: ModelVersion, sha256: str, rows: int) -> None:
-        """Name the reference profile packaged with ``mv`` in its lineage: a line in the git
-        note on the version's tag (as :meth:`record_image`); a later one replaces it."""
-        if not (len(sha256) == 64 and all(c in "0123456789abcdef" for c in sha256)):
-            raise RegistryError(f"{quoted(sha256)} is not a sha256 (64 hex)")
+    def record_profile(self, mv: ModelVersion, data: bytes, rows: int) -> str:
+        """Keep the reference profile packaged with ``mv`` (its canonical bytes, one line)
+        with the version and name it in its lineage: the bytes as the version's note in
+        ``refs/notes/gha-mlops-profiles``, their sha256 and ``rows`` as a line of its lineage
+        note (as :meth:`record_image`); a later one replaces both. The sha256."""
+        if not data or b"\n" in data or not data.isascii():
+            raise RegistryError("a profile is one line of ASCII JSON")
         if not 0 < rows <= 10**12:
             raise RegistryError(f"a profile of {rows} rows is not a profile")
-        line = json.dumps({"profile": {"rows": rows, "sha256": sha256}}, sort_keys=True)
-        _git.append_note(self.workspace, self._tag_object(mv), line)
+        obj = self._tag_object(mv)
+        digest = hashlib.sha256(data).hexdigest()
+        _git.set_profile_note(self.workspace, obj, data)
+        line = json.dumps({"profile": {"rows": rows, "sha256": digest}}, sort_keys=True)
+        _git.append_note(self.workspace, obj, line)
+        return digest
+
+    def profile_bytes(self, mv: ModelVersion, limit: int) -> bytes | None:
+        """The profile bytes kept with ``mv`` (its profile note; None when there is none or
+        it is over ``limit`` bytes). Unchecked: compare with the lineage's sha256."""
+        obj = mv.tag_object or _git.rev_parse(self.workspace, f"refs/tags/{mv.tag}")
+        return _git.profile_note(self.workspace, obj, limit) if obj else None
 
     def _tag_object(self, mv: ModelVersion) -> str:
         obj = mv.tag_object or _git.rev_parse(self.workspace, f"refs/tags/{mv.tag}")
@@ -335,10 +348,10 @@ def check_remote_free(repo: Path, remote: str, tag: str) -> None:
 
 
 def push_tags(repo: Path, remote: str, tags: list[str]) -> None:
-    """Push ``tags`` (and the notes ref when there is one) to ``remote``, never forced."""
+    """Push ``tags`` (and the notes refs there are) to ``remote``, never forced."""
     refs = [f"refs/tags/{t}" for t in tags]
-    if _git.rev_parse(repo, _git.NOTES_REF) is not None:
-        refs.append(_git.NOTES_REF)
+    refs += [ref for ref in (_git.NOTES_REF, _git.PROFILE_NOTES_REF)
+             if _git.rev_parse(repo, ref) is not None]
     try:
         _git.push(repo, remote, refs)
     except GitError as err:
