@@ -54,17 +54,17 @@ import os, sys, time
 sys.path.insert(0, "/app")
 import oip_server
 MODE = os.environ.get("FAULT", "")
-original = oip_server.infer
+original = oip_server.run_model
 count = 0
-def infer(model, request):
+def run_model(model, names, feeds):
     global count
     count += 1
     if count > 20 and MODE == "errors" and count % 2:
         raise RuntimeError("injected fault")
     if count > 20 and MODE == "slow":
         time.sleep(0.08)
-    return original(model, request)
-oip_server.infer = infer
+    return original(model, names, feeds)
+oip_server.run_model = run_model
 sys.exit(oip_server.main(sys.argv[1:]))
 """
 START = ('exec python3 /app/faulty.py --model-dir /model --host 0.0.0.0 '
