@@ -400,16 +400,22 @@ class Attempt:
 
 
 class GhaMlopsSim:
-    PASS_DELAY = 0.01  # from a kick to the loop's pass (another thread in the service)
+    """The real scaler in sim time. Subclasses (``sim_runners_ec2.py``) swap in their own
+    ledger and backend through ``ledger_class`` and ``backend_class``."""
 
-    def __init__(self, p: Params, trace: list[TraceJob], tmp: Path) -> None:
+    PASS_DELAY = 0.01  # from a kick to the loop's pass (another thread in the service)
+    ledger_class: type[Ledger] = Ledger
+    backend_class: type[SimBackend] = SimBackend
+
+    def __init__(self, p: Params, trace: list[TraceJob], tmp: Path, *,
+                 strategy: str = "gha-mlops") -> None:
         self.p = p
         self.trace = trace
         self.engine = Engine()
         self.draws = Draws(p)
-        self.ledger = Ledger("gha-mlops", trace, self.engine)
+        self.ledger = self.ledger_class(strategy, trace, self.engine)
         self.gh = SimGitHub(self)
-        self.backend = SimBackend(self)
+        self.backend = self.backend_class(self)
         self.state = State(tmp / "state.db", clock=self.engine.clock)
         self.config = scaler_config(p, tmp)
         self.scaler = _KickingScaler(self.config, self.state, self.gh, {"docker": self.backend},
@@ -666,25 +672,31 @@ class BaselineSim:
 # -- driving it --------------------------------------------------------------------------------
 
 
+def run_real_scaler(p: Params, make: Callable[[Path], GhaMlopsSim]) -> Result:
+    """Run a :class:`GhaMlopsSim` (``make`` builds it in a temporary directory) with the
+    scaler's log quiet and its runner names seeded; close its scaler and state after."""
+    scaler_log = logging.getLogger("gha_mlops.runners")
+    level = scaler_log.level
+    scaler_log.setLevel(logging.CRITICAL)  # its INFO/WARNING lines would flood stderr
+    try:
+        with tempfile.TemporaryDirectory(prefix="sim-runners-") as tmp, \
+                deterministic_names(p.seed):
+            sim = make(Path(tmp))
+            try:
+                return sim.run()
+            finally:
+                sim.scaler.close()
+                sim.state.close()
+    finally:
+        scaler_log.setLevel(level)
+
+
 def simulate(strategy: str, p: Params) -> Result:
     """One run of one strategy on the trace of ``p.seed``."""
     trace = make_trace(p)
     started = time.perf_counter()
     if strategy == "gha-mlops":
-        scaler_log = logging.getLogger("gha_mlops.runners")
-        level = scaler_log.level
-        scaler_log.setLevel(logging.CRITICAL)  # its INFO/WARNING lines would flood stderr
-        try:
-            with tempfile.TemporaryDirectory(prefix="sim-runners-") as tmp, \
-                    deterministic_names(p.seed):
-                sim = GhaMlopsSim(p, trace, Path(tmp))
-                try:
-                    result = sim.run()
-                finally:
-                    sim.scaler.close()
-                    sim.state.close()
-        finally:
-            scaler_log.setLevel(level)
+        result = run_real_scaler(p, lambda tmp: GhaMlopsSim(p, trace, tmp))
     elif strategy in STRATEGIES:
         result = BaselineSim(strategy, p, trace).run()
     else:
