@@ -74,6 +74,7 @@ class Params:
     webhook_loss: float = 0.01
     max_runners: int = 100
     idle_timeout: float = 300.0  # gha-mlops pool idle_timeout and the first baseline's
+    register_timeout: float = 180.0  # gha-mlops pool: a runner not online by then is drained
     cron: float = 300.0  # the second baseline's scale-down period
     reconcile_interval: float = 30.0
     drain: float = 7200.0  # the sim runs this long after the last arrival at most
@@ -309,7 +310,8 @@ state: {state}
 reconcile_interval: {reconcile}s
 grace_period: 2m
 pools:
-  - {{name: gpu, labels: [gpu], image: runner:sim, max: {max}, idle_timeout: {idle}s}}
+  - {{name: gpu, labels: [gpu], image: runner:sim, max: {max}, idle_timeout: {idle}s,
+     register_timeout: {register}s}}
 """
 ENV = {"TOKEN": "t0ken", "SECRET": "s" * 32}
 
@@ -317,7 +319,8 @@ ENV = {"TOKEN": "t0ken", "SECRET": "s" * 32}
 def scaler_config(p: Params, tmp: Path) -> RunnersConfig:
     path = tmp / "runners.yaml"
     path.write_text(CONFIG.format(state=tmp / "state.db", reconcile=p.reconcile_interval,
-                                  max=p.max_runners, idle=p.idle_timeout))
+                                  max=p.max_runners, idle=p.idle_timeout,
+                                  register=p.register_timeout))
     return load_config(path, ENV)
 
 
