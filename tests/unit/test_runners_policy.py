@@ -19,7 +19,9 @@ from gha_mlops.runners.policy import (
     GONE,
     IDLE,
     LAUNCHING,
+    MACHINE_WENT_AWAY,
     RESERVED,
+    RUNNER_DIED,
     JobView,
     RunnerView,
     World,
@@ -206,7 +208,7 @@ def test_a_runner_whose_machine_vanished_is_forgotten_and_a_busy_one_is_lost() -
     d = decide(world(runners=[runner("a", IDLE), runner("b", BUSY, job_id=42),
                               runner("c", DONE)], machines=[]))
     assert sorted(n for n, _ in d.forget) == ["gm-a", "gm-c"]
-    assert d.lost == [("gm-b", 42)]
+    assert d.lost == [("gm-b", 42, RUNNER_DIED)]
 
 
 def test_registrations_without_a_runner_of_ours_are_deregistered() -> None:
@@ -298,3 +300,76 @@ def test_a_runner_that_moved_on_before_its_machine_was_noted_gets_it_adopted() -
     d = decide(world(runners=[runner("a", BUSY, boot="old-process", job_id=3)],
                      machines=[machine("a", age=5)]))
     assert d.adopt == [("gm-a", "m-a")] and d.lost == []
+
+
+# -- adopting by the machine's real state; jobs lost to the machine under them ----------------
+
+def test_a_machine_created_but_never_started_is_started_while_a_job_wants_it() -> None:
+    # Killed between create and start: the restart starts it at once (not "booting" until
+    # register_timeout), and launches nothing more for the one queued job.
+    r = runner("a", LAUNCHING, boot="old-process", github_id=5)
+    d = decide(world(jobs=[job(1)], runners=[r], machines=[machine("a", age=5, state="created")]))
+    assert d.start == [("gm-a", "m-a")]
+    assert d.adopt == [] and d.remove_machines == [] and d.forget == [] and d.launch == {}
+
+
+def test_a_machine_created_but_never_started_that_no_job_wants_is_removed_at_once() -> None:
+    # Its slot is freed in this pass, not after register_timeout.
+    r = runner("a", LAUNCHING, boot="old-process", github_id=5)
+    d = decide(world(runners=[r], machines=[machine("a", age=5, state="created")]))
+    assert d.start == [] and d.adopt == []
+    assert d.remove_machines == [("m-a", "created but never started (the autoscaler "
+                                  "restarted), and no job needs it")]
+    assert [n for n, _ in d.forget] == ["gm-a"]
+
+
+def test_only_as_many_created_machines_start_as_jobs_want_and_the_slot_is_reused() -> None:
+    stale = [runner(x, LAUNCHING, boot="old-process", github_id=i, age=10 - i)
+             for i, x in enumerate("abc")]
+    d = decide(world(pools=[pool(max=3)], jobs=[job(1), job(2)], runners=stale,
+                     machines=[machine(x, age=5, state="created") for x in "abc"]))
+    assert [n for n, _ in d.start] == ["gm-a", "gm-b"]  # the oldest first
+    assert [m for m, _ in d.remove_machines] == ["m-c"] and d.launch == {}
+    # A runner adopted as booting by an older release: also started, not held.
+    held = runner("h", BOOTING, boot="old-process", github_id=9, machine_id="m-h")
+    d = decide(world(jobs=[job(1)], runners=[held],
+                     machines=[machine("h", age=90, state="created")]))
+    assert d.start == [("gm-h", "m-h")] and d.drain == []
+
+
+def test_a_created_machine_of_a_launch_in_flight_here_is_left_alone() -> None:
+    d = decide(world(jobs=[job(1)], runners=[runner("a", LAUNCHING, github_id=5)],
+                     machines=[machine("a", age=0, state="created")]))
+    assert (d.start, d.adopt, d.remove_machines, d.forget, d.launch) == ([], [], [], [], {})
+
+
+def test_a_created_machine_without_a_registration_is_removed() -> None:
+    d = decide(world(jobs=[job(1)], runners=[runner("a", RESERVED, boot="old-process")],
+                     machines=[machine("a", age=5, state="created")]))
+    assert d.start == [] and [m for m, _ in d.remove_machines] == ["m-a"]
+    assert d.launch == {"gpu": 1}  # its slot went back, and the job gets a fresh runner
+
+
+def test_a_job_whose_machine_its_host_stopped_is_lost_to_the_machine() -> None:
+    d = decide(world(runners=[runner("b", BUSY, job_id=42), runner("c", DONE, job_id=43),
+                              runner("i", IDLE)],
+                     machines=[machine(x, state="lost") for x in "bci"]))
+    assert sorted(m for m, _ in d.remove_machines) == ["m-b", "m-c", "m-i"]
+    assert d.lost == [("gm-b", 42, MACHINE_WENT_AWAY), ("gm-c", 43, MACHINE_WENT_AWAY)]
+    assert d.forget == [("gm-i", "its machine went away (it was idle)")]
+
+
+def test_machines_that_vanished_across_a_backend_outage_went_away_with_their_jobs() -> None:
+    busy = runner("b", BUSY, job_id=42, since=30)
+    done = runner("c", DONE, job_id=43, since=5)
+    long_done = runner("d", DONE, job_id=44, since=600)
+    # The daemon restarted (a listing failed 3 s ago) and the machines are gone.
+    d = decide(world(runners=[busy, done, long_done], machines=[], outage_at=NOW - 3))
+    assert d.lost == [("gm-b", 42, MACHINE_WENT_AWAY), ("gm-c", 43, MACHINE_WENT_AWAY)]
+    assert [n for n, _ in d.forget] == ["gm-d"]  # finished long before: not the outage's
+    # An outage before the job started says nothing of it: its runner died.
+    d = decide(world(runners=[busy], machines=[], outage_at=NOW - 100))
+    assert d.lost == [("gm-b", 42, RUNNER_DIED)]
+    # No outage: a finished runner's machine that exited is just forgotten.
+    d = decide(world(runners=[done], machines=[]))
+    assert d.lost == [] and [n for n, _ in d.forget] == ["gm-c"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gha_mlops.github.port import GhJob, RunnerBusyError
-from gha_mlops.runners.backends.base import Machine
+from gha_mlops.runners.backends.base import BackendError, LaunchSpec, Machine
 from gha_mlops.runners.config import load_config
 from gha_mlops.runners.policy import ALIVE, BOOTING, BUSY, DONE, GONE, IDLE, LAUNCHING
 from gha_mlops.runners.scaler import Scaler
@@ -416,3 +416,126 @@ def test_a_queued_job_github_no_longer_knows_stops_being_demand(rig: Rig) -> Non
     view = rig.state.job(job.id)
     assert view is None or view.status == "completed"
     assert rig.scaler.last_decision.queued == {"gpu": 0}
+
+
+# -- part 1's restart gaps: adopt by the machine's state; jobs lost to their machine -----------
+
+def _killed_after_create(rig: Rig) -> tuple[str, str]:
+    """What a process killed between creating a machine and starting it leaves: the runner
+    reserved and registered (LAUNCHING) and a machine in state ``created``."""
+    (name,) = rig.state.reserve("gpu", 1, 3, boot_id="dead-process", prefix="gm-")
+    jit = rig.gh.generate_jitconfig(name, ("self-hosted", "gpu"))
+    rig.state.set_runner(name, LAUNCHING, github_id=jit.runner_id)
+    m = rig.backend.create(LaunchSpec(name, "gpu", "runner:test", jit.encoded, gpus=1))
+    rig.backend.launched.clear()
+    return name, m.id
+
+
+def test_a_restart_starts_a_machine_created_but_never_started_when_a_job_wants_it(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    job = rig.queue()
+    name, mid = _killed_after_create(rig)
+    rig.scaler = rig.new_scaler()
+    with caplog.at_level(logging.WARNING, "gha_mlops.runners"):
+        rig.scaler.reconcile(full=True)
+    assert rig.backend.started == [mid] and rig.backend.machines[mid].state == "running"
+    assert rig.states()[name] == BOOTING and rig.backend.launched == []
+    assert "started a machine created but never started" in caplog.text
+    rig.gh.connect(name)
+    assert rig.gh.assign(name) is not None and rig.gh.jobs[job.id].runner_name == name
+
+
+def test_a_restart_removes_a_created_machine_no_job_wants_and_frees_its_slot_at_once(
+        tmp_path: Path) -> None:
+    rig = Rig(tmp_path, config=CONFIG.replace("max: 3", "max: 1"))
+    name, mid = _killed_after_create(rig)
+    rig.scaler = rig.new_scaler()
+    rig.scaler.reconcile(full=True)
+    assert mid in rig.backend.destroyed and rig.states()[name] == GONE
+    assert rig.gh.runner_by_name(name) is None  # deregistered too
+    # The pool's only slot is free now, not after register_timeout (3 minutes): a job queued
+    # a second later is launched for at once.
+    rig.clock.advance(1)
+    rig.queue()
+    rig.scaler.reconcile(full=False)
+    assert len(rig.backend.launched) == 1
+
+
+def test_a_created_machine_that_will_not_start_is_removed_with_its_runner(rig: Rig) -> None:
+    rig.queue()
+    name, mid = _killed_after_create(rig)
+    rig.backend.fail_next("start", BackendError("start: no such image", retryable=False))
+    rig.scaler = rig.new_scaler()
+    rig.scaler.reconcile(full=True)
+    assert mid in rig.backend.destroyed and rig.states()[name] == GONE
+    rig.clock.advance(1)
+    rig.scaler.reconcile(full=True)
+    assert len(rig.backend.launched) == 1  # the job gets a fresh runner
+
+
+def _run_one_job(rig: Rig) -> tuple[GhJob, str]:
+    job = rig.queue()
+    rig.scaler.reconcile(full=False)
+    (runner,) = rig.alive()
+    rig.run_job(runner)
+    return job, runner
+
+
+def _rerun_reported(rig: Rig, caplog: pytest.LogCaptureFixture, job: GhJob) -> None:
+    for _ in range(2):
+        rig.clock.advance(31)
+        with caplog.at_level(logging.WARNING, "gha_mlops.runners"):
+            rig.scaler.reconcile(full=True)
+    assert rig.gh.calls.count("rerun_job") == 1
+    assert f"re-ran job {job.id}: its machine went away" in caplog.text
+    assert 'gha_mlops_runners_errors_total{kind="machine_lost"} 1.0' in \
+        rig.scaler.metrics.render().decode()
+
+
+def test_a_job_whose_machine_its_host_stopped_is_rerun_once_and_said_so(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    job, runner = _run_one_job(rig)
+    rig.backend.lose(runner)  # a spot interruption, a host restart: the backend says "lost"
+    rig.gh.finish(job.id, "cancelled")
+    rig.event(job.id)
+    _rerun_reported(rig, caplog, job)
+    assert rig.backend.machines == {}
+    # Once only: the new attempt's machine goes away too, and it is not re-run again.
+    attempt2 = next(j for j in rig.gh.jobs.values() if j.run_attempt == 2)
+    rig.scaler.reconcile(full=True)
+    (runner2,) = rig.alive()
+    rig.run_job(runner2)
+    rig.backend.lose(runner2)
+    rig.gh.finish(attempt2.id, "cancelled")
+    for _ in range(3):
+        rig.clock.advance(31)
+        rig.scaler.reconcile(full=True)
+    assert rig.gh.calls.count("rerun_job") == 1
+
+
+def test_a_job_cancelled_as_its_daemon_restarted_is_rerun_once(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    # dockerd restarts: it stops the runner (SIGTERM), which reports its job cancelled, and
+    # the autoscaler's listing fails while the daemon is down; then the container is gone.
+    job, runner = _run_one_job(rig)
+    rig.gh.finish(job.id, "cancelled")
+    rig.event(job.id)
+    rig.backend.fail_next("list")
+    rig.clock.advance(2)
+    rig.scaler.reconcile(full=True)
+    rig.backend.exit(runner)
+    _rerun_reported(rig, caplog, job)
+
+
+def test_a_job_that_succeeded_as_its_daemon_restarted_is_not_rerun(rig: Rig) -> None:
+    job, runner = _run_one_job(rig)
+    rig.gh.finish(job.id, "success")
+    rig.event(job.id)
+    rig.backend.fail_next("list")
+    rig.clock.advance(2)
+    rig.scaler.reconcile(full=True)
+    rig.backend.exit(runner)
+    for _ in range(2):
+        rig.clock.advance(31)
+        rig.scaler.reconcile(full=True)
+    assert "rerun_job" not in rig.gh.calls and rig.states()[runner] == GONE

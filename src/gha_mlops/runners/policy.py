@@ -16,7 +16,11 @@ The rules, which the field's autoscalers taught us:
   runner of ours whose machine is gone is deregistered and forgotten; a registration whose
   runner we never launched (the process died in between) is deregistered.
 * No lost jobs: demand is every queued job, from webhooks and from the reconcile listing alike;
-  a job whose runner died mid-job is re-run once.
+  a job whose runner died mid-job, or whose machine went away under it (its host restarted or
+  was lost, a spot interruption), is re-run once.
+* Adopt by the machine's real state: after a restart, a machine created but never started is
+  started at once when its runner is still wanted, else removed at once (never held as
+  "booting" until ``register_timeout``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gha_mlops.github.port import GhRunner
-from gha_mlops.runners.backends.base import Machine
+from gha_mlops.runners.backends.base import CREATED, EXITED, LOST, Machine
 from gha_mlops.runners.config import Pool
 
 # Runner states, in the order a runner lives them.
@@ -42,6 +46,13 @@ GONE = "gone"  # machine destroyed, registration gone (history only)
 ALIVE = (RESERVED, LAUNCHING, BOOTING, IDLE, BUSY, DONE, DRAINING)
 AVAILABLE = (RESERVED, LAUNCHING, BOOTING, IDLE)  # can still take a queued job
 STARTING = (RESERVED, LAUNCHING)
+
+# Why a job is re-run (the cause the log, the metrics and the state name).
+RUNNER_DIED = "its runner died mid-job"
+MACHINE_WENT_AWAY = "its machine went away"
+# How close to a backend outage a finished runner's machine must vanish for its job's end
+# (cancelled, failed) to be put down to the outage rather than to the job itself.
+OUTAGE_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,10 @@ class World:
     gh_runners: Sequence[GhRunner] | None = None
     free_gpus: int | None = None  # None: not limited (or unknown)
     prefix: str = ""  # the names of our runners start with this
+    # The last time listing the backends failed (a daemon down or restarting, a host
+    # unreachable), None if never: machines that vanished across it went away under their
+    # runners rather than with them.
+    outage_at: float | None = None
 
 
 @dataclass
@@ -94,7 +109,8 @@ class Decision:
     deregister: list[tuple[int, str, str]] = field(default_factory=list)  # (gh id, name, why)
     adopt: list[tuple[str, str]] = field(default_factory=list)  # (runner, machine id)
     forget: list[tuple[str, str]] = field(default_factory=list)  # (runner, why): -> gone
-    lost: list[tuple[str, int]] = field(default_factory=list)  # (runner, job): died mid-job
+    lost: list[tuple[str, int, str]] = field(default_factory=list)  # (runner, job, cause)
+    start: list[tuple[str, str]] = field(default_factory=list)  # (runner, machine id)
     rerun: list[int] = field(default_factory=list)  # job ids
     unservable: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
     queued: dict[str, int] = field(default_factory=dict)  # pool -> queued jobs it serves
@@ -120,15 +136,15 @@ def pool_for(pools: Sequence[Pool], labels: frozenset[str]) -> Pool | None:
 def decide(world: World) -> Decision:
     d = Decision()
     alive = [r for r in world.runners if r.state in ALIVE]
-    _reconcile(world, alive, d)
+    demand = _demand(world, d)
+    _reconcile(world, alive, demand, d)
     # Runners whose machine is gone free their slot; ones being drained keep it until their
     # machine is destroyed (a drain GitHub refuses leaves the runner where it is).
-    settled = {name for name, _ in d.forget} | {name for name, _ in d.lost}
+    settled = {name for name, _ in d.forget} | {name for name, _, _ in d.lost}
     by_pool: dict[str, list[RunnerView]] = defaultdict(list)
     for r in alive:
         if r.name not in settled:
             by_pool[r.pool].append(r)
-    demand = _demand(world, d)
     gpus = world.free_gpus
     for pool in world.pools:
         mine = by_pool.get(pool.name, [])
@@ -210,57 +226,104 @@ def _drain(world: World, pool: Pool, mine: Sequence[RunnerView], demand: int,
     return available
 
 
-def _reconcile(world: World, alive: Sequence[RunnerView], d: Decision) -> None:
+def _reconcile(world: World, alive: Sequence[RunnerView], demand: dict[str, int],
+               d: Decision) -> None:
     """Compare our state with the backend's machines and GitHub's runners (when listed)."""
     pools = {p.name for p in world.pools}
     for r in alive:
         if r.pool not in pools and r.state == IDLE:
             d.drain.append((r.name, f"its pool {r.pool!r} is no longer configured"))
     if world.machines is not None:
-        _reconcile_machines(world, alive, world.machines, d)
+        _reconcile_machines(world, alive, world.machines, demand, d)
     if world.gh_runners is not None:
         _reconcile_registrations(world, alive, world.gh_runners, d)
 
 
 def _reconcile_machines(world: World, alive: Sequence[RunnerView],
-                        machines: Sequence[Machine], d: Decision) -> None:
+                        machines: Sequence[Machine], demand: dict[str, int],
+                        d: Decision) -> None:
     by_runner = {r.name: r for r in alive}
     seen: set[str] = set()
+    stalled: list[tuple[RunnerView, Machine]] = []
+    lost: set[str] = set()  # runners whose host stopped their machine under them
     for m in machines:
         r = by_runner.get(m.runner_name)
-        if m.state == "exited":
+        if m.state == EXITED:
             d.remove_machines.append((m.id, "its runner exited"))
             continue
+        if m.state == LOST:
+            d.remove_machines.append((m.id, "its host stopped it under its runner"))
+            lost.add(m.runner_name)
+            continue  # its runner is handled below as one whose machine is gone
         if r is None:
             if world.now - m.created_at >= world.grace:
                 d.remove_machines.append((m.id, f"orphan: no runner {m.runner_name!r} in the "
                                           "state (older than the grace period)"))
             continue
         seen.add(r.name)
-        # Started, then the scaler died before noting it (a launch in flight in this process
-        # notes its machine itself).
-        if r.machine_id is None and (r.boot_id != world.boot_id or r.state not in STARTING):
-            d.adopt.append((r.name, m.id))
+        # A launch in flight in this process notes its machine itself.
+        in_flight = r.boot_id == world.boot_id and r.state in STARTING
+        if m.state == CREATED and not in_flight:
+            stalled.append((r, m))  # created, then the scaler died before starting it
+        elif r.machine_id is None and not in_flight:
+            d.adopt.append((r.name, m.id))  # started, then the scaler died before noting it
+    _start_or_remove(world, alive, stalled, demand, d)
     for r in alive:
-        if r.name in seen:
+        if r.name not in seen:
+            _machine_gone(world, r, r.name in lost, d)
+
+
+def _machine_gone(world: World, r: RunnerView, lost: bool, d: Decision) -> None:
+    """What to do with a runner of ours whose machine is not there, or was ``lost``: its
+    host stopped it (or, ``world.outage_at``, the backend was unreachable meanwhile)."""
+    if r.state in STARTING and not lost:
+        if r.boot_id != world.boot_id:
+            d.forget.append((r.name, "its launch was interrupted (the autoscaler "
+                             "restarted) and no machine exists"))
+        return
+    outage = world.outage_at
+    if r.state == BUSY and r.job_id is not None:
+        went_away = lost or (outage is not None and outage >= r.state_since)
+        d.lost.append((r.name, r.job_id, MACHINE_WENT_AWAY if went_away else RUNNER_DIED))
+    elif r.state == DONE and r.job_id is not None and (lost or (
+            outage is not None and abs(outage - r.state_since) <= OUTAGE_WINDOW)):
+        # Its job ended as its host went down (the runner saw its machine stop: cancelled):
+        # the scaler asks GitHub, and a job that succeeded is not re-run.
+        d.lost.append((r.name, r.job_id, MACHINE_WENT_AWAY))
+    elif r.state == DONE:
+        d.forget.append((r.name, "its job is done and its machine exited"))
+    else:
+        d.forget.append((r.name, f"its machine {'went away' if lost else 'is gone'} "
+                         f"(it was {r.state})"))
+
+
+def _start_or_remove(world: World, alive: Sequence[RunnerView],
+                     stalled: Sequence[tuple[RunnerView, Machine]], demand: dict[str, int],
+                     d: Decision) -> None:
+    """Machines created and never started (the scaler died in between): each is started at
+    once while its pool wants more runners than it has otherwise, else removed at once with
+    its runner, so its slot is free now rather than after ``register_timeout``."""
+    if not stalled:
+        return
+    names = {r.name for r, _ in stalled}
+    pools = {p.name: p for p in world.pools}
+    wanted = {p.name: demand.get(p.name, 0) + p.min_idle - sum(
+        1 for r in alive if r.pool == p.name and r.state in AVAILABLE and r.name not in names)
+        for p in world.pools}
+    for r, m in sorted(stalled, key=lambda rm: rm[0].created_at):
+        if r.pool in pools and r.github_id is not None and wanted[r.pool] > 0:
+            wanted[r.pool] -= 1
+            d.start.append((r.name, m.id))
             continue
-        if r.state in STARTING:
-            if r.boot_id != world.boot_id:
-                d.forget.append((r.name, "its launch was interrupted (the autoscaler "
-                                 "restarted) and no machine exists"))
-            continue
-        if r.state == BUSY and r.job_id is not None:
-            d.lost.append((r.name, r.job_id))
-        elif r.state == DONE:
-            d.forget.append((r.name, "its job is done and its machine exited"))
-        else:
-            d.forget.append((r.name, f"its machine is gone (it was {r.state})"))
+        why = "created but never started (the autoscaler restarted), and no job needs it"
+        d.remove_machines.append((m.id, why))
+        d.forget.append((r.name, f"its machine was {why}"))
 
 
 def _reconcile_registrations(world: World, alive: Sequence[RunnerView],
                              registered: Sequence[GhRunner], d: Decision) -> None:
     ours = {r.name: r for r in alive}
-    forgotten = {name for name, _ in d.forget} | {name for name, _ in d.lost}
+    forgotten = {name for name, _ in d.forget} | {name for name, _, _ in d.lost}
     for g in registered:
         if not world.prefix or not g.name.startswith(world.prefix):
             continue  # not one of ours: never touch other runners

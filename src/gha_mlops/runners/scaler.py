@@ -14,9 +14,7 @@ call is logged, counted and retried on a later pass, never lost.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import signal
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -25,7 +23,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gha_mlops.github.port import GhJob, GhRunner, GitHubError, RunnerBusyError, RunnersPort
-from gha_mlops.runners.backends.base import BackendError, LaunchSpec, Machine, RunnerBackend
+from gha_mlops.runners.backends.base import (
+    FAILPOINTS_ENV,
+    BackendError,
+    LaunchSpec,
+    Machine,
+    RunnerBackend,
+    armed_failpoints,
+    failpoint,
+)
 from gha_mlops.runners.config import Pool, RunnersConfig
 from gha_mlops.runners.observe import Metrics, Snapshot, log
 from gha_mlops.runners.policy import (
@@ -36,7 +42,9 @@ from gha_mlops.runners.policy import (
     GONE,
     IDLE,
     LAUNCHING,
+    MACHINE_WENT_AWAY,
     RESERVED,
+    RUNNER_DIED,
     STARTING,
     Decision,
     RunnerView,
@@ -46,22 +54,12 @@ from gha_mlops.runners.policy import (
 from gha_mlops.runners.state import State
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
-FAILPOINTS_ENV = "GHA_MLOPS_FAILPOINTS"
 HISTORY = 7 * 86400.0  # seconds finished jobs, gone runners and transitions are kept
 PRUNE_EVERY = 3600.0
 FINISHED_CHECK = 1.0  # seconds between machine listings while a finished runner's machine lingers
 
 
-def armed_failpoints(environ: Mapping[str, str]) -> frozenset[str]:
-    """The failpoints ``$GHA_MLOPS_FAILPOINTS`` (comma-separated) arms in ``environ``."""
-    return frozenset(name for name in environ.get(FAILPOINTS_ENV, "").split(",") if name)
-
-
-def failpoint(name: str, armed: Collection[str]) -> None:
-    """Crash here with SIGKILL when ``armed`` names this point (for the crash tests:
-    "killed between container started and state written")."""
-    if name in armed:
-        os.kill(os.getpid(), signal.SIGKILL)
+__all__ = ["FAILPOINTS_ENV", "Scaler", "armed_failpoints", "failpoint"]  # the failpoints live in backends.base
 
 
 @dataclass
@@ -98,6 +96,7 @@ class Scaler:
         self._last_listing = 0.0
         self._last_prune = 0.0
         self._paused_until = 0.0  # GitHub's rate-limit reset while it is spent
+        self._outage_at: float | None = None  # the last failed listing of the backends
         self.last_decision = Decision()
 
     # -- events -----------------------------------------------------------------------------
@@ -242,7 +241,7 @@ class Scaler:
             world = World(pools=self.config.pools, jobs=self.state.jobs(), runners=runners,
                           now=now, boot_id=self.boot_id, grace=self.config.grace_period,
                           machines=machines, gh_runners=gh_runners, free_gpus=free_gpus,
-                          prefix=self.prefix)
+                          prefix=self.prefix, outage_at=self._outage_at)
             d = decide(world)
             self._apply(d)
             self.last_decision = d
@@ -332,6 +331,9 @@ class Scaler:
                 machines.extend(backend.list())
                 health = backend.health()
             except BackendError as err:
+                # Machines that vanish across this went away under their runners (see
+                # policy.World.outage_at).
+                self._outage_at = self.clock()
                 self.metrics.errors.labels("backend").inc()
                 log(ERROR, f"backend {name}: listing machines failed: {err.message}")
                 return None, 0
@@ -375,7 +377,7 @@ class Scaler:
 
     def _apply(self, d: Decision) -> None:
         if self._rate_limited():  # only what needs no GitHub call
-            d = Decision(adopt=d.adopt, remove_machines=d.remove_machines,
+            d = Decision(adopt=d.adopt, start=d.start, remove_machines=d.remove_machines,
                          unservable=d.unservable, queued=d.queued)
         for name, machine_id in d.adopt:
             view = self.state.runner(name)
@@ -386,10 +388,12 @@ class Scaler:
                                      detail="adopted after a restart"):
                 log(WARNING, "adopted a machine started before a restart", runner=name,
                     machine=machine_id)
+        for name, machine_id in d.start:
+            self._start(name, machine_id)
         for name, why in d.forget:
             self._forget(name, why)
-        for name, job_id in d.lost:
-            self._lost(name, job_id)
+        for name, job_id, cause in d.lost:
+            self._lost(name, job_id, cause)
         for name, why in d.drain:
             self._drain(name, why)
         for machine_id, why in d.remove_machines:
@@ -404,6 +408,31 @@ class Scaler:
             if pool is not None:
                 self._launch(pool, n)
 
+    def _start(self, name: str, machine_id: str) -> None:
+        """Start a machine created before a restart and never started (its runner is still
+        wanted); one that will not start is removed with its runner, freeing the slot."""
+        view = self.state.runner(name)
+        if view is None:
+            return
+        pool = self.config.pool(view.pool)
+        backend = self.backends.get(pool.backend) if pool is not None else None
+        try:
+            if backend is None:
+                raise BackendError(f"no backend for pool {view.pool!r}", retryable=False)
+            machine = backend.start(machine_id)
+        except BackendError as err:
+            self.metrics.errors.labels("backend").inc()
+            why = f"its machine, created before a restart, did not start: {err.message}"
+            log(ERROR, why, runner=name, machine=machine_id)
+            if self._destroy(machine_id, why):
+                self._forget(name, why)
+            return
+        if self.state.set_runner(name, BOOTING, machine_id=machine.id, only_from=(view.state,),
+                                 detail="started after a restart (created, never started)"):
+            self.metrics.actions.labels("start").inc()
+            log(WARNING, "started a machine created but never started before a restart",
+                runner=name, machine=machine.id)
+
     def _forget(self, name: str, why: str) -> None:
         view = self.state.runner(name)
         if view is not None and view.github_id is not None:
@@ -411,12 +440,13 @@ class Scaler:
         if self.state.set_runner(name, GONE, detail=why):
             log(INFO, f"runner gone ({why})", runner=name)
 
-    def _lost(self, name: str, job_id: int) -> None:
+    def _lost(self, name: str, job_id: int, cause: str = RUNNER_DIED) -> None:
         job = self.state.job(job_id)
         if job is None:
             return
-        # The machine is gone while we think it runs a job: either it died mid-job, or the
-        # job finished and its webhook never came. GitHub knows which.
+        # The machine is gone while we think it runs a job (or just as its job ended): either
+        # it died or its host took it away mid-job, or the job finished and its webhook never
+        # came. GitHub knows which.
         fresh = self._read_job(job.repo, job_id)
         if fresh is None:
             return  # ask again on the next pass
@@ -425,7 +455,13 @@ class Scaler:
             self.on_job_event(fresh, source="reconcile")
             self._forget(name, "its job finished and its machine exited")
             return
-        self.state.mark_lost(job_id, name)
+        self.state.mark_lost(job_id, name, cause)
+        if cause == MACHINE_WENT_AWAY:
+            self.state.set_runner(name, GONE, detail=f"its machine went away under job {job_id}")
+            self.metrics.errors.labels("machine_lost").inc()
+            log(WARNING, f"job {job_id} lost: its machine went away; it will be re-run once "
+                "when GitHub has finished it", runner=name, job_id=job_id)
+            return
         self.state.set_runner(name, GONE, detail=f"its machine died while running job {job_id}")
         self.metrics.errors.labels("runner_lost").inc()
         log(WARNING, "runner died mid-job; the job will be re-run once when GitHub has "
@@ -491,10 +527,15 @@ class Scaler:
             log(ERROR, f"re-running the job failed, will retry: {err.message}", job_id=job_id,
                 repo=job.repo)
             return
-        self.state.mark_rerun(job_id, f"its runner {job.runner_name} died mid-job")
+        cause = self.state.lost_cause(job_id)
+        self.state.mark_rerun(job_id, f"{cause} (runner {job.runner_name})")
         self.metrics.actions.labels("rerun").inc()
+        if cause == MACHINE_WENT_AWAY:
+            log(WARNING, f"re-ran job {job_id}: its machine went away", job_id=job_id,
+                runner=job.runner_name, repo=job.repo, cause=cause)
+            return
         log(WARNING, "re-ran a job whose runner died mid-job", job_id=job_id,
-            runner=job.runner_name, repo=job.repo)
+            runner=job.runner_name, repo=job.repo, cause=cause)
 
     def _report_unservable(self, d: Decision) -> None:
         self._reported &= {job_id for job_id, _ in d.unservable}  # forget the ones gone

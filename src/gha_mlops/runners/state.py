@@ -24,7 +24,15 @@ from typing import Any
 
 from gha_mlops.errors import ExitCode, GhaMlopsError
 from gha_mlops.github.port import GhJob
-from gha_mlops.runners.policy import ALIVE, GONE, RESERVED, JobView, RunnerView
+from gha_mlops.runners.policy import (
+    ALIVE,
+    GONE,
+    MACHINE_WENT_AWAY,
+    RESERVED,
+    RUNNER_DIED,
+    JobView,
+    RunnerView,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -341,12 +349,24 @@ class State:
             return [j for j in self._jobs.values()
                     if j.status in wanted or (j.lost and not j.rerun_done)]
 
-    def mark_lost(self, job_id: int, runner: str) -> None:
+    def mark_lost(self, job_id: int, runner: str, cause: str = RUNNER_DIED) -> None:
+        """Note that a job was lost to ``cause`` (:data:`~gha_mlops.runners.policy.RUNNER_DIED`,
+        :data:`~gha_mlops.runners.policy.MACHINE_WENT_AWAY`) on ``runner``; it is re-run once."""
         with self._lock:
             with self._tx() as db:
                 db.execute("UPDATE jobs SET lost = 1 WHERE id = ?", (job_id,))
-                self._log(db, "job", str(job_id), None, "lost", f"runner {runner} died mid-job")
+                self._log(db, "job", str(job_id), None, "lost", f"{cause}: runner {runner}")
             self._refresh_job(job_id)
+
+    def lost_cause(self, job_id: int) -> str:
+        """Why a job was lost, as :meth:`mark_lost` noted it (``RUNNER_DIED`` for a job
+        noted before causes were)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT detail FROM transitions WHERE kind = 'job' AND key = ? AND new = 'lost' "
+                "ORDER BY seq DESC LIMIT 1", (str(job_id),)).fetchone()
+        detail = str(row[0]) if row else ""
+        return MACHINE_WENT_AWAY if detail.startswith(MACHINE_WENT_AWAY) else RUNNER_DIED
 
     def mark_rerun(self, job_id: int, detail: str = "") -> None:
         with self._lock:

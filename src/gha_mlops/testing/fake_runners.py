@@ -23,6 +23,9 @@ from gha_mlops.github.port import (
     RunnersPort,
 )
 from gha_mlops.runners.backends.base import (
+    CREATED,
+    LOST,
+    RUNNING,
     BackendError,
     Health,
     LaunchSpec,
@@ -205,6 +208,7 @@ class FakeBackend(RunnerBackend):
         self.specs: dict[str, LaunchSpec] = {}
         self.launched: list[tuple[float, str]] = []  # (when, runner)
         self.destroyed: list[str] = []
+        self.started: list[str] = []  # machines start() started
         self.faults = _Faults()
         self.gpus = gpus
         self.on_launch = on_launch
@@ -230,6 +234,34 @@ class FakeBackend(RunnerBackend):
             self.specs[mid] = spec
             self.launched.append((self.clock(), spec.runner_name))
             return m
+
+    def create(self, spec: LaunchSpec) -> Machine:
+        """What a launch cut short between creating and starting leaves: a machine in state
+        ``created`` (the crash tests' "killed after create")."""
+        m = self.launch(spec)
+        with self._lock:
+            m = self.machines[m.id] = replace(m, state=CREATED)
+            return m
+
+    def start(self, machine_id: str) -> Machine:
+        with self._lock:
+            self.faults.check("start")
+            m = self.machines.get(machine_id)
+            if m is None:
+                raise BackendError(f"starting machine {machine_id}: it is gone",
+                                   retryable=False)
+            if m.state == CREATED:
+                m = self.machines[machine_id] = replace(m, state=RUNNING)
+                self.started.append(machine_id)
+            return m
+
+    def lose(self, runner: str) -> None:
+        """Its host stopped the machine under its runner (a daemon restart, a spot
+        interruption): list() reports it ``lost`` until it is destroyed."""
+        with self._lock:
+            m = self.machine_of(runner)
+            if m is not None:
+                self.machines[m.id] = replace(m, state=LOST)
 
     def list(self) -> list[Machine]:
         with self._lock:

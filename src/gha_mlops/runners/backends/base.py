@@ -3,12 +3,16 @@
 A *machine* is whatever hosts exactly one ephemeral runner: a container on a Docker host, an
 instance in the cloud. The autoscaler never assumes more than this interface: it launches a
 machine for a runner it has already reserved and registered, lists the machines it owns to
-find orphans, destroys them (idempotently), and asks whether the backend is healthy.
+find orphans (each with its real state, so that a restart adopts what it finds by what it is),
+starts one that was created and never started, destroys them (idempotently), and asks whether
+the backend is healthy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import signal
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,6 +24,29 @@ LABEL_OWNER = "dev.gha-mlops.autoscaler"  # the autoscaler instance id (config `
 LABEL_RUNNER = "dev.gha-mlops.runner"  # the runner name
 LABEL_POOL = "dev.gha-mlops.pool"
 LABEL_GPUS = "dev.gha-mlops.gpus"  # comma-separated GPU ids, "" for none
+
+# The states of a machine (Machine.state), as every backend reports them:
+CREATED = "created"  # exists but was never started, and will not start by itself (the
+# autoscaler died between creating and starting it): start() it or destroy() it
+PENDING = "pending"  # on its way up by itself (a container starting, an instance pending)
+RUNNING = "running"  # up: its runner is booting, waiting for a job or running one
+EXITED = "exited"  # its runner exited (finished its job, or crashed): destroy it
+LOST = "lost"  # stopped under its runner by its host (a host restart, a spot interruption),
+# not by the runner finishing: the job it ran, if any, went away with it
+STATES = (CREATED, PENDING, RUNNING, EXITED, LOST)
+FAILPOINTS_ENV = "GHA_MLOPS_FAILPOINTS"
+
+
+def armed_failpoints(environ: Mapping[str, str]) -> frozenset[str]:
+    """The failpoints ``$GHA_MLOPS_FAILPOINTS`` (comma-separated) arms in ``environ``."""
+    return frozenset(name for name in environ.get(FAILPOINTS_ENV, "").split(",") if name)
+
+
+def failpoint(name: str, armed: Collection[str]) -> None:
+    """Crash here with SIGKILL when ``armed`` names this point (for the crash tests: "killed
+    between container created and started", "... started and state written")."""
+    if name in armed:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class BackendError(GhaMlopsError):
@@ -58,7 +85,7 @@ class Machine:
     id: str  # container id, instance id
     runner_name: str
     pool: str
-    state: str  # "creating" | "running" | "exited" (finished or died; destroy it)
+    state: str  # one of STATES: created | pending | running | exited | lost
     created_at: float  # unix seconds
     gpus: tuple[str, ...] = ()
     detail: str = ""  # e.g. the exit code or the backend's own status text
@@ -84,6 +111,12 @@ class RunnerBackend(Closing, Protocol):
     def list(self) -> list[Machine]:
         """Every machine of this autoscaler instance (running or not), from the backend's own
         truth (never from a cache): the scaler compares it with its state to find orphans."""
+
+    def start(self, machine_id: str) -> Machine:
+        """Start a machine list() reports as ``created`` (its launch was cut short between
+        creating and starting it) and return it as launch() would; one already up is
+        returned as it is. Raise :class:`BackendError` when it cannot start (the scaler then
+        destroys it), or when it is gone."""
 
     def destroy(self, machine_id: str) -> None:
         """Stop and remove the machine and free what it held (its GPUs); a machine that is

@@ -32,15 +32,21 @@ from typing import TYPE_CHECKING, Any
 
 from gha_mlops.errors import ConfigError, missing_extra
 from gha_mlops.runners.backends.base import (
+    CREATED,
+    EXITED,
     LABEL_GPUS,
     LABEL_OWNER,
     LABEL_POOL,
     LABEL_RUNNER,
+    PENDING,
+    RUNNING,
     BackendError,
     Health,
     LaunchSpec,
     Machine,
     RunnerBackend,
+    armed_failpoints,
+    failpoint,
 )
 
 if TYPE_CHECKING:
@@ -49,9 +55,11 @@ if TYPE_CHECKING:
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 JITCONFIG_ENV = "GHA_MLOPS_JITCONFIG"
-# Docker's container states, as the machine states of the port.
-STATES = {"created": "creating", "running": "running", "restarting": "running",
-          "paused": "running", "removing": "exited", "exited": "exited", "dead": "exited"}
+# Docker's container states, as the machine states of the port. A container in Docker's
+# "created" never started (launch() was cut short between create and start): it will not
+# start by itself.
+STATES = {"created": CREATED, "running": RUNNING, "restarting": PENDING, "paused": RUNNING,
+          "removing": EXITED, "exited": EXITED, "dead": EXITED}
 GONE_TIMEOUT_S = 10.0  # how long destroy() waits for a removal already in progress
 NO_DRIVER = "could not select device driver"
 
@@ -95,7 +103,7 @@ def _machine(summary: Mapping[str, Any]) -> Machine:
     names = summary.get("Names") or ["/"]
     return Machine(id=summary["Id"], runner_name=labels.get(LABEL_RUNNER) or names[0][1:],
                    pool=labels.get(LABEL_POOL, ""),
-                   state=STATES.get(summary.get("State", ""), "exited"),
+                   state=STATES.get(summary.get("State", ""), EXITED),
                    created_at=float(summary.get("Created", 0)),
                    gpus=_split(labels.get(LABEL_GPUS)), detail=summary.get("Status", ""))
 
@@ -128,6 +136,9 @@ class DockerBackend(RunnerBackend):
         self.gpu_driver = gpu_driver
         self.stop_timeout = stop_timeout
         self.timeout = timeout
+        # "after-create" kills this process between creating and starting a container (the
+        # chaos tests' failpoint; $GHA_MLOPS_FAILPOINTS in the environment the CLI passes in).
+        self.failpoints = armed_failpoints(self.environ)
         self._api_client: APIClient | None = None
         self._client_lock = threading.Lock()
         # Held from reading the GPUs in use to creating the container that takes some.
@@ -140,22 +151,42 @@ class DockerBackend(RunnerBackend):
         with self._alloc_lock:
             gpus = allocate_gpus(self.gpus, self._gpus_in_use(what), spec.gpus, pool=spec.pool)
             container_id = self._create(spec, gpus, what)
+        failpoint("after-create", self.failpoints)
         try:
             with self._translated(what, spec.image):
                 self._api().start(container_id)
         except BackendError as err:
             self._discard(container_id, err)
             raise
+        return self._started(container_id, spec.runner_name, spec.pool, gpus, what)
+
+    def start(self, machine_id: str) -> Machine:
+        what = f"starting machine {machine_id}"
+        found = self._summaries(what, id=machine_id)
+        if not found:
+            raise BackendError(f"{what}: no container {machine_id} of autoscaler "
+                               f"{self.owner!r} exists", hint="it is gone; nothing to start",
+                               retryable=False)
+        machine = _machine(found[0])
+        if machine.state != CREATED:
+            return machine
+        with self._translated(what):
+            self._api().start(machine_id)
+        return self._started(machine_id, machine.runner_name, machine.pool, machine.gpus, what)
+
+    def _started(self, container_id: str, runner: str, pool: str, gpus: tuple[str, ...],
+                 what: str) -> Machine:
+        """The machine of a container just started, as the daemon reports it now."""
         try:
             found = self._summaries(what, id=container_id)
         except BackendError as err:  # it did start: report it rather than fail the launch
-            found, state, detail = [], "running", f"started; its state is unknown: {err.message}"
+            found, state, detail = [], RUNNING, f"started; its state is unknown: {err.message}"
         else:
-            state, detail = "exited", "exited and removed already"
+            state, detail = EXITED, "exited and removed already"
         if found:
             return _machine(found[0])
-        return Machine(id=container_id, runner_name=spec.runner_name, pool=spec.pool,
-                       state=state, created_at=time.time(), gpus=gpus, detail=detail)
+        return Machine(id=container_id, runner_name=runner, pool=pool, state=state,
+                       created_at=time.time(), gpus=gpus, detail=detail)
 
     def list(self) -> list[Machine]:
         return [_machine(summary) for summary in self._summaries("listing the runners")]
