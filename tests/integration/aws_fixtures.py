@@ -42,7 +42,8 @@ from pathlib import Path
 import pytest
 
 _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host",
-                  "proxy-connection", "te", "trailer", "upgrade"})
+                  "proxy-connection", "te", "trailer", "upgrade",
+                  "server", "date"})  # send_response() writes its own
 
 
 def _free_port() -> int:
@@ -206,10 +207,13 @@ def _action(headers: dict[str, str], body: bytes) -> str:
     return ""
 
 
-def _error_body(fault: _Fault, json_protocol: bool) -> tuple[bytes, str]:
-    if json_protocol:
+def _error_body(fault: _Fault, json_type: str) -> tuple[bytes, str]:
+    """The error as the protocol of the request has it: ``json_type`` is the request's JSON
+    content type (``application/x-amz-json-1.0`` for SQS, 1.1 for SSM/EventBridge), "" for
+    EC2's Query API."""
+    if json_type:
         body = json.dumps({"__type": fault.code, "message": fault.message}).encode()
-        return body, "application/x-amz-json-1.1"
+        return body, json_type
     esc = xml.sax.saxutils.escape
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>'
             f"{esc(fault.code)}</Code><Message>{esc(fault.message)}</Message></Error></Errors>"
@@ -257,7 +261,9 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             action = _action(headers, body)
             fault = proxy.take(action) if action else None
             if fault is not None and fault.kind == "error":
-                data, ctype = _error_body(fault, "x-amz-target" in headers)
+                json_type = headers.get("content-type", "application/x-amz-json-1.1") \
+                    if "x-amz-target" in headers else ""
+                data, ctype = _error_body(fault, json_type)
                 proxy.record(Call(action, fault.status, "error"))
                 self._answer(fault.status, [("Content-Type", ctype)], data)
                 return
@@ -297,6 +303,20 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any
 
     return Handler
+
+
+def spot_interruption_warning(instance_id: str, *, region: str = "us-east-1",
+                              account: str = "123456789012",
+                              action_time: str = "2026-01-01T00:02:00Z") -> dict[str, object]:
+    """The EventBridge event "EC2 Spot Instance Interruption Warning" for ``instance_id``, as
+    an SQS target receives it (the message body is this, as JSON)."""
+    return {
+        "version": "0", "id": str(uuid.uuid4()),
+        "detail-type": "EC2 Spot Instance Interruption Warning", "source": "aws.ec2",
+        "account": account, "time": action_time, "region": region,
+        "resources": [f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"],
+        "detail": {"instance-id": instance_id, "instance-action": "terminate"},
+    }
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ moto (instances launched with tags, found by tag)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from tests.integration.aws_fixtures import (  # noqa: F401
     aws_env,
     fault_proxy,
     moto_server,
+    spot_interruption_warning,
 )
 
 boto3 = pytest.importorskip("boto3")
@@ -146,3 +148,52 @@ def test_a_partial_fleet_launches_only_what_it_reports(fault_proxy: FaultProxy, 
     # moto's truth matches the answer: no instance launched that the response did not name.
     assert _running_in_pool(ec2, "partial") == {outcome.instances[0].instance_id}
     assert [c.fault for c in fault_proxy.calls("CreateFleet")] == ["partial"]
+
+
+def test_spot_gone_in_every_type_launches_nothing(fault_proxy: FaultProxy,  # noqa: F811
+                                                  moto_server: MotoServer) -> None:  # noqa: F811
+    moto_server.reset()
+    ec2 = _ec2(fault_proxy)
+    fault_proxy.partial_fleet(0, [FleetError("InsufficientInstanceCapacity", "no spot", t, s)
+                                  for t in ("g5.xlarge", "g4dn.xlarge") for s in ("a", "b")])
+    outcome = fleet_outcome(_fleet(ec2, 2, "none"), requested=2)
+    assert outcome.instances == () and not outcome.partial and outcome.shortfall == 2
+    assert len(outcome.errors[Verdict.FAIL_OVER]) == 4 and outcome.verdict() is Verdict.FAIL_OVER
+    assert _running_in_pool(ec2, "none") == set()
+    _fleet(ec2, 1, "none")  # the fault was used up: the next call launches
+    assert len(_running_in_pool(ec2, "none")) == 1
+
+
+def test_json_protocol_services_pass_through_and_fail_on_demand(
+        fault_proxy: FaultProxy) -> None:  # noqa: F811
+    """SSM (the runner's JIT config), SQS and EventBridge (interruption warnings) reach moto,
+    and a programmed fault answers in their JSON protocol."""
+    def client(service: str) -> Any:
+        return boto3.client(service, endpoint_url=fault_proxy.endpoint, region_name="us-east-1",
+                            config=botocore_config.Config(retries={"total_max_attempts": 1}))
+    ssm, sqs, events = client("ssm"), client("sqs"), client("events")
+    ssm.put_parameter(Name="/gha-mlops/jit/r1", Value="secret", Type="SecureString")
+    got = ssm.get_parameter(Name="/gha-mlops/jit/r1", WithDecryption=True)
+    assert got["Parameter"]["Value"] == "secret"
+    fault_proxy.fail("GetParameter", "ParameterNotFound", "gone")
+    with pytest.raises(botocore_exceptions.ClientError) as caught:
+        ssm.get_parameter(Name="/gha-mlops/jit/r1")
+    assert caught.value.response["Error"]["Code"] == "ParameterNotFound"
+
+    queue = sqs.create_queue(QueueName="interruptions")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    events.put_rule(Name="spot", EventPattern=json.dumps(
+        {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]}))
+    events.put_targets(Rule="spot", Targets=[{"Id": "q", "Arn": arn}])
+    warning = spot_interruption_warning("i-0abc")
+    events.put_events(Entries=[{"Source": warning["source"], "DetailType": warning["detail-type"],
+                                "Detail": json.dumps(warning["detail"]),
+                                "Resources": warning["resources"]}])
+    messages = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages", [])
+    assert [json.loads(m["Body"])["detail"]["instance-id"] for m in messages] == ["i-0abc"]
+    fault_proxy.fail("ReceiveMessage", "AWS.SimpleQueueService.NonExistentQueue", "no queue")
+    with pytest.raises(botocore_exceptions.ClientError) as caught:
+        sqs.receive_message(QueueUrl=queue)
+    assert caught.value.response["Error"]["Code"] == "AWS.SimpleQueueService.NonExistentQueue"
+    assert [c.fault for c in fault_proxy.calls() if c.fault] == ["error", "error"]
