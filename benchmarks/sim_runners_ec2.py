@@ -201,6 +201,7 @@ class Ec2Result(Result):
     interruptions: int = 0  # spot instances reclaimed
     interrupted_jobs: int = 0  # attempts that were running on one
     notices: int = 0
+    doomed_starts: int = 0  # attempts started on an instance after its notice
     fallbacks: int = 0  # on-demand launches because no type had spot capacity
     refused: int = 0  # launches refused for capacity
     spot_hours: float = 0.0
@@ -308,6 +309,7 @@ class Ec2GhaSim(GhaMlopsSim):
         self.spot = spot
         self.pending: tuple[InstanceType, bool] = (CHEAPEST_ON_DEMAND, False)
         self.job_of: dict[str, int] = {}  # runner -> GitHub job id it runs
+        self.noticed: set[str] = set()
 
     def choose(self) -> tuple[InstanceType, bool]:
         """``spot-then-on-demand`` (or ``on-demand``): the type and market of one launch."""
@@ -334,6 +336,7 @@ class Ec2GhaSim(GhaMlopsSim):
         if name in self.gone:
             return
         self.ledger.result.notices += 1
+        self.noticed.add(name)
         if name in self.job_of:
             return  # busy: draining, it gets no new job (an ephemeral runner takes one)
         # Idle or booting: deregistered and terminated now, so no job ever reaches it; the
@@ -355,6 +358,7 @@ class Ec2GhaSim(GhaMlopsSim):
 
     def _start(self, name: str, job: GhJob) -> None:
         self.job_of[name] = job.id
+        self.ledger.result.doomed_starts += name in self.noticed
         super()._start(name, job)
 
     def _finish(self, name: str, job_id: int) -> None:
@@ -384,6 +388,7 @@ class CloudBaseline:
         self.ledger = Ec2Ledger(strategy, trace, self.engine)
         self.alive: set[str] = set()
         self.job_of: dict[str, int] = {}  # instance -> trace index it runs
+        self.noticed: set[str] = set()
         self._names = itertools.count(1)
 
     def _instance(self, it: InstanceType, on_booted: Callable[[str], None]) -> str:
@@ -404,6 +409,7 @@ class CloudBaseline:
 
     def _run(self, name: str, idx: int, queued_at: float, dies: float | None) -> None:
         self.job_of[name] = idx
+        self.ledger.result.doomed_starts += name in self.noticed
         self.ledger.job_started(name, idx, queued_at)
         duration = self.trace[idx].duration
         if dies is None:
@@ -423,8 +429,9 @@ class CloudBaseline:
         self.ledger.machine_gone(name)
 
     def _notice(self, name: str) -> None:
-        if name in self.alive:
+        if name in self.alive:  # ignored: the instance may still take a job
             self.ledger.result.notices += 1
+            self.noticed.add(name)
 
     def _reclaim(self, name: str) -> None:
         if name not in self.alive:
@@ -606,7 +613,7 @@ def report(p: Ec2Params, runs: dict[str, list[Ec2Result]]) -> None:
           + f"; seeds {p.seed}..{p.seed + n - 1}; median of {n} run(s)")
     print()
     head = (f"{'strategy':<16}{'served':>7}{'lost':>5}{'failed':>7}{'(intr)':>7}{'intr':>5}"
-            f"{'OD fb':>6}{'dollars':>9}{'vs OD':>7}{'paid/busy':>10}{'boot/busy':>10}"
+            f"{'OD fb':>6}{'doomed':>7}{'dollars':>9}{'vs OD':>7}{'paid/busy':>10}{'boot/busy':>10}"
             f"{'wait p50':>10}{'wait p95':>10}{'spot h':>8}{'OD h':>7}{'wall s':>7}")
     print(head)
     print("-" * len(head))
@@ -616,6 +623,7 @@ def report(p: Ec2Params, runs: dict[str, list[Ec2Result]]) -> None:
         print(f"{name:<16}{m(lambda r: r.served):>7.0f}{m(lambda r: r.lost):>5.0f}"
               f"{m(lambda r: r.user_failed):>7.0f}{m(lambda r: r.user_failed_interrupt):>7.0f}"
               f"{m(lambda r: r.interruptions):>5.0f}{m(lambda r: r.fallbacks):>6.0f}"
+              f"{m(lambda r: r.doomed_starts):>7.0f}"
               f"{m(lambda r: r.dollars):>9.2f}{m(lambda r: r.versus_on_demand):>7.2f}"
               f"{m(lambda r: r.ratio):>10.3f}{m(lambda r: r.boot_share):>10.3f}"
               f"{m(lambda r: r.wait_p50):>9.0f}s{m(lambda r: r.wait_p95):>9.0f}s"
@@ -623,7 +631,7 @@ def report(p: Ec2Params, runs: dict[str, list[Ec2Result]]) -> None:
               f"{m(lambda r: r.wall):>7.2f}")
     print("failed: jobs whose run ended red (no attempt succeeded, one failed); (intr): of them, "
           "after an interruption; intr: instances reclaimed; OD fb: on-demand launches for "
-          "want of spot; vs OD: dollars / on-demand only's on the same seed; boot/busy: "
+          "want of spot; doomed: jobs started on an instance after its interruption notice; vs OD: dollars / on-demand only's on the same seed; boot/busy: "
           "boot seconds over busy ones (the part of paid/busy no scaler can avoid)")
     print()
     print("goals (each: met in k of the runs)")
@@ -632,6 +640,13 @@ def report(p: Ec2Params, runs: dict[str, list[Ec2Result]]) -> None:
         verdict = "ALL MET" if all(k == len(rs) for k in met.values()) else "missed"
         print(f"  {name:<16}" + "   ".join(f"{g} {k}/{len(rs)}" for g, k in met.items())
               + f"   -> {verdict}")
+    print()
+    print("paid/busy - 1 = boot/busy + the rest (runners idle, instances past their job, the "
+          "60 s minimum), medians:")
+    for name, rs in runs.items():
+        ratio, boot = med([r.ratio for r in rs]), med([r.boot_share for r in rs])
+        rest = ratio - 1 - boot
+        print(f"  {name:<16}{ratio - 1:.3f} = {boot:.3f} + {0.0 if abs(rest) < 5e-4 else rest:.3f}")
     print()
     print("lost jobs, why (all runs together)")
     for name, rs in runs.items():

@@ -112,3 +112,12 @@ def test_the_report_prints_every_strategy_and_goal(
     for word in (*ec2.STRATEGIES, "paid/busy", "wait p95", "dollars", "goals",
                  "cost>=40% below on-demand"):
         assert word in out
+
+
+def test_a_noticed_instance_never_gets_a_job(ec2: ModuleType) -> None:
+    # The notice drains an idle or booting runner at once (modelled); Terraform-style ignores
+    # the notice, and its instances take jobs they cannot finish.
+    p = replace(ec2.QUICK, seed=3, hazard_scale=20.0, die=0.0)
+    g, tf = ec2.simulate("gha-mlops", p), ec2.simulate("terraform-style", p)
+    assert g.notices > 0 and g.doomed_starts == 0
+    assert tf.doomed_starts > 0
