@@ -15,6 +15,7 @@ from gha_mlops.runners.backends.ec2_errors import (
     Verdict,
     classify,
     fleet_outcome,
+    not_an_error,
 )
 
 R, F, X = Verdict.RETRY_LATER, Verdict.FAIL_OVER, Verdict.FATAL
@@ -45,6 +46,8 @@ TABLE = [
     ("InvalidGroup.NotFound", "", X, "security-groups"),
     ("AuthFailure", "", X, "credentials"),
     ("OptInRequired", "", X, "subscribe"),
+    ("InvalidInstanceID.NotFound", "", R, "eventually consistent"),
+    ("IdempotentParameterMismatch", "", X, "bug"),
 ]
 
 
@@ -163,3 +166,29 @@ def test_hostile_fleet_responses_read_as_absent_and_bounded() -> None:
                           "Errors": [_error("InternalError")] * (MAX_FLEET_ITEMS + 7)})
     assert len(many.instances) == MAX_FLEET_ITEMS
     assert len(many.errors[R]) == MAX_FLEET_ITEMS and many.dropped == 12
+
+
+def test_an_instance_profile_error_names_the_instance_profile() -> None:
+    judged = classify("InvalidParameterValue", "Value (gha-runner) for parameter "
+                      "iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name",
+                      operation="CreateFleet")
+    assert judged.verdict is X and "instance-profile" in judged.hint
+    assert "instance-profile" not in classify("InvalidParameterValue", "bad volume size",
+                                              operation="CreateFleet").hint
+
+
+def test_eventual_consistency_is_retried_a_bounded_number_of_times() -> None:
+    judged = classify("InvalidInstanceID.NotFound", operation="CreateTags")
+    assert judged.backoff is not None and judged.backoff.exhausted(5)
+
+
+@pytest.mark.parametrize(("code", "operation", "benign"), [
+    ("DryRunOperation", "CreateFleet", True),
+    ("InvalidInstanceID.NotFound", "TerminateInstances", True),   # destroy is idempotent
+    ("ParameterNotFound", "DeleteParameter", True),
+    ("InvalidInstanceID.NotFound", "DescribeInstances", False),   # not visible yet: classify
+    ("UnauthorizedOperation", "TerminateInstances", False),
+    ("ParameterNotFound", "GetParameter", False),
+])
+def test_what_is_not_an_error(code: str, operation: str, benign: bool) -> None:
+    assert not_an_error(code, operation=operation) is benign

@@ -77,6 +77,7 @@ THROTTLED = Backoff(base_s=1.0, cap_s=60.0)
 SERVER = Backoff(base_s=5.0, cap_s=120.0)
 CAPACITY = Backoff(base_s=30.0, cap_s=300.0)
 QUOTA = Backoff(base_s=60.0, cap_s=600.0)
+SERVER_BOUNDED = Backoff(base_s=1.0, cap_s=10.0, max_tries=5)
 UNKNOWN = Backoff(base_s=10.0, cap_s=120.0, max_tries=UNKNOWN_MAX_TRIES)
 
 
@@ -115,6 +116,9 @@ _TABLE: dict[str, tuple[Verdict, Backoff | None, str]] = {
     "ServiceUnavailable": (_R, SERVER, "EC2 is unavailable; retrying"),
     "Unavailable": (_R, SERVER, "EC2 is unavailable; retrying"),
     "IncorrectInstanceState": (_R, SERVER, "the instance is changing state; retrying"),
+    # Eventual consistency: an instance just launched is not visible to every call at once.
+    "InvalidInstanceID.NotFound": (_R, SERVER_BOUNDED, "the instance is not visible yet "
+                                   "(EC2 is eventually consistent); retrying a few times"),
     "InsufficientFreeAddressesInSubnet": (
         _R, CAPACITY, "a subnet has no free address; add subnets to the pool if it lasts"),
     # Quotas our own instances hold: they come back as instances finish.
@@ -172,6 +176,8 @@ _TABLE: dict[str, tuple[Verdict, Backoff | None, str]] = {
     "OptInRequired": (_X, None, "the account is not subscribed to this (e.g. a marketplace AMI "
                                 "or an opt-in region): subscribe, or use another AMI/region"),
     "Blocked": (_X, None, "the account is blocked: contact AWS support"),
+    "IdempotentParameterMismatch": (_X, None, "a client token was reused with other parameters: "
+                                              "a bug in gha-mlops, please report it"),
     "PendingVerification": (_X, None, "the account is still being verified by AWS (can take "
                                       "hours): wait for it, then restart"),
 }
@@ -232,13 +238,35 @@ def classify(code: str, message: str = "", *, operation: str,
                               CAPACITY)
     entry = _TABLE.get(clean)
     if entry is not None:
-        return Classification(entry[0], clean, text, op, entry[2], entry[1])
+        hint = entry[2]
+        if clean == "InvalidParameterValue" and "instanceprofile" in text.lower().replace(" ", ""):
+            hint = ("the pool's instance-profile does not exist, or the autoscaler may not pass "
+                    "its role (iam:PassRole): fix instance-profile or the IAM policy (a profile "
+                    "created seconds ago is not usable yet)")
+        return Classification(entry[0], clean, text, op, hint, entry[1])
     guessed = _by_pattern(clean) if clean not in ("", "<invalid>") else None
     if guessed is not None:
         return Classification(guessed[0], clean, text, op, guessed[2], guessed[1], known=False)
     return Classification(_R, clean, text, op, f"an error gha-mlops does not know; retrying at "
                           f"most {UNKNOWN_MAX_TRIES} times, then reporting it", UNKNOWN,
                           known=False)
+
+
+_DELETES = ("Terminate", "Delete", "Cancel", "Deregister")
+_GONE = frozenset({"InvalidInstanceID.NotFound", "ParameterNotFound", "InvalidFleetId.NotFound",
+                   "InvalidLaunchTemplateId.NotFound",
+                   "InvalidLaunchTemplateName.NotFoundException",
+                   "AWS.SimpleQueueService.NonExistentQueue", "ResourceNotFoundException"})
+
+
+def not_an_error(code: str, *, operation: str) -> bool:
+    """Whether ``code`` means the call got what it wanted: ``DryRunOperation`` (a dry run that
+    would have succeeded: ``runners check --live``), or the resource a destroying call
+    (``Terminate*``, ``Delete*``, ``Cancel*``, ``Deregister*``) names is already gone (destroy
+    is idempotent). Judge everything else with :func:`classify`."""
+    if code == "DryRunOperation":
+        return True
+    return isinstance(operation, str) and operation.startswith(_DELETES) and code in _GONE
 
 
 @dataclass(frozen=True)
