@@ -116,8 +116,9 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @dataclass(frozen=True)
 class Call:
-    """One request the proxy saw: its action, the status it answered, and whether a programmed
-    fault answered it (``"error"``, ``"partial"``) or moto did (``""``)."""
+    """One request the proxy saw: its action, the status it answered (moto's, for ``"lose"``;
+    0 for ``"drop"``), and which programmed fault met it (``"error"``, ``"partial"``,
+    ``"drop"``, ``"lose"``), ``""`` for none."""
 
     action: str
     status: int
@@ -137,7 +138,7 @@ class FleetError:
 
 @dataclass
 class _Fault:
-    kind: str  # "error" | "partial"
+    kind: str  # "error" | "partial" | "drop" | "lose"
     remaining: int
     status: int = 400
     code: str = ""
@@ -166,6 +167,13 @@ class FaultProxy:
         """The next ``times`` CreateFleet calls launch only ``keep`` instances and report
         ``errors`` for the rest."""
         self._add("CreateFleet", _Fault("partial", times, keep=keep, errors=tuple(errors)))
+
+    def drop(self, action: str, *, reached: bool = False, times: int = 1) -> None:
+        """Close the connection of the next ``times`` calls of ``action`` without an answer
+        (botocore raises ``ConnectionClosedError``; its standard mode retries it). With
+        ``reached``, the call reaches moto first and only the answer is lost: the fleet was
+        launched although the caller saw an error (adopt by tag; never launch twice)."""
+        self._add(action, _Fault("lose" if reached else "drop", times))
 
     def calls(self, action: str | None = None) -> list[Call]:
         """Every call seen so far (of ``action`` only, if given), oldest first."""
@@ -267,9 +275,17 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 proxy.record(Call(action, fault.status, "error"))
                 self._answer(fault.status, [("Content-Type", ctype)], data)
                 return
-            if fault is not None:
+            if fault is not None and fault.kind == "drop":
+                proxy.record(Call(action, 0, "drop"))
+                self.close_connection = True
+                return
+            if fault is not None and fault.kind == "partial":
                 body = _fewer(body, fault.keep)
             status, reply_headers, data = self._forward(headers, body)
+            if fault is not None and fault.kind == "lose":
+                proxy.record(Call(action, status, "lose"))
+                self.close_connection = True
+                return
             if fault is not None and status == 200:
                 data = _with_errors(data, fault.errors)
             proxy.record(Call(action, status, fault.kind if fault else ""))

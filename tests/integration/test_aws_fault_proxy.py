@@ -164,6 +164,23 @@ def test_spot_gone_in_every_type_launches_nothing(fault_proxy: FaultProxy,  # no
     assert len(_running_in_pool(ec2, "none")) == 1
 
 
+def test_a_lost_answer_leaves_the_fleet_launched(fault_proxy: FaultProxy,  # noqa: F811
+                                                 moto_server: MotoServer) -> None:  # noqa: F811
+    """The double-launch hazard: CreateFleet acted, its answer never came back."""
+    moto_server.reset()
+    ec2 = _ec2(fault_proxy)
+    fault_proxy.drop("CreateFleet")
+    with pytest.raises(botocore_exceptions.ConnectionClosedError):
+        _fleet(ec2, 1, "dropped")
+    assert _running_in_pool(ec2, "dropped") == set()  # dropped before moto: nothing launched
+    fault_proxy.drop("CreateFleet", reached=True)
+    with pytest.raises(botocore_exceptions.ConnectionClosedError):
+        _fleet(ec2, 2, "lost")
+    assert len(_running_in_pool(ec2, "lost")) == 2  # launched although the caller saw an error
+    assert [(c.status, c.fault) for c in fault_proxy.calls("CreateFleet")] == \
+        [(0, "drop"), (200, "lose")]
+
+
 def test_json_protocol_services_pass_through_and_fail_on_demand(
         fault_proxy: FaultProxy) -> None:  # noqa: F811
     """SSM (the runner's JIT config), SQS and EventBridge (interruption warnings) reach moto,
