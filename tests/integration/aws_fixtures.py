@@ -118,7 +118,8 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 class Call:
     """One request the proxy saw: its action, the status it answered (moto's, for ``"lose"``;
     0 for ``"drop"``), and which programmed fault met it (``"error"``, ``"partial"``,
-    ``"drop"``, ``"lose"``), ``""`` for none."""
+    ``"drop"``, ``"lose"``; ``"idempotent"``: answered from a ClientToken seen before),
+    ``""`` for none."""
 
     action: str
     status: int
@@ -156,6 +157,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._faults: dict[str, list[_Fault]] = {}
         self._calls: list[Call] = []
+        self._tokens: dict[tuple[str, str], tuple[bytes, int, list[tuple[str, str]], bytes]] = {}
 
     def fail(self, action: str, code: str, message: str = "", *, status: int = 400,
              times: int = 1) -> None:
@@ -200,6 +202,18 @@ class FaultProxy:
             queue[0].remaining -= 1
             return queue[0]
 
+    def remembered(self, action: str, token: str
+                   ) -> tuple[bytes, int, list[tuple[str, str]], bytes] | None:
+        """(request body, status, headers, body) of the first successful call of ``action``
+        with ``ClientToken`` ``token``."""
+        with self._lock:
+            return self._tokens.get((action, token))
+
+    def remember(self, action: str, token: str,
+                 answer: tuple[bytes, int, list[tuple[str, str]], bytes]) -> None:
+        with self._lock:
+            self._tokens.setdefault((action, token), answer)
+
     def record(self, call: Call) -> None:
         with self._lock:
             self._calls.append(call)
@@ -213,6 +227,16 @@ def _action(headers: dict[str, str], body: bytes) -> str:
         values = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", [""])
         return values[0]
     return ""
+
+
+_IDEMPOTENT = frozenset({"CreateFleet", "RunInstances"})
+
+
+def _client_token(action: str, body: bytes) -> str:
+    if action not in _IDEMPOTENT:
+        return ""
+    values = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("ClientToken", [""])
+    return values[0]
 
 
 def _error_body(fault: _Fault, json_type: str) -> tuple[bytes, str]:
@@ -275,6 +299,11 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 proxy.record(Call(action, fault.status, "error"))
                 self._answer(fault.status, [("Content-Type", ctype)], data)
                 return
+            token = _client_token(action, body)
+            seen = proxy.remembered(action, token) if token else None
+            if seen is not None and fault is None:
+                self._repeat(action, body, seen)
+                return
             if fault is not None and fault.kind == "drop":
                 proxy.record(Call(action, 0, "drop"))
                 self.close_connection = True
@@ -282,6 +311,8 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if fault is not None and fault.kind == "partial":
                 body = _fewer(body, fault.keep)
             status, reply_headers, data = self._forward(headers, body)
+            if token and status == 200:
+                proxy.remember(action, token, (body, status, reply_headers, data))
             if fault is not None and fault.kind == "lose":
                 proxy.record(Call(action, status, "lose"))
                 self.close_connection = True
@@ -290,6 +321,19 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 data = _with_errors(data, fault.errors)
             proxy.record(Call(action, status, fault.kind if fault else ""))
             self._answer(status, reply_headers, data)
+
+        def _repeat(self, action: str, body: bytes,
+                    seen: tuple[bytes, int, list[tuple[str, str]], bytes]) -> None:
+            """EC2's idempotency, which moto lacks: a ClientToken seen before returns the first
+            answer (same parameters) or IdempotentParameterMismatch (other ones)."""
+            if seen[0] == body:
+                proxy.record(Call(action, seen[1], "idempotent"))
+                self._answer(seen[1], seen[2], seen[3])
+                return
+            fault = _Fault("error", 0, 400, "IdempotentParameterMismatch",
+                           "The client token was already used with other parameters.")
+            proxy.record(Call(action, 400, "idempotent"))
+            self._answer(400, [("Content-Type", "text/xml")], _error_body(fault, "")[0])
 
         def _forward(self, headers: dict[str, str], body: bytes
                      ) -> tuple[int, list[tuple[str, str]], bytes]:

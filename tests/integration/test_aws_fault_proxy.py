@@ -50,7 +50,7 @@ def _template(ec2: Any) -> tuple[str, list[str]]:
     return name, subnets[:2]
 
 
-def _fleet(ec2: Any, count: int, pool: str) -> dict[str, Any]:
+def _fleet(ec2: Any, count: int, pool: str, token: str = "") -> dict[str, Any]:
     name, subnets = _template(ec2)
     overrides = [{"InstanceType": t, "SubnetId": s} for t in ("g5.xlarge", "g4dn.xlarge")
                  for s in subnets]
@@ -63,7 +63,8 @@ def _fleet(ec2: Any, count: int, pool: str) -> dict[str, Any]:
         TargetCapacitySpecification={"TotalTargetCapacity": count,
                                      "DefaultTargetCapacityType": "spot"},
         SpotOptions={"AllocationStrategy": "price-capacity-optimized"},
-        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+        **({"ClientToken": token} if token else {}))
     return response
 
 
@@ -175,10 +176,17 @@ def test_a_lost_answer_leaves_the_fleet_launched(fault_proxy: FaultProxy,  # noq
     assert _running_in_pool(ec2, "dropped") == set()  # dropped before moto: nothing launched
     fault_proxy.drop("CreateFleet", reached=True)
     with pytest.raises(botocore_exceptions.ConnectionClosedError):
-        _fleet(ec2, 2, "lost")
-    assert len(_running_in_pool(ec2, "lost")) == 2  # launched although the caller saw an error
+        _fleet(ec2, 2, "lost", token="launch-1")
+    launched = _running_in_pool(ec2, "lost")
+    assert len(launched) == 2  # launched although the caller saw an error
+    # EC2's ClientToken idempotency (given by the proxy): the retry gets the same fleet.
+    again = fleet_outcome(_fleet(ec2, 2, "lost", token="launch-1"))
+    assert {i.instance_id for i in again.instances} == launched == _running_in_pool(ec2, "lost")
+    with pytest.raises(botocore_exceptions.ClientError) as caught:
+        _fleet(ec2, 3, "lost", token="launch-1")
+    assert caught.value.response["Error"]["Code"] == "IdempotentParameterMismatch"
     assert [(c.status, c.fault) for c in fault_proxy.calls("CreateFleet")] == \
-        [(0, "drop"), (200, "lose")]
+        [(0, "drop"), (200, "lose"), (200, "idempotent"), (400, "idempotent")]
 
 
 def test_json_protocol_services_pass_through_and_fail_on_demand(
