@@ -110,7 +110,9 @@ class RunnerBackend(Closing, Protocol):
 
     def list(self) -> list[Machine]:
         """Every machine of this autoscaler instance (running or not), from the backend's own
-        truth (never from a cache): the scaler compares it with its state to find orphans."""
+        truth (never from a cache): the scaler compares it with its state to find orphans.
+        A machine its host took away under its runner (a daemon restart, a spot
+        interruption) is reported ``lost``, at least once, even when the host removed it."""
 
     def start(self, machine_id: str) -> Machine:
         """Start a machine list() reports as ``created`` (its launch was cut short between

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from gha_mlops.errors import ConfigError, missing_extra
@@ -38,6 +39,7 @@ from gha_mlops.runners.backends.base import (
     LABEL_OWNER,
     LABEL_POOL,
     LABEL_RUNNER,
+    LOST,
     PENDING,
     RUNNING,
     BackendError,
@@ -141,6 +143,10 @@ class DockerBackend(RunnerBackend):
         self.failpoints = armed_failpoints(self.environ)
         self._api_client: APIClient | None = None
         self._client_lock = threading.Lock()
+        # The containers list() saw up last time, and when: one that is gone now with no
+        # trace of its removal on the daemon went away with the daemon (see list()).
+        self._up: dict[str, Machine] = {}  # launch() and start() add theirs
+        self._up_lock = threading.Lock()
         # Held from reading the GPUs in use to creating the container that takes some.
         self._alloc_lock = threading.Lock()
 
@@ -183,13 +189,46 @@ class DockerBackend(RunnerBackend):
             found, state, detail = [], RUNNING, f"started; its state is unknown: {err.message}"
         else:
             state, detail = EXITED, "exited and removed already"
-        if found:
-            return _machine(found[0])
-        return Machine(id=container_id, runner_name=runner, pool=pool, state=state,
-                       created_at=time.time(), gpus=gpus, detail=detail)
+        machine = _machine(found[0]) if found else Machine(
+            id=container_id, runner_name=runner, pool=pool, state=state,
+            created_at=time.time(), gpus=gpus, detail=detail)
+        if machine.state in (RUNNING, PENDING):
+            with self._up_lock:
+                self._up[machine.id] = machine
+        return machine
 
     def list(self) -> list[Machine]:
-        return [_machine(summary) for summary in self._summaries("listing the runners")]
+        """The containers, and, once, a ``lost`` machine for each container seen up at the
+        previous call that is gone now although this daemon removed no such container since:
+        the daemon restarted (or was replaced) under it. Its removal by its own runner's
+        exit (``--rm``) or by destroy() leaves a ``destroy`` event, and a restarted daemon
+        has none of the old one's events."""
+        with self._up_lock:
+            now = time.time()
+            machines = [_machine(summary) for summary in self._summaries("listing the runners")]
+            listed = {m.id for m in machines}
+            gone = [m for mid, m in self._up.items() if mid not in listed]
+            lost: builtins.list[Machine] = []
+            if gone:
+                removed = self._removed_since(min(m.created_at for m in gone) - 1, now)
+                lost = [replace(m, state=LOST, detail="gone, and the daemon has no trace of "
+                                "its removal: the daemon restarted under it")
+                        for m in gone if m.id not in removed]
+            self._up = {m.id: m for m in machines if m.state in (RUNNING, PENDING)}
+        return machines + lost
+
+    def _removed_since(self, since: float, until: float) -> set[str]:
+        """The ids of this autoscaler's containers the daemon removed in [since, until]
+        (its event log; a daemon keeps the last 256 events of its own life only)."""
+        what = "reading the daemon's container events"
+        api: Any = self._api()  # the stubs want whole seconds; the daemon takes nanoseconds
+        with self._translated(what):
+            events = api.events(
+                since=f"{max(0.0, since):.9f}", until=f"{until:.9f}", decode=True,
+                filters={"type": "container", "event": "destroy",
+                         "label": f"{LABEL_OWNER}={self.owner}"})
+            return {str(e.get("id") or (e.get("Actor") or {}).get("ID") or "")
+                    for e in events if isinstance(e, dict)}
 
     def destroy(self, machine_id: str) -> None:
         from docker.errors import APIError, NotFound
