@@ -22,6 +22,7 @@ with ``endpoint_url``; nothing of boto3 is patched. Use in a test module::
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -46,7 +47,7 @@ _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-leng
                   "server", "date"})  # send_response() writes its own
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -67,26 +68,26 @@ class MotoServer:
             pass
 
 
-@pytest.fixture(scope="module")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    """``python -m moto.server`` on a free loopback port for the module; stopped after."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
+@contextlib.contextmanager
+def moto_process(log: Path) -> Iterator[str]:
+    """``python -m moto.server`` on a free loopback port, its output in ``log``: its endpoint
+    once it answers; stopped after."""
+    port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
                                  "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    server = MotoServer(f"http://127.0.0.1:{port}", log)
+    endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             assert proc.poll() is None, f"moto server exited:\n{log.read_text()}"
             try:
-                with urllib.request.urlopen(f"{server.endpoint}/moto-api/", timeout=2):
+                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
                     break
             except (urllib.error.URLError, OSError):
                 assert time.monotonic() < deadline, f"moto never answered:\n{log.read_text()}"
                 time.sleep(0.1)
-        yield server
+        yield endpoint
     finally:
         proc.terminate()
         try:
@@ -94,6 +95,14 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """``python -m moto.server`` on a free loopback port for the module; stopped after."""
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with moto_process(log) as endpoint:
+        yield MotoServer(endpoint, log)
 
 
 @pytest.fixture

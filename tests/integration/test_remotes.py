@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,44 +26,16 @@ from gha_mlops.data.packs import object_key
 from gha_mlops.data.stores import LocalStore, S3Store, open_store
 from gha_mlops.errors import DataIntegrityError, MissingExtraError, RemoteError
 from gha_mlops.store.objects import ContentCache
+from tests.integration.aws_fixtures import free_port, moto_process
 
 boto3 = pytest.importorskip("boto3")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real moto S3 server on 127.0.0.1, for the whole module."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                 "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"moto server exited:\n{log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
-                    break
-            except (urllib.error.URLError, OSError):
-                assert time.monotonic() < deadline, f"moto never answered:\n{log.read_text()}"
-                time.sleep(0.1)
+    with moto_process(tmp_path_factory.mktemp("moto") / "server.log") as endpoint:
         yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(autouse=True)
@@ -203,7 +171,7 @@ def test_missing_credentials_say_how_to_provide_them(moto_endpoint: str, bucket:
 def test_unknown_profile_and_unreachable_endpoint(tmp_path: Path) -> None:
     with pytest.raises(RemoteError, match="profile"):
         open_store("s3://b/p", profile="nobody")
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     with S3Store("b", endpoint_url=closed, max_attempts=1) as store, \
             pytest.raises(RemoteError, match="cannot reach") as info:
         transfer.missing_on_remote(store, ["a" * 64], index_dir=tmp_path / "idx")
