@@ -57,7 +57,6 @@ import argparse
 import itertools
 import math
 import random
-import statistics
 import sys
 import time
 from collections import Counter, deque
@@ -76,6 +75,7 @@ from sim_runners import (
     SimBackend,
     TraceJob,
     make_trace,
+    med,
     run_real_scaler,
 )
 
@@ -592,11 +592,6 @@ def simulate(strategy: str, p: Ec2Params) -> Ec2Result:
     assert isinstance(result, Ec2Result)
     result.wall = time.perf_counter() - started
     return result
-
-
-def med(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return statistics.median(finite) if finite else math.nan
 
 
 def report(p: Ec2Params, runs: dict[str, list[Ec2Result]]) -> None:
