@@ -52,3 +52,36 @@ def status(config: Path, as_json: bool) -> None:
     cfg = load_config(config, dict(os.environ), need_secrets=False)
     data = st.snapshot(cfg, time.time(), config_path=str(config))
     click.echo(json.dumps(data, indent=2) if as_json else st.render(data))
+
+
+@runners.command()
+@click.option("--config", "-c", "config", default="runners.yaml", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help=_CONFIG_HELP)
+@click.option("--live", is_flag=True, help="Also ask GitHub (the scope's runners) and each "
+              "backend the pools use (the Docker daemon, its GPUs) whether they answer.")
+def check(config: Path, live: bool) -> None:
+    """Check runners.yaml (and its secrets) without serving: exit 2 with every mistake and
+    its line, else what it sets up. With --live, GitHub failing is exit 9, a backend 10."""
+    from gha_mlops import bootstrap
+    from gha_mlops.errors import ExitCode
+    from gha_mlops.runners.check import check as run_check
+    from gha_mlops.runners.config import load_config
+
+    environ = dict(os.environ)
+    cfg = load_config(config, environ)
+    if not live:
+        report = run_check(cfg)
+    else:
+        with bootstrap.runner_github(cfg) as github:
+            backends = bootstrap.runner_backends(cfg, environ)
+            try:
+                report = run_check(cfg, github=github, backends=backends)
+            finally:
+                for backend in backends.values():
+                    backend.close()
+    for line in report.lines:
+        click.echo(line)
+    if report.github_problem is not None:
+        raise SystemExit(ExitCode.GITHUB)
+    if report.backend_problems:
+        raise SystemExit(ExitCode.RUNNER_BACKEND)

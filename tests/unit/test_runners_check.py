@@ -1,0 +1,63 @@
+"""`gha-mlops runners check`: a configuration said in lines without a secret in them; with a
+live check, GitHub and each backend asked through their ports (fakes here), and what fails
+named with its exit code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gha_mlops.github.port import GitHubError
+from gha_mlops.runners.backends.base import Health
+from gha_mlops.runners.check import check
+from gha_mlops.runners.config import load_config
+from gha_mlops.testing.fake_runners import FakeBackend, FakeRunnersGitHub
+from tests.unit.test_runners_config import ENV, GOOD, PEM, write
+
+
+class _Down(FakeBackend):
+    def health(self) -> Health:
+        return Health(False, "Docker is not reachable at unix:///nope.sock")
+
+
+def test_the_configuration_in_lines_without_its_secrets(tmp_path: Path) -> None:
+    report = check(load_config(write(tmp_path, GOOD), ENV))
+    text = "\n".join(report.lines)
+    assert report.ok
+    assert "autoscaler 'box-1' for org octo (repositories octo/ml, octo/vision)" in text
+    assert "GitHub App 42 (installation 7)" in text
+    assert ("  pool a100: labels a100, gpu, linux, self-hosted, x64; docker "
+            "ghcr.io/octo/runner:2.330.0; max 4; min_idle 1; 1 GPU(s) each; 8 CPUs; 32768 MiB; "
+            "idle 600 s, lifetime 21600 s") in report.lines
+    assert ENV["HOOK_SECRET"] not in text and "BEGIN RSA" not in text and PEM not in text
+
+
+def test_a_live_check_asks_github_and_the_backends(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD), ENV)
+    report = check(cfg, github=FakeRunnersGitHub(), backends={"docker": FakeBackend(gpus=4)})
+    assert report.ok
+    assert "  GitHub: answers; 0 self-hosted runner(s) registered in org octo" in report.lines
+    assert "  backend docker: answers (ok; 4 gpus free)" in report.lines
+
+    github = FakeRunnersGitHub()
+    github.faults.add("list_runners", GitHubError("GitHub refused: 403 Resource not accessible",
+                                                  status=403))
+    report = check(cfg, github=github, backends={"docker": _Down()})
+    assert not report.ok and report.github_problem is not None
+    assert report.backend_problems == {"docker": "Docker is not reachable at unix:///nope.sock"}
+    assert any(line.startswith("  GitHub: FAILED") for line in report.lines)
+
+
+def test_the_command_names_a_mistake_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("    max: 4\n", "    max: -4\n"))
+    proc = subprocess.run([sys.executable, "-m", "gha_mlops", "runners", "check", "-c",
+                           str(path)], capture_output=True, text=True, env={**ENV, "PATH": ""},
+                          check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "runners.yaml:" in proc.stderr and "max" in proc.stderr
+    good = subprocess.run([sys.executable, "-m", "gha_mlops", "runners", "check", "-c",
+                           str(write(tmp_path, GOOD))], capture_output=True, text=True,
+                          env={**ENV, "PATH": ""}, check=False)
+    assert good.returncode == 0, good.stderr
+    assert "pool cpu: labels" in good.stdout
