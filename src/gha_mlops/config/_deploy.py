@@ -15,7 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gha_mlops.config._schema_errors import duration_seconds, section_schema_problems
+from gha_mlops.config._schema_errors import (
+    duration_seconds,
+    key_form,
+    section_schema_problems,
+)
 from gha_mlops.config._yaml import Loc, Problems, display
 from gha_mlops.config.model import DeployConfig, DeployEnvironment, DeployGates, DeployHostConfig
 
@@ -100,9 +104,7 @@ def _form(loc: Loc) -> str | None:
         return ("an environment takes a mapping with at least `stage`, `port` and `hosts`, "
                 "e.g. `staging: {stage: staging, port: 8080, hosts: [{docker: "
                 "'unix:///var/run/docker.sock'}]}`")
-    names = [p for p in loc if isinstance(p, str)]
-    form = _FORMS.get(names[-1]) if names else None
-    return f"`{names[-1]}` takes {form}" if form else None
+    return key_form(loc, _FORMS)
 
 
 def _allowed(parent: Loc) -> Sequence[str]:

@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gha_mlops.config._deploy import section_lines
-from gha_mlops.config._schema_errors import duration_seconds, section_schema_problems
+from gha_mlops.config._schema_errors import (
+    duration_seconds,
+    key_form,
+    section_schema_problems,
+)
 from gha_mlops.config._state import STATE_DIR
 from gha_mlops.config._yaml import Loc, Problems, display
 from gha_mlops.config.model import MonitorAlarm, MonitorConfig, MonitorModel, MonitorRetrain
@@ -110,9 +114,7 @@ def _form(loc: Loc) -> str | None:
     if len(loc) == 6 and loc[4] == "inputs":
         return ("workflow_dispatch inputs are strings: quote the value, e.g. "
                 f"`{loc[5]}: '3'`")
-    names = [p for p in loc if isinstance(p, str)]
-    form = _FORMS.get(names[-1]) if names else None
-    return f"`{names[-1]}` takes {form}" if form else None
+    return key_form(loc, _FORMS)
 
 
 def _allowed(parent: Loc) -> Sequence[str]:

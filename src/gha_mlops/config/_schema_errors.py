@@ -240,6 +240,13 @@ SECTION_MESSAGES = {
 }
 
 
+def key_form(loc: Loc, forms: Mapping[str, str]) -> str | None:
+    """``"`key` takes <form>"`` for the last key named in ``loc`` (None: no form known)."""
+    names = [p for p in loc if isinstance(p, str)]
+    form = forms.get(names[-1]) if names else None
+    return f"`{names[-1]}` takes {form}" if form else None
+
+
 def section_schema_problems(problems: Problems, errors: Sequence[Mapping[str, Any]], *,
                             allowed: Callable[[Loc], Sequence[str]],
                             form: Callable[[Loc], str | None]) -> None:
