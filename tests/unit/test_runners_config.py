@@ -70,13 +70,13 @@ def test_a_good_file(tmp_path: Path) -> None:
     (("max: 4", "maks: 4"), "pools[0].maks: unknown key 'maks'", 14),
     (("max: 4\n", "max: 0\n"), "pools[0].max: must be at least 1, got an integer 0", 14),
     (("min_idle: 1", "min_idle: 9"), "pools[0].min_idle: min_idle (9) is more than max (4)", 15),
-    (("gpus: 1", "gpus: 5"), "pools[0].gpus: each runner wants 5 GPU(s) but the docker backend "
-     "lists 4", 16),
+    (("gpus: 1", "gpus: 5"), "pools[0].gpus: each runner wants 5 GPU(s) but no host of the "
+     "docker backend lists that many (at most 4)", 16),
     (("idle_timeout: 10m", "idle_timeout: soon"), "pools[0].idle_timeout: expected a duration",
      20),
     (("memory: 32GiB", "memory: lots"), "pools[0].memory: expected a size", 18),
     (("  org: octo\n", "  org: octo\n  repo: octo/ml\n"), "github: name exactly one scope", 2),
-    (("    image: ghcr.io/octo/runner:2.330.0\n", ""), "pools[0]: missing required key 'image'",
+    (("    image: ghcr.io/octo/runner:2.330.0\n", ""), "pools[0]: a docker pool needs `image:`",
      12),
     (("{name: cpu,", "{name: a100,"), "pools[1].name: pool 'a100' is declared twice", 22),
     (("octo/vision", "other/vision"), "github.repos[1]: 'other/vision' is not a repository of "

@@ -100,28 +100,72 @@ class WebhookSchema(_Strict):
     max_body: int | str = "1MiB"
 
 
+def _gpu_ids(v: Any) -> Any:
+    return [str(x) for x in v] if isinstance(v, list) else v
+
+
+class DockerHostSchema(_Strict):
+    name: str
+    host: str | None = None
+    gpus: list[str] = Field(default_factory=list)
+    network: str = "bridge"
+    gpu_driver: str = "nvidia"
+    env: dict[str, str] = Field(default_factory=dict)
+
+    _gpus = field_validator("gpus", mode="before")(classmethod(lambda cls, v: _gpu_ids(v)))
+
+
 class DockerSchema(_Strict):
     host: str | None = None  # None: DOCKER_HOST or the default socket
     gpus: list[str] = Field(default_factory=list)
     network: str = "bridge"
     gpu_driver: str = "nvidia"
     env: dict[str, str] = Field(default_factory=dict)
+    hosts: list[DockerHostSchema] = Field(default_factory=list)  # several hosts, one pool
+    placement: Literal["spread", "pack"] = "spread"
 
-    @field_validator("gpus", mode="before")
-    @classmethod
-    def _gpu_ids(cls, v: Any) -> Any:
-        return [str(x) for x in v] if isinstance(v, list) else v
+    _gpus = field_validator("gpus", mode="before")(classmethod(lambda cls, v: _gpu_ids(v)))
+
+
+class Ec2Schema(_Strict):
+    """``backends.ec2``: the account side, and defaults for every ec2 pool."""
+
+    region: str
+    endpoint_url: str | None = None  # an AWS-compatible endpoint (tests); None: AWS's own
+    interruption_queue: str | None = None  # SQS queue (URL or name) of EventBridge warnings
+    parameter_prefix: str = "/gha-mlops"
+    tags: dict[str, str] = Field(default_factory=dict)
+    subnets: list[str] = Field(default_factory=list)
+    security_groups: list[str] = Field(default_factory=list)
+    instance_profile: str | None = None
 
 
 class BackendsSchema(_Strict):
     docker: DockerSchema | None = None
+    ec2: Ec2Schema | None = None
+
+
+class Ec2PoolSchema(_Strict):
+    instance_types: list[str] = Field(min_length=1)
+    ami: str | None = None
+    launch_template: str | None = None
+    launch_template_version: str | int = "$Default"
+    subnets: list[str] | None = None
+    security_groups: list[str] | None = None
+    instance_profile: str | None = None
+    root_volume: int | str | None = None
+    capacity: Literal["spot", "spot-then-on-demand", "on-demand"] = "spot-then-on-demand"
+    spot_allocation: Literal["price-capacity-optimized", "capacity-optimized",
+                             "capacity-optimized-prioritized", "lowest-price",
+                             "diversified"] = "price-capacity-optimized"
+    expiry_grace: float | str = "1h"
 
 
 class PoolSchema(_Strict):
     name: str
     labels: list[str] = Field(min_length=1)
-    backend: Literal["docker"] = "docker"
-    image: str
+    backend: Literal["docker", "ec2"] = "docker"
+    image: str | None = None
     min_idle: int = Field(default=0, ge=0)
     max: int = Field(ge=1)
     cpus: float | None = Field(default=None, gt=0)
@@ -129,8 +173,9 @@ class PoolSchema(_Strict):
     gpus: int = Field(default=0, ge=0)
     idle_timeout: float | str = "5m"
     max_lifetime: float | str = "6h"
-    register_timeout: float | str = "3m"
+    register_timeout: float | str | None = None  # 3m for docker, 10m for ec2 (boot)
     env: dict[str, str] = Field(default_factory=dict)
+    ec2: Ec2PoolSchema | None = None
 
 
 class RunnersSchema(_Strict):
@@ -145,6 +190,61 @@ class RunnersSchema(_Strict):
 
 
 # -- the validated config the service uses --------------------------------------------------
+
+CAPACITY_POLICIES = ("spot", "spot-then-on-demand", "on-demand")
+REGISTER_TIMEOUT = {"docker": 180.0, "ec2": 600.0}  # an instance boots in minutes
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,15}\.[a-z0-9-]{1,16}$")
+_AWS_ID = {"subnets": re.compile(r"^subnet-[0-9a-f]{8,17}$"),
+           "security_groups": re.compile(r"^sg-[0-9a-f]{8,17}$")}
+_AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
+_SSM_NAME = re.compile(r"^resolve:ssm:/[A-Za-z0-9_./-]{1,1000}$")
+_TEMPLATE = re.compile(r"^(lt-[0-9a-f]{8,17}|[A-Za-z0-9()./_-]{3,128})$")
+_TEMPLATE_VERSION = re.compile(r"^(\$Default|\$Latest|[1-9][0-9]{0,8})$")
+_PROFILE = re.compile(r"^(arn:aws[a-z-]*:iam::\d{12}:instance-profile/[\w+=,.@/-]{1,128}"
+                      r"|[\w+=,.@-]{1,128})$")
+_TAG_KEY = re.compile(r"^[\w .:/=+@-]{1,128}$")
+_PREFIX = re.compile(r"^(/[A-Za-z0-9_.-]{1,64}){1,5}$")
+
+
+@dataclass(frozen=True)
+class Ec2Pool:
+    """An ec2 pool's instances (``pools[].ec2``, with ``backends.ec2``'s defaults applied)."""
+
+    instance_types: tuple[str, ...]  # diversification: the fleet's overrides are types x subnets
+    subnets: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    ami: str | None  # "ami-..." or "resolve:ssm:/..." (an SSM parameter); None: the template's
+    launch_template: str | None  # "lt-..." or a name; None: the autoscaler manages one
+    launch_template_version: str  # "$Default", "$Latest" or a number
+    instance_profile: str | None  # name or ARN
+    root_volume_gb: int | None  # None: the AMI's size
+    capacity: str  # one of CAPACITY_POLICIES
+    spot_allocation: str  # CreateFleet's SpotOptions.AllocationStrategy
+    expiry_grace: float  # seconds; the expiry tag = launch + max_lifetime + this
+
+
+@dataclass(frozen=True)
+class Ec2Settings:
+    """``backends.ec2``: one region per autoscaler."""
+
+    region: str
+    endpoint_url: str | None
+    interruption_queue: str | None  # SQS queue URL or name; None: instance notices only
+    parameter_prefix: str  # JIT configs live at {prefix}/{autoscaler id}/{runner name}
+    tags: Mapping[str, str]  # added to every instance, volume and parameter
+
+
+@dataclass(frozen=True)
+class DockerHost:
+    """One Docker host of the docker backend (the single-host form is one named "default")."""
+
+    name: str
+    host: str | None  # None: $DOCKER_HOST or the local socket
+    gpus: tuple[str, ...]
+    network: str
+    gpu_driver: str
+    env: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -162,6 +262,7 @@ class Pool:
     max_lifetime: float
     register_timeout: float
     env: Mapping[str, str]
+    ec2: Ec2Pool | None = None  # set exactly when backend == "ec2"
 
     def serves(self, job_labels: frozenset[str]) -> bool:
         return job_labels <= self.labels
@@ -195,6 +296,14 @@ class RunnersConfig:
     grace_period: float
     docker: DockerSchema
     pools: tuple[Pool, ...]
+    docker_hosts: tuple[DockerHost, ...] = ()  # the docker backend's hosts (one or several)
+    placement: str = "spread"  # over docker_hosts: "spread" (most free GPUs) or "pack"
+    ec2: Ec2Settings | None = None
+
+    @property
+    def gpu_inventory(self) -> int:
+        """The GPUs the docker backend's hosts list, all together."""
+        return sum(len(h.gpus) for h in self.docker_hosts)
 
     @property
     def scope(self) -> str:
@@ -276,6 +385,7 @@ class _Builder:
         state = Path(cfg.state)
         if not state.is_absolute():
             state = self.path.parent / state
+        docker = cfg.backends.docker or DockerSchema()
         return RunnersConfig(
             id=cfg.id, path=self.path, repo=gh.repo, org=gh.org, repos=tuple(gh.repos),
             api_url=gh.api_url.rstrip("/"), auth=auth, runner_group_id=gh.runner_group_id,
@@ -284,7 +394,129 @@ class _Builder:
             reconcile_interval=self._duration(("reconcile_interval",),
                                               cfg.reconcile_interval) or 30.0,
             grace_period=self._duration(("grace_period",), cfg.grace_period),
-            docker=cfg.backends.docker or DockerSchema(), pools=pools)
+            docker=docker, pools=pools, docker_hosts=self._docker_hosts(docker),
+            placement=docker.placement, ec2=self._ec2(cfg.backends.ec2, pools))
+
+    def _docker_hosts(self, d: DockerSchema) -> tuple[DockerHost, ...]:
+        if not d.hosts:
+            return (DockerHost("default", d.host, tuple(d.gpus), d.network, d.gpu_driver,
+                               dict(d.env)),)
+        loc: Loc = ("backends", "docker")
+        if d.host is not None or d.gpus:
+            self.problems.add(loc, "give either `host`/`gpus` (one host) or `hosts:` "
+                              "(several), not both",
+                              "move this host into `hosts:` as `{name: ..., host: ..., gpus: "
+                              "[...]}`", key=True)
+        names: set[str] = set()
+        urls: set[str] = set()
+        for i, h in enumerate(d.hosts):
+            if not NAME.match(h.name):
+                self.problems.add((*loc, "hosts", i, "name"), f"{h.name!r} is not a valid "
+                                  "host name", "use 1-31 lower-case letters, digits and '-'")
+            if h.name in names:
+                self.problems.add((*loc, "hosts", i, "name"), f"host {h.name!r} is listed "
+                                  "twice", "give each host its own name")
+            url = h.host or "default"
+            if url in urls:
+                self.problems.add((*loc, "hosts", i, "host"), f"the daemon {url!r} is listed "
+                                  "twice", "each host is one Docker daemon")
+            names.add(h.name)
+            urls.add(url)
+        return tuple(DockerHost(h.name, h.host, tuple(h.gpus), h.network, h.gpu_driver,
+                                {**d.env, **h.env}) for h in d.hosts)
+
+    def _ec2(self, e: Ec2Schema | None, pools: tuple[Pool, ...]) -> Ec2Settings | None:
+        uses = [i for i, pool in enumerate(pools) if pool.backend == "ec2"]
+        if e is None:
+            for i in uses:
+                self.problems.add(("pools", i, "backend"), "the pool uses the ec2 backend, "
+                                  "but `backends.ec2` is not configured",
+                                  "add `backends: {ec2: {region: us-east-1, subnets: [...]}}` "
+                                  "(see docs/runners-aws.md)")
+            return None
+        loc: Loc = ("backends", "ec2")
+        if not _REGION.match(e.region):
+            self.problems.add((*loc, "region"), f"{e.region!r} is not an AWS region",
+                              "e.g. `region: us-east-1`")
+        if not _PREFIX.match(e.parameter_prefix):
+            self.problems.add((*loc, "parameter_prefix"), f"{e.parameter_prefix!r} is not an "
+                              "SSM parameter path", "e.g. `/gha-mlops` (1-5 levels)")
+        for key, value in e.tags.items():
+            if not _TAG_KEY.match(key) or key.lower().startswith(("aws:", "dev.gha-mlops")) \
+                    or len(value) > 256:
+                self.problems.add((*loc, "tags", key), f"{key!r}: {value!r} is not a tag "
+                                  "this autoscaler may set",
+                                  "keys up to 128 characters, not starting with aws: or "
+                                  "dev.gha-mlops; values up to 256")
+        return Ec2Settings(region=e.region, endpoint_url=e.endpoint_url,
+                           interruption_queue=e.interruption_queue,
+                           parameter_prefix=e.parameter_prefix.rstrip("/"), tags=dict(e.tags))
+
+    def _ec2_pool(self, i: int, s: PoolSchema, cfg: RunnersSchema) -> Ec2Pool | None:
+        loc: Loc = ("pools", i, "ec2")
+        e, defaults = s.ec2, cfg.backends.ec2
+        if e is None:
+            self.problems.add(("pools", i), "an ec2 pool needs `ec2:` with its instance_types "
+                              "and ami (or launch_template)",
+                              "e.g. `ec2: {instance_types: [g5.xlarge, g6.xlarge], ami: "
+                              "ami-0123456789abcdef0}` (see docs/runners-aws.md)", key=True)
+            return None
+        for j, t in enumerate(e.instance_types):
+            if not _INSTANCE_TYPE.match(t):
+                self.problems.add((*loc, "instance_types", j), f"{t!r} is not an instance "
+                                  "type", "e.g. g5.xlarge")
+        if len(set(e.instance_types)) != len(e.instance_types):
+            self.problems.add((*loc, "instance_types"), "an instance type is listed twice")
+        if e.ami is None and e.launch_template is None:
+            self.problems.add(loc, "name the image: `ami:` (an id or resolve:ssm:/parameter) "
+                              "or a `launch_template:` that has one",
+                              "e.g. `ami: resolve:ssm:/gha-mlops/runner-ami` (see "
+                              "docs/runners-aws.md: building the AMI)", key=True)
+        if e.ami is not None and not (_AMI.match(e.ami) or _SSM_NAME.match(e.ami)):
+            self.problems.add((*loc, "ami"), f"{e.ami!r} is not an AMI id or an SSM parameter",
+                              "write `ami-0123456789abcdef0` or `resolve:ssm:/path/to/ami-id`")
+        if e.launch_template is not None and not _TEMPLATE.match(e.launch_template):
+            self.problems.add((*loc, "launch_template"), f"{e.launch_template!r} is not a "
+                              "launch template id (lt-...) or name")
+        version = str(e.launch_template_version)
+        if not _TEMPLATE_VERSION.match(version):
+            self.problems.add((*loc, "launch_template_version"), f"{version!r} is not a "
+                              "version", "$Default, $Latest or a number")
+        subnets = tuple(e.subnets if e.subnets is not None else
+                        defaults.subnets if defaults else [])
+        groups = tuple(e.security_groups if e.security_groups is not None else
+                       defaults.security_groups if defaults else [])
+        if not subnets:
+            self.problems.add(loc, "no subnets: the fleet launches into the pool's subnets",
+                              "list them under the pool's `ec2.subnets` or "
+                              "`backends.ec2.subnets` (one per availability zone helps "
+                              "spot capacity)", key=True)
+        for key, ids in (("subnets", subnets), ("security_groups", groups)):
+            for j, value in enumerate(ids):
+                if not _AWS_ID[key].match(value):
+                    where = (*loc, key, j) if getattr(e, key) is not None else \
+                        ("backends", "ec2", key, j)
+                    self.problems.add(where, f"{value!r} is not a {key[:-1].replace('_', ' ')} "
+                                      "id", f"e.g. {'subnet' if key == 'subnets' else 'sg'}-"
+                                      "0123456789abcdef0")
+        profile = e.instance_profile or (defaults.instance_profile if defaults else None)
+        if profile is not None and not _PROFILE.match(profile):
+            self.problems.add((*loc, "instance_profile"), f"{profile!r} is not an instance "
+                              "profile name or ARN")
+        root = self._size((*loc, "root_volume"), e.root_volume) if e.root_volume else None
+        if root is not None and not 8 * 1024**3 <= root <= 16 * 1024**4:
+            self.problems.add((*loc, "root_volume"), "must be between 8GiB and 16TiB")
+        for key in ("cpus", "memory"):
+            if getattr(s, key) is not None:
+                self.problems.add(("pools", i, key), f"`{key}` is for docker pools: an ec2 "
+                                  "runner has its whole instance", "choose the instance_types "
+                                  "instead", key=True)
+        return Ec2Pool(instance_types=tuple(e.instance_types), subnets=subnets,
+                       security_groups=groups, ami=e.ami, launch_template=e.launch_template,
+                       launch_template_version=version, instance_profile=profile,
+                       root_volume_gb=-(-root // 1024**3) if root else None,
+                       capacity=e.capacity, spot_allocation=e.spot_allocation,
+                       expiry_grace=self._duration((*loc, "expiry_grace"), e.expiry_grace))
 
     def _pool(self, i: int, s: PoolSchema, cfg: RunnersSchema) -> Pool:
         p = self.problems
@@ -295,23 +527,33 @@ class _Builder:
             p.add(("pools", i, "min_idle"), f"min_idle ({s.min_idle}) is more than max "
                   f"({s.max})", "warm runners count towards the maximum; lower min_idle")
         if s.backend == "docker" and s.gpus:
-            inventory = (cfg.backends.docker or DockerSchema()).gpus
-            if s.gpus > len(inventory):
-                p.add(("pools", i, "gpus"), f"each runner wants {s.gpus} GPU(s) but the docker "
-                      f"backend lists {len(inventory)}",
+            d = cfg.backends.docker or DockerSchema()
+            most = max([len(d.gpus), *(len(h.gpus) for h in d.hosts)])
+            if s.gpus > most:
+                p.add(("pools", i, "gpus"), f"each runner wants {s.gpus} GPU(s) but no host of "
+                      f"the docker backend lists that many (at most {most})",
                       "list the host's GPUs under `backends: {docker: {gpus: [\"0\", ...]}}` "
                       "(ids as `nvidia-smi -L` shows them, or their UUIDs)")
+        if s.backend == "docker" and not s.image:
+            p.add(("pools", i), "a docker pool needs `image:` (the runner image)",
+                  "e.g. `image: ghcr.io/octo/runner:2.330.0` (runner/Dockerfile builds one)",
+                  key=True)
+        if s.backend != "ec2" and s.ec2 is not None:
+            p.add(("pools", i, "ec2"), "`ec2:` is for pools with `backend: ec2`",
+                  "add `backend: ec2`, or remove `ec2:`", key=True)
+        ec2 = self._ec2_pool(i, s, cfg) if s.backend == "ec2" else None
         memory = self._size(("pools", i, "memory"), s.memory) if s.memory is not None else None
         labels = frozenset(x.strip().lower() for x in (*DEFAULT_LABELS, *s.labels))
+        register = REGISTER_TIMEOUT[s.backend] if s.register_timeout is None else \
+            self._duration(("pools", i, "register_timeout"), s.register_timeout)
         return Pool(
-            name=s.name, labels=labels, backend=s.backend, image=s.image, min_idle=s.min_idle,
+            name=s.name, labels=labels, backend=s.backend, image=s.image or "",
+            min_idle=s.min_idle,
             max=s.max, cpus=s.cpus, memory_mb=memory // 1024**2 if memory else None,
             gpus=s.gpus,
             idle_timeout=self._duration(("pools", i, "idle_timeout"), s.idle_timeout),
             max_lifetime=self._duration(("pools", i, "max_lifetime"), s.max_lifetime),
-            register_timeout=self._duration(("pools", i, "register_timeout"),
-                                            s.register_timeout),
-            env=dict(s.env))
+            register_timeout=register, env=dict(s.env), ec2=ec2)
 
     def _auth(self, gh: GitHubSchema) -> GitHubAuth:
         p = self.problems

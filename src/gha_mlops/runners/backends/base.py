@@ -76,6 +76,9 @@ class LaunchSpec:
     memory_mb: int | None = None
     gpus: int = 0
     env: Mapping[str, str] = field(default_factory=dict)
+    # The pool's max_lifetime in seconds: a cloud backend tags the machine with an expiry
+    # (launch + this + its grace) after which it is terminated whatever GitHub says.
+    max_lifetime: float | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,13 @@ class Machine:
     created_at: float  # unix seconds
     gpus: tuple[str, ...] = ()
     detail: str = ""  # e.g. the exit code or the backend's own status text
+    # When the backend terminates it whatever GitHub says (a cloud machine's expiry tag);
+    # None: no expiry. The policy removes a machine past it.
+    expires_at: float | None = None
+    # Non-empty: its host gave notice that it goes away soon (a spot interruption warning,
+    # e.g. "spot interruption notice (instance metadata) for 2026-12-06T03:02:00Z"): its
+    # runner must take no new job; the job it runs is re-run if the machine goes under it.
+    notice: str = ""
 
 
 @dataclass(frozen=True)
