@@ -1,0 +1,61 @@
+"""The AWS clients of the EC2 backend, made one way for every caller (the backend, its live
+check, the instance agent).
+
+Credentials come from ``environ`` where it holds them (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``; ``AWS_PROFILE``), else from boto3's default
+chain (an instance profile, SSO, ``~/.aws``): the autoscaler on an EC2 host needs no keys.
+botocore's own retries are off (one attempt per call): :mod:`~gha_mlops.runners.backends.
+ec2_errors` classifies every error and the backend decides when to try again, so a throttled
+account is not hammered by two layers of retries. Timeouts are bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gha_mlops.errors import missing_extra
+
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 30
+_KEYS = {"aws_access_key_id": "AWS_ACCESS_KEY_ID",
+         "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+         "aws_session_token": "AWS_SESSION_TOKEN"}
+
+
+@dataclass(frozen=True)
+class Ec2Clients:
+    """boto3 clients (typed ``Any``: boto3 ships no stubs here) for one region."""
+
+    region: str
+    ec2: Any
+    ssm: Any
+    sqs: Any
+    sts: Any
+
+
+def make_clients(region: str, *, endpoint_url: str | None = None,
+                 environ: Mapping[str, str] | None = None) -> Ec2Clients:
+    """The EC2, SSM, SQS and STS clients for ``region`` (at ``endpoint_url`` when given: a
+    test's moto server or fault proxy, LocalStack), credentials as the module says."""
+    try:
+        import boto3  # type: ignore[import-untyped]
+        from botocore.config import Config  # type: ignore[import-untyped]
+    except ImportError:
+        raise missing_extra("boto3", "aws") from None
+    env = environ or {}
+    keys = {arg: env[name] for arg, name in _KEYS.items() if env.get(name)}
+    session = boto3.session.Session(region_name=region, profile_name=(
+        env.get("AWS_PROFILE") or None) if not keys else None, **keys)
+    config = Config(retries={"max_attempts": 1, "mode": "standard"},
+                    connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
+                    max_pool_connections=16)
+
+    def client(service: str) -> Any:
+        return session.client(service, endpoint_url=endpoint_url, config=config)
+
+    return Ec2Clients(region, client("ec2"), client("ssm"), client("sqs"), client("sts"))
+
+
+__all__ = ["Ec2Clients", "make_clients"]
