@@ -17,6 +17,14 @@ from typing import Any
 
 from gha_mlops.errors import missing_extra
 
+# Tags of an EC2 runner instance (its volumes and SSM parameter carry the owner tags too),
+# besides base.LABEL_OWNER / LABEL_RUNNER / LABEL_POOL / LABEL_GPUS:
+TAG_EXPIRES = "dev.gha-mlops.expires"  # unix seconds (integer): terminated after this
+TAG_PARAMETER = "dev.gha-mlops.parameter"  # the SSM SecureString holding its JIT config
+TAG_INTERRUPTION = "dev.gha-mlops.interruption"  # set on a spot interruption notice: the
+# action time (ISO 8601) and where it came from, e.g. "2026-12-06T03:02:00Z imds"
+TAG_LIFECYCLE = "dev.gha-mlops.lifecycle"  # "spot" or "on-demand", as launched
+
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 30
 _KEYS = {"aws_access_key_id": "AWS_ACCESS_KEY_ID",
@@ -58,4 +66,5 @@ def make_clients(region: str, *, endpoint_url: str | None = None,
     return Ec2Clients(region, client("ec2"), client("ssm"), client("sqs"), client("sts"))
 
 
-__all__ = ["Ec2Clients", "make_clients"]
+__all__ = ["TAG_EXPIRES", "TAG_INTERRUPTION", "TAG_LIFECYCLE", "TAG_PARAMETER", "Ec2Clients",
+           "make_clients"]
