@@ -61,3 +61,31 @@ def test_the_command_names_a_mistake_with_its_line(tmp_path: Path) -> None:
                           env={**ENV, "PATH": ""}, check=False)
     assert good.returncode == 0, good.stderr
     assert "pool cpu: labels" in good.stdout
+
+
+class _Verifying(FakeBackend):
+    """A cloud backend's deeper live check (what the EC2 backend's verify() returns)."""
+
+    def verify(self) -> list[tuple[bool, str]]:
+        return [(True, "credentials: account 123456789012"),
+                (False, "pool cloud: ec2.subnets[1] subnet-1a2b3c4d: not found")]
+
+
+def test_cloud_pools_and_hosts_are_described_and_verified(tmp_path: Path) -> None:
+    from tests.unit.test_runners_config_cloud import CLOUD, CLOUD_ENV
+
+    cfg = load_config(write(tmp_path, CLOUD), CLOUD_ENV)
+    report = check(cfg)
+    text = "\n".join(report.lines)
+    assert ("  docker: 2 hosts, placement pack: box-a unix:///run/a.sock (2 GPU(s)); box-b "
+            "ssh://ml@box-b (4 GPU(s))") in report.lines
+    assert ("  ec2: region eu-west-1; JIT configs under /gha-mlops/box-1/; interruption queue "
+            "gha-mlops-spot") in report.lines
+    assert ("ec2 spot (price-capacity-optimized) over g5.xlarge, g6.xlarge, g4dn.xlarge x 2 "
+            "subnet(s), resolve:ssm:/gha-mlops/runner-ami, expiry lifetime + 3600 s") in text
+    live = check(cfg, github=FakeRunnersGitHub(), backends={"ec2": _Verifying()})
+    assert "  backend ec2: ok: credentials: account 123456789012" in live.lines
+    assert "  backend ec2: FAILED: pool cloud: ec2.subnets[1] subnet-1a2b3c4d: not found" \
+        in live.lines
+    assert live.backend_problems == {"ec2": "pool cloud: ec2.subnets[1] subnet-1a2b3c4d: "
+                                     "not found"}

@@ -58,7 +58,8 @@ def status(config: Path, as_json: bool) -> None:
 @click.option("--config", "-c", "config", default="runners.yaml", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path), help=_CONFIG_HELP)
 @click.option("--live", is_flag=True, help="Also ask GitHub (the scope's runners) and each "
-              "backend the pools use (the Docker daemon, its GPUs) whether they answer.")
+              "backend the pools use whether they answer: the Docker daemons and their GPUs; "
+              "for EC2 the credentials, subnets, AMI, launch template and queue.")
 def check(config: Path, live: bool) -> None:
     """Check runners.yaml (and its secrets) without serving: exit 2 with every mistake and
     its line, else what it sets up. With --live, GitHub failing is exit 9, a backend 10."""

@@ -17,7 +17,7 @@ from gha_mlops.github.port import GitHubError
 if TYPE_CHECKING:
     from gha_mlops.github.port import RunnersPort
     from gha_mlops.runners.backends.base import RunnerBackend
-    from gha_mlops.runners.config import RunnersConfig
+    from gha_mlops.runners.config import Pool, RunnersConfig
 
 
 @dataclass(frozen=True)
@@ -45,15 +45,38 @@ def describe(cfg: RunnersConfig) -> list[str]:
              f"  webhook: http://{cfg.listen_host}:{cfg.listen_port}{cfg.webhook_path} "
              f"(bodies up to {cfg.max_body} bytes, signed with the secret)",
              f"  state: {cfg.state_path}; reconcile every {cfg.reconcile_interval:g} s"]
+    if any(p.backend == "docker" for p in cfg.pools) and len(cfg.docker_hosts) > 1:
+        lines.append(f"  docker: {len(cfg.docker_hosts)} hosts, placement {cfg.placement}: "
+                     + "; ".join(f"{h.name} {h.host or 'the local daemon'} "
+                                 f"({len(h.gpus)} GPU(s))" for h in cfg.docker_hosts))
+    if cfg.ec2 is not None:
+        e = cfg.ec2
+        lines.append(f"  ec2: region {e.region}"
+                     + (f" at {e.endpoint_url}" if e.endpoint_url else "")
+                     + f"; JIT configs under {e.parameter_prefix}/{cfg.id}/; interruption "
+                     + (f"queue {e.interruption_queue}" if e.interruption_queue
+                        else "notices from the instances only (no queue)"))
     for pool in cfg.pools:
         sizes = [f"max {pool.max}", f"min_idle {pool.min_idle}"]
         sizes += [f"{pool.gpus} GPU(s) each"] if pool.gpus else []
         sizes += [f"{pool.cpus:g} CPUs"] if pool.cpus else []
         sizes += [f"{pool.memory_mb} MiB"] if pool.memory_mb else []
+        what = pool.image if pool.ec2 is None else _ec2_pool(pool)
         lines.append(f"  pool {pool.name}: labels {', '.join(sorted(pool.labels))}; "
-                     f"{pool.backend} {pool.image}; {'; '.join(sizes)}; idle "
+                     f"{pool.backend} {what}; {'; '.join(sizes)}; idle "
                      f"{pool.idle_timeout:g} s, lifetime {pool.max_lifetime:g} s")
     return lines
+
+
+def _ec2_pool(pool: Pool) -> str:
+    e = pool.ec2
+    assert e is not None
+    image = e.ami or f"the image of launch template {e.launch_template}"
+    return (f"{e.capacity} ({e.spot_allocation}) over {', '.join(e.instance_types)} x "
+            f"{len(e.subnets)} subnet(s), {image}"
+            + (f", template {e.launch_template} {e.launch_template_version}"
+               if e.launch_template and e.ami else "")
+            + f", expiry lifetime + {e.expiry_grace:g} s")
 
 
 def check(cfg: RunnersConfig, *, github: RunnersPort | None = None,
@@ -74,6 +97,15 @@ def check(cfg: RunnersConfig, *, github: RunnersPort | None = None,
                          f"in {cfg.scope}")
     problems: dict[str, str] = {}
     for name, backend in (backends or {}).items():
+        verify = getattr(backend, "verify", None)  # a cloud backend's deeper check
+        if callable(verify):
+            results: list[tuple[bool, str]] = verify()
+            lines.extend(f"  backend {name}: {'ok' if ok else 'FAILED'}: {text}"
+                         for ok, text in results)
+            failed = [text for ok, text in results if not ok]
+            if failed:
+                problems[name] = "; ".join(failed)
+            continue
         health = backend.health()
         if not health.ok:
             problems[name] = health.detail
