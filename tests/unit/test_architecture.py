@@ -57,10 +57,10 @@ ALLOWED: dict[str, set[str]] = {
 
 # Third-party SDKs, and the only modules that may import them (the adapters).
 ADAPTERS: dict[str, str] = {
-    "boto3": r"data/(stores|s3\w*)\.py|reporting/images\w*\.py",
-    "botocore": r"data/(stores|s3\w*)\.py|reporting/images\w*\.py",
+    "boto3": r"data/(stores|s3\w*)\.py|reporting/images\w*\.py|runners/backends/ec2\w*\.py",
+    "botocore": r"data/(stores|s3\w*)\.py|reporting/images\w*\.py|runners/backends/ec2\w*\.py",
     "github": r"github/(pygithub|runners)\.py",
-    "docker": r"runners/backends/docker\.py|packaging/image\.py|deploy/docker_hosts\.py",
+    "docker": r"runners/backends/docker\w*\.py|packaging/image\.py|deploy/docker_hosts\.py",
     "matplotlib": r"reporting/plots\.py",
     "torch": r"train/\w+\.py|packaging/export\w*\.py",
     "onnx": r"train/_onnx\.py|packaging/(export|signature)\w*\.py",
