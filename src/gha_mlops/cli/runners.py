@@ -86,3 +86,8 @@ def check(config: Path, live: bool) -> None:
         raise SystemExit(ExitCode.GITHUB)
     if report.backend_problems:
         raise SystemExit(ExitCode.RUNNER_BACKEND)
+
+
+from gha_mlops.cli._runners_agent import agent  # noqa: E402  (the instance side: its own module)
+
+runners.add_command(agent)
