@@ -1,0 +1,242 @@
+"""`runners check --live` for ec2 pools (ec2_check.verify) against a real moto server, through
+the fault proxy: a runners.yaml loaded as the CLI loads it, an account set up with boto3 as a
+user would, and each line read as a person reads it. Permission and throttling answers come
+from the proxy (moto does not evaluate IAM policies the way AWS does: see test_runners_aws_doc).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gha_mlops.runners.backends.ec2_check import verify
+from gha_mlops.runners.backends.ec2_clients import Ec2Clients, make_clients
+from gha_mlops.runners.config import RunnersConfig, load_config
+from tests.integration.aws_fixtures import (  # noqa: F401
+    FaultProxy,
+    MotoServer,
+    aws_env,
+    fault_proxy,
+    free_port,
+    moto_server,
+)
+
+pytest.importorskip("boto3")
+pytestmark = pytest.mark.usefixtures("aws_env")
+
+CONFIG = """\
+id: box-1
+github: {{repo: octo/demo, token_env: TOKEN}}
+webhook: {{secret_env: SECRET}}
+backends:
+  ec2:
+    region: us-east-1
+    endpoint_url: "{endpoint}"
+    interruption_queue: "{queue}"
+pools:
+{pools}
+"""
+EVENTS_POLICY = {"Version": "2012-10-17", "Statement": [{
+    "Sid": "events", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+    "Action": "sqs:SendMessage", "Resource": "*"}]}
+
+
+@dataclass(frozen=True)
+class Account:
+    """What a user set up in moto's account (the default VPC's subnets and group, images)."""
+
+    clients: Ec2Clients
+    subnets: dict[str, str]  # availability zone -> subnet id
+    group: str
+    x86: str
+    arm: str
+
+
+@pytest.fixture
+def account(moto_server: MotoServer,  # noqa: F811
+            fault_proxy: FaultProxy) -> Iterator[Account]:  # noqa: F811
+    moto_server.reset()
+    clients = make_clients("us-east-1", endpoint_url=moto_server.endpoint, environ=os.environ)
+    ec2 = clients.ec2
+    subnets = {s["AvailabilityZone"]: s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]}
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    group = ec2.create_security_group(GroupName="runners", Description="no inbound",
+                                      VpcId=vpc["VpcId"])["GroupId"]
+    images = ec2.describe_images(Filters=[{"Name": "state", "Values": ["available"]}])["Images"]
+    x86 = next(i["ImageId"] for i in images if i.get("Architecture") == "x86_64")
+    arm = next(i["ImageId"] for i in images if i.get("Architecture") == "arm64")
+    clients.ssm.put_parameter(Name="/gha-mlops/runner-ami", Value=x86, Type="String")
+    url = clients.sqs.create_queue(QueueName="gha-spot")["QueueUrl"]
+    clients.sqs.set_queue_attributes(QueueUrl=url,
+                                     Attributes={"Policy": json.dumps(EVENTS_POLICY)})
+    yield Account(clients, subnets, group, x86, arm)
+
+
+def _config(tmp_path: Path, proxy: FaultProxy, pools: str, queue: str = "gha-spot"
+            ) -> RunnersConfig:
+    path = tmp_path / "runners.yaml"
+    path.write_text(CONFIG.format(endpoint=proxy.endpoint, queue=queue, pools=pools))
+    return load_config(path, {"TOKEN": "t", "SECRET": "s" * 32})
+
+
+def _verify(cfg: RunnersConfig, **kwargs: Any) -> list[tuple[bool, str]]:
+    assert cfg.ec2 is not None
+    clients = make_clients(cfg.ec2.region, endpoint_url=cfg.ec2.endpoint_url,
+                           environ=os.environ)
+    return verify(clients, cfg.ec2, {p.name: p for p in cfg.pools}, **kwargs)
+
+
+def _pool(name: str, ec2: str) -> str:
+    return f"  - {{name: {name}, labels: [{name}], backend: ec2, max: 2, gpus: 1, ec2: {ec2}}}\n"
+
+
+def _failed(lines: list[tuple[bool, str]]) -> list[str]:
+    return [text for ok, text in lines if not ok]
+
+
+def test_a_good_account_answers_every_key(tmp_path: Path, account: Account,
+                                          fault_proxy: FaultProxy) -> None:  # noqa: F811
+    a, b, e = account.subnets["us-east-1a"], account.subnets["us-east-1b"], \
+        account.subnets["us-east-1e"]
+    template = account.clients.ec2.create_launch_template(
+        LaunchTemplateName="gha-runner", LaunchTemplateData={
+            "ImageId": account.x86, "MetadataOptions": {
+                "HttpTokens": "required", "InstanceMetadataTags": "enabled",
+                "HttpPutResponseHopLimit": 2}})["LaunchTemplate"]["LaunchTemplateId"]
+    cfg = _config(tmp_path, fault_proxy, _pool(
+        "gpu", f"{{instance_types: [g5.xlarge, g6.xlarge], subnets: [{a}, {e}], "
+               f"security_groups: [{account.group}], ami: 'resolve:ssm:/gha-mlops/runner-ami'}}")
+        + _pool("tpl", f"{{instance_types: [g4dn.xlarge], subnets: [{a}, {b}], "
+                       f"launch_template: {template}}}"))
+    lines = _verify(cfg, owner="box-1")
+    assert _failed(lines) == [], lines
+    text = "\n".join(line for _, line in lines)
+    assert "credentials: account 123456789012 as arn:aws:sts::123456789012:user/moto" in text
+    assert f"pool gpu: ec2.subnets[1] {e}: us-east-1e in vpc-" in text
+    assert f"pool gpu: ec2.security_groups[0] {account.group}: runners in vpc-" in text
+    assert f"pool gpu: ec2.ami resolve:ssm:/gha-mlops/runner-ami: {account.x86}" in text
+    # g5.xlarge is not offered in us-east-1e (moto's offerings, like AWS's): said, not failed
+    assert "pool gpu: ec2.instance_types[0] g5.xlarge: x86_64; not in us-east-1e" in text
+    assert f"pool gpu: launch (RunInstances dry run: g5.xlarge in {a}): permitted" in text
+    assert f"pool tpl: ec2.launch_template {template} version $Default: version 1, IMDSv2 " \
+           "required" in text
+    assert f"pool tpl: launch (RunInstances dry run: g4dn.xlarge in {a}): permitted" in text
+    assert "interruption queue gha-spot: arn:aws:sqs:us-east-1:123456789012:gha-spot, " \
+           "EventBridge may send to it" in text
+    assert len(fault_proxy.calls("RunInstances")) == 2
+    assert not account.clients.ec2.describe_instances()["Reservations"]  # nothing launched
+
+
+def test_every_missing_or_wrong_thing_is_named_with_its_key(
+        tmp_path: Path, account: Account, fault_proxy: FaultProxy) -> None:  # noqa: F811
+    ec2 = account.clients.ec2
+    other = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    foreign = ec2.create_security_group(GroupName="elsewhere", Description="x",
+                                        VpcId=other)["GroupId"]
+    template = ec2.create_launch_template(LaunchTemplateName="imds-v1", LaunchTemplateData={
+        "ImageId": account.x86, "MetadataOptions": {"HttpTokens": "optional"}})
+    a = account.subnets["us-east-1a"]
+    cfg = _config(tmp_path, fault_proxy, _pool(
+        "gpu", f"{{instance_types: [g5.xlarge, zz9.xlarge, g5g.xlarge], subnets: [{a}, "
+               f"subnet-0123456789abcdef0], security_groups: [{foreign}], ami: {account.x86}}}")
+        + _pool("nope", "{instance_types: [g5.xlarge], subnets: [" + a + "], "
+                "ami: 'resolve:ssm:/missing/ami', launch_template: imds-v1}")
+        + _pool("gone", "{instance_types: [g5.xlarge], subnets: [" + a + "], "
+                "ami: ami-0123456789abcdef0, launch_template: no-such-template}"),
+        queue="no-such-queue")
+    assert template["LaunchTemplate"]["LaunchTemplateName"] == "imds-v1"
+    failed = "\n".join(_failed(_verify(cfg)))
+    assert "pool gpu: ec2.subnets[1] subnet-0123456789abcdef0: not found in us-east-1 " \
+           "(InvalidSubnetID.NotFound" in failed
+    assert f"pool gpu: ec2.security_groups[0] {foreign}: in {other}, not in the subnets' " \
+           "VPC" in failed
+    assert "pool gpu: ec2.instance_types[1] zz9.xlarge: not offered in us-east-1" in failed
+    assert f"pool gpu: ec2.instance_types[2] g5g.xlarge: runs arm64, but the AMI {account.x86}" \
+           " is x86_64" in failed
+    assert "pool gpu: launch" not in failed  # not tried while the config is wrong
+    assert "pool nope: ec2.launch_template imds-v1 version $Default: MetadataOptions " \
+           "HttpTokens is optional, needs 'required'; InstanceMetadataTags is not set" in failed
+    assert "pool nope: ec2.ami resolve:ssm:/missing/ami: not found in us-east-1 " \
+           "(ParameterNotFound" in failed
+    assert "pool gone: ec2.launch_template no-such-template version $Default: not found in " \
+           "us-east-1 (InvalidLaunchTemplateName.NotFoundException" in failed
+    assert "pool gone: ec2.ami ami-0123456789abcdef0: not found in us-east-1 " \
+           "(InvalidAMIID.NotFound" in failed and "fix ami in runners.yaml" in failed
+    assert "interruption queue no-such-queue: not found in us-east-1 " \
+           "(AWS.SimpleQueueService.NonExistentQueue" in failed
+    assert "docs/runners-aws.md: the interruption queue" in failed
+
+
+def test_a_refused_permission_names_the_action_to_grant(
+        tmp_path: Path, account: Account, fault_proxy: FaultProxy) -> None:  # noqa: F811
+    a, b = account.subnets["us-east-1a"], account.subnets["us-east-1b"]
+    cfg = _config(tmp_path, fault_proxy, _pool(
+        "gpu", f"{{instance_types: [g5.xlarge], subnets: [{a}, {b}], ami: "
+               "'resolve:ssm:/gha-mlops/runner-ami'}"))
+    fault_proxy.fail("RunInstances", "UnauthorizedOperation", "You are not authorized to "
+                     "perform this operation. Encoded authorization failure message: abc")
+    fault_proxy.fail("GetParameter", "AccessDeniedException", "not authorized")
+    failed = _failed(_verify(cfg, owner="box-1"))
+    assert failed == [
+        "pool gpu: ec2.ami resolve:ssm:/gha-mlops/runner-ami: GetParameter not permitted "
+        "(AccessDeniedException: not authorized): grant ssm:GetParameter to the autoscaler's "
+        "IAM role (docs/runners-aws.md: the IAM policy)"], failed
+    lines = _verify(cfg, owner="box-1")  # a second run: the dry run is reached now
+    (refused,) = _failed(lines)
+    assert refused.startswith(f"pool gpu: launch (RunInstances dry run: g5.xlarge in {a}): "
+                              "RunInstances not permitted (UnauthorizedOperation: You are not")
+    assert refused.endswith("grant ec2:RunInstances to the autoscaler's IAM role "
+                            "(docs/runners-aws.md: the IAM policy)")
+    assert fault_proxy.pending() == 0
+
+
+def test_throttling_and_a_missing_endpoint_are_lines_not_tracebacks(
+        tmp_path: Path, account: Account, fault_proxy: FaultProxy) -> None:  # noqa: F811
+    a, b = account.subnets["us-east-1a"], account.subnets["us-east-1b"]
+    pools = _pool("gpu", f"{{instance_types: [g5.xlarge], subnets: [{a}, {b}], "
+                         f"ami: {account.x86}}}")
+    cfg = _config(tmp_path, fault_proxy, pools)
+    # twice: ec2_clients' retries={"max_attempts": 1} is botocore's total_max_attempts 2
+    fault_proxy.fail("DescribeImages", "RequestLimitExceeded", "Request limit exceeded.",
+                     times=2)
+    (throttled,) = _failed(_verify(cfg))
+    assert throttled.startswith(f"pool gpu: ec2.ami {account.x86}: DescribeImages answered "
+                                "RequestLimitExceeded")
+    assert "(retry-later)" in throttled and throttled.endswith("run the check again")
+
+    unreachable = tmp_path / "down"
+    unreachable.mkdir()
+    cfg = load_config(_write(unreachable, pools, f"http://127.0.0.1:{free_port()}"),
+                      {"TOKEN": "t", "SECRET": "s" * 32})
+    lines = _verify(cfg)
+    assert len(lines) == 1 and not lines[0][0]
+    assert lines[0][1].startswith("credentials: GetCallerIdentity failed: Could not connect")
+
+
+def test_a_queue_eventbridge_may_not_send_to_is_refused(
+        tmp_path: Path, account: Account, fault_proxy: FaultProxy) -> None:  # noqa: F811
+    url = account.clients.sqs.create_queue(QueueName="no-policy")["QueueUrl"]
+    queue_url = url.replace(url.split("/", 3)[2], fault_proxy.endpoint.split("/")[2])
+    a = account.subnets["us-east-1a"]
+    pools = _pool("gpu", f"{{instance_types: [g5.xlarge], subnets: [{a}], ami: {account.x86}}}")
+    cfg = _config(tmp_path, fault_proxy, pools, queue=queue_url)
+    lines = _verify(cfg)
+    assert _failed(lines) == [
+        f"interruption queue {queue_url}: arn:aws:sqs:us-east-1:123456789012:no-policy: its "
+        "policy does not let EventBridge (events.amazonaws.com) send messages "
+        "(sqs:SendMessage), so no warning arrives: set the queue policy from "
+        "docs/runners-aws.md"]
+    assert "pool gpu: ec2.subnets: all in one availability zone (us-east-1a); hint:" in \
+        "\n".join(text for _, text in lines)
+
+
+def _write(where: Path, pools: str, endpoint: str) -> Path:
+    path = where / "runners.yaml"
+    path.write_text(CONFIG.format(endpoint=endpoint, queue="gha-spot", pools=pools))
+    return path
