@@ -246,3 +246,46 @@ def runner_image(dockerd: Dockerd, base_image: str) -> str:
         pytest.fail(f"building runner/Dockerfile (target standin) failed: {err}\n{log[-4000:]}",
                     pytrace=False)
     return RUNNER_IMAGE
+
+
+# -- a second daemon: one pool over several Docker hosts ----------------------------------
+
+@pytest.fixture(scope="session")
+def second_dockerd(dockerd: Dockerd) -> Iterator[Dockerd]:
+    """Another private dockerd beside ``dockerd`` (its own socket, data root, exec root and
+    containerd, the same stand-in NVIDIA hook): two Docker hosts on one machine."""
+    daemon = Dockerd(Path(tempfile.mkdtemp(prefix="gha-mlops-dockerd-", dir="/tmp")))
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.close()
+
+
+@pytest.fixture(scope="session")
+def second_runner_image(dockerd: Dockerd, second_dockerd: Dockerd, runner_image: str) -> str:
+    """``runner_image`` on the second daemon too (``docker save | docker load``, no rebuild)."""
+    copy_image(dockerd, second_dockerd, runner_image)
+    return runner_image
+
+
+def copy_image(source: Dockerd, target: Dockerd, image: str) -> None:
+    """``docker save IMAGE`` on ``source`` piped into ``docker load`` on ``target``."""
+    with tempfile.TemporaryFile() as tar:
+        for chunk in source.client().api.get_image(image):
+            tar.write(chunk)
+        tar.seek(0)
+        for _ in target.client().api.load_image(tar):
+            pass
+
+
+def freeze(daemon: Dockerd) -> None:
+    """SIGSTOP the daemon: it stops answering while its containers run on (a host cut off
+    from the autoscaler's network, a daemon hung); :func:`thaw` lets it go on."""
+    assert daemon._proc is not None
+    os.kill(daemon._proc.pid, signal.SIGSTOP)
+
+
+def thaw(daemon: Dockerd) -> None:
+    assert daemon._proc is not None
+    os.kill(daemon._proc.pid, signal.SIGCONT)
