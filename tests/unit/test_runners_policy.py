@@ -16,12 +16,14 @@ from gha_mlops.runners.policy import (
     BUSY,
     DONE,
     DRAINING,
+    EXPIRED,
     GONE,
     IDLE,
     LAUNCHING,
     MACHINE_WENT_AWAY,
     RESERVED,
     RUNNER_DIED,
+    SPOT_INTERRUPTED,
     JobView,
     RunnerView,
     World,
@@ -373,3 +375,149 @@ def test_machines_that_vanished_across_a_backend_outage_went_away_with_their_job
     # No outage: a finished runner's machine that exited is just forgotten.
     d = decide(world(runners=[done], machines=[]))
     assert d.lost == [] and [n for n, _ in d.forget] == ["gm-c"]
+
+
+# -- notice (a spot interruption warning) and expiry ------------------------------------------
+
+NOTICE = "spot interruption notice for 2026-12-06T03:02:00Z (imds)"
+
+
+def noticed(runner_name: str, **kw: object) -> Machine:
+    return replace(machine(runner_name, **kw), notice=NOTICE)  # type: ignore[arg-type]
+
+
+def expiring(runner_name: str, at: float, **kw: object) -> Machine:
+    return replace(machine(runner_name, **kw), expires_at=NOW + at)  # type: ignore[arg-type]
+
+
+NOTICE_TABLE = [
+    # (description, world, expected drains, expected launches)
+    ("an idle runner under notice is drained at once and replaced for the waiting job",
+     world(jobs=[job(1)], runners=[runner("a", IDLE, since=5)], machines=[noticed("a")]),
+     ["gm-a"], {"gpu": 1}),
+    ("an idle runner under notice is not kept warm by min idle: it is replaced",
+     world(pools=[pool(min_idle=1)], runners=[runner("a", IDLE, since=5)],
+           machines=[noticed("a")]), ["gm-a"], {"gpu": 1}),
+    ("a booting runner under notice is drained and replaced",
+     world(jobs=[job(1)], runners=[runner("a", BOOTING, since=5)], machines=[noticed("a")]),
+     ["gm-a"], {"gpu": 1}),
+    ("a finished runner under notice is drained without waiting for the grace period",
+     world(runners=[runner("a", DONE, since=5, job_id=3)], machines=[noticed("a")]),
+     ["gm-a"], {}),
+    ("a launch of an earlier process under notice: adopted and drained, and replaced",
+     world(jobs=[job(1)], runners=[runner("a", LAUNCHING, boot="old", github_id=5)],
+           machines=[noticed("a", age=5)]), ["gm-a"], {"gpu": 1}),
+    ("a launch in flight here under notice: drained once it noted its machine, replaced now",
+     world(jobs=[job(1)], runners=[runner("a", LAUNCHING, github_id=5)],
+           machines=[noticed("a", age=1)]), [], {"gpu": 1}),
+    ("a busy runner under notice keeps its job, and a runner boots for its re-run",
+     world(runners=[runner("a", BUSY, job_id=3)], machines=[noticed("a")]), [], {"gpu": 1}),
+    ("... once: the replacement booting covers it",
+     world(runners=[runner("a", BUSY, job_id=3), runner("b", BOOTING, since=5)],
+           machines=[noticed("a"), machine("b")]), [], {}),
+    ("... and never over the pool's max",
+     world(pools=[pool(max=1)], runners=[runner("a", BUSY, job_id=3)],
+           machines=[noticed("a")]), [], {}),
+    ("a runner being drained under notice: nothing more",
+     world(runners=[runner("a", DRAINING, since=5)], machines=[noticed("a")]), [], {}),
+    ("no notice, no drain (the control row)",
+     world(jobs=[job(1)], runners=[runner("a", IDLE, since=5)], machines=[machine("a")]),
+     [], {}),
+    ("a notice waits for a pass that lists the machines (machines=None: nothing known)",
+     world(jobs=[job(1)], runners=[runner("a", IDLE, since=5)]), [], {}),
+]
+
+
+@pytest.mark.parametrize(("what", "w", "drains", "launches"), NOTICE_TABLE,
+                         ids=[r[0] for r in NOTICE_TABLE])
+def test_notices(what: str, w: World, drains: list[str], launches: dict[str, int]) -> None:
+    d = decide(w)
+    assert [name for name, _ in d.drain] == drains
+    assert all(why == NOTICE for _, why in d.drain)  # the log says why: the notice itself
+    assert d.launch == launches
+    assert d.lost == [] and d.forget == [] and d.remove_machines == []
+
+
+def test_an_adopted_launch_under_notice_is_adopted_before_it_is_drained() -> None:
+    d = decide(world(runners=[runner("a", LAUNCHING, boot="old", github_id=5)],
+                     machines=[noticed("a", age=5)]))
+    assert d.adopt == [("gm-a", "m-a")] and [n for n, _ in d.drain] == ["gm-a"]
+
+
+def test_a_created_machine_under_notice_is_removed_not_started() -> None:
+    r = runner("a", LAUNCHING, boot="old", github_id=5)
+    d = decide(world(jobs=[job(1)], runners=[r],
+                     machines=[noticed("a", age=5, state="created")]))
+    assert d.start == [] and [m for m, _ in d.remove_machines] == ["m-a"]
+    assert d.launch == {"gpu": 1}
+
+
+LOST_TABLE = [
+    # (description, machine, runner state, expected cause)
+    ("a lost machine that had notice: interrupted", noticed("b", state="lost"), BUSY,
+     SPOT_INTERRUPTED),
+    ("a lost machine whose detail says spot termination: interrupted",
+     replace(machine("b", state="lost"), detail="Server.SpotInstanceTermination: Spot "
+             "instance termination"), BUSY, SPOT_INTERRUPTED),
+    ("a lost machine without either: went away", machine("b", state="lost"), BUSY,
+     MACHINE_WENT_AWAY),
+    ("a finished job's machine lost after notice: interrupted (GitHub decides)",
+     noticed("b", state="lost"), DONE, SPOT_INTERRUPTED),
+]
+
+
+@pytest.mark.parametrize(("what", "m", "state", "cause"), LOST_TABLE,
+                         ids=[r[0] for r in LOST_TABLE])
+def test_a_job_lost_with_its_interrupted_machine_says_so(what: str, m: Machine, state: str,
+                                                         cause: str) -> None:
+    d = decide(world(runners=[runner("b", state, job_id=42, since=5)], machines=[m]))
+    assert d.lost == [("gm-b", 42, cause)] and [i for i, _ in d.remove_machines] == [m.id]
+
+
+EXPIRY_TABLE = [
+    # (description, runner or None, machine, removed?, job not re-run)
+    ("a busy runner's machine past its expiry: removed, job not re-run",
+     runner("a", BUSY, job_id=7, machine_id="m-a"), expiring("a", -1), True, 7),
+    ("an idle runner's machine past its expiry", runner("a", IDLE, since=5, machine_id="m-a"), expiring("a", -1),
+     True, None),
+    ("a pending machine past its expiry (booting runner)", runner("a", BOOTING, since=5, machine_id="m-a"),
+     expiring("a", -1, state="pending"), True, None),
+    ("a runner under notice past its expiry: removed, not drained",
+     runner("a", BUSY, job_id=7, machine_id="m-a"), replace(expiring("a", -1), notice=NOTICE), True, 7),
+    ("exactly at its expiry", runner("a", IDLE, since=5, machine_id="m-a"), expiring("a", 0), True, None),
+    ("not yet at its expiry", runner("a", IDLE, since=5, machine_id="m-a"), expiring("a", 1), False, None),
+    ("an orphan past its expiry, within the grace period", None, expiring("x", -1, age=5),
+     True, None),
+    ("an orphan not past its expiry, within the grace period", None, expiring("x", 60, age=5),
+     False, None),
+]
+
+
+@pytest.mark.parametrize(("what", "r", "m", "removed", "job_id"), EXPIRY_TABLE,
+                         ids=[r[0] for r in EXPIRY_TABLE])
+def test_expiry(what: str, r: RunnerView | None, m: Machine, removed: bool,
+                job_id: int | None) -> None:
+    d = decide(world(runners=[r] if r else [], machines=[m]))
+    assert d.remove_machines == ([(m.id, EXPIRED)] if removed else [])
+    assert d.lost == [] and d.drain == [] and d.adopt == []
+    if r is not None and removed:
+        (forgotten, why), = d.forget
+        assert forgotten == r.name and EXPIRED in why
+        assert d.expired == [(r.name, m.id, job_id)]
+        assert (f"its job {job_id} is not re-run" in why) == (job_id is not None)
+    else:
+        assert d.forget == [] and d.expired == []
+
+
+def test_an_expired_machine_frees_its_slot_for_the_waiting_job() -> None:
+    d = decide(world(pools=[pool(max=1)], jobs=[job(1)],
+                     runners=[runner("a", BUSY, job_id=7)], machines=[expiring("a", -1)]))
+    assert d.launch == {"gpu": 1}
+
+
+def test_free_gpus_limit_only_the_pools_of_backends_that_report_them() -> None:
+    cloud = pool("cloud", ("cloud",), backend="ec2", gpus=1)
+    jobs = [job(1), job(2, ("self-hosted", "cloud")), job(3, ("self-hosted", "cloud"))]
+    w = world(pools=[pool(gpus=1), cloud], jobs=jobs, free_gpus=0)
+    assert decide(w).launch == {}  # None: every GPU pool limited (the simulator's world)
+    assert decide(replace(w, gpu_pools=frozenset({"gpu"}))).launch == {"cloud": 2}

@@ -11,7 +11,8 @@ The rules, which the field's autoscalers taught us:
 * Never over the maximum: every runner not yet ``gone`` counts towards its pool's ``max``,
   warm (idle) ones, booting ones and ones whose job just finished included.
 * Never kill a busy runner: only idle runners are drained (deregistered first; GitHub answers
-  422 when a job got to it meanwhile, and then it stays).
+  422 when a job got to it meanwhile, and then it stays). The one exception is a machine past
+  its expiry (below).
 * No orphans: a machine no runner of ours owns is removed once older than the grace period; a
   runner of ours whose machine is gone is deregistered and forgotten; a registration whose
   runner we never launched (the process died in between) is deregistered.
@@ -21,12 +22,22 @@ The rules, which the field's autoscalers taught us:
 * Adopt by the machine's real state: after a restart, a machine created but never started is
   started at once when its runner is still wanted, else removed at once (never held as
   "booting" until ``register_timeout``).
+* Act on notice: a runner whose machine's host gave notice (``Machine.notice``: a spot
+  interruption warning) takes no new job. Idle, booting or finished, it is drained at once and
+  not counted available, so its replacement launches in the same pass; busy, its job goes on
+  (it may finish in the two minutes) and its pool asks for one more runner, for the re-run the
+  job will likely need. When the machine then goes, its job is lost to "its spot instance was
+  interrupted" and re-run once.
+* Nothing outlives its expiry: a machine past ``Machine.expires_at`` (a cloud machine's launch
+  + max_lifetime + grace) is removed whatever its runner does and whatever GitHub says, its
+  runner forgotten, and its job, if any, not re-run (it outlived the pool's max lifetime); an
+  orphan past its expiry is removed without waiting for the grace period.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gha_mlops.github.port import GhRunner
@@ -50,6 +61,9 @@ STARTING = (RESERVED, LAUNCHING)
 # Why a job is re-run (the cause the log, the metrics and the state name).
 RUNNER_DIED = "its runner died mid-job"
 MACHINE_WENT_AWAY = "its machine went away"
+SPOT_INTERRUPTED = "its spot instance was interrupted"  # a lost machine that had notice
+LOST_TO_MACHINE = (MACHINE_WENT_AWAY, SPOT_INTERRUPTED)  # causes outside the job's control
+EXPIRED = "past its expiry (max_lifetime + grace)"
 # How close to a backend outage a finished runner's machine must vanish for its job's end
 # (cancelled, failed) to be put down to the outage rather than to the job itself.
 OUTAGE_WINDOW = 60.0
@@ -99,6 +113,9 @@ class World:
     # unreachable), None if never: machines that vanished across it went away under their
     # runners rather than with them.
     outage_at: float | None = None
+    # The pools ``free_gpus`` limits (those of the backends that report GPU capacity, the
+    # Docker hosts); None: every pool that asks for GPUs.
+    gpu_pools: frozenset[str] | None = None
 
 
 @dataclass
@@ -114,6 +131,9 @@ class Decision:
     rerun: list[int] = field(default_factory=list)  # job ids
     unservable: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
     queued: dict[str, int] = field(default_factory=dict)  # pool -> queued jobs it serves
+    # (runner, machine id, job id or None): machines removed past their expiry; the runner
+    # is in ``forget`` too, and its job is not re-run.
+    expired: list[tuple[str, str, int | None]] = field(default_factory=list)
 
 
 def wants_self_hosted(pools: Sequence[Pool], labels: frozenset[str]) -> bool:
@@ -137,7 +157,7 @@ def decide(world: World) -> Decision:
     d = Decision()
     alive = [r for r in world.runners if r.state in ALIVE]
     demand = _demand(world, d)
-    _reconcile(world, alive, demand, d)
+    noticed = _reconcile(world, alive, demand, d)
     # Runners whose machine is gone free their slot; ones being drained keep it until their
     # machine is destroyed (a drain GitHub refuses leaves the runner where it is).
     settled = {name for name, _ in d.forget} | {name for name, _, _ in d.lost}
@@ -148,12 +168,15 @@ def decide(world: World) -> Decision:
     gpus = world.free_gpus
     for pool in world.pools:
         mine = by_pool.get(pool.name, [])
-        available = _drain(world, pool, mine, demand.get(pool.name, 0), d)
-        if gpus is not None:  # GPUs promised to runners that do not hold them yet
+        available = _drain(world, pool, mine, demand.get(pool.name, 0), noticed, d)
+        limited = gpus is not None and (world.gpu_pools is None or pool.name in world.gpu_pools)
+        if gpus is not None and limited:  # GPUs promised to runners that do not hold them yet
             gpus -= pool.gpus * sum(1 for r in mine if r.state in STARTING)
-        want = demand.get(pool.name, 0) + pool.min_idle - available
+        # A busy runner under notice will likely lose its job: one more runner for the re-run.
+        rerun_soon = sum(1 for r in mine if r.state == BUSY and r.name in noticed)
+        want = demand.get(pool.name, 0) + rerun_soon + pool.min_idle - available
         n = max(0, min(want, pool.max - len(mine)))
-        if n and pool.gpus and gpus is not None:
+        if n and pool.gpus and gpus is not None and limited:
             n = min(n, max(0, gpus) // pool.gpus)
             gpus -= n * pool.gpus
         if n:
@@ -188,8 +211,9 @@ def _demand(world: World, d: Decision) -> dict[str, int]:
 
 
 def _drain(world: World, pool: Pool, mine: Sequence[RunnerView], demand: int,
-           d: Decision) -> int:
-    """Drain what the pool no longer needs; returns how many runners stay available."""
+           noticed: Mapping[str, str], d: Decision) -> int:
+    """Drain what the pool no longer needs, and what is under notice; returns how many
+    runners stay available."""
     now = world.now
     available = 0
     idle: list[RunnerView] = []
@@ -197,6 +221,14 @@ def _drain(world: World, pool: Pool, mine: Sequence[RunnerView], demand: int,
     lingering_deadline = now - world.grace
     for r in mine:
         state = r.state
+        notice = noticed.get(r.name)
+        if notice is not None and state not in (BUSY, DRAINING):
+            # Not available whatever its state: the pool launches its replacement now. A
+            # launch still in flight here is drained once it has noted its machine.
+            if state in (IDLE, BOOTING, DONE) or (
+                    state == LAUNCHING and r.boot_id != world.boot_id):
+                d.drain.append((r.name, notice))  # (adopted first, in the same pass)
+            continue
         if state == IDLE:
             idle.append(r)
         elif state == BOOTING and r.state_since <= booting_deadline:
@@ -227,25 +259,29 @@ def _drain(world: World, pool: Pool, mine: Sequence[RunnerView], demand: int,
 
 
 def _reconcile(world: World, alive: Sequence[RunnerView], demand: dict[str, int],
-               d: Decision) -> None:
-    """Compare our state with the backend's machines and GitHub's runners (when listed)."""
+               d: Decision) -> dict[str, str]:
+    """Compare our state with the backend's machines and GitHub's runners (when listed);
+    returns the runners whose machine is under notice (runner -> the notice)."""
     pools = {p.name for p in world.pools}
+    noticed: dict[str, str] = {}
     for r in alive:
         if r.pool not in pools and r.state == IDLE:
             d.drain.append((r.name, f"its pool {r.pool!r} is no longer configured"))
     if world.machines is not None:
-        _reconcile_machines(world, alive, world.machines, demand, d)
+        noticed = _reconcile_machines(world, alive, world.machines, demand, d)
     if world.gh_runners is not None:
         _reconcile_registrations(world, alive, world.gh_runners, d)
+    return noticed
 
 
 def _reconcile_machines(world: World, alive: Sequence[RunnerView],
                         machines: Sequence[Machine], demand: dict[str, int],
-                        d: Decision) -> None:
+                        d: Decision) -> dict[str, str]:
     by_runner = {r.name: r for r in alive}
     seen: set[str] = set()
     stalled: list[tuple[RunnerView, Machine]] = []
-    lost: set[str] = set()  # runners whose host stopped their machine under them
+    lost: dict[str, str] = {}  # runner -> cause: its host stopped its machine under it
+    noticed: dict[str, str] = {}
     for m in machines:
         r = by_runner.get(m.runner_name)
         if m.state == EXITED:
@@ -253,14 +289,21 @@ def _reconcile_machines(world: World, alive: Sequence[RunnerView],
             continue
         if m.state == LOST:
             d.remove_machines.append((m.id, "its host stopped it under its runner"))
-            lost.add(m.runner_name)
+            lost[m.runner_name] = SPOT_INTERRUPTED if _interrupted(m) else MACHINE_WENT_AWAY
             continue  # its runner is handled below as one whose machine is gone
+        if m.expires_at is not None and m.expires_at <= world.now:
+            _expired(m, r, d)  # even an orphan younger than the grace period
+            if r is not None:
+                seen.add(r.name)
+            continue
         if r is None:
             if world.now - m.created_at >= world.grace:
                 d.remove_machines.append((m.id, f"orphan: no runner {m.runner_name!r} in the "
                                           "state (older than the grace period)"))
             continue
         seen.add(r.name)
+        if m.notice:
+            noticed[r.name] = m.notice
         # A launch in flight in this process notes its machine itself.
         in_flight = r.boot_id == world.boot_id and r.state in STARTING
         if m.state == CREATED and not in_flight:
@@ -270,12 +313,31 @@ def _reconcile_machines(world: World, alive: Sequence[RunnerView],
     _start_or_remove(world, alive, stalled, demand, d)
     for r in alive:
         if r.name not in seen:
-            _machine_gone(world, r, r.name in lost, d)
+            _machine_gone(world, r, lost.get(r.name), d)
+    return noticed
 
 
-def _machine_gone(world: World, r: RunnerView, lost: bool, d: Decision) -> None:
-    """What to do with a runner of ours whose machine is not there, or was ``lost``: its
-    host stopped it (or, ``world.outage_at``, the backend was unreachable meanwhile)."""
+def _interrupted(m: Machine) -> bool:
+    """Whether a lost machine went to a spot interruption: it had notice, or its backend's
+    detail says so (EC2's state reason ``Server.SpotInstanceTermination``)."""
+    return bool(m.notice) or "SpotInstanceTermination" in m.detail
+
+
+def _expired(m: Machine, r: RunnerView | None, d: Decision) -> None:
+    d.remove_machines.append((m.id, EXPIRED))
+    if r is None:
+        return
+    job = r.job_id if r.state == BUSY else None
+    d.expired.append((r.name, m.id, job))
+    d.forget.append((r.name, f"its machine was {EXPIRED}" + (
+        f"; its job {job} is not re-run (it outlived the pool's max lifetime)"
+        if job is not None else "")))
+
+
+def _machine_gone(world: World, r: RunnerView, lost: str | None, d: Decision) -> None:
+    """What to do with a runner of ours whose machine is not there, or was ``lost`` (the
+    cause): its host stopped it (or, ``world.outage_at``, the backend was unreachable
+    meanwhile)."""
     if r.state in STARTING and not lost:
         if r.boot_id != world.boot_id:
             d.forget.append((r.name, "its launch was interrupted (the autoscaler "
@@ -283,13 +345,14 @@ def _machine_gone(world: World, r: RunnerView, lost: bool, d: Decision) -> None:
         return
     outage = world.outage_at
     if r.state == BUSY and r.job_id is not None:
-        went_away = lost or (outage is not None and outage >= r.state_since)
-        d.lost.append((r.name, r.job_id, MACHINE_WENT_AWAY if went_away else RUNNER_DIED))
+        went_away = lost or (MACHINE_WENT_AWAY if outage is not None and
+                             outage >= r.state_since else None)
+        d.lost.append((r.name, r.job_id, went_away or RUNNER_DIED))
     elif r.state == DONE and r.job_id is not None and (lost or (
             outage is not None and abs(outage - r.state_since) <= OUTAGE_WINDOW)):
         # Its job ended as its host went down (the runner saw its machine stop: cancelled):
         # the scaler asks GitHub, and a job that succeeded is not re-run.
-        d.lost.append((r.name, r.job_id, MACHINE_WENT_AWAY))
+        d.lost.append((r.name, r.job_id, lost or MACHINE_WENT_AWAY))
     elif r.state == DONE:
         d.forget.append((r.name, "its job is done and its machine exited"))
     else:
@@ -311,7 +374,8 @@ def _start_or_remove(world: World, alive: Sequence[RunnerView],
         1 for r in alive if r.pool == p.name and r.state in AVAILABLE and r.name not in names)
         for p in world.pools}
     for r, m in sorted(stalled, key=lambda rm: rm[0].created_at):
-        if r.pool in pools and r.github_id is not None and wanted[r.pool] > 0:
+        if r.pool in pools and r.github_id is not None and wanted[r.pool] > 0 \
+                and not m.notice:  # a machine under notice is not worth starting
             wanted[r.pool] -= 1
             d.start.append((r.name, m.id))
             continue

@@ -30,6 +30,7 @@ from gha_mlops.runners.policy import (
     MACHINE_WENT_AWAY,
     RESERVED,
     RUNNER_DIED,
+    SPOT_INTERRUPTED,
     JobView,
     RunnerView,
 )
@@ -351,7 +352,8 @@ class State:
 
     def mark_lost(self, job_id: int, runner: str, cause: str = RUNNER_DIED) -> None:
         """Note that a job was lost to ``cause`` (:data:`~gha_mlops.runners.policy.RUNNER_DIED`,
-        :data:`~gha_mlops.runners.policy.MACHINE_WENT_AWAY`) on ``runner``; it is re-run once."""
+        :data:`~gha_mlops.runners.policy.MACHINE_WENT_AWAY`,
+        :data:`~gha_mlops.runners.policy.SPOT_INTERRUPTED`) on ``runner``; it is re-run once."""
         with self._lock:
             with self._tx() as db:
                 db.execute("UPDATE jobs SET lost = 1 WHERE id = ?", (job_id,))
@@ -366,7 +368,10 @@ class State:
                 "SELECT detail FROM transitions WHERE kind = 'job' AND key = ? AND new = 'lost' "
                 "ORDER BY seq DESC LIMIT 1", (str(job_id),)).fetchone()
         detail = str(row[0]) if row else ""
-        return MACHINE_WENT_AWAY if detail.startswith(MACHINE_WENT_AWAY) else RUNNER_DIED
+        for cause in (MACHINE_WENT_AWAY, SPOT_INTERRUPTED):
+            if detail.startswith(cause):
+                return cause
+        return RUNNER_DIED
 
     def mark_rerun(self, job_id: int, detail: str = "") -> None:
         with self._lock:
