@@ -404,7 +404,8 @@ class Attempt:
 
 class GhaMlopsSim:
     """The real scaler in sim time. Subclasses (``sim_runners_ec2.py``) swap in their own
-    ledger and backend through ``ledger_class`` and ``backend_class``."""
+    ledger, backend and runners.yaml through ``ledger_class``, ``backend_class`` (its
+    ``name`` is the backend the pools name) and :meth:`make_config`."""
 
     PASS_DELAY = 0.01  # from a kick to the loop's pass (another thread in the service)
     ledger_class: type[Ledger] = Ledger
@@ -420,8 +421,9 @@ class GhaMlopsSim:
         self.gh = SimGitHub(self)
         self.backend = self.backend_class(self)
         self.state = State(tmp / "state.db", clock=self.engine.clock)
-        self.config = scaler_config(p, tmp)
-        self.scaler = _KickingScaler(self.config, self.state, self.gh, {"docker": self.backend},
+        self.config = self.make_config(tmp)
+        self.scaler = _KickingScaler(self.config, self.state, self.gh,
+                                     {self.backend.name: self.backend},
                                      clock=self.engine.clock, launch_workers=0)
         self.scaler.on_kick = self._kicked
         self.attempts: dict[int, Attempt] = {}  # GitHub job id -> attempt
@@ -432,6 +434,10 @@ class GhaMlopsSim:
         self._kicked_in_pass = False
         self._last_full = -math.inf
         self.passes: dict[str, list[float]] = {"fast": [], "full": []}
+
+    def make_config(self, tmp: Path) -> RunnersConfig:
+        """The scaler's runners.yaml (one docker pool); subclasses write their own."""
+        return scaler_config(self.p, tmp)
 
     # the scaler's loop
 

@@ -18,17 +18,26 @@ faults added:
 Strategies, side by side on the same bursty GPU trace and the same random streams (the k-th
 boot time, the k-th spot instance's lifetime, the shortage windows are the same for all):
 
-* ``gha-mlops``: the real Scaler, State and ``decide`` (through ``sim_runners.GhaMlopsSim``),
-  ephemeral runners, idle scale-down by the real policy, a failed job re-run once by the real
-  scaler. **Modelled in the simulated backend** (:class:`Ec2Backend`), because the real scaler
-  does not do it for EC2 yet, and so what the real EC2 backend must do:
-  (1) the capacity policy ``spot-then-on-demand`` over several instance types with a
-  price-capacity-optimized choice (among the types with spot capacity, the deepest pools, those
-  whose interruption rate is within 1.5x of the best, then the cheapest), and on-demand (the
-  cheapest type) when no type has spot capacity, within the same launch call;
-  (2) the interruption notice drains the runner: an idle or booting runner is deregistered and
-  its instance terminated at once (it never gets a job), a busy one gets no new job; when the
-  instance goes, GitHub fails the job and the real scaler's lost-runner path re-runs it once.
+* ``gha-mlops``: the real Scaler, State and ``decide`` (through ``sim_runners.GhaMlopsSim``)
+  on a real ``backend: ec2`` pool of runners.yaml (three types, ``capacity:
+  spot-then-on-demand``, ``spot_allocation: price-capacity-optimized``, ``max_lifetime``,
+  ``expiry_grace``; ``--capacity spot`` to compare). **Real** (the product's code decides):
+  ephemeral runners, launches for the demand, idle scale-down, the drain on an interruption
+  notice (an idle or booting runner is drained at the next full pass; a busy one keeps its
+  job and the pool gets one more runner of demand, so its replacement boots during the two
+  minutes), the re-run once of a job whose instance went under it, the removal of an
+  instance past its expiry (its job not re-run), GitHub's registrations reconciled.
+  **Modelled** (what AWS and the real EC2 backend do, in :class:`Ec2Backend`, the simulated
+  backend behind the same port): the fleet request, following the pool's ``capacity`` as
+  the real backend does (one spot request over all types, the allocation strategy choosing
+  among those with capacity; none: on-demand at once, the cheapest type, or with ``spot`` a
+  retryable error the scaler backs off from); the expiry tag (``Machine.expires_at``); the
+  notice, which the real backend reads from the instance's tag (the agent writes it from
+  instance metadata) or the SQS warning at ``list()`` and reports as ``Machine.notice``, so
+  the policy sees it at its next full pass (``reconcile_interval``), not at once; the
+  reclaimed instance, listed ``lost``; GitHub failing the job on it
+  ``--interrupted-fail-after`` later. The policy's drain of a runner that already took a
+  job is refused (GitHub's 422), as in the real scaler.
 * ``terraform-style`` (the Terraform AWS runner module's defaults): a launch per queued-job
   webhook, ``lowest-price`` over the same types, spot only (no on-demand failover): a launch
   refused for capacity is retried by SQS ``--tf-retries`` times ``--tf-retry-delay`` apart,
@@ -39,14 +48,17 @@ boot time, the k-th spot instance's lifetime, the shortage windows are the same 
   instance of one type (the cheapest); a capacity refusal fails the workflow (the user sees
   it); on the interruption notice the whole workflow is re-run (a new launch, a new instance,
   the job from the start), every time.
-* ``on-demand``: the real Scaler with the cheapest on-demand type only (no shortage, no
-  interruption: the reference price).
+* ``on-demand``: the real Scaler on the same pool with ``capacity: on-demand`` (the cheapest
+  type; no shortage, no interruption: the reference price).
 
 Reported per strategy (median of ``--runs`` seeds): jobs lost (no attempt succeeded by the
 end), jobs a user saw fail (no attempt succeeded and one failed: the run ended red), of them
 from interruptions, dollars, paid/busy (billed instance-seconds over seconds jobs ran), queue
-wait p50/p95 (queued -> started, every attempt). Goals (issue 17): 0 lost, 0 user-visible
-failures from interruptions, cost >= 40 % below on-demand only, paid/busy <= 1.15.
+wait p50/p95 (queued -> started, every attempt); and how the notices were handled (runners
+drained on one and how long after it, instances reclaimed while still idle or booting, jobs
+started after a notice, instances removed past expiry, how long re-runs waited). Goals
+(issue 17): 0 lost, 0 user-visible failures from interruptions, cost >= 40 % below on-demand
+only, paid/busy <= 1.15.
 
 Run: .venv/bin/python benchmarks/sim_runners_ec2.py [--quick] [--runs 5] [--seed 1]
 """
@@ -61,11 +73,12 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from _common import percentile
 from sim_runners import (
+    ENV,
     Draws,
     Engine,
     GhaMlopsSim,
@@ -80,7 +93,9 @@ from sim_runners import (
 )
 
 from gha_mlops.github.port import GhJob
-from gha_mlops.runners.backends.base import LaunchSpec, Machine
+from gha_mlops.runners.backends.base import LOST, BackendError, LaunchSpec, Machine
+from gha_mlops.runners.config import Ec2Pool, RunnersConfig, load_config
+from gha_mlops.testing.fake_runners import FakeBackend
 
 STRATEGIES = ("gha-mlops", "terraform-style", "cml-style", "on-demand")
 MIN_BILLED = 60.0  # EC2 Linux: per-second billing, 60 s minimum
@@ -121,6 +136,10 @@ class Ec2Params(Params):
     shortage_min: float = 600.0
     shortage_max: float = 2400.0
     global_shortage: float = 1200.0  # once per trace, no spot capacity in any type (s)
+    max_lifetime: float = 6 * 3600.0  # the pool's: an idle runner this old is drained
+    expiry_grace: float = 3600.0  # expiry tag = launch + max_lifetime + this: then removed
+    capacity: str = "spot-then-on-demand"  # gha-mlops's pool (on-demand only: "on-demand")
+    spot_allocation: str = "price-capacity-optimized"
     tf_retries: int = 3
     tf_retry_delay: float = 30.0
     tf_scale_down: float = 300.0
@@ -202,6 +221,12 @@ class Ec2Result(Result):
     interrupted_jobs: int = 0  # attempts that were running on one
     notices: int = 0
     doomed_starts: int = 0  # attempts started on an instance after its notice
+    drained_on_notice: int = 0  # idle/booting runners the policy removed after a notice
+    notice_to_drain: list[float] = field(default_factory=list)  # seconds, each of those
+    undrained: int = 0  # instances reclaimed while their runner was idle or booting
+    expired: int = 0  # instances the policy removed past their expiry tag
+    expired_jobs: int = 0  # attempts running on one of those
+    rerun_waits: list[float] = field(default_factory=list)  # re-runs after an interruption
     fallbacks: int = 0  # on-demand launches because no type had spot capacity
     refused: int = 0  # launches refused for capacity
     spot_hours: float = 0.0
@@ -233,6 +258,7 @@ class Ec2Ledger(Ledger):
         self.kind: dict[str, tuple[InstanceType, bool]] = {}  # instance -> (type, spot)
         self.interrupted: Counter[int] = Counter()
         self.launch_failed: set[int] = set()  # workflows failed by a refused launch (CML)
+        self.expired: set[int] = set()  # jobs whose instance was removed past its expiry
 
     def instance(self, name: str, it: InstanceType, spot: bool) -> None:
         self.kind[name] = (it, spot)
@@ -257,6 +283,11 @@ class Ec2Ledger(Ledger):
         self.interrupted[idx] += 1
         self.result.interrupted_jobs += 1
 
+    def expired_job(self, name: str, idx: int) -> None:
+        self.job_ended(name, idx, ok=False)
+        self.expired.add(idx)
+        self.result.expired_jobs += 1
+
     def close(self) -> Ec2Result:
         super().close()
         r = self.result
@@ -268,6 +299,9 @@ class Ec2Ledger(Ledger):
             if i in self.launch_failed and not self.started[i]:
                 self._relabel("never started", "its launch was refused (no spot capacity): "
                               "the workflow failed")
+            elif i in self.expired:
+                self._relabel("its runner died; not re-run", "its instance passed its expiry "
+                              "(max_lifetime + expiry_grace) under it; not re-run")
             elif self.interrupted[i] and self.attempts[i] == 1:
                 self._relabel("its runner died; not re-run",
                               "its spot instance was reclaimed; not re-run")
@@ -283,44 +317,118 @@ class Ec2Ledger(Ledger):
 
 # -- gha-mlops (and on-demand only): the real scaler -------------------------------------------
 
+EC2_CONFIG = """
+id: sim
+github: {{repo: octo/demo, token_env: TOKEN}}
+webhook: {{secret_env: SECRET}}
+state: {state}
+reconcile_interval: {reconcile}s
+grace_period: 2m
+backends:
+  ec2: {{region: us-east-1, subnets: [subnet-0123456789abcdef0],
+         security_groups: [sg-0123456789abcdef0]}}
+pools:
+  - name: gpu
+    backend: ec2
+    labels: [gpu]
+    max: {max}
+    idle_timeout: {idle}s
+    register_timeout: {register}s
+    max_lifetime: {lifetime}s
+    ec2: {{instance_types: [{types}], ami: ami-0123456789abcdef0, capacity: {capacity},
+           spot_allocation: {allocation}, expiry_grace: {grace}s}}
+"""
+ALLOCATIONS: dict[str, Callable[[list[InstanceType]], InstanceType]] = {
+    "price-capacity-optimized": price_capacity_optimized, "lowest-price": lowest_price,
+    "capacity-optimized": lambda types: min(types, key=lambda t: t.hazard)}
+TYPE_BY_NAME = {t.name: t for t in TYPES}
+
 
 class Ec2Backend(SimBackend):
-    """The simulated EC2 backend: the capacity policy and the launch call's fallback (see the
-    module docstring: modelled here, not in the real scaler yet)."""
+    """The simulated EC2 behind the real backend port: what AWS does, not what the autoscaler
+    decides. ``launch`` is one ``CreateFleet`` as the real EC2 backend makes it, following the
+    pool's ``capacity`` the same way: one spot request over all its types (the pool's
+    ``spot_allocation`` picks among those with capacity), and when no type has any, with
+    ``spot-then-on-demand`` the on-demand request at once (the cheapest type: lowest-price),
+    with ``spot`` a retryable :class:`BackendError` (the scaler backs off). Machines carry
+    ``expires_at`` (launch + max_lifetime + expiry_grace, the real backend's expiry tag), an
+    interruption notice is ``Machine.notice`` (what the real backend's ``list()`` reports from
+    the instance's tag or the SQS warning) and a reclaimed instance is listed ``lost``."""
 
+    name = "ec2"
     sim: Ec2GhaSim
 
     def launch(self, spec: LaunchSpec) -> Machine:
-        self.sim.pending = self.sim.choose()
-        return super().launch(spec)
+        if self.sim.draws.launch_fails():  # throttled or a 5xx: before any capacity answer
+            self.sim.ledger.result.launch_failures += 1
+            raise BackendError(f"simulated RequestLimitExceeded for {spec.runner_name}")
+        pool = self.sim.pools[spec.pool]
+        assert pool.ec2 is not None, f"pool {pool.name} is not an ec2 pool"
+        self.sim.pending = self.sim.choose(pool.ec2)
+        machine = FakeBackend.launch(self, spec)
+        lifetime = spec.max_lifetime if spec.max_lifetime is not None else pool.max_lifetime
+        machine = self.machines[machine.id] = replace(
+            machine, expires_at=machine.created_at + lifetime + pool.ec2.expiry_grace)
+        self.sim.machine_started(spec.runner_name)
+        return machine
+
+    def notify(self, runner: str, notice: str) -> None:
+        """The interruption warning reached the backend: ``list()`` reports it from now on."""
+        m = self.machine_of(runner)
+        if m is not None:
+            self.machines[m.id] = replace(m, notice=notice)
+
+    def destroy(self, machine_id: str) -> None:
+        machine = self.machines.get(machine_id)
+        if machine is not None:
+            self.sim.destroying(machine)
+        super().destroy(machine_id)
 
 
 class Ec2GhaSim(GhaMlopsSim):
     ledger_class = Ec2Ledger
     backend_class = Ec2Backend
     ledger: Ec2Ledger
+    backend: Ec2Backend
 
     def __init__(self, p: Ec2Params, trace: list[TraceJob], tmp: Path, *, strategy: str,
-                 spot: bool) -> None:
+                 capacity: str) -> None:
+        self.capacity_policy = capacity
         super().__init__(p, trace, tmp, strategy=strategy)
         self.p: Ec2Params = p
         self.draws: Ec2Draws = Ec2Draws(p)
         self.capacity = Capacity(p)
-        self.spot = spot
+        self.pools = {pool.name: pool for pool in self.config.pools}
         self.pending: tuple[InstanceType, bool] = (CHEAPEST_ON_DEMAND, False)
         self.job_of: dict[str, int] = {}  # runner -> GitHub job id it runs
-        self.noticed: set[str] = set()
+        self.noticed: dict[str, float] = {}  # runner -> when its notice came
+        self.after_interruption: set[int] = set()  # re-runs of jobs whose instance went
 
-    def choose(self) -> tuple[InstanceType, bool]:
-        """``spot-then-on-demand`` (or ``on-demand``): the type and market of one launch."""
-        if not self.spot:
-            return CHEAPEST_ON_DEMAND, False
-        available = [t for t in TYPES if self.capacity.spot(t, self.engine.now)]
-        if available:
-            return price_capacity_optimized(available), True
-        self.ledger.result.refused += 1
-        self.ledger.result.fallbacks += 1
-        return CHEAPEST_ON_DEMAND, False
+    def make_config(self, tmp: Path) -> RunnersConfig:
+        p = self.p
+        assert isinstance(p, Ec2Params)
+        path = tmp / "runners.yaml"
+        path.write_text(EC2_CONFIG.format(
+            state=tmp / "state.db", reconcile=p.reconcile_interval, max=p.max_runners,
+            idle=p.idle_timeout, register=p.register_timeout, lifetime=p.max_lifetime,
+            types=", ".join(t.name for t in TYPES), capacity=self.capacity_policy,
+            allocation=p.spot_allocation, grace=p.expiry_grace))
+        return load_config(path, ENV)
+
+    def choose(self, ec2: Ec2Pool) -> tuple[InstanceType, bool]:
+        """The type and market of one launch under the pool's capacity policy (see
+        :class:`Ec2Backend`); raises :class:`BackendError` for ``spot`` with no capacity."""
+        types = [TYPE_BY_NAME[name] for name in ec2.instance_types]
+        if ec2.capacity != "on-demand":
+            available = [t for t in types if self.capacity.spot(t, self.engine.now)]
+            if available:
+                return ALLOCATIONS[ec2.spot_allocation](available), True
+            self.ledger.result.refused += 1
+            if ec2.capacity == "spot":
+                raise BackendError("simulated: no spot capacity in any of the pool's types",
+                                   retryable=True)
+            self.ledger.result.fallbacks += 1
+        return min(types, key=lambda t: t.on_demand), False
 
     def machine_started(self, name: str) -> None:
         it, spot = self.pending
@@ -333,32 +441,62 @@ class Ec2GhaSim(GhaMlopsSim):
                 self.engine.after(life, self._reclaim, name)
 
     def _notice(self, name: str) -> None:
+        """The two-minute warning: the backend reports it on the machine; the real policy
+        decides (nothing here drains, kicks or stops the runner)."""
         if name in self.gone:
             return
         self.ledger.result.notices += 1
-        self.noticed.add(name)
-        if name in self.job_of:
-            return  # busy: draining, it gets no new job (an ephemeral runner takes one)
-        # Idle or booting: deregistered and terminated now, so no job ever reaches it; the
-        # scaler's next full pass sees the machine gone and launches for the demand left.
-        self.backend.exit(name)
-        self.gh.disconnect(name)
-        self.scaler.kick()
+        self.noticed[name] = self.engine.now
+        self.backend.notify(name, f"spot interruption notice (simulated) at "
+                            f"{self.engine.now + self.p.notice:.0f}")
+
+    def destroying(self, machine: Machine) -> None:
+        """The scaler destroys ``machine``: count what the real policy did and why."""
+        name, r = machine.runner_name, self.ledger.result
+        if machine.notice and machine.state != LOST and name not in self.job_of:
+            r.drained_on_notice += 1
+            r.notice_to_drain.append(self.engine.now - self.noticed[name])
+        if machine.expires_at is not None and machine.expires_at <= self.engine.clock():
+            r.expired += 1
 
     def _reclaim(self, name: str) -> None:
+        """EC2 takes the instance: its runner dies with it, the backend lists it ``lost``
+        and GitHub fails the job it ran a little later; the rest is the real scaler's."""
         if name in self.gone:
             return
-        self.ledger.result.interruptions += 1
+        r = self.ledger.result
+        r.interruptions += 1
+        if name not in self.job_of:
+            r.undrained += 1  # noticed two minutes ago and still idle or booting
         job_id = self.job_of.pop(name, None)
-        self.backend.exit(name)
+        self.backend.lose(name)
         self.gh.disconnect(name)
+        self.machine_gone(name)  # billing stops; the scaler's destroy later is a no-op here
         if job_id is not None:
             self.ledger.interrupted_job(name, self.attempts[job_id].idx)
             self.engine.after(self.p.interrupted_fail_after, self._github_fails, job_id)
 
+    def machine_gone(self, name: str) -> None:
+        job_id = self.job_of.pop(name, None)
+        if job_id is not None and name not in self.gone:
+            # Destroyed under its job: only the expiry does that (the policy never drains a
+            # busy runner); the job fails as when its instance is reclaimed.
+            self.ledger.expired_job(name, self.attempts[job_id].idx)
+            self.gh.disconnect(name)
+            self.engine.after(self.p.interrupted_fail_after, self._github_fails, job_id)
+        super().machine_gone(name)
+
+    def rerun_queued(self, old_id: int, new_id: int) -> None:
+        super().rerun_queued(old_id, new_id)
+        if self.ledger.interrupted[self.attempts[old_id].idx]:
+            self.after_interruption.add(new_id)
+
     def _start(self, name: str, job: GhJob) -> None:
         self.job_of[name] = job.id
         self.ledger.result.doomed_starts += name in self.noticed
+        if job.id in self.after_interruption:
+            self.ledger.result.rerun_waits.append(self.engine.now
+                                                  - self.attempts[job.id].queued_at)
         super()._start(name, job)
 
     def _finish(self, name: str, job_id: int) -> None:
@@ -440,6 +578,8 @@ class CloudBaseline:
         idx = self.job_of.pop(name, None)
         if idx is not None:
             self.ledger.interrupted_job(name, idx)
+        else:
+            self.ledger.result.undrained += 1
         self._remove(name)
 
     def _job_done(self, name: str, ok: bool) -> None:
@@ -580,9 +720,9 @@ def simulate(strategy: str, p: Ec2Params) -> Ec2Result:
     started = time.perf_counter()
     result: Result
     if strategy in ("gha-mlops", "on-demand"):
-        spot = strategy == "gha-mlops"
+        capacity = p.capacity if strategy == "gha-mlops" else "on-demand"
         result = run_real_scaler(p, lambda tmp: Ec2GhaSim(p, trace, tmp, strategy=strategy,
-                                                          spot=spot))
+                                                          capacity=capacity))
     elif strategy == "terraform-style":
         result = TerraformSim(p, trace).run()
     elif strategy == "cml-style":
@@ -636,6 +776,21 @@ def report(p: Ec2Params, runs: dict[str, list[Ec2Result]]) -> None:
         print(f"  {name:<16}" + "   ".join(f"{g} {k}/{len(rs)}" for g, k in met.items())
               + f"   -> {verdict}")
     print()
+    print("interruption notices (median per run; delays and waits over all runs): notices, "
+          "idle/booting runners drained on one (and how long after it), instances reclaimed "
+          "while idle or booting, jobs started after a notice; instances removed past their "
+          "expiry; how long re-runs of interrupted jobs waited")
+    for name, rs in runs.items():
+        delays = [t for r in rs for t in r.notice_to_drain]
+        delay = (f"p50 {percentile(delays, 50):.0f}s max {max(delays):.0f}s" if delays
+                 else "-")
+        drained = _med(rs, "drained_on_notice")
+        waits = [t for r in rs for t in r.rerun_waits]
+        rerun = f"; their re-runs waited p50 {percentile(waits, 50):.0f}s" if waits else ""
+        print(f"  {name:<16}notices {_med(rs, 'notices'):.0f}, drained {drained:.0f} ({delay}), "
+              f"reclaimed undrained {_med(rs, 'undrained'):.0f}, started after a notice "
+              f"{_med(rs, 'doomed_starts'):.0f}; expired {_med(rs, 'expired'):.0f}{rerun}")
+    print()
     print("paid/busy - 1 = boot/busy + the rest (runners idle, instances past their job, the "
           "60 s minimum), medians:")
     for name, rs in runs.items():
@@ -648,6 +803,10 @@ def report(p: Ec2Params, runs: dict[str, list[Ec2Result]]) -> None:
         why: Counter[str] = sum((r.lost_why for r in rs), Counter())
         print(f"  {name:<16}" + ("; ".join(f"{k}: {v}" for k, v in why.most_common())
                                  or "none"))
+
+
+def _med(rs: list[Ec2Result], attr: str) -> float:
+    return med([float(getattr(r, attr)) for r in rs])
 
 
 def parse(argv: list[str] | None) -> tuple[Ec2Params, int, list[str]]:
