@@ -78,6 +78,11 @@ class Metrics:
         self.actions = Counter("gha_mlops_runners_actions",
                                "What the scaler did (launch, drain, remove, rerun ...).",
                                ["action"], registry=r)
+        self.interruptions = Counter(
+            "gha_mlops_runners_interruptions",
+            "Machines whose host gave notice it takes them away (a spot interruption "
+            "warning), or took them with no notice seen; once per machine, by pool.",
+            ["pool"], registry=r)
         self.rate_remaining = Gauge("gha_mlops_runners_github_rate_limit_remaining",
                                     "GitHub API requests left in the current window.",
                                     registry=r)

@@ -289,7 +289,7 @@ def _reconcile_machines(world: World, alive: Sequence[RunnerView],
             continue
         if m.state == LOST:
             d.remove_machines.append((m.id, "its host stopped it under its runner"))
-            lost[m.runner_name] = SPOT_INTERRUPTED if _interrupted(m) else MACHINE_WENT_AWAY
+            lost[m.runner_name] = SPOT_INTERRUPTED if interrupted(m) else MACHINE_WENT_AWAY
             continue  # its runner is handled below as one whose machine is gone
         if m.expires_at is not None and m.expires_at <= world.now:
             _expired(m, r, d)  # even an orphan younger than the grace period
@@ -317,9 +317,9 @@ def _reconcile_machines(world: World, alive: Sequence[RunnerView],
     return noticed
 
 
-def _interrupted(m: Machine) -> bool:
-    """Whether a lost machine went to a spot interruption: it had notice, or its backend's
-    detail says so (EC2's state reason ``Server.SpotInstanceTermination``)."""
+def interrupted(m: Machine) -> bool:
+    """Whether a machine is going (or, lost, went) to a spot interruption: it has notice, or
+    its backend's detail says so (EC2's state reason ``Server.SpotInstanceTermination``)."""
     return bool(m.notice) or "SpotInstanceTermination" in m.detail
 
 

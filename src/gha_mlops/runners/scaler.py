@@ -9,6 +9,10 @@ wait for containers to start one after another.
 
 Every step is written to the state before the action it enables (see ``state.py``); a failed
 call is logged, counted and retried on a later pass, never lost.
+
+A machine's notice (a spot interruption warning) is logged once per machine when a listing
+first shows it and counted in ``gha_mlops_runners_interruptions_total{pool}``; what to do
+about it (drain, a replacement, the re-run) is the policy's.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from typing import Any
 
 from gha_mlops.github.port import GhJob, GhRunner, GitHubError, RunnerBusyError, RunnersPort
 from gha_mlops.runners.backends.base import (
+    EXITED,
     FAILPOINTS_ENV,
+    LOST,
     BackendError,
     LaunchSpec,
     Machine,
@@ -42,7 +48,7 @@ from gha_mlops.runners.policy import (
     GONE,
     IDLE,
     LAUNCHING,
-    MACHINE_WENT_AWAY,
+    LOST_TO_MACHINE,
     RESERVED,
     RUNNER_DIED,
     STARTING,
@@ -50,6 +56,7 @@ from gha_mlops.runners.policy import (
     RunnerView,
     World,
     decide,
+    interrupted,
 )
 from gha_mlops.runners.state import State
 
@@ -97,6 +104,12 @@ class Scaler:
         self._last_prune = 0.0
         self._paused_until = 0.0  # GitHub's rate-limit reset while it is spent
         self._outage_at: float | None = None  # the last failed listing of the backends
+        # Which backend owns a machine id (from listings and launches): a machine is removed
+        # through its own backend only, so one backend being down blocks no other's removals.
+        self._owner: dict[str, str] = {}
+        self._noticed: set[str] = set()  # machines whose notice was logged and counted
+        # The backends that report free GPUs (their pools are the ones World.free_gpus limits).
+        self._gpu_backends: frozenset[str] = frozenset({"docker"})
         self.last_decision = Decision()
 
     # -- events -----------------------------------------------------------------------------
@@ -238,10 +251,13 @@ class Scaler:
                     runners = self._sync_runners(runners, gh_runners)
             else:
                 machines, free_gpus = self._fast_observe(runners, now)
+            if machines is not None:
+                self._note_notices(machines, runners)
             world = World(pools=self.config.pools, jobs=self.state.jobs(), runners=runners,
                           now=now, boot_id=self.boot_id, grace=self.config.grace_period,
                           machines=machines, gh_runners=gh_runners, free_gpus=free_gpus,
-                          prefix=self.prefix, outage_at=self._outage_at)
+                          prefix=self.prefix, outage_at=self._outage_at,
+                          gpu_pools=self._gpu_pools())
             d = decide(world)
             self._apply(d)
             self.last_decision = d
@@ -254,14 +270,19 @@ class Scaler:
 
     # -- observing --------------------------------------------------------------------------
 
+    def _gpu_pools(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.config.pools if p.backend in self._gpu_backends)
+
     def _fast_observe(self, runners: list[RunnerView],
                       now: float) -> tuple[list[Machine] | None, int | None]:
         """What a fast pass knows of the machines: none, unless a runner finished its job
         (then one listing, at most every FINISHED_CHECK seconds, frees its slot as soon as
         its machine is gone instead of at the next full pass); the free GPUs from the state
-        (the inventory less what runners not gone hold)."""
-        inventory = len(self.config.docker.gpus)
-        gpus = {p.name: p.gpus for p in self.config.pools}
+        (the Docker hosts' inventory, all hosts together, less what runners not gone of the
+        pools it serves hold)."""
+        inventory = self.config.gpu_inventory
+        limited = self._gpu_pools()
+        gpus = {p.name: p.gpus for p in self.config.pools if p.name in limited}
         done = False
         held = 0
         for r in runners:
@@ -325,10 +346,12 @@ class Scaler:
 
     def _list_machines(self) -> tuple[list[Machine] | None, int | None]:
         machines: list[Machine] = []
+        owner: dict[str, str] = {}
         free: int | None = None
+        gpu_backends: set[str] = set()
         for name, backend in self.backends.items():
             try:
-                machines.extend(backend.list())
+                listed = backend.list()
                 health = backend.health()
             except BackendError as err:
                 # Machines that vanish across this went away under their runners (see
@@ -337,9 +360,36 @@ class Scaler:
                 self.metrics.errors.labels("backend").inc()
                 log(ERROR, f"backend {name}: listing machines failed: {err.message}")
                 return None, 0
+            machines.extend(listed)
+            owner.update((m.id, name) for m in listed)
             if "gpus" in health.capacity:
                 free = (free or 0) + int(health.capacity["gpus"])
+                gpu_backends.add(name)
+        self._owner = owner  # machines launched meanwhile: any backend is asked (correct)
+        self._gpu_backends = frozenset(gpu_backends)
         return machines, free
+
+    def _note_notices(self, machines: Sequence[Machine], runners: Sequence[RunnerView]) -> None:
+        """Log and count each machine's notice once (and a machine lost to a spot
+        interruption whose notice was never seen); forget the machines no longer listed."""
+        views = {r.name: r for r in runners}
+        for m in machines:
+            if not interrupted(m) or m.id in self._noticed or m.state == EXITED:
+                continue
+            self._noticed.add(m.id)
+            self.metrics.interruptions.labels(m.pool).inc()
+            r = views.get(m.runner_name)
+            if m.state == LOST:
+                log(WARNING, "spot instance interrupted before its notice was seen",
+                    runner=m.runner_name, pool=m.pool, machine=m.id, reason=m.detail)
+            elif r is not None and r.state == BUSY:
+                log(WARNING, "spot interruption notice: runner draining (its job goes on; a "
+                    "runner boots for the re-run it will likely need)", runner=r.name,
+                    pool=m.pool, machine=m.id, job_id=r.job_id, reason=m.notice)
+            else:
+                log(WARNING, "spot interruption notice: runner draining",
+                    runner=m.runner_name, pool=m.pool, machine=m.id, reason=m.notice)
+        self._noticed &= {m.id for m in machines}
 
     def _sync_runners(self, runners: list[RunnerView],
                       registered: list[GhRunner]) -> list[RunnerView]:
@@ -396,6 +446,11 @@ class Scaler:
             self._lost(name, job_id, cause)
         for name, why in d.drain:
             self._drain(name, why)
+        for name, machine_id, expired_job in d.expired:
+            if expired_job is not None:
+                log(WARNING, f"job {expired_job} is not re-run: its machine was past its "
+                    "expiry (it outlived the pool's max lifetime)", runner=name,
+                    machine=machine_id, job_id=expired_job)
         for machine_id, why in d.remove_machines:
             self._destroy(machine_id, why)
         for gh_id, name, why in d.deregister:
@@ -424,7 +479,7 @@ class Scaler:
             self.metrics.errors.labels("backend").inc()
             why = f"its machine, created before a restart, did not start: {err.message}"
             log(ERROR, why, runner=name, machine=machine_id)
-            if self._destroy(machine_id, why):
+            if self._destroy(machine_id, why, pool.backend if pool is not None else None):
                 self._forget(name, why)
             return
         if self.state.set_runner(name, BOOTING, machine_id=machine.id, only_from=(view.state,),
@@ -456,11 +511,11 @@ class Scaler:
             self._forget(name, "its job finished and its machine exited")
             return
         self.state.mark_lost(job_id, name, cause)
-        if cause == MACHINE_WENT_AWAY:
-            self.state.set_runner(name, GONE, detail=f"its machine went away under job {job_id}")
+        if cause in LOST_TO_MACHINE:
+            self.state.set_runner(name, GONE, detail=f"{cause} under job {job_id}")
             self.metrics.errors.labels("machine_lost").inc()
-            log(WARNING, f"job {job_id} lost: its machine went away; it will be re-run once "
-                "when GitHub has finished it", runner=name, job_id=job_id)
+            log(WARNING, f"job {job_id} lost: {cause}; it will be re-run once when GitHub has "
+                "finished it", runner=name, job_id=job_id)
             return
         self.state.set_runner(name, GONE, detail=f"its machine died while running job {job_id}")
         self.metrics.errors.labels("runner_lost").inc()
@@ -484,21 +539,29 @@ class Scaler:
                 self.metrics.errors.labels("github").inc()
                 log(ERROR, f"deregistering failed, will retry: {err.message}", runner=name)
                 return
-        if view.machine_id is not None and not self._destroy(view.machine_id, why):
+        pool = self.config.pool(view.pool)
+        if view.machine_id is not None and not self._destroy(
+                view.machine_id, why, pool.backend if pool is not None else None):
             return
         self.state.set_runner(name, GONE, detail=why)
         self.metrics.actions.labels("drain").inc()
         log(INFO, f"drained: {why}", runner=name, pool=view.pool)
 
-    def _destroy(self, machine_id: str, why: str) -> bool:
-        for backend in self.backends.values():
+    def _destroy(self, machine_id: str, why: str, backend: str | None = None) -> bool:
+        """Remove a machine through its backend (``backend``, else the one that listed or
+        launched it); one whose backend is not known is asked of every backend (each treats
+        an id it does not know as already gone)."""
+        name = backend if backend in self.backends else self._owner.get(machine_id)
+        targets = [name] if name in self.backends else list(self.backends)
+        for target in targets:
             try:
-                backend.destroy(machine_id)
+                self.backends[target].destroy(machine_id)
             except BackendError as err:
                 self.metrics.errors.labels("backend").inc()
                 log(ERROR, f"removing a machine failed, will retry: {err.message}",
                     machine=machine_id)
                 return False
+        self._owner.pop(machine_id, None)
         self.metrics.actions.labels("remove_machine").inc()
         log(INFO, f"removed machine: {why}", machine=machine_id)
         return True
@@ -530,8 +593,8 @@ class Scaler:
         cause = self.state.lost_cause(job_id)
         self.state.mark_rerun(job_id, f"{cause} (runner {job.runner_name})")
         self.metrics.actions.labels("rerun").inc()
-        if cause == MACHINE_WENT_AWAY:
-            log(WARNING, f"re-ran job {job_id}: its machine went away", job_id=job_id,
+        if cause in LOST_TO_MACHINE:  # "re-ran job 7: its spot instance was interrupted"
+            log(WARNING, f"re-ran job {job_id}: {cause}", job_id=job_id,
                 runner=job.runner_name, repo=job.repo, cause=cause)
             return
         log(WARNING, "re-ran a job whose runner died mid-job", job_id=job_id,
@@ -582,6 +645,7 @@ class Scaler:
             self._launch_failed(pool, name, jit.runner_id, err.message, "backend",
                                 retryable=err.retryable)
             return
+        self._owner[machine.id] = pool.backend
         failpoint("after-launch", self.failpoints)
         self.state.set_runner(name, BOOTING, machine_id=machine.id, only_from=(LAUNCHING,))
         self._backoff.pop(pool.name, None)
