@@ -93,7 +93,14 @@ from sim_runners import (
 )
 
 from gha_mlops.github.port import GhJob
-from gha_mlops.runners.backends.base import LOST, BackendError, LaunchSpec, Machine
+from gha_mlops.runners.backends.base import (
+    LOST,
+    PENDING,
+    RUNNING,
+    BackendError,
+    LaunchSpec,
+    Machine,
+)
 from gha_mlops.runners.config import Ec2Pool, RunnersConfig, load_config
 from gha_mlops.testing.fake_runners import FakeBackend
 
@@ -368,9 +375,15 @@ class Ec2Backend(SimBackend):
         machine = FakeBackend.launch(self, spec)
         lifetime = spec.max_lifetime if spec.max_lifetime is not None else pool.max_lifetime
         machine = self.machines[machine.id] = replace(
-            machine, expires_at=machine.created_at + lifetime + pool.ec2.expiry_grace)
+            machine, state=PENDING,  # as CreateFleet answers; running once it has booted
+            expires_at=machine.created_at + lifetime + pool.ec2.expiry_grace)
         self.sim.machine_started(spec.runner_name)
         return machine
+
+    def running(self, runner: str) -> None:
+        m = self.machine_of(runner)
+        if m is not None and m.state == PENDING:
+            self.machines[m.id] = replace(m, state=RUNNING)
 
     def notify(self, runner: str, notice: str) -> None:
         """The interruption warning reached the backend: ``list()`` reports it from now on."""
@@ -439,6 +452,10 @@ class Ec2GhaSim(GhaMlopsSim):
             if math.isfinite(life):
                 self.engine.after(life - self.p.notice, self._notice, name)
                 self.engine.after(life, self._reclaim, name)
+
+    def _booted(self, name: str) -> None:
+        self.backend.running(name)
+        super()._booted(name)
 
     def _notice(self, name: str) -> None:
         """The two-minute warning: the backend reports it on the machine; the real policy

@@ -1,7 +1,13 @@
-"""The EC2 runner simulator (benchmarks/sim_runners_ec2.py) on small traces: the real scaler on
-spot capacity loses no job to interruptions (re-run once) nor to shortages (on-demand
-fallback), bills per second with a 60 s minimum, and the field's strategies show the failure
-each is known for."""
+"""The EC2 runner simulator (benchmarks/sim_runners_ec2.py) on small traces.
+
+What is real there is the product's: the Scaler, State and decide() on a ``backend: ec2`` pool,
+so these tests fail when the policy stops draining a runner under notice, booting a
+replacement for a busy one, removing an instance past its expiry or re-running a job whose
+instance went. What is modelled is AWS (capacity, prices, reclaims) and what the real EC2
+backend reports through the port (Machine.notice, expires_at, ``lost``), including its
+capacity rule (one spot request over all types, then on-demand at once). The field's
+strategies show the failure each is known for.
+"""
 
 from __future__ import annotations
 
