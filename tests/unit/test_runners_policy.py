@@ -521,3 +521,12 @@ def test_free_gpus_limit_only_the_pools_of_backends_that_report_them() -> None:
     w = world(pools=[pool(gpus=1), cloud], jobs=jobs, free_gpus=0)
     assert decide(w).launch == {}  # None: every GPU pool limited (the simulator's world)
     assert decide(replace(w, gpu_pools=frozenset({"gpu"}))).launch == {"cloud": 2}
+
+
+def test_the_runner_kept_for_a_noticed_jobs_rerun_is_not_surplus() -> None:
+    w = world(runners=[runner("a", BUSY, job_id=3), runner("b", IDLE, since=900)],
+              machines=[noticed("a"), machine("b")])
+    assert decide(w).drain == [] and decide(w).launch == {}
+    # Without the notice the idle runner is surplus past its idle_timeout.
+    w = replace(w, machines=[machine("a"), machine("b")])
+    assert [n for n, _ in decide(w).drain] == ["gm-b"]

@@ -168,13 +168,15 @@ def decide(world: World) -> Decision:
     gpus = world.free_gpus
     for pool in world.pools:
         mine = by_pool.get(pool.name, [])
-        available = _drain(world, pool, mine, demand.get(pool.name, 0), noticed, d)
+        # A busy runner under notice will likely lose its job: one more runner for the re-run
+        # (kept, not drained as surplus, while the notice lasts).
+        wanted = demand.get(pool.name, 0) + sum(
+            1 for r in mine if r.state == BUSY and r.name in noticed)
+        available = _drain(world, pool, mine, wanted, noticed, d)
         limited = gpus is not None and (world.gpu_pools is None or pool.name in world.gpu_pools)
         if gpus is not None and limited:  # GPUs promised to runners that do not hold them yet
             gpus -= pool.gpus * sum(1 for r in mine if r.state in STARTING)
-        # A busy runner under notice will likely lose its job: one more runner for the re-run.
-        rerun_soon = sum(1 for r in mine if r.state == BUSY and r.name in noticed)
-        want = demand.get(pool.name, 0) + rerun_soon + pool.min_idle - available
+        want = wanted + pool.min_idle - available
         n = max(0, min(want, pool.max - len(mine)))
         if n and pool.gpus and gpus is not None and limited:
             n = min(n, max(0, gpus) // pool.gpus)
