@@ -47,7 +47,6 @@ _RUNNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _POOL = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 _GPU_IDS = re.compile(r"^(\d{1,3}(,\d{1,3}){0,63})?$")
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
-_PARAMETER = re.compile(r"^(/[A-Za-z0-9_.-]{1,128}){2,8}$")
 _MAX_EXPIRES = 4102444800  # 2100-01-01: a later expiry tag is not one we wrote
 
 # EC2's instance states as machine states; "shutting-down"/"terminated" are decided in
@@ -221,10 +220,12 @@ def read_expires(tags: Mapping[str, str]) -> float | None:
 
 
 def read_parameter(tags: Mapping[str, str], prefix: str, owner: str) -> str:
-    """The SSM parameter the instance's tag names, only when it lies under this autoscaler's
-    own path (a tag naming another parameter must not make destroy() delete it)."""
+    """The SSM parameter the instance's tag names, only when it is one of this autoscaler's
+    own (``{prefix}/{owner}/{runner}``): a tag naming another parameter must not make
+    destroy() delete it."""
     value = tags.get(TAG_PARAMETER, "")
-    return value if _PARAMETER.match(value) and value.startswith(f"{prefix}/{owner}/") else ""
+    head, _, runner = value.rpartition("/")
+    return value if head == f"{prefix}/{owner}" and _RUNNER.match(runner) else ""
 
 
 def read_notice(tags: Mapping[str, str]) -> str:
