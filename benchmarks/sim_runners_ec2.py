@@ -762,7 +762,8 @@ def report(p: Ec2Params, runs: dict[str, list[Ec2Result]]) -> None:
           f"{p.hazard_scale:g} of "
           + ", ".join(f"{t.name} ${t.spot:.3f}/${t.on_demand:.3f} {t.hazard:.0%}/h"
                       for t in TYPES)
-          + f"; seeds {p.seed}..{p.seed + n - 1}; median of {n} run(s)")
+          + f"; gha-mlops pool: capacity {p.capacity}, {p.spot_allocation}, reconcile every "
+          f"{p.reconcile_interval:g}s; seeds {p.seed}..{p.seed + n - 1}; median of {n} run(s)")
     print()
     head = (f"{'strategy':<16}{'served':>7}{'lost':>5}{'failed':>7}{'(intr)':>7}{'intr':>5}"
             f"{'OD fb':>6}{'doomed':>7}{'dollars':>9}{'vs OD':>7}{'paid/busy':>10}{'boot/busy':>10}"
