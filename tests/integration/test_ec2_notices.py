@@ -85,6 +85,27 @@ def test_a_warning_put_on_the_bus_reaches_the_queue_and_is_a_notice(clients: Any
     assert notices.poll() == []
 
 
+def test_a_warning_fanned_out_through_sns_is_read_from_its_envelope(clients: Any) -> None:
+    """EventBridge -> SNS topic -> SQS without raw delivery: the body is SNS's envelope. (The
+    moto server answers PutEvents with a 500 for a rule whose target is a topic, so the event
+    is published to the topic as EventBridge would; SNS -> SQS delivery is moto's.)"""
+    import boto3
+
+    sns = boto3.client("sns", region_name="us-east-1",
+                       endpoint_url=clients.sqs.meta.endpoint_url)
+    url = clients.sqs.create_queue(QueueName="gha-spot")["QueueUrl"]
+    arn = clients.sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topic = sns.create_topic(Name="spot")["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    sns.publish(TopicArn=topic, Message=json.dumps(
+        spot_interruption_warning(ID, action_time="2026-12-06T03:00:00Z")))
+    notices = SqsNotices(clients.sqs, url)
+    got = notices.poll()
+    assert [(n.instance_id, n.action_time) for n in got] == [(ID, "2026-12-06T03:02:00Z")]
+    assert notices.ignored == 0
+
+
 def test_hostile_bodies_are_deleted_and_counted(clients: Any,
                                                 fault_proxy: FaultProxy) -> None:  # noqa: F811
     url = queue_with_rule(clients)
