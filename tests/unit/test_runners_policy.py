@@ -530,3 +530,12 @@ def test_the_runner_kept_for_a_noticed_jobs_rerun_is_not_surplus() -> None:
     # Without the notice the idle runner is surplus past its idle_timeout.
     w = replace(w, machines=[machine("a"), machine("b")])
     assert [n for n, _ in decide(w).drain] == ["gm-b"]
+
+
+def test_a_noticed_runner_whose_machine_vanished_unreported_lost_it_to_the_interruption() -> None:
+    busy, done = runner("b", BUSY, job_id=42), runner("c", DONE, job_id=43, since=5)
+    w = world(runners=[busy, done], machines=[], noticed_before=frozenset({"gm-b", "gm-c"}))
+    assert decide(w).lost == [("gm-b", 42, SPOT_INTERRUPTED), ("gm-c", 43, SPOT_INTERRUPTED)]
+    w = replace(w, noticed_before=frozenset())  # no notice seen: its runner died
+    d = decide(w)
+    assert d.lost == [("gm-b", 42, RUNNER_DIED)] and [n for n, _ in d.forget] == ["gm-c"]

@@ -180,6 +180,25 @@ def test_a_busy_runner_under_notice_keeps_its_job_and_the_rerun_says_interrupted
     assert len(rig.cloud.launched) == 2
 
 
+def test_an_instance_gone_after_its_notice_without_a_lost_report_was_interrupted(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    job = rig.queue()
+    rig.scaler.reconcile(full=False)
+    (name,) = rig.alive()
+    rig.run_job(name)
+    rig.cloud.set(name, notice=NOTICE, state="running")
+    rig.scaler.reconcile(full=True)
+    rig.cloud.exit(name)  # terminated and gone from the listing (no "lost" seen)
+    rig.gh.finish(job.id, "failure")
+    rig.scaler.on_job_event(rig.gh.jobs[job.id])
+    with caplog.at_level(logging.WARNING, "gha_mlops.runners"):
+        for _ in range(2):
+            rig.clock.advance(31)
+            rig.scaler.reconcile(full=True)
+    assert rig.gh.calls.count("rerun_job") == 1
+    assert f"re-ran job {job.id}: its spot instance was interrupted" in caplog.text
+
+
 def test_a_machine_past_its_expiry_is_removed_and_its_job_not_rerun(
         rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     job = rig.queue()

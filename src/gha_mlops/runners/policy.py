@@ -116,6 +116,9 @@ class World:
     # The pools ``free_gpus`` limits (those of the backends that report GPU capacity, the
     # Docker hosts); None: every pool that asks for GPUs.
     gpu_pools: frozenset[str] | None = None
+    # Runners whose machine an earlier listing showed under notice (the scaler remembers):
+    # one whose machine then vanished without being reported lost went to the interruption.
+    noticed_before: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -315,7 +318,9 @@ def _reconcile_machines(world: World, alive: Sequence[RunnerView],
     _start_or_remove(world, alive, stalled, demand, d)
     for r in alive:
         if r.name not in seen:
-            _machine_gone(world, r, lost.get(r.name), d)
+            cause = lost.get(r.name) or (
+                SPOT_INTERRUPTED if r.name in world.noticed_before else None)
+            _machine_gone(world, r, cause, d)
     return noticed
 
 

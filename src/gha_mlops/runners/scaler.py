@@ -108,6 +108,7 @@ class Scaler:
         # through its own backend only, so one backend being down blocks no other's removals.
         self._owner: dict[str, str] = {}
         self._noticed: set[str] = set()  # machines whose notice was logged and counted
+        self._noticed_runners: set[str] = set()  # runners (not gone) whose machine had one
         # The backends that report free GPUs (their pools are the ones World.free_gpus limits).
         self._gpu_backends: frozenset[str] = frozenset({"docker"})
         self.last_decision = Decision()
@@ -257,7 +258,8 @@ class Scaler:
                           now=now, boot_id=self.boot_id, grace=self.config.grace_period,
                           machines=machines, gh_runners=gh_runners, free_gpus=free_gpus,
                           prefix=self.prefix, outage_at=self._outage_at,
-                          gpu_pools=self._gpu_pools())
+                          gpu_pools=self._gpu_pools(),
+                          noticed_before=frozenset(self._noticed_runners))
             d = decide(world)
             self._apply(d)
             self.last_decision = d
@@ -373,6 +375,8 @@ class Scaler:
         """Log and count each machine's notice once (and a machine lost to a spot
         interruption whose notice was never seen); forget the machines no longer listed."""
         views = {r.name: r for r in runners}
+        self._noticed_runners &= set(views)
+        self._noticed_runners.update(m.runner_name for m in machines if m.notice)
         for m in machines:
             if not interrupted(m) or m.id in self._noticed or m.state == EXITED:
                 continue
