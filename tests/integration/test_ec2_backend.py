@@ -233,17 +233,23 @@ def _no_spot(aws: dict[str, Any]) -> list[FleetError]:
                        t, s, "spot") for t in TYPES for s in aws["subnets"]]
 
 
+@pytest.mark.parametrize("how", ["every-override", "spot-quota"])
 def test_spot_gone_in_every_type_falls_back_to_on_demand(
-        aws: dict[str, Any], proxy: FaultProxy, caplog: pytest.LogCaptureFixture) -> None:
+        aws: dict[str, Any], proxy: FaultProxy, caplog: pytest.LogCaptureFixture,
+        how: str) -> None:
     backend = _backend(proxy, _pool(aws))
-    proxy.partial_fleet(0, _no_spot(aws))
+    if how == "every-override":  # the fleet answers with an error item per type x subnet
+        proxy.partial_fleet(0, _no_spot(aws))
+        code, fault = "InsufficientInstanceCapacity", "partial"
+    else:  # the whole call refused
+        code, fault = "MaxSpotInstanceCountExceeded", "error"
+        proxy.fail("CreateFleet", code, "Max spot instance count exceeded")
     with caplog.at_level(logging.WARNING, logger="gha_mlops.runners"):
         machine = backend.launch(_spec("box-1"))
     assert _tags(_instance(aws, machine.id))[TAG_LIFECYCLE] == "on-demand"
-    assert [c.fault for c in proxy.calls("CreateFleet")] == ["partial", ""]
+    assert [c.fault for c in proxy.calls("CreateFleet")] == [fault, ""]
     assert any("no spot capacity for pool gpu" in r.getMessage() and "launched on-demand"
-               in r.getMessage() and "InsufficientInstanceCapacity" in r.getMessage()
-               for r in caplog.records)
+               in r.getMessage() and code in r.getMessage() for r in caplog.records)
 
 
 def test_spot_only_pool_waits_and_says_why(aws: dict[str, Any],
@@ -383,3 +389,9 @@ def test_a_missing_queue_never_fails_list(aws: dict[str, Any], proxy: FaultProxy
     with pytest.raises(BackendError):
         backend.list()
     assert not backend.health().ok
+
+
+def test_verify_delegates_to_the_live_check(aws: dict[str, Any], proxy: FaultProxy) -> None:
+    lines = _backend(proxy, _pool(aws)).verify()
+    assert lines and all(isinstance(ok, bool) and isinstance(text, str) for ok, text in lines)
+    assert proxy.calls("GetCallerIdentity")

@@ -274,3 +274,9 @@ def test_api_actions_name_service_and_action() -> None:
             "ssm:GetParameter", "ssm:DeleteParameter", "sqs:ReceiveMessage",
             "iam:PassRole"} <= API_ACTIONS
     assert all(a.split(":")[0] in ("ec2", "ssm", "sqs", "iam") for a in API_ACTIONS)
+
+
+def test_api_actions_cover_the_instance_agent() -> None:
+    from gha_mlops.runners.agent import API_ACTIONS as AGENT
+
+    assert AGENT <= API_ACTIONS
