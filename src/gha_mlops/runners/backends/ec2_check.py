@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 
 Line = tuple[bool, str]
 
+# The IAM actions verify() may call (sts:GetCallerIdentity needs no permission;
+# TerminateInstances only for an endpoint that launched despite DryRun). The autoscaler's
+# policy in docs/runners-aws.md allows each (tests/unit/test_runners_aws_doc.py checks).
+API_ACTIONS: frozenset[str] = frozenset({
+    "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeImages",
+    "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeInstanceTypeOfferings",
+    "ec2:DescribeInstanceTypes", "ec2:RunInstances", "ec2:TerminateInstances",
+    "ssm:GetParameter", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
+})
+
 DOCS = "docs/runners-aws.md"
 MAX_SHOWN = 300  # characters of an AWS message in one line
 MAX_POLICY_CHARS = 64 * 1024  # an SQS queue policy is at most 20 KiB: more is not one
@@ -459,4 +469,4 @@ def _lets_eventbridge_send(policy: object) -> bool:
     return False
 
 
-__all__ = ["DOCS", "Line", "verify"]
+__all__ = ["API_ACTIONS", "DOCS", "Line", "verify"]
