@@ -33,6 +33,7 @@ from logging import ERROR, INFO, WARNING
 from typing import TYPE_CHECKING, Any
 
 from gha_mlops.runners.backends.base import (
+    LABEL_OWNER,
     LOST,
     PENDING,
     BackendError,
@@ -67,6 +68,7 @@ from gha_mlops.runners.backends.ec2_fleet import (
     read_notice,
     seen_instance,
     spot_gone_error,
+    tag_map,
 )
 from gha_mlops.runners.backends.ec2_template import (
     METADATA_TAG_KEY,
@@ -294,7 +296,7 @@ class Ec2Backend(RunnerBackend):
             return BackendError(f"pool {pool!r}: CreateFleet launched no instance and said "
                                 "no why", hint="retrying later", retryable=True)
         first = next((c for c in errors if c.verdict is not Verdict.FATAL), errors[0])
-        return self._error(pool, first, f"launching a {attempt.lifecycle} instance")
+        return self._error(pool, first, f"launching the runner's {attempt.lifecycle} instance")
 
     def _error(self, pool: str, c: Classification, doing: str) -> BackendError:
         """``c`` as the BackendError the scaler acts on; counts unknown codes per pool."""
@@ -355,11 +357,14 @@ class Ec2Backend(RunnerBackend):
         def pages() -> builtins.list[Mapping[str, Any]]:
             out: builtins.list[Mapping[str, Any]] = []
             paginator = ec2.get_paginator("describe_instances")
-            for page in paginator.paginate(Filters=[{"Name": "tag:dev.gha-mlops.autoscaler",
+            for page in paginator.paginate(Filters=[{"Name": f"tag:{LABEL_OWNER}",
                                                      "Values": [self.owner]}]):
                 for reservation in page.get("Reservations") or []:
                     for instance in reservation.get("Instances") or []:
-                        if isinstance(instance, Mapping) and len(out) < MAX_INSTANCES:
+                        # The filter is AWS's; the owner tag is checked here again (an
+                        # endpoint that ignores filters must not hand us others' instances).
+                        if isinstance(instance, Mapping) and len(out) < MAX_INSTANCES and \
+                                tag_map(instance).get(LABEL_OWNER) == self.owner:
                             out.append(instance)
             return out
 
@@ -488,8 +493,7 @@ class Ec2Backend(RunnerBackend):
         if not items:
             return
         seen = seen_instance(items[0], self.settings.parameter_prefix, self.owner)
-        owner = next((t.get("Value") for t in items[0].get("Tags") or []
-                      if t.get("Key") == "dev.gha-mlops.autoscaler"), None)
+        owner = tag_map(items[0]).get(LABEL_OWNER)
         if seen is None or owner != self.owner:
             raise BackendError(f"{what}: it is not a runner of autoscaler {self.owner!r} "
                                f"(its owner tag is {str(owner)[:64]!r})",
