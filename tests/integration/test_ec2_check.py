@@ -240,3 +240,72 @@ def _write(where: Path, pools: str, endpoint: str) -> Path:
     path = where / "runners.yaml"
     path.write_text(CONFIG.format(endpoint=endpoint, queue="gha-spot", pools=pools))
     return path
+
+
+HOSTILE = {
+    "GetCallerIdentity": (
+        '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+        "<GetCallerIdentityResult><Arn>arn:aws:iam::123456789012:user/x\nFAKE: ok</Arn>"
+        "<UserId>X</UserId><Account>12345</Account></GetCallerIdentityResult>"
+        "</GetCallerIdentityResponse>"),
+    "DescribeSubnets": (
+        '<DescribeSubnetsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><subnetSet>'
+        "<item><subnetId>subnet-0123456789abcdef0</subnetId><availabilityZone>us-east-1a\n"
+        "(True, 'forged')</availabilityZone><vpcId>" + "v" * 5000 + "</vpcId><state>"
+        "available</state></item></subnetSet></DescribeSubnetsResponse>"),
+    "DescribeImages": "<not xml",
+    "DescribeInstanceTypeOfferings": (
+        '<DescribeInstanceTypeOfferingsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+        "<instanceTypeOfferingSet><item><instanceType>g5.xlarge</instanceType><location>"
+        "us-east-1</location></item></instanceTypeOfferingSet>"
+        "</DescribeInstanceTypeOfferingsResponse>"),
+}
+
+
+@pytest.fixture
+def hostile_endpoint() -> Iterator[str]:
+    """An "AWS" that answers each action above with its text (anything else: a 500)."""
+    import threading
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            action = urllib.parse.parse_qs(body).get("Action", [""])[0]
+            data = HOSTILE.get(action, "<Response><Errors><Error><Code>InternalError</Code>"
+                                       "</Error></Errors></Response>").encode()
+            self.send_response(200 if action in HOSTILE else 500)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_hostile_answers_are_bounded_single_lines(tmp_path: Path, hostile_endpoint: str) -> None:
+    pools = _pool("gpu", "{instance_types: [g5.xlarge], subnets: [subnet-0123456789abcdef0], "
+                         "ami: ami-0123456789abcdef0}")
+    path = tmp_path / "runners.yaml"
+    path.write_text(CONFIG.format(endpoint=hostile_endpoint, queue="q", pools=pools)
+                    .replace('    interruption_queue: "q"\n', ""))
+    lines = _verify(load_config(path, {"TOKEN": "t", "SECRET": "s" * 32}))
+    assert all("\n" not in text and len(text) < 1500 for _, text in lines), lines
+    assert lines[0] == (False, "credentials: account 12345 as <unknown> (region us-east-1)")
+    assert (False, "pool gpu: ec2.subnets[0] subnet-0123456789abcdef0: the answer names no "
+            "valid zone or VPC (is backends.ec2.endpoint_url AWS?)") in lines
+    (image,) = [text for ok, text in lines if "ec2.ami" in text and not ok]
+    assert image.startswith("pool gpu: ec2.ami ami-0123456789abcdef0: DescribeImages failed: "
+                            "Unable to parse response")  # a line, not a traceback
+    assert "pool gpu: launch" not in "\n".join(text for _, text in lines)

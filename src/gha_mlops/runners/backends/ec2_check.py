@@ -112,6 +112,7 @@ class _Asker:
             BotoCoreError,
             ClientError,
         )
+        from botocore.parsers import ResponseParserError  # type: ignore[import-untyped]
 
         client = getattr(self.clients, service)
         method = getattr(client, re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower())
@@ -124,7 +125,9 @@ class _Asker:
             code = raw if isinstance(raw, str) else ""
             return _Answer(problem=self._judge(service, operation, code, error.get("Message")),
                            code=code)
-        except BotoCoreError as err:  # no credentials, endpoint unreachable, bad parameter
+        # No credentials, an endpoint unreachable, a bad parameter; or an answer that is not
+        # AWS's (ResponseParserError is no BotoCoreError).
+        except (BotoCoreError, ResponseParserError) as err:
             return _Answer(problem=f"{operation} failed: {_text(str(err), MAX_SHOWN)}",
                            code=type(err).__name__)
         return _Answer(data=data if isinstance(data, Mapping) else {})
@@ -209,11 +212,15 @@ class _PoolCheck:
                 self.say(False, f"{key}: {got.problem or f'not found in {self.ask.region}'}")
                 continue
             az, vpc = _word(found[0].get("AvailabilityZone")), _word(found[0].get("VpcId"))
+            if not az or not vpc:
+                self.say(False, f"{key}: the answer names no valid zone or VPC (is "
+                         "backends.ec2.endpoint_url AWS?)")
+                continue
             self.azs[subnet] = az
             self.vpcs.add(vpc)
             state = _text(found[0].get("State"), 32)
-            self.say(state in ("available", ""), f"{key}: {az or '<no zone>'} in "
-                     f"{vpc or '<no vpc>'}" + (f" ({state})" if state != "available" else ""))
+            self.say(state in ("available", ""), f"{key}: {az} in {vpc}"
+                     + (f" ({state})" if state != "available" else ""))
         if len(self.vpcs) > 1:
             self.say(False, f"ec2.subnets: in several VPCs ({', '.join(sorted(self.vpcs))}): a "
                      "security group belongs to one VPC; list subnets of one VPC per pool")
