@@ -226,8 +226,8 @@ class Ec2Backend(RunnerBackend):
         if attempt.instance is None and attempt.verdict is not None and \
                 fails_over(capacity, attempt.lifecycle, attempt.verdict):
             codes = ", ".join(sorted({c.code for c in attempt.errors if c.code}))
-            log(WARNING, f"no spot capacity for pool {spec.pool} in any of its types "
-                f"({codes or 'no instance'}); launching on-demand", pool=spec.pool,
+            log(INFO, f"no spot capacity for pool {spec.pool} in any of its types "
+                f"({codes or 'no instance'}); trying on-demand", pool=spec.pool,
                 runner=spec.runner_name)
             attempt = self._fleet(spec, pool, template, ON_DEMAND, expires, parameter)
             if attempt.instance is not None:
