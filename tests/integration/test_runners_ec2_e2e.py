@@ -14,8 +14,9 @@ import json
 import secrets
 import signal
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,13 +25,19 @@ from gha_mlops.runners.backends.ec2_clients import TAG_INTERRUPTION, TAG_PARAMET
 from gha_mlops.testing.github_emulator import GitHubEmulator
 from tests.integration.aws_fixtures import (  # noqa: F401
     FaultProxy,
+    FleetError,
     MotoServer,
     aws_env,
     fault_proxy,
     moto_server,
 )
-from tests.integration.ec2_instances import REGION, Ec2Instances, ec2_instances
-from tests.integration.test_runners_e2e import REPO, jobs_done, wait_until
+from tests.integration.ec2_instances import (
+    NEVER_REGISTERS,
+    REGION,
+    Ec2Instances,
+    ec2_instances,
+)
+from tests.integration.test_runners_e2e import REPO, Service, jobs_done, wait_until
 
 boto3 = pytest.importorskip("boto3")
 pytest_plugins = ["tests.integration.github_fixtures"]
@@ -156,3 +163,212 @@ def test_the_notice_in_metadata_tags_the_instance_and_the_runner_dies_with_it(
     assert tags[TAG_INTERRUPTION] == "2026-12-06T03:02:00Z imds"
     assert state(aws, iid) == "terminated" and harness.ended.get(iid) == -signal.SIGKILL
 
+
+
+# -- the autoscaler with an ec2 pool ---------------------------------------------------------
+
+
+class Ec2Service(Service):
+    """`gha-mlops runners serve` with one ec2 pool (endpoint: the fault proxy)."""
+
+    def __init__(self, workdir: Path, gh: GitHubEmulator, aws: Aws, proxy: FaultProxy,
+                 owner: str, *, queue: str | None = None, max_runners: int = 2,
+                 register_timeout: str = "20s", max_lifetime: str = "10m",
+                 expiry_grace: str = "1h", capacity: str = "spot-then-on-demand") -> None:
+        super().__init__(workdir, gh, "unused://", "unused")
+        self.id = owner
+        queue_line = f'\n    interruption_queue: "{queue}"' if queue else ""
+        self.config.write_text(f"""
+id: {owner}
+github: {{repo: {REPO}, api_url: "{gh.url}", token_env: GH_TOKEN}}
+webhook: {{secret_env: HOOK_SECRET, listen: "127.0.0.1:0"}}
+state: state.db
+reconcile_interval: 1s
+grace_period: 3s
+backends:
+  ec2:
+    region: {REGION}
+    endpoint_url: "{proxy.endpoint}"{queue_line}
+    subnets: [{aws.subnet()}]
+    security_groups: [{aws.security_group()}]
+pools:
+  - name: cloud
+    backend: ec2
+    labels: [train]
+    max: {max_runners}
+    idle_timeout: 3s
+    register_timeout: {register_timeout}
+    max_lifetime: {max_lifetime}
+    ec2: {{instance_types: [m5.large, c5.large], ami: {aws.ami()}, capacity: {capacity},
+          expiry_grace: {expiry_grace}}}
+""")
+
+
+@pytest.fixture
+def serve(tmp_path: Path, github: GitHubEmulator, aws: Aws, fault_proxy: FaultProxy,  # noqa: F811
+          owner: str, harness: Ec2Instances) -> Iterator[Callable[..., Ec2Service]]:
+    github.runner_timeout = 2.0
+    made: list[Ec2Service] = []
+
+    def make(**kwargs: Any) -> Ec2Service:
+        svc = Ec2Service(tmp_path, github, aws, fault_proxy, owner, **kwargs)
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        if svc.proc is not None and svc.proc.poll() is None:
+            svc.stop()
+
+
+def assert_clean(aws: Aws, gh: GitHubEmulator, harness: Ec2Instances, svc: Ec2Service) -> None:
+    """No instance running that no job needs, no parameter, no job queued, no registration."""
+    wait_until("no job queued", lambda: all(
+        j.status == "completed" for j in gh.jobs(REPO)), 60)
+    wait_until("every instance to be terminated", lambda: not harness.live(), 30)
+    wait_until("every parameter to be gone", lambda: not aws.parameters(), 30)
+    wait_until("every registration to be gone", lambda: not gh.runners(REPO), 30)
+    assert svc.proc is not None and svc.proc.poll() is None, svc.text()
+
+
+def test_a_burst_is_served_by_spot_instances_and_nothing_is_left(
+        serve: Callable[..., Ec2Service], github: GitHubEmulator, aws: Aws,
+        harness: Ec2Instances, fault_proxy: FaultProxy) -> None:  # noqa: F811
+    svc = serve().start()
+    ids = [github.repo(REPO).queue_job(LABELS, duration=1.0) for _ in range(4)]
+    wait_until("the burst to be served", lambda: jobs_done(github, ids), 90)
+    jobs = [github.job(i) for i in ids]
+    assert [j.conclusion for j in jobs] == ["success"] * 4, harness.logs()
+    assert len({j.runner_name for j in jobs}) == 4, "one instance per job"
+    assert_clean(aws, github, harness, svc)
+    lifecycles = {i["InstanceId"]: i.get("InstanceLifecycle", "on-demand")
+                  for i in harness.all()}
+    assert len(lifecycles) == 4 and set(lifecycles.values()) == {"spot"}, lifecycles
+    assert len(fault_proxy.calls("CreateFleet")) == 4
+
+
+def instance_of(harness: Ec2Instances, runner: str) -> dict[str, Any]:
+    found = [i for i in harness.all() if {"Key": LABEL_RUNNER, "Value": runner} in i["Tags"]]
+    assert len(found) == 1, f"runner {runner}: {len(found)} instances"
+    return found[0]
+
+
+def tags_of(instance: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+
+
+def test_killed_between_create_fleet_and_state_the_restart_adopts_by_tag(
+        serve: Callable[..., Ec2Service], github: GitHubEmulator, aws: Aws,
+        harness: Ec2Instances, fault_proxy: FaultProxy) -> None:  # noqa: F811
+    svc = serve()
+    svc.start(GHA_MLOPS_FAILPOINTS="after-launch")
+    ids = [github.repo(REPO).queue_job(LABELS, duration=1.0) for _ in range(2)]
+    assert svc.proc is not None and svc.proc.wait(timeout=60) == -signal.SIGKILL
+    before = len(harness.all())  # launched by CreateFleet, never written in the state
+    assert before >= 1
+    svc.start()
+    wait_until("both jobs to be served", lambda: jobs_done(github, ids), 90)
+    assert [github.job(i).conclusion for i in ids] == ["success"] * 2, harness.logs()
+    assert_clean(aws, github, harness, svc)
+    runners = [tags_of(i)[LABEL_RUNNER] for i in harness.all()]
+    assert len(runners) == len(set(runners)) == 2, f"one instance per runner: {runners}"
+    launched = [c for c in fault_proxy.calls("CreateFleet") if c.fault != "idempotent"]
+    assert len(launched) == 2, launched
+    assert svc._find("adopted") is not None, svc.text()
+    print(f"\n{before} instance(s) launched before the kill, adopted by tag after it")
+
+
+def _interrupted_mid_job(serve: Callable[..., Ec2Service], github: GitHubEmulator, aws: Aws,
+                         harness: Ec2Instances, *, imds: bool) -> tuple[Ec2Service, str]:
+    queue = aws.sqs.create_queue(QueueName="gha-spot")["QueueUrl"]
+    svc = serve(queue="gha-spot").start()
+    job = github.repo(REPO).queue_job(LABELS, duration=4)
+    wait_until("the job to start", lambda: github.job(job).status == "in_progress", 60)
+    first = github.job(job).runner_name
+    assert first is not None
+    iid = instance_of(harness, first)["InstanceId"]
+    harness.interrupt(iid, after=1.5, imds=imds, queue_url=None if imds else queue)
+    wait_until("the job to fail with its instance", lambda: jobs_done(github, [job]), 30)
+    assert github.job(job).conclusion == "failure"
+    again = wait_until("the re-run", lambda: [
+        j for j in github.jobs(REPO) if j.run_attempt == 2], 30)[0]
+    wait_until("the re-run to be served", lambda: jobs_done(github, [again.id]), 60)
+    assert github.job(again.id).conclusion == "success", harness.logs()
+    assert github.job(again.id).runner_name != first
+    assert len([j for j in github.jobs(REPO) if j.run_id == again.run_id]) == 2, "once only"
+    assert svc._find(f"re-ran job {job}") is not None, svc.text()
+    assert_clean(aws, github, harness, svc)
+    return svc, tags_of(instance_of(harness, first)).get(TAG_INTERRUPTION, "")
+
+
+def test_an_interruption_noticed_in_metadata_drains_and_the_job_is_rerun_once(
+        serve: Callable[..., Ec2Service], github: GitHubEmulator, aws: Aws,
+        harness: Ec2Instances) -> None:
+    _, tag = _interrupted_mid_job(serve, github, aws, harness, imds=True)
+    assert tag == "2026-12-06T03:02:00Z imds"
+
+
+def test_an_interruption_heard_only_through_sqs_is_handled_the_same(
+        serve: Callable[..., Ec2Service], github: GitHubEmulator, aws: Aws,
+        harness: Ec2Instances) -> None:
+    _, tag = _interrupted_mid_job(serve, github, aws, harness, imds=False)
+    assert tag.endswith("eventbridge"), tag
+    assert "spot interruption notice" not in harness.logs(), "the agent was not told"
+
+
+def test_an_instance_that_never_registers_is_terminated_after_register_timeout(
+        serve: Callable[..., Ec2Service], github: GitHubEmulator, aws: Aws,
+        harness: Ec2Instances) -> None:
+    harness.runner_cmd = NEVER_REGISTERS
+    svc = serve(register_timeout="4s").start()
+    job = github.repo(REPO).queue_job(LABELS, duration=0.5)
+    stuck = wait_until("the first instance", lambda: harness.seen[:1], 30)[0]
+    harness.runner_cmd = str(harness.wrapper)  # the replacement boots a working runner
+    wait_until("the job to be served", lambda: jobs_done(github, [job]), 60)
+    assert github.job(job).conclusion == "success"
+    assert svc._find("never came online") is not None, svc.text()
+    assert stuck not in {i["InstanceId"] for i in harness.live()}
+    assert_clean(aws, github, harness, svc)
+
+
+def test_an_instance_past_its_expiry_is_terminated_whatever_its_runner_does(
+        serve: Callable[..., Ec2Service], github: GitHubEmulator, aws: Aws,
+        harness: Ec2Instances) -> None:
+    svc = serve(max_lifetime="2s", expiry_grace="1s").start()
+    job = github.repo(REPO).queue_job(LABELS, duration=60)
+    wait_until("the job to start", lambda: github.job(job).status == "in_progress", 60)
+    iid = instance_of(harness, str(github.job(job).runner_name))["InstanceId"]
+    wait_until("the expired instance to be terminated", lambda: iid not in {
+        i["InstanceId"] for i in harness.live()}, 30)
+    assert svc._find("expiry") is not None, svc.text()
+    wait_until("its job to end", lambda: jobs_done(github, [job]), 30)
+    assert [j.run_attempt for j in github.jobs(REPO)] == [1], "an expired job is not re-run"
+    assert_clean(aws, github, harness, svc)
+
+
+def test_spot_gone_in_every_type_is_served_on_demand(
+        serve: Callable[..., Ec2Service], github: GitHubEmulator, aws: Aws,
+        harness: Ec2Instances, fault_proxy: FaultProxy) -> None:  # noqa: F811
+    subnet = aws.subnet()
+    fault_proxy.partial_fleet(0, [FleetError("InsufficientInstanceCapacity", "no spot", t,
+                                             subnet) for t in ("m5.large", "c5.large")])
+    svc = serve().start()
+    job = github.repo(REPO).queue_job(LABELS, duration=0.5)
+    wait_until("the job to be served", lambda: jobs_done(github, [job]), 60)
+    assert github.job(job).conclusion == "success", harness.logs()
+    instance = instance_of(harness, str(github.job(job).runner_name))
+    assert instance.get("InstanceLifecycle", "on-demand") == "on-demand"
+    assert fault_proxy.pending() == 0
+    assert_clean(aws, github, harness, svc)
+
+
+def test_a_missing_queue_is_said_and_the_pool_still_serves(
+        serve: Callable[..., Ec2Service], github: GitHubEmulator, aws: Aws,
+        harness: Ec2Instances) -> None:
+    svc = serve(queue="gha-no-such-queue").start()
+    job = github.repo(REPO).queue_job(LABELS, duration=0.5)
+    wait_until("the job to be served", lambda: jobs_done(github, [job]), 60)
+    assert github.job(job).conclusion == "success", harness.logs()
+    line = svc._find("interruption queue")
+    assert line is not None and "gha-no-such-queue" in svc.text(), svc.text()
+    assert_clean(aws, github, harness, svc)
