@@ -56,7 +56,7 @@ def make_clients(region: str, *, endpoint_url: str | None = None,
     keys = {arg: env[name] for arg, name in _KEYS.items() if env.get(name)}
     session = boto3.session.Session(region_name=region, profile_name=(
         env.get("AWS_PROFILE") or None) if not keys else None, **keys)
-    config = Config(retries={"max_attempts": 1, "mode": "standard"},
+    config = Config(retries={"total_max_attempts": 1, "mode": "standard"},
                     connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
                     max_pool_connections=16)
 
