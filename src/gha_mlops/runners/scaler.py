@@ -642,7 +642,8 @@ class Scaler:
             return
         spec = LaunchSpec(runner_name=name, pool=pool.name, image=pool.image,
                           jit_config=jit.encoded, labels=labels, cpus=pool.cpus,
-                          memory_mb=pool.memory_mb, gpus=pool.gpus, env=pool.env)
+                          memory_mb=pool.memory_mb, gpus=pool.gpus, env=pool.env,
+                          max_lifetime=pool.max_lifetime)
         try:
             machine = self.backends[pool.backend].launch(spec)
         except BackendError as err:
