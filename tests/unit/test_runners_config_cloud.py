@@ -104,6 +104,8 @@ def test_the_single_host_form_is_one_host_named_default(tmp_path: Path) -> None:
     (("    placement: pack\n", "    placement: pack\n    gpus: [0]\n"), "backends.docker: give "
      "either `host`/`gpus` (one host) or `hosts:`"),
     (("    tags: {team: ml}", "    tags: {aws:team: ml}"), "backends.ec2.tags.aws:team"),
+    (("    tags: {team: ml}", "    tags: {ml/team: x}"), "backends.ec2.tags.ml/team: 'ml/team': "
+     "'x' is not a tag"),
     (("  - {name: local, labels: [gpu], max: 6, gpus: 2, image: ghcr.io/octo/runner:2.330.0}",
       "  - {name: local, labels: [gpu], max: 6, image: r, ec2: {instance_types: [g5.xlarge]}}"),
      "pools[0].ec2: `ec2:` is for pools with `backend: ec2`"),

@@ -203,7 +203,7 @@ _TEMPLATE = re.compile(r"^(lt-[0-9a-f]{8,17}|[A-Za-z0-9()./_-]{3,128})$")
 _TEMPLATE_VERSION = re.compile(r"^(\$Default|\$Latest|[1-9][0-9]{0,8})$")
 _PROFILE = re.compile(r"^(arn:aws[a-z-]*:iam::\d{12}:instance-profile/[\w+=,.@/-]{1,128}"
                       r"|[\w+=,.@-]{1,128})$")
-_TAG_KEY = re.compile(r"^[\w .:/=+@-]{1,128}$")
+_TAG_KEY = re.compile(r"^[\w.:=+@-]{1,128}$")  # readable from the instance: no " " or "/"
 _PREFIX = re.compile(r"^(/[A-Za-z0-9_.-]{1,64}){1,5}$")
 
 
@@ -446,8 +446,9 @@ class _Builder:
                     or len(value) > 256:
                 self.problems.add((*loc, "tags", key), f"{key!r}: {value!r} is not a tag "
                                   "this autoscaler may set",
-                                  "keys up to 128 characters, not starting with aws: or "
-                                  "dev.gha-mlops; values up to 256")
+                                  "keys up to 128 characters without spaces or '/' "
+                                  "(instance metadata reads them), not starting with aws: "
+                                  "or dev.gha-mlops; values up to 256")
         return Ec2Settings(region=e.region, endpoint_url=e.endpoint_url,
                            interruption_queue=e.interruption_queue,
                            parameter_prefix=e.parameter_prefix.rstrip("/"), tags=dict(e.tags))
