@@ -148,13 +148,29 @@ def runner_backends(config: RunnersConfig,
     (``$DOCKER_HOST``, ``$DOCKER_CONTEXT``...) when the file names none."""
     backends: dict[str, RunnerBackend] = {}
     if any(p.backend == "docker" for p in config.pools):
-        from gha_mlops.runners.backends.docker import DockerBackend
+        backends["docker"] = _docker_runner_backend(config, environ)
+    if config.ec2 is not None and any(p.backend == "ec2" for p in config.pools):
+        from gha_mlops.runners.backends.ec2 import Ec2Backend
 
-        d = config.docker
-        backends["docker"] = DockerBackend(config.id, base_url=d.host, gpus=tuple(d.gpus),
-                                           network=d.network, extra_env=d.env,
-                                           gpu_driver=d.gpu_driver, environ=environ)
+        backends["ec2"] = Ec2Backend(config.id, config.ec2,
+                                     {p.name: p for p in config.pools if p.backend == "ec2"},
+                                     environ=environ)
     return backends
+
+
+def _docker_runner_backend(config: RunnersConfig,
+                           environ: Mapping[str, str]) -> RunnerBackend:
+    """One Docker host (container ids as they are) or several (one pool over them all)."""
+    from gha_mlops.runners.backends.docker import DockerBackend
+
+    hosts = config.docker_hosts
+    if len(hosts) == 1:
+        h = hosts[0]
+        return DockerBackend(config.id, base_url=h.host, gpus=h.gpus, network=h.network,
+                             extra_env=h.env, gpu_driver=h.gpu_driver, environ=environ)
+    from gha_mlops.runners.backends.docker_hosts import DockerHosts
+
+    return DockerHosts(config.id, hosts, placement=config.placement, environ=environ)
 
 
 def runner_service(config: RunnersConfig, environ: Mapping[str, str], *,
