@@ -127,6 +127,12 @@ def test_a_good_account_answers_every_key(tmp_path: Path, account: Account,
     assert f"pool tpl: ec2.launch_template {template} version $Default: version 1, IMDSv2 " \
            "required" in text
     assert f"pool tpl: launch (RunInstances dry run: g4dn.xlarge in {a}): permitted" in text
+    assert "pool tpl: launch (CreateFleet dry run: spot, 2 type x subnet overrides): " \
+           "permitted, parameters accepted" in text
+    assert "pool gpu: managed launch template (CreateLaunchTemplate dry run): permitted" in text
+    assert len(fault_proxy.calls("CreateFleet")) == 1
+    templates = account.clients.ec2.describe_launch_templates()["LaunchTemplates"]
+    assert [t["LaunchTemplateName"] for t in templates] == ["gha-runner"]  # none made
     assert "interruption queue gha-spot: arn:aws:sqs:us-east-1:123456789012:gha-spot, " \
            "EventBridge may send to it" in text
     assert len(fault_proxy.calls("RunInstances")) == 2

@@ -107,6 +107,8 @@ def test_the_live_check_lists_every_call_it_makes() -> None:
     source = Path(ec2_check.__file__).read_text()
     called = {f"{service}:{operation}" for service, operation in
               re.findall(r'ask\("(\w+)", "(\w+)"', source) if service != "sts"}
+    called |= {f"ec2:{operation}" for operation in  # self._dry(what, "Operation", kwargs)
+               re.findall(r'"([A-Z][A-Za-z]+)",\s*(?:kwargs|\{)', source)}
     assert called and called == set(ec2_check.API_ACTIONS)
 
 

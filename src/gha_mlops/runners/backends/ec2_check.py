@@ -40,7 +40,8 @@ Line = tuple[bool, str]
 API_ACTIONS: frozenset[str] = frozenset({
     "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeImages",
     "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeInstanceTypeOfferings",
-    "ec2:DescribeInstanceTypes", "ec2:RunInstances", "ec2:TerminateInstances",
+    "ec2:DescribeInstanceTypes", "ec2:RunInstances", "ec2:CreateFleet",
+    "ec2:CreateLaunchTemplate", "ec2:TerminateInstances",
     "ssm:GetParameter", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
 })
 
@@ -169,7 +170,7 @@ def verify(clients: Ec2Clients, settings: Ec2Settings, pools: Mapping[str, Pool]
                           f"(region {clients.region})")]
     for name, pool in pools.items():
         if pool.ec2 is not None:
-            lines += _PoolCheck(ask, f"pool {name}", pool.ec2, owner).run()
+            lines += _PoolCheck(ask, name, pool.ec2, owner).run()
     lines += _queue(ask, settings)
     return lines
 
@@ -179,7 +180,7 @@ class _PoolCheck:
     """The lines of one ec2 pool, in the order the keys appear in ``runners.yaml``."""
 
     ask: _Asker
-    where: str
+    pool: str
     ec2: Ec2Pool
     owner: str
     lines: list[Line] = field(default_factory=list)
@@ -189,7 +190,7 @@ class _PoolCheck:
     architecture: str = ""
 
     def say(self, ok: bool, text: str) -> None:
-        self.lines.append((ok, f"{self.where}: {text}"))
+        self.lines.append((ok, f"pool {self.pool}: {text}"))
 
     def run(self) -> list[Line]:
         self._subnets()
@@ -201,6 +202,10 @@ class _PoolCheck:
         self._instance_types()
         if all(ok for ok, _ in self.lines):
             self._dry_run()
+            if self.owner and self.ec2.launch_template is not None:
+                self._dry_fleet()
+            elif self.owner:
+                self._dry_template()
         return self.lines
 
     def _subnets(self) -> None:
@@ -404,23 +409,68 @@ class _PoolCheck:
         if self.owner:
             kwargs["TagSpecifications"] = [{"ResourceType": "instance", "Tags": [
                 {"Key": LABEL_OWNER, "Value": self.owner}]}]
-        what = f"launch (RunInstances dry run: {kwargs['InstanceType']} in {kwargs['SubnetId']})"
-        got = self.ask("ec2", "RunInstances", **kwargs)
+        self._dry(f"launch (RunInstances dry run: {kwargs['InstanceType']} in "
+                  f"{kwargs['SubnetId']})", "RunInstances", kwargs)
+
+    def _dry_fleet(self) -> None:
+        """``CreateFleet`` with ``DryRun`` from the pool's own template, as the backend
+        launches: type instant, every type x subnet, the first lifecycle, the owner tag."""
+        template = self.ec2.launch_template or ""
+        which = "LaunchTemplateId" if template.startswith("lt-") else "LaunchTemplateName"
+        overrides = [{"InstanceType": t, "SubnetId": s, **({"ImageId": self.image}
+                                                           if self.ec2.ami else {})}
+                     for t in self.ec2.instance_types for s in self.ec2.subnets]
+        lifecycle = "on-demand" if self.ec2.capacity == "on-demand" else "spot"
+        kwargs: dict[str, Any] = {
+            "DryRun": True, "Type": "instant",
+            "TargetCapacitySpecification": {"TotalTargetCapacity": 1,
+                                            "DefaultTargetCapacityType": lifecycle},
+            "LaunchTemplateConfigs": [{"LaunchTemplateSpecification": {
+                which: template, "Version": self.ec2.launch_template_version},
+                "Overrides": overrides}],
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": [
+                {"Key": LABEL_OWNER, "Value": self.owner}]}]}
+        if lifecycle == "spot":
+            kwargs["SpotOptions"] = {"AllocationStrategy": self.ec2.spot_allocation}
+        self._dry(f"launch (CreateFleet dry run: {lifecycle}, {len(overrides)} type x subnet "
+                  "overrides)", "CreateFleet", kwargs)
+
+    def _dry_template(self) -> None:
+        """``CreateLaunchTemplate`` with ``DryRun`` and the owner tag: the backend manages
+        this pool's template, and makes it on the first launch."""
+        data: dict[str, Any] = {"MetadataOptions": {"HttpTokens": "required",
+                                                    "InstanceMetadataTags": "enabled"}}
+        if self.image:
+            data["ImageId"] = self.image
+        self._dry("managed launch template (CreateLaunchTemplate dry run)",
+                  "CreateLaunchTemplate", {
+                      "DryRun": True, "LaunchTemplateName": f"gha-mlops-{self.owner}-"
+                      f"{self.pool}-check", "LaunchTemplateData": data,
+                      "TagSpecifications": [{"ResourceType": "launch-template", "Tags": [
+                          {"Key": LABEL_OWNER, "Value": self.owner}]}]})
+
+    def _dry(self, what: str, operation: str, kwargs: Mapping[str, Any]) -> None:
+        got = self.ask("ec2", operation, **kwargs)
         if got.code == "DryRunOperation":
             self.say(True, f"{what}: permitted, parameters accepted")
         elif not got.ok:
             self.say(False, f"{what}: {got.problem}")
         else:
-            self._launched_anyway(what, got.data)
+            self._done_anyway(what, got.data)
 
-    def _launched_anyway(self, what: str, data: Mapping[str, Any]) -> None:
-        ids = [i for i in (_word(x.get("InstanceId")) for x in _items(data.get("Instances")))
-               if i.startswith("i-")]
+    def _done_anyway(self, what: str, data: Mapping[str, Any]) -> None:
+        """An endpoint that ignored DryRun: terminate what it launched, and say so."""
+        ids = [_word(x.get("InstanceId")) for x in _items(data.get("Instances"))]
+        for item in _items(data.get("Instances")):  # CreateFleet's shape
+            found = item.get("InstanceIds")
+            ids += [_word(i) for i in found] if isinstance(found, list) else []
+        ids = [i for i in ids if i.startswith("i-")]
         if ids:
             self.ask("ec2", "TerminateInstances", InstanceIds=ids)
-        launched = ", ".join(ids) or "something"
-        self.say(False, f"{what}: the endpoint ignored DryRun and launched {launched} "
-                 "(terminated): check backends.ec2.endpoint_url")
+        made = f"launched {', '.join(ids)} (terminated)" if ids else "went ahead (a launch " \
+            "template made by it is left: delete it)"
+        self.say(False, f"{what}: the endpoint ignored DryRun and {made}: check "
+                 "backends.ec2.endpoint_url")
 
 
 def _queue(ask: _Asker, settings: Ec2Settings) -> list[Line]:
