@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from gha_mlops.runners.backends.ec2_check import verify
 from gha_mlops.runners.backends.ec2_clients import Ec2Clients, make_clients
 from gha_mlops.runners.config import RunnersConfig, load_config
+from gha_mlops.testing.github_emulator import GitHubEmulator
 from tests.integration.aws_fixtures import (  # noqa: F401
     FaultProxy,
     MotoServer,
@@ -29,6 +32,7 @@ from tests.integration.aws_fixtures import (  # noqa: F401
 
 pytest.importorskip("boto3")
 pytestmark = pytest.mark.usefixtures("aws_env")
+pytest_plugins = ["tests.integration.github_fixtures"]
 
 CONFIG = """\
 id: box-1
@@ -208,9 +212,7 @@ def test_throttling_and_a_missing_endpoint_are_lines_not_tracebacks(
     pools = _pool("gpu", f"{{instance_types: [g5.xlarge], subnets: [{a}, {b}], "
                          f"ami: {account.x86}}}")
     cfg = _config(tmp_path, fault_proxy, pools)
-    # twice: ec2_clients' retries={"max_attempts": 1} is botocore's total_max_attempts 2
-    fault_proxy.fail("DescribeImages", "RequestLimitExceeded", "Request limit exceeded.",
-                     times=2)
+    fault_proxy.fail("DescribeImages", "RequestLimitExceeded", "Request limit exceeded.")
     (throttled,) = _failed(_verify(cfg))
     assert throttled.startswith(f"pool gpu: ec2.ami {account.x86}: DescribeImages answered "
                                 "RequestLimitExceeded")
@@ -315,3 +317,27 @@ def test_hostile_answers_are_bounded_single_lines(tmp_path: Path, hostile_endpoi
     assert image.startswith("pool gpu: ec2.ami ami-0123456789abcdef0: DescribeImages failed: "
                             "Unable to parse response")  # a line, not a traceback
     assert "pool gpu: launch" not in "\n".join(text for _, text in lines)
+
+
+def test_the_cli_prints_each_line_and_exits_10(tmp_path: Path, account: Account,
+                                               fault_proxy: FaultProxy,  # noqa: F811
+                                               github: GitHubEmulator) -> None:
+    """`gha-mlops runners check --live` as a user runs it: GitHub asked, then AWS."""
+    a = account.subnets["us-east-1a"]
+    pools = _pool("gpu", f"{{instance_types: [g5.xlarge], subnets: [{a}, "
+                         f"subnet-0123456789abcdef0], ami: {account.x86}}}")
+    path = tmp_path / "runners.yaml"
+    path.write_text(CONFIG.format(endpoint=fault_proxy.endpoint, queue="gha-spot", pools=pools)
+                    .replace("token_env: TOKEN}", f'token_env: TOKEN, api_url: "{github.url}"}}'))
+    env = {"TOKEN": github.token, "SECRET": "s" * 32, "PATH": "", "HOME": str(tmp_path),
+           **{k: v for k, v in os.environ.items() if k.startswith("AWS_")}}
+    proc = subprocess.run([sys.executable, "-m", "gha_mlops", "runners", "check", "--live",
+                           "-c", str(path)], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert proc.returncode == 10, proc.stdout + proc.stderr
+    assert "  GitHub: answers; 0 self-hosted runner(s) registered in octo/demo" in proc.stdout
+    assert "  backend ec2: ok: credentials: account 123456789012 as " in proc.stdout
+    assert f"  backend ec2: ok: pool gpu: ec2.subnets[0] {a}: us-east-1a in vpc-" in proc.stdout
+    assert "  backend ec2: FAILED: pool gpu: ec2.subnets[1] subnet-0123456789abcdef0: not " \
+           "found in us-east-1 (InvalidSubnetID.NotFound" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr

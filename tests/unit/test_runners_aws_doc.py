@@ -27,6 +27,7 @@ import pytest
 from gha_mlops.runners import agent
 from gha_mlops.runners.backends import ec2_check, ec2_clients
 from gha_mlops.runners.backends.base import LABEL_GPUS, LABEL_OWNER, LABEL_POOL, LABEL_RUNNER
+from gha_mlops.runners.backends.ec2 import API_ACTIONS as BACKEND_ACTIONS
 from gha_mlops.runners.config import load_config
 from tests.unit.test_docs import REPO, markdown_snippets
 
@@ -37,18 +38,6 @@ OWNER_CONDITION = f"aws:ResourceTag/{LABEL_OWNER}"
 # Destructive actions: every statement that allows one must be bound to the owner tag.
 BOUND = ("ec2:TerminateInstances", "ec2:CreateTags", "ssm:DeleteParameter",
          "ssm:DeleteParameters", "ec2:CreateLaunchTemplateVersion")
-
-try:  # the EC2 backend's own list (A's module)
-    from gha_mlops.runners.backends.ec2 import API_ACTIONS as BACKEND_ACTIONS
-except ImportError:  # TODO: remove once backends/ec2.py is on main
-    BACKEND_ACTIONS = frozenset({
-        "ec2:CreateFleet", "ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeInstances",
-        "ec2:TerminateInstances", "ec2:DescribeImages", "ec2:CreateLaunchTemplate",
-        "ec2:CreateLaunchTemplateVersion", "ec2:DescribeLaunchTemplateVersions",
-        "iam:PassRole", "ssm:PutParameter", "ssm:AddTagsToResource", "ssm:GetParameter",
-        "ssm:DeleteParameter", "ssm:DeleteParameters", "ssm:DescribeParameters",
-        "sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage"})
-
 
 def _policy(sid_prefix: str) -> dict[str, Any]:
     """The one JSON policy of the doc whose statements' Sids start with ``sid_prefix``."""
