@@ -8,24 +8,29 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker.errors
 import pytest
 
+from gha_mlops.bootstrap import runner_service
 from gha_mlops.runners.backends.base import LABEL_OWNER, LOST, RUNNING, BackendError, Machine
 from gha_mlops.runners.backends.docker import DockerBackend
 from gha_mlops.runners.backends.docker_hosts import DockerHosts
-from gha_mlops.runners.config import DockerHost
+from gha_mlops.runners.config import DockerHost, load_config
+from gha_mlops.runners.observe import LOG
+from gha_mlops.testing.github_emulator import GitHubEmulator
 from tests.integration.test_docker_backend import ProtocolServer, spec_for
 
 if TYPE_CHECKING:
     from tests.integration.docker_fixtures import Dockerd
 
-pytest_plugins = ["tests.integration.docker_fixtures"]
+pytest_plugins = ["tests.integration.docker_fixtures", "tests.integration.github_fixtures"]
 
 DOWN_AFTER = 3.0
 NewHosts = Callable[..., DockerHosts]
@@ -139,16 +144,16 @@ def test_a_stopped_daemon_loses_its_runners_after_down_after_and_launches_go_els
     assert on(on_b) == "b"
     daemons["b"].stop()  # SIGTERM: the daemon stops its containers and goes
     try:
-        stopped = time.monotonic()
         # A blip: b's runner is reported as it was, so no job is re-run for it yet ...
         assert [(m.id, m.state) for m in hosts.list()] == [(on_b.id, RUNNING)]
+        found_down = time.monotonic()
         health = hosts.health()
         assert health.ok and "down: b: down since" in health.detail
         assert health.capacity == {"gpus": 2}  # a's only
         # ... and launches go to a, although b has more GPUs.
         on_a = hosts.launch(spec_for(protocol, runner_image, f"{owner}-2", gpus=1))
         assert on(on_a) == "a"
-        time.sleep(max(0.0, DOWN_AFTER - (time.monotonic() - stopped)))
+        time.sleep(max(0.0, DOWN_AFTER - (time.monotonic() - found_down)))
         listed = {m.id: m for m in hosts.list()}
         assert listed[on_b.id].state == LOST and "has not answered for 3s" in \
             listed[on_b.id].detail
@@ -193,3 +198,92 @@ def test_a_frozen_daemon_is_down_and_what_it_still_runs_is_listed_again_when_it_
     assert listed[on_a.id].state == RUNNING and set(listed) == {on_a.id, on_b.id}
     hosts.destroy(on_a.id)
     until(lambda: on_a.id not in {m.id for m in hosts.list()}, "the orphan removed")
+
+
+# -- end to end: the real service ------------------------------------------------------------
+
+SECRET = "hosts-webhook-secret-" + "0" * 16
+
+
+class LogLines(logging.Handler):
+    """The service's log records, as the messages and fields its JSON lines carry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def find(self, needle: str) -> logging.LogRecord | None:
+        return next((r for r in list(self.records) if needle in r.getMessage()), None)
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # the SDK's leaked sockets, see above
+def test_a_host_stopped_under_a_running_job_gets_the_job_rerun_once_on_the_other_host(
+        tmp_path: Path, github: GitHubEmulator, daemons: dict[str, Dockerd], owner: str,
+        second_runner_image: str) -> None:
+    github.runner_timeout = 6.0  # GitHub gives up on a vanished runner's job after this
+    (tmp_path / "runners.yaml").write_text(f"""
+id: {owner}
+github: {{repo: octo/demo, api_url: "{github.url}", token_env: GH_TOKEN}}
+webhook: {{secret_env: HOOK_SECRET, listen: "127.0.0.1:0"}}
+state: state.db
+reconcile_interval: 1s
+grace_period: 4s
+backends:
+  docker:
+    hosts:
+      - {{name: a, host: "{daemons['a'].base_url}", network: host}}
+      - {{name: b, host: "{daemons['b'].base_url}", network: host}}
+    placement: spread
+pools:
+  - {{name: cpu, labels: [train], image: "{second_runner_image}", max: 2, cpus: 1,
+     memory: 512MiB, idle_timeout: 3s, register_timeout: 40s}}
+""")
+    env = {"GH_TOKEN": github.token, "HOOK_SECRET": SECRET}
+    config = load_config(tmp_path / "runners.yaml", env)
+    hosts = DockerHosts(config.id, config.docker_hosts, placement=config.placement,
+                        down_after=DOWN_AFTER)
+    lines, level = LogLines(), LOG.level
+    LOG.addHandler(lines)
+    LOG.setLevel(logging.INFO)
+    service = runner_service(config, env, backends={"docker": hosts}, port=0).start()
+    stopped: Dockerd | None = None
+    try:
+        github.set_webhook(f"http://127.0.0.1:{service.server.port}/webhook", SECRET)
+        job = github.repo("octo/demo").queue_job(["self-hosted", "train"], duration=8)
+        until(lambda: github.job(job).status == "in_progress", "the job to start", 60)
+        busy = [n for n, d in daemons.items() if d.client().api.containers(
+            filters={"label": f"{LABEL_OWNER}={owner}"})]
+        assert len(busy) == 1
+        stopped = daemons[busy[0]]
+        stopped.stop()  # the host goes, its runner mid-job with it
+
+        again = until(lambda: [j for j in github.jobs("octo/demo") if j.run_attempt == 2],
+                      "the re-run attempt", 60)[0]
+        until(lambda: github.job(again.id).status == "completed", "the re-run to end", 60)
+        assert github.job(again.id).conclusion == "success"
+        assert github.job(job).conclusion != "success"
+        assert lines.find(f"Docker host {busy[0]} down for") is not None
+        assert lines.find(f"job {job} lost: its machine went away") is not None
+        assert lines.find(f"re-ran job {job}: its machine went away") is not None
+        assert [j.run_attempt for j in github.jobs("octo/demo")
+                if j.run_id == again.run_id] == [1, 2], "re-run once"
+        # The first runner was on the host that went, the re-run's on the other one.
+        machines = {getattr(r, "runner", None): getattr(r, "machine", "") for r in lines.records
+                    if r.getMessage() == "runner launched"}
+        assert machines[github.job(job).runner_name].startswith(f"{busy[0]}/")
+        assert not machines[github.job(again.id).runner_name].startswith(f"{busy[0]}/")
+    finally:
+        if stopped is not None:
+            stopped.start()
+        service.stop()
+        LOG.removeHandler(lines)
+        LOG.setLevel(level)
+        gc.collect()  # the SDK's leaked sockets, while their warnings are ignored
+    # The host is back: nothing of ours is left on either, and no registration.
+    for daemon in daemons.values():
+        until(lambda d=daemon: not d.client().api.containers(  # type: ignore[misc]
+            all=True, filters={"label": f"{LABEL_OWNER}={owner}"}), "no container left", 30)
+    assert not github.runners("octo/demo")
