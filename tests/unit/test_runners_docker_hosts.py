@@ -5,9 +5,12 @@ lost once after down_after, then back), and machine ids routed by host."""
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +25,11 @@ from gha_mlops.runners.backends.base import (
     Machine,
 )
 from gha_mlops.runners.backends.docker_hosts import DockerHosts
-from gha_mlops.runners.config import DockerHost
+from gha_mlops.runners.config import DockerHost, load_config
+from gha_mlops.runners.policy import BUSY, GONE
+from gha_mlops.runners.scaler import Scaler
+from gha_mlops.runners.state import State
+from gha_mlops.testing.fake_runners import FakeRunnersGitHub
 
 
 class FakeHost:
@@ -31,8 +38,10 @@ class FakeHost:
 
     name = "docker"
 
-    def __init__(self, gpus: tuple[str, ...] = (), delay: float = 0.0) -> None:
+    def __init__(self, gpus: tuple[str, ...] = (), delay: float = 0.0,
+                 clock: Callable[[], float] = lambda: 1.0) -> None:
         self.gpus = gpus
+        self.clock = clock
         self.delay = delay  # between the call and the allocation: a slow daemon
         self.up = True
         self.machines: dict[str, Machine] = {}
@@ -59,7 +68,7 @@ class FakeHost:
             if len(free) < spec.gpus:
                 self.refused += 1
                 raise BackendError(f"{len(free)} GPU(s) free", retryable=True)
-            m = Machine(f"c{next(self._ids)}", spec.runner_name, spec.pool, RUNNING, 1.0,
+            m = Machine(f"c{next(self._ids)}", spec.runner_name, spec.pool, RUNNING, self.clock(),
                         gpus=tuple(free[:spec.gpus]))
             self.machines[m.id] = m
             return m
@@ -361,3 +370,75 @@ def test_bad_hosts_or_placement_are_config_errors(names: list[str], placement: s
     with pytest.raises(ConfigError, match=says):
         DockerHosts("box", hosts, placement=placement,
                     make=lambda h: FakeHost())
+
+
+# -- through the real scaler ----------------------------------------------------------------
+
+CONFIG = """
+id: gm
+github: {repo: octo/demo, token_env: TOKEN}
+webhook: {secret_env: SECRET}
+state: state.db
+reconcile_interval: 30s
+grace_period: 2m
+backends:
+  docker:
+    hosts: [{name: a, host: "unix:///a.sock"}, {name: b, host: "unix:///b.sock"}]
+pools:
+  - {name: cpu, labels: [train], image: runner:test, max: 2}
+"""
+
+
+def test_a_host_lost_under_a_job_gets_it_rerun_once_and_its_survivor_removed_as_an_orphan(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "runners.yaml").write_text(CONFIG)
+    config = load_config(tmp_path / "runners.yaml", {"TOKEN": "t", "SECRET": "s" * 32})
+    clock = Clock()
+    fakes = {h.name: FakeHost(clock=clock) for h in config.docker_hosts}
+    hosts = DockerHosts(config.id, config.docker_hosts, down_after=60, clock=clock,
+                        make=lambda h: fakes[h.name])
+    gh = FakeRunnersGitHub(clock=clock)
+    state = State(tmp_path / "state.db", clock=clock)
+    scaler = Scaler(config, state, gh, {"docker": hosts}, clock=clock, launch_workers=0)
+
+    def state_of(name: str) -> str:
+        view = state.runner(name)
+        return view.state if view is not None else "none"
+
+    def passes(n: int, seconds: float = 31) -> None:
+        for _ in range(n):
+            clock.t += seconds
+            scaler.reconcile(full=True)
+
+    job = gh.queue(("self-hosted", "train"))
+    scaler.on_job_event(job)
+    scaler.reconcile(full=False)
+    (runner,) = [r.name for r in state.runners()]
+    assert list(fakes["a"].machines) == ["c1"]
+    gh.connect(runner)
+    assert gh.assign(runner) is not None
+    scaler.on_job_event(gh.jobs[job.id])
+    fakes["a"].up = False  # host a goes, its runner mid-job
+    passes(2)  # found down, then down for 31 s
+    assert state_of(runner) == BUSY, "a blip: nothing is lost yet"
+    with caplog.at_level(logging.WARNING, "gha_mlops.runners"):
+        passes(1)  # down for 62 s: lost
+        assert state_of(runner) == GONE
+        assert f"job {job.id} lost: its machine went away" in caplog.text
+        gh.finish(job.id, "failure")  # GitHub gives up on the runner that went
+        scaler.on_job_event(gh.jobs[job.id])
+        passes(2)
+    assert gh.calls.count("rerun_job") == 1
+    assert f"re-ran job {job.id}: its machine went away" in caplog.text
+    assert len(fakes["b"].machines) == 1, "the re-run's runner went to b, the host that answers"
+
+    # a answers again, its container still running (it was cut off, not stopped): the
+    # scaler forgot that runner, so the container is an orphan, removed once older than the
+    # grace period (2 min; it is older already: at the first listing). Its job, if GitHub
+    # still ran it, was re-run once already and is not re-run again.
+    fakes["a"].up = True
+    with caplog.at_level(logging.INFO, "gha_mlops.runners"):
+        passes(1, seconds=1)
+    assert fakes["a"].destroyed == ["c1"]
+    assert f"orphan: no runner {runner!r} in the state" in caplog.text
+    assert gh.calls.count("rerun_job") == 1
