@@ -165,14 +165,16 @@ class DockerHosts(RunnerBackend):
         self._observe(self._hosts)
         out: builtins.list[Machine] = []
         with self._lock:
-            now = self.clock()
-            for host in self._hosts:
-                out.extend(_outer(host, m) for m in self._report(host, now))
             if all(not h.up for h in self._hosts):
+                # Before any report: what is due (lost machines) waits for a listing that
+                # gets through, rather than going out with an error nobody reads.
                 raise BackendError(
                     "listing the runners: no Docker host answers: " + self._reasons(),
                     hint="check that dockerd runs on the hosts and that this user may reach "
                          "them; this is retried", retryable=True)
+            now = self.clock()
+            for host in self._hosts:
+                out.extend(_outer(host, m) for m in self._report(host, now))
         return out
 
     def start(self, machine_id: str) -> Machine:
