@@ -274,7 +274,7 @@ def test_killed_between_create_fleet_and_state_the_restart_adopts_by_tag(
     assert len(runners) == len(set(runners)) == 2, f"one instance per runner: {runners}"
     launched = [c for c in fault_proxy.calls("CreateFleet") if c.fault != "idempotent"]
     assert len(launched) == 2, launched
-    assert svc._find("adopted") is not None, svc.text()
+    assert svc._find("adopted a machine started before a restart") is not None, svc.text()
     print(f"\n{before} instance(s) launched before the kill, adopted by tag after it")
 
 
@@ -296,7 +296,14 @@ def _interrupted_mid_job(serve: Callable[..., Ec2Service], github: GitHubEmulato
     assert github.job(again.id).conclusion == "success", harness.logs()
     assert github.job(again.id).runner_name != first
     assert len([j for j in github.jobs(REPO) if j.run_id == again.run_id]) == 2, "once only"
-    assert svc._find(f"re-ran job {job}") is not None, svc.text()
+    msgs = [str(x.get("msg", "")) for x in svc.lines()]
+    drained = [i for i, m in enumerate(msgs) if m.startswith("spot interruption notice: "
+                                                            "runner draining")]
+    failed = msgs.index("job completed: failure")
+    assert drained and drained[0] < failed, "drained on notice, before the job was lost"
+    assert any(m == "runner launched" for m in msgs[drained[0]:failed]), \
+        "the re-run's runner was booting before the job was lost"
+    assert f"re-ran job {job}: its spot instance was interrupted" in msgs, svc.text()
     assert_clean(aws, github, harness, svc)
     return svc, tags_of(instance_of(harness, first)).get(TAG_INTERRUPTION, "")
 
@@ -326,7 +333,7 @@ def test_an_instance_that_never_registers_is_terminated_after_register_timeout(
     harness.runner_cmd = str(harness.wrapper)  # the replacement boots a working runner
     wait_until("the job to be served", lambda: jobs_done(github, [job]), 60)
     assert github.job(job).conclusion == "success"
-    assert svc._find("never came online") is not None, svc.text()
+    assert svc._find("drained: never came online") is not None, svc.text()
     assert stuck not in {i["InstanceId"] for i in harness.live()}
     assert_clean(aws, github, harness, svc)
 
@@ -340,7 +347,8 @@ def test_an_instance_past_its_expiry_is_terminated_whatever_its_runner_does(
     iid = instance_of(harness, str(github.job(job).runner_name))["InstanceId"]
     wait_until("the expired instance to be terminated", lambda: iid not in {
         i["InstanceId"] for i in harness.live()}, 30)
-    assert svc._find("expiry") is not None, svc.text()
+    assert svc._find("removed machine: past its expiry") is not None, svc.text()
+    assert svc._find(f"job {job} is not re-run: its machine was past its expiry") is not None
     wait_until("its job to end", lambda: jobs_done(github, [job]), 30)
     assert [j.run_attempt for j in github.jobs(REPO)] == [1], "an expired job is not re-run"
     assert_clean(aws, github, harness, svc)
@@ -358,6 +366,8 @@ def test_spot_gone_in_every_type_is_served_on_demand(
     assert github.job(job).conclusion == "success", harness.logs()
     instance = instance_of(harness, str(github.job(job).runner_name))
     assert instance.get("InstanceLifecycle", "on-demand") == "on-demand"
+    assert svc._find("no spot capacity for pool cloud in any of its types "
+                     "(InsufficientInstanceCapacity); launched on-demand") is not None
     assert fault_proxy.pending() == 0
     assert_clean(aws, github, harness, svc)
 
@@ -369,6 +379,6 @@ def test_a_missing_queue_is_said_and_the_pool_still_serves(
     job = github.repo(REPO).queue_job(LABELS, duration=0.5)
     wait_until("the job to be served", lambda: jobs_done(github, [job]), 60)
     assert github.job(job).conclusion == "success", harness.logs()
-    line = svc._find("interruption queue")
-    assert line is not None and "gha-no-such-queue" in svc.text(), svc.text()
+    line = svc._find("interruption queue: SQS queue 'gha-no-such-queue'")
+    assert line is not None and line["level"] == "error", svc.text()
     assert_clean(aws, github, harness, svc)
