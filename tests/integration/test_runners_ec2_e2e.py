@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from gha_mlops.runners.backends.base import LABEL_OWNER, LABEL_POOL, LABEL_RUNNER
-from gha_mlops.runners.backends.ec2_clients import TAG_INTERRUPTION, TAG_PARAMETER
+from gha_mlops.runners.backends.base import LABEL_OWNER, LABEL_POOL, LABEL_RUNNER, BackendError
+from gha_mlops.runners.backends.ec2_clients import TAG_INTERRUPTION, TAG_PARAMETER, make_clients
+from gha_mlops.runners.backends.ec2_instance import ATTEMPTS, InstanceAws
 from gha_mlops.testing.github_emulator import GitHubEmulator
 from tests.integration.aws_fixtures import (  # noqa: F401
     FaultProxy,
@@ -163,6 +164,34 @@ def test_the_notice_in_metadata_tags_the_instance_and_the_runner_dies_with_it(
     assert tags[TAG_INTERRUPTION] == "2026-12-06T03:02:00Z imds"
     assert state(aws, iid) == "terminated" and harness.ended.get(iid) == -signal.SIGKILL
 
+
+
+
+def _instance_aws(proxy: FaultProxy) -> InstanceAws:
+    return InstanceAws(make_clients(REGION, endpoint_url=proxy.endpoint,
+                                    environ={"AWS_ACCESS_KEY_ID": "testing",
+                                             "AWS_SECRET_ACCESS_KEY": "testing"}),
+                       sleep=lambda s: None)
+
+
+def test_the_instance_calls_say_what_to_grant_and_a_failed_delete_is_not_fatal(
+        aws: Aws, fault_proxy: FaultProxy) -> None:  # noqa: F811
+    aws.ssm.put_parameter(Name="/gha-mlops/t/r", Value="abc=", Type="SecureString")
+    calls = _instance_aws(fault_proxy)
+    fault_proxy.fail("GetParameter", "AccessDeniedException", "not authorized to perform "
+                     "ssm:GetParameter")
+    with pytest.raises(BackendError) as err:
+        calls.take_parameter("/gha-mlops/t/r")
+    assert "AccessDeniedException" in err.value.message and "ssm:GetParameter" in \
+        str(err.value.hint) and len(fault_proxy.calls("GetParameter")) == 1, "not retried"
+    fault_proxy.fail("DeleteParameter", "AccessDeniedException", "no")
+    assert calls.take_parameter("/gha-mlops/t/r") == ("abc=", "DeleteParameter: "
+                                                      "AccessDeniedException (access denied): no")
+    assert aws.parameters() == ["/gha-mlops/t/r"], "left for the autoscaler's sweep"
+    fault_proxy.fail("CreateTags", "RequestLimitExceeded", times=ATTEMPTS)
+    with pytest.raises(BackendError, match="RequestLimitExceeded"):
+        calls.tag("i-0123456789abcdef0", TAG_INTERRUPTION, "x imds")
+    assert len(fault_proxy.calls("CreateTags")) == ATTEMPTS, "retried, then given up"
 
 
 # -- the autoscaler with an ec2 pool ---------------------------------------------------------

@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 from gha_mlops.errors import quoted
 from gha_mlops.runners.backends.base import BackendError
 from gha_mlops.runners.backends.ec2_clients import Ec2Clients
-from gha_mlops.runners.backends.ec2_errors import Verdict, classify, clean_message, not_an_error
+from gha_mlops.runners.backends.ec2_errors import (
+    Classification,
+    Verdict,
+    classify,
+    clean_message,
+    not_an_error,
+)
 
 ATTEMPTS = 5  # per call, for errors that may pass
 BACKOFF_S = 0.5  # doubled on each retry, at most BACKOFF_CAP_S
@@ -83,8 +89,9 @@ class InstanceAws:
                 if code == "ParameterNotFound" and missing is not None:
                     raise BackendError(missing[0], hint=missing[1], retryable=False) from None
                 judged = classify(code, message, operation=operation)
-                if judged.verdict is not Verdict.RETRY_LATER or attempt + 1 == self._attempts:
-                    raise _refused(operation, judged.summary(), code) from None
+                if judged.verdict is not Verdict.RETRY_LATER or _denied(code) or \
+                        attempt + 1 == self._attempts:
+                    raise _refused(judged) from None
             except BotoCoreError as err:  # connection refused/reset, timeouts, no credentials
                 problem = clean_message(str(err))
                 if "credentials" in problem.lower() or attempt + 1 == self._attempts:
@@ -95,9 +102,16 @@ class InstanceAws:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _refused(operation: str, summary: str, code: str) -> BackendError:
-    denied = "Unauthorized" in code or "AccessDenied" in code or code == "AccessDeniedException"
-    return BackendError(summary, hint=_PERMISSION if denied else
+def _denied(code: str) -> bool:
+    """SSM's and KMS's refusals (ec2_errors knows EC2's): no retry makes them pass."""
+    return "Unauthorized" in code or "AccessDenied" in code or code.startswith("KMS")
+
+
+def _refused(judged: Classification) -> BackendError:
+    if _denied(judged.code):
+        return BackendError(f"{judged.operation}: {judged.code} (access denied): "
+                            f"{judged.message}", hint=_PERMISSION, retryable=False)
+    return BackendError(judged.summary(), hint=judged.hint if judged.verdict is Verdict.FATAL else
                         "see the message; the instance powers off so that nothing bills")
 
 
