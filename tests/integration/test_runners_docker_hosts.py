@@ -73,15 +73,16 @@ def new_hosts(daemons: dict[str, Dockerd], owner: str,
     gpus = {"a": ("0", "1"), "b": ("0", "1", "2")}
 
     def make(h: DockerHost) -> DockerBackend:
-        # Short timeouts: a frozen daemon is found out in seconds, not a minute.
+        # A listing that takes over list_timeout (1 s) counts as down; the client's own
+        # timeout, shorter than its minute, keeps the test's frozen calls short.
         return DockerBackend(owner, base_url=h.host, gpus=h.gpus, network=h.network,
-                             stop_timeout=2, timeout=2)
+                             stop_timeout=2, timeout=5)
 
     def new(placement: str = "spread") -> DockerHosts:
         hosts = [DockerHost(n, d.base_url, gpus[n], "host", "nvidia", {})
                  for n, d in daemons.items()]
         made.append(DockerHosts(owner, hosts, placement=placement, down_after=DOWN_AFTER,
-                                make=make))
+                                list_timeout=1, make=make))
         return made[-1]
 
     yield new

@@ -49,7 +49,9 @@ class FakeHost:
         self.fail: BackendError | None = None
         self.refused = 0  # launches refused for want of a free GPU
         self.lists = 0
+        self.hang: threading.Event | None = None  # list() waits for it: a host cut off
         self.destroyed: list[str] = []
+        self.asked: list[str] = []  # start and destroy calls, done or not
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -74,16 +76,20 @@ class FakeHost:
             return m
 
     def list(self) -> list[Machine]:
-        self._reach("listing")
         self.lists += 1
+        if self.hang is not None:
+            self.hang.wait(10)
+        self._reach("listing")
         lost, self.lost = self.lost, []
         return list(self.machines.values()) + lost
 
     def start(self, machine_id: str) -> Machine:
+        self.asked.append(f"start {machine_id}")
         self._reach("starting")
         return self.machines[machine_id]
 
     def destroy(self, machine_id: str) -> None:
+        self.asked.append(f"destroy {machine_id}")
         self._reach("destroying")
         self.destroyed.append(machine_id)
         self.machines.pop(machine_id, None)
@@ -110,14 +116,15 @@ class Clock:
 
 
 def rig(*inventories: tuple[str, ...], placement: str = "spread", delay: float = 0.0,
-        down_after: float = 60.0) -> tuple[DockerHosts, dict[str, FakeHost], Clock]:
+        down_after: float = 60.0,
+        list_timeout: float = 5.0) -> tuple[DockerHosts, dict[str, FakeHost], Clock]:
     names = "abcdefgh"[:len(inventories)]
     fakes = {n: FakeHost(gpus, delay) for n, gpus in zip(names, inventories, strict=True)}
     clock = Clock()
     hosts = [DockerHost(n, f"unix:///tmp/{n}.sock", fakes[n].gpus, "host", "nvidia", {})
              for n in names]
     backend = DockerHosts("box", hosts, placement=placement, down_after=down_after,
-                          clock=clock, make=lambda h: fakes[h.name])
+                          list_timeout=list_timeout, clock=clock, make=lambda h: fakes[h.name])
     return backend, fakes, clock
 
 
@@ -308,6 +315,25 @@ def replace_state(m: Machine, state: str) -> Machine:
     return Machine(m.id.split("/")[1], m.runner_name, m.pool, state, m.created_at, m.gpus)
 
 
+def test_a_host_that_hangs_is_down_for_now_and_does_not_hold_up_the_others() -> None:
+    backend, fakes, _ = rig(("0",), ("0",), list_timeout=0.2)
+    m = backend.launch(spec())
+    fakes["a"].hang = gate = threading.Event()  # a powered-off host: connections hang
+    started = time.monotonic()
+    assert [(x.id, x.state) for x in backend.list()] == [(m.id, RUNNING)]
+    assert time.monotonic() - started < 2, "the pass went on without a"
+    assert "a: down since" in backend.health().detail
+    assert "no answer in 0.2s" in backend.health().detail
+    assert hosts_of([backend.launch(spec(0))]) == "b"
+    backend.list()
+    assert fakes["a"].lists == 2, "no second listing of a while the first hangs"
+    gate.set()  # a answers at last: it is up again
+    deadline = time.monotonic() + 5
+    while "down" in backend.health().detail and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert backend.health().detail == "2 of 2 Docker hosts answer"
+
+
 def test_a_blip_shorter_than_down_after_loses_nothing() -> None:
     backend, fakes, clock = rig(("0",), ("0",), down_after=60)
     m = backend.launch(spec())
@@ -355,9 +381,17 @@ def test_destroying_on_a_down_host_what_was_not_reported_lost_is_retried() -> No
     m = backend.launch(spec())
     fakes["a"].up = False
     backend.list()
-    with pytest.raises(BackendError, match="cannot reach") as err:
+    with pytest.raises(BackendError, match="destroying machine a/c1: Docker host a is down "
+                                           "since") as err:
         backend.destroy(m.id)
     assert err.value.retryable
+    with pytest.raises(BackendError, match="starting machine a/c1: Docker host a is down"):
+        backend.start(m.id)
+    assert fakes["a"].asked == [], "a host known down is not asked (its client may hang)"
+    fakes["a"].up = True
+    backend.list()
+    backend.destroy(m.id)
+    assert fakes["a"].destroyed == ["c1"]
 
 
 @pytest.mark.parametrize(("names", "placement", "says"), [

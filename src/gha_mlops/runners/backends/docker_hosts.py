@@ -30,7 +30,6 @@ import builtins
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from logging import INFO, WARNING
 
@@ -73,6 +72,7 @@ class _Host:
     launching: int = 0  # launches in flight on it
     generation: int = 0  # bumped by every launch or start, to keep them across a listing
     since: dict[str, int] = field(default_factory=dict)  # machine id -> its generation
+    listing: threading.Event | None = None  # set when the listing in flight ends
 
     @property
     def name(self) -> str:
@@ -97,7 +97,8 @@ class DockerHosts(RunnerBackend):
 
     ``make`` builds each host's backend (default: a :class:`DockerBackend` of ``owner`` with
     the host's daemon, GPUs, network, driver and env, and ``environ`` for what the CLI read);
-    ``clock`` times how long a host has been down. Raises :class:`ConfigError` for no hosts,
+    ``clock`` times how long a host has been down; a host whose listing takes longer than
+    ``list_timeout`` seconds counts as down meanwhile. Raises :class:`ConfigError` for no hosts,
     a host name with ``/`` or twice, or an unknown ``placement``.
     """
 
@@ -105,7 +106,7 @@ class DockerHosts(RunnerBackend):
 
     def __init__(self, owner: str, hosts: Sequence[DockerHost], *, placement: str = "spread",
                  environ: Mapping[str, str] | None = None, down_after: float = 60.0,
-                 clock: Callable[[], float] = time.time,
+                 list_timeout: float = 15.0, clock: Callable[[], float] = time.time,
                  make: Callable[[DockerHost], RunnerBackend] | None = None) -> None:
         names = [h.name for h in hosts]
         if not hosts or len(set(names)) != len(names) or any(SEP in n or not n for n in names):
@@ -117,6 +118,7 @@ class DockerHosts(RunnerBackend):
         self.owner = owner
         self.placement = placement
         self.down_after = down_after
+        self.list_timeout = list_timeout
         self.clock = clock
         build = make or (lambda h: _docker_backend(owner, h, environ or {}))
         self._hosts = [_Host(i, h, build(h)) for i, h in enumerate(hosts)]
@@ -182,28 +184,38 @@ class DockerHosts(RunnerBackend):
         if host is None:
             raise BackendError(f"starting machine {machine_id}: no Docker host of this pool "
                                "has it", hint="it is gone; nothing to start", retryable=False)
+        self._reachable(host, f"starting machine {machine_id}")
         machine = host.backend.start(inner)
         with self._lock:
             self._remember(host, machine)
         return _outer(host, machine)
 
     def destroy(self, machine_id: str) -> None:
-        """Destroy it on its host. An id of no host of ours is not ours: nothing to do. One
-        reported lost while its host is down cannot be reached: nothing to do either (when
-        the host answers again, what still runs there is an orphan the policy removes)."""
+        """Destroy it on its host. An id of no host of ours is not ours: nothing to do. On a
+        host that does not answer, one reported lost is nothing to do either (when the host
+        answers again, what still runs there is an orphan the policy removes); another is a
+        retryable :class:`BackendError` at once (not after the daemon client's timeout)."""
         host, inner = self._route(machine_id)
         if host is None:
             return
-        try:
-            host.backend.destroy(inner)
-        except BackendError as err:
-            with self._lock:
-                if err.retryable and inner in host.forgotten:
-                    return
-            raise
+        with self._lock:
+            if host.down_since is not None and inner in host.forgotten:
+                return
+        self._reachable(host, f"destroying machine {machine_id}")
+        host.backend.destroy(inner)
         with self._lock:
             host.machines.pop(inner, None)
             host.since.pop(inner, None)
+
+    def _reachable(self, host: _Host, what: str) -> None:
+        """Raise a retryable :class:`BackendError` when ``host`` is down: a call to a daemon
+        that does not answer would hold the scaler's pass for the client's timeout."""
+        with self._lock:
+            if host.down_since is None:
+                return
+            why = _down(host)
+        raise BackendError(f"{what}: Docker host {host.name} is {why}",
+                           hint="it is retried when the host answers again", retryable=True)
 
     def health(self) -> Health:
         """``ok`` while at least one host answers; ``detail`` names the hosts that do not;
@@ -277,17 +289,35 @@ class DockerHosts(RunnerBackend):
     # -- listing ----------------------------------------------------------------------------
 
     def _observe(self, hosts: Sequence[_Host]) -> None:
-        """List ``hosts`` (in parallel: one slow host must not hold up the others) and note
-        what each answered, or that it is down."""
-        if not hosts:
-            return
-        if len(hosts) == 1:
-            self._observe_one(hosts[0])
-            return
-        with ThreadPoolExecutor(max_workers=len(hosts), thread_name_prefix="docker-host") as ex:
-            list(ex.map(self._observe_one, hosts))
+        """List ``hosts`` in parallel and note what each answered, or that it is down. One
+        that has not answered within ``list_timeout`` counts as down for now (its listing
+        goes on in the background and is noted when it ends; no second one is started
+        meanwhile): a host powered off or cut off must not hold up the others' pass for
+        the daemon client's own timeout (a minute)."""
+        waits: builtins.list[tuple[_Host, threading.Event]] = []
+        with self._lock:
+            for host in hosts:
+                if host.listing is None:
+                    host.listing = threading.Event()
+                    threading.Thread(target=self._observe_one, args=(host, host.listing),
+                                     name=f"docker-host-{host.name}", daemon=True).start()
+                waits.append((host, host.listing))
+        deadline = time.monotonic() + self.list_timeout
+        for host, done in waits:
+            if not done.wait(max(0.0, deadline - time.monotonic())):
+                with self._lock:
+                    if host.listing is done:
+                        self._down(host, f"no answer in {self.list_timeout:g}s")
 
-    def _observe_one(self, host: _Host) -> None:
+    def _observe_one(self, host: _Host, done: threading.Event) -> None:
+        try:
+            self._note_listing(host)
+        finally:
+            with self._lock:
+                host.listing = None
+            done.set()
+
+    def _note_listing(self, host: _Host) -> None:
         with self._lock:
             generation = host.generation
             host.observed_at = self.clock()
@@ -295,12 +325,7 @@ class DockerHosts(RunnerBackend):
             listed = host.backend.list()
         except BackendError as err:
             with self._lock:
-                host.reason = err.message
-                if host.down_since is None:
-                    host.down_since = self.clock()
-                    log(WARNING, f"Docker host {host.name} does not answer: its runners are "
-                        f"kept as they were for {self.down_after:g}s, nothing is placed on it: "
-                        f"{err.message}")
+                self._down(host, err.message)
             return
         with self._lock:
             if host.down_since is not None:
@@ -313,6 +338,14 @@ class DockerHosts(RunnerBackend):
             host.machines = {m.id: m for m in listed if m.state != LOST} | kept
             host.since = {i: host.since[i] for i in kept}
             host.listed_at, host.down_since, host.declared = self.clock(), None, False
+
+    def _down(self, host: _Host, reason: str) -> None:
+        """Note that ``host`` does not answer (the caller holds the lock)."""
+        host.reason = reason
+        if host.down_since is None:
+            host.down_since = self.clock()
+            log(WARNING, f"Docker host {host.name} does not answer: its runners are kept as "
+                f"they were for {self.down_after:g}s, nothing is placed on it: {reason}")
 
     def _report(self, host: _Host, now: float) -> builtins.list[Machine]:
         """What list() says of ``host`` (the caller holds the lock)."""
