@@ -27,6 +27,13 @@ from typing import Any
 META = "/latest/meta-data"
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # an agent killed mid-request (EC2 took its machine) is what the tests do
+
+
 class ImdsStandin:
     """One instance's metadata; :attr:`endpoint` is what ``--imds`` takes."""
 
@@ -42,7 +49,7 @@ class ImdsStandin:
         self.raw: dict[str, tuple[int, bytes]] = {}
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.endpoint = ""
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
 
     def notify(self, action_time: str, action: str = "terminate") -> None:
         """The spot interruption notice appears (two minutes ahead, on EC2)."""
@@ -120,8 +127,7 @@ class ImdsStandin:
 
             do_GET = do_PUT = do_POST = _any
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, args=(0.05,), name=f"imds-{self.instance_id}",
                          daemon=True).start()
