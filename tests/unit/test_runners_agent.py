@@ -225,3 +225,20 @@ def test_a_redirect_is_not_followed(tmp_path: Path, imds: ImdsStandin) -> None:
     imds.raw["/latest/meta-data/instance-id"] = (302, b"")
     with pytest.raises(AgentError, match="HTTP 302"):
         Imds(imds.endpoint).get("/latest/meta-data/instance-id")
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--poll", "0"], "--poll '0' is outside"),
+    (["--poll", "soon"], "expected a duration"),
+    (["--runner-cmd", ""], "--runner-cmd is empty"),
+    (["--on-exit", "'unclosed"], "No closing quotation"),
+    (["--imds", "file:///etc/passwd"], "is not an endpoint"),
+])
+def test_the_command_line_is_checked_before_anything_runs(
+        args: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from gha_mlops.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        # --on-exit "" first: whatever happens, this test never powers the machine off.
+        main(["runners", "agent", "--on-exit", "", "--imds", "http://127.0.0.1:9", *args])
+    assert exit_.value.code == 10 and said in capsys.readouterr().err
