@@ -49,6 +49,7 @@ from gha_mlops.runners.observe import log
 PLACEMENTS = ("spread", "pack")
 SEP = "/"  # between the host name and the container id in a machine id
 FRESH_S = 2.0  # health() lists again the hosts not listed (or tried) for this long
+NEVER = float("-inf")
 
 
 @dataclass
@@ -62,7 +63,7 @@ class _Host:
     # the ones launched or started since.
     machines: dict[str, Machine] = field(default_factory=dict)
     listed_at: float | None = None  # the clock at the last good listing; None: never listed
-    observed_at: float = float("-inf")  # the clock at the last listing, good or not
+    observed_at: float = NEVER  # the clock at the last listing, good or not
     down_since: float | None = None  # the clock at the first failed listing in a row
     reason: str = ""  # why its last listing failed
     declared: bool = False  # its machines were reported lost (down past down_after)
@@ -73,6 +74,7 @@ class _Host:
     generation: int = 0  # bumped by every launch or start, to keep them across a listing
     since: dict[str, int] = field(default_factory=dict)  # machine id -> its generation
     listing: threading.Event | None = None  # set when the listing in flight ends
+    listing_since: float = 0.0  # time.monotonic() when it began
 
     @property
     def name(self) -> str:
@@ -133,7 +135,7 @@ class DockerHosts(RunnerBackend):
         gives every host's reason. A non-retryable one (a missing image) is raised as is."""
         if spec.gpus > max(len(h.config.gpus) for h in self._hosts):
             raise self._no_host(spec, {})
-        self._observe([h for h in self._hosts if h.listed_at is None])
+        self._observe([h for h in self._hosts if h.observed_at == NEVER])
         tried: dict[str, str] = {}
         looked_again = False
         while True:
@@ -147,7 +149,7 @@ class DockerHosts(RunnerBackend):
                     raise self._no_host(spec, tried)
                 # The counts may be stale (a runner finished since): look once, then decide.
                 looked_again = True
-                self._observe([h for h in self._hosts if h.name not in tried])
+                self._observe([h for h in self._hosts if h.up and h.name not in tried])
                 continue
             try:
                 machine = host.backend.launch(spec)
@@ -294,17 +296,18 @@ class DockerHosts(RunnerBackend):
         goes on in the background and is noted when it ends; no second one is started
         meanwhile): a host powered off or cut off must not hold up the others' pass for
         the daemon client's own timeout (a minute)."""
-        waits: builtins.list[tuple[_Host, threading.Event]] = []
+        waits: builtins.list[tuple[_Host, threading.Event, float]] = []
         with self._lock:
             for host in hosts:
                 if host.listing is None:
-                    host.listing = threading.Event()
+                    host.listing, host.listing_since = threading.Event(), time.monotonic()
                     threading.Thread(target=self._observe_one, args=(host, host.listing),
                                      name=f"docker-host-{host.name}", daemon=True).start()
-                waits.append((host, host.listing))
-        deadline = time.monotonic() + self.list_timeout
-        for host, done in waits:
-            if not done.wait(max(0.0, deadline - time.monotonic())):
+                waits.append((host, host.listing, host.listing_since))
+        for host, done, since in waits:
+            # A listing in flight since an earlier call is waited for only what is left of
+            # its time: a hung host holds up one pass, not every pass.
+            if not done.wait(max(0.0, since + self.list_timeout - time.monotonic())):
                 with self._lock:
                     if host.listing is done:
                         self._down(host, f"no answer in {self.list_timeout:g}s")
