@@ -16,7 +16,9 @@ launch reserves its GPUs on its host before it asks the host, so concurrent laun
 pick more GPUs than a host has. A host that refuses a launch with a retryable error is
 looked at again and the next host is tried.
 
-A host whose daemon cannot be listed is *down*: nothing is placed on it; its machines are
+A host whose daemon cannot be listed (or does not answer within ``list_timeout``: a host
+powered off must not hold up the others) is *down*: nothing is placed on it, nothing is
+asked of it (start/destroy fail retryably at once), and its machines are
 reported as the last good listing saw them for ``down_after`` seconds (a blip must not
 re-run jobs that still run), then once as ``lost`` (the scaler re-runs their jobs, as for a
 daemon restart) and forgotten. list() raises only when every host is down. A host that comes
