@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gha_mlops.runners.backends.base import LABEL_OWNER
+from gha_mlops.runners.backends.ec2_clients import transport_errors
 from gha_mlops.runners.backends.ec2_errors import Verdict, classify, clean_message, not_an_error
 
 if TYPE_CHECKING:
@@ -109,11 +110,7 @@ class _Asker:
         return self._cache[key]
 
     def _ask(self, service: str, operation: str, kwargs: Mapping[str, Any]) -> _Answer:
-        from botocore.exceptions import (  # type: ignore[import-untyped]
-            BotoCoreError,
-            ClientError,
-        )
-        from botocore.parsers import ResponseParserError  # type: ignore[import-untyped]
+        from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
         client = getattr(self.clients, service)
         method = getattr(client, re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower())
@@ -128,7 +125,7 @@ class _Asker:
                            code=code)
         # No credentials, an endpoint unreachable, a bad parameter; or an answer that is not
         # AWS's (ResponseParserError is no BotoCoreError).
-        except (BotoCoreError, ResponseParserError) as err:
+        except transport_errors() as err:
             return _Answer(problem=f"{operation} failed: {_text(str(err), MAX_SHOWN)}",
                            code=type(err).__name__)
         return _Answer(data=data if isinstance(data, Mapping) else {})

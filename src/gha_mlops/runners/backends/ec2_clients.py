@@ -66,5 +66,26 @@ def make_clients(region: str, *, endpoint_url: str | None = None,
     return Ec2Clients(region, client("ec2"), client("ssm"), client("sqs"), client("sts"))
 
 
+def transport_errors() -> tuple[type[Exception], ...]:
+    """The botocore errors that are not AWS's answer: the transport's (refused, reset, timed
+    out, no credentials: ``BotoCoreError``) and an answer that is not AWS's at all
+    (``ResponseParserError``, which is no ``BotoCoreError``). ``except transport_errors()``."""
+    from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
+    from botocore.parsers import ResponseParserError  # type: ignore[import-untyped]
+
+    return (BotoCoreError, ResponseParserError)
+
+
+def client_error(err: Exception, *, limit: int = 1000) -> tuple[str, str]:
+    """A botocore ``ClientError``'s (code, message) as AWS sent them, bounded to ``limit``
+    characters; ``""`` for what is missing or not a string (the answer is input)."""
+    response = getattr(err, "response", None)
+    error = response.get("Error") if isinstance(response, Mapping) else None
+    error = error if isinstance(error, Mapping) else {}
+    code, message = error.get("Code"), error.get("Message")
+    return (code[:limit] if isinstance(code, str) else "",
+            message[:limit] if isinstance(message, str) else "")
+
+
 __all__ = ["TAG_EXPIRES", "TAG_INTERRUPTION", "TAG_LIFECYCLE", "TAG_PARAMETER", "Ec2Clients",
-           "make_clients"]
+           "client_error", "make_clients", "transport_errors"]

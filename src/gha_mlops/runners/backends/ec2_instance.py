@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from gha_mlops.errors import quoted
 from gha_mlops.runners.backends.base import BackendError
-from gha_mlops.runners.backends.ec2_clients import Ec2Clients
+from gha_mlops.runners.backends.ec2_clients import Ec2Clients, client_error, transport_errors
 from gha_mlops.runners.backends.ec2_errors import (
     Classification,
     Verdict,
@@ -74,7 +74,7 @@ class InstanceAws:
 
     def _call(self, operation: str, call: Callable[[], T],
               missing: tuple[str, str] | None = None) -> T:
-        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+        from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
         for attempt in range(self._attempts):
             if attempt:
@@ -82,8 +82,7 @@ class InstanceAws:
             try:
                 return call()
             except ClientError as err:
-                error = err.response.get("Error", {}) if isinstance(err.response, dict) else {}
-                code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+                code, message = client_error(err)
                 if not_an_error(code, operation=operation):
                     return None  # type: ignore[return-value]  # deleting what is gone
                 if code == "ParameterNotFound" and missing is not None:
@@ -92,7 +91,8 @@ class InstanceAws:
                 if judged.verdict is not Verdict.RETRY_LATER or _denied(code) or \
                         attempt + 1 == self._attempts:
                     raise _refused(judged) from None
-            except BotoCoreError as err:  # connection refused/reset, timeouts, no credentials
+            except transport_errors() as err:  # refused/reset, timeouts, no credentials,
+                # or an answer that is not AWS's
                 problem = clean_message(str(err))
                 if "credentials" in problem.lower() or attempt + 1 == self._attempts:
                     raise BackendError(f"{operation}: {problem}", hint=(

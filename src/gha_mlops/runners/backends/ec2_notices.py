@@ -24,11 +24,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from gha_mlops.runners.backends.base import BackendError
+from gha_mlops.runners.backends.ec2_clients import client_error, transport_errors
 
 SPOT_WARNING = "EC2 Spot Instance Interruption Warning"
 REBALANCE = "EC2 Instance Rebalance Recommendation"
@@ -213,14 +214,13 @@ class SqsNotices:
         return deleted
 
     def _call(self, action: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+        from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
         try:
             return fn(**kwargs)
         except ClientError as err:
-            error = err.response.get("Error", {}) if isinstance(err.response, Mapping) else {}
-            code = str(error.get("Code", ""))[:100]
-            message = str(error.get("Message", ""))[:300]
+            code, message = client_error(err, limit=300)
+            code = code[:100]
             if code in MISSING_QUEUE or code.endswith("QueueDoesNotExist"):
                 raise BackendError(f"SQS queue {self.queue!r} (backends.ec2.interruption_queue)"
                                    " does not exist", hint=DOCS_HINT) from err
@@ -229,7 +229,7 @@ class SqsNotices:
                 hint="the autoscaler needs sqs:GetQueueUrl, sqs:ReceiveMessage and "
                 "sqs:DeleteMessage on it (docs/runners-aws.md, the IAM policy); "
                 + DOCS_HINT) from err
-        except BotoCoreError as err:
+        except transport_errors() as err:  # refused, timed out; an answer not AWS's
             raise BackendError(f"SQS queue {self.queue!r}: {action} failed: {err}",
                                hint="check the network and backends.ec2.region / "
                                "endpoint_url") from err

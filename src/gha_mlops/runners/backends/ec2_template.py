@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gha_mlops.runners.backends.base import LABEL_OWNER, LABEL_POOL, BackendError
-from gha_mlops.runners.backends.ec2_clients import Ec2Clients
+from gha_mlops.runners.backends.ec2_clients import Ec2Clients, client_error, transport_errors
 from gha_mlops.runners.backends.ec2_errors import (
     SERVER,
     Classification,
@@ -66,7 +66,6 @@ class AwsCallError(Exception):
 def call(operation: str, fn: Callable[[], T], *, lifecycle: str = "") -> T:
     """``fn()`` (one boto3 call named ``operation``), its failure as :class:`AwsCallError`."""
     from botocore.exceptions import (  # type: ignore[import-untyped]
-        BotoCoreError,
         ClientError,
         NoCredentialsError,
     )
@@ -74,15 +73,15 @@ def call(operation: str, fn: Callable[[], T], *, lifecycle: str = "") -> T:
     try:
         return fn()
     except ClientError as err:
-        error = err.response.get("Error", {}) if isinstance(err.response, Mapping) else {}
-        raise AwsCallError(classify(str(error.get("Code", "")), str(error.get("Message", "")),
-                                    operation=operation, lifecycle=lifecycle)) from None
+        code, message = client_error(err)
+        raise AwsCallError(classify(code, message, operation=operation,
+                                    lifecycle=lifecycle)) from None
     except NoCredentialsError:
         raise AwsCallError(Classification(
             Verdict.FATAL, "NoCredentials", "no AWS credentials found", operation,
             "give the autoscaler credentials: an instance profile, AWS_PROFILE, or "
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in its environment")) from None
-    except BotoCoreError as err:  # connection refused, reset, timed out
+    except transport_errors() as err:  # refused, reset, timed out; not AWS's answer
         raise AwsCallError(Classification(
             Verdict.RETRY_LATER, "Connection", clean_message(str(err)), operation,
             "AWS did not answer (network, endpoint_url); retrying", SERVER, known=True),
