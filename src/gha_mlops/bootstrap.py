@@ -170,7 +170,9 @@ def _docker_runner_backend(config: RunnersConfig,
                              extra_env=h.env, gpu_driver=h.gpu_driver, environ=environ)
     from gha_mlops.runners.backends.docker_hosts import DockerHosts
 
-    return DockerHosts(config.id, hosts, placement=config.placement, environ=environ)
+    return DockerHosts(config.id, hosts, placement=config.placement, environ=environ,
+                       down_after=config.host_down_after,
+                       list_timeout=config.host_list_timeout)
 
 
 def runner_service(config: RunnersConfig, environ: Mapping[str, str], *,

@@ -51,6 +51,7 @@ def test_a_cloud_file_loads_with_its_defaults(tmp_path: Path) -> None:
     assert cfg.docker_hosts[1].gpus == ("0", "1", "2", "3") and cfg.docker_hosts[1].env == {
         "X": "1"}
     assert cfg.placement == "pack" and cfg.gpu_inventory == 6
+    assert (cfg.host_down_after, cfg.host_list_timeout) == (60.0, 15.0)
     assert cfg.ec2 is not None and cfg.ec2.region == "eu-west-1"
     assert cfg.ec2.interruption_queue == "gha-mlops-spot" and cfg.ec2.tags == {"team": "ml"}
     assert cfg.ec2.parameter_prefix == "/gha-mlops"
@@ -104,6 +105,8 @@ def test_the_single_host_form_is_one_host_named_default(tmp_path: Path) -> None:
     (("    placement: pack\n", "    placement: pack\n    gpus: [0]\n"), "backends.docker: give "
      "either `host`/`gpus` (one host) or `hosts:`"),
     (("    tags: {team: ml}", "    tags: {aws:team: ml}"), "backends.ec2.tags.aws:team"),
+    (("    placement: pack\n", "    placement: pack\n    down_after: soon\n"),
+     "backends.docker.down_after: expected a duration"),
     (("    tags: {team: ml}", "    tags: {ml/team: x}"), "backends.ec2.tags.ml/team: 'ml/team': "
      "'x' is not a tag"),
     (("  - {name: local, labels: [gpu], max: 6, gpus: 2, image: ghcr.io/octo/runner:2.330.0}",

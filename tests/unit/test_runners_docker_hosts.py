@@ -480,3 +480,25 @@ def test_a_host_lost_under_a_job_gets_it_rerun_once_and_its_survivor_removed_as_
     assert fakes["a"].destroyed == ["c1"]
     assert f"orphan: no runner {runner!r} in the state" in caplog.text
     assert gh.calls.count("rerun_job") == 1
+
+
+def test_the_live_check_asks_each_host_and_names_the_one_down() -> None:
+    """`runners check --live`: a line per host, asked now; a host down fails its line."""
+    from gha_mlops.runners.backends.base import Health
+
+    backend, fakes, _ = rig(("0", "1"), ("0",))
+
+    def answers(fake: FakeHost) -> Callable[[], Health]:
+        def health() -> Health:
+            if not fake.up:
+                return Health(False, "cannot reach the Docker daemon at unix:///tmp/b.sock")
+            return Health(True, "ok", {"gpus": len(fake.gpus)})
+        return health
+
+    for fake in fakes.values():
+        fake.health = answers(fake)  # type: ignore[method-assign]
+    fakes["b"].up = False
+    assert backend.verify() == [
+        (True, "host a (unix:///tmp/a.sock): answers; 2 of 2 GPU(s) free"),
+        (False, "host b (unix:///tmp/b.sock): cannot reach the Docker daemon at "
+                "unix:///tmp/b.sock")]

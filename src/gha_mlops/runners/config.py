@@ -123,6 +123,8 @@ class DockerSchema(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     hosts: list[DockerHostSchema] = Field(default_factory=list)  # several hosts, one pool
     placement: Literal["spread", "pack"] = "spread"
+    down_after: float | str = "60s"  # a host not answering this long: its runners are lost
+    list_timeout: float | str = "15s"  # a host that does not answer a listing in this is down
 
     _gpus = field_validator("gpus", mode="before")(classmethod(lambda cls, v: _gpu_ids(v)))
 
@@ -298,6 +300,8 @@ class RunnersConfig:
     pools: tuple[Pool, ...]
     docker_hosts: tuple[DockerHost, ...] = ()  # the docker backend's hosts (one or several)
     placement: str = "spread"  # over docker_hosts: "spread" (most free GPUs) or "pack"
+    host_down_after: float = 60.0  # seconds a host may not answer before its runners are lost
+    host_list_timeout: float = 15.0  # seconds a host's listing may take before it is down
     ec2: Ec2Settings | None = None
 
     @property
@@ -395,7 +399,11 @@ class _Builder:
                                               cfg.reconcile_interval) or 30.0,
             grace_period=self._duration(("grace_period",), cfg.grace_period),
             docker=docker, pools=pools, docker_hosts=self._docker_hosts(docker),
-            placement=docker.placement, ec2=self._ec2(cfg.backends.ec2, pools))
+            placement=docker.placement, ec2=self._ec2(cfg.backends.ec2, pools),
+            host_down_after=self._duration(("backends", "docker", "down_after"),
+                                           docker.down_after),
+            host_list_timeout=self._duration(("backends", "docker", "list_timeout"),
+                                             docker.list_timeout) or 15.0)
 
     def _docker_hosts(self, d: DockerSchema) -> tuple[DockerHost, ...]:
         if not d.hosts:

@@ -238,6 +238,19 @@ class DockerHosts(RunnerBackend):
                         if any(h.config.gpus for h in self._hosts) else {})
         return Health(ok=bool(up), detail=detail, capacity=capacity)
 
+    def verify(self) -> builtins.list[tuple[bool, str]]:
+        """``runners check --live``: a line per host, each asked now (its daemon answers and
+        its free GPUs, or why not); a host down is a failed line."""
+        lines = []
+        for host in self._hosts:
+            health = host.backend.health()
+            where = f"host {host.name} ({host.config.host or 'the local daemon'})"
+            free = health.capacity.get("gpus")
+            lines.append((health.ok, f"{where}: " + (
+                "answers" + (f"; {free} of {len(host.config.gpus)} GPU(s) free"
+                             if free is not None else "") if health.ok else health.detail)))
+        return lines
+
     def close(self) -> None:
         for host in self._hosts:
             host.backend.close()
