@@ -35,7 +35,7 @@ import urllib.parse
 import urllib.request
 import uuid
 import xml.sax.saxutils
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -386,6 +386,36 @@ def spot_interruption_warning(instance_id: str, *, region: str = "us-east-1",
         "resources": [f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"],
         "detail": {"instance-id": instance_id, "instance-action": "terminate"},
     }
+
+
+@contextlib.contextmanager
+def stub_endpoint(answer: Callable[[bytes], tuple[int, str, bytes]]) -> Iterator[str]:
+    """An "AWS" on loopback that answers every POST with ``answer(body)`` -> (status,
+    content type, data): for answers moto never gives (garbage, hostile fields). Yields its
+    URL for ``endpoint_url``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            status, content_type, data = answer(
+                self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="stub-aws", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from tests.integration.aws_fixtures import (  # noqa: F401
     fault_proxy,
     free_port,
     moto_server,
+    stub_endpoint,
 )
 
 pytest.importorskip("boto3")
@@ -273,33 +274,16 @@ HOSTILE = {
 @pytest.fixture
 def hostile_endpoint() -> Iterator[str]:
     """An "AWS" that answers each action above with its text (anything else: a 500)."""
-    import threading
     import urllib.parse
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
+    def answer(body: bytes) -> tuple[int, str, bytes]:
+        action = urllib.parse.parse_qs(body.decode()).get("Action", [""])[0]
+        data = HOSTILE.get(action, "<Response><Errors><Error><Code>InternalError</Code>"
+                                   "</Error></Errors></Response>")
+        return 200 if action in HOSTILE else 500, "text/xml", data.encode()
 
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-            action = urllib.parse.parse_qs(body).get("Action", [""])[0]
-            data = HOSTILE.get(action, "<Response><Errors><Error><Code>InternalError</Code>"
-                                       "</Error></Errors></Response>").encode()
-            self.send_response(200 if action in HOSTILE else 500)
-            self.send_header("Content-Type", "text/xml")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with stub_endpoint(answer) as url:
+        yield url
 
 
 def test_hostile_answers_are_bounded_single_lines(tmp_path: Path, hostile_endpoint: str) -> None:

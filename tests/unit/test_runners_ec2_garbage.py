@@ -4,9 +4,7 @@ BackendError, never a traceback (botocore's ResponseParserError is no BotoCoreEr
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -15,33 +13,16 @@ from gha_mlops.runners.backends.ec2_clients import client_error, make_clients
 from gha_mlops.runners.backends.ec2_instance import InstanceAws
 from gha_mlops.runners.backends.ec2_notices import SqsNotices
 from gha_mlops.runners.backends.ec2_template import AwsCallError, call
+from tests.integration.aws_fixtures import stub_endpoint
 
 ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
 @pytest.fixture
 def garbage() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            data = b"<html><body>Welcome to the hotel wifi<"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    page = b"<html><body>Welcome to the hotel wifi<"
+    with stub_endpoint(lambda body: (200, "text/html", page)) as url:
+        yield url
 
 
 def test_garbage_answers_are_errors_not_tracebacks(garbage: str) -> None:
