@@ -101,6 +101,7 @@ from gha_mlops.runners.backends.base import (
     LaunchSpec,
     Machine,
 )
+from gha_mlops.runners.backends.ec2_fleet import first_lifecycle
 from gha_mlops.runners.config import Ec2Pool, RunnersConfig, load_config
 from gha_mlops.testing.fake_runners import FakeBackend
 
@@ -147,6 +148,8 @@ class Ec2Params(Params):
     expiry_grace: float = 3600.0  # expiry tag = launch + max_lifetime + this: then removed
     capacity: str = "spot-then-on-demand"  # gha-mlops's pool (on-demand only: "on-demand")
     spot_allocation: str = "price-capacity-optimized"
+    rerun_on_demand: int = 0  # 1: the pool's ec2.rerun_on_demand (a noticed job's replacement
+    # runner launched on-demand, so its re-run is not interrupted too)
     tf_retries: int = 3
     tf_retry_delay: float = 30.0
     tf_scale_down: float = 300.0
@@ -343,7 +346,8 @@ pools:
     register_timeout: {register}s
     max_lifetime: {lifetime}s
     ec2: {{instance_types: [{types}], ami: ami-0123456789abcdef0, capacity: {capacity},
-           spot_allocation: {allocation}, expiry_grace: {grace}s}}
+           spot_allocation: {allocation}, expiry_grace: {grace}s,
+           rerun_on_demand: {rerun}}}
 """
 ALLOCATIONS: dict[str, Callable[[list[InstanceType]], InstanceType]] = {
     "price-capacity-optimized": price_capacity_optimized, "lowest-price": lowest_price,
@@ -371,7 +375,7 @@ class Ec2Backend(SimBackend):
             raise BackendError(f"simulated RequestLimitExceeded for {spec.runner_name}")
         pool = self.sim.pools[spec.pool]
         assert pool.ec2 is not None, f"pool {pool.name} is not an ec2 pool"
-        self.sim.pending = self.sim.choose(pool.ec2)
+        self.sim.pending = self.sim.choose(pool.ec2, spec.replaces_interrupted)
         machine = FakeBackend.launch(self, spec)
         lifetime = spec.max_lifetime if spec.max_lifetime is not None else pool.max_lifetime
         machine = self.machines[machine.id] = replace(
@@ -425,14 +429,19 @@ class Ec2GhaSim(GhaMlopsSim):
             state=tmp / "state.db", reconcile=p.reconcile_interval, max=p.max_runners,
             idle=p.idle_timeout, register=p.register_timeout, lifetime=p.max_lifetime,
             types=", ".join(t.name for t in TYPES), capacity=self.capacity_policy,
-            allocation=p.spot_allocation, grace=p.expiry_grace))
+            allocation=p.spot_allocation, grace=p.expiry_grace,
+            rerun="true" if p.rerun_on_demand and self.capacity_policy != "spot" else "false"))
         return load_config(path, ENV)
 
-    def choose(self, ec2: Ec2Pool) -> tuple[InstanceType, bool]:
+    def choose(self, ec2: Ec2Pool, replacement: bool = False) -> tuple[InstanceType, bool]:
         """The type and market of one launch under the pool's capacity policy (see
-        :class:`Ec2Backend`); raises :class:`BackendError` for ``spot`` with no capacity."""
+        :class:`Ec2Backend`), its first try chosen by the real backend's rule
+        (``first_lifecycle``: on-demand for the replacement of a runner whose instance got
+        notice under a job, with ``--rerun-on-demand``); raises :class:`BackendError` for
+        ``spot`` with no capacity."""
         types = [TYPE_BY_NAME[name] for name in ec2.instance_types]
-        if ec2.capacity != "on-demand":
+        if first_lifecycle(ec2.capacity, replacement=replacement,
+                           rerun_on_demand=ec2.rerun_on_demand) == "spot":
             available = [t for t in types if self.capacity.spot(t, self.engine.now)]
             if available:
                 return ALLOCATIONS[ec2.spot_allocation](available), True
@@ -762,7 +771,8 @@ def report(p: Ec2Params, runs: dict[str, list[Ec2Result]]) -> None:
           f"{p.hazard_scale:g} of "
           + ", ".join(f"{t.name} ${t.spot:.3f}/${t.on_demand:.3f} {t.hazard:.0%}/h"
                       for t in TYPES)
-          + f"; gha-mlops pool: capacity {p.capacity}, {p.spot_allocation}, reconcile every "
+          + f"; gha-mlops pool: capacity {p.capacity}, {p.spot_allocation}"
+          + (", rerun_on_demand" if p.rerun_on_demand else "") + ", reconcile every "
           f"{p.reconcile_interval:g}s; seeds {p.seed}..{p.seed + n - 1}; median of {n} run(s)")
     print()
     head = (f"{'strategy':<16}{'served':>7}{'lost':>5}{'failed':>7}{'(intr)':>7}{'intr':>5}"

@@ -96,9 +96,8 @@ def _pool(aws: dict[str, Any], name: str = "gpu", **ec2: Any) -> Pool:
 
 
 def _clients(proxy: FaultProxy) -> Ec2Clients:
-    """The clients as the contract has them: one attempt per call, so that every retry
-    the proxy sees is the backend's own. (ec2_clients.make_clients's ``max_attempts: 1``
-    still lets botocore retry once: ``total_max_attempts: 1`` is one attempt.)"""
+    """The clients as the contract has them: one attempt per call (as make_clients makes
+    them: ``total_max_attempts: 1``), so that every retry the proxy sees is the backend's."""
     config = botocore_config.Config(retries={"total_max_attempts": 1, "mode": "standard"},
                                     connect_timeout=5, read_timeout=READ_TIMEOUT_S)
     kw = {"endpoint_url": proxy.endpoint, "region_name": "us-east-1", "config": config,
@@ -250,6 +249,24 @@ def test_spot_gone_in_every_type_falls_back_to_on_demand(
     assert [c.fault for c in proxy.calls("CreateFleet")] == [fault, ""]
     assert any("no spot capacity for pool gpu" in r.getMessage() and "launched on-demand"
                in r.getMessage() and code in r.getMessage() for r in caplog.records)
+
+
+def test_the_replacement_of_an_interrupted_runner_goes_on_demand_where_the_pool_says(
+        aws: dict[str, Any], proxy: FaultProxy) -> None:
+    """ec2.rerun_on_demand: the runner booted for a noticed job's re-run is on-demand, so
+    the one re-run is not interrupted too; other launches, and pools without it, stay spot."""
+    asks = _backend(proxy, _pool(aws, rerun_on_demand=True))
+    replacement = LaunchSpec(runner_name="box-1", pool="gpu", image="", jit_config="JIT",
+                             gpus=1, replaces_interrupted=True)
+    machine = asks.launch(replacement)
+    assert _tags(_instance(aws, machine.id))[TAG_LIFECYCLE] == "on-demand"
+    assert len(proxy.calls("CreateFleet")) == 1  # asked on-demand first, not after spot
+    ordinary = asks.launch(_spec("box-2"))
+    assert _tags(_instance(aws, ordinary.id))[TAG_LIFECYCLE] == "spot"
+    default = _backend(proxy, _pool(aws)).launch(LaunchSpec(
+        runner_name="box-3", pool="gpu", image="", jit_config="JIT", gpus=1,
+        replaces_interrupted=True))
+    assert _tags(_instance(aws, default.id))[TAG_LIFECYCLE] == "spot"
 
 
 def test_spot_only_pool_waits_and_says_why(aws: dict[str, Any],

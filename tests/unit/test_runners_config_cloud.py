@@ -66,6 +66,7 @@ def test_a_cloud_file_loads_with_its_defaults(tmp_path: Path) -> None:
     assert (e.capacity, e.spot_allocation) == ("spot", "price-capacity-optimized")
     assert e.root_volume_gb == 100 and e.expiry_grace == 3600.0
     assert e.launch_template is None and e.launch_template_version == "$Default"
+    assert e.rerun_on_demand is False
 
 
 def test_the_single_host_form_is_one_host_named_default(tmp_path: Path) -> None:
@@ -91,6 +92,8 @@ def test_the_single_host_form_is_one_host_named_default(tmp_path: Path) -> None:
     (("subnet-1a2b3c4d]", "subnet-xyz]"), "backends.ec2.subnets[1]: 'subnet-xyz' is not a "
      "subnet id"),
     (("capacity: spot", "capacity: cheap"), "pools[1].ec2.capacity: expected"),
+    (("capacity: spot", "capacity: spot\n      rerun_on_demand: true"),
+     "pools[1].ec2.rerun_on_demand: `capacity: spot` launches nothing on-demand"),
     (("root_volume: 100GiB", "root_volume: 1GiB"), "pools[1].ec2.root_volume: must be between "
      "8GiB and 16TiB"),
     (("    gpus: 1\n", "    gpus: 1\n    cpus: 4\n"), "pools[1].cpus: `cpus` is for docker "

@@ -123,6 +123,13 @@ def test_fails_over_only_from_spot_capacity_where_allowed(
 def test_first_lifecycle() -> None:
     assert [first_lifecycle(c) for c in ("spot", "spot-then-on-demand", "on-demand")] == [
         "spot", "spot", "on-demand"]
+    # The replacement of a runner whose spot instance got notice under a job: on-demand only
+    # where the pool asks it (rerun_on_demand) and allows on-demand at all.
+    replacement = [first_lifecycle(c, replacement=True, rerun_on_demand=True)
+                   for c in ("spot", "spot-then-on-demand", "on-demand")]
+    assert replacement == ["spot", "on-demand", "on-demand"]
+    assert first_lifecycle("spot-then-on-demand", replacement=True) == "spot"
+    assert first_lifecycle("spot-then-on-demand", rerun_on_demand=True) == "spot"
 
 
 @pytest.mark.parametrize(("code", "message", "key"), [

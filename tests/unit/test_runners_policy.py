@@ -436,6 +436,9 @@ def test_notices(what: str, w: World, drains: list[str], launches: dict[str, int
     assert all(why == NOTICE for _, why in d.drain)  # the log says why: the notice itself
     assert d.launch == launches
     assert d.lost == [] and d.forget == [] and d.remove_machines == []
+    # Only the runner booted for a busy noticed runner's job replaces it (a cloud backend
+    # may launch it on-demand: ec2.rerun_on_demand); an idle one's replacement is ordinary.
+    assert d.replacements == ({"gpu": 1} if "boots for its re-run" in what else {})
 
 
 def test_an_adopted_launch_under_notice_is_adopted_before_it_is_drained() -> None:

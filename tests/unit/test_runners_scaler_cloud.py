@@ -162,6 +162,8 @@ def test_a_busy_runner_under_notice_keeps_its_job_and_the_rerun_says_interrupted
             rig.scaler.reconcile(full=True)
     assert rig.states()[name] == BUSY  # its job goes on
     assert len(rig.cloud.launched) == 2  # one runner boots for the re-run, once
+    # ... and the backend is told it replaces an interrupted one (ec2.rerun_on_demand)
+    assert [spec.replaces_interrupted for spec in rig.cloud.specs.values()] == [False, True]
     assert caplog.text.count("spot interruption notice: runner draining") == 1
     # Two minutes on, AWS takes the instance: the job fails, and is re-run once, said so.
     rig.cloud.lose(name)

@@ -143,6 +143,19 @@ def test_a_busy_noticed_runner_gets_its_replacement_early(ec2: ModuleType) -> No
     assert statistics.median(g.rerun_waits) < 0.7 * p.boot_median, g.rerun_waits
 
 
+def test_rerun_on_demand_sends_the_interrupted_jobs_replacements_on_demand(
+        ec2: ModuleType) -> None:
+    # ec2.rerun_on_demand: the real scaler marks the replacement (LaunchSpec.
+    # replaces_interrupted) and the real backend rule (first_lifecycle) launches it
+    # on-demand: more on-demand hours, no fallback needed for it, nothing lost.
+    p = replace(ec2.QUICK, seed=3, hazard_scale=20.0, die=0.0)
+    spot, od = ec2.simulate("gha-mlops", p), ec2.simulate("gha-mlops",
+                                                          replace(p, rerun_on_demand=1))
+    assert spot.interrupted_jobs > 0 and od.interrupted_jobs > 0
+    assert od.od_hours > spot.od_hours and od.fallbacks <= spot.fallbacks + 1
+    assert od.lost == 0
+
+
 def test_the_real_policy_removes_an_instance_past_its_expiry(ec2: ModuleType) -> None:
     # 10-minute jobs on instances that expire 4 + 1 minutes after launch: the policy removes
     # each whatever its runner does, and does not re-run the job (it outlived the pool).

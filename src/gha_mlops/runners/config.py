@@ -161,6 +161,7 @@ class Ec2PoolSchema(_Strict):
                              "capacity-optimized-prioritized", "lowest-price",
                              "diversified"] = "price-capacity-optimized"
     expiry_grace: float | str = "1h"
+    rerun_on_demand: bool = False
 
 
 class PoolSchema(_Strict):
@@ -224,6 +225,9 @@ class Ec2Pool:
     capacity: str  # one of CAPACITY_POLICIES
     spot_allocation: str  # CreateFleet's SpotOptions.AllocationStrategy
     expiry_grace: float  # seconds; the expiry tag = launch + max_lifetime + this
+    # The runner launched for a job whose spot instance got notice (it will likely run the
+    # job's one re-run) goes on-demand, so that the re-run is not interrupted too.
+    rerun_on_demand: bool = False
 
 
 @dataclass(frozen=True)
@@ -515,6 +519,10 @@ class _Builder:
         root = self._size((*loc, "root_volume"), e.root_volume) if e.root_volume else None
         if root is not None and not 8 * 1024**3 <= root <= 16 * 1024**4:
             self.problems.add((*loc, "root_volume"), "must be between 8GiB and 16TiB")
+        if e.rerun_on_demand and e.capacity == "spot":
+            self.problems.add((*loc, "rerun_on_demand"), "`capacity: spot` launches nothing "
+                              "on-demand", "use `capacity: spot-then-on-demand`, or drop "
+                              "rerun_on_demand")
         for key in ("cpus", "memory"):
             if getattr(s, key) is not None:
                 self.problems.add(("pools", i, key), f"`{key}` is for docker pools: an ec2 "
@@ -525,7 +533,8 @@ class _Builder:
                        launch_template_version=version, instance_profile=profile,
                        root_volume_gb=-(-root // 1024**3) if root else None,
                        capacity=e.capacity, spot_allocation=e.spot_allocation,
-                       expiry_grace=self._duration((*loc, "expiry_grace"), e.expiry_grace))
+                       expiry_grace=self._duration((*loc, "expiry_grace"), e.expiry_grace),
+                       rerun_on_demand=e.rerun_on_demand)
 
     def _pool(self, i: int, s: PoolSchema, cfg: RunnersSchema) -> Pool:
         p = self.problems

@@ -124,6 +124,9 @@ class World:
 @dataclass
 class Decision:
     launch: dict[str, int] = field(default_factory=dict)  # pool -> how many
+    # pool -> how many of its launches replace runners whose machine got notice under a job
+    # (LaunchSpec.replaces_interrupted: a cloud backend may launch them on-demand).
+    replacements: dict[str, int] = field(default_factory=dict)
     drain: list[tuple[str, str]] = field(default_factory=list)  # (runner, why)
     remove_machines: list[tuple[str, str]] = field(default_factory=list)  # (machine id, why)
     deregister: list[tuple[int, str, str]] = field(default_factory=list)  # (gh id, name, why)
@@ -173,8 +176,8 @@ def decide(world: World) -> Decision:
         mine = by_pool.get(pool.name, [])
         # A busy runner under notice will likely lose its job: one more runner for the re-run
         # (kept, not drained as surplus, while the notice lasts).
-        wanted = demand.get(pool.name, 0) + sum(
-            1 for r in mine if r.state == BUSY and r.name in noticed)
+        doomed = sum(1 for r in mine if r.state == BUSY and r.name in noticed)
+        wanted = demand.get(pool.name, 0) + doomed
         available = _drain(world, pool, mine, wanted, noticed, d)
         limited = gpus is not None and (world.gpu_pools is None or pool.name in world.gpu_pools)
         if gpus is not None and limited:  # GPUs promised to runners that do not hold them yet
@@ -186,6 +189,8 @@ def decide(world: World) -> Decision:
             gpus -= n * pool.gpus
         if n:
             d.launch[pool.name] = n
+            if doomed:
+                d.replacements[pool.name] = min(n, doomed)
     _reruns(world, d)
     return d
 

@@ -465,7 +465,7 @@ class Scaler:
         for pool_name, n in d.launch.items():
             pool = self.config.pool(pool_name)
             if pool is not None:
-                self._launch(pool, n)
+                self._launch(pool, n, replacements=d.replacements.get(pool_name, 0))
 
     def _start(self, name: str, machine_id: str) -> None:
         """Start a machine created before a restart and never started (its runner is still
@@ -614,19 +614,21 @@ class Scaler:
                         f"{p.name} [{', '.join(sorted(p.labels))}]" for p in self.config.pools),
                     job_id=job_id)
 
-    def _launch(self, pool: Pool, n: int) -> None:
+    def _launch(self, pool: Pool, n: int, *, replacements: int = 0) -> None:
+        """Reserve and launch ``n`` runners of ``pool``, the first ``replacements`` of them
+        replacing runners whose machine got notice under a job."""
         backoff = self._backoff.get(pool.name)
         if backoff is not None and self.clock() < backoff.until:
             return
         names = self.state.reserve(pool.name, n, pool.max, boot_id=self.boot_id,
                                    prefix=self.prefix)
-        for name in names:
+        for i, name in enumerate(names):
             if self._pool is None:
-                self._launch_one(pool, name)
+                self._launch_one(pool, name, i < replacements)
             else:
-                self._pool.submit(self._launch_one, pool, name)
+                self._pool.submit(self._launch_one, pool, name, i < replacements)
 
-    def _launch_one(self, pool: Pool, name: str) -> None:
+    def _launch_one(self, pool: Pool, name: str, replacement: bool = False) -> None:
         started = self.clock()
         labels = tuple(sorted(pool.labels))
         try:
@@ -643,7 +645,8 @@ class Scaler:
         spec = LaunchSpec(runner_name=name, pool=pool.name, image=pool.image,
                           jit_config=jit.encoded, labels=labels, cpus=pool.cpus,
                           memory_mb=pool.memory_mb, gpus=pool.gpus, env=pool.env,
-                          max_lifetime=pool.max_lifetime)
+                          max_lifetime=pool.max_lifetime,
+                          replaces_interrupted=replacement)
         try:
             machine = self.backends[pool.backend].launch(spec)
         except BackendError as err:

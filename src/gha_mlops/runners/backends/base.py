@@ -79,6 +79,10 @@ class LaunchSpec:
     # The pool's max_lifetime in seconds: a cloud backend tags the machine with an expiry
     # (launch + this + its grace) after which it is terminated whatever GitHub says.
     max_lifetime: float | None = None
+    # It replaces a runner whose machine got notice under a job (a spot interruption): it
+    # will likely run that job's one re-run. A cloud backend may launch it on-demand where
+    # the pool says so (ec2.rerun_on_demand), so that the re-run is not interrupted too.
+    replaces_interrupted: bool = False
 
 
 @dataclass(frozen=True)

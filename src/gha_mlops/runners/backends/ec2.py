@@ -221,8 +221,13 @@ class Ec2Backend(RunnerBackend):
             raise self._error(spec.pool, err.classification, "preparing the launch "
                               "template") from None
         capacity = pool.ec2.capacity
-        attempt = self._fleet(spec, pool, template, first_lifecycle(capacity), expires,
-                              parameter)
+        lifecycle = first_lifecycle(capacity, replacement=spec.replaces_interrupted,
+                                    rerun_on_demand=pool.ec2.rerun_on_demand)
+        if lifecycle == ON_DEMAND and capacity != ON_DEMAND:
+            log(INFO, f"launching on-demand: runner {spec.runner_name} replaces one whose spot "
+                "instance got notice under its job (its re-run should not be interrupted "
+                "again)", pool=spec.pool, runner=spec.runner_name)
+        attempt = self._fleet(spec, pool, template, lifecycle, expires, parameter)
         if attempt.instance is None and attempt.verdict is not None and \
                 fails_over(capacity, attempt.lifecycle, attempt.verdict):
             codes = ", ".join(sorted({c.code for c in attempt.errors if c.code}))

@@ -134,9 +134,15 @@ def fleet_request(pool: Ec2Pool, template: Mapping[str, str], *, lifecycle: str,
     }
 
 
-def first_lifecycle(capacity: str) -> str:
-    """The lifecycle of a pool's first try: spot unless the pool is on-demand only."""
-    return ON_DEMAND if capacity == ON_DEMAND else SPOT
+def first_lifecycle(capacity: str, *, replacement: bool = False,
+                    rerun_on_demand: bool = False) -> str:
+    """The lifecycle of a launch's first try: spot unless the pool is on-demand only, or the
+    launch replaces a runner whose spot instance got notice under a job
+    (``LaunchSpec.replaces_interrupted``) and the pool asks such replacements on-demand
+    (``ec2.rerun_on_demand``, which ``capacity: spot`` forbids)."""
+    if capacity == ON_DEMAND or (replacement and rerun_on_demand and capacity != SPOT):
+        return ON_DEMAND
+    return SPOT
 
 
 def fails_over(capacity: str, lifecycle: str, verdict: Verdict) -> bool:
