@@ -82,7 +82,11 @@ def test_cloud_pools_and_hosts_are_described_and_verified(tmp_path: Path) -> Non
     assert ("  ec2: region eu-west-1; JIT configs under /gha-mlops/box-1/; interruption queue "
             "gha-mlops-spot") in report.lines
     assert ("ec2 spot (price-capacity-optimized) over g5.xlarge, g6.xlarge, g4dn.xlarge x 2 "
-            "subnet(s), resolve:ssm:/gha-mlops/runner-ami, expiry lifetime + 3600 s") in text
+            "subnet(s), resolve:ssm:/gha-mlops/runner-ami, expiry lifetime + 3600 s;") in text
+    on_demand = CLOUD.replace("capacity: spot", "capacity: spot-then-on-demand\n      "
+                              "rerun_on_demand: true")
+    text = "\n".join(check(load_config(write(tmp_path, on_demand), CLOUD_ENV)).lines)
+    assert "expiry lifetime + 3600 s, interrupted jobs' replacements on-demand;" in text
     live = check(cfg, github=FakeRunnersGitHub(), backends={"ec2": _Verifying()})
     assert "  backend ec2: ok: credentials: account 123456789012" in live.lines
     assert "  backend ec2: FAILED: pool cloud: ec2.subnets[1] subnet-1a2b3c4d: not found" \

@@ -76,7 +76,8 @@ def _ec2_pool(pool: Pool) -> str:
             f"{len(e.subnets)} subnet(s), {image}"
             + (f", template {e.launch_template} {e.launch_template_version}"
                if e.launch_template and e.ami else "")
-            + f", expiry lifetime + {e.expiry_grace:g} s")
+            + f", expiry lifetime + {e.expiry_grace:g} s"
+            + (", interrupted jobs' replacements on-demand" if e.rerun_on_demand else ""))
 
 
 def check(cfg: RunnersConfig, *, github: RunnersPort | None = None,
