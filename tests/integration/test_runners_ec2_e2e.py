@@ -376,7 +376,9 @@ def test_an_instance_past_its_expiry_is_terminated_whatever_its_runner_does(
     iid = instance_of(harness, str(github.job(job).runner_name))["InstanceId"]
     wait_until("the expired instance to be terminated", lambda: iid not in {
         i["InstanceId"] for i in harness.live()}, 30)
-    assert svc._find("removed machine: past its expiry") is not None, svc.text()
+    # The instance is gone as soon as TerminateInstances answers; the line follows it.
+    wait_until("the removal to be logged",
+               lambda: svc._find("removed machine: past its expiry") is not None, 10)
     assert svc._find(f"job {job} is not re-run: its machine was past its expiry") is not None
     wait_until("its job to end", lambda: jobs_done(github, [job]), 30)
     assert [j.run_attempt for j in github.jobs(REPO)] == [1], "an expired job is not re-run"
