@@ -176,6 +176,11 @@ def dockerd() -> Iterator[Dockerd]:
     """A private dockerd for the session (see the module's docstring)."""
     _need(os.geteuid() == 0, "the Docker backend's tests start their own dockerd, as root")
     _need(shutil.which("dockerd") is not None, "dockerd is not installed")
+    yield from _private_dockerd()
+
+
+def _private_dockerd() -> Iterator[Dockerd]:
+    """A dockerd of its own (socket, data root, exec root, containerd) until closed."""
     daemon = Dockerd(Path(tempfile.mkdtemp(prefix="gha-mlops-dockerd-", dir="/tmp")))
     try:
         daemon.start()
@@ -254,12 +259,7 @@ def runner_image(dockerd: Dockerd, base_image: str) -> str:
 def second_dockerd(dockerd: Dockerd) -> Iterator[Dockerd]:
     """Another private dockerd beside ``dockerd`` (its own socket, data root, exec root and
     containerd, the same stand-in NVIDIA hook): two Docker hosts on one machine."""
-    daemon = Dockerd(Path(tempfile.mkdtemp(prefix="gha-mlops-dockerd-", dir="/tmp")))
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.close()
+    yield from _private_dockerd()
 
 
 @pytest.fixture(scope="session")
