@@ -377,6 +377,35 @@ def test_machines_that_vanished_across_a_backend_outage_went_away_with_their_job
     assert d.lost == [] and [n for n, _ in d.forget] == ["gm-c"]
 
 
+def test_a_pool_whose_backend_could_not_be_listed_is_not_judged_by_its_missing_machines(
+        ) -> None:
+    """One backend failing (EC2 throttled) does not blind the others: the listed pools are
+    reconciled, the unlisted pool's runners wait for a listing that gets through."""
+    pools = [pool(), pool("cloud", ("cloud",))]
+    busy_cloud = runner("c", BUSY, pool="cloud", job_id=42, since=30)
+    done_gpu = runner("g", DONE, job_id=43, since=600)
+    d = decide(world(pools=pools, runners=[busy_cloud, done_gpu], machines=[],
+                     unlisted_pools=frozenset({"cloud"}), pool_outages={"cloud": (NOW - 3, NOW - 3)}))
+    assert d.lost == []  # the cloud runner's machine was not listed, not gone
+    assert [n for n, _ in d.forget] == ["gm-g"]  # the docker pool goes on being reconciled
+    # Once its backend answers again without the machine: gone across the outage.
+    d = decide(world(pools=pools, runners=[busy_cloud, done_gpu], machines=[],
+                     pool_outages={"cloud": (NOW - 3, NOW - 3)}))
+    assert d.lost == [("gm-c", 42, MACHINE_WENT_AWAY)]
+    # A long outage: a job that ended (its runner saw its machine stop) anywhere within it.
+    finished = runner("c", DONE, pool="cloud", job_id=42, since=150)
+    d = decide(world(pools=pools, runners=[finished], machines=[],
+                     pool_outages={"cloud": (NOW - 200, NOW - 3)}))
+    assert d.lost == [("gm-c", 42, MACHINE_WENT_AWAY)]
+    d = decide(world(pools=pools, runners=[finished], machines=[],
+                     pool_outages={"cloud": (NOW - 60, NOW - 3)}))  # ended well before it
+    assert d.lost == [] and [n for n, _ in d.forget] == ["gm-c"]
+    # An outage of another pool's backend says nothing of this one's runner: it died.
+    d = decide(world(pools=pools, runners=[runner("g2", BUSY, job_id=44, since=30)],
+                     machines=[], pool_outages={"cloud": (NOW - 3, NOW - 3)}))
+    assert d.lost == [("gm-g2", 44, RUNNER_DIED)]
+
+
 # -- notice (a spot interruption warning) and expiry ------------------------------------------
 
 NOTICE = "spot interruption notice for 2026-12-06T03:02:00Z (imds)"

@@ -277,3 +277,41 @@ def test_fast_passes_count_the_gpus_of_every_docker_host_and_not_for_cloud_pools
     rig.queue()
     rig.scaler.reconcile(full=False)
     assert len(rig.cloud.launched) == 1  # a cloud pool's GPUs are not the hosts'
+
+
+def test_ec2_failing_to_list_does_not_blind_the_docker_pool(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """EC2 throttled (its listing fails) for a while: the docker pool's finished runner is
+    still settled and its slot freed, the cloud runner mid-job is not taken for lost, and
+    once EC2 answers again without its instance, that job is re-run once."""
+    cloud_job = rig.queue()
+    gpu_job = rig.queue(("self-hosted", "gpu"))
+    rig.scaler.reconcile(full=False)
+    names = rig.alive()
+    cloud_name = next(n for n in names if "-cloud-" in n)
+    gpu_name = next(n for n in names if "-gpu-" in n)
+    rig.run_job(cloud_name)
+    rig.run_job(gpu_name)
+    rig.scaler.reconcile(full=True)
+    # The docker runner finishes and its container exits; EC2 starts throttling.
+    rig.gh.finish(gpu_job.id)
+    rig.scaler.on_job_event(rig.gh.jobs[gpu_job.id])
+    rig.docker.exit(gpu_name)
+    rig.cloud.fail_next("list", BackendError("DescribeInstances: RequestLimitExceeded"),
+                        times=3)
+    with caplog.at_level(logging.ERROR, "gha_mlops.runners"):
+        rig.clock.advance(31)
+        rig.scaler.reconcile(full=True)
+    assert rig.states()[gpu_name] == "gone"  # settled although EC2 did not answer
+    assert rig.states()[cloud_name] == BUSY  # not judged by a listing it is not in
+    assert "backend ec2: listing machines failed" in caplog.text
+    assert rig.gh.calls.count("rerun_job") == 0
+    # EC2 answers again: its instance went away meanwhile (the job failed with it).
+    rig.cloud.exit(cloud_name)
+    rig.gh.finish(cloud_job.id, "failure")
+    rig.scaler.on_job_event(rig.gh.jobs[cloud_job.id])
+    for _ in range(4):
+        rig.clock.advance(31)
+        rig.scaler.reconcile(full=True)
+    assert rig.states()[cloud_name] == "gone"
+    assert rig.gh.calls.count("rerun_job") == 1

@@ -111,8 +111,14 @@ class World:
     prefix: str = ""  # the names of our runners start with this
     # The last time listing the backends failed (a daemon down or restarting, a host
     # unreachable), None if never: machines that vanished across it went away under their
-    # runners rather than with them.
+    # runners rather than with them. ``pool_outages`` says it per pool, as (the first, the
+    # last) failed listing of the pool's backend in a row (the scaler knows which backend
+    # failed); a pool it does not name had none.
     outage_at: float | None = None
+    pool_outages: Mapping[str, tuple[float, float]] | None = None
+    # Pools whose backend could not be listed this pass (``machines`` holds the others'):
+    # their runners are not judged by machines missing from it.
+    unlisted_pools: frozenset[str] = frozenset()
     # The pools ``free_gpus`` limits (those of the backends that report GPU capacity, the
     # Docker hosts); None: every pool that asks for GPUs.
     gpu_pools: frozenset[str] | None = None
@@ -322,7 +328,7 @@ def _reconcile_machines(world: World, alive: Sequence[RunnerView],
             d.adopt.append((r.name, m.id))  # started, then the scaler died before noting it
     _start_or_remove(world, alive, stalled, demand, d)
     for r in alive:
-        if r.name not in seen:
+        if r.name not in seen and r.pool not in world.unlisted_pools:
             cause = lost.get(r.name) or (
                 SPOT_INTERRUPTED if r.name in world.noticed_before else None)
             _machine_gone(world, r, cause, d)
@@ -346,6 +352,13 @@ def _expired(m: Machine, r: RunnerView | None, d: Decision) -> None:
         if job is not None else "")))
 
 
+def _outage(world: World, pool: str) -> tuple[float | None, float | None]:
+    """The first and last failed listing of ``pool``'s backend in its latest outage."""
+    if world.pool_outages is None:
+        return world.outage_at, world.outage_at
+    return world.pool_outages.get(pool, (None, None))
+
+
 def _machine_gone(world: World, r: RunnerView, lost: str | None, d: Decision) -> None:
     """What to do with a runner of ours whose machine is not there, or was ``lost`` (the
     cause): its host stopped it (or, ``world.outage_at``, the backend was unreachable
@@ -355,13 +368,14 @@ def _machine_gone(world: World, r: RunnerView, lost: str | None, d: Decision) ->
             d.forget.append((r.name, "its launch was interrupted (the autoscaler "
                              "restarted) and no machine exists"))
         return
-    outage = world.outage_at
+    first, last = _outage(world, r.pool)
     if r.state == BUSY and r.job_id is not None:
-        went_away = lost or (MACHINE_WENT_AWAY if outage is not None and
-                             outage >= r.state_since else None)
+        went_away = lost or (MACHINE_WENT_AWAY if last is not None and
+                             last >= r.state_since else None)
         d.lost.append((r.name, r.job_id, went_away or RUNNER_DIED))
     elif r.state == DONE and r.job_id is not None and (lost or (
-            outage is not None and abs(outage - r.state_since) <= OUTAGE_WINDOW)):
+            first is not None and last is not None
+            and first - OUTAGE_WINDOW <= r.state_since <= last + OUTAGE_WINDOW)):
         # Its job ended as its host went down (the runner saw its machine stop: cancelled):
         # the scaler asks GitHub, and a job that succeeded is not re-run.
         d.lost.append((r.name, r.job_id, lost or MACHINE_WENT_AWAY))

@@ -103,7 +103,10 @@ class Scaler:
         self._last_listing = 0.0
         self._last_prune = 0.0
         self._paused_until = 0.0  # GitHub's rate-limit reset while it is spent
-        self._outage_at: float | None = None  # the last failed listing of the backends
+        # backend -> the first and the last failed listing of its latest outage
+        self._outages: dict[str, tuple[float, float]] = {}
+        self._failing: set[str] = set()  # the backends whose last listing failed
+        self._unlisted: frozenset[str] = frozenset()  # pools whose backend failed this pass
         # Which backend owns a machine id (from listings and launches): a machine is removed
         # through its own backend only, so one backend being down blocks no other's removals.
         self._owner: dict[str, str] = {}
@@ -257,7 +260,9 @@ class Scaler:
             world = World(pools=self.config.pools, jobs=self.state.jobs(), runners=runners,
                           now=now, boot_id=self.boot_id, grace=self.config.grace_period,
                           machines=machines, gh_runners=gh_runners, free_gpus=free_gpus,
-                          prefix=self.prefix, outage_at=self._outage_at,
+                          prefix=self.prefix, pool_outages=self._pool_outages(),
+                          unlisted_pools=self._unlisted if machines is not None
+                          else frozenset(),
                           gpu_pools=self._gpu_pools(),
                           noticed_before=frozenset(self._noticed_runners))
             d = decide(world)
@@ -271,6 +276,10 @@ class Scaler:
             return d
 
     # -- observing --------------------------------------------------------------------------
+
+    def _pool_outages(self) -> dict[str, tuple[float, float]]:
+        return {p.name: self._outages[p.backend] for p in self.config.pools
+                if p.backend in self._outages}
 
     def _gpu_pools(self) -> frozenset[str]:
         return frozenset(p.name for p in self.config.pools if p.backend in self._gpu_backends)
@@ -347,27 +356,42 @@ class Scaler:
         return result
 
     def _list_machines(self) -> tuple[list[Machine] | None, int | None]:
+        """Every backend's machines and the free GPUs they report. A backend that cannot be
+        listed (EC2 throttled, a daemon down) does not blind the others: its pools are
+        ``self._unlisted`` for this pass (their runners are judged at a later pass), its
+        GPUs count as none free; only when every backend fails is nothing known (None)."""
         machines: list[Machine] = []
         owner: dict[str, str] = {}
         free: int | None = None
         gpu_backends: set[str] = set()
+        failed: set[str] = set()
         for name, backend in self.backends.items():
             try:
                 listed = backend.list()
                 health = backend.health()
             except BackendError as err:
-                # Machines that vanish across this went away under their runners (see
-                # policy.World.outage_at).
-                self._outage_at = self.clock()
+                # Machines of its pools that vanish across this went away under their
+                # runners (see policy.World.pool_outages).
+                now = self.clock()
+                first = self._outages[name][0] if name in self._failing else now
+                self._outages[name] = (first, now)
                 self.metrics.errors.labels("backend").inc()
                 log(ERROR, f"backend {name}: listing machines failed: {err.message}")
-                return None, 0
+                failed.add(name)
+                continue
             machines.extend(listed)
             owner.update((m.id, name) for m in listed)
             if "gpus" in health.capacity:
                 free = (free or 0) + int(health.capacity["gpus"])
                 gpu_backends.add(name)
-        self._owner = owner  # machines launched meanwhile: any backend is asked (correct)
+        self._failing = failed
+        self._unlisted = frozenset(p.name for p in self.config.pools if p.backend in failed)
+        if failed and len(failed) == len(self.backends):
+            return None, 0
+        if failed & self._gpu_backends:  # unknown now: nothing of theirs is free
+            gpu_backends |= failed & self._gpu_backends
+            free = free or 0
+        self._owner = {**{m: b for m, b in self._owner.items() if b in failed}, **owner}
         self._gpu_backends = frozenset(gpu_backends)
         return machines, free
 
