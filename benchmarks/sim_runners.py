@@ -302,14 +302,16 @@ class Ledger:
 
 # -- gha-mlops: the real scaler ----------------------------------------------------------------
 
-CONFIG = """
+# The simulated autoscaler's runners.yaml up to its backends and pools (sim_runners_ec2 too).
+CONFIG_HEAD = """
 id: sim
 github: {{repo: octo/demo, token_env: TOKEN}}
 webhook: {{secret_env: SECRET}}
 state: {state}
 reconcile_interval: {reconcile}s
 grace_period: 2m
-pools:
+"""
+CONFIG = CONFIG_HEAD + """pools:
   - {{name: gpu, labels: [gpu], image: runner:sim, max: {max}, idle_timeout: {idle}s,
      register_timeout: {register}s}}
 """

@@ -78,6 +78,7 @@ from pathlib import Path
 
 from _common import percentile
 from sim_runners import (
+    CONFIG_HEAD,
     ENV,
     Draws,
     Engine,
@@ -327,14 +328,7 @@ class Ec2Ledger(Ledger):
 
 # -- gha-mlops (and on-demand only): the real scaler -------------------------------------------
 
-EC2_CONFIG = """
-id: sim
-github: {{repo: octo/demo, token_env: TOKEN}}
-webhook: {{secret_env: SECRET}}
-state: {state}
-reconcile_interval: {reconcile}s
-grace_period: 2m
-backends:
+EC2_CONFIG = CONFIG_HEAD + """backends:
   ec2: {{region: us-east-1, subnets: [subnet-0123456789abcdef0],
          security_groups: [sg-0123456789abcdef0]}}
 pools:

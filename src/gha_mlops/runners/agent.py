@@ -40,7 +40,12 @@ from typing import Protocol
 
 from gha_mlops.errors import ExitCode, GhaMlopsError, quoted
 from gha_mlops.runners.backends.base import LABEL_RUNNER, BackendError
-from gha_mlops.runners.backends.ec2_clients import TAG_INTERRUPTION, TAG_PARAMETER
+from gha_mlops.runners.backends.ec2_clients import (
+    INSTANCE_ID,
+    REGION,
+    TAG_INTERRUPTION,
+    TAG_PARAMETER,
+)
 from gha_mlops.runners.observe import log
 
 DEFAULT_IMDS = "http://169.254.169.254"
@@ -60,8 +65,6 @@ ON_EXIT_TIMEOUT_S = 120
 STOP_RUNNER_S = 10  # SIGTERM to SIGKILL when the agent itself is stopped
 
 _TOKEN = re.compile(r"[A-Za-z0-9_=+/.-]{1,256}")
-_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 _RUNNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _PARAMETER = re.compile(r"/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 _JIT = re.compile(r"[A-Za-z0-9+/=_-]+")
@@ -235,9 +238,9 @@ def _bounded(body: bytes) -> bytes:
 def read_identity(imds: Imds, *, attempts: int = BOOT_ATTEMPTS) -> Identity:
     """The instance id, region, runner name and parameter name, from IMDS."""
     meta = "/latest/meta-data"
-    instance_id = imds.text(f"{meta}/instance-id", "instance id", _INSTANCE_ID,
+    instance_id = imds.text(f"{meta}/instance-id", "instance id", INSTANCE_ID,
                             attempts=attempts)
-    region = imds.text(f"{meta}/placement/region", "region", _REGION)
+    region = imds.text(f"{meta}/placement/region", "region", REGION)
     tags = []
     for key, form in ((LABEL_RUNNER, _RUNNER), (TAG_PARAMETER, _PARAMETER)):
         path = f"{meta}/tags/instance/{key}"

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gha_mlops.config._yaml import Loc, Problems, display, parse_yaml, type_name
 from gha_mlops.errors import ConfigError
+from gha_mlops.runners.backends.ec2_clients import AMI_ID, REGION
 
 # Labels every runner carries (GitHub's defaults for a Linux x64 runner); a job's `runs-on`
 # usually names `self-hosted` and these are matched case-insensitively.
@@ -196,11 +197,9 @@ class RunnersSchema(_Strict):
 
 CAPACITY_POLICIES = ("spot", "spot-then-on-demand", "on-demand")
 REGISTER_TIMEOUT = {"docker": 180.0, "ec2": 600.0}  # an instance boots in minutes
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,15}\.[a-z0-9-]{1,16}$")
 _AWS_ID = {"subnets": re.compile(r"^subnet-[0-9a-f]{8,17}$"),
            "security_groups": re.compile(r"^sg-[0-9a-f]{8,17}$")}
-_AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
 _SSM_NAME = re.compile(r"^resolve:ssm:/[A-Za-z0-9_./-]{1,1000}$")
 _TEMPLATE = re.compile(r"^(lt-[0-9a-f]{8,17}|[A-Za-z0-9()./_-]{3,128})$")
 _TEMPLATE_VERSION = re.compile(r"^(\$Default|\$Latest|[1-9][0-9]{0,8})$")
@@ -447,7 +446,7 @@ class _Builder:
                                   "(see docs/runners-aws.md)")
             return None
         loc: Loc = ("backends", "ec2")
-        if not _REGION.match(e.region):
+        if not REGION.fullmatch(e.region):
             self.problems.add((*loc, "region"), f"{e.region!r} is not an AWS region",
                               "e.g. `region: us-east-1`")
         if not _PREFIX.match(e.parameter_prefix):
@@ -485,7 +484,7 @@ class _Builder:
                               "or a `launch_template:` that has one",
                               "e.g. `ami: resolve:ssm:/gha-mlops/runner-ami` (see "
                               "docs/runners-aws.md: building the AMI)", key=True)
-        if e.ami is not None and not (_AMI.match(e.ami) or _SSM_NAME.match(e.ami)):
+        if e.ami is not None and not (AMI_ID.fullmatch(e.ami) or _SSM_NAME.match(e.ami)):
             self.problems.add((*loc, "ami"), f"{e.ami!r} is not an AMI id or an SSM parameter",
                               "write `ami-0123456789abcdef0` or `resolve:ssm:/path/to/ami-id`")
         if e.launch_template is not None and not _TEMPLATE.match(e.launch_template):

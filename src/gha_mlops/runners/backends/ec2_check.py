@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gha_mlops.runners.backends.base import LABEL_OWNER
-from gha_mlops.runners.backends.ec2_clients import transport_errors
+from gha_mlops.runners.backends.ec2_clients import AMI_ID, transport_errors
 from gha_mlops.runners.backends.ec2_errors import Verdict, classify, clean_message, not_an_error
 
 if TYPE_CHECKING:
@@ -62,7 +62,6 @@ _NOT_FOUND_HINTS = {
         f"create the queue and the EventBridge rule that feeds it ({DOCS}: the interruption "
         "queue), or fix backends.ec2.interruption_queue"),
 }
-_AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _WORD = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,256}$")
 
@@ -262,7 +261,7 @@ class _PoolCheck:
             if not got.ok:
                 self.say(False, f"{key}: {got.problem}")
                 return
-            if not isinstance(value, str) or not _AMI_ID.match(value):
+            if not isinstance(value, str) or not AMI_ID.fullmatch(value):
                 self.say(False, f"{key}: the parameter does not hold an AMI id (ami-...): "
                          "store the AMI's id in it")
                 return
@@ -313,7 +312,7 @@ class _PoolCheck:
             self.say(True, f"{key}: version {number}, IMDSv2 required, tags in metadata")
         if self.ec2.ami is None:
             image = data.get("ImageId")
-            if isinstance(image, str) and _AMI_ID.match(image):
+            if isinstance(image, str) and AMI_ID.fullmatch(image):
                 self._image(f"{key}: ImageId", image)
             elif not wrong:
                 self.say(True, f"{key}: ImageId {_text(image, 128) or 'not set'} (not checked "

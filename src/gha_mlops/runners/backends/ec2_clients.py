@@ -11,6 +11,7 @@ account is not hammered by two layers of retries. Timeouts are bounded.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,12 @@ TAG_PARAMETER = "dev.gha-mlops.parameter"  # the SSM SecureString holding its JI
 TAG_INTERRUPTION = "dev.gha-mlops.interruption"  # set on a spot interruption notice: the
 # action time (ISO 8601) and where it came from, e.g. "2026-12-06T03:02:00Z imds"
 TAG_LIFECYCLE = "dev.gha-mlops.lifecycle"  # "spot" or "on-demand", as launched
+
+# AWS's identifiers, as every EC2 piece checks them (config, backend, live check, notices,
+# agent): use ``fullmatch`` (``$`` would let a trailing newline through).
+INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
+AMI_ID = re.compile(r"ami-[0-9a-f]{8,17}")
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 30
@@ -87,5 +94,5 @@ def client_error(err: Exception, *, limit: int = 1000) -> tuple[str, str]:
             message[:limit] if isinstance(message, str) else "")
 
 
-__all__ = ["TAG_EXPIRES", "TAG_INTERRUPTION", "TAG_LIFECYCLE", "TAG_PARAMETER", "Ec2Clients",
+__all__ = ["AMI_ID", "INSTANCE_ID", "REGION", "TAG_EXPIRES", "TAG_INTERRUPTION", "TAG_LIFECYCLE", "TAG_PARAMETER", "Ec2Clients",
            "client_error", "make_clients", "transport_errors"]

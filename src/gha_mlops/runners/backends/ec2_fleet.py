@@ -32,6 +32,7 @@ from gha_mlops.runners.backends.base import (
     Machine,
 )
 from gha_mlops.runners.backends.ec2_clients import (
+    INSTANCE_ID,
     TAG_EXPIRES,
     TAG_INTERRUPTION,
     TAG_LIFECYCLE,
@@ -46,7 +47,6 @@ MAX_TAG_VALUE = 256
 _RUNNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _POOL = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 _GPU_IDS = re.compile(r"^(\d{1,3}(,\d{1,3}){0,63})?$")
-_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 _MAX_EXPIRES = 4102444800  # 2100-01-01: a later expiry tag is not one we wrote
 
 # EC2's instance states as machine states; "shutting-down"/"terminated" are decided in
@@ -57,7 +57,7 @@ _STATES = {"pending": PENDING, "running": RUNNING, "stopping": EXITED, "stopped"
 def is_instance_id(value: str) -> bool:
     """Whether ``value`` looks like an EC2 instance id (the scaler asks every backend to
     destroy its machines: ids of other backends are not ours)."""
-    return bool(_INSTANCE_ID.match(value))
+    return bool(INSTANCE_ID.fullmatch(value))
 
 
 def parameter_name(prefix: str, owner: str, runner: str) -> str:
@@ -275,7 +275,7 @@ class Seen:
 def seen_instance(instance: Mapping[str, Any], prefix: str, owner: str) -> Seen | None:
     """A DescribeInstances item as a :class:`Seen` (None without an instance id)."""
     instance_id = instance.get("InstanceId")
-    if not isinstance(instance_id, str) or not _INSTANCE_ID.match(instance_id):
+    if not isinstance(instance_id, str) or not INSTANCE_ID.fullmatch(instance_id):
         return None
     tags = tag_map(instance)
     state_field = instance.get("State")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gha_mlops.runners.backends.base import BackendError
-from gha_mlops.runners.backends.ec2_clients import client_error, transport_errors
+from gha_mlops.runners.backends.ec2_clients import INSTANCE_ID, client_error, transport_errors
 
 SPOT_WARNING = "EC2 Spot Instance Interruption Warning"
 REBALANCE = "EC2 Instance Rebalance Recommendation"
@@ -47,7 +47,6 @@ DOCS_HINT = ("create the queue and an EventBridge rule sending "
              "(docs/runners-aws.md, \"Spot interruptions\"), or remove "
              "backends.ec2.interruption_queue to rely on the instances' own notices")
 
-_INSTANCE = re.compile(r"i-[0-9a-f]{8,17}")
 _TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?"
                    r"(Z|[+-]\d{2}:\d{2})")
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}(?:\.fifo)?")
@@ -92,7 +91,7 @@ def parse_message(body: object, *, rebalance: bool = False) -> Notice | None:
         return None
     detail = event.get("detail")
     instance = detail.get("instance-id") if isinstance(detail, dict) else None
-    if not isinstance(instance, str) or not _INSTANCE.fullmatch(instance):
+    if not isinstance(instance, str) or not INSTANCE_ID.fullmatch(instance):
         return None
     return Notice(instance, action_time, "", kind=notice_kind)
 

@@ -29,7 +29,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gha_mlops.runners.backends.base import LABEL_OWNER, LABEL_POOL, BackendError
-from gha_mlops.runners.backends.ec2_clients import Ec2Clients, client_error, transport_errors
+from gha_mlops.runners.backends.ec2_clients import (
+    AMI_ID,
+    Ec2Clients,
+    client_error,
+    transport_errors,
+)
 from gha_mlops.runners.backends.ec2_errors import (
     SERVER,
     Classification,
@@ -42,7 +47,6 @@ from gha_mlops.runners.config import Ec2Pool
 
 VERSION_PREFIX = "gha-mlops settings "
 CACHE_S = 600.0  # how long a pool's template (and its resolved AMI) is reused unchecked
-_AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
 _DEVICE = re.compile(r"^/dev/[a-z0-9/]{1,32}$")
 # Instance tags visible in instance metadata may not hold "/" or spaces (EC2 refuses the
 # launch): checked before launching, so the error names the key to fix.
@@ -225,7 +229,7 @@ def resolve_ami(clients: Ec2Clients, pool: str, ami: str) -> str:
         raise
     parameter = answer.get("Parameter") if isinstance(answer, Mapping) else None
     value = parameter.get("Value") if isinstance(parameter, Mapping) else None
-    if not isinstance(value, str) or not _AMI.match(value.strip()):
+    if not isinstance(value, str) or not AMI_ID.fullmatch(value.strip()):
         shown = clean_message(value)[:80] if isinstance(value, str) else type(value).__name__
         raise BackendError(f"pool {pool!r}: the SSM parameter {name!r} holds {shown!r}, not "
                            "an AMI id", hint="put the AMI id (ami-...) in it", retryable=False)
