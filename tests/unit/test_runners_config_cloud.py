@@ -112,6 +112,12 @@ def test_the_single_host_form_is_one_host_named_default(tmp_path: Path) -> None:
      "backends.docker.down_after: expected a duration"),
     (("    tags: {team: ml}", "    tags: {ml/team: x}"), "backends.ec2.tags.ml/team: 'ml/team': "
      "'x' is not a tag"),
+    # A `$`-anchored pattern lets a trailing newline through; every one is matched whole.
+    (("    tags: {team: ml}", '    tags: {"team\\n": ml}'), "backends.ec2.tags.team\n"),
+    (("subnets: [subnet-0a1b2c3d,", 'subnets: ["subnet-0a1b2c3d\\n",'),
+     "backends.ec2.subnets[0]"),
+    (("      capacity: spot\n", '      capacity: spot\n      launch_template_version: "7\\n"\n'),
+     "pools[1].ec2.launch_template_version"),
     (("  - {name: local, labels: [gpu], max: 6, gpus: 2, image: ghcr.io/octo/runner:2.330.0}",
       "  - {name: local, labels: [gpu], max: 6, image: r, ec2: {instance_types: [g5.xlarge]}}"),
      "pools[0].ec2: `ec2:` is for pools with `backend: ec2`"),

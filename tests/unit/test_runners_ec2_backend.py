@@ -48,11 +48,10 @@ from gha_mlops.runners.backends.ec2_fleet import (
     spot_gone_error,
 )
 from gha_mlops.runners.backends.ec2_template import (
-    METADATA_TAG_KEY,
     settings_hash,
     template_data,
 )
-from gha_mlops.runners.config import Ec2Pool
+from gha_mlops.runners.config import METADATA_TAG_KEY, Ec2Pool
 
 POOL = Ec2Pool(instance_types=("g5.xlarge", "g6.xlarge"),
                subnets=("subnet-0123456789abcdef0", "subnet-0123456789abcdef1"),
@@ -272,8 +271,10 @@ def test_managed_template_data() -> None:
 
 
 def test_metadata_tag_keys() -> None:
-    assert METADATA_TAG_KEY.match("dev.gha-mlops.runner") and METADATA_TAG_KEY.match("team")
-    assert not METADATA_TAG_KEY.match("cost center") and not METADATA_TAG_KEY.match("a/b")
+    ok = ("dev.gha-mlops.runner", "team", "a+b=c,d_e:f@g-h")
+    assert all(METADATA_TAG_KEY.fullmatch(key) for key in ok)
+    assert not any(METADATA_TAG_KEY.fullmatch(key)
+                   for key in ("cost center", "a/b", "team\n", "é", "x" * 129))
 
 
 def test_api_actions_name_service_and_action() -> None:

@@ -147,7 +147,7 @@ def normalize_deploy(problems: Problems, deploy: Any,
         return None
     base: Loc = ("deploy",)
     model = _model(problems, deploy.model, registry)
-    if not re.match(_REFERENCE, deploy.router_image) or len(deploy.router_image) > 512:
+    if not re.fullmatch(_REFERENCE, deploy.router_image) or len(deploy.router_image) > 512:
         problems.add((*base, "router_image"),
                      f"{deploy.router_image!r} is not a Docker image reference",
                      "write NAME[:TAG][@DIGEST], e.g. `nginx:1.27-bookworm` or "
@@ -191,7 +191,7 @@ def _model(problems: Problems, model: str | None, registry: Mapping[str, Any] | 
 def _environment(problems: Problems, name: str, env: Any,
                  registry: Mapping[str, Any] | None) -> dict[str, Any]:
     loc: Loc = ("deploy", "environments", name)
-    if not ENV_NAME.match(name):
+    if not ENV_NAME.fullmatch(name):
         problems.add(loc, f"environment name {name!r} is not allowed", _ENV_NAME_HINT,
                      key=True)
     if registry is not None and env.stage not in registry["stages"]:
@@ -313,7 +313,7 @@ def _is_host(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        return bool(re.match(_HOSTNAME, text))
+        return bool(re.fullmatch(_HOSTNAME, text))
     return True
 
 

@@ -197,7 +197,7 @@ def _model(problems: Problems, name: str, model: Any,
         problems.add((*loc, "label"), f"{model.label!r} is not a tensor name",
                      "name an output tensor of the model's signature: 1 to 128 letters, "
                      "digits and '_', '.', '/', ':', '-', e.g. `label: label`")
-    if model.collect_into is not None and not re.match(_DATASET, model.collect_into):
+    if model.collect_into is not None and not re.fullmatch(_DATASET, model.collect_into):
         problems.add((*loc, "collect_into"), f"{model.collect_into!r} is not a dataset name",
                      "use letters, digits, '_', '.' and '-' (the name in the dataset's "
                      ".lock.yaml), e.g. `collect_into: feedback`")
@@ -230,7 +230,7 @@ def _duration_text(seconds: float) -> str:
 def _features(problems: Problems, loc: Loc, features: Sequence[str]) -> list[str]:
     seen: dict[str, int] = {}
     for i, feature in enumerate(features):
-        if not re.match(_COLUMN, feature):
+        if not re.fullmatch(_COLUMN, feature):
             problems.add((*loc, "features", i), f"{feature!r} is not a feature column name",
                          "name a column as the log and the profile do: a tensor name (1 to "
                          "128 letters, digits and '_', '.', '/', ':', '-') or one value of a "
@@ -309,7 +309,7 @@ def _s3_location(problems: Problems, loc: Loc, value: str) -> str:
     wrong: str | None = None
     if parts.query or parts.fragment:
         wrong = "has a query or fragment ('?' or '#'), which an S3 location does not"
-    elif not re.match(_BUCKET, bucket) or ".." in bucket:
+    elif not re.fullmatch(_BUCKET, bucket) or ".." in bucket:
         wrong = (f"names the bucket {bucket!r}, which is not an S3 bucket name (3 to 63 "
                  "lower-case letters, digits, '.' and '-', starting and ending with a letter "
                  "or digit)")
@@ -345,7 +345,7 @@ def _retrain(problems: Problems, loc: Loc, retrain: Any) -> dict[str, Any]:
         problems.add((*loc, "workflow"), f"{workflow!r} is a path, not a workflow file name",
                      "write only the file name of the workflow in .github/workflows, e.g. "
                      f"`workflow: {posixpath.basename(workflow.replace(chr(92), '/'))}`")
-    elif not re.match(_WORKFLOW, workflow):
+    elif not re.fullmatch(_WORKFLOW, workflow):
         problems.add((*loc, "workflow"), f"{workflow!r} is not a workflow file name",
                      "name a file of .github/workflows ending .yml or .yaml (letters, digits, "
                      "'_', '.', '-'), e.g. `workflow: retrain.yml`")
@@ -374,7 +374,7 @@ def _retrain(problems: Problems, loc: Loc, retrain: Any) -> dict[str, Any]:
 
 def _input_name(problems: Problems, loc: Loc, name: str, seen: dict[str, str], *,
                 key: bool) -> None:
-    if not re.match(_INPUT_NAME, name):
+    if not re.fullmatch(_INPUT_NAME, name):
         problems.add(loc, f"{name!r} is not a workflow input name",
                      "GitHub's input names start with a letter or '_' and hold letters, "
                      "digits, '-' and '_' (at most 100 here), e.g. `epochs`", key=key)

@@ -34,7 +34,7 @@ def normalize_registry(problems: Problems, registry: Any, outputs: list[str],
         return None
     stages: list[str] = []
     for i, stage in enumerate(registry.stages):
-        if not STAGE_NAME.match(stage):
+        if not STAGE_NAME.fullmatch(stage):
             problems.add(("registry", "stages", i), f"stage name {stage!r} is not allowed",
                          _NAME_HINT)
         elif stage in stages:
@@ -49,7 +49,7 @@ def normalize_registry(problems: Problems, registry: Any, outputs: list[str],
     models: dict[str, dict[str, Any]] = {}
     for name, model in registry.models.items():
         loc: Loc = ("registry", "models", name)
-        if not MODEL_NAME.match(name):
+        if not MODEL_NAME.fullmatch(name):
             problems.add(loc, f"model name {name!r} is not allowed", _NAME_HINT, key=True)
         path = norm_path(problems, (*loc, "path"), model.path)
         check = norm_path(problems, (*loc, "check_data"), model.check_data)

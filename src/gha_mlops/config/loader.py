@@ -237,7 +237,7 @@ def _validate(config_path: Path, config_bytes: bytes) -> dict[str, Any]:
 
     stages: list[dict[str, Any]] = []
     for name, st in cfg.stages.items():
-        if not STAGE_NAME.match(name):
+        if not STAGE_NAME.fullmatch(name):
             problems.add(("stages", name), f"stage name {name!r} is not allowed",
                          "use letters, digits, '_', '-' and '.', starting with a letter, digit "
                          "or '_' (e.g. `train`, `prepare-data`)", key=True)
@@ -293,7 +293,7 @@ def _normalize_remotes(problems: Problems, remotes: Mapping[str, Any],
     if remotes:
         from gha_mlops.config._remotes import remote_url_problem
     for name, remote in remotes.items():
-        if not _DATASET_NAME.match(name):
+        if not _DATASET_NAME.fullmatch(name):
             problems.add(("remotes", name), f"remote name {name!r} is not allowed",
                          "use letters, digits, '_', '-' and '.'", key=True)
         wrong = remote_url_problem(remote.url)
@@ -312,7 +312,7 @@ def _norm_path(problems: Problems, loc: Loc, value: str | None) -> str | None:
     config_name = problems.path.name
     if value.startswith(DATA_PREFIX) and len(loc) >= 3 and loc[-2] == "deps":
         name = value[len(DATA_PREFIX):]
-        if not _DATASET_NAME.match(name):
+        if not _DATASET_NAME.fullmatch(name):
             problems.add(loc, f"{value!r} does not name a dataset",
                          "write `data:NAME` with the name from the dataset's .lock.yaml")
             return None

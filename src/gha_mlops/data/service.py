@@ -140,7 +140,7 @@ def _store_and_pin(ws: Workspace, path: Path, name: str | None,
     if not full.exists():
         raise UsageError(f"{rel} does not exist", hint="give the path of a data file or directory")
     name = name or Path(rel).name.split(".")[0] or Path(rel).name
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise UsageError(f"{name!r} is not a valid dataset name",
                          hint="use --name with letters, digits, '_', '-' and '.'")
     existing = ws.datasets()

@@ -106,7 +106,7 @@ def _label(key: str) -> str:
 
 
 def _check_env(env: str) -> None:
-    if not router.ENV_NAME.match(env):
+    if not router.ENV_NAME.fullmatch(env):
         raise DeployTargetError(f"{quoted(env)} is not an environment name",
                                 hint="environment names are lower-case letters, digits and "
                                      "dashes (mlops.yaml deploy.environments)")

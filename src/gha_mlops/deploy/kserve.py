@@ -159,7 +159,7 @@ def write_manifests(files: Mapping[str, str], out: Path) -> list[Path]:
     :func:`render_kserve` does not make, or an ``out`` that is not a folder."""
     envs = set()
     for fname in files:
-        m = _FILE_NAME.match(fname)
+        m = _FILE_NAME.fullmatch(fname)
         if m is None:
             raise UsageError(f"{quoted(fname)} is not the name of a rendered manifest",
                              hint="write what render_kserve returned, unchanged")
@@ -170,7 +170,7 @@ def write_manifests(files: Mapping[str, str], out: Path) -> list[Path]:
     for index, old in enumerate(sorted(out.iterdir())):
         if index >= 10_000:  # a folder of manifests, not a dump: stop looking
             break
-        m = _FILE_NAME.match(old.name)
+        m = _FILE_NAME.fullmatch(old.name)
         if m and m["env"] in envs and old.name not in files and not old.is_dir():
             old.unlink()  # a link itself, never what it points to
     written = []
@@ -189,7 +189,7 @@ def isvc_name(model: str, env: str) -> str:
     the end, so two models whose names differ only in what was replaced never share a name:
     ``my_model`` in ``staging`` -> ``my-model-staging-<hash>``."""
     plain = f"{model}-{env}"
-    if _DNS_1035.match(plain) and len(plain) <= MAX_NAME:
+    if _DNS_1035.fullmatch(plain) and len(plain) <= MAX_NAME:
         return plain
     digest = hashlib.sha256(f"{model}/{env}".encode()).hexdigest()[:6]
     base = re.sub(r"[^a-z0-9]+", "-", plain.lower()).strip("-")
@@ -212,12 +212,12 @@ def pinned_image(image: str) -> str:
     if len(image) > MAX_IMAGE_REF or not image.isprintable():
         raise UsageError(f"image reference {quoted(image)} is not a reference",
                          hint="give REPOSITORY@sha256:DIGEST")
-    if _IMAGE_ID.match(image):
+    if _IMAGE_ID.fullmatch(image):
         raise UsageError(
             f"image {image} is a local image id, which a Kubernetes node cannot pull",
             hint="push the image to a registry (gha-mlops package --push) and render again, "
                  "or pass --image REPOSITORY@sha256:DIGEST")
-    m = _IMAGE_REF.match(image)
+    m = _IMAGE_REF.fullmatch(image)
     if m is None:
         raise UsageError(f"image reference {quoted(image)} is not valid",
                          hint="give REPOSITORY[:TAG][@sha256:DIGEST], the repository in "
@@ -418,12 +418,12 @@ def _rule_problems(doc: dict[str, Any]) -> list[str]:
     """What the API server and the webhooks refuse that no schema says."""
     found: list[str] = []
     name = _at(doc, "metadata", "name")
-    if isinstance(name, str) and not (_DNS_1035.match(name) and len(name) <= MAX_NAME):
+    if isinstance(name, str) and not (_DNS_1035.fullmatch(name) and len(name) <= MAX_NAME):
         found.append(f"metadata.name: {quoted(name)} is not a DNS-1035 label of at most "
                      f"{MAX_NAME} characters (lower-case letters, digits, '-', a letter "
                      "first), which KServe requires and Knative's derived names fit in")
     namespace = _at(doc, "metadata", "namespace")
-    if isinstance(namespace, str) and not (_DNS_1123_LABEL.match(namespace)
+    if isinstance(namespace, str) and not (_DNS_1123_LABEL.fullmatch(namespace)
                                            and len(namespace) <= 63):
         found.append(f"metadata.namespace: {quoted(namespace)} is not a DNS-1123 label")
     for where in (("metadata", "labels"), ("spec", "predictor", "labels")):
@@ -454,7 +454,7 @@ def _label_problems(labels: Any, where: str, *, values: bool) -> list[str]:
                   "(at most 63 of letters, digits, '-', '_', '.', alphanumeric at both ends)"
                   for key, value in labels.items()
                   if isinstance(value, str) and not (len(value) <= 63
-                                                     and _LABEL_VALUE.match(value))]
+                                                     and _LABEL_VALUE.fullmatch(value))]
     elif sum(len(str(k)) + len(str(v)) for k, v in labels.items()) > 256 * 1024:
         found.append(f"{where}: more than 256 KiB in all")
     return found
@@ -462,9 +462,9 @@ def _label_problems(labels: Any, where: str, *, values: bool) -> list[str]:
 
 def _qualified_name(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
-    if prefix and not (len(prefix) <= 253 and _DNS_1123_SUBDOMAIN.match(prefix)):
+    if prefix and not (len(prefix) <= 253 and _DNS_1123_SUBDOMAIN.fullmatch(prefix)):
         return False
-    return len(name) <= 63 and _LABEL_NAME.match(name) is not None
+    return len(name) <= 63 and _LABEL_NAME.fullmatch(name) is not None
 
 
 def _container_problems(container: dict[str, Any], where: str) -> list[str]:

@@ -166,7 +166,7 @@ def _check_address(address: str, what: str) -> None:
     try:
         ipaddress.ip_address(address)
     except ValueError:
-        if not _HOST.match(address):
+        if not _HOST.fullmatch(address):
             raise DeployTargetError(f"{what} {quoted(address)} is neither an IP address nor "
                                     "a host name") from None
 
@@ -214,7 +214,7 @@ def _state(doc: object, where: str) -> RouterState:
                                 f"{quoted(unknown)}",
                                 hint="a newer gha-mlops wrote it? deploy with that version")
     env = doc.get("env")
-    if not isinstance(env, str) or not ENV_NAME.match(env):
+    if not isinstance(env, str) or not ENV_NAME.fullmatch(env):
         raise _bad(where, "env", "an environment name", env)
     history = doc.get("history", [])
     if not isinstance(history, list) or len(history) > HISTORY_LIMIT:
@@ -285,7 +285,7 @@ def _rollout(value: object, where: str) -> Rollout | None:
 def _check_state(state: RouterState, *, where: str) -> None:
     """The invariants of a record: a safe env name, a release exactly where a slot is named,
     two different slots, a weight in 0..100."""
-    if not ENV_NAME.match(state.env):
+    if not ENV_NAME.fullmatch(state.env):
         raise _bad(where, "env", "an environment name", state.env)
     for name, slot, release in (("stable", state.stable_slot, state.stable),
                                 ("canary", state.canary_slot, state.canary)):

@@ -149,7 +149,7 @@ def host_pins(names: Sequence[str] = RUNTIME) -> dict[str, str | None]:
 def _cached(directory: Path, name: str, version: str | None) -> Path | None:
     found = []
     for path in directory.glob("*.whl") if directory.is_dir() else ():
-        match = _WHEEL_NAME.match(path.name)
+        match = _WHEEL_NAME.fullmatch(path.name)
         if match and match["name"].lower().replace("_", "-") == name and (
                 version is None or match["version"] == version):
             found.append(path)

@@ -68,7 +68,7 @@ def refs_fingerprint(repo: Path) -> bytes:
 
 def commit_exists(repo: Path, commit: str) -> bool:
     """True when ``commit`` (a full object name) is a commit of ``repo``."""
-    if not _OID.match(commit):
+    if not _OID.fullmatch(commit):
         return False
     proc = _run(["cat-file", "-t", commit], repo)
     return proc.returncode == 0 and proc.stdout.strip() == b"commit"

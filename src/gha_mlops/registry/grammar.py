@@ -57,7 +57,7 @@ def parse_tag(name: str) -> TagName | None:
     GTO ``@created`` tag, which GTO never writes either)."""
     if len(name) > MAX_TAG_NAME:
         return None
-    match = TAG_RE.match(name)
+    match = TAG_RE.fullmatch(name)
     if match is None or match["created"]:
         return None
     model = match["artifact"].replace("=", ":")
@@ -90,7 +90,7 @@ def tag_name(event: TagName) -> str:
 def semver_key(version: str) -> tuple[int, int, int, int, str]:
     """Sort key of a SemVer string: a pre-release sorts below its release (simplified: the
     pre-release text compares as a string)."""
-    match = SEMVER_RE.match(version)
+    match = SEMVER_RE.fullmatch(version)
     if match is None:
         return (-1, -1, -1, 0, version)
     pre = match.group(4)
@@ -118,6 +118,6 @@ def parse_version(text: str) -> str:
     """``X.Y.Z`` or ``vX.Y.Z`` as ``X.Y.Z``; ValueError for anything else (no pre-release:
     the registry writes plain releases)."""
     plain = text[1:] if text.startswith("v") else text
-    if not PLAIN_VERSION_RE.match(plain):
+    if not PLAIN_VERSION_RE.fullmatch(plain):
         raise ValueError(text)
     return plain

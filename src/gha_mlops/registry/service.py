@@ -328,7 +328,7 @@ def parse_version_arg(text: str) -> str:
 def _split_ref(ref: str) -> tuple[str, str, str]:
     cut = min((i for i in (ref.find("@"), ref.find("#")) if i >= 0), default=-1)
     name, sep, rest = (ref, "", "") if cut < 0 else (ref[:cut], ref[cut], ref[cut + 1:])
-    if not MODEL_NAME_RE.match(name):
+    if not MODEL_NAME_RE.fullmatch(name):
         raise RegistryError(f"{quoted(ref)} does not name a model",
                             hint="write NAME, NAME@1.2.0 or NAME#STAGE")
     return name, sep, rest

@@ -51,7 +51,7 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        m = _DURATION.match(str(value))
+        m = _DURATION.fullmatch(str(value))
         if not m:
             raise ValueError(f"expected a duration such as 300, 90s, 5m or 6h, got {value!r}")
         seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
@@ -66,7 +66,7 @@ def parse_bytes(value: Any) -> int:
         raise ValueError("expected a size such as 512MiB or 32GiB")
     if isinstance(value, int):
         return value
-    m = _SIZE.match(str(value))
+    m = _SIZE.fullmatch(str(value))
     if not m:
         raise ValueError(f"expected a size such as 512MiB or 32GiB, got {value!r}")
     return int(float(m.group(1)) * _BYTES[(m.group(2) or "b").lower()])
@@ -205,7 +205,9 @@ _TEMPLATE = re.compile(r"^(lt-[0-9a-f]{8,17}|[A-Za-z0-9()./_-]{3,128})$")
 _TEMPLATE_VERSION = re.compile(r"^(\$Default|\$Latest|[1-9][0-9]{0,8})$")
 _PROFILE = re.compile(r"^(arn:aws[a-z-]*:iam::\d{12}:instance-profile/[\w+=,.@/-]{1,128}"
                       r"|[\w+=,.@-]{1,128})$")
-_TAG_KEY = re.compile(r"^[\w.:=+@-]{1,128}$")  # readable from the instance: no " " or "/"
+# A tag key EC2 can serve from instance metadata (no spaces, no "/": EC2 refuses the launch
+# otherwise); checked in the config and again by the backend before launching.
+METADATA_TAG_KEY = re.compile(r"[A-Za-z0-9+=.,_:@-]{1,128}")
 _PREFIX = re.compile(r"^(/[A-Za-z0-9_.-]{1,64}){1,5}$")
 
 
@@ -359,7 +361,7 @@ class _Builder:
 
     def build(self, cfg: RunnersSchema) -> RunnersConfig:
         p = self.problems
-        if not NAME.match(cfg.id):
+        if not NAME.fullmatch(cfg.id):
             p.add(("id",), f"{cfg.id!r} is not a valid id",
                   "use 1-31 lower-case letters, digits and '-' (it prefixes runner names)")
         gh = cfg.github
@@ -367,7 +369,7 @@ class _Builder:
             p.add(("github",), "name exactly one scope: `repo: owner/name` or `org: name`",
                   "runners registered for a repository serve only its jobs; for an "
                   "organization, every repository's (see docs/runners.md)", key=True)
-        if gh.repo is not None and not re.match(r"^[\w.-]+/[\w.-]+$", gh.repo):
+        if gh.repo is not None and not re.fullmatch(r"^[\w.-]+/[\w.-]+$", gh.repo):
             p.add(("github", "repo"), f"{gh.repo!r} is not `owner/name`")
         if gh.repos and gh.org is None:
             p.add(("github", "repos"), "`repos` is for organization scope",
@@ -421,7 +423,7 @@ class _Builder:
         names: set[str] = set()
         urls: set[str] = set()
         for i, h in enumerate(d.hosts):
-            if not NAME.match(h.name):
+            if not NAME.fullmatch(h.name):
                 self.problems.add((*loc, "hosts", i, "name"), f"{h.name!r} is not a valid "
                                   "host name", "use 1-31 lower-case letters, digits and '-'")
             if h.name in names:
@@ -449,12 +451,12 @@ class _Builder:
         if not REGION.fullmatch(e.region):
             self.problems.add((*loc, "region"), f"{e.region!r} is not an AWS region",
                               "e.g. `region: us-east-1`")
-        if not _PREFIX.match(e.parameter_prefix):
+        if not _PREFIX.fullmatch(e.parameter_prefix):
             self.problems.add((*loc, "parameter_prefix"), f"{e.parameter_prefix!r} is not an "
                               "SSM parameter path", "e.g. `/gha-mlops` (1-5 levels)")
         for key, value in e.tags.items():
-            if not _TAG_KEY.match(key) or key.lower().startswith(("aws:", "dev.gha-mlops")) \
-                    or len(value) > 256:
+            reserved = key.lower().startswith(("aws:", "dev.gha-mlops"))
+            if not METADATA_TAG_KEY.fullmatch(key) or reserved or len(value) > 256:
                 self.problems.add((*loc, "tags", key), f"{key!r}: {value!r} is not a tag "
                                   "this autoscaler may set",
                                   "keys up to 128 characters without spaces or '/' "
@@ -474,7 +476,7 @@ class _Builder:
                               "ami-0123456789abcdef0}` (see docs/runners-aws.md)", key=True)
             return None
         for j, t in enumerate(e.instance_types):
-            if not _INSTANCE_TYPE.match(t):
+            if not _INSTANCE_TYPE.fullmatch(t):
                 self.problems.add((*loc, "instance_types", j), f"{t!r} is not an instance "
                                   "type", "e.g. g5.xlarge")
         if len(set(e.instance_types)) != len(e.instance_types):
@@ -484,14 +486,14 @@ class _Builder:
                               "or a `launch_template:` that has one",
                               "e.g. `ami: resolve:ssm:/gha-mlops/runner-ami` (see "
                               "docs/runners-aws.md: building the AMI)", key=True)
-        if e.ami is not None and not (AMI_ID.fullmatch(e.ami) or _SSM_NAME.match(e.ami)):
+        if e.ami is not None and not (AMI_ID.fullmatch(e.ami) or _SSM_NAME.fullmatch(e.ami)):
             self.problems.add((*loc, "ami"), f"{e.ami!r} is not an AMI id or an SSM parameter",
                               "write `ami-0123456789abcdef0` or `resolve:ssm:/path/to/ami-id`")
-        if e.launch_template is not None and not _TEMPLATE.match(e.launch_template):
+        if e.launch_template is not None and not _TEMPLATE.fullmatch(e.launch_template):
             self.problems.add((*loc, "launch_template"), f"{e.launch_template!r} is not a "
                               "launch template id (lt-...) or name")
         version = str(e.launch_template_version)
-        if not _TEMPLATE_VERSION.match(version):
+        if not _TEMPLATE_VERSION.fullmatch(version):
             self.problems.add((*loc, "launch_template_version"), f"{version!r} is not a "
                               "version", "$Default, $Latest or a number")
         subnets = tuple(e.subnets if e.subnets is not None else
@@ -505,14 +507,14 @@ class _Builder:
                               "spot capacity)", key=True)
         for key, ids in (("subnets", subnets), ("security_groups", groups)):
             for j, value in enumerate(ids):
-                if not _AWS_ID[key].match(value):
+                if not _AWS_ID[key].fullmatch(value):
                     where = (*loc, key, j) if getattr(e, key) is not None else \
                         ("backends", "ec2", key, j)
                     self.problems.add(where, f"{value!r} is not a {key[:-1].replace('_', ' ')} "
                                       "id", f"e.g. {'subnet' if key == 'subnets' else 'sg'}-"
                                       "0123456789abcdef0")
         profile = e.instance_profile or (defaults.instance_profile if defaults else None)
-        if profile is not None and not _PROFILE.match(profile):
+        if profile is not None and not _PROFILE.fullmatch(profile):
             self.problems.add((*loc, "instance_profile"), f"{profile!r} is not an instance "
                               "profile name or ARN")
         root = self._size((*loc, "root_volume"), e.root_volume) if e.root_volume else None
@@ -537,7 +539,7 @@ class _Builder:
 
     def _pool(self, i: int, s: PoolSchema, cfg: RunnersSchema) -> Pool:
         p = self.problems
-        if not NAME.match(s.name):
+        if not NAME.fullmatch(s.name):
             p.add(("pools", i, "name"), f"{s.name!r} is not a valid pool name",
                   "use 1-31 lower-case letters, digits and '-'")
         if s.min_idle > s.max:

@@ -78,7 +78,7 @@ class _Checker:
         if not isinstance(key, str):
             raise self.error(loc, f"a params key must be a string, got {type_name(key)}",
                              "write the dotted params key, e.g. `train.lr`", key=True)
-        if not all(_KEY_PART.match(part) for part in key.split(".")):
+        if not all(_KEY_PART.fullmatch(part) for part in key.split(".")):
             raise self.error(loc, f"{key!r} is not a dotted params key",
                              "use the key as in params.yaml, its parts joined by dots, without "
                              "spaces or '=' (e.g. `train.lr`)", key=True)
@@ -107,7 +107,7 @@ class _Checker:
         if problem:
             raise self.error(loc, problem, "params are strings, numbers, booleans, null, or "
                              "lists and mappings of them; quote a value to make it a string")
-        if self.grid.is_yaml and isinstance(value, str) and EXPONENT_STRING.match(value):
+        if self.grid.is_yaml and isinstance(value, str) and EXPONENT_STRING.fullmatch(value):
             # PyYAML reads 1e-3 as a string (a float needs a dot and a signed exponent), as it
             # reads params.yaml: almost always a number was meant.
             self.warnings.append(

@@ -48,7 +48,7 @@ def render_value(value: Any) -> str:
     """
     import yaml
 
-    if isinstance(value, str) and EXPONENT_STRING.match(value):
+    if isinstance(value, str) and EXPONENT_STRING.fullmatch(value):
         # PyYAML reads 1e-3 as a string and writes it unquoted; YAML 1.2 reads a number.
         return f"'{value}'"
     text = yaml.safe_dump(value, default_flow_style=True, width=2**31 - 1,

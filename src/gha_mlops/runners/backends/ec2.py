@@ -71,13 +71,12 @@ from gha_mlops.runners.backends.ec2_fleet import (
     tag_map,
 )
 from gha_mlops.runners.backends.ec2_template import (
-    METADATA_TAG_KEY,
     AwsCallError,
     TemplateChoice,
     Templates,
     call,
 )
-from gha_mlops.runners.config import Ec2Settings, Pool
+from gha_mlops.runners.config import METADATA_TAG_KEY, Ec2Settings, Pool
 from gha_mlops.runners.observe import log
 
 if TYPE_CHECKING:
@@ -183,7 +182,7 @@ class Ec2Backend(RunnerBackend):
             raise
 
     def _check_tags(self, pool: str) -> None:
-        bad = [key for key in self.settings.tags if not METADATA_TAG_KEY.match(key)]
+        bad = [key for key in self.settings.tags if not METADATA_TAG_KEY.fullmatch(key)]
         if bad:
             raise BackendError(
                 f"pool {pool!r}: the tag key(s) {', '.join(map(repr, bad))} of backends.ec2.tags "

@@ -86,7 +86,7 @@ def _text(value: object, limit: int = 256) -> str:
 
 def _word(value: object) -> str:
     """An id, name or ARN from an answer ("" when it does not look like one)."""
-    return value if isinstance(value, str) and _WORD.match(value) else ""
+    return value if isinstance(value, str) and _WORD.fullmatch(value) else ""
 
 
 def _items(value: object) -> list[Mapping[str, Any]]:
@@ -161,7 +161,7 @@ def verify(clients: Ec2Clients, settings: Ec2Settings, pools: Mapping[str, Pool]
                         "AWS_* environment, and backends.ec2.region/endpoint_url)")]
     account = _text(identity.data.get("Account"), 12)
     arn = _word(identity.data.get("Arn")) or "<unknown>"
-    lines: list[Line] = [(bool(_ACCOUNT.match(account)),
+    lines: list[Line] = [(bool(_ACCOUNT.fullmatch(account)),
                           f"credentials: account {account or '<unknown>'} as {arn} "
                           f"(region {clients.region})")]
     for name, pool in pools.items():
@@ -286,7 +286,7 @@ class _PoolCheck:
     def _template(self) -> None:
         template = self.ec2.launch_template or ""
         key = f"ec2.launch_template {template} version {self.ec2.launch_template_version}"
-        which = {"LaunchTemplateId": template} if re.match(r"^lt-[0-9a-f]+$", template) \
+        which = {"LaunchTemplateId": template} if re.fullmatch(r"^lt-[0-9a-f]+$", template) \
             else {"LaunchTemplateName": template}
         got = self.ask("ec2", "DescribeLaunchTemplateVersions", **which,
                        Versions=[self.ec2.launch_template_version])

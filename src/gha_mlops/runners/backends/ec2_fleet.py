@@ -204,17 +204,17 @@ def tag_map(instance: Mapping[str, Any]) -> dict[str, str]:
 
 def read_runner(tags: Mapping[str, str]) -> str:
     value = tags.get(LABEL_RUNNER, "")
-    return value if _RUNNER.match(value) else ""
+    return value if _RUNNER.fullmatch(value) else ""
 
 
 def read_pool(tags: Mapping[str, str]) -> str:
     value = tags.get(LABEL_POOL, "")
-    return value if _POOL.match(value) else ""
+    return value if _POOL.fullmatch(value) else ""
 
 
 def read_gpus(tags: Mapping[str, str]) -> tuple[str, ...]:
     value = tags.get(LABEL_GPUS, "")
-    return tuple(value.split(",")) if value and _GPU_IDS.match(value) else ()
+    return tuple(value.split(",")) if value and _GPU_IDS.fullmatch(value) else ()
 
 
 def read_expires(tags: Mapping[str, str]) -> float | None:
@@ -231,7 +231,7 @@ def read_parameter(tags: Mapping[str, str], prefix: str, owner: str) -> str:
     destroy() delete it."""
     value = tags.get(TAG_PARAMETER, "")
     head, _, runner = value.rpartition("/")
-    return value if head == f"{prefix}/{owner}" and _RUNNER.match(runner) else ""
+    return value if head == f"{prefix}/{owner}" and _RUNNER.fullmatch(runner) else ""
 
 
 def read_notice(tags: Mapping[str, str]) -> str:

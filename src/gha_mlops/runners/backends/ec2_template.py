@@ -48,9 +48,6 @@ from gha_mlops.runners.config import Ec2Pool
 VERSION_PREFIX = "gha-mlops settings "
 CACHE_S = 600.0  # how long a pool's template (and its resolved AMI) is reused unchecked
 _DEVICE = re.compile(r"^/dev/[a-z0-9/]{1,32}$")
-# Instance tags visible in instance metadata may not hold "/" or spaces (EC2 refuses the
-# launch): checked before launching, so the error names the key to fix.
-METADATA_TAG_KEY = re.compile(r"^[A-Za-z0-9+=.,_:@-]{1,128}$")
 _MISSING_TEMPLATE = ("InvalidLaunchTemplateName.NotFoundException",
                      "InvalidLaunchTemplateId.NotFound")
 
@@ -245,12 +242,12 @@ def root_device(clients: Ec2Clients, pool: str, image: str) -> str:
     if first is None:
         raise fatal_error(pool, classify("InvalidAMIID.NotFound", f"no image {image}",
                                          operation="DescribeImages"))
-    if not isinstance(device, str) or not _DEVICE.match(device):
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
         raise BackendError(f"pool {pool!r}: the AMI {image} names no usable root device",
                            hint="use an EBS-backed AMI (docs/runners-aws.md: building the AMI)",
                            retryable=False)
     return device
 
 
-__all__ = ["METADATA_TAG_KEY", "AwsCallError", "TemplateChoice", "Templates", "call",
+__all__ = ["AwsCallError", "TemplateChoice", "Templates", "call",
            "resolve_ami", "root_device", "settings_hash", "template_data", "template_name"]
