@@ -30,13 +30,11 @@ import json
 import re
 import subprocess
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from logging import ERROR, INFO, WARNING
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gha_mlops.errors import ExitCode, GhaMlopsError, quoted
 from gha_mlops.runners.backends.base import LABEL_RUNNER, BackendError
@@ -47,6 +45,9 @@ from gha_mlops.runners.backends.ec2_clients import (
     TAG_PARAMETER,
 )
 from gha_mlops.runners.observe import log
+
+if TYPE_CHECKING:  # urllib.request costs `gha-mlops runners ...` 40 ms: loaded when used
+    import urllib.request
 
 DEFAULT_IMDS = "http://169.254.169.254"
 # runner/entrypoint.sh as the AMI installs it: reads $GHA_MLOPS_JITCONFIG, drops to the
@@ -143,9 +144,16 @@ def check_jit_config(value: str, parameter: str) -> str:
     return value
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None  # IMDS never redirects: a 3xx is an error, the token goes nowhere else
+def _opener() -> urllib.request.OpenerDirector:
+    """An opener that never takes a proxy from the environment and never follows a redirect
+    (IMDS never redirects: a 3xx is an error, the token goes nowhere else)."""
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
 
 
 class Imds:
@@ -161,13 +169,14 @@ class Imds:
                              f"{DEFAULT_IMDS}", hint="give scheme, host and port only")
         self.base = f"{parts.scheme}://{parts.netloc}"
         self._timeout, self._sleep, self._clock = timeout, sleep, clock
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                                   _NoRedirect)
+        self._opener = _opener()
         self._token, self._token_until = "", 0.0
 
     def get(self, path: str, *, attempts: int = 1) -> bytes | None:
         """The body at ``path`` (``/latest/meta-data/...``), None when IMDS answers 404;
         AgentError for anything else, or when IMDS does not answer in ``attempts`` tries."""
+        import urllib.request
+
         for renewed in (False, True):
             token = self._session(attempts)
             status, body = self._send(urllib.request.Request(
@@ -199,6 +208,8 @@ class Imds:
         return value
 
     def _session(self, attempts: int) -> str:
+        import urllib.request
+
         if self._token and self._clock() < self._token_until:
             return self._token
         status, body = self._send(urllib.request.Request(
@@ -212,6 +223,8 @@ class Imds:
         return token
 
     def _send(self, request: urllib.request.Request, attempts: int) -> tuple[int, bytes]:
+        import urllib.error
+
         problem = ""
         for attempt in range(max(1, attempts)):
             if attempt:
