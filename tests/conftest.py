@@ -38,6 +38,25 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# The whole suite, with its images, daemons and virtual environments, took up to 5.6 GB of
+# /tmp at once on 2026-12-06 (its venv apart). With too little room every test after the first
+# failed write errors, and the report shows hundreds of errors instead of their one cause.
+MIN_FREE_BYTES = 4 << 30
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop before the first test when /tmp is nearly full, saying so (a run of a few chosen
+    tests, `pytest tests/unit/...`, is not held to it)."""
+    if session.config.args_source != pytest.Config.ArgsSource.TESTPATHS:
+        return
+    free = shutil.disk_usage("/tmp").free
+    if free < MIN_FREE_BYTES:
+        pytest.exit(f"only {free / 2**30:.1f} GiB free under /tmp: the whole suite needs "
+                    f"about 6 GiB (at least {MIN_FREE_BYTES >> 30} GiB to start); free some "
+                    "space (old pytest-of-* and gha-mlops-* directories) and run again",
+                    returncode=3)
+
+
 @dataclass
 class Workspace:
     root: Path
