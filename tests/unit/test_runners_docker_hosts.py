@@ -181,6 +181,14 @@ def test_gpus_held_at_the_last_listing_count_and_launches_need_no_extra_listing(
     assert backend.health().capacity == {"gpus": 0}
 
 
+def test_health_gives_each_answering_hosts_free_gpus_and_their_sum() -> None:
+    backend, _, _ = rig(("0", "1"), ("0", "1"), ("0",))
+    backend.launch(spec(2))
+    backend.launch(spec())
+    health = backend.health()
+    assert health.gpus_by_host == (0, 1, 1) and health.capacity == {"gpus": 2}
+
+
 def test_counts_gone_stale_are_looked_at_again_before_giving_up() -> None:
     backend, fakes, _ = rig(("0",), ("0",))
     first, second = backend.launch(spec()), backend.launch(spec())

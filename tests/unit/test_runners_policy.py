@@ -99,6 +99,26 @@ LAUNCH_TABLE = [
      world(pools=[pool(gpus=1)], jobs=[job(i) for i in range(4)], free_gpus=3,
            runners=[runner("a", LAUNCHING), runner("b", BUSY)]), {"gpu": 2}),
     ("hosted-runner jobs are not ours", world(jobs=[job(1, labels=("ubuntu-latest",))]), {}),
+    # Per host: a runner's GPUs are all on one host.
+    ("1 + 1 free GPUs on two hosts take no 2-GPU runner",
+     world(pools=[pool(gpus=2)], jobs=[job(1), job(2)], free_gpus=(1, 1)), {}),
+    ("each host takes what fits on it",
+     world(pools=[pool(gpus=2)], jobs=[job(i) for i in range(4)], free_gpus=(3, 2, 1)),
+     {"gpu": 2}),
+    ("a pool whose runners fit nowhere does not starve the next pool",
+     world(pools=[pool(gpus=2), pool("small", ("small",), gpus=1)],
+           jobs=[job(1), job(2, ("self-hosted", "small")), job(3, ("self-hosted", "small"))],
+           free_gpus=(1, 1)), {"small": 2}),
+    ("a small runner takes the host it fits best, leaving room for a big one",
+     world(pools=[pool("small", ("small",), gpus=1), pool(gpus=2)],
+           jobs=[job(1), job(2, ("self-hosted", "small"))], free_gpus=(2, 1)),
+     {"small": 1, "gpu": 1}),
+    ("a starting runner's GPUs are taken from the host they fit best",
+     world(pools=[pool(gpus=2)], jobs=[job(i) for i in range(3)], free_gpus=(2, 4),
+           runners=[runner("a", LAUNCHING)]), {"gpu": 2}),
+    ("a starting runner that fits nowhere is counted on the freest host",
+     world(pools=[pool(gpus=2)], jobs=[job(i) for i in range(3)], free_gpus=(1, 3),
+           runners=[runner("a", LAUNCHING)]), {}),
 ]
 
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gha_mlops.github.port import GhJob
-from gha_mlops.runners.backends.base import PENDING, BackendError, LaunchSpec, Machine
+from gha_mlops.runners.backends.base import PENDING, BackendError, Health, LaunchSpec, Machine
 from gha_mlops.runners.config import load_config
 from gha_mlops.runners.policy import BOOTING, BUSY, GONE, IDLE, LAUNCHING
 from gha_mlops.runners.scaler import Scaler
@@ -75,12 +76,13 @@ class FakeCloud(FakeBackend):
 
 
 class Rig:
-    def __init__(self, tmp: Path, config: str = CONFIG) -> None:
+    def __init__(self, tmp: Path, config: str = CONFIG,
+                 docker: Callable[..., FakeBackend] | None = None) -> None:
         (tmp / "runners.yaml").write_text(config)
         self.config = load_config(tmp / "runners.yaml", ENV)
         self.clock = Clock()
         self.gh = FakeRunnersGitHub(clock=self.clock)
-        self.docker = FakeBackend(clock=self.clock)
+        self.docker = (docker or FakeBackend)(clock=self.clock)
         self.cloud = FakeCloud(self.clock)
         self.state = State(tmp / "state.db", clock=self.clock)
         self.scaler = self.new_scaler()
@@ -315,3 +317,61 @@ def test_ec2_failing_to_list_does_not_blind_the_docker_pool(
         rig.scaler.reconcile(full=True)
     assert rig.states()[cloud_name] == "gone"
     assert rig.gh.calls.count("rerun_job") == 1
+
+
+class TwoHosts(FakeBackend):
+    """Two Docker hosts of 2 GPUs each as :class:`DockerHosts` shows them: ids ``HOST/ID``,
+    a runner placed on the host with the most free GPUs or refused (retryably) when none
+    has its GPUs, and each host's free GPUs in ``health().gpus_by_host``."""
+
+    def free_by_host(self) -> dict[str, int]:
+        free = {"a": 2, "b": 2}
+        for m in self.machines.values():
+            free[m.id.split("/")[0]] -= len(m.gpus)
+        return free
+
+    def launch(self, spec: LaunchSpec) -> Machine:
+        free = self.free_by_host()
+        host = max(free, key=lambda h: free[h])
+        if free[host] < spec.gpus:
+            raise BackendError(f"no host has {spec.gpus} GPU(s) free for {spec.runner_name}",
+                               retryable=True)
+        m = super().launch(spec)
+        with self._lock:
+            del self.machines[m.id]
+            m = replace(m, id=f"{host}/{m.id}")
+            self.machines[m.id] = m
+            return m
+
+    def health(self) -> Health:
+        free = tuple(self.free_by_host().values())
+        return Health(True, "ok", {"gpus": sum(free)}, gpus_by_host=free)
+
+
+def test_a_runner_is_launched_only_where_one_host_has_all_its_gpus(tmp_path: Path) -> None:
+    """1 + 1 free GPUs on two hosts: a 2-GPU runner waits (no launch that must fail), in
+    fast passes (counted from the state, by the host in each machine id) and full ones
+    (each host's free GPUs as listed); it launches when one host has 2 free again."""
+    config = CONFIG.replace(
+        """      - {name: a, host: "unix:///tmp/a.sock", gpus: [0, 1]}
+      - {name: b, host: "unix:///tmp/b.sock", gpus: [0]}""",
+        """      - {name: a, host: "unix:///tmp/a.sock", gpus: [0, 1]}
+      - {name: b, host: "unix:///tmp/b.sock", gpus: [0, 1]}""").replace(
+        "pools:\n", "pools:\n  - {name: big, labels: [big], image: runner:test, max: 2, gpus: 2}\n")
+    rig = Rig(tmp_path, config, TwoHosts)
+    for _ in range(2):
+        rig.queue(("self-hosted", "gpu"))
+        rig.scaler.reconcile(full=False)
+    assert sorted(m.split("/")[0] for m in rig.docker.machines) == ["a", "b"]
+    rig.queue(("self-hosted", "big"))
+    rig.scaler.reconcile(full=False)
+    rig.clock.advance(31)
+    rig.scaler.reconcile(full=True)
+    assert [n for _, n in rig.docker.launched if "-big-" in n] == []
+    assert not rig.metric('gha_mlops_runners_errors_total{kind="backend"}'), \
+        "no launch was tried that could not fit"
+    small = next(m.runner_name for m in rig.docker.machines.values())
+    rig.docker.exit(small)  # its job done: host a or b has 2 free again
+    rig.clock.advance(31)
+    rig.scaler.reconcile(full=True)
+    assert len([n for _, n in rig.docker.launched if "-big-" in n]) == 1

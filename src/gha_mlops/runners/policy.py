@@ -107,7 +107,10 @@ class World:
     # after a webhook does not list): the rules that need them then wait for a full pass.
     machines: Sequence[Machine] | None = None
     gh_runners: Sequence[GhRunner] | None = None
-    free_gpus: int | None = None  # None: not limited (or unknown)
+    # Free GPUs: one count, or one per host where a backend spans several (a runner's GPUs
+    # are all on one host, so 1 + 1 free on two hosts do not take a 2-GPU runner);
+    # None: not limited (or unknown).
+    free_gpus: int | tuple[int, ...] | None = None
     prefix: str = ""  # the names of our runners start with this
     # The last time listing the backends failed (a daemon down or restarting, a host
     # unreachable), None if never: machines that vanished across it went away under their
@@ -177,7 +180,7 @@ def decide(world: World) -> Decision:
     for r in alive:
         if r.name not in settled:
             by_pool[r.pool].append(r)
-    gpus = world.free_gpus
+    hosts = _gpu_hosts(world.free_gpus)
     for pool in world.pools:
         mine = by_pool.get(pool.name, [])
         # A busy runner under notice will likely lose its job: one more runner for the re-run
@@ -185,20 +188,42 @@ def decide(world: World) -> Decision:
         doomed = sum(1 for r in mine if r.state == BUSY and r.name in noticed)
         wanted = demand.get(pool.name, 0) + doomed
         available = _drain(world, pool, mine, wanted, noticed, d)
-        limited = gpus is not None and (world.gpu_pools is None or pool.name in world.gpu_pools)
-        if gpus is not None and limited:  # GPUs promised to runners that do not hold them yet
-            gpus -= pool.gpus * sum(1 for r in mine if r.state in STARTING)
+        limited = hosts is not None and (world.gpu_pools is None
+                                         or pool.name in world.gpu_pools)
+        if hosts is not None and limited and pool.gpus:
+            # GPUs promised to runners that do not hold them yet
+            for _ in range(sum(1 for r in mine if r.state in STARTING)):
+                _place(hosts, pool.gpus, promised=True)
         want = wanted + pool.min_idle - available
         n = max(0, min(want, pool.max - len(mine)))
-        if n and pool.gpus and gpus is not None and limited:
-            n = min(n, max(0, gpus) // pool.gpus)
-            gpus -= n * pool.gpus
+        if n and pool.gpus and hosts is not None and limited:
+            n = next((i for i in range(n) if not _place(hosts, pool.gpus)), n)
         if n:
             d.launch[pool.name] = n
             if doomed:
                 d.replacements[pool.name] = min(n, doomed)
     _reruns(world, d)
     return d
+
+
+def _gpu_hosts(free: int | tuple[int, ...] | None) -> list[int] | None:
+    if free is None:
+        return None
+    return [free] if isinstance(free, int) else list(free)
+
+
+def _place(hosts: list[int], gpus: int, *, promised: bool = False) -> bool:
+    """Take ``gpus`` from the host they fit best (the fewest free that still hold them);
+    False when none holds them. A ``promised`` runner (its launch under way, its host not
+    known here) is taken from the host with the most free even when they do not fit there:
+    the count stays conservative, never optimistic."""
+    fits = [i for i, free in enumerate(hosts) if free >= gpus]
+    if fits:
+        hosts[min(fits, key=lambda i: hosts[i])] -= gpus
+        return True
+    if promised and hosts:
+        hosts[max(range(len(hosts)), key=lambda i: hosts[i])] -= gpus
+    return False
 
 
 def _demand(world: World, d: Decision) -> dict[str, int]:

@@ -38,6 +38,7 @@ from gha_mlops.runners.backends.base import (
     armed_failpoints,
     failpoint,
 )
+from gha_mlops.runners.backends.docker_hosts import host_of
 from gha_mlops.runners.config import Pool, RunnersConfig
 from gha_mlops.runners.observe import Metrics, Snapshot, log
 from gha_mlops.runners.policy import (
@@ -243,7 +244,7 @@ class Scaler:
             now = self.clock()
             runners = self.state.runners()  # read before listing (see policy.py)
             machines = gh_runners = None
-            free_gpus: int | None = None
+            free_gpus: tuple[int, ...] | None = None
             if full:
                 self._last_full = now
                 if not self._rate_limited():
@@ -285,25 +286,31 @@ class Scaler:
         return frozenset(p.name for p in self.config.pools if p.backend in self._gpu_backends)
 
     def _fast_observe(self, runners: list[RunnerView],
-                      now: float) -> tuple[list[Machine] | None, int | None]:
+                      now: float) -> tuple[list[Machine] | None, tuple[int, ...] | None]:
         """What a fast pass knows of the machines: none, unless a runner finished its job
         (then one listing, at most every FINISHED_CHECK seconds, frees its slot as soon as
         its machine is gone instead of at the next full pass); the free GPUs from the state
-        (the Docker hosts' inventory, all hosts together, less what runners not gone of the
-        pools it serves hold)."""
-        inventory = self.config.gpu_inventory
-        limited = self._gpu_pools()
-        gpus = {p.name: p.gpus for p in self.config.pools if p.name in limited}
-        done = False
-        held = 0
-        for r in runners:
-            done = done or r.state == DONE
-            if inventory and r.state not in STARTING:
-                held += gpus.get(r.pool, 0)
-        if done and now - self._last_listing >= FINISHED_CHECK:
+        (each Docker host's inventory less what runners not gone of the pools it serves hold
+        there, by the host in their machine id; one whose host is not known yet is counted
+        on the host with the most free)."""
+        if any(r.state == DONE for r in runners) and \
+                now - self._last_listing >= FINISHED_CHECK:
             self._last_listing = now
             return self._list_machines()
-        return None, (inventory - held if inventory else None)
+        hosts = self.config.docker_hosts
+        if not self.config.gpu_inventory:
+            return None, None
+        limited = self._gpu_pools()
+        gpus = {p.name: p.gpus for p in self.config.pools if p.name in limited}
+        free = {h.name: len(h.gpus) for h in hosts}
+        for r in runners:
+            if r.state in STARTING or not gpus.get(r.pool):
+                continue
+            host = host_of(r.machine_id or "") if len(hosts) > 1 else hosts[0].name
+            if host not in free:
+                host = max(free, key=lambda name: free[name])
+            free[host] -= gpus[r.pool]
+        return None, tuple(free.values())
 
     def _github(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -355,14 +362,14 @@ class Scaler:
                                                      self.github.list_runners)
         return result
 
-    def _list_machines(self) -> tuple[list[Machine] | None, int | None]:
+    def _list_machines(self) -> tuple[list[Machine] | None, tuple[int, ...] | None]:
         """Every backend's machines and the free GPUs they report. A backend that cannot be
         listed (EC2 throttled, a daemon down) does not blind the others: its pools are
         ``self._unlisted`` for this pass (their runners are judged at a later pass), its
         GPUs count as none free; only when every backend fails is nothing known (None)."""
         machines: list[Machine] = []
         owner: dict[str, str] = {}
-        free: int | None = None
+        free: list[int] | None = None
         gpu_backends: set[str] = set()
         failed: set[str] = set()
         for name, backend in self.backends.items():
@@ -382,18 +389,19 @@ class Scaler:
             machines.extend(listed)
             owner.update((m.id, name) for m in listed)
             if "gpus" in health.capacity:
-                free = (free or 0) + int(health.capacity["gpus"])
+                free = (free or []) + list(health.gpus_by_host
+                                           or (int(health.capacity["gpus"]),))
                 gpu_backends.add(name)
         self._failing = failed
         self._unlisted = frozenset(p.name for p in self.config.pools if p.backend in failed)
         if failed and len(failed) == len(self.backends):
-            return None, 0
+            return None, (0,)
         if failed & self._gpu_backends:  # unknown now: nothing of theirs is free
             gpu_backends |= failed & self._gpu_backends
-            free = free or 0
+            free = free or [0]
         self._owner = {**{m: b for m, b in self._owner.items() if b in failed}, **owner}
         self._gpu_backends = frozenset(gpu_backends)
-        return machines, free
+        return machines, (tuple(free) if free is not None else None)
 
     def _note_notices(self, machines: Sequence[Machine], runners: Sequence[RunnerView]) -> None:
         """Log and count each machine's notice once (and a machine lost to a spot

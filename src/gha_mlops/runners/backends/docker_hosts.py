@@ -223,9 +223,9 @@ class DockerHosts(RunnerBackend):
 
     def health(self) -> Health:
         """``ok`` while at least one host answers; ``detail`` names the hosts that do not;
-        ``capacity["gpus"]`` is the free GPUs of the hosts that answer, all together. It does
-        not count fragmentation: a runner wanting 2 GPUs may fit nowhere although 2 are free
-        on two hosts; its launch then fails (retryably) until one host has 2 free."""
+        ``capacity["gpus"]`` is the free GPUs of the hosts that answer, all together, and
+        ``gpus_by_host`` each one's (the scaler launches a 2-GPU runner only where one host
+        has 2 free, not on 1 + 1)."""
         now = self.clock()
         self._observe([h for h in self._hosts if now - h.observed_at > FRESH_S])
         with self._lock:
@@ -234,9 +234,10 @@ class DockerHosts(RunnerBackend):
             detail = f"{len(up)} of {len(self._hosts)} Docker hosts answer"
             if down:
                 detail += "; down: " + self._reasons()
-            capacity = ({"gpus": sum(max(0, h.free_gpus()) for h in up)}
-                        if any(h.config.gpus for h in self._hosts) else {})
-        return Health(ok=bool(up), detail=detail, capacity=capacity)
+            gpus = any(h.config.gpus for h in self._hosts)
+            free = tuple(max(0, h.free_gpus()) for h in up) if gpus else ()
+        return Health(ok=bool(up), detail=detail, capacity={"gpus": sum(free)} if gpus else {},
+                      gpus_by_host=free)
 
     def verify(self) -> builtins.list[tuple[bool, str]]:
         """``runners check --live``: a line per host, each asked now (its daemon answers and
@@ -392,6 +393,12 @@ class DockerHosts(RunnerBackend):
 
 
 _NONE = Machine("", "", "", LOST, 0.0)  # what _settle returns for a failed launch (unused)
+
+
+def host_of(machine_id: str) -> str:
+    """The host name in a machine id of :class:`DockerHosts` (``HOST/CONTAINER``), or ""."""
+    head, sep, _ = machine_id.partition(SEP)
+    return head if sep else ""
 
 
 def _outer(host: _Host, machine: Machine) -> Machine:
