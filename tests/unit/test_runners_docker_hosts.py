@@ -186,7 +186,7 @@ def test_health_gives_each_answering_hosts_free_gpus_and_their_sum() -> None:
     backend.launch(spec(2))
     backend.launch(spec())
     health = backend.health()
-    assert health.gpus_by_host == (0, 1, 1) and health.capacity == {"gpus": 2}
+    assert health.gpus_by_host == {"a": 0, "b": 1, "c": 1} and health.capacity == {"gpus": 2}
 
 
 def test_counts_gone_stale_are_looked_at_again_before_giving_up() -> None:

@@ -324,15 +324,19 @@ class TwoHosts(FakeBackend):
     a runner placed on the host with the most free GPUs or refused (retryably) when none
     has its GPUs, and each host's free GPUs in ``health().gpus_by_host``."""
 
+    down: frozenset[str] = frozenset()  # hosts that do not answer
+
     def free_by_host(self) -> dict[str, int]:
         free = {"a": 2, "b": 2}
         for m in self.machines.values():
             free[m.id.split("/")[0]] -= len(m.gpus)
-        return free
+        return {h: n for h, n in free.items() if h not in self.down}
 
     def launch(self, spec: LaunchSpec) -> Machine:
         free = self.free_by_host()
-        host = max(free, key=lambda h: free[h])
+        host = max(free, key=lambda h: free[h], default="")
+        if not host:
+            raise BackendError("no Docker host answers", retryable=True)
         if free[host] < spec.gpus:
             raise BackendError(f"no host has {spec.gpus} GPU(s) free for {spec.runner_name}",
                                retryable=True)
@@ -344,21 +348,20 @@ class TwoHosts(FakeBackend):
             return m
 
     def health(self) -> Health:
-        free = tuple(self.free_by_host().values())
-        return Health(True, "ok", {"gpus": sum(free)}, gpus_by_host=free)
+        free = self.free_by_host()
+        return Health(bool(free), "ok", {"gpus": sum(free.values())}, gpus_by_host=free)
+
+
+BIG = CONFIG.replace("""      - {name: b, host: "unix:///tmp/b.sock", gpus: [0]}""",
+                     """      - {name: b, host: "unix:///tmp/b.sock", gpus: [0, 1]}""").replace(
+    "pools:\n", "pools:\n  - {name: big, labels: [big], image: runner:test, max: 2, gpus: 2}\n")
 
 
 def test_a_runner_is_launched_only_where_one_host_has_all_its_gpus(tmp_path: Path) -> None:
     """1 + 1 free GPUs on two hosts: a 2-GPU runner waits (no launch that must fail), in
     fast passes (counted from the state, by the host in each machine id) and full ones
     (each host's free GPUs as listed); it launches when one host has 2 free again."""
-    config = CONFIG.replace(
-        """      - {name: a, host: "unix:///tmp/a.sock", gpus: [0, 1]}
-      - {name: b, host: "unix:///tmp/b.sock", gpus: [0]}""",
-        """      - {name: a, host: "unix:///tmp/a.sock", gpus: [0, 1]}
-      - {name: b, host: "unix:///tmp/b.sock", gpus: [0, 1]}""").replace(
-        "pools:\n", "pools:\n  - {name: big, labels: [big], image: runner:test, max: 2, gpus: 2}\n")
-    rig = Rig(tmp_path, config, TwoHosts)
+    rig = Rig(tmp_path, BIG, TwoHosts)
     for _ in range(2):
         rig.queue(("self-hosted", "gpu"))
         rig.scaler.reconcile(full=False)
@@ -375,3 +378,19 @@ def test_a_runner_is_launched_only_where_one_host_has_all_its_gpus(tmp_path: Pat
     rig.clock.advance(31)
     rig.scaler.reconcile(full=True)
     assert len([n for _, n in rig.docker.launched if "-big-" in n]) == 1
+
+
+def test_fast_passes_count_no_gpus_on_a_host_the_last_full_pass_found_down(
+        tmp_path: Path) -> None:
+    rig = Rig(tmp_path, BIG, TwoHosts)
+    rig.docker.down = frozenset({"b"})
+    rig.scaler.reconcile(full=True)
+    for _ in range(2):
+        rig.queue(("self-hosted", "big"))
+        rig.scaler.reconcile(full=False)
+    assert [m.split("/")[0] for m in rig.docker.machines] == ["a"], "b's GPUs were not free"
+    assert not rig.metric('gha_mlops_runners_errors_total{kind="backend"}')
+    rig.docker.down = frozenset()  # b answers again: the next full pass counts it
+    rig.clock.advance(31)
+    rig.scaler.reconcile(full=True)
+    assert sorted(m.split("/")[0] for m in rig.docker.machines) == ["a", "b"]

@@ -115,6 +115,8 @@ class Scaler:
         self._noticed_runners: set[str] = set()  # runners (not gone) whose machine had one
         # The backends that report free GPUs (their pools are the ones World.free_gpus limits).
         self._gpu_backends: frozenset[str] = frozenset({"docker"})
+        # The Docker hosts the last full pass found answering; None: all (not listed yet).
+        self._hosts_up: frozenset[str] | None = None
         self.last_decision = Decision()
 
     # -- events -----------------------------------------------------------------------------
@@ -292,7 +294,7 @@ class Scaler:
         its machine is gone instead of at the next full pass); the free GPUs from the state
         (each Docker host's inventory less what runners not gone of the pools it serves hold
         there, by the host in their machine id; one whose host is not known yet is counted
-        on the host with the most free)."""
+        on the host with the most free; a host the last full pass found down has none)."""
         if any(r.state == DONE for r in runners) and \
                 now - self._last_listing >= FINISHED_CHECK:
             self._last_listing = now
@@ -302,14 +304,18 @@ class Scaler:
             return None, None
         limited = self._gpu_pools()
         gpus = {p.name: p.gpus for p in self.config.pools if p.name in limited}
-        free = {h.name: len(h.gpus) for h in hosts}
+        up = self._hosts_up
+        free = {h.name: len(h.gpus) for h in hosts if up is None or h.name in up}
+        if not free:
+            return None, (0,)
         for r in runners:
             if r.state in STARTING or not gpus.get(r.pool):
                 continue
             host = host_of(r.machine_id or "") if len(hosts) > 1 else hosts[0].name
-            if host not in free:
-                host = max(free, key=lambda name: free[name])
-            free[host] -= gpus[r.pool]
+            if host in free:
+                free[host] -= gpus[r.pool]
+            elif not any(h.name == host for h in hosts):  # not known yet: the freest
+                free[max(free, key=lambda name: free[name])] -= gpus[r.pool]
         return None, tuple(free.values())
 
     def _github(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -389,15 +395,19 @@ class Scaler:
             machines.extend(listed)
             owner.update((m.id, name) for m in listed)
             if "gpus" in health.capacity:
-                free = (free or []) + list(health.gpus_by_host
+                free = (free or []) + list(health.gpus_by_host.values()
                                            or (int(health.capacity["gpus"]),))
                 gpu_backends.add(name)
+                # The hosts that answer (several), or all (one host, answering).
+                self._hosts_up = frozenset(health.gpus_by_host) \
+                    if health.gpus_by_host or not health.ok else None
         self._failing = failed
         self._unlisted = frozenset(p.name for p in self.config.pools if p.backend in failed)
         if failed and len(failed) == len(self.backends):
             return None, (0,)
         if failed & self._gpu_backends:  # unknown now: nothing of theirs is free
             gpu_backends |= failed & self._gpu_backends
+            self._hosts_up = frozenset()
             free = free or [0]
         self._owner = {**{m: b for m, b in self._owner.items() if b in failed}, **owner}
         self._gpu_backends = frozenset(gpu_backends)

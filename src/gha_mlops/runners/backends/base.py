@@ -111,9 +111,10 @@ class Health:
     detail: str = ""
     # Free capacity the backend knows of, e.g. {"gpus": 3}; empty when unbounded/unknown.
     capacity: Mapping[str, int] = field(default_factory=dict)
-    # A backend over several hosts: the free GPUs of each host that answers (their sum is
-    # capacity["gpus"]); a runner's GPUs must all be on one host.
-    gpus_by_host: tuple[int, ...] = ()
+    # A backend over several hosts: the free GPUs of each host that answers, by host name
+    # (their sum is capacity["gpus"]; a host not named is down); a runner's GPUs must all be
+    # on one host.
+    gpus_by_host: Mapping[str, int] = field(default_factory=dict)
 
 
 class RunnerBackend(Closing, Protocol):

@@ -235,9 +235,9 @@ class DockerHosts(RunnerBackend):
             if down:
                 detail += "; down: " + self._reasons()
             gpus = any(h.config.gpus for h in self._hosts)
-            free = tuple(max(0, h.free_gpus()) for h in up) if gpus else ()
-        return Health(ok=bool(up), detail=detail, capacity={"gpus": sum(free)} if gpus else {},
-                      gpus_by_host=free)
+            free = {h.name: max(0, h.free_gpus()) for h in up} if gpus else {}
+        return Health(ok=bool(up), detail=detail,
+                      capacity={"gpus": sum(free.values())} if gpus else {}, gpus_by_host=free)
 
     def verify(self) -> builtins.list[tuple[bool, str]]:
         """``runners check --live``: a line per host, each asked now (its daemon answers and
