@@ -92,7 +92,10 @@ class Dockerd:
             "#!/bin/sh\n"
             "# Stand-in for the NVIDIA Container Toolkit's prestart hook (tests only): runc\n"
             "# passes the container's state on stdin; record it and let the container start.\n"
-            f"{{ cat; echo; }} >> '{self.hook_log}'\n")
+            "# One record a line: concurrent starts take turns (cat and echo are two writes).\n"
+            f"exec 9>>'{self.hook_log}'\n"
+            "flock 9\n"
+            "{ cat; echo; } >&9\n")
         hook.chmod(0o755)
         (root / "daemon.json").write_text("{}\n")  # not the host's /etc/docker/daemon.json
 
