@@ -175,12 +175,10 @@ class Imds:
     def get(self, path: str, *, attempts: int = 1) -> bytes | None:
         """The body at ``path`` (``/latest/meta-data/...``), None when IMDS answers 404;
         AgentError for anything else, or when IMDS does not answer in ``attempts`` tries."""
-        import urllib.request
-
         for renewed in (False, True):
             token = self._session(attempts)
-            status, body = self._send(urllib.request.Request(
-                self.base + path, headers={"X-aws-ec2-metadata-token": token}), attempts)
+            status, body = self._send("GET", path, {"X-aws-ec2-metadata-token": token},
+                                      attempts)
             if status == 401 and not renewed:
                 self._token = ""  # expired or revoked: one new session, then give up
                 continue
@@ -208,13 +206,11 @@ class Imds:
         return value
 
     def _session(self, attempts: int) -> str:
-        import urllib.request
-
         if self._token and self._clock() < self._token_until:
             return self._token
-        status, body = self._send(urllib.request.Request(
-            self.base + "/latest/api/token", method="PUT",
-            headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_S)}), attempts)
+        status, body = self._send("PUT", "/latest/api/token",
+                                  {"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_S)},
+                                  attempts)
         token = body.decode("ascii", "replace").strip()
         if status != 200 or not _TOKEN.fullmatch(token):
             raise AgentError(f"instance metadata gave no IMDSv2 session token (HTTP {status})",
@@ -222,9 +218,13 @@ class Imds:
         self._token, self._token_until = token, self._clock() + TOKEN_TTL_S - 60
         return token
 
-    def _send(self, request: urllib.request.Request, attempts: int) -> tuple[int, bytes]:
+    def _send(self, method: str, path: str, headers: Mapping[str, str],
+              attempts: int) -> tuple[int, bytes]:
         import urllib.error
+        import urllib.request
 
+        request = urllib.request.Request(self.base + path, headers=dict(headers),
+                                         method=method)
         problem = ""
         for attempt in range(max(1, attempts)):
             if attempt:

@@ -305,16 +305,17 @@ class Scaler:
         limited = self._gpu_pools()
         gpus = {p.name: p.gpus for p in self.config.pools if p.name in limited}
         up = self._hosts_up
+        names = {h.name for h in hosts}
         free = {h.name: len(h.gpus) for h in hosts if up is None or h.name in up}
         if not free:
             return None, (0,)
         for r in runners:
             if r.state in STARTING or not gpus.get(r.pool):
                 continue
-            host = host_of(r.machine_id or "") if len(hosts) > 1 else hosts[0].name
+            host = host_of(r.machine_id or "")  # "" on one host: its ids are container ids
             if host in free:
                 free[host] -= gpus[r.pool]
-            elif not any(h.name == host for h in hosts):  # not known yet: the freest
+            elif host not in names:  # not known (one host, or no machine yet): the freest
                 free[max(free, key=lambda name: free[name])] -= gpus[r.pool]
         return None, tuple(free.values())
 
