@@ -50,6 +50,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,10 +364,35 @@ def _descendants(pid: int) -> list[int]:
 
 def _kill_tree(pid: int) -> None:
     """Kill act and every process under it: steps run in their own sessions (act gives each a
-    pseudo-terminal), so killing act's process group would leave them behind."""
-    for victim in [pid, *_descendants(pid)]:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(victim, signal.SIGKILL)
+    pseudo-terminal), so killing act's process group would leave them behind. The tree is
+    stopped first, look after look until no new process shows (one forked while we looked
+    is found the next time: its parent stays, stopped), then killed; this returns when every
+    one is gone or a zombie."""
+    stopped: set[int] = set()
+    pending = {pid}
+    while pending:
+        for victim in pending:
+            _signal(victim, signal.SIGSTOP)
+        stopped |= pending
+        pending = set(_descendants(pid)) - stopped
+    for victim in stopped:
+        _signal(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(v) for v in stopped):
+        time.sleep(0.02)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _pairs(values: Mapping[str, str] | None) -> list[str]:
